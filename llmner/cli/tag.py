@@ -1,0 +1,7 @@
+"""CLI commands (tag). OWNED BY a helper; registered by llmner.cli.main."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    pass

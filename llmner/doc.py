@@ -1,0 +1,239 @@
+"""The data model every component reads and writes: documents, entities, results.
+
+Offsets are Python string indices (Unicode code points) into ``Document.text``, end exclusive.
+Nested and overlapping entities are allowed; an entity is identified by (start, end, type).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from llmner.errors import ValidationError
+
+RESULT_SCHEMA_VERSION = 1
+LANGUAGES = ("en", "zh")
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Entity:
+    """A typed mention ``text[start:end]``.
+
+    ``score`` is the selector's probability when one ran (``None`` otherwise); ``normalized_id``
+    holds a database identifier (MeSH, OMIM, NCBI Taxonomy) when the corpus provides one.
+    """
+
+    start: int
+    end: int
+    type: str
+    text: str = ""
+    score: float | None = field(default=None, compare=False)
+    normalized_id: str | None = field(default=None, compare=False)
+
+    @property
+    def key(self) -> tuple[int, int, str]:
+        return (self.start, self.end, self.type)
+
+    def shifted(self, offset: int) -> Entity:
+        return dataclasses.replace(self, start=self.start + offset, end=self.end + offset)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"start": self.start, "end": self.end, "type": self.type, "text": self.text}
+        if self.score is not None:
+            out["score"] = self.score
+        if self.normalized_id is not None:
+            out["normalized_id"] = self.normalized_id
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "entity") -> Entity:
+        _reject_unknown(data, {"start", "end", "type", "text", "score", "normalized_id"}, where)
+        for name in ("start", "end", "type"):
+            if name not in data:
+                raise ValidationError(f"{where}: missing field '{name}'")
+        start, end, etype = data["start"], data["end"], data["type"]
+        if not isinstance(start, int) or isinstance(start, bool) or not isinstance(end, int) or isinstance(end, bool):
+            raise ValidationError(f"{where}: start and end must be integers, got {start!r} and {end!r}")
+        if not isinstance(etype, str) or not etype:
+            raise ValidationError(f"{where}: type must be a non-empty string, got {etype!r}")
+        score = data.get("score")
+        if score is not None and not isinstance(score, (int, float)):
+            raise ValidationError(f"{where}: score must be a number, got {score!r}")
+        return cls(
+            start=start,
+            end=end,
+            type=etype,
+            text=str(data.get("text", "")),
+            score=None if score is None else float(score),
+            normalized_id=data.get("normalized_id"),
+        )
+
+
+@dataclass(slots=True)
+class Document:
+    """A text to tag, with optional gold ``entities`` (readers) or predictions (pipeline)."""
+
+    id: str
+    text: str
+    language: str = "en"
+    metadata: dict[str, Any] = field(default_factory=dict)
+    entities: list[Entity] = field(default_factory=list)
+
+    def span(self, start: int, end: int, type: str, **kwargs: Any) -> Entity:
+        """Create an entity over ``text[start:end]`` with its surface text filled in."""
+        return Entity(start, end, type, self.text[start:end], **kwargs)
+
+    def validate(self) -> Document:
+        """Raise ValidationError naming the first problem; return self when valid."""
+        validate_document(self)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.id, "text": self.text, "language": self.language}
+        if self.metadata:
+            out["metadata"] = self.metadata
+        out["entities"] = [e.to_dict() for e in self.entities]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], validate: bool = True) -> Document:
+        if not isinstance(data, Mapping):
+            raise ValidationError(f"document must be a JSON object, got {type(data).__name__}")
+        _reject_unknown(data, {"id", "text", "language", "metadata", "entities"}, "document")
+        if "id" not in data:
+            raise ValidationError("document: missing field 'id'")
+        if "text" not in data:
+            raise ValidationError(f"document {data['id']!r}: missing field 'text'")
+        doc_id = data["id"]
+        if not isinstance(doc_id, (str, int)) or isinstance(doc_id, bool) or str(doc_id) == "":
+            raise ValidationError(f"document: id must be a non-empty string, got {doc_id!r}")
+        where = f"document {str(doc_id)!r}"
+        if not isinstance(data["text"], str):
+            raise ValidationError(f"{where}: text must be a string, got {type(data['text']).__name__}")
+        metadata = data.get("metadata") or {}
+        if not isinstance(metadata, Mapping):
+            raise ValidationError(f"{where}: metadata must be an object")
+        raw_entities = data.get("entities") or []
+        if not isinstance(raw_entities, list):
+            raise ValidationError(f"{where}: entities must be a list")
+        doc = cls(
+            id=str(doc_id),
+            text=data["text"],
+            language=data.get("language", "en"),
+            metadata=dict(metadata),
+            entities=[Entity.from_dict(e, f"{where} entity #{i}") for i, e in enumerate(raw_entities)],
+        )
+        if validate:
+            validate_document(doc)
+        return doc
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, payload: bytes | str, validate: bool = True) -> Document:
+        try:
+            data = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            raise ValidationError(f"document is not valid JSON: {exc}") from None
+        return cls.from_dict(data, validate=validate)
+
+
+def validate_entity(entity: Entity, text: str, where: str = "entity") -> None:
+    if not (0 <= entity.start < entity.end <= len(text)):
+        raise ValidationError(
+            f"{where}: offsets [{entity.start}, {entity.end}) out of range for a text of {len(text)} characters"
+        )
+    if entity.text and text[entity.start : entity.end] != entity.text:
+        raise ValidationError(
+            f"{where}: surface text {entity.text!r} does not match text[{entity.start}:{entity.end}]"
+            f" = {text[entity.start:entity.end]!r}"
+        )
+
+
+def validate_document(doc: Document) -> None:
+    where = f"document {doc.id!r}"
+    if not isinstance(doc.text, str):
+        raise ValidationError(f"{where}: text must be a string")
+    if doc.language not in LANGUAGES:
+        raise ValidationError(f"{where}: unknown language {doc.language!r} (expected one of {', '.join(LANGUAGES)})")
+    for i, ent in enumerate(doc.entities):
+        validate_entity(ent, doc.text, f"{where} entity #{i} ({ent.type})")
+
+
+def dedupe_entities(entities: Iterable[Entity]) -> list[Entity]:
+    """Sorted unique entities by (start, end, type); the highest score wins among duplicates."""
+    best: dict[tuple[int, int, str], Entity] = {}
+    for ent in entities:
+        prev = best.get(ent.key)
+        if prev is None or (ent.score or 0.0) > (prev.score or 0.0):
+            best[ent.key] = ent
+    return sorted(best.values(), key=lambda e: (e.start, -e.end, e.type))
+
+
+@dataclass(slots=True)
+class ResultRecord:
+    """What the pipeline and the workers publish for one document (versioned)."""
+
+    document_id: str
+    entities: list[Entity]
+    model_ids: dict[str, str] = field(default_factory=dict)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    chunk_count: int = 0
+    language: str = "en"
+    schema_version: int = RESULT_SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "document_id": self.document_id,
+            "language": self.language,
+            "entities": [e.to_dict() for e in self.entities],
+            "model_ids": self.model_ids,
+            "timings_ms": self.timings_ms,
+            "chunk_count": self.chunk_count,
+        }
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ResultRecord:
+        _reject_unknown(
+            data,
+            {"schema_version", "document_id", "language", "entities", "model_ids", "timings_ms", "chunk_count"},
+            "result",
+        )
+        version = data.get("schema_version")
+        if version != RESULT_SCHEMA_VERSION:
+            raise ValidationError(f"result: unsupported schema_version {version!r} (expected {RESULT_SCHEMA_VERSION})")
+        return cls(
+            document_id=str(data["document_id"]),
+            entities=[Entity.from_dict(e, f"result entity #{i}") for i, e in enumerate(data.get("entities", []))],
+            model_ids=dict(data.get("model_ids", {})),
+            timings_ms=dict(data.get("timings_ms", {})),
+            chunk_count=int(data.get("chunk_count", 0)),
+            language=data.get("language", "en"),
+            schema_version=version,
+        )
+
+    @classmethod
+    def from_json(cls, payload: bytes | str) -> ResultRecord:
+        return cls.from_dict(orjson.loads(payload))
+
+    def to_document(self, text: str) -> Document:
+        return Document(id=self.document_id, text=text, language=self.language, entities=list(self.entities))
+
+
+def _reject_unknown(data: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ValidationError(f"{where}: unknown field(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(allowed))}")
+
+
+def entity_keys(entities: Sequence[Entity]) -> set[tuple[int, int, str]]:
+    return {e.key for e in entities}

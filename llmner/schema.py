@@ -1,0 +1,135 @@
+"""Entity schemas: the type names of a corpus with a one-line definition each.
+
+The definitions go into the generator's prompt (so an unseen corpus works zero-shot) and into the
+selector's input. Built-in schemas live in ``llmner/schemas/<name>.json``; users pass their own file.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from llmner.errors import ValidationError
+
+_TYPE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class EntityType:
+    name: str
+    definition: str
+
+
+@dataclass(frozen=True, slots=True)
+class EntitySchema:
+    """A named set of entity types in one language."""
+
+    name: str
+    language: str
+    types: tuple[EntityType, ...]
+    description: str = ""
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.types:
+            raise ValidationError(f"schema {self.name!r}: no entity types")
+        seen: set[str] = set()
+        for t in self.types:
+            # Type names become inline tag names (<Disease>): keep them identifier-like.
+            if not _TYPE_NAME.match(t.name):
+                raise ValidationError(
+                    f"schema {self.name!r}: type name {t.name!r} must start with a letter and contain only letters, digits, '_' or '-'"
+                )
+            if t.name in seen:
+                raise ValidationError(f"schema {self.name!r}: type {t.name!r} listed twice")
+            if not t.definition.strip():
+                raise ValidationError(f"schema {self.name!r}: type {t.name!r} has no definition")
+            seen.add(t.name)
+        if self.language not in ("en", "zh"):
+            raise ValidationError(f"schema {self.name!r}: unknown language {self.language!r} (expected en or zh)")
+
+    @property
+    def type_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.types)
+
+    def definition(self, type_name: str) -> str:
+        for t in self.types:
+            if t.name == type_name:
+                return t.definition
+        raise ValidationError(f"schema {self.name!r}: unknown entity type {type_name!r} (known: {', '.join(self.type_names)})")
+
+    def __contains__(self, type_name: object) -> bool:
+        return any(t.name == type_name for t in self.types)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "language": self.language,
+            "description": self.description,
+            "types": [{"name": t.name, "definition": t.definition} for t in self.types],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "schema") -> EntitySchema:
+        if not isinstance(data, Mapping):
+            raise ValidationError(f"{where}: expected a JSON object")
+        unknown = set(data) - {"name", "language", "description", "types", "metadata"}
+        if unknown:
+            raise ValidationError(f"{where}: unknown field(s) {sorted(unknown)}")
+        for key in ("name", "language", "types"):
+            if key not in data:
+                raise ValidationError(f"{where}: missing field {key!r}")
+        types = []
+        for i, t in enumerate(data["types"]):
+            if not isinstance(t, Mapping) or "name" not in t or "definition" not in t:
+                raise ValidationError(f"{where}: types[{i}] needs 'name' and 'definition'")
+            types.append(EntityType(str(t["name"]), str(t["definition"])))
+        return cls(
+            name=str(data["name"]),
+            language=str(data["language"]),
+            types=tuple(types),
+            description=str(data.get("description", "")),
+            metadata=dict(data.get("metadata", {})),
+        )
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_bytes(self.to_json())
+
+    @classmethod
+    def load(cls, path: str | Path) -> EntitySchema:
+        p = Path(path)
+        if not p.is_file():
+            raise ValidationError(f"schema file not found: {p}")
+        try:
+            data = orjson.loads(p.read_bytes())
+        except orjson.JSONDecodeError as exc:
+            raise ValidationError(f"schema file {p} is not valid JSON: {exc}") from None
+        return cls.from_dict(data, where=f"schema file {p}")
+
+    def subset(self, type_names: Sequence[str]) -> EntitySchema:
+        return EntitySchema(self.name, self.language, tuple(t for t in self.types if t.name in set(type_names)), self.description)
+
+
+def builtin_schema_names() -> list[str]:
+    root = resources.files("llmner") / "schemas"
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".json"))
+
+
+def get_schema(name_or_path: str | Path) -> EntitySchema:
+    """A built-in schema by corpus name (``ncbi_disease``) or a user schema file path."""
+    text = str(name_or_path)
+    if text.endswith(".json") or Path(text).is_file():
+        return EntitySchema.load(text)
+    root = resources.files("llmner") / "schemas" / f"{text}.json"
+    if not root.is_file():
+        raise ValidationError(f"unknown schema {text!r}: not a file and not a built-in schema ({', '.join(builtin_schema_names())})")
+    return EntitySchema.from_dict(orjson.loads(root.read_bytes()), where=f"built-in schema {text}")
