@@ -4,12 +4,43 @@ Format: ``<Type>`` opens and ``</Type>`` closes a mention; nesting by nesting, e
 ``<DNA><protein>IL-2</protein> promoter</DNA>``. Source characters ``&``, ``<`` and ``>`` are
 written as ``&amp;``, ``&lt;`` and ``&gt;`` so that every literal ``<`` in a target is a marker
 and any source text (including text that looks like a marker) round-trips.
+
+What the format expresses (the rules encode and decode agree on):
+
+- A closing marker ``</T>`` closes the most recent still-open ``<T>`` of the same type. Because
+  closing markers name their type, spans of *different* types may cross:
+  ``<A>ab<B>cd</A>ef</B>`` is A = "abcd" and B = "cdef".
+- Spans of the *same* type must be nested or disjoint. Two crossing same-type spans cannot be
+  written (the decoder would read them as nested), so encode keeps the first (in (start, -end)
+  order) and counts the other in ``Diagnostics.inexpressible_spans``. Identical duplicates
+  (same start, end, type), empty spans, spans outside the text and type names that are not
+  identifier-like (``[A-Za-z][A-Za-z0-9_-]*``) are counted there too.
+- At one position, closing markers come before opening markers (adjacent mentions), outer
+  mentions open first and close last.
+
+Decoding never raises. A well-formed model output (what the constrained decoder produces) takes
+a fast path: the unescaped, marker-free copy equals the source, so offsets are read directly.
+Otherwise the copy is aligned to the source at character level (``difflib.SequenceMatcher`` on the
+part between the common prefix and suffix) and every mention boundary is mapped through the
+alignment; see :class:`InlineCodec` for the rules and the diagnostics counted.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Collection, Sequence
+from difflib import SequenceMatcher
+
+from llmner.codecs.base import Codec, DecodeResult, Diagnostics, EncodeResult
+from llmner.doc import Entity, dedupe_entities
+
 ESCAPES: dict[str, str] = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 UNESCAPES: dict[str, str] = {v: k for k, v in ESCAPES.items()}
+
+TYPE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_\-]*")
+# One token of a target: a marker, an escape, or a lone '<' / '&' (kept as literal text).
+_TOKEN = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9_\-]*)>|&(amp|lt|gt);|<")
+_ESCAPE_CHAR = {"amp": "&", "lt": "<", "gt": ">"}
 
 
 def escape_text(text: str) -> str:
@@ -30,3 +61,197 @@ def open_marker(entity_type: str) -> str:
 
 def close_marker(entity_type: str) -> str:
     return f"</{entity_type}>"
+
+
+def expressible_entities(text: str, entities: Sequence[Entity]) -> tuple[list[Entity], int, list[str]]:
+    """The subset of ``entities`` the inline format can write, the count left out, and why.
+
+    Same-type spans must form a laminar family (nested or disjoint); the first span of a crossing
+    pair in (start, -end) order is kept.
+    """
+    kept: list[Entity] = []
+    dropped = 0
+    notes: list[str] = []
+    seen: set[tuple[int, int, str]] = set()
+    by_type: dict[str, list[Entity]] = {}
+    for ent in sorted(entities, key=lambda e: (e.start, -e.end, e.type)):
+        if not (0 <= ent.start < ent.end <= len(text)):
+            dropped += 1
+            notes.append(f"span [{ent.start}, {ent.end}) {ent.type} is empty or outside the text")
+        elif not TYPE_NAME.fullmatch(ent.type):
+            dropped += 1
+            notes.append(f"type {ent.type!r} is not a valid marker name")
+        elif ent.key in seen:
+            dropped += 1
+            notes.append(f"duplicate span [{ent.start}, {ent.end}) {ent.type}")
+        else:
+            seen.add(ent.key)
+            by_type.setdefault(ent.type, []).append(ent)
+    for etype, spans in by_type.items():
+        stack: list[Entity] = []  # accepted spans containing the current start, outermost first
+        for ent in spans:  # sorted by (start, -end)
+            while stack and stack[-1].end <= ent.start:
+                stack.pop()
+            if stack and ent.end > stack[-1].end:
+                dropped += 1
+                top = stack[-1]
+                notes.append(f"same-type spans cross: [{top.start}, {top.end}) and [{ent.start}, {ent.end}) {etype}")
+                continue
+            stack.append(ent)
+            kept.append(ent)
+    kept.sort(key=lambda e: (e.start, -e.end, e.type))
+    return kept, dropped, notes
+
+
+def _aligned_boundaries(copy: str, text: str) -> tuple[list[int], list[int], int, int]:
+    """Map every boundary of ``copy`` (0..len) to a boundary of ``text``.
+
+    Two maps, because a boundary sitting where source characters were dropped is ambiguous: a
+    mention *start* goes after the dropped characters, a mention *end* before them (the mention
+    covers what the model wrote). Characters the model changed (a ``replace`` block) map
+    proportionally inside the block. Returns (start_map, end_map, inserted, deleted).
+    """
+    n, m = len(copy), len(text)
+    prefix = 0
+    limit = min(n, m)
+    while prefix < limit and copy[prefix] == text[prefix]:
+        prefix += 1
+    suffix = 0
+    while suffix < limit - prefix and copy[n - 1 - suffix] == text[m - 1 - suffix]:
+        suffix += 1
+    opcodes = [("equal", 0, prefix, 0, prefix)]
+    a, b = copy[prefix : n - suffix], text[prefix : m - suffix]
+    for tag, i1, i2, j1, j2 in SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        opcodes.append((tag, i1 + prefix, i2 + prefix, j1 + prefix, j2 + prefix))
+    opcodes.append(("equal", n - suffix, n, m - suffix, m))
+    start_map = [0] * (n + 1)
+    end_map = [0] * (n + 1)
+    inserted = deleted = 0
+    for tag, i1, i2, j1, j2 in opcodes:
+        if tag == "equal":
+            for k in range(i1, i2 + 1):
+                start_map[k] = end_map[k] = j1 + (k - i1)
+        elif tag == "delete":  # copy characters with no source counterpart
+            inserted += i2 - i1
+            for k in range(i1, i2 + 1):
+                start_map[k] = end_map[k] = j1
+        elif tag == "replace":  # changed characters: map proportionally inside the block
+            inserted += i2 - i1
+            deleted += j2 - j1
+            for k in range(i1, i2 + 1):
+                start_map[k] = end_map[k] = j1 + round((k - i1) * (j2 - j1) / (i2 - i1))
+    for tag, i1, _i2, j1, j2 in opcodes:  # last, so that neighbours do not overwrite them
+        if tag == "insert":  # source characters the copy dropped
+            deleted += j2 - j1
+            start_map[i1] = j2
+            end_map[i1] = j1
+    return start_map, end_map, inserted, deleted
+
+
+class InlineCodec(Codec):
+    """``<Type>mention</Type>`` markers in one copy of the text (see the module docstring).
+
+    Decoding rules for broken output (each counted in the diagnostics, never raised):
+
+    - ``</T>`` with no open ``<T>`` and ``<T>`` never closed: ``unbalanced_markers``; dropped.
+    - A raw ``<`` that does not start a well-formed marker (e.g. ``<Disease`` cut off, ``< b``):
+      ``unknown_markers``; kept as a literal character for the alignment.
+    - A well-formed marker whose type is not in ``types`` (when given): ``unknown_types``; dropped
+      with its mention.
+    - ``<T></T>``: ``empty_mentions``.
+    - A copy that differs from the source: aligned at character level; ``inserted_chars`` /
+      ``deleted_chars`` count the differences. Mention boundaries are mapped through the
+      alignment, then trimmed of whitespace at both ends; a mention that covers no source
+      character afterwards (e.g. only invented words) counts in ``unplaced_mentions``.
+    - Identical mentions (same start, end, type) are returned once.
+    """
+
+    name = "inline"
+
+    def encode_with_report(self, text: str, entities: Sequence[Entity]) -> EncodeResult:
+        kept, dropped, notes = expressible_entities(text, entities)
+        diagnostics = Diagnostics(inexpressible_spans=dropped, notes=notes)
+        if not kept:
+            return EncodeResult(escape_text(text), diagnostics)
+        # Markers at each boundary: closes (innermost first), then opens (outermost first).
+        opens: dict[int, list[Entity]] = {}
+        closes: dict[int, list[Entity]] = {}
+        for ent in kept:  # (start, -end, type) order = outermost first at a start
+            opens.setdefault(ent.start, []).append(ent)
+            closes.setdefault(ent.end, []).append(ent)
+        out: list[str] = []
+        cursor = 0
+        for pos in sorted(opens.keys() | closes.keys()):
+            out.append(escape_text(text[cursor:pos]))
+            cursor = pos
+            for ent in sorted(closes.get(pos, ()), key=lambda e: (e.start, e.type), reverse=True):
+                out.append(close_marker(ent.type))
+            for ent in opens.get(pos, ()):
+                out.append(open_marker(ent.type))
+        out.append(escape_text(text[cursor:]))
+        return EncodeResult("".join(out), diagnostics)
+
+    def decode(self, output: str, text: str, types: Collection[str] | None = None) -> DecodeResult:
+        diagnostics = Diagnostics()
+        allowed = None if types is None else set(types)
+        pieces: list[str] = []
+        length = 0           # length of the unescaped, marker-free copy so far
+        cursor = 0
+        open_stack: dict[str, list[int]] = {}
+        open_count = 0
+        mentions: list[tuple[int, int, str]] = []
+        for match in _TOKEN.finditer(output):
+            if match.start() > cursor:
+                literal = output[cursor : match.start()]
+                pieces.append(literal)
+                length += len(literal)
+            cursor = match.end()
+            etype = match.group(2)
+            if etype is not None:
+                if allowed is not None and etype not in allowed:
+                    diagnostics.unknown_types += 1
+                elif match.group(1):  # close
+                    stack = open_stack.get(etype)
+                    if stack:
+                        start = stack.pop()
+                        open_count -= 1
+                        if start == length:
+                            diagnostics.empty_mentions += 1
+                        else:
+                            mentions.append((start, length, etype))
+                    else:
+                        diagnostics.unbalanced_markers += 1
+                else:
+                    open_stack.setdefault(etype, []).append(length)
+                    open_count += 1
+            elif match.group(3) is not None:
+                pieces.append(_ESCAPE_CHAR[match.group(3)])
+                length += 1
+            else:  # a lone '<' that starts no marker
+                diagnostics.unknown_markers += 1
+                pieces.append("<")
+                length += 1
+        if cursor < len(output):
+            pieces.append(output[cursor:])
+        diagnostics.unbalanced_markers += open_count
+        copy = "".join(pieces)
+
+        if copy == text:  # fast path: exact copy (always the case with constrained decoding)
+            entities = [Entity(s, e, t, text[s:e]) for s, e, t in mentions]
+            return DecodeResult(dedupe_entities(entities), diagnostics)
+
+        start_map, end_map, inserted, deleted = _aligned_boundaries(copy, text)
+        diagnostics.inserted_chars = inserted
+        diagnostics.deleted_chars = deleted
+        entities = []
+        for s, e, t in mentions:
+            start, end = start_map[s], end_map[e]
+            while start < end and text[start].isspace():
+                start += 1
+            while end > start and text[end - 1].isspace():
+                end -= 1
+            if start >= end:
+                diagnostics.unplaced_mentions += 1
+                continue
+            entities.append(Entity(start, end, t, text[start:end]))
+        return DecodeResult(dedupe_entities(entities), diagnostics)
