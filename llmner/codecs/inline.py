@@ -29,10 +29,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Sequence
-from difflib import SequenceMatcher
 
+from llmner.codecs.alignment import align_mentions
 from llmner.codecs.base import Codec, DecodeResult, Diagnostics, EncodeResult
-from llmner.doc import Entity, dedupe_entities
+from llmner.doc import Entity
 
 ESCAPES: dict[str, str] = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 UNESCAPES: dict[str, str] = {v: k for k, v in ESCAPES.items()}
@@ -101,51 +101,6 @@ def expressible_entities(text: str, entities: Sequence[Entity]) -> tuple[list[En
             kept.append(ent)
     kept.sort(key=lambda e: (e.start, -e.end, e.type))
     return kept, dropped, notes
-
-
-def _aligned_boundaries(copy: str, text: str) -> tuple[list[int], list[int], int, int]:
-    """Map every boundary of ``copy`` (0..len) to a boundary of ``text``.
-
-    Two maps, because a boundary sitting where source characters were dropped is ambiguous: a
-    mention *start* goes after the dropped characters, a mention *end* before them (the mention
-    covers what the model wrote). Characters the model changed (a ``replace`` block) map
-    proportionally inside the block. Returns (start_map, end_map, inserted, deleted).
-    """
-    n, m = len(copy), len(text)
-    prefix = 0
-    limit = min(n, m)
-    while prefix < limit and copy[prefix] == text[prefix]:
-        prefix += 1
-    suffix = 0
-    while suffix < limit - prefix and copy[n - 1 - suffix] == text[m - 1 - suffix]:
-        suffix += 1
-    opcodes = [("equal", 0, prefix, 0, prefix)]
-    a, b = copy[prefix : n - suffix], text[prefix : m - suffix]
-    for tag, i1, i2, j1, j2 in SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
-        opcodes.append((tag, i1 + prefix, i2 + prefix, j1 + prefix, j2 + prefix))
-    opcodes.append(("equal", n - suffix, n, m - suffix, m))
-    start_map = [0] * (n + 1)
-    end_map = [0] * (n + 1)
-    inserted = deleted = 0
-    for tag, i1, i2, j1, j2 in opcodes:
-        if tag == "equal":
-            for k in range(i1, i2 + 1):
-                start_map[k] = end_map[k] = j1 + (k - i1)
-        elif tag == "delete":  # copy characters with no source counterpart
-            inserted += i2 - i1
-            for k in range(i1, i2 + 1):
-                start_map[k] = end_map[k] = j1
-        elif tag == "replace":  # changed characters: map proportionally inside the block
-            inserted += i2 - i1
-            deleted += j2 - j1
-            for k in range(i1, i2 + 1):
-                start_map[k] = end_map[k] = j1 + round((k - i1) * (j2 - j1) / (i2 - i1))
-    for tag, i1, _i2, j1, j2 in opcodes:  # last, so that neighbours do not overwrite them
-        if tag == "insert":  # source characters the copy dropped
-            deleted += j2 - j1
-            start_map[i1] = j2
-            end_map[i1] = j1
-    return start_map, end_map, inserted, deleted
 
 
 class InlineCodec(Codec):
@@ -236,22 +191,5 @@ class InlineCodec(Codec):
         diagnostics.unbalanced_markers += open_count
         copy = "".join(pieces)
 
-        if copy == text:  # fast path: exact copy (always the case with constrained decoding)
-            entities = [Entity(s, e, t, text[s:e]) for s, e, t in mentions]
-            return DecodeResult(dedupe_entities(entities), diagnostics)
-
-        start_map, end_map, inserted, deleted = _aligned_boundaries(copy, text)
-        diagnostics.inserted_chars = inserted
-        diagnostics.deleted_chars = deleted
-        entities = []
-        for s, e, t in mentions:
-            start, end = start_map[s], end_map[e]
-            while start < end and text[start].isspace():
-                start += 1
-            while end > start and text[end - 1].isspace():
-                end -= 1
-            if start >= end:
-                diagnostics.unplaced_mentions += 1
-                continue
-            entities.append(Entity(start, end, t, text[start:end]))
-        return DecodeResult(dedupe_entities(entities), diagnostics)
+        # Exact copy (always the case with constrained decoding): offsets read directly.
+        return DecodeResult(align_mentions(copy, text, mentions, diagnostics), diagnostics)
