@@ -1,0 +1,151 @@
+"""BioC XML through the ``bioc`` package (BC5CDR ships it besides PubTator).
+
+Passages are placed at their ``offset`` in one document text, gaps filled with spaces (BC5CDR: title at
+0, abstract at len(title) + 1, the same text as the PubTator reader builds). Passage boundaries and types
+go to ``metadata["passages"]`` as ``[offset, length, type]`` so that the writer restores them.
+
+Annotations: ``infons["type"]`` is the entity type and the first of ``ID_INFON_KEYS`` present is the
+normalized id. BC5CDR adds, for each composite mention ("Ocular and auditory toxicity"), one extra
+annotation per component marked ``CompositeRole=IndividualMention``, usually discontinuous; these are
+skipped so that the mentions equal the PubTator reference counts. Any other annotation with several
+locations cannot be an Entity (contiguous spans only): it is skipped and counted in
+``metadata["discontinuous_skipped"]``. Relations go to ``metadata["relations"]`` as
+``[infons["relation"], other infon values in order...]`` (BC5CDR: ``["CID", chemical, disease]``, as in PubTator).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import bioc
+from bioc import biocxml
+
+from llmner.doc import Document, Entity
+from llmner.errors import ValidationError
+from llmner.data_processing.corpora._io import checked_entity, require_file, sort_entities, unique_id
+
+ID_INFON_KEYS = ("identifier", "MESH", "Identifier", "NCBI Gene", "NCBI Taxonomy", "normalized_id")
+
+
+def read_bioc(path: str | Path, language: str = "en") -> list[Document]:
+    p = require_file(path)
+    try:
+        with open(p, encoding="utf-8") as fh:
+            collection = biocxml.load(fh)
+    except Exception as exc:  # the bioc package raises lxml/ValueError subclasses without the file name
+        raise ValidationError(f"{p}: not a readable BioC XML file ({type(exc).__name__}: {exc})") from None
+    seen: dict[str, int] = {}
+    return [_read_document(p, d, language, seen) for d in collection.documents]
+
+
+def _read_document(p: Path, bdoc: bioc.BioCDocument, language: str, seen: dict[str, int]) -> Document:
+    where = f"{p}: document {bdoc.id!r}"
+    pieces: list[str] = []
+    length = 0
+    passages_meta: list[list[object]] = []
+    annotations: list[tuple[str, bioc.BioCAnnotation]] = []
+    for k, passage in enumerate(bdoc.passages):
+        ptext = passage.text
+        if ptext is None:  # passage given as sentences only
+            ptext = ""
+            for sent in passage.sentences:
+                rel = sent.offset - passage.offset
+                if rel < len(ptext):
+                    raise ValidationError(f"{where}: sentence at offset {sent.offset} overlaps the previous one")
+                ptext += " " * (rel - len(ptext)) + (sent.text or "")
+                annotations.extend((f"{where} passage #{k}", a) for a in sent.annotations)
+        if passage.offset < length:
+            raise ValidationError(f"{where}: passage #{k} at offset {passage.offset} overlaps the previous passage (ends at {length})")
+        pieces.append(" " * (passage.offset - length))
+        pieces.append(ptext)
+        length = passage.offset + len(ptext)
+        passages_meta.append([passage.offset, len(ptext), passage.infons.get("type", "")])
+        annotations.extend((f"{where} passage #{k}", a) for a in passage.annotations)
+    text = "".join(pieces)
+    entities: list[Entity] = []
+    skipped = 0
+    for ann_where, ann in annotations:
+        if ann.infons.get("CompositeRole") == "IndividualMention":
+            continue
+        w = f"{ann_where} annotation {ann.id!r}"
+        if len(ann.locations) != 1:
+            skipped += 1
+            continue
+        loc = ann.locations[0]
+        etype = ann.infons.get("type")
+        if not etype:
+            raise ValidationError(f"{w}: no 'type' infon")
+        norm = next((ann.infons[k] for k in ID_INFON_KEYS if k in ann.infons), None)
+        entities.append(checked_entity(text, loc.offset, loc.offset + loc.length, etype, w, surface=ann.text, normalized_id=norm))
+    metadata: dict[str, object] = {"passages": passages_meta}
+    relations = []
+    for rel in bdoc.relations + [r for passage in bdoc.passages for r in passage.relations]:
+        relations.append([rel.infons.get("relation", "")] + [v for k, v in rel.infons.items() if k != "relation"])
+    if relations:
+        metadata["relations"] = relations
+    if skipped:
+        metadata["discontinuous_skipped"] = skipped
+    return Document(id=unique_id(str(bdoc.id), seen), text=text, language=language, metadata=metadata,
+                    entities=sort_entities(entities))
+
+
+def _passage_layout(doc: Document) -> list[tuple[int, int, str]]:
+    """The passages of ``metadata["passages"]`` when they tile the text (gaps are spaces), else one passage."""
+    layout = doc.metadata.get("passages")
+    whole = [(0, len(doc.text), "")]
+    if not isinstance(layout, list) or not layout:
+        return whole
+    pos = 0
+    out = []
+    for item in layout:
+        if not (isinstance(item, (list, tuple)) and len(item) == 3 and isinstance(item[0], int) and isinstance(item[1], int)):
+            return whole
+        offset, length, ptype = item
+        if offset < pos or doc.text[pos:offset].strip(" "):
+            return whole
+        out.append((offset, length, str(ptype)))
+        pos = offset + length
+    if pos != len(doc.text) or any(o + n > len(doc.text) for o, n, _ in out):
+        return whole
+    return out
+
+
+def write_bioc(docs: Iterable[Document], path: str | Path) -> None:
+    collection = bioc.BioCCollection()
+    collection.source = "llmner"
+    for doc in docs:
+        bdoc = bioc.BioCDocument()
+        bdoc.id = doc.id
+        passages = []
+        for offset, length, ptype in _passage_layout(doc):
+            passage = bioc.BioCPassage()
+            passage.offset = offset
+            passage.text = doc.text[offset : offset + length]
+            if ptype:
+                passage.infons["type"] = ptype
+            passages.append(passage)
+            bdoc.add_passage(passage)
+        for i, ent in enumerate(doc.entities):
+            ann = bioc.BioCAnnotation()
+            ann.id = str(i)
+            ann.infons["type"] = ent.type
+            if ent.normalized_id is not None:
+                ann.infons["identifier"] = ent.normalized_id
+            ann.add_location(bioc.BioCLocation(ent.start, ent.end - ent.start))
+            ann.text = doc.text[ent.start : ent.end]
+            # The annotation lives in the passage where it starts.
+            owner = next(ps for ps in reversed(passages) if ps.offset <= ent.start) if passages else None
+            (owner or passages[0]).add_annotation(ann)
+        for j, rel in enumerate(doc.metadata.get("relations", [])):
+            brel = bioc.BioCRelation()
+            brel.id = f"R{j}"
+            brel.infons["relation"] = str(rel[0])
+            for k, value in enumerate(rel[1:], start=1):
+                brel.infons[f"arg{k}"] = str(value)
+            bdoc.add_relation(brel)
+        collection.add_document(bdoc)
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with open(p, "w", encoding="utf-8") as fh:
+        biocxml.dump(collection, fh)
