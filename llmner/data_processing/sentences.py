@@ -1,0 +1,99 @@
+"""Rule-based sentence splitting for English biomedical abstracts and Chinese clinical text.
+
+Returns character spans (start, end) into the text, trimmed of surrounding whitespace, in order and
+non-overlapping; together they cover every non-whitespace character of the text (nothing is lost).
+
+English: a sentence ends at ``.``, ``!`` or ``?`` (plus closing quotes/brackets) followed by
+whitespace and a character that can start a sentence (upper case, digit, opening quote or bracket,
+or any non-Latin letter), except after
+
+- abbreviations that do not end sentences in abstracts: "e.g.", "i.e.", "et al.", "vs.", "Fig.",
+  "Figs.", "Ref.", "Eq.", "No.", "approx.", "cf.", "ca.", "Dr.", "Mr.", "Mrs.", "St.", "resp." ...
+- any dotted abbreviation such as "i.v.", "i.p.", "s.c.", "b.i.d." (letters separated by dots),
+- a single capital letter ("J. Smith"),
+- and never inside a number ("2.5", which has no whitespace after the dot anyway).
+
+Chinese: a sentence ends after 。！？； (and their ASCII forms ``!?;``) plus any closing quotes or
+brackets (”’」』）》】), with no whitespace required.
+
+Both: a blank line (two newlines, possibly with spaces between) always ends a sentence.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Lower-cased tokens (without the final dot) after which a '.' does not end a sentence.
+ABBREVIATIONS: frozenset[str] = frozenset({
+    "e.g", "i.e", "al", "vs", "v", "fig", "figs", "ref", "refs", "eq", "eqs", "no", "nos", "approx", "cf", "ca",
+    "dr", "mr", "mrs", "ms", "prof", "st", "resp", "inc", "ltd", "co", "corp", "jr", "sr", "vol", "vols", "pp", "p",
+    "tab", "suppl", "sect", "ch", "chap", "ed", "eds", "etc", "viz",
+    "sp", "spp", "var", "subsp", "cv", "nr", "dept", "univ", "jan", "feb", "mar", "apr", "jun", "jul",
+    "aug", "sep", "sept", "oct", "nov", "dec",
+})
+_CLOSERS = "\"'”’」』）》】)]"
+_OPENERS = "\"'“‘「『（《【([<"
+_EN_END = re.compile(r"[.!?]+[" + re.escape(_CLOSERS) + r"]*(?=\s)")
+_ZH_END = re.compile(r"[。！？；!?;]+[" + re.escape(_CLOSERS) + r"]*")
+_BLANK_LINE = re.compile(r"\n[ \t\r\f\v]*\n\s*")
+_DOTTED = re.compile(r"(?:[A-Za-z]\.)+[A-Za-z]")
+_WORD_BEFORE = re.compile(r"(\S+)$")
+
+
+def _is_abbreviation(text: str, dot: int) -> bool:
+    """Whether the '.' at ``text[dot]`` ends an abbreviation rather than a sentence."""
+    match = _WORD_BEFORE.search(text, 0, dot)
+    if match is None:
+        return False
+    word = match.group(1).lstrip(_OPENERS)
+    if not word:
+        return False
+    lowered = word.lower()
+    if lowered in ABBREVIATIONS or _DOTTED.fullmatch(word):
+        return True
+    return len(word) == 1 and word.isupper()  # an initial: "J. Smith"
+
+
+def _can_start_sentence(char: str) -> bool:
+    if char.isupper() or char.isdigit() or char in _OPENERS:
+        return True
+    return char.isalpha() and not char.isascii() and not char.islower()  # CJK and other caseless scripts
+
+
+def _english_breaks(text: str, start: int, end: int) -> list[int]:
+    breaks = []
+    for match in _EN_END.finditer(text, start, end):
+        after = match.end()
+        nxt = after
+        while nxt < end and text[nxt].isspace():
+            nxt += 1
+        if nxt >= end or not _can_start_sentence(text[nxt]):
+            continue
+        punct = text[match.start() : match.end()].rstrip(_CLOSERS)
+        if punct == "." and _is_abbreviation(text, match.start()):
+            continue
+        breaks.append(after)
+    return breaks
+
+
+def _chinese_breaks(text: str, start: int, end: int) -> list[int]:
+    return [m.end() for m in _ZH_END.finditer(text, start, end) if m.end() < end]
+
+
+def split_sentences(text: str, language: str = "en") -> list[tuple[int, int]]:
+    """Sentence spans (start, end) of ``text``, whitespace-trimmed, covering all non-whitespace."""
+    find_breaks = _chinese_breaks if language == "zh" else _english_breaks
+    spans: list[tuple[int, int]] = []
+    block_start = 0
+    blocks = [(m.start(), m.end()) for m in _BLANK_LINE.finditer(text)] + [(len(text), len(text))]
+    for block_end, next_start in blocks:
+        cuts = [block_start, *find_breaks(text, block_start, block_end), block_end]
+        for a, b in zip(cuts, cuts[1:]):
+            while a < b and text[a].isspace():
+                a += 1
+            while b > a and text[b - 1].isspace():
+                b -= 1
+            if a < b:
+                spans.append((a, b))
+        block_start = next_start
+    return spans
