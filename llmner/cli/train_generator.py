@@ -1,7 +1,69 @@
-"""CLI command (train_generator). OWNED BY a helper."""
+"""``llmner train generator``: LoRA-tune the generator on one or more corpora.
+
+Options override the values of ``--config FILE`` (YAML or JSON with the keys of
+``GeneratorTrainingConfig``); options left out keep the file's (or the default) value.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("generator")(train_generator_command)
+
+
+def train_generator_command(
+    corpus: Optional[list[str]] = typer.Option(None, "--corpus", help="Corpus name (repeatable), e.g. ncbi_disease, genia, cmeee."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Bundle directory to write (checkpoints go under it)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML/JSON file with GeneratorTrainingConfig keys."),
+    base: Optional[str] = typer.Option(None, "--base", help="Base model: packaged name (smollm2-135m-instruct) or local dir."),
+    split: Optional[str] = typer.Option(None, "--split", help="Corpus split to train on (default train)."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="Corpus sampling temperature: p ~ n^(1/T)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Examples per micro-batch."),
+    grad_accum: Optional[int] = typer.Option(None, "--grad-accum", help="Micro-batches per optimizer step."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (AdamW)."),
+    warmup_steps: Optional[int] = typer.Option(None, "--warmup-steps", help="Linear warmup steps (-1: 5% of steps)."),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="Longest example in tokens; longer ones are skipped."),
+    entity_free_ratio: Optional[float] = typer.Option(None, "--entity-free-ratio", help="Entity-free chunks per entity chunk (<0: all)."),
+    curated: Optional[Path] = typer.Option(None, "--curated", help="Subset file written by `llmner curate`."),
+    lora_r: Optional[int] = typer.Option(None, "--lora-r", help="LoRA rank."),
+    lora_alpha: Optional[int] = typer.Option(None, "--lora-alpha", help="LoRA alpha."),
+    lora_dropout: Optional[float] = typer.Option(None, "--lora-dropout", help="LoRA dropout."),
+    codec: Optional[str] = typer.Option(None, "--codec", help="Target format: inline, lines or json."),
+    definitions: Optional[str] = typer.Option(None, "--definitions", help="Type definitions in the prompt: compact, full, none."),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda."),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Steps between checkpoints."),
+    stop_after: Optional[int] = typer.Option(None, "--stop-after", help="End this segment at this step (resume later)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint under --output."),
+    dev_split: Optional[str] = typer.Option(None, "--dev-split", help="Split for the dev loss (with --eval-every)."),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Steps between dev-loss evaluations (0: never)."),
+    max_documents: Optional[int] = typer.Option(None, "--max-documents", help="Use only the first N documents per corpus."),
+    gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar (else one log line per step)."),
+) -> None:
+    """LoRA-train the generator; writes a bundle (adapter, config, schemas, training card)."""
+    from llmner.training.generator import GeneratorTrainingConfig, train_generator
+
+    cfg = GeneratorTrainingConfig.from_file(config) if config else GeneratorTrainingConfig()
+    cfg = cfg.with_overrides(
+        corpora=list(corpus) if corpus else None, output=str(output) if output else None, base_model=base, split=split,
+        temperature=temperature, steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
+        warmup_steps=warmup_steps, max_length=max_length, entity_free_ratio=entity_free_ratio,
+        curated=str(curated) if curated else None, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+        codec=codec, definitions=definitions, seed=seed, device=device, checkpoint_every=checkpoint_every,
+        stop_after=stop_after, resume=resume or None, dev_split=dev_split, eval_every=eval_every,
+        max_documents=max_documents, gradient_checkpointing=gradient_checkpointing,
+    )
+    result = train_generator(cfg, progress=progress, log=typer.echo)
+    card = result.card
+    typer.echo(
+        f"steps {result.steps}/{cfg.steps}  final loss {card['final_loss']:.4f}  "
+        f"{card['tokens_per_s']:.0f} tokens/s  {card['seconds_per_step']:.2f} s/step"
+        + ("" if result.finished else "  (segment ended; rerun with --resume)")
+    )

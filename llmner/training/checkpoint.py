@@ -1,0 +1,99 @@
+"""Training checkpoints: everything needed to continue a run exactly where it stopped.
+
+``<run>/checkpoints/step-000100/`` holds the adapter (peft format) and ``training_state.pt``:
+optimizer, scheduler, RNG states (Python, NumPy, torch CPU and CUDA), sampler position, step, loss
+history and elapsed time. A checkpoint is written to a temporary directory and renamed, so an
+interrupted save never leaves a half checkpoint that ``latest_checkpoint`` would pick.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from llmner.errors import DataNotFoundError
+
+STATE_NAME = "training_state.pt"
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+def rng_states() -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    states: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    import numpy as np
+    import torch
+
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def save_checkpoint(root: str | Path, step: int, model: Any, state: dict[str, Any], keep: int = 2) -> Path:
+    """Write ``root/step-<step>`` (adapter + state) atomically; keep only the newest ``keep``."""
+    import torch
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / f"step-{step:06d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))
+    try:
+        model.save_pretrained(str(tmp / "adapter"))
+        torch.save({**state, "step": step, "rng": rng_states()}, tmp / STATE_NAME)
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    if keep > 0:
+        for old in list_checkpoints(root)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def list_checkpoints(root: str | Path) -> list[Path]:
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _STEP_DIR.match(p.name))
+             and (p / STATE_NAME).is_file()]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(root: str | Path) -> Path | None:
+    found = list_checkpoints(root)
+    return found[-1] if found else None
+
+
+def load_checkpoint(path: str | Path, model: Any) -> dict[str, Any]:
+    """Load the adapter weights into ``model`` (a peft model) and return the saved state; the caller
+    restores optimizer, scheduler and sampler from it, and RNG states last (``restore_rng_states``)."""
+    import torch
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    state_file = path / STATE_NAME
+    weights = path / "adapter" / "adapter_model.safetensors"
+    if not state_file.is_file() or not weights.is_file():
+        raise DataNotFoundError(f"checkpoint {path} is incomplete (needs {STATE_NAME} and adapter/adapter_model.safetensors)")
+    device = next(model.parameters()).device
+    result = set_peft_model_state_dict(model, load_file(str(weights), device=str(device)))
+    unexpected = getattr(result, "unexpected_keys", None)
+    if unexpected:
+        raise DataNotFoundError(f"checkpoint {path}: adapter weights do not fit this model ({unexpected[:3]} ...)")
+    return torch.load(state_file, map_location="cpu", weights_only=False)

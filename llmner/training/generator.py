@@ -1,0 +1,475 @@
+"""LoRA training of the generator: ``llmner train generator``.
+
+Joint training over corpora (temperature sampling, ``sampling.py``), prompt tokens masked
+(``examples.py``), AdamW with linear warmup and decay, gradient accumulation with an exact
+token-level mean over the whole accumulated batch, fixed seeds, CUDA + bf16 autocast when present
+(fp32 on CPU, where bf16 is slower), periodic checkpoints and an exact ``resume``. The result is a
+bundle directory (``GeneratorModel.save_pretrained``) with a training card.
+
+Runs may be cut into segments: ``stop_after`` ends a run at that step with a checkpoint, and
+``resume`` continues from the newest checkpoint as if the run had never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from llmner.doc import Document
+from llmner.errors import ConfigError, DataNotFoundError
+from llmner.modeling.generator import LLAMA_PROJECTIONS, GeneratorConfig, GeneratorModel
+from llmner.prompts import PromptConfig
+from llmner.schema import EntitySchema
+from llmner.training import card as cardlib
+from llmner.training.checkpoint import latest_checkpoint, load_checkpoint, restore_rng_states, save_checkpoint
+from llmner.training.examples import (
+    IGNORE_INDEX, ExampleConfig, ExampleStats, TokenizedExample, collate, text_examples, tokenize_examples,
+)
+from llmner.training.sampling import TemperatureSampler
+
+CHECKPOINT_DIR = "checkpoints"
+HISTORY_NAME = "history.jsonl"
+
+
+@dataclass(slots=True)
+class GeneratorTrainingConfig:
+    """Everything a generator training run depends on (loadable from YAML or JSON)."""
+
+    corpora: list[str] = field(default_factory=list)
+    output: str = ""
+    split: str = "train"
+    base_model: str = "smollm2-135m-instruct"
+    # data
+    temperature: float = 2.0
+    entity_free_ratio: float = 0.5
+    max_length: int = 512
+    chunk_max_tokens: int = 256
+    curated: str | None = None
+    max_documents: int | None = None          # per corpus, for smoke runs
+    # model
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: list(LLAMA_PROJECTIONS))
+    codec: str = "inline"
+    definitions: str = "compact"
+    # optimisation
+    steps: int = 1000
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = -1                    # -1: 5 % of steps
+    max_grad_norm: float = 1.0
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    device: str = "auto"
+    # bookkeeping
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+    stop_after: int | None = None             # end this segment at this step (with a checkpoint)
+    resume: bool = False
+    dev_split: str | None = None              # e.g. "dev": mean dev loss every eval_every steps
+    eval_every: int = 0
+    dev_max_examples: int = 200
+    log_every: int = 1
+
+    def __post_init__(self) -> None:
+        if self.steps <= 0 or self.batch_size <= 0 or self.grad_accum <= 0:
+            raise ConfigError("steps, batch_size and grad_accum must be positive")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be positive, got {self.lr}")
+
+    @property
+    def warmup(self) -> int:
+        return self.warmup_steps if self.warmup_steps >= 0 else int(round(0.05 * self.steps))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GeneratorTrainingConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"generator training config: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        return cls(**dict(data))
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> GeneratorTrainingConfig:
+        p = Path(path)
+        if not p.is_file():
+            raise DataNotFoundError(f"training config file not found: {p}")
+        text = p.read_text(encoding="utf-8")
+        if p.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"training config {p} is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"training config {p} must hold a mapping of keys to values")
+        return cls.from_dict(data)
+
+    def with_overrides(self, **overrides: Any) -> GeneratorTrainingConfig:
+        """A copy with every non-None override applied (CLI options over the config file)."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def generator_config(self) -> GeneratorConfig:
+        return GeneratorConfig(
+            base_model=self.base_model, lora_r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
+            target_modules=tuple(self.target_modules), codec=self.codec,
+            prompt=PromptConfig(codec=self.codec, definitions=self.definitions),  # type: ignore[arg-type]
+        )
+
+
+@dataclass(slots=True)
+class CorpusData:
+    """One corpus as the trainer sees it (documents already read)."""
+
+    name: str
+    documents: Sequence[Document]
+    schema: EntitySchema
+    source_files: list[dict[str, Any]] = field(default_factory=list)
+    dev_documents: Sequence[Document] = ()
+
+
+@dataclass(slots=True)
+class TrainingResult:
+    output: Path
+    steps: int
+    losses: list[float]
+    finished: bool
+    card: dict[str, Any]
+    model: GeneratorModel
+
+
+def load_corpora(config: GeneratorTrainingConfig) -> list[CorpusData]:
+    """Read every corpus split named in the config (schema = the built-in schema of the same name)."""
+    from llmner.data_processing.corpora import load_corpus
+    from llmner.schema import get_schema
+
+    if not config.corpora:
+        raise ConfigError("no corpus given (use --corpus NAME, repeatable)")
+    out = []
+    for name in config.corpora:
+        docs = list(load_corpus(name, config.split))
+        if config.max_documents is not None:
+            docs = docs[: config.max_documents]
+        dev = []
+        if config.dev_split and config.eval_every:
+            dev = list(load_corpus(name, config.dev_split))
+        out.append(CorpusData(name, docs, get_schema(name), cardlib.corpus_source_files(name, config.split), dev))
+    return out
+
+
+def read_curated_ids(path: str | Path) -> frozenset[str]:
+    """Example ids from a subset file written by ``llmner curate`` (JSONL, one ``{"id": ...}`` per line)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataNotFoundError(f"curated subset file not found: {p}")
+    ids = set()
+    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            ids.add(str(json.loads(line)["id"]))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise ConfigError(f"curated subset {p} line {n}: expected a JSON object with an 'id'") from None
+    return frozenset(ids)
+
+
+def train_generator(
+    config: GeneratorTrainingConfig,
+    corpora: Sequence[CorpusData] | None = None,
+    base: tuple[Any, Any] | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> TrainingResult:
+    """Train (or resume) and write the bundle to ``config.output``; ``corpora`` and ``base`` may be
+    given in memory (tests), otherwise they are read from the registry and ``config.base_model``."""
+    import torch
+
+    if not config.output:
+        raise ConfigError("no output directory given (--output DIR)")
+    output = Path(config.output)
+    started = time.perf_counter()
+    _seed_everything(config.seed)
+    from llmner.modeling.loading import auto_device
+
+    device = auto_device(config.device).device
+    use_bf16 = device.startswith("cuda")
+
+    corpora = list(corpora) if corpora is not None else load_corpora(config)
+    generator = GeneratorModel.from_base(config.generator_config(), [c.schema for c in corpora], base=base,
+                                         device=device, dtype=torch.float32)
+    model, tokenizer = generator.model, generator.tokenizer
+    model.to(device)
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    from llmner.codecs import get_codec
+
+    codec = get_codec(config.codec)
+    builder = generator.prompt_builder
+    keep_ids = read_curated_ids(config.curated) if config.curated else None
+    example_config = ExampleConfig(entity_free_ratio=config.entity_free_ratio, max_length=config.max_length,
+                                   chunk_max_tokens=config.chunk_max_tokens, seed=config.seed)
+    pools: dict[str, list[TokenizedExample]] = {}
+    stats: dict[str, ExampleStats] = {}
+    dev_pools: dict[str, list[TokenizedExample]] = {}
+    for corpus in corpora:
+        st = ExampleStats()
+        examples = text_examples(corpus.documents, corpus.name, codec, example_config, st, tokenizer, keep_ids)
+        pools[corpus.name] = tokenize_examples(examples, tokenizer, builder, corpus.schema, config.max_length, st)
+        stats[corpus.name] = st
+        log(f"{corpus.name}: {st.documents} documents -> {len(pools[corpus.name])} examples "
+            f"({st.with_entities} with entities, {st.entity_free_kept}/{st.entity_free_available} entity-free kept, "
+            f"{st.skipped_too_long} skipped over {config.max_length} tokens, {st.skipped_crossing_entity} chunks cut an entity"
+            + (f", {st.not_in_curated_subset} not in the curated subset" if keep_ids is not None else "") + ")")
+        if corpus.dev_documents:
+            dev_cfg = replace(example_config, entity_free_ratio=-1.0)
+            dev_examples = text_examples(corpus.dev_documents, corpus.name, codec, dev_cfg, None, tokenizer)
+            dev_pools[corpus.name] = tokenize_examples(dev_examples[: config.dev_max_examples], tokenizer, builder,
+                                                       corpus.schema, config.max_length)
+    sampler = TemperatureSampler({k: len(v) for k, v in pools.items()}, config.temperature, config.seed)
+    log("sampling probabilities: " + ", ".join(f"{k} {p:.3f}" for k, p in sorted(sampler.probabilities.items())))
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _linear_warmup_decay(config.warmup, config.steps))
+
+    checkpoints = output / CHECKPOINT_DIR
+    step = 0
+    history: list[dict[str, Any]] = []
+    elapsed_before = 0.0
+    if config.resume:
+        found = latest_checkpoint(checkpoints)
+        if found is None:
+            log(f"no checkpoint under {checkpoints}: starting from step 0")
+        else:
+            state = load_checkpoint(found, model)
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            sampler.load_state_dict(state["sampler"])
+            history = list(state["history"])
+            elapsed_before = float(state.get("elapsed_s", 0.0))
+            step = int(state["step"])
+            restore_rng_states(state["rng"])
+            log(f"resumed from {found} at step {step}")
+
+    end_step = min(config.steps, config.stop_after) if config.stop_after else config.steps
+    model.train()
+    segment_start = time.perf_counter()
+
+    def checkpoint_state() -> dict[str, Any]:
+        return {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "sampler": sampler.state_dict(),
+                "history": history, "config": config.to_dict(),
+                "elapsed_s": elapsed_before + time.perf_counter() - segment_start}
+
+    with _Progress(progress, config.steps, step) as bar:
+        while step < end_step:
+            t0 = time.perf_counter()
+            micro = [[pools[name][i] for name, i in sampler.take(config.batch_size)] for _ in range(config.grad_accum)]
+            total_targets = sum(e.target_tokens for batch in micro for e in batch)
+            tokens = sum(len(e) for batch in micro for e in batch)
+            loss_value = 0.0
+            for examples in micro:
+                batch = collate(examples, pad_id)
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
+                    logits = model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device)).logits
+                loss = _summed_token_loss(logits, batch.labels.to(device)) / total_targets
+                loss.backward()
+                loss_value += float(loss.detach())
+            if config.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            seconds = time.perf_counter() - t0
+            record: dict[str, Any] = {"step": step, "loss": loss_value, "lr": lr, "tokens": tokens,
+                                      "target_tokens": total_targets, "seconds": round(seconds, 4)}
+            if dev_pools and config.eval_every and step % config.eval_every == 0:
+                record["dev_loss"] = evaluate_loss(model, dev_pools, pad_id, config.batch_size, device, use_bf16)
+                model.train()
+            history.append(record)
+            bar.update(step, loss_value, tokens / max(seconds, 1e-9))
+            if config.log_every and not progress and step % config.log_every == 0:
+                log(f"step {step}/{config.steps} loss {loss_value:.4f} lr {lr:.2e} {tokens / seconds:.0f} tokens/s {seconds:.2f} s/step"
+                    + (f" dev_loss {record['dev_loss']:.4f}" if "dev_loss" in record else ""))
+            if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps:
+                save_checkpoint(checkpoints, step, model, checkpoint_state(), config.keep_checkpoints)
+
+    finished = step >= config.steps
+    if not finished:
+        if not (config.checkpoint_every and step % config.checkpoint_every == 0):
+            save_checkpoint(checkpoints, step, model, checkpoint_state(), config.keep_checkpoints)
+        log(f"stopped at step {step}/{config.steps}; continue with --resume")
+    _write_history(output, history)
+    elapsed = elapsed_before + time.perf_counter() - segment_start
+    card = training_card(config, corpora, stats, sampler, history, elapsed, generator, keep_ids)
+    if finished:
+        model.eval()
+        generator.save_pretrained(output, card=card)
+        log(f"bundle written to {output} ({bundle_size(output) / 1e6:.1f} MB, {step} steps, "
+            f"{time.perf_counter() - started:.0f} s this segment)")
+    return TrainingResult(output, step, [h["loss"] for h in history], finished, card, generator)
+
+
+def evaluate_loss(model: Any, pools: Mapping[str, Sequence[TokenizedExample]], pad_id: int, batch_size: int,
+                  device: str, use_bf16: bool = False) -> float:
+    """Mean target-token loss over every example of ``pools`` (no dropout, no gradients)."""
+    import torch
+
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for examples in pools.values():
+            for i in range(0, len(examples), batch_size):
+                batch = collate(examples[i : i + batch_size], pad_id)
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
+                    logits = model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device)).logits
+                total += float(_summed_token_loss(logits, batch.labels.to(device)))
+                count += batch.target_tokens
+    return total / max(count, 1)
+
+
+def training_card(config: GeneratorTrainingConfig, corpora: Sequence[CorpusData], stats: Mapping[str, ExampleStats],
+                  sampler: TemperatureSampler, history: Sequence[Mapping[str, Any]], elapsed: float,
+                  generator: GeneratorModel, keep_ids: frozenset[str] | None) -> dict[str, Any]:
+    tail = [h["loss"] for h in history[-10:]]
+    seconds = sum(h["seconds"] for h in history)
+    tokens = sum(h["tokens"] for h in history)
+    dev = [h for h in history if "dev_loss" in h]
+    card: dict[str, Any] = {
+        "kind": "llmner generator",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "base_model": config.base_model,
+        "generator_config": generator.config.to_dict(),
+        "corpora": {
+            c.name: {
+                "split": config.split,
+                "language": c.schema.language,
+                "documents": len(c.documents),
+                "documents_sha256": cardlib.documents_sha256(c.documents),
+                "source_files": c.source_files,
+                "examples": sampler.sizes.get(c.name, 0),
+                "sampling_probability": round(sampler.probabilities.get(c.name, 0.0), 6),
+                "example_stats": stats[c.name].to_dict(),
+            }
+            for c in corpora
+        },
+        "training": config.to_dict(),
+        "steps": len(history),
+        "examples_seen": len(history) * config.batch_size * config.grad_accum,
+        "final_loss": sum(tail) / len(tail) if tail else None,
+        "final_loss_window": len(tail),
+        "first_loss": history[0]["loss"] if history else None,
+        "dev_loss": dev[-1]["dev_loss"] if dev else None,
+        "tokens_seen": tokens,
+        "tokens_per_s": tokens / seconds if seconds else None,
+        "seconds_per_step": seconds / len(history) if history else None,
+        "duration_s": round(elapsed, 2),
+        "trainable_parameters": generator.trainable_parameters(),
+        "seeds": {"seed": config.seed, "sampler": config.seed, "entity_free_subsample": config.seed},
+        "hardware": cardlib.hardware(),
+        "git_commit": cardlib.git_commit(),
+    }
+    if config.curated:
+        card["curated"] = {"file": str(config.curated), "sha256": cardlib.file_sha256(config.curated),
+                           "ids": len(keep_ids or ())}
+    return card
+
+
+def bundle_size(path: str | Path) -> int:
+    """Bytes on disk of a bundle, checkpoints and history excluded."""
+    root = Path(path)
+    return sum(p.stat().st_size for p in root.rglob("*")
+               if p.is_file() and CHECKPOINT_DIR not in p.relative_to(root).parts and p.name != HISTORY_NAME)
+
+
+def _summed_token_loss(logits: Any, labels: Any) -> Any:
+    import torch.nn.functional as F
+
+    shifted = logits[:, :-1, :].float()
+    targets = labels[:, 1:]
+    return F.cross_entropy(shifted.reshape(-1, shifted.size(-1)), targets.reshape(-1),
+                           ignore_index=IGNORE_INDEX, reduction="sum")
+
+
+def _linear_warmup_decay(warmup: int, total: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if warmup > 0 and step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return factor
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def _write_history(output: Path, history: Sequence[Mapping[str, Any]]) -> None:
+    output.mkdir(parents=True, exist_ok=True)
+    with (output / HISTORY_NAME).open("w", encoding="utf-8") as f:
+        for h in history:
+            f.write(json.dumps(h) + "\n")
+
+
+class _Progress:
+    """A rich progress bar with loss and tokens/s (a no-op when disabled)."""
+
+    def __init__(self, enabled: bool, total: int, completed: int) -> None:
+        self.enabled = enabled
+        self.total = total
+        self.completed = completed
+        self._progress: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._progress = Progress(
+                TextColumn("[bold]train generator"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[tps]} tokens/s"), TimeRemainingColumn(),
+            )
+            self._progress.__enter__()
+            self._task = self._progress.add_task("train", total=self.total, completed=self.completed, loss="-", tps="-")
+        return self
+
+    def update(self, step: int, loss: float, tokens_per_s: float) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=step, loss=f"{loss:.4f}", tps=f"{tokens_per_s:.0f}")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+
+
+__all__ = [
+    "CorpusData", "GeneratorTrainingConfig", "TrainingResult", "bundle_size", "evaluate_loss", "load_corpora",
+    "read_curated_ids", "train_generator", "training_card",
+]

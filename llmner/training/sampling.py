@@ -1,0 +1,92 @@
+"""Joint training over several corpora: temperature sampling of the corpus, then the next example.
+
+The corpus of each draw is chosen with probability p_i ∝ n_i^(1/T) (n_i = examples of corpus i):
+T = 1 samples proportionally to size, larger T flattens towards uniform so that small corpora (and
+the Chinese one) are not drowned. Within a corpus, examples come in a seeded shuffled order, a new
+permutation per pass. The whole stream is a pure function of (sizes, temperature, seed): the state
+is the number of draws so far, and restoring it replays the stream to that point (exact resume).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from typing import Any
+
+from llmner.errors import ConfigError
+
+
+def temperature_probabilities(sizes: Mapping[str, int], temperature: float) -> dict[str, float]:
+    """p_i = n_i^(1/T) / sum_j n_j^(1/T) over the corpora with at least one example."""
+    if temperature <= 0:
+        raise ConfigError(f"sampling temperature must be > 0, got {temperature}")
+    weights = {name: float(n) ** (1.0 / temperature) for name, n in sizes.items() if n > 0}
+    if not weights:
+        raise ConfigError("no training examples: every corpus is empty")
+    total = sum(weights.values())
+    return {name: w / total for name, w in weights.items()}
+
+
+class TemperatureSampler:
+    """An endless, seeded stream of (corpus, index into that corpus's examples)."""
+
+    def __init__(self, sizes: Mapping[str, int], temperature: float = 1.0, seed: int = 0) -> None:
+        self.sizes = {name: int(n) for name, n in sizes.items() if n > 0}
+        self.temperature = float(temperature)
+        self.seed = int(seed)
+        self.probabilities = temperature_probabilities(self.sizes, self.temperature)
+        self._names = sorted(self.probabilities)
+        self._cumulative: list[float] = []
+        acc = 0.0
+        for name in self._names:
+            acc += self.probabilities[name]
+            self._cumulative.append(acc)
+        self._reset()
+
+    def _reset(self) -> None:
+        self._choice_rng = random.Random(f"{self.seed}/corpus-choice")
+        self._order: dict[str, list[int]] = {}
+        self._position: dict[str, int] = {name: 0 for name in self._names}
+        self._passes: dict[str, int] = {name: 0 for name in self._names}
+        self.drawn = 0
+
+    def _permutation(self, name: str) -> list[int]:
+        order = list(range(self.sizes[name]))
+        random.Random(f"{self.seed}/{name}/pass-{self._passes[name]}").shuffle(order)
+        return order
+
+    def _pick_corpus(self) -> str:
+        u = self._choice_rng.random()
+        for name, edge in zip(self._names, self._cumulative):
+            if u < edge:
+                return name
+        return self._names[-1]
+
+    def next(self) -> tuple[str, int]:
+        name = self._pick_corpus()
+        if name not in self._order or self._position[name] >= self.sizes[name]:
+            if name in self._order:
+                self._passes[name] += 1
+            self._order[name] = self._permutation(name)
+            self._position[name] = 0
+        index = self._order[name][self._position[name]]
+        self._position[name] += 1
+        self.drawn += 1
+        return name, index
+
+    def take(self, n: int) -> list[tuple[str, int]]:
+        return [self.next() for _ in range(n)]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sizes": dict(self.sizes), "temperature": self.temperature, "seed": self.seed, "drawn": self.drawn}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if dict(state["sizes"]) != self.sizes or float(state["temperature"]) != self.temperature or int(state["seed"]) != self.seed:
+            raise ConfigError(
+                "cannot resume: the checkpoint's sampler was built on other corpora sizes, temperature or seed "
+                f"({dict(state['sizes'])}, T={state['temperature']}, seed={state['seed']}) than this run "
+                f"({self.sizes}, T={self.temperature}, seed={self.seed})"
+            )
+        self._reset()
+        for _ in range(int(state["drawn"])):
+            self.next()

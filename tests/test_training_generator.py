@@ -1,0 +1,318 @@
+"""Generator training: examples and masks, temperature sampling, LoRA steps, bundle round trip,
+exact resume, training card. Tiny random Llama from tests/tiny_models.py (seconds, no files)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_models import tiny_causal_tokenizer, tiny_llama
+
+from llmner.codecs import get_codec
+from llmner.doc import Document, Entity
+from llmner.errors import ConfigError
+from llmner.modeling.generator import GeneratorConfig, GeneratorModel
+from llmner.prompts import PromptBuilder, PromptConfig
+from llmner.schema import get_schema
+from llmner.training.card import documents_sha256
+from llmner.training.examples import (
+    IGNORE_INDEX, ExampleConfig, ExampleStats, collate, text_examples, tokenize_example, tokenize_examples,
+)
+from llmner.training.generator import (
+    CorpusData, GeneratorTrainingConfig, bundle_size, evaluate_loss, read_curated_ids, train_generator,
+)
+from llmner.training.sampling import TemperatureSampler, temperature_probabilities
+
+DISEASES = ["breast cancer", "ovarian cancer", "leukemia", "type 2 diabetes", "hemophilia A", "colorectal adenomas"]
+GENES = ["BRCA1", "APC", "the p53 gene", "insulin", "cyclin D1"]
+
+
+def disease_docs(n: int = 12, free_every: int = 3) -> list[Document]:
+    """Sentences with one Disease mention each; every ``free_every``-th has none."""
+    docs = []
+    for i in range(n):
+        gene, disease = GENES[i % len(GENES)], DISEASES[i % len(DISEASES)]
+        if free_every and i % free_every == free_every - 1:
+            docs.append(Document(f"d{i}", f"{gene.capitalize()} is expressed in macrophages."))
+            continue
+        text = f"{gene.capitalize()} is associated with {disease}."
+        start = text.index(disease)
+        docs.append(Document(f"d{i}", text, entities=[Entity(start, start + len(disease), "Disease", disease)]))
+    return docs
+
+
+def tiny_base(seed: int = 0):
+    tokenizer = tiny_causal_tokenizer()
+    return tiny_llama(tokenizer, seed=seed, hidden=32), tokenizer
+
+
+def train_config(tmp_path: Path, **overrides) -> GeneratorTrainingConfig:
+    values = dict(corpora=["ncbi_disease"], output=str(tmp_path / "bundle"), base_model=str(tmp_path / "base"),
+                  steps=4, batch_size=2, grad_accum=1, lr=5e-3, warmup_steps=1, lora_r=4, lora_alpha=8,
+                  lora_dropout=0.0, definitions="none", chunk_max_tokens=0, entity_free_ratio=-1.0,
+                  checkpoint_every=0, seed=0, device="cpu")
+    values.update(overrides)
+    return GeneratorTrainingConfig(**values)
+
+
+def ncbi(docs: list[Document] | None = None) -> list[CorpusData]:
+    return [CorpusData("ncbi_disease", docs if docs is not None else disease_docs(), get_schema("ncbi_disease"))]
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+# -- examples ---------------------------------------------------------------------------------
+
+def test_prompt_tokens_are_masked_exactly() -> None:
+    tokenizer = tiny_causal_tokenizer()
+    builder, schema = PromptBuilder(PromptConfig(definitions="compact")), get_schema("ncbi_disease")
+    example = text_examples(disease_docs(1), "ncbi_disease", get_codec("inline"), ExampleConfig(chunk_max_tokens=0))[0]
+    tokenized = tokenize_example(example, tokenizer, builder, schema)
+    prompt_ids = tokenizer(builder.prompt(tokenizer, example.text, schema), add_special_tokens=False)["input_ids"]
+    n = tokenized.prompt_length
+    assert n == len(prompt_ids) and list(tokenized.input_ids[:n]) == prompt_ids
+    assert all(label == IGNORE_INDEX for label in tokenized.labels[:n])
+    assert list(tokenized.labels[n:]) == list(tokenized.input_ids[n:])
+    assert tokenized.labels[-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(tokenized.input_ids[n:-1]) == example.target
+    assert "<Disease>breast cancer</Disease>" in example.target
+    # Padding adds no supervised position.
+    short = tokenize_example(text_examples([Document("s", "APC.")], "ncbi_disease", get_codec("inline"),
+                                           ExampleConfig(entity_free_ratio=-1, chunk_max_tokens=0))[0], tokenizer, builder, schema)
+    batch = collate([tokenized, short], tokenizer.pad_token_id)
+    assert int((batch.labels != IGNORE_INDEX).sum()) == tokenized.target_tokens + short.target_tokens
+    assert int(batch.attention_mask.sum()) == len(tokenized) + len(short)
+
+
+def test_over_long_examples_are_skipped_and_counted_never_truncated() -> None:
+    tokenizer = tiny_causal_tokenizer()
+    builder, schema = PromptBuilder(PromptConfig(definitions="none")), get_schema("ncbi_disease")
+    docs = disease_docs(6, free_every=0) + [Document("long", "APC is associated with leukemia. " * 40)]
+    examples = text_examples(docs, "ncbi_disease", get_codec("inline"), ExampleConfig(chunk_max_tokens=0))
+    lengths = [len(tokenize_example(e, tokenizer, builder, schema)) for e in examples]
+    limit = sorted(lengths)[-2]
+    stats = ExampleStats()
+    kept = tokenize_examples(examples, tokenizer, builder, schema, limit, stats)
+    assert stats.skipped_too_long == 1 and len(kept) == len(examples) - 1
+    assert sorted(len(k) for k in kept) == sorted(lengths)[:-1]
+
+
+def test_entity_free_ratio_and_curated_subset() -> None:
+    codec = get_codec("inline")
+    docs = disease_docs(30, free_every=2)   # 15 with a mention, 15 without
+    keep_all = text_examples(docs, "c", codec, ExampleConfig(entity_free_ratio=-1, chunk_max_tokens=0))
+    assert sum(not e.has_entities for e in keep_all) == 15
+    stats = ExampleStats()
+    some = text_examples(docs, "c", codec, ExampleConfig(entity_free_ratio=0.2, chunk_max_tokens=0, seed=3), stats)
+    assert stats.with_entities == 15 and stats.entity_free_available == 15 and stats.entity_free_kept == 3
+    assert sum(not e.has_entities for e in some) == 3 and sum(e.has_entities for e in some) == 15
+    again = text_examples(docs, "c", codec, ExampleConfig(entity_free_ratio=0.2, chunk_max_tokens=0, seed=3))
+    assert [e.id for e in again] == [e.id for e in some]                      # seeded
+    assert [e.id for e in some] == [e.id for e in keep_all if e.id in {x.id for x in some}]  # document order
+    wanted = {keep_all[0].id, keep_all[1].id}
+    stats = ExampleStats()
+    curated = text_examples(docs, "c", codec, ExampleConfig(entity_free_ratio=-1, chunk_max_tokens=0), stats,
+                            keep_ids=wanted)
+    assert {e.id for e in curated} == wanted and stats.not_in_curated_subset == len(keep_all) - 2
+
+
+def test_chunk_entities_are_shifted_and_crossing_chunks_counted() -> None:
+    from llmner.training.examples import _chunk_entities
+
+    ents = [Entity(5, 10, "Disease"), Entity(18, 25, "Disease"), Entity(30, 33, "Disease")]
+    inside, crossing = _chunk_entities(ents, 0, 20)
+    assert inside == [Entity(5, 10, "Disease")] and crossing == 1
+    inside, crossing = _chunk_entities(ents, 26, 40)
+    assert inside == [Entity(4, 7, "Disease")] and crossing == 0
+
+
+# -- sampling ---------------------------------------------------------------------------------
+
+def test_temperature_probabilities_follow_n_to_the_one_over_t() -> None:
+    sizes = {"big": 900, "small": 100}
+    assert temperature_probabilities(sizes, 1.0) == pytest.approx({"big": 0.9, "small": 0.1})
+    assert temperature_probabilities(sizes, 2.0) == pytest.approx({"big": 30 / 40, "small": 10 / 40})
+    assert temperature_probabilities(sizes, 1e9) == pytest.approx({"big": 0.5, "small": 0.5})
+    assert "empty" not in temperature_probabilities({**sizes, "empty": 0}, 1.0)
+    with pytest.raises(ConfigError):
+        temperature_probabilities(sizes, 0.0)
+
+
+def test_sampler_proportions_passes_seed_and_resume() -> None:
+    sizes = {"a": 400, "b": 100, "c": 25}
+    sampler = TemperatureSampler(sizes, temperature=2.0, seed=7)
+    draws = sampler.take(20000)
+    counts = Counter(name for name, _ in draws)
+    for name, p in sampler.probabilities.items():
+        assert abs(counts[name] / 20000 - p) < 0.015, (name, counts[name], p)
+    # Within a corpus, each pass visits every example exactly once.
+    c_indices = [i for name, i in draws if name == "c"]
+    for k in range(len(c_indices) // 25):
+        assert sorted(c_indices[25 * k : 25 * (k + 1)]) == list(range(25))
+    assert c_indices[:25] != c_indices[25:50]                                  # a new order per pass
+    assert TemperatureSampler(sizes, 2.0, seed=7).take(500) == draws[:500]     # seeded
+    assert TemperatureSampler(sizes, 2.0, seed=8).take(500) != draws[:500]
+    resumed = TemperatureSampler(sizes, 2.0, seed=7)
+    half = TemperatureSampler(sizes, 2.0, seed=7)
+    half.take(1234)
+    resumed.load_state_dict(json.loads(json.dumps(half.state_dict())))
+    assert resumed.take(300) == draws[1234:1534]
+    with pytest.raises(ConfigError):
+        TemperatureSampler({"a": 10}, 2.0, seed=7).load_state_dict(half.state_dict())
+
+
+# -- training ---------------------------------------------------------------------------------
+
+def _examples_for(generator: GeneratorModel, docs: list[Document]):
+    examples = text_examples(docs, "ncbi_disease", get_codec("inline"), ExampleConfig(entity_free_ratio=-1, chunk_max_tokens=0))
+    return {"ncbi_disease": tokenize_examples(examples, generator.tokenizer, generator.prompt_builder,
+                                              get_schema("ncbi_disease"), 4096)}
+
+
+def test_lora_steps_lower_the_loss_and_only_the_adapter_changes(tmp_path: Path) -> None:
+    model, tokenizer = tiny_base()
+    base_weights = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = train_config(tmp_path, steps=25, batch_size=4, lr=1e-2)
+    # Loss of the same examples under the untouched base (LoRA B starts at zero = the base).
+    probe = GeneratorModel.from_base(cfg.generator_config(), [get_schema("ncbi_disease")], base=tiny_base())
+    pools = _examples_for(probe, disease_docs())
+    before = evaluate_loss(probe.model, pools, tokenizer.pad_token_id, 8, "cpu")
+    result = train_generator(cfg, corpora=ncbi(), base=(model, tokenizer), progress=False, log=quiet)
+    after = evaluate_loss(result.model.model, pools, tokenizer.pad_token_id, 8, "cpu")
+    assert result.finished and result.steps == 25 and len(result.losses) == 25
+    assert after < 0.7 * before, (before, after)
+    assert sum(result.losses[-5:]) < sum(result.losses[:5])
+    merged = result.model.merged_model().state_dict()
+    changed = [k for k in base_weights if not torch.equal(base_weights[k], merged[k])]
+    assert changed and all(any(p in k for p in cfg.target_modules) for k in changed)
+
+
+def test_gradient_accumulation_equals_the_larger_batch(tmp_path: Path) -> None:
+    one = train_generator(train_config(tmp_path / "one", steps=2, batch_size=4, grad_accum=1), corpora=ncbi(),
+                          base=tiny_base(), progress=False, log=quiet)
+    two = train_generator(train_config(tmp_path / "two", steps=2, batch_size=2, grad_accum=2), corpora=ncbi(),
+                          base=tiny_base(), progress=False, log=quiet)
+    assert one.losses == pytest.approx(two.losses, rel=1e-5)
+    w1 = {k: v for k, v in one.model.model.state_dict().items() if "lora_" in k}
+    w2 = {k: v for k, v in two.model.model.state_dict().items() if "lora_" in k}
+    assert all(torch.allclose(w1[k], w2[k], atol=1e-6) for k in w1)
+
+
+def _save_base(tmp_path: Path, seed: int = 0) -> Path:
+    model, tokenizer = tiny_base(seed)
+    model.save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    return tmp_path / "base"
+
+
+def test_save_then_load_reproduces_outputs(tmp_path: Path) -> None:
+    base_dir = _save_base(tmp_path)
+    cfg = train_config(tmp_path, steps=3)
+    result = train_generator(cfg, corpora=ncbi(), progress=False, log=quiet)   # base loaded from the local dir
+    bundle = Path(cfg.output)
+    assert (bundle / "adapter" / "adapter_model.safetensors").is_file()
+    assert not any(p.name == "model.safetensors" for p in bundle.rglob("*")), "the bundle must not hold base weights"
+    loaded = GeneratorModel.from_pretrained(bundle)
+    assert loaded.config == result.model.config and loaded.config.base_model == str(base_dir)
+    assert loaded.schema("ncbi_disease") == get_schema("ncbi_disease")
+    assert loaded.card["steps"] == 3
+    text = "APC is associated with leukemia."
+    ids = loaded.tokenizer(loaded.prompt_builder.prompt(loaded.tokenizer, text, get_schema("ncbi_disease")),
+                           return_tensors="pt", add_special_tokens=False)["input_ids"]
+    result.model.model.eval()
+    with torch.no_grad():
+        expected = result.model.model(input_ids=ids).logits
+        got = loaded.model(input_ids=ids).logits
+        base_only = tiny_base()[0](input_ids=ids).logits
+    assert torch.equal(expected, got)
+    assert not torch.allclose(got, base_only, atol=1e-4), "the adapter must change the outputs"
+    # Merged export: plain transformers weights, same outputs without peft.
+    from transformers import AutoModelForCausalLM
+
+    merged_dir = loaded.save_merged(tmp_path / "merged")
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir)
+    with torch.no_grad():
+        assert torch.allclose(merged(input_ids=ids).logits, got, atol=1e-5)
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path: Path) -> None:
+    common = dict(steps=6, checkpoint_every=2, lora_dropout=0.1, batch_size=2, grad_accum=2)
+    full = train_generator(train_config(tmp_path / "full", **common), corpora=ncbi(), base=tiny_base(),
+                           progress=False, log=quiet)
+    cut = train_config(tmp_path / "cut", stop_after=3, **common)
+    first = train_generator(cut, corpora=ncbi(), base=tiny_base(), progress=False, log=quiet)
+    assert not first.finished and first.steps == 3
+    assert (Path(cut.output) / "checkpoints" / "step-000003").is_dir()
+    assert not (Path(cut.output) / "generator_config.json").exists()
+    # As in a fresh process: the same base weights, RNG state elsewhere (restored from the checkpoint).
+    torch.manual_seed(1234)
+    second = train_generator(train_config(tmp_path / "cut", resume=True, **common), corpora=ncbi(),
+                             base=tiny_base(), progress=False, log=quiet)
+    assert second.finished and second.steps == 6
+    assert second.losses == full.losses
+    w_full = {k: v for k, v in full.model.model.state_dict().items() if "lora_" in k}
+    w_cut = {k: v for k, v in second.model.model.state_dict().items() if "lora_" in k}
+    assert w_full.keys() == w_cut.keys() and all(torch.equal(w_full[k], w_cut[k]) for k in w_full)
+
+
+def test_training_card_contents(tmp_path: Path) -> None:
+    docs = disease_docs()
+    curated = tmp_path / "subset.jsonl"
+    all_ids = [e.id for e in text_examples(docs, "ncbi_disease", get_codec("inline"),
+                                           ExampleConfig(entity_free_ratio=-1, chunk_max_tokens=0))]
+    curated.write_text("".join(json.dumps({"id": i}) + "\n" for i in all_ids[:6]))
+    assert read_curated_ids(curated) == frozenset(all_ids[:6])
+    cfg = train_config(tmp_path, steps=3, curated=str(curated))
+    result = train_generator(cfg, corpora=ncbi(docs), base=tiny_base(), progress=False, log=quiet)
+    card = json.loads((Path(cfg.output) / "training_card.json").read_text())
+    assert card == json.loads(json.dumps(result.card))
+    corpus = card["corpora"]["ncbi_disease"]
+    assert corpus["documents"] == len(docs) and corpus["examples"] == 6
+    assert corpus["documents_sha256"] == documents_sha256(docs)
+    assert corpus["example_stats"]["not_in_curated_subset"] == len(all_ids) - 6
+    assert corpus["sampling_probability"] == 1.0
+    assert card["steps"] == 3 and card["examples_seen"] == 3 * cfg.batch_size
+    assert card["final_loss"] == pytest.approx(sum(result.losses) / 3)
+    assert card["first_loss"] == result.losses[0] and math.isfinite(card["final_loss"])
+    assert card["duration_s"] > 0 and card["tokens_per_s"] > 0 and card["seconds_per_step"] > 0
+    assert card["hardware"]["torch"] == torch.__version__ and card["hardware"]["cuda"] is False
+    assert card["seeds"]["seed"] == 0 and card["training"]["lr"] == cfg.lr
+    assert card["curated"]["ids"] == 6 and len(card["curated"]["sha256"]) == 64
+    assert card["trainable_parameters"] == result.model.trainable_parameters() > 0
+    assert card["git_commit"] is None or len(card["git_commit"].split("-")[0]) == 40
+    assert card["generator_config"]["schemas"] == ["ncbi_disease"]
+    assert bundle_size(cfg.output) < 2_000_000
+    history = [json.loads(line) for line in (Path(cfg.output) / "history.jsonl").read_text().splitlines()]
+    assert [h["loss"] for h in history] == result.losses
+
+
+def test_config_file_and_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "train.yaml"
+    path.write_text("corpora: [ncbi_disease, genia]\nsteps: 50\nlr: 0.001\ntemperature: 3.0\n")
+    cfg = GeneratorTrainingConfig.from_file(path)
+    assert cfg.corpora == ["ncbi_disease", "genia"] and cfg.steps == 50 and cfg.temperature == 3.0
+    over = cfg.with_overrides(steps=7, lr=None, output="out")
+    assert over.steps == 7 and over.lr == 0.001 and over.output == "out"
+    (tmp_path / "bad.json").write_text('{"stepz": 3}')
+    with pytest.raises(ConfigError, match="stepz"):
+        GeneratorTrainingConfig.from_file(tmp_path / "bad.json")
+    gen = over.generator_config()
+    assert GeneratorConfig.from_dict(json.loads(json.dumps(gen.to_dict()))) == gen
+
+
+def test_cli_registers_train_generator_and_curate() -> None:
+    from typer.testing import CliRunner
+
+    from llmner.cli.main import app
+
+    runner = CliRunner()
+    out = runner.invoke(app, ["train", "generator", "--help"])
+    assert out.exit_code == 0 and "--grad-accum" in out.output and "--curated" in out.output
+    out = runner.invoke(app, ["curate", "--help"])
+    assert out.exit_code == 0 and "--keep-percent" in out.output
