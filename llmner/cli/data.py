@@ -1,7 +1,113 @@
-"""CLI commands (data). OWNED BY a helper; registered by llmner.cli.main."""
+"""``llmner data stats`` (documents / sentences / mentions per split and type) and ``llmner convert``
+(any corpus reader -> any writer). Registered by llmner.cli.main."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from llmner.errors import DataNotFoundError, ValidationError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _progress() -> Progress:
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                    TimeElapsedColumn(), console=err_console, transient=True)
+
+
+def split_stats(name: str, split: str) -> dict[str, object]:
+    """Counts of one split: documents, sentences (None without a sentence view), mentions and mentions per type
+    (mentions None for an unlabeled split)."""
+    from llmner.data_processing.corpora import has_sentence_view, is_labeled, load_corpus, load_sentences
+
+    docs = load_corpus(name, split)
+    labeled = is_labeled(name, split)
+    per_type = Counter(e.type for d in docs for e in d.entities)
+    return {
+        "documents": len(docs),
+        "sentences": len(load_sentences(name, split)) if has_sentence_view(name) else None,
+        "mentions": sum(per_type.values()) if labeled else None,
+        "per_type": dict(per_type),
+        "duplicates_removed": sum(int(d.metadata.get("duplicates_removed", 0)) for d in docs),
+    }
+
+
+def stats(corpus: Annotated[Optional[str], typer.Option("--corpus", "-c", help="one corpus (default: all)")] = None) -> None:
+    """Documents / sentences / mentions per split and per entity type of the built-in corpora."""
+    from llmner.data_processing.corpora import CORPUS_NAMES, SPLITS, corpus_schema, data_dir
+    from llmner.data_processing.corpora.registry import corpus_spec
+
+    names = [corpus_spec(corpus).name] if corpus else list(CORPUS_NAMES)
+    root = data_dir()
+    results: dict[tuple[str, str], dict[str, object]] = {}
+    with _progress() as progress:
+        task = progress.add_task("loading corpora", total=len(names) * len(SPLITS))
+        for name in names:
+            for split in SPLITS:
+                progress.update(task, description=f"loading {name} {split}")
+                results[name, split] = split_stats(name, split)
+                progress.advance(task)
+    console.print(f"data directory: {root}")
+    for name in names:
+        schema = corpus_schema(name)
+        rows = [results[name, split] for split in SPLITS]
+        table = Table(title=f"{name} ({schema.language}): {corpus_spec(name).description}", title_justify="left")
+        table.add_column("")
+        for split in SPLITS:
+            table.add_column(split, justify="right")
+
+        def fmt(value: object) -> str:
+            return "-" if value is None else f"{value:,}"
+
+        table.add_row("documents", *(fmt(r["documents"]) for r in rows))
+        table.add_row("sentences", *(fmt(r["sentences"]) for r in rows))
+        table.add_row("mentions", *("unlabeled" if r["mentions"] is None else fmt(r["mentions"]) for r in rows))
+        for type_name in schema.type_names:
+            table.add_row(f"  {type_name}", *("-" if r["mentions"] is None else fmt(r["per_type"].get(type_name, 0))  # type: ignore[union-attr]
+                                             for r in rows))
+        if any(r["duplicates_removed"] for r in rows):
+            table.add_row("duplicate spans removed", *(fmt(r["duplicates_removed"]) for r in rows))
+        console.print(table)
+
+
+def convert(
+    input: Annotated[Path, typer.Argument(help="input file (or BRAT directory)")],
+    output: Annotated[Path, typer.Argument(help="output file (or BRAT directory)")],
+    from_format: Annotated[str, typer.Option("--from", help="input format: jsonl, pubtator, bioc, brat, conll, genia, cblue")],
+    to_format: Annotated[str, typer.Option("--to", help="output format: jsonl, pubtator, bioc, brat, conll, genia, cblue")],
+) -> None:
+    """Convert annotated documents between formats (any reader -> any writer)."""
+    from llmner.data_processing.corpora.formats import get_format
+
+    reader, writer = get_format(from_format), get_format(to_format)
+    if not input.exists():
+        raise DataNotFoundError(f"input not found: {input}")
+    try:
+        with _progress() as progress:
+            task = progress.add_task(f"reading {input} ({reader.name})", total=2)
+            docs = reader.reader(input)
+            progress.update(task, advance=1, description=f"writing {output} ({writer.name})")
+            writer.writer(docs, output)
+            progress.advance(task)
+    except OSError as exc:
+        raise ValidationError(f"cannot convert {input} -> {output}: {exc.strerror or exc}") from None
+    mentions = sum(len(d.entities) for d in docs)
+    console.print(f"wrote {len(docs):,} documents with {mentions:,} mentions to {output} ({writer.name})")
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    data_app = typer.Typer(name="data", help="Inspect the built-in corpora.", no_args_is_help=True)
+    data_app.command("stats")(stats)
+    app.add_typer(data_app, name="data")
+    app.command("convert")(convert)
+
+
+__all__ = ["convert", "register", "split_stats", "stats"]

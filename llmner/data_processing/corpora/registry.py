@@ -91,14 +91,17 @@ def _pubtator(files: dict[str, str], type_map: dict[str, str] | None = None) -> 
 def _jnlpba(root: Path, split: str, prefix: str) -> list[Document]:
     if split == "test":
         return read_conll(_need(root / "original" / "Genia4EReval1.iob2"), id_prefix=prefix)
-    sentences = read_conll(_need(root / "original" / "Genia4ERtask1.iob2"), id_prefix=prefix)
-    if split == "train":
-        return sentences[:JNLPBA_TRAIN_SENTENCES]
-    dev = sentences[JNLPBA_TRAIN_SENTENCES:]
-    for i, doc in enumerate(dev):  # ids and indices count from 0 within the dev split
-        doc.id = f"{prefix}{i}"
-        doc.metadata["sentence_index"] = i
-    return dev
+    sentences = _read_jnlpba_training(str(_need(root / "original" / "Genia4ERtask1.iob2")))
+    part = sentences[:JNLPBA_TRAIN_SENTENCES] if split == "train" else sentences[JNLPBA_TRAIN_SENTENCES:]
+    # ids and sentence indices count from 0 within each split
+    return [Document(f"{prefix}{i}", d.text, d.language, {**d.metadata, "sentence_index": i}, list(d.entities))
+            for i, d in enumerate(part)]
+
+
+@functools.lru_cache(maxsize=2)
+def _read_jnlpba_training(path: str) -> tuple[Document, ...]:
+    # train and dev both come from this file: parse it once.
+    return tuple(read_conll(path))
 
 
 def _genia(root: Path, split: str, prefix: str) -> list[Document]:
@@ -213,3 +216,4 @@ def _fresh(docs: tuple[Document, ...]) -> list[Document]:
 
 def clear_cache() -> None:
     _load.cache_clear()
+    _read_jnlpba_training.cache_clear()
