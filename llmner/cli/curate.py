@@ -1,7 +1,38 @@
-"""CLI command (curate). OWNED BY a helper."""
+"""``llmner curate``: select training examples by IFD (BioSelectTune hybrid superfiltering)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("curate")(curate_command)
+
+
+def curate_command(
+    corpus: list[str] = typer.Option(..., "--corpus", help="Corpus name (repeatable)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Selected subset (JSONL); scores and summary go beside it."),
+    keep_percent: float = typer.Option(50.0, "--keep-percent", "-k", help="Top k % of entity examples (IFD < 1) kept."),
+    scorer: str = typer.Option("smollm2-135m-instruct", "--scorer",
+                               help="Weak model sharing the generator's tokenizer: packaged name or local dir."),
+    split: str = typer.Option("train", "--split"),
+    batch_size: int = typer.Option(8, "--batch-size"),
+    max_length: int = typer.Option(512, "--max-length", help="Examples longer than this are skipped (as in training)."),
+    codec: str = typer.Option("inline", "--codec"),
+    definitions: str = typer.Option("compact", "--definitions"),
+    max_documents: Optional[int] = typer.Option(None, "--max-documents", help="Use only the first N documents per corpus."),
+    device: str = typer.Option("auto", "--device"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Score examples by IFD = PPL(answer | instruction) / PPL(answer); drop IFD >= 1, keep the top k %
+    of entity examples and every entity-free one. Train on the result with `--curated FILE`."""
+    from llmner.training.curation import CurationConfig, curate
+
+    cfg = CurationConfig(corpora=list(corpus), output=str(output), split=split, scorer=scorer, keep_percent=keep_percent,
+                         batch_size=batch_size, max_length=max_length, codec=codec, definitions=definitions,
+                         max_documents=max_documents, device=device)
+    result = curate(cfg, progress=progress, log=typer.echo)
+    typer.echo(f"subset: {result.subset_path}\nscores: {result.scores_path}\nsummary: {result.summary_path}")
