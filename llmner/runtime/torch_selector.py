@@ -1,0 +1,43 @@
+"""SelectorRuntime on PyTorch (eager): the reference backend, and the one used while training."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from llmner.modeling.selector import SelectorModel
+from llmner.runtime.base import Candidate, SelectorRuntime
+
+
+def length_order(candidates: Sequence[Candidate], context_chars: int) -> list[int]:
+    """Indices sorted by approximate input length, so batches pad little (results are un-sorted after)."""
+    def approx(c: Candidate) -> int:
+        return min(c.start, context_chars) + (c.end - c.start) + min(len(c.text) - c.end, context_chars) + len(c.definition)
+
+    return sorted(range(len(candidates)), key=lambda i: approx(candidates[i]))
+
+
+class TorchSelectorRuntime(SelectorRuntime):
+    def __init__(self, model: SelectorModel, batch_size: int = 32) -> None:
+        self.model = model.eval()
+        self.batch_size = batch_size
+        self.threshold = model.config.threshold
+        self.model_id = model.config.model_id or "selector"
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, batch_size: int = 32) -> TorchSelectorRuntime:
+        return cls(SelectorModel.from_pretrained(path), batch_size)
+
+    @torch.inference_mode()
+    def score(self, candidates: Sequence[Candidate]) -> np.ndarray:
+        out = np.zeros(len(candidates), dtype=np.float32)
+        order = length_order(candidates, self.model.config.context_chars)
+        for i in range(0, len(order), self.batch_size):
+            idx = order[i : i + self.batch_size]
+            feats = self.model.featurize([candidates[j] for j in idx])
+            probs = self.model(**{k: torch.from_numpy(v) for k, v in feats.items()})[1]
+            out[idx] = probs.float().numpy()
+        return out

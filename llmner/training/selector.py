@@ -1,0 +1,312 @@
+"""Selector training: InfoNCE over (gold mention + its negatives) groups plus BCE for calibration.
+
+Per step: ``groups_per_step`` groups (each = one gold mention followed by its negatives, see
+``llmner.training.negatives``) and a share of unattached negatives. Loss::
+
+    loss = infonce_weight * mean_g[-log softmax(logits_g)[gold]] + bce_weight * BCE(all candidates)
+
+InfoNCE teaches the ranking that matters (the exact span and type beat their near misses); BCE
+keeps the sigmoid calibrated so that one threshold works. After training the threshold is chosen
+on dev for the best F1 (every gold mention counts in recall, so when the generator's predictions
+are the dev candidates this is the pipeline's F1) and stored in the selector config.
+
+Output directory: the selector (``selector_config.json`` + ``selector_weights.safetensors``),
+``training_card.json``, ``checkpoints/step-N`` (resume with ``resume=True``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from llmner.doc import Document, Entity
+from llmner.errors import ConfigError, ValidationError
+from llmner.modeling.selector import SelectorConfig, SelectorModel
+from llmner.runtime.base import Candidate
+from llmner.schema import EntitySchema
+from llmner.training.negatives import DocumentNegatives, NegativeConfig, build_negatives
+
+log = logging.getLogger(__name__)
+
+CARD_NAME = "training_card.json"
+
+
+@dataclass(slots=True)
+class SelectorTrainingConfig:
+    epochs: float = 1.0
+    groups_per_step: int = 4          # gold groups per optimizer step (each ~1 + per_mention candidates)
+    unattached_per_step: int = 4      # random / generator negatives added to each step (BCE only)
+    learning_rate: float = 5e-5       # encoder layers
+    head_learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 20
+    infonce_weight: float = 1.0
+    bce_weight: float = 1.0
+    temperature: float = 1.0
+    max_steps: int = 0                # 0 = from epochs
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 2
+    seed: int = 13
+    negatives: NegativeConfig = field(default_factory=NegativeConfig)
+
+    def __post_init__(self) -> None:
+        if self.groups_per_step < 1:
+            raise ConfigError(f"groups_per_step must be >= 1, got {self.groups_per_step}")
+        if self.epochs <= 0 and self.max_steps <= 0:
+            raise ConfigError("either epochs or max_steps must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class TrainingResult:
+    output: Path
+    steps: int
+    threshold: float
+    dev: dict[str, float]
+    losses: list[float]
+
+
+def candidate(doc: Document, schema: EntitySchema, start: int, end: int, etype: str) -> Candidate:
+    return Candidate(doc.text, start, end, etype, schema.definition(etype))
+
+
+def group_candidates(item: DocumentNegatives, schema: EntitySchema) -> list[list[Candidate]]:
+    return [[candidate(item.doc, schema, g.gold.start, g.gold.end, g.gold.type)]
+            + [candidate(item.doc, schema, n.start, n.end, n.type) for n in g.negatives]
+            for g in item.groups]
+
+
+def loss_for(logits: torch.Tensor, labels: torch.Tensor, group_sizes: Sequence[int],
+             config: SelectorTrainingConfig) -> tuple[torch.Tensor, float, float]:
+    """InfoNCE over groups (gold first in each) + BCE over every candidate. Returns (loss, nce, bce)."""
+    nce_terms = []
+    offset = 0
+    for size in group_sizes:
+        if size > 1:
+            group = logits[offset : offset + size] / config.temperature
+            nce_terms.append(-torch.log_softmax(group, dim=0)[0])
+        offset += size
+    nce = torch.stack(nce_terms).mean() if nce_terms else logits.new_zeros(())
+    bce = F.binary_cross_entropy_with_logits(logits, labels)
+    loss = config.infonce_weight * nce + config.bce_weight * bce
+    return loss, float(nce.detach()), float(bce.detach())
+
+
+def best_threshold(scores: np.ndarray, labels: np.ndarray, total_gold: int | None = None) -> tuple[float, dict[str, float]]:
+    """Threshold with the best F1 when keeping candidates with score >= threshold.
+
+    ``total_gold`` (default: positives among the candidates) is the recall denominator, so gold
+    mentions the candidates never proposed count as misses.
+    """
+    if scores.size == 0:
+        raise ValidationError("no dev candidates to choose a threshold on")
+    total = int(labels.sum()) if total_gold is None else total_gold
+    order = np.argsort(-scores, kind="stable")
+    s, y = scores[order], labels[order]
+    tp = np.cumsum(y)
+    kept = np.arange(1, len(s) + 1)
+    precision = tp / kept
+    recall = tp / max(total, 1)
+    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
+    # Only cut where the score changes (ties must be kept or dropped together).
+    valid = np.append(s[1:] < s[:-1], True)
+    f1 = np.where(valid, f1, -1.0)
+    i = int(np.argmax(f1))
+    # Midway to the next lower score: robust to tiny numeric differences (ONNX, int8).
+    threshold = float(s[i]) if i + 1 >= len(s) else float((s[i] + s[i + 1]) / 2)
+    return threshold, {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                       "candidates": int(len(s)), "gold": total}
+
+
+def dev_candidates(docs: Sequence[Document], schema: EntitySchema, config: NegativeConfig,
+                   predictions: dict[str, list[Entity]] | None = None) -> tuple[list[Candidate], np.ndarray, int]:
+    """Dev candidates with labels. With generator predictions: exactly those (the pipeline's view);
+    otherwise gold mentions and their constructed negatives."""
+    cands: list[Candidate] = []
+    labels: list[float] = []
+    total_gold = 0
+    for doc in docs:
+        gold = {e.key for e in doc.entities if e.type in schema}
+        total_gold += len(gold)
+        if predictions is not None:
+            for e in {p.key: p for p in predictions.get(doc.id, []) if p.type in schema}.values():
+                cands.append(candidate(doc, schema, e.start, e.end, e.type))
+                labels.append(float(e.key in gold))
+            continue
+        item = build_negatives(doc, schema, config)
+        for group in group_candidates(item, schema):
+            cands.extend(group)
+            labels.extend([1.0] + [0.0] * (len(group) - 1))
+        for n in item.unattached:
+            cands.append(candidate(doc, schema, n.start, n.end, n.type))
+            labels.append(0.0)
+    return cands, np.asarray(labels, dtype=np.float32), total_gold
+
+
+class _Fp32Checkpoint:
+    """Saves a selector with fp32 encoder layers (a resumed run continues from exact weights)."""
+
+    def __init__(self, model: SelectorModel) -> None:
+        self.model = model
+
+    def save_pretrained(self, path: str) -> None:
+        saved = self.model.config.save_dtype
+        self.model.config.save_dtype = "float32"
+        try:
+            self.model.save_pretrained(path)
+        finally:
+            self.model.config.save_dtype = saved
+
+
+def train_selector(
+    train_docs: Sequence[Document],
+    dev_docs: Sequence[Document],
+    schema: EntitySchema,
+    output: str | Path,
+    selector_config: SelectorConfig | None = None,
+    config: SelectorTrainingConfig | None = None,
+    generator_predictions: Callable[[Sequence[Document]], dict[str, list[Entity]]] | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    card_extra: dict[str, Any] | None = None,
+) -> TrainingResult:
+    """Train, choose the dev threshold, save the selector and its card to ``output``.
+
+    ``generator_predictions(docs) -> {doc_id: [Entity]}`` supplies the generator's own predictions
+    (document offsets); its false positives become negatives and on dev its predictions are the
+    candidates the threshold is tuned on.
+    """
+    from llmner.training import checkpoint as ckpt
+
+    config = config or SelectorTrainingConfig()
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    if not train_docs:
+        raise ValidationError("no training documents")
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    started = time.time()
+
+    train_preds = generator_predictions(train_docs) if generator_predictions else {}
+    dev_preds = generator_predictions(dev_docs) if generator_predictions and dev_docs else None
+    items = [build_negatives(d, schema, config.negatives, train_preds.get(d.id, ())) for d in train_docs]
+    groups = [(item, g) for item in items for g in group_candidates(item, schema)]
+    unattached = [candidate(item.doc, schema, n.start, n.end, n.type) for item in items for n in item.unattached]
+    if not groups:
+        raise ValidationError(f"no gold mentions of schema {schema.name!r} in the training documents")
+    kinds: dict[str, int] = {}
+    for item in items:
+        for n in [n for g in item.groups for n in g.negatives] + item.unattached:
+            kinds[n.kind] = kinds.get(n.kind, 0) + 1
+
+    steps_per_epoch = math.ceil(len(groups) / config.groups_per_step)
+    total_steps = config.max_steps or max(1, int(round(config.epochs * steps_per_epoch)))
+
+    ckpt_root = output / "checkpoints"
+    start_step, losses = 0, []
+    latest = ckpt.latest_checkpoint(ckpt_root) if resume else None
+    model = SelectorModel.from_pretrained(latest / "adapter") if latest else SelectorModel.from_encoder(selector_config or SelectorConfig())
+    model.train()
+    params_enc = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("encoder.")]
+    params_head = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("encoder.")]
+    optimizer = torch.optim.AdamW([{"params": params_enc, "lr": config.learning_rate},
+                                   {"params": params_head, "lr": config.head_learning_rate}],
+                                  weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / max(1, config.warmup_steps)) * max(0.0, 1 - s / total_steps))
+    if latest:
+        state = torch.load(latest / ckpt.STATE_NAME, map_location="cpu", weights_only=False)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_step, losses = state["step"], list(state["losses"])
+        ckpt.restore_rng_states(state["rng"])
+        log.info("resumed selector training from %s (step %d)", latest, start_step)
+
+    # A fixed order per epoch derived from the seed: step s always sees the same groups, resumed or not.
+    def step_batch(step: int) -> tuple[list[list[Candidate]], list[Candidate]]:
+        epoch, pos = divmod(step, steps_per_epoch)
+        order = list(range(len(groups)))
+        random.Random(f"{config.seed}:{epoch}").shuffle(order)
+        chosen = [groups[i][1] for i in order[pos * config.groups_per_step : (pos + 1) * config.groups_per_step]]
+        rng = random.Random(f"{config.seed}:u:{step}")
+        extra = rng.sample(unattached, min(config.unattached_per_step, len(unattached)))
+        return chosen, extra
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = [TextColumn("selector"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn()]
+    with Progress(*columns, disable=not progress, transient=False) as bar:
+        task = bar.add_task("train", total=total_steps, completed=start_step, loss="-")
+        for step in range(start_step, total_steps):
+            chosen, extra = step_batch(step)
+            cands = [c for g in chosen for c in g] + extra
+            labels = torch.tensor([1.0 if i == 0 else 0.0 for g in chosen for i in range(len(g))] + [0.0] * len(extra))
+            logits = model.logits_for(cands)
+            loss, nce, bce = loss_for(logits, labels, [len(g) for g in chosen] + [1] * len(extra), config)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params_enc + params_head, 1.0)
+            optimizer.step()
+            scheduler.step()
+            losses.append(float(loss.detach()))
+            bar.update(task, advance=1, loss=f"{float(loss):.3f} (nce {nce:.3f} bce {bce:.3f})")
+            done = step + 1
+            if config.checkpoint_every and done % config.checkpoint_every == 0 and done < total_steps:
+                ckpt.save_checkpoint(ckpt_root, done, _Fp32Checkpoint(model),
+                                     {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                      "losses": losses}, keep=config.keep_checkpoints)
+
+    # Threshold on the weights as they will be saved (fp16 encoder layers).
+    model.eval()
+    model.round_to_save_dtype()
+    dev_metrics: dict[str, float] = {}
+    if dev_docs:
+        dcands, dlabels, total_gold = dev_candidates(dev_docs, schema, config.negatives, dev_preds)
+        if dcands:
+            scores = model.score(dcands)
+            threshold, dev_metrics = best_threshold(scores, dlabels, total_gold)
+            model.config.threshold = min(max(threshold, 0.0), 1.0)
+            dev_metrics["candidate_source"] = "generator" if dev_preds is not None else "gold+negatives"  # type: ignore[assignment]
+    model.save_pretrained(output)
+    card = {
+        "kind": "selector",
+        "model_id": model.config.model_id,
+        "schema": schema.name,
+        "selector_config": model.config.to_dict(),
+        "training_config": config.to_dict(),
+        "train_documents": len(train_docs),
+        "dev_documents": len(dev_docs),
+        "groups": len(groups),
+        "negatives_by_kind": kinds,
+        "steps": total_steps,
+        "resumed_from_step": start_step,
+        "loss_first": losses[0] if losses else None,
+        "loss_last_mean10": float(np.mean(losses[-10:])) if losses else None,
+        "threshold": model.config.threshold,
+        "dev": dev_metrics,
+        "seconds": round(time.time() - started, 1),
+        **(card_extra or {}),
+    }
+    try:
+        from llmner.training.card import documents_sha256
+
+        card["train_sha256"] = documents_sha256(train_docs)
+        card["dev_sha256"] = documents_sha256(dev_docs)
+    except ImportError:
+        pass
+    (output / CARD_NAME).write_text(json.dumps(card, indent=2, default=str))
+    return TrainingResult(output, total_steps, model.config.threshold, dev_metrics, losses)

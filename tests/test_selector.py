@@ -1,0 +1,234 @@
+"""Selector model, negatives and training, on a tiny random BERT built in the test."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from llmner.doc import Document, Entity
+from llmner.errors import ConfigError
+from llmner.modeling.selector import SelectorConfig, SelectorModel, mark_candidate
+from llmner.runtime.base import Candidate
+from llmner.schema import EntitySchema, EntityType
+from llmner.training.negatives import (BOUNDARY_KINDS, NegativeConfig, boundary_negatives, build_negatives, tokenize,
+                                       whole_tokens_in)
+from llmner.training.selector import SelectorTrainingConfig, best_threshold, loss_for, train_selector
+from tiny_selector import build_tiny_bert
+
+SCHEMA = EntitySchema("test", "en", (EntityType("Disease", "a disease"), EntityType("Gene", "a gene or protein"),
+                                     EntityType("Chemical", "a chemical")))
+
+
+def doc(text: str, *spans: tuple[str, str], doc_id: str = "d") -> Document:
+    d = Document(doc_id, text)
+    pos = 0
+    for surface, etype in spans:
+        start = text.index(surface, pos if etype != "Gene" else 0)
+        d.entities.append(d.span(start, start + len(surface), etype))
+    return d.validate()
+
+
+@pytest.fixture(scope="module")
+def encoder_dir(tmp_path_factory):
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+TEXTS = [
+    doc("Patients with ovarian cancer, breast cancer and BRCA1 mutations were treated with cisplatin daily.",
+        ("ovarian cancer", "Disease"), ("breast cancer", "Disease"), ("BRCA1", "Gene"), ("cisplatin", "Chemical")),
+    doc("The APC gene product is lost in familial adenomatous polyposis and in colon tumours of mice.",
+        ("APC gene product", "Gene"), ("familial adenomatous polyposis", "Disease"), ("colon tumours", "Disease"),
+        doc_id="d2"),
+]
+
+
+# ---- negatives -------------------------------------------------------------------------------
+
+words = st.lists(st.sampled_from(["cancer", "of", "the", "BRCA1", "(", ")", ",", "type-2", "gene", "腫"]), min_size=3, max_size=25)
+
+
+@settings(max_examples=60, deadline=None)
+@given(words=words, data=st.data())
+def test_negatives_never_equal_gold_and_boundary_moves_are_exact(words, data):
+    text = " ".join(words)
+    toks = tokenize(text)
+    # Gold spans aligned to tokens, possibly nested/overlapping, random types.
+    golds = set()
+    for _ in range(data.draw(st.integers(1, 4))):
+        a = data.draw(st.integers(0, len(toks) - 1))
+        b = data.draw(st.integers(a, min(len(toks) - 1, a + 4)))
+        golds.add(Entity(toks[a][0], toks[b][1], data.draw(st.sampled_from(SCHEMA.type_names)), text[toks[a][0]:toks[b][1]]))
+    d = Document("h", text, entities=sorted(golds))
+    preds = [Entity(toks[0][0], toks[-1][1], "Disease"), *list(golds)[:1]]
+    result = build_negatives(d, SCHEMA, NegativeConfig(per_mention=50, random_per_text=5), preds, random.Random(0))
+    gold_keys = {g.key for g in golds}
+    negs = [n for g in result.groups for n in g.negatives] + result.unattached
+    assert negs, "every document with a gold mention yields negatives"
+    assert not any(n.key in gold_keys for n in negs)
+    assert len({n.key for n in negs}) == len(negs)
+    for n in negs:
+        span = text[n.start:n.end]
+        assert span and span == span.strip()
+    for group in result.groups:
+        g = group.gold
+        for n in group.negatives:
+            if n.kind not in BOUNDARY_KINDS:
+                continue
+            assert 1 <= n.amount <= 3
+            if n.kind == "extend_left":
+                assert n.end == g.end and n.start < g.start and whole_tokens_in(text, n.start, g.start) == n.amount
+            elif n.kind == "extend_right":
+                assert n.start == g.start and n.end > g.end and whole_tokens_in(text, g.end, n.end) == n.amount
+            elif n.kind == "shrink_left":
+                assert n.end == g.end and n.start > g.start and whole_tokens_in(text, g.start, n.start) == n.amount
+            else:
+                assert n.start == g.start and n.end < g.end and whole_tokens_in(text, n.end, g.end) == n.amount
+
+
+def test_boundary_negatives_split_punctuation():
+    d = TEXTS[0]
+    gold = d.entities[0]  # "ovarian cancer" followed by ","
+    negs = {(n.kind, n.amount): d.text[n.start:n.end] for n in boundary_negatives(d.text, gold)}
+    assert negs[("extend_right", 1)] == "ovarian cancer,"
+    assert negs[("extend_right", 2)] == "ovarian cancer, breast"
+    assert negs[("extend_left", 1)] == "with ovarian cancer"
+    assert negs[("shrink_left", 1)] == "cancer"
+    assert negs[("shrink_right", 1)] == "ovarian"
+    assert ("shrink_left", 2) not in negs  # would be empty
+
+
+def test_type_swaps_nesting_and_generator_false_positives():
+    text = "The BRCA1 gene mutation causes disease."
+    d = Document("n", text)
+    outer = d.span(4, 23, "Disease")   # "BRCA1 gene mutation"
+    inner = d.span(4, 9, "Gene")       # "BRCA1"
+    d.entities = [outer, inner]
+    fp = d.span(4, 14, "Gene")         # "BRCA1 gene": a generator boundary error
+    res = build_negatives(d, SCHEMA, NegativeConfig(per_mention=50), [fp, inner])
+    by_kind = {}
+    for g in res.groups:
+        for n in g.negatives:
+            by_kind.setdefault(n.kind, set()).add(n.key)
+    # The outer span with the inner type (a super-span of the inner) and vice versa.
+    assert by_kind["nest_swap"] == {(4, 23, "Gene"), (4, 9, "Disease")}
+    assert (4, 23, "Chemical") in by_kind["type_swap"]
+    assert by_kind["generator"] == {(4, 14, "Gene")}   # the correct prediction is not a negative
+
+
+def test_tokenize_cjk_characters_are_tokens():
+    assert [("癌症患者")[s:e] for s, e in tokenize("癌症患者")] == ["癌", "症", "患", "者"]
+
+
+# ---- model -------------------------------------------------------------------------------------
+
+def test_mark_candidate_places_markers_around_span():
+    c = Candidate("Patients with ovarian cancer, and more.", 14, 28, "Disease", "a disease")
+    marked, s, e = mark_candidate(c, 240)
+    assert marked[s:e] == "ovarian cancer"
+    assert "[E] ovarian cancer [/E]," in marked
+    long = Candidate("word " * 200 + "target" + " word" * 200, 1000, 1006, "Gene")
+    marked, s, e = mark_candidate(long, 30)
+    assert marked[s:e] == "target" and len(marked) < 80
+
+
+def test_featurize_span_mask_covers_span_tokens(encoder_dir):
+    model = SelectorModel.from_encoder(SelectorConfig(encoder=str(encoder_dir)))
+    c = [Candidate("patients with ovarian cancer and breast cancer", 14, 28, "Disease", "a disease")]
+    feats = model.featurize(c)
+    toks = model.tokenizer.convert_ids_to_tokens(feats["input_ids"][0])
+    assert [t for t, m in zip(toks, feats["span_mask"][0]) if m] == ["ovarian", "cancer"]
+    assert set(feats) == {"input_ids", "attention_mask", "token_type_ids", "span_mask"}
+
+
+def test_save_load_round_trip_keeps_threshold_scores_and_is_small(encoder_dir, tmp_path):
+    cfg = SelectorConfig(encoder=str(encoder_dir), threshold=0.37, trainable_layers=1, model_id="sel-test")
+    model = SelectorModel.from_encoder(cfg)
+    model.round_to_save_dtype()
+    cands = [Candidate(d.text, e.start, e.end, e.type, SCHEMA.definition(e.type)) for d in TEXTS for e in d.entities]
+    before = model.score(cands)
+    model.save_pretrained(tmp_path / "sel")
+    loaded = SelectorModel.from_pretrained(tmp_path / "sel")
+    assert loaded.threshold == pytest.approx(0.37)
+    assert loaded.config.model_id == "sel-test"
+    np.testing.assert_allclose(loaded.score(cands), before, atol=1e-6)
+    # Only the top layer + head are stored, not the frozen encoder.
+    saved = set(__import__("safetensors.torch", fromlist=["load_file"]).load_file(str(tmp_path / "sel/selector_weights.safetensors")))
+    assert any(k.startswith("encoder.encoder.layer.1.") for k in saved)
+    assert not any(k.startswith("encoder.encoder.layer.0.") or "embeddings" in k for k in saved)
+    assert any(k.startswith("head.") for k in saved)
+
+
+def test_load_rejects_a_different_base_encoder(encoder_dir, tmp_path):
+    SelectorModel.from_encoder(SelectorConfig(encoder=str(encoder_dir))).save_pretrained(tmp_path / "sel")
+    other = build_tiny_bert(tmp_path / "other", seed=1)
+    with pytest.raises(ConfigError, match="different base encoder"):
+        SelectorModel.from_pretrained(tmp_path / "sel", encoder=str(other))
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError):
+        SelectorConfig(threshold=1.5)
+    with pytest.raises(ConfigError, match="unknown field"):
+        SelectorConfig.from_dict({"bogus": 1})
+
+
+# ---- training ------------------------------------------------------------------------------------
+
+def test_loss_prefers_gold_first():
+    import torch
+
+    cfg = SelectorTrainingConfig()
+    labels = torch.tensor([1.0, 0.0, 0.0])
+    good, *_ = loss_for(torch.tensor([3.0, -3.0, -3.0]), labels, [3], cfg)
+    bad, *_ = loss_for(torch.tensor([-3.0, 3.0, -3.0]), labels, [3], cfg)
+    assert float(good) < 0.1 < float(bad)
+
+
+def test_best_threshold_maximises_f1_and_counts_missing_gold():
+    scores = np.array([0.9, 0.8, 0.7, 0.4, 0.2], dtype=np.float32)
+    labels = np.array([1, 1, 0, 1, 0], dtype=np.float32)
+    thr, m = best_threshold(scores, labels)
+    assert 0.2 < thr < 0.4 or 0.7 < thr < 0.8
+    kept = scores >= thr
+    tp = (labels[kept] == 1).sum()
+    assert m["f1"] == pytest.approx(2 * tp / (kept.sum() + labels.sum()))
+    _, m2 = best_threshold(scores, labels, total_gold=6)
+    assert m2["recall"] <= 0.5
+
+
+def test_training_learns_saves_threshold_and_resumes(encoder_dir, tmp_path):
+    docs = TEXTS * 3
+    docs = [Document(f"d{i}", d.text, entities=list(d.entities)) for i, d in enumerate(docs)]
+    sel_cfg = SelectorConfig(encoder=str(encoder_dir), trainable_layers=1, model_id="sel-tiny")
+    cfg = SelectorTrainingConfig(max_steps=6, groups_per_step=3, checkpoint_every=3, learning_rate=1e-3,
+                                 head_learning_rate=1e-2, warmup_steps=1)
+    out = tmp_path / "run"
+    result = train_selector(docs, TEXTS, SCHEMA, out, sel_cfg, cfg, progress=False)
+    assert result.steps == 6 and len(result.losses) == 6
+    card = json.loads((out / "training_card.json").read_text())
+    assert card["threshold"] == pytest.approx(result.threshold) and card["negatives_by_kind"]["extend_left"] > 0
+    loaded = SelectorModel.from_pretrained(out)
+    assert loaded.threshold == pytest.approx(result.threshold)
+    assert (out / "checkpoints" / "step-000003").is_dir()
+    # Resume from step 3 reproduces steps 4..6 exactly.
+    cfg_resume = SelectorTrainingConfig(**{**cfg.to_dict(), "negatives": cfg.negatives})
+    resumed = train_selector(docs, TEXTS, SCHEMA, out, sel_cfg, cfg_resume, resume=True, progress=False)
+    assert len(resumed.losses) == 6
+    np.testing.assert_allclose(resumed.losses[3:], result.losses[3:], rtol=1e-4)
+
+
+def test_training_fits_a_separable_signal(encoder_dir, tmp_path):
+    """Gold spans vs their boundary shifts: after training, gold outranks its negatives on train data."""
+    docs = [Document(f"d{i}", d.text, entities=list(d.entities)) for i, d in enumerate(TEXTS * 4)]
+    cfg = SelectorTrainingConfig(max_steps=40, groups_per_step=4, checkpoint_every=0, learning_rate=2e-3,
+                                 head_learning_rate=1e-2, warmup_steps=1, negatives=NegativeConfig(per_mention=4))
+    result = train_selector(docs, TEXTS, SCHEMA, tmp_path / "fit",
+                            SelectorConfig(encoder=str(encoder_dir), trainable_layers=2, dropout=0.0), cfg, progress=False)
+    assert np.mean(result.losses[-5:]) < 0.85 * np.mean(result.losses[:5])
+    print("dev", result.dev)
+    assert result.dev["f1"] > 0.5
