@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from llmner.data_processing.chunking import (
-    Chunk, ChunkingConfig, approximate_token_count, chunk_document, merge_chunk_entities,
+    Chunk,
+    ChunkingConfig,
+    approximate_token_count,
+    chunk_document,
+    merge_chunk_entities,
 )
 from llmner.data_processing.sentences import split_sentences
 from llmner.doc import Document, Entity
@@ -80,26 +86,26 @@ def test_chunks_are_exact_ordered_bounded_and_cover_everything(text, language, m
         assert approximate_token_count(chunk.text) <= max_tokens or len(chunk.text) == 1
         covered.update(range(chunk.start, chunk.end))
     assert [c.start for c in chunks] == sorted(c.start for c in chunks)
-    assert all(a.end <= b.end for a, b in zip(chunks, chunks[1:]))
+    assert all(a.end <= b.end for a, b in itertools.pairwise(chunks))
     assert all(text[i].isspace() for i in range(len(text)) if i not in covered)
 
 
 def test_long_sentence_windows_overlap_at_word_boundaries():
     words = [f"w{i:02d}" for i in range(40)]
     text = " ".join(words) + "."
-    count = lambda s: len(s.split())  # noqa: E731 - one token per word
+    count = lambda s: len(s.split())
     chunks = chunk_document(Document("d", text), ChunkingConfig(max_tokens=10, overlap_tokens=3), count)
     assert [c.text.split()[0] for c in chunks] == ["w00", "w07", "w14", "w21", "w28", "w35"]
     assert all(len(c.text.split()) <= 10 for c in chunks)
     assert chunks[-1].text.endswith("w39.")
-    for a, b in zip(chunks, chunks[1:]):
+    for a, b in itertools.pairwise(chunks):
         assert b.start < a.end  # overlapping
         assert text[b.start - 1] == " "  # windows start at a word
 
 
 def test_sentences_are_packed_while_they_fit():
     text = "One two. Three four. Five six seven eight nine. Ten."
-    count = lambda s: len(s.split())  # noqa: E731
+    count = lambda s: len(s.split())
     chunks = chunk_document(Document("d", text), ChunkingConfig(max_tokens=5, overlap_tokens=1, sentences_per_chunk=3), count)
     assert [c.text for c in chunks] == ["One two. Three four.", "Five six seven eight nine.", "Ten."]
     assert chunk_document(Document("d", "  \n "), ChunkingConfig()) == []

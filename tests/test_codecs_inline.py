@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from codec_strategies import TYPES, crosses, keys, text_and_laminar_spans, text_and_spans
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from codec_strategies import TYPES, crosses, keys, text_and_laminar_spans, text_and_spans
 from llmner.codecs.inline import InlineCodec, escape_text
 from llmner.doc import Entity
 

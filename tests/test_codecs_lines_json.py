@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from codec_strategies import TYPES, keys, text_and_laminar_spans, text_and_spans
 from hypothesis import given, settings
 
-from codec_strategies import TYPES, crosses, keys, text_and_laminar_spans, text_and_spans
 from llmner.codecs import CODEC_NAMES, get_codec
 from llmner.codecs.json_codec import JsonCodec, occurrences
 from llmner.codecs.lines import LinesCodec

@@ -13,7 +13,7 @@ Two ways to call it:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import orjson
 import typer
@@ -68,14 +68,14 @@ def _read_jsonl(path: Path) -> list[Document]:
 
 
 def evaluate(
-    gold: Annotated[Optional[Path], typer.Option("--gold", help="gold documents (any supported format)")] = None,
-    pred: Annotated[Optional[Path], typer.Option("--pred", help="predicted documents (any supported format)")] = None,
-    gold_format: Annotated[Optional[str], typer.Option("--gold-format", help="format of --gold (default: from the extension)")] = None,
-    pred_format: Annotated[Optional[str], typer.Option("--pred-format", help="format of --pred (default: from the extension)")] = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="also write the report as JSON to this file")] = None,
-    corpus: Annotated[Optional[str], typer.Option("--corpus", help="evaluate a model on a built-in corpus")] = None,
+    gold: Annotated[Path | None, typer.Option("--gold", help="gold documents (any supported format)")] = None,
+    pred: Annotated[Path | None, typer.Option("--pred", help="predicted documents (any supported format)")] = None,
+    gold_format: Annotated[str | None, typer.Option("--gold-format", help="format of --gold (default: from the extension)")] = None,
+    pred_format: Annotated[str | None, typer.Option("--pred-format", help="format of --pred (default: from the extension)")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write the report as JSON to this file")] = None,
+    corpus: Annotated[str | None, typer.Option("--corpus", help="evaluate a model on a built-in corpus")] = None,
     split: Annotated[str, typer.Option("--split", help="corpus split (with --corpus)")] = "test",
-    model: Annotated[Optional[Path], typer.Option("--model", help="model bundle directory (with --corpus)")] = None,
+    model: Annotated[Path | None, typer.Option("--model", help="model bundle directory (with --corpus)")] = None,
 ) -> None:
     """Score predictions against gold (strict, boundary, partial), or a model bundle on a corpus."""
     if corpus is not None:

@@ -61,7 +61,7 @@ class Chunk:
                 "text": self.text, "language": self.language}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Chunk":
+    def from_dict(cls, data: dict) -> Chunk:
         return cls(**data)
 
 

@@ -21,6 +21,7 @@ Both: a blank line (two newlines, possibly with spaces between) always ends a se
 
 from __future__ import annotations
 
+import itertools
 import re
 
 # Lower-cased tokens (without the final dot) after which a '.' does not end a sentence.
@@ -88,7 +89,7 @@ def split_sentences(text: str, language: str = "en") -> list[tuple[int, int]]:
     blocks = [(m.start(), m.end()) for m in _BLANK_LINE.finditer(text)] + [(len(text), len(text))]
     for block_end, next_start in blocks:
         cuts = [block_start, *find_breaks(text, block_start, block_end), block_end]
-        for a, b in zip(cuts, cuts[1:]):
+        for a, b in itertools.pairwise(cuts):
             while a < b and text[a].isspace():
                 a += 1
             while b > a and text[b - 1].isspace():
