@@ -175,3 +175,33 @@ def test_merge_dedupes_keeps_nesting_and_drops_cut_mentions():
         merge_chunk_entities(chunks, [[Entity(10, 20, "X")], []], text)
     with pytest.raises(ValidationError, match="2 chunks but 1"):
         merge_chunk_entities(chunks, [[]], text)
+
+
+@pytest.mark.parametrize("corpus, split", [("ncbi_disease", "dev"), ("cmeee", "dev")])
+def test_chunking_real_documents_with_a_subword_tokenizer(corpus, split):
+    from llmner.data_processing.corpora import load_corpus
+    from llmner.errors import DataNotFoundError
+    from tiny_models import tiny_causal_tokenizer
+
+    try:
+        docs = load_corpus(corpus, split=split)[:20]
+    except DataNotFoundError:
+        pytest.skip(f"{corpus} not available")
+    tokenizer = tiny_causal_tokenizer()
+    count = lambda s: len(tokenizer(s, add_special_tokens=False)["input_ids"])  # noqa: E731
+    config = ChunkingConfig(max_tokens=24, overlap_tokens=6, sentences_per_chunk=4)
+    windows = 0
+    for doc in docs:
+        chunks = chunk_document(doc, config, count)
+        covered = set()
+        for chunk in chunks:
+            assert chunk.text == doc.text[chunk.start : chunk.end]
+            assert count(chunk.text) <= config.max_tokens
+            covered.update(range(chunk.start, chunk.end))
+        assert all(doc.text[i].isspace() for i in range(len(doc.text)) if i not in covered)
+        windows += sum(b.start < a.end for a, b in itertools.pairwise(chunks))
+        # Gold entities survive a round trip through chunks (a perfect tagger, cut mentions included).
+        merged = merge_chunk_entities(chunks, [_tag_chunk(c, doc.entities) for c in chunks], doc.text)
+        inside = {e.key for e in doc.entities if any(c.start <= e.start and e.end <= c.end for c in chunks)}
+        assert inside <= {e.key for e in merged}
+    assert windows > 0  # the budget is small enough that long sentences were windowed
