@@ -179,16 +179,17 @@ def test_merge_dedupes_keeps_nesting_and_drops_cut_mentions():
 
 @pytest.mark.parametrize("corpus, split", [("ncbi_disease", "dev"), ("cmeee", "dev")])
 def test_chunking_real_documents_with_a_subword_tokenizer(corpus, split):
+    from tiny_models import tiny_causal_tokenizer
+
     from llmner.data_processing.corpora import load_corpus
     from llmner.errors import DataNotFoundError
-    from tiny_models import tiny_causal_tokenizer
 
     try:
         docs = load_corpus(corpus, split=split)[:20]
     except DataNotFoundError:
         pytest.skip(f"{corpus} not available")
     tokenizer = tiny_causal_tokenizer()
-    count = lambda s: len(tokenizer(s, add_special_tokens=False)["input_ids"])  # noqa: E731
+    count = lambda s: len(tokenizer(s, add_special_tokens=False)["input_ids"])
     config = ChunkingConfig(max_tokens=24, overlap_tokens=6, sentences_per_chunk=4)
     windows = 0
     for doc in docs:
