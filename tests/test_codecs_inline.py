@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 from codec_strategies import TYPES, crosses, keys, text_and_laminar_spans, text_and_spans
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from llmner.codecs.inline import InlineCodec, escape_text
@@ -65,6 +67,27 @@ def test_decode_never_raises_on_corrupted_output(sample, data):
         assert 0 <= ent.start < ent.end <= len(text)
         assert ent.text == text[ent.start : ent.end]
         assert ent.type in ("Disease", "Gene")
+
+
+@settings(max_examples=300, deadline=None)
+@given(text_and_laminar_spans(), st.lists(st.integers(0, 10_000), min_size=1, max_size=5))
+def test_inserted_foreign_characters_are_aligned_away(sample, positions):
+    """Characters the source never contains, inserted anywhere outside markers, do not move any entity."""
+    text, spans = sample
+    assume("§" not in text)
+    target = CODEC.encode(text, spans)
+    # Insert only at positions between whole markers/escapes (never inside "<Gene>" or "&amp;").
+    boundaries = [0] + [m.end() for m in re.finditer(r"</?[A-Za-z][\w-]*>|&(?:amp|lt|gt);|.", target, re.DOTALL)]
+    cuts = sorted({boundaries[p % len(boundaries)] for p in positions}, reverse=True)
+    corrupted = target
+    for cut in cuts:
+        corrupted = corrupted[:cut] + "§" + corrupted[cut:]
+    result = CODEC.decode(corrupted, text)
+    # Whitespace-edged mentions are trimmed on the aligned path; nothing else changes.
+    expected = {(e.start + len(e.text) - len(e.text.lstrip()), e.end - len(e.text) + len(e.text.rstrip()), e.type)
+                for e in spans if e.text.strip()}
+    assert {e.key for e in result.entities} == expected
+    assert result.diagnostics.inserted_chars == len(cuts) and result.diagnostics.deleted_chars == 0
 
 
 def test_format_nesting_adjacency_and_escaping():
