@@ -36,7 +36,6 @@ def split_stats(name: str, split: str) -> dict[str, object]:
         "sentences": len(load_sentences(name, split)) if has_sentence_view(name) else None,
         "mentions": sum(per_type.values()) if labeled else None,
         "per_type": dict(per_type),
-        "duplicates_removed": sum(int(d.metadata.get("duplicates_removed", 0)) for d in docs),
     }
 
 
@@ -59,7 +58,9 @@ def stats(corpus: Annotated[Optional[str], typer.Option("--corpus", "-c", help="
     for name in names:
         schema = corpus_schema(name)
         rows = [results[name, split] for split in SPLITS]
-        table = Table(title=f"{name} ({schema.language}): {corpus_spec(name).description}", title_justify="left")
+        spec = corpus_spec(name)
+        table = Table(title=f"{name} ({schema.language})", title_justify="left", caption_justify="left",
+                      caption="; ".join(x for x in (spec.description, spec.note) if x))
         table.add_column("")
         for split in SPLITS:
             table.add_column(split, justify="right")
@@ -73,8 +74,6 @@ def stats(corpus: Annotated[Optional[str], typer.Option("--corpus", "-c", help="
         for type_name in schema.type_names:
             table.add_row(f"  {type_name}", *("-" if r["mentions"] is None else fmt(r["per_type"].get(type_name, 0))  # type: ignore[union-attr]
                                              for r in rows))
-        if any(r["duplicates_removed"] for r in rows):
-            table.add_row("duplicate spans removed", *(fmt(r["duplicates_removed"]) for r in rows))
         console.print(table)
 
 

@@ -15,6 +15,7 @@ locations cannot be an Entity (contiguous spans only): it is skipped and counted
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -24,6 +25,9 @@ from bioc import biocxml
 from llmner.doc import Document, Entity
 from llmner.errors import ValidationError
 from llmner.data_processing.corpora._io import checked_entity, require_file, sort_entities, unique_id
+
+# Characters XML 1.0 cannot carry (most C0 controls, lone surrogates, U+FFFE/U+FFFF).
+_XML_INVALID = re.compile("[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 ID_INFON_KEYS = ("identifier", "MESH", "Identifier", "NCBI Gene", "NCBI Taxonomy", "normalized_id")
 
@@ -115,6 +119,9 @@ def write_bioc(docs: Iterable[Document], path: str | Path) -> None:
     collection = bioc.BioCCollection()
     collection.source = "llmner"
     for doc in docs:
+        bad = _XML_INVALID.search(doc.text) or _XML_INVALID.search(doc.id)
+        if bad:
+            raise ValidationError(f"document {doc.id!r}: BioC XML cannot store the character {bad.group()!r} (use jsonl)")
         bdoc = bioc.BioCDocument()
         bdoc.id = doc.id
         passages = []

@@ -3,8 +3,8 @@ and normalization lines ``N<n>\\tReference T<n> <db:id>[\\t<name>]`` (S800: ``Ta
 
 The document id is the file stem. Discontinuous T lines (``start end;start end``) cannot be an Entity:
 they are skipped and counted in ``metadata["discontinuous_skipped"]``. Relation, event, attribute and
-note lines (R, E, A, M, #, *) carry no entity and are ignored. A mention that spans a line break is
-written with spaces in its T line (as brat does); offsets win when reading it back.
+note lines (R, E, A, M, #, *) carry no entity and are ignored. Line breaks and tabs inside a mention are
+written as spaces in its T line (as brat does); offsets win when reading it back.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from llmner.doc import Document, Entity
 from llmner.errors import DataNotFoundError, ValidationError
 from llmner.data_processing.corpora._io import lines_of, checked_entity, parse_int, read_text, sort_entities, write_text
 
-_LINE_BREAKS = str.maketrans({"\n": " ", "\r": " "})
+# A T line is tab-separated and one line long: tabs and line breaks of a mention are written as spaces.
+_LINE_BREAKS = str.maketrans({"\n": " ", "\r": " ", "\t": " "})
 
 
 def read_brat(path: str | Path, ids: Sequence[str] | None = None, language: str = "en") -> list[Document]:
@@ -43,7 +44,7 @@ def read_brat_document(txt_path: Path, ann_path: Path, language: str = "en") -> 
         if not line.strip():
             continue
         if line.startswith("T"):
-            cols = line.split("\t")
+            cols = line.split("\t", 2)
             fields = cols[1].split(" ") if len(cols) >= 2 else []
             if len(cols) < 3 or len(fields) < 3:
                 raise ValidationError(f"{where}: expected 'T<n><TAB><type> <start> <end><TAB><mention>', got {line[:60]!r}")
