@@ -8,6 +8,7 @@ from codec_strategies import TYPES, crosses, keys, text_and_laminar_spans, text_
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from llmner.codecs.alignment import diff_opcodes
 from llmner.codecs.inline import InlineCodec, escape_text
 from llmner.doc import Entity
 
@@ -165,3 +166,27 @@ def test_fast_path_keeps_exact_offsets_and_dedupes():
     result = CODEC.decode(escape_text(" ") + "<A><A> x</A></A>  ", text)
     assert keys(result.entities) == [(1, 3, "A", " x")]
     assert result.diagnostics.clean
+
+
+def _lcs_length(a: str, b: str) -> int:
+    prev = [0] * (len(b) + 1)
+    for ca in a:
+        cur = [0]
+        for j, cb in enumerate(b):
+            cur.append(prev[j] + 1 if ca == cb else max(prev[j + 1], cur[-1]))
+        prev = cur
+    return prev[-1]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text("ab0 癌", max_size=14), st.text("ab0 癌", max_size=14))
+def test_alignment_opcodes_are_a_minimal_edit_script(a, b):
+    ops = diff_opcodes(a, b)
+    pos = (0, 0)
+    for tag, i1, i2, j1, j2 in ops:
+        assert (i1, j1) == pos
+        if tag == "equal":
+            assert a[i1:i2] == b[j1:j2]
+        pos = (i2, j2)
+    assert pos == (len(a), len(b))
+    assert sum(i2 - i1 for tag, i1, i2, _, _ in ops if tag == "equal") == _lcs_length(a, b)

@@ -2,8 +2,13 @@
 
 Used by every codec that asks the model to copy the text (``inline``, ``lines``). When the copy
 equals the source, offsets are read directly; otherwise the copy is aligned to the source at
-character level with ``difflib.SequenceMatcher`` (run only on the part between the common prefix
-and suffix, junk heuristic off) and each mention boundary is mapped through the alignment.
+character level and each mention boundary is mapped through the alignment.
+
+The alignment is a minimal edit script (Myers' O((N+M)D) diff, i.e. a longest common subsequence
+of characters) on the part between the common prefix and suffix: cheap when the copy is nearly
+right (D small), and optimal, so repeated characters ("0000", "aaa") are not misaligned the way a
+longest-block heuristic misaligns them. When the copy is so different that D would exceed a work
+budget, ``difflib.SequenceMatcher`` (junk heuristic off) is used instead.
 """
 
 from __future__ import annotations
@@ -13,6 +18,72 @@ from difflib import SequenceMatcher
 
 from llmner.codecs.base import Diagnostics
 from llmner.doc import Entity, dedupe_entities
+
+# Upper bound on Myers' work, about (len(a) + len(b)) * D steps, before falling back to difflib.
+_MYERS_WORK = 3_000_000
+
+
+def _myers_matches(a: str, b: str, max_d: int) -> list[tuple[int, int]] | None:
+    """Matched index pairs (i, j) of a minimal edit script from ``a`` to ``b``; None if D > max_d."""
+    n, m = len(a), len(b)
+    v: dict[int, int] = {1: 0}
+    trace: list[dict[int, int]] = []
+    for d in range(min(max_d, n + m) + 1):
+        trace.append(v.copy())
+        for k in range(-d, d + 1, 2):
+            if k == -d or (k != d and v[k - 1] < v[k + 1]):
+                x = v[k + 1]
+            else:
+                x = v[k - 1] + 1
+            y = x - k
+            while x < n and y < m and a[x] == b[y]:
+                x += 1
+                y += 1
+            v[k] = x
+            if x >= n and y >= m:
+                return _myers_backtrack(trace, n, m, d)
+    return None
+
+
+def _myers_backtrack(trace: list[dict[int, int]], n: int, m: int, depth: int) -> list[tuple[int, int]]:
+    matches: list[tuple[int, int]] = []
+    x, y = n, m
+    for d in range(depth, -1, -1):
+        v = trace[d]
+        k = x - y
+        prev_k = k + 1 if (k == -d or (k != d and v[k - 1] < v[k + 1])) else k - 1
+        prev_x = v[prev_k]
+        prev_y = prev_x - prev_k
+        while x > prev_x and y > prev_y:
+            x -= 1
+            y -= 1
+            matches.append((x, y))
+        x, y = prev_x, prev_y
+    matches.reverse()
+    return matches
+
+
+def diff_opcodes(a: str, b: str) -> list[tuple[str, int, int, int, int]]:
+    """``difflib``-style opcodes (equal/replace/delete/insert) turning ``a`` into ``b``."""
+    if not a and not b:
+        return []
+    matches = _myers_matches(a, b, max(16, _MYERS_WORK // (len(a) + len(b) + 1)))
+    if matches is None:
+        return SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
+    opcodes: list[tuple[str, int, int, int, int]] = []
+    i = j = 0
+    for x, y in [*matches, (len(a), len(b))]:
+        if x > i or y > j:
+            tag = "replace" if x > i and y > j else ("delete" if x > i else "insert")
+            opcodes.append((tag, i, x, j, y))
+        if x < len(a):
+            if opcodes and opcodes[-1][0] == "equal" and opcodes[-1][2] == x:
+                _, i1, _, j1, _ = opcodes[-1]
+                opcodes[-1] = ("equal", i1, x + 1, j1, y + 1)
+            else:
+                opcodes.append(("equal", x, x + 1, y, y + 1))
+        i, j = x + 1, y + 1
+    return opcodes
 
 
 def aligned_boundaries(copy: str, text: str) -> tuple[list[int], list[int], int, int]:
@@ -33,7 +104,7 @@ def aligned_boundaries(copy: str, text: str) -> tuple[list[int], list[int], int,
         suffix += 1
     opcodes = [("equal", 0, prefix, 0, prefix)]
     a, b = copy[prefix : n - suffix], text[prefix : m - suffix]
-    for tag, i1, i2, j1, j2 in SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+    for tag, i1, i2, j1, j2 in diff_opcodes(a, b):
         opcodes.append((tag, i1 + prefix, i2 + prefix, j1 + prefix, j2 + prefix))
     opcodes.append(("equal", n - suffix, n, m - suffix, m))
     start_map = [0] * (n + 1)
