@@ -20,9 +20,9 @@ What the format expresses (the rules encode and decode agree on):
 
 Decoding never raises. A well-formed model output (what the constrained decoder produces) takes
 a fast path: the unescaped, marker-free copy equals the source, so offsets are read directly.
-Otherwise the copy is aligned to the source at character level (``difflib.SequenceMatcher`` on the
-part between the common prefix and suffix) and every mention boundary is mapped through the
-alignment; see :class:`InlineCodec` for the rules and the diagnostics counted.
+Otherwise the copy is aligned to the source at character level (a minimal edit script, see
+``llmner.codecs.alignment``) and every mention boundary is mapped through the alignment; see
+:class:`InlineCodec` for the rules and the diagnostics counted.
 """
 
 from __future__ import annotations
