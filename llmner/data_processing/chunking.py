@@ -21,6 +21,8 @@ tokenizer); the default ``approximate_token_count`` is a fast heuristic.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -181,13 +183,17 @@ def merge_chunk_entities(chunks: Sequence[Chunk], per_chunk: Sequence[Sequence[E
             start, end = ent.start + chunk.start, ent.end + chunk.start
             found.append((Entity(start, end, ent.type, text[start:end], ent.score, ent.normalized_id), ci))
 
-    def cut_edges(ci: int) -> tuple[bool, bool]:
-        a, b = chunks[ci].start, chunks[ci].end
-        start_cut = any(o.start < a < o.end for j, o in enumerate(chunks) if j != ci)
-        end_cut = any(o.start < b < o.end for j, o in enumerate(chunks) if j != ci)
-        return start_cut, end_cut
+    # An edge x is cut when some chunk has start < x < end: the largest end among chunks starting
+    # before x exceeds x (a chunk never cuts its own edges).
+    order = sorted(range(len(chunks)), key=lambda i: chunks[i].start)
+    starts = [chunks[i].start for i in order]
+    max_end = list(itertools.accumulate((chunks[i].end for i in order), max))
 
-    edges = [cut_edges(ci) for ci in range(len(chunks))] if len(chunks) > 1 else [(False, False)] * len(chunks)
+    def is_cut(x: int) -> bool:
+        before = bisect.bisect_left(starts, x)
+        return before > 0 and max_end[before - 1] > x
+
+    edges = [(is_cut(c.start), is_cut(c.end)) for c in chunks]
     by_type: dict[str, list[tuple[Entity, int]]] = {}
     for ent, ci in found:
         by_type.setdefault(ent.type, []).append((ent, ci))
@@ -196,7 +202,7 @@ def merge_chunk_entities(chunks: Sequence[Chunk], per_chunk: Sequence[Sequence[E
         start_cut, end_cut = edges[ci]
         chunk = chunks[ci]
         at_cut = (start_cut and ent.start == chunk.start) or (end_cut and ent.end == chunk.end)
-        if at_cut and any(
+        if at_cut and any(  # only cut entities are checked, so this stays cheap
             other.start <= ent.start and ent.end <= other.end and (other.start, other.end) != (ent.start, ent.end)
             and (other.start < chunk.start or other.end > chunk.end)
             for other, _ in by_type[ent.type]

@@ -38,15 +38,14 @@ _EN_END = re.compile(r"[.!?]+[" + re.escape(_CLOSERS) + r"]*(?=\s)")
 _ZH_END = re.compile(r"[。！？；!?;]+[" + re.escape(_CLOSERS) + r"]*")
 _BLANK_LINE = re.compile(r"\n[ \t\r\f\v]*\n\s*")
 _DOTTED = re.compile(r"(?:[A-Za-z]\.)+[A-Za-z]")
-_WORD_BEFORE = re.compile(r"(\S+)$")
 
 
 def _is_abbreviation(text: str, dot: int) -> bool:
     """Whether the '.' at ``text[dot]`` ends an abbreviation rather than a sentence."""
-    match = _WORD_BEFORE.search(text, 0, dot)
-    if match is None:
-        return False
-    word = match.group(1).lstrip(_OPENERS)
+    start = dot
+    while start > 0 and not text[start - 1].isspace():  # scan back to the word start (linear overall)
+        start -= 1
+    word = text[start:dot].lstrip(_OPENERS)
     if not word:
         return False
     lowered = word.lower()
