@@ -8,4 +8,243 @@ OWNED BY the selector/pipeline helper. Contract used by the CLI and the workers:
     record = pipe.assemble(doc, chunks, per_chunk)       # ResultRecord (merged, deduped, nesting kept)
     records = pipe.process(docs)                         # the three above, batched across documents
     pipe.model_ids                                       # {"generator": ..., "selector": ...}
+
+Details:
+
+- The schema of a document is ``doc.metadata["schema"]`` (a built-in schema name or a schema file)
+  when present, else the language default (``PipelineConfig.default_schemas``: en ->
+  ``biomedical_en``, zh -> ``cmeee``). ``infer_chunks(chunks, schemas=...)`` takes one schema per
+  chunk (or one for all); without it the language default is used.
+- Generation is batched over all chunks handed in (across documents); the selector scores every
+  candidate of the batch at once. An entity keeps its selector probability in ``Entity.score``;
+  candidates below the threshold are dropped (without a selector every candidate is kept, score None).
+- Whitespace at the edges of a generated span is trimmed; blank spans are dropped.
+- ``score_chunks`` returns every candidate with its score, unfiltered (``llmner eval`` scores with
+  and without the selector from one generator pass); ``select`` applies the threshold.
+- ``Pipeline.from_bundle(None)``: the shipped default bundle (``llmner/bundles/default``) if it
+  exists, otherwise the base SmolLM2 zero-shot with constrained decoding and no selector (a warning
+  is logged: expect low scores).
 """
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmner.data_processing.chunking import Chunk, ChunkingConfig, chunk_document, merge_chunk_entities
+from llmner.doc import Document, Entity, ResultRecord, dedupe_entities
+from llmner.errors import ConfigError
+from llmner.runtime.base import Candidate, GeneratorRuntime, SelectorRuntime, TagRequest
+from llmner.schema import EntitySchema, get_schema
+
+log = logging.getLogger(__name__)
+
+SELECTOR_BACKENDS = ("onnx", "torch", "none")
+
+
+@dataclass(slots=True)
+class PipelineConfig:
+    chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
+    decoding_mode: str | None = None         # None: the bundle's (speculative = constrained output, faster)
+    generator_batch_size: int = 8
+    selector_backend: str = "onnx"           # onnx (int8 on CPU, fp16 on CUDA) | torch | none
+    selector_device: str = "auto"            # auto | cpu | cuda (ONNX backend)
+    selector_batch_size: int = 32
+    selector_threshold: float | None = None  # None: the bundle's, else the selector's own
+    device: str | None = None                # generator device (None: auto)
+    default_schemas: dict[str, str] = field(default_factory=lambda: {"en": "biomedical_en", "zh": "cmeee"})
+
+    def __post_init__(self) -> None:
+        if self.selector_backend not in SELECTOR_BACKENDS:
+            raise ConfigError(f"unknown selector backend {self.selector_backend!r} (expected {', '.join(SELECTOR_BACKENDS)})")
+        if self.selector_threshold is not None and not 0.0 <= self.selector_threshold <= 1.0:
+            raise ConfigError(f"selector threshold must be in [0, 1], got {self.selector_threshold}")
+
+
+class Pipeline:
+    def __init__(self, generator: GeneratorRuntime, selector: SelectorRuntime | None = None,
+                 config: PipelineConfig | None = None, count_tokens: Callable[[str], int] | None = None,
+                 model_ids: dict[str, str] | None = None) -> None:
+        self.generator = generator
+        self.selector = selector
+        self.config = config or PipelineConfig()
+        self.threshold = (self.config.selector_threshold if self.config.selector_threshold is not None
+                          else (selector.threshold if selector is not None else 0.0))
+        if count_tokens is None and getattr(generator, "tokenizer", None) is not None:
+            tokenizer = generator.tokenizer  # type: ignore[attr-defined]
+            count_tokens = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+        self.count_tokens = count_tokens
+        ids = {"generator": generator.model_id or "generator"}
+        if selector is not None:
+            ids["selector"] = selector.model_id or "selector"
+        ids.update(model_ids or {})
+        self.model_ids: dict[str, str] = ids
+        self._schemas: dict[str, EntitySchema] = {}
+        self.last_timings_ms: dict[str, float] = {}
+
+    # ---- construction ----------------------------------------------------------------------------
+    @classmethod
+    def from_bundle(cls, path: str | Path | None = None, config: PipelineConfig | None = None) -> Pipeline:
+        from llmner.bundle import GENERATOR_DIR, SELECTOR_DIR, default_bundle_path, load_manifest
+        from llmner.runtime.torch_generator import TorchGeneratorRuntime
+
+        config = config or PipelineConfig()
+        root = Path(path) if path is not None else default_bundle_path()
+        if root is None:
+            log.warning("no default model bundle is installed (llmner/bundles/default): using the base SmolLM2 "
+                        "zero-shot with constrained decoding and NO selector; expect low scores (pass --model BUNDLE)")
+            mode = config.decoding_mode or "speculative"
+            generator = TorchGeneratorRuntime.from_base(None, mode=mode, batch_size=config.generator_batch_size,
+                                                        device=config.device)
+            return cls(generator, None, config, model_ids={"bundle": "base-zero-shot"})
+        manifest = load_manifest(root)
+        mode = config.decoding_mode or manifest.decoding_mode
+        generator = TorchGeneratorRuntime.from_pretrained(root / GENERATOR_DIR, mode=mode,
+                                                          batch_size=config.generator_batch_size, device=config.device)
+        if manifest.generator_id:
+            generator.model_id = manifest.generator_id
+        selector = None
+        if manifest.has_selector and config.selector_backend != "none":
+            selector = load_selector(root / SELECTOR_DIR, config)
+            if manifest.selector_id:
+                selector.model_id = manifest.selector_id
+            if manifest.selector_threshold is not None and config.selector_threshold is None:
+                selector.threshold = manifest.selector_threshold
+        if manifest.default_schemas:
+            config.default_schemas = {**config.default_schemas, **manifest.default_schemas}
+        return cls(generator, selector, config, model_ids={"bundle": manifest.name})
+
+    # ---- schemas ---------------------------------------------------------------------------------
+    def schema_named(self, name: str) -> EntitySchema:
+        if name not in self._schemas:
+            self._schemas[name] = get_schema(name)
+        return self._schemas[name]
+
+    def schema_for(self, doc: Document) -> EntitySchema:
+        name = doc.metadata.get("schema") if doc.metadata else None
+        return self.schema_named(str(name)) if name else self.default_schema(doc.language)
+
+    def default_schema(self, language: str) -> EntitySchema:
+        name = self.config.default_schemas.get(language)
+        if name is None:
+            raise ConfigError(f"no default schema for language {language!r}; set metadata.schema on the document")
+        return self.schema_named(name)
+
+    # ---- stages ----------------------------------------------------------------------------------
+    def chunk(self, doc: Document) -> list[Chunk]:
+        return chunk_document(doc, self.config.chunking, self.count_tokens)
+
+    def score_chunks(self, chunks: Sequence[Chunk], schemas: EntitySchema | Sequence[EntitySchema] | None = None) -> list[list[Entity]]:
+        """Every generator candidate of every chunk, in DOCUMENT offsets, with its selector score
+        (None without a selector); nothing is filtered."""
+        if not chunks:
+            return []
+        per_schema = self._chunk_schemas(chunks, schemas)
+        t0 = time.perf_counter()
+        results = self.generator.tag([TagRequest(c.text, s) for c, s in zip(chunks, per_schema)])
+        t1 = time.perf_counter()
+        per_chunk: list[list[Entity]] = []
+        flat: list[tuple[int, Entity, Candidate]] = []
+        for ci, (chunk, schema, result) in enumerate(zip(chunks, per_schema, results)):
+            per_chunk.append([])
+            for ent in _trimmed(result.entities, chunk.text, schema):
+                flat.append((ci, ent, Candidate(chunk.text, ent.start, ent.end, ent.type, schema.definition(ent.type))))
+        scores = self.selector.score([c for _, _, c in flat]) if (self.selector is not None and flat) else None
+        t2 = time.perf_counter()
+        for i, (ci, ent, _) in enumerate(flat):
+            chunk = chunks[ci]
+            start, end = ent.start + chunk.start, ent.end + chunk.start
+            score = float(scores[i]) if scores is not None else None
+            per_chunk[ci].append(Entity(start, end, ent.type, chunk.text[ent.start : ent.end], score, ent.normalized_id))
+        self.last_timings_ms = {"generate": (t1 - t0) * 1000, "select": (t2 - t1) * 1000}
+        return per_chunk
+
+    def select(self, per_chunk: Sequence[Sequence[Entity]]) -> list[list[Entity]]:
+        """Drop candidates scored below the threshold (unscored candidates are kept)."""
+        return [[e for e in ents if e.score is None or e.score >= self.threshold] for ents in per_chunk]
+
+    def infer_chunks(self, chunks: Sequence[Chunk], schemas: EntitySchema | Sequence[EntitySchema] | None = None) -> list[list[Entity]]:
+        return self.select(self.score_chunks(chunks, schemas))
+
+    def assemble(self, doc: Document, chunks: Sequence[Chunk], per_chunk: Sequence[Sequence[Entity]],
+                 timings_ms: dict[str, float] | None = None) -> ResultRecord:
+        local = [[e.shifted(-c.start) for e in ents] for c, ents in zip(chunks, per_chunk)]
+        merged = merge_chunk_entities(chunks, local, doc.text) if chunks else []
+        entities = [Entity(e.start, e.end, e.type, doc.text[e.start : e.end], e.score, e.normalized_id)
+                    for e in dedupe_entities(merged)]
+        return ResultRecord(document_id=doc.id, entities=entities, model_ids=dict(self.model_ids),
+                            timings_ms=dict(timings_ms or {}), chunk_count=len(chunks), language=doc.language)
+
+    def process(self, docs: Sequence[Document], select: bool = True) -> list[ResultRecord]:
+        """Chunk every document, generate and select over all chunks at once, merge per document.
+        ``select=False`` keeps every candidate (scores attached): used by evaluation."""
+        t0 = time.perf_counter()
+        chunks_per_doc = [self.chunk(d) for d in docs]
+        t_chunk = (time.perf_counter() - t0) * 1000
+        flat = [c for cs in chunks_per_doc for c in cs]
+        schemas = [self.schema_for(d) for d, cs in zip(docs, chunks_per_doc) for _ in cs]
+        scored = self.score_chunks(flat, schemas)
+        per_chunk = self.select(scored) if select else scored
+        stage = dict(self.last_timings_ms, chunk=t_chunk)
+        total_chars = max(1, sum(len(d.text) for d in docs))
+        out, i = [], 0
+        for doc, cs in zip(docs, chunks_per_doc):
+            t_merge = time.perf_counter()
+            record = self.assemble(doc, cs, per_chunk[i : i + len(cs)])
+            share = len(doc.text) / total_chars   # batch stage times apportioned by document length
+            record.timings_ms = {k: round(v * share, 3) for k, v in stage.items()}
+            record.timings_ms["merge"] = round((time.perf_counter() - t_merge) * 1000, 3)
+            out.append(record)
+            i += len(cs)
+        return out
+
+    def _chunk_schemas(self, chunks: Sequence[Chunk], schemas: EntitySchema | Sequence[EntitySchema] | None) -> list[EntitySchema]:
+        if schemas is None:
+            return [self.default_schema(c.language) for c in chunks]
+        if isinstance(schemas, EntitySchema):
+            return [schemas] * len(chunks)
+        if len(schemas) != len(chunks):
+            raise ConfigError(f"{len(chunks)} chunks but {len(schemas)} schemas")
+        return list(schemas)
+
+
+def _trimmed(entities: Sequence[Entity], text: str, schema: EntitySchema) -> list[Entity]:
+    """Generator entities of the schema with whitespace trimmed from both edges; blank ones dropped
+    (a model can open a tag before a space; the scorer compares exact offsets)."""
+    out = []
+    for ent in entities:
+        if ent.type not in schema or not 0 <= ent.start < ent.end <= len(text):
+            continue
+        start, end = ent.start, ent.end
+        while start < end and text[start].isspace():
+            start += 1
+        while end > start and text[end - 1].isspace():
+            end -= 1
+        if start < end:
+            out.append(Entity(start, end, ent.type, text[start:end], ent.score, ent.normalized_id))
+    return out
+
+
+def load_selector(path: str | Path, config: PipelineConfig) -> SelectorRuntime:
+    """A selector runtime for a saved selector directory, per ``config.selector_backend``."""
+    if config.selector_backend == "torch":
+        from llmner.runtime.torch_selector import TorchSelectorRuntime
+
+        return TorchSelectorRuntime.from_pretrained(path, batch_size=config.selector_batch_size)
+    from llmner.runtime.onnx_selector import OnnxSelectorRuntime
+
+    return OnnxSelectorRuntime(path, device=config.selector_device, batch_size=config.selector_batch_size)
+
+
+def documents_from_records(docs: Sequence[Document], records: Sequence[ResultRecord]) -> list[Document]:
+    """Predicted documents (same id, text, language, metadata) from result records."""
+    return [Document(d.id, d.text, d.language, dict(d.metadata), list(r.entities)) for d, r in zip(docs, records)]
+
+
+def describe(pipe: Pipeline) -> dict[str, Any]:
+    return {"model_ids": pipe.model_ids, "threshold": pipe.threshold if pipe.selector else None,
+            "selector": type(pipe.selector).__name__ if pipe.selector else None}

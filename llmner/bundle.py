@@ -1,0 +1,105 @@
+"""A model bundle: everything the pipeline needs, in one directory.
+
+    <bundle>/
+      bundle.json        BundleManifest: format version, ids, codec, decoding mode, thresholds
+      generator/         a GeneratorModel (llmner.modeling.generator: config + LoRA adapter + schemas)
+      selector/          a SelectorModel (llmner.modeling.selector), optional
+
+The threshold in ``bundle.json`` (when set) overrides the selector's own, so a bundle can be
+re-tuned without touching the selector weights (the ONNX cache key does not change either).
+
+The default bundle is ``llmner/bundles/default/`` inside the installed package when it exists
+(shipped with a release). Without it ``Pipeline.from_bundle(None)`` falls back to the base
+SmolLM2 zero-shot with constrained decoding and no selector, and logs a warning saying so.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from llmner.errors import ConfigError, DataNotFoundError
+
+MANIFEST_NAME = "bundle.json"
+BUNDLE_FORMAT_VERSION = 1
+GENERATOR_DIR = "generator"
+SELECTOR_DIR = "selector"
+
+
+@dataclass(slots=True)
+class BundleManifest:
+    name: str = "llmner-bundle"
+    generator_id: str = ""
+    selector_id: str = ""
+    codec: str = "inline"
+    decoding_mode: str = "speculative"      # free | constrained | speculative (constrained output, faster)
+    selector_threshold: float | None = None  # None: the selector's own (chosen on dev)
+    has_selector: bool = True
+    default_schemas: dict[str, str] = field(default_factory=dict)   # language -> schema name override
+    notes: str = ""
+    format_version: int = BUNDLE_FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "bundle.json") -> BundleManifest:
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"{where}: unknown field(s) {sorted(unknown)}")
+        if data.get("format_version") != BUNDLE_FORMAT_VERSION:
+            raise ConfigError(f"{where}: unsupported format_version {data.get('format_version')!r} (expected {BUNDLE_FORMAT_VERSION})")
+        threshold = data.get("selector_threshold")
+        if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
+            raise ConfigError(f"{where}: selector_threshold must be in [0, 1], got {threshold}")
+        return cls(**data)
+
+
+def load_manifest(path: str | Path) -> BundleManifest:
+    root = Path(path)
+    file = root / MANIFEST_NAME
+    if not file.is_file():
+        raise DataNotFoundError(f"not a model bundle: {file} missing")
+    try:
+        data = json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{file} is not valid JSON: {exc}") from None
+    manifest = BundleManifest.from_dict(data, where=str(file))
+    if not (root / GENERATOR_DIR).is_dir():
+        raise DataNotFoundError(f"bundle {root}: {GENERATOR_DIR}/ missing")
+    if manifest.has_selector and not (root / SELECTOR_DIR).is_dir():
+        raise DataNotFoundError(f"bundle {root}: bundle.json says it has a selector but {SELECTOR_DIR}/ is missing")
+    return manifest
+
+
+def default_bundle_path() -> Path | None:
+    """``llmner/bundles/default`` when shipped, else None."""
+    path = Path(__file__).resolve().parent / "bundles" / "default"
+    return path if (path / MANIFEST_NAME).is_file() else None
+
+
+def save_bundle(path: str | Path, generator_dir: str | Path, selector_dir: str | Path | None,
+                manifest: BundleManifest) -> Path:
+    """Assemble a bundle from a saved generator and (optionally) a saved selector directory."""
+    root = Path(path)
+    root.mkdir(parents=True, exist_ok=True)
+    for src, name in ((generator_dir, GENERATOR_DIR), (selector_dir, SELECTOR_DIR)):
+        if src is None:
+            continue
+        src = Path(src)
+        if not src.is_dir():
+            raise DataNotFoundError(f"bundle part not found: {src}")
+        target = root / name
+        if target.resolve() != src.resolve():
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(src, target, ignore=shutil.ignore_patterns("checkpoints"))
+    manifest.has_selector = selector_dir is not None
+    (root / MANIFEST_NAME).write_text(json.dumps(manifest.to_dict(), indent=2))
+    return root
+
+
+def bundle_size_bytes(path: str | Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())

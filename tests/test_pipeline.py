@@ -1,0 +1,173 @@
+"""Pipeline end to end: chunk -> generate -> select -> merge, with tiny models (no files shipped)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from llmner.bundle import BundleManifest, load_manifest, save_bundle
+from llmner.data_processing.chunking import ChunkingConfig
+from llmner.doc import Document, Entity
+from llmner.errors import ConfigError, DataNotFoundError
+from llmner.modeling.selector import SelectorConfig, SelectorModel
+from llmner.pipeline import Pipeline, PipelineConfig
+from llmner.runtime.base import GeneratorRuntime, SelectorRuntime, TagResult
+from llmner.runtime.torch_selector import TorchSelectorRuntime
+from llmner.schema import get_schema
+from tiny_selector import build_tiny_bert
+
+LEXICON = {"breast cancer": "Disease", "BRCA1": "Gene", "cisplatin": "Chemical", "mice": "Species", "HeLa": "CellLine",
+           "cancer": "Disease"}
+
+
+class LexiconGenerator(GeneratorRuntime):
+    """A deterministic generator double: tags every lexicon word in the chunk (chunk offsets)."""
+
+    model_id = "lexicon-v1"
+
+    def __init__(self):
+        self.calls = []
+
+    def tag(self, requests):
+        self.calls.append(len(requests))
+        out = []
+        for req in requests:
+            ents = []
+            for surface, etype in LEXICON.items():
+                for m in re.finditer(re.escape(surface), req.text):
+                    if etype in req.schema:
+                        ents.append(Entity(m.start(), m.end(), etype, surface))
+            out.append(TagResult(ents, req.text))
+        return out
+
+
+class LengthSelector(SelectorRuntime):
+    """Scores by span length (longer = likelier): a transparent selector for checking the filter."""
+
+    model_id = "length-v1"
+    threshold = 0.5
+
+    def score(self, candidates):
+        return np.array([min(1.0, (c.end - c.start) / 10) for c in candidates], dtype=np.float32)
+
+
+TEXT = ("BRCA1 mutations cause breast cancer in women. Cisplatin was given to mice. "
+        "HeLa cells were treated with cisplatin, and breast cancer cells died. ") * 3
+
+
+def gold_hits(text):
+    hits = set()
+    for surface, etype in LEXICON.items():
+        for m in re.finditer(re.escape(surface), text):
+            hits.add((m.start(), m.end(), etype))
+    return hits
+
+
+def test_entities_come_back_in_document_offsets_across_chunks():
+    gen = LexiconGenerator()
+    pipe = Pipeline(gen, None, PipelineConfig(chunking=ChunkingConfig(max_tokens=12, overlap_tokens=4)))
+    docs = [Document("a", TEXT), Document("b", "No entities here at all."), Document("c", "HeLa and mice.")]
+    records = pipe.process(docs)
+    assert gen.calls and gen.calls[0] > 3   # one batched call across documents and chunks
+    assert [r.document_id for r in records] == ["a", "b", "c"]
+    assert records[0].chunk_count > 3
+    for doc, rec in zip(docs, records):
+        assert {e.key for e in rec.entities} == gold_hits(doc.text)
+        for e in rec.entities:
+            assert e.text == doc.text[e.start:e.end] and e.score is None
+    assert records[0].model_ids == {"generator": "lexicon-v1"}
+    assert set(records[0].timings_ms) >= {"chunk", "generate", "select", "merge"}
+
+
+def test_selector_drops_low_scores_and_attaches_scores():
+    pipe = Pipeline(LexiconGenerator(), LengthSelector())
+    rec = pipe.process([Document("a", TEXT)])[0]
+    kept = {e.key for e in rec.entities}
+    expected = {k for k in gold_hits(TEXT) if (k[1] - k[0]) / 10 >= 0.5}
+    assert kept == expected and kept    # "mice" (0.4) dropped, "cisplatin" (0.9) kept
+    assert all(e.score == pytest.approx(min(1.0, (e.end - e.start) / 10)) for e in rec.entities)
+    assert rec.model_ids == {"generator": "lexicon-v1", "selector": "length-v1"}
+    # score_chunks keeps everything (for evaluation), select applies the threshold.
+    chunks = pipe.chunk(Document("a", TEXT))
+    scored = pipe.score_chunks(chunks)
+    assert sum(map(len, scored)) > sum(map(len, pipe.select(scored)))
+    assert all(e.start >= c.start and e.end <= c.end for c, ents in zip(chunks, scored) for e in ents)
+
+
+def test_schema_from_metadata_and_language_default():
+    pipe = Pipeline(LexiconGenerator(), None)
+    assert pipe.schema_for(Document("x", "t")).name == "biomedical_en"
+    assert pipe.schema_for(Document("x", "t", language="zh")).name == "cmeee"
+    doc = Document("x", TEXT, metadata={"schema": "ncbi_disease"})
+    assert pipe.schema_for(doc).name == "ncbi_disease"
+    rec = pipe.process([doc])[0]
+    assert {e.type for e in rec.entities} == {"Disease"}    # the schema restricts the types
+    with pytest.raises(ConfigError):
+        PipelineConfig(selector_backend="tensorrt")
+
+
+def test_biomedical_default_schema_has_the_six_types():
+    schema = get_schema("biomedical_en")
+    assert schema.type_names == ("Disease", "Chemical", "Gene", "Species", "CellType", "CellLine")
+    assert all(len(t.definition) > 40 for t in schema.types)
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory):
+    """A real bundle: a tiny Llama generator (GeneratorModel, LoRA) + a tiny BERT selector."""
+    from llmner.modeling.generator import GeneratorConfig, GeneratorModel
+    from tiny_models import tiny_causal_lm
+
+    root = tmp_path_factory.mktemp("bundle")
+    model, tokenizer = tiny_causal_lm()
+    base_dir = root / "base"
+    model.save_pretrained(str(base_dir))
+    tokenizer.save_pretrained(str(base_dir))
+    gen = GeneratorModel.from_base(GeneratorConfig(base_model=str(base_dir), lora_r=2, schemas=()),
+                                   schemas=[get_schema("biomedical_en")], base=(model, tokenizer))
+    gen.save_pretrained(root / "gen")
+    enc = build_tiny_bert(root / "enc")
+    sel = SelectorModel.from_encoder(SelectorConfig(encoder=str(enc), threshold=0.3, model_id="sel-tiny", trainable_layers=1))
+    sel.save_pretrained(root / "sel")
+    manifest = BundleManifest(name="tiny", generator_id="gen-tiny", selector_id="sel-tiny", decoding_mode="constrained",
+                              selector_threshold=0.0)
+    return save_bundle(root / "bundle", root / "gen", root / "sel", manifest)
+
+
+def test_pipeline_from_bundle_with_tiny_generator_and_selector(tiny_bundle):
+    assert load_manifest(tiny_bundle).selector_threshold == 0.0
+    cfg = PipelineConfig(selector_backend="torch", chunking=ChunkingConfig(max_tokens=24, overlap_tokens=4))
+    pipe = Pipeline.from_bundle(tiny_bundle, cfg)
+    assert isinstance(pipe.selector, TorchSelectorRuntime) and pipe.threshold == 0.0
+    assert pipe.model_ids == {"generator": "gen-tiny", "selector": "sel-tiny", "bundle": "tiny"}
+    docs = [Document("a", "BRCA1 is mutated in breast cancer. Cisplatin inhibits tumour growth in mice."),
+            Document("b", "HeLa cells were treated.", metadata={"schema": "ncbi_disease"})]
+    records = pipe.process(docs)
+    chunks = pipe.chunk(docs[0])
+    direct = pipe.assemble(docs[0], chunks, pipe.infer_chunks(chunks, pipe.schema_for(docs[0])))
+    assert [e.key for e in direct.entities] == [e.key for e in records[0].entities]
+    for doc, rec in zip(docs, records):
+        schema = pipe.schema_for(doc)
+        for e in rec.entities:   # whatever the random generator tagged: exact offsets, known types, scored
+            assert e.text == doc.text[e.start:e.end] and 0 <= e.start < e.end <= len(doc.text)
+            assert e.type in schema and e.score is not None and 0.0 <= e.score <= 1.0
+            assert e.text == e.text.strip()   # whitespace at span edges is trimmed, blank spans dropped
+    assert any(r.entities for r in records)   # the random generator does tag something
+    # Threshold 1.0 drops every scored candidate.
+    strict = Pipeline.from_bundle(tiny_bundle, PipelineConfig(selector_backend="torch", selector_threshold=1.0))
+    assert all(not r.entities or all(e.score >= 1.0 for e in r.entities) for r in strict.process(docs))
+
+
+def test_bundle_errors(tmp_path):
+    with pytest.raises(DataNotFoundError, match="not a model bundle"):
+        load_manifest(tmp_path)
+    (tmp_path / "generator").mkdir()
+    (tmp_path / "bundle.json").write_text(json.dumps({**BundleManifest().to_dict(), "format_version": 9}))
+    with pytest.raises(ConfigError, match="format_version"):
+        load_manifest(tmp_path)
+    (tmp_path / "bundle.json").write_text(json.dumps(BundleManifest().to_dict()))
+    with pytest.raises(DataNotFoundError, match="selector"):
+        load_manifest(tmp_path)
