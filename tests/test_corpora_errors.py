@@ -27,6 +27,7 @@ from llmner.data_processing.corpora import (
     write_bioc,
     write_brat,
     write_conll,
+    write_genia_jsonl,
     write_pubtator,
 )
 from llmner.data_processing.corpora import registry
@@ -253,12 +254,12 @@ def test_writers_reject_unrepresentable_documents(tmp_path):
     with pytest.raises(ValidationError, match="CoNLL/IOB2 cannot store nested or overlapping entities"):
         write_conll([nested], tmp_path / "x.tsv")
     untokenized = Document("u", "IL-2  gene")
-    with pytest.raises(ValidationError, match="needs a text of tokens joined by single spaces"):
-        write_conll([untokenized], tmp_path / "x.tsv")
+    with pytest.raises(ValidationError, match="GENIA JSONL needs a text of tokens joined by single spaces"):
+        write_genia_jsonl([untokenized], tmp_path / "x.jsonl")
     cut = Document("c", "IL-2 gene")
     cut.entities = [cut.span(0, 2, "protein")]
     with pytest.raises(ValidationError, match="does not fall on token boundaries"):
-        write_conll([cut], tmp_path / "x.tsv")
+        write_genia_jsonl([cut], tmp_path / "x.jsonl")
     with pytest.raises(ValidationError, match="BioC XML cannot store the character '\\\\x01'"):
         write_bioc([Document("b", "bad\x01char")], tmp_path / "x.xml")
     with pytest.raises(ValidationError, match="id cannot be used as a BRAT file name"):

@@ -189,7 +189,7 @@ def test_synthetic_conll_round_trip_with_document_markers(tmp_path):
     docs = []
     for i, d in enumerate(tokenized_docs()):
         d.entities = [e for e in d.entities if e.type != "DNA"]  # IOB2 is flat
-        d.metadata = {"document_index": i}
+        d.metadata = {"sentence_index": i, "document_index": i}
         docs.append(d)
     once = round_trip(docs, "conll", tmp_path, "a")
     assert [d.metadata["document_index"] for d in once] == [0, 1]
@@ -242,3 +242,18 @@ def test_every_format_is_registered_with_reader_and_writer():
     assert set(FORMATS) == {"jsonl", "pubtator", "bioc", "brat", "conll", "genia", "cblue"}
     for fmt in FORMATS.values():
         assert callable(fmt.reader) and callable(fmt.writer) and fmt.description
+
+
+def test_free_text_is_tokenized_for_conll(tmp_path):
+    text = "Famotidine-associated delirium.\nA series of six cases (SRC)."
+    doc = Document("p1", text)
+    doc.entities = [doc.span(0, 10, "Chemical"), doc.span(22, 30, "Disease"), doc.span(text.index("SRC"), text.index("SRC") + 3, "Disease")]
+    other = Document("p2", "Naloxone reverses it.")
+    other.entities = [other.span(0, 8, "Chemical")]
+    first = round_trip([doc, other], "conll", tmp_path, "a")
+    # one -DOCSTART- block per document, one sentence per text line, punctuation split off
+    assert [d.text for d in first] == ["Famotidine - associated delirium .", "A series of six cases ( SRC ) .", "Naloxone reverses it ."]
+    assert [d.metadata["document_index"] for d in first] == [0, 0, 1]
+    assert [[(e.text, e.type) for e in d.entities] for d in first] == [
+        [("Famotidine", "Chemical"), ("delirium", "Disease")], [("SRC", "Disease")], [("Naloxone", "Chemical")]]
+    assert as_dicts(round_trip(first, "conll", tmp_path, "b")) == as_dicts(first)

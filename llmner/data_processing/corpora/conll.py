@@ -13,6 +13,7 @@ one (the usual lenient IOB2 reading, as seqeval's default mode does).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -127,18 +128,59 @@ def entity_token_range(doc: Document, ent: Entity, starts: dict[int, int], ends:
     return starts[ent.start], ends[ent.end] + 1
 
 
+_WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+
+
+def is_token_sentence(doc: Document) -> bool:
+    """A sentence read from a token format (CoNLL, GENIA: ``metadata["sentence_index"]``) whose text is
+    still tokens joined by single spaces."""
+    return "sentence_index" in doc.metadata and bool(doc.text) and all(is_token(t) for t in doc.text.split(" "))
+
+
+def tokenize_for_conll(doc: Document) -> list[list[tuple[int, int]]]:
+    """Sentences of token spans for a free text: words and single punctuation marks, also cut at every
+    entity boundary (so entities stay token-aligned), one sentence per line of the text. Whitespace is lost."""
+    cuts = {e.start for e in doc.entities} | {e.end for e in doc.entities}
+    sentences: list[list[tuple[int, int]]] = []
+    current: list[tuple[int, int]] = []
+    pos = 0
+    for line in doc.text.split("\n"):
+        for m in _WORD.finditer(line):
+            start, end = pos + m.start(), pos + m.end()
+            inner = sorted(c for c in cuts if start < c < end)
+            for a, b in zip([start, *inner], [*inner, end]):
+                current.append((a, b))
+        if current:
+            sentences.append(current)
+            current = []
+        pos += len(line) + 1
+    return sentences
+
+
 def write_conll(docs: Iterable[Document], path: str | Path) -> None:
-    """IOB2 lines; each document must be a space-tokenized sentence with flat, token-aligned entities."""
+    """IOB2 lines with flat, token-aligned entities.
+
+    A sentence read from a token format (``is_token_sentence``: what ``read_conll`` and the GENIA reader build)
+    is written back token for token (reader -> writer -> reader is lossless, byte-identical on the corpus files). Any other
+    text (an abstract from PubTator, BioC...) is tokenized by ``tokenize_for_conll`` and written as its own
+    ``-DOCSTART-`` block, one sentence per text line; that direction keeps tokens and entities, not whitespace.
+    """
     out: list[str] = []
     last_doc_index: object = None
     for doc in docs:
-        doc_index = doc.metadata.get("document_index")
-        if doc_index is not None and doc_index != last_doc_index:
-            doc_id = doc.metadata.get("document_id")
-            out.append(f"{MEDLINE_PREFIX}:{doc_id}" if doc_id is not None else f"{DOCSTART}\tO")
-            out.append("")
-        last_doc_index = doc_index
-        spans = token_spans(doc, "CoNLL")
+        if is_token_sentence(doc):
+            doc_index = doc.metadata.get("document_index")
+            if doc_index is not None and doc_index != last_doc_index:
+                doc_id = doc.metadata.get("document_id")
+                out.append(f"{MEDLINE_PREFIX}:{doc_id}" if doc_id is not None else f"{DOCSTART}\tO")
+                out.append("")
+            last_doc_index = doc_index
+            sentences = [token_spans(doc, "CoNLL")]
+        else:
+            out.extend([f"{DOCSTART}\tO", ""])
+            last_doc_index = None
+            sentences = tokenize_for_conll(doc)
+        spans = [span for sentence in sentences for span in sentence]
         starts = {s: i for i, (s, _) in enumerate(spans)}
         ends = {e: i for i, (_, e) in enumerate(spans)}
         tags = ["O"] * len(spans)
@@ -150,7 +192,10 @@ def write_conll(docs: Iterable[Document], path: str | Path) -> None:
             tags[first] = f"B-{ent.type}"
             for k in range(first + 1, last):
                 tags[k] = f"I-{ent.type}"
-        for (s, e), tag in zip(spans, tags):
-            out.append(f"{doc.text[s:e]}\t{tag}")
-        out.append("")
+        k = 0
+        for sentence in sentences:
+            for s, e in sentence:
+                out.append(f"{doc.text[s:e]}\t{tags[k]}")
+                k += 1
+            out.append("")
     write_text(path, "\n".join(out) + ("\n" if out else ""))
