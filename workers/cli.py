@@ -1,7 +1,140 @@
-"""Streaming CLI commands (run, submit, results). OWNED BY the workers helper."""
+"""Streaming CLI commands (run, submit, results). OWNED BY the workers helper.
 
+Registered into ``llmner`` through the ``llmner.cli`` entry point; heavy imports (Celery, models)
+happen inside the commands so that ``llmner --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import orjson
 import typer
+from rich.console import Console
+
+from llmner.errors import ConfigError, DataNotFoundError
+
+console = Console(stderr=True)
+
+
+def _settings_with_url(redis_url: str | None):  # noqa: ANN202
+    from workers.celery import configure, settings
+
+    if redis_url:
+        return configure(dataclasses.replace(settings(), redis_url=redis_url))
+    return settings()
+
+
+def run(
+    input: Path = typer.Argument(..., help="JSONL file, one note per line: {\"id\", \"text\", \"language\"?, \"metadata\"?}"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="results JSONL (default: INPUT.results.jsonl)"),
+    redis_url: Optional[str] = typer.Option(None, "--redis-url", help="use this Redis instead of an embedded server"),
+    model: Optional[str] = typer.Option(None, "--model", help="model bundle directory (default: the shipped bundle)"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="chunks per inference micro-batch"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+) -> None:
+    """Tag a file of notes end to end through the streaming workers (embedded Redis, no set-up)."""
+    if not input.is_file():
+        raise DataNotFoundError(f"input file not found: {input}")
+    if batch_size is not None and batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    from workers.embedded import run_file
+
+    summary = run_file(input, output, redis_url=redis_url, bundle=model, batch_size=batch_size, show_progress=not quiet)
+    rate = summary.submitted / summary.seconds if summary.seconds else 0.0
+    console.print(f"{summary.published} of {summary.submitted} notes tagged in {summary.seconds:.1f} s "
+                  f"({rate:.1f} notes/s) -> {summary.output}")
+    if summary.dead:
+        codes = ", ".join(f"{k}: {v}" for k, v in sorted(summary.dead_codes.items()))
+        console.print(f"[yellow]{summary.dead} rejected[/] ({codes}); their lines in the output carry the reason")
+
+
+def submit(
+    file: Path = typer.Argument(..., help="JSONL file of notes"),
+    redis_url: Optional[str] = typer.Option(None, "--redis-url", help="default: LLMNER_REDIS_URL"),
+    batch: int = typer.Option(32, "--batch", help="notes per ingest message"),
+) -> None:
+    """Queue the notes of FILE for the running workers; prints one job id per note."""
+    if not file.is_file():
+        raise DataNotFoundError(f"input file not found: {file}")
+    _settings_with_url(redis_url)
+    from workers.client import submit_many
+    from workers.embedded import read_payloads
+
+    jobs = submit_many(read_payloads(file), batch=batch)
+    for job in jobs:
+        print(job)
+    console.print(f"submitted {len(jobs)} notes")
+
+
+def _summary(stream_kind: str, fields: dict[str, str]) -> dict:
+    if stream_kind == "results":
+        rec = orjson.loads(fields.get("record", "{}"))
+        return {"document_id": fields.get("document_id"), "model_version": fields.get("model_version"),
+                "entities": len(rec.get("entities", [])), "chunks": rec.get("chunk_count"),
+                "end_to_end_ms": round(rec.get("timings_ms", {}).get("end_to_end", 0.0), 1)}
+    if stream_kind == "dead":
+        return {k: fields.get(k) for k in ("code", "reason", "stage", "document_id", "job_id")}
+    return {"fields": sorted(fields)}
+
+
+def results(
+    stream: str = typer.Option("results", "--stream", help="results | dead | inbox"),
+    count: int = typer.Option(10, "--count", "-n", help="show the last N entries"),
+    follow: bool = typer.Option(False, "--follow", "-f", help="keep printing new entries"),
+    full: bool = typer.Option(False, "--full", help="print whole entries (result records; dead payloads may hold PHI)"),
+    redis_url: Optional[str] = typer.Option(None, "--redis-url", help="default: LLMNER_REDIS_URL"),
+) -> None:
+    """Inspect or tail the result, dead-letter or inbox stream (length, consumer groups, entries)."""
+    if stream not in ("results", "dead", "inbox"):
+        raise ConfigError(f"--stream must be results, dead or inbox, got {stream!r}")
+    s = _settings_with_url(redis_url)
+    from workers.state import client, decode_fields
+
+    r = client(s.redis_url)
+    key = {"results": s.results_stream, "dead": s.dead_stream, "inbox": s.inbox_stream}[stream]
+    length = r.xlen(key)
+    console.print(f"{key}: {length} entries")
+    try:
+        groups = r.xinfo_groups(key)
+    except Exception:  # noqa: BLE001 - no such stream yet
+        groups = []
+    for g in groups:
+        console.print(f"  group {g['name'].decode()}: pending {g['pending']}, lag {g.get('lag')}, "
+                      f"last delivered {g['last-delivered-id'].decode()}")
+
+    def show(eid: bytes, raw: dict) -> None:
+        fields = decode_fields(raw)
+        body = fields if full else _summary(stream, fields)
+        if full and "record" in body:
+            body = {**body, "record": orjson.loads(body["record"])}
+        sys.stdout.write(orjson.dumps({"id": eid.decode(), **body}).decode() + "\n")
+        sys.stdout.flush()
+
+    last = "$"
+    entries = list(reversed(r.xrevrange(key, count=count))) if count > 0 else []
+    for eid, raw in entries:
+        show(eid, raw)
+        last = eid.decode()
+    while follow:
+        try:
+            resp = r.xread({key: last}, block=1000, count=100)
+        except KeyboardInterrupt:
+            break
+        for _, items in resp or []:
+            for eid, raw in items:
+                show(eid, raw)
+                last = eid.decode()
+        time.sleep(0)
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("run")(run)
+    app.command("submit")(submit)
+    app.command("results")(results)

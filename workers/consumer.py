@@ -1,0 +1,127 @@
+"""A helper for loaders reading ``llmner:results`` (the issue's ``llmner.consumer``).
+
+    consumer = ResultConsumer(redis_client, group="kg-loader", name="loader-1")
+    consumer.run(handle)          # handle(record, entry) writes somewhere; then the entry is acked
+
+- XREADGROUP with a consumer group: several loader replicas share the stream.
+- XACK only after the handler returned (the loader's write is done): a loader that dies mid-write
+  gets the entry again.
+- XAUTOCLAIM of entries pending longer than ``min_idle_ms`` (their loader died).
+- Dedupe by document id + model version: a document published twice (it was submitted twice, or
+  a race re-published it) reaches the handler once per model version.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from llmner.doc import ResultRecord
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class ResultEntry:
+    entry_id: str
+    document_id: str
+    model_version: str
+    job_id: str
+    record: ResultRecord
+
+
+@dataclass(slots=True)
+class ConsumerStats:
+    handled: int = 0
+    duplicates: int = 0
+    claimed: int = 0
+    invalid: int = 0
+
+
+class ResultConsumer:
+    def __init__(self, r: redis.Redis, group: str, name: str | None = None, stream: str = "llmner:results",
+                 min_idle_ms: int = 60_000, dedupe_ttl: int = 30 * 24 * 3600) -> None:
+        self.r = r
+        self.stream = stream
+        self.group = group
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.min_idle_ms = min_idle_ms
+        self.dedupe_ttl = dedupe_ttl
+        # One hash per group: document id + model version -> entry id of the first delivery handled.
+        self.dedupe_key = f"{stream}:{group}:handled"
+        self.stats = ConsumerStats()
+        self._claim_cursor = "0-0"
+
+    def ensure_group(self, start: str = "0") -> None:
+        """Create the consumer group (from the start of the stream by default); no-op if it exists."""
+        try:
+            self.r.xgroup_create(self.stream, self.group, id=start, mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def _claim_stale(self, count: int) -> list[tuple[bytes, dict]]:
+        out = self.r.xautoclaim(self.stream, self.group, self.name, self.min_idle_ms,
+                                start_id=self._claim_cursor, count=count)
+        self._claim_cursor = out[0].decode() if isinstance(out[0], bytes) else out[0]
+        entries = [(eid, fields) for eid, fields in out[1] if fields]
+        self.stats.claimed += len(entries)
+        return entries
+
+    def read(self, count: int = 64, block_ms: int | None = 1000) -> list[tuple[bytes, dict]]:
+        """Stale pending entries first (XAUTOCLAIM), else new ones (XREADGROUP)."""
+        entries = self._claim_stale(count)
+        if entries:
+            return entries
+        resp = self.r.xreadgroup(self.group, self.name, {self.stream: ">"}, count=count, block=block_ms)
+        return [(eid, fields) for _, items in (resp or []) for eid, fields in items]
+
+    def process(self, entries: list[tuple[bytes, dict]], handle: Callable[[ResultEntry], Any]) -> int:
+        """Hand each new (document, model version) to ``handle``, then ack; duplicates are acked unhandled."""
+        handled = 0
+        for eid, fields in entries:
+            entry_id = eid.decode() if isinstance(eid, bytes) else eid
+            f = {(k.decode() if isinstance(k, bytes) else k): v for k, v in fields.items()}
+            try:
+                record = ResultRecord.from_json(f["record"])
+                doc_id = (f.get("document_id") or record.document_id.encode())
+                doc_id = doc_id.decode() if isinstance(doc_id, bytes) else doc_id
+                version = f.get("model_version", b"")
+                version = version.decode() if isinstance(version, bytes) else version
+                job = f.get("job_id", b"")
+                job = job.decode() if isinstance(job, bytes) else job
+            except Exception as exc:  # noqa: BLE001 - a malformed entry must not block the group
+                log.error("results entry %s is not a valid result record (%s); acked and skipped", entry_id, type(exc).__name__)
+                self.stats.invalid += 1
+                self.r.xack(self.stream, self.group, entry_id)
+                continue
+            dedupe_field = f"{doc_id}\x1f{version}"
+            if self.r.hexists(self.dedupe_key, dedupe_field):
+                self.stats.duplicates += 1
+                self.r.xack(self.stream, self.group, entry_id)
+                continue
+            handle(ResultEntry(entry_id, doc_id, version, job, record))
+            pipe = self.r.pipeline()
+            pipe.hset(self.dedupe_key, dedupe_field, entry_id)
+            pipe.expire(self.dedupe_key, self.dedupe_ttl)
+            pipe.xack(self.stream, self.group, entry_id)
+            pipe.execute()
+            self.stats.handled += 1
+            handled += 1
+        return handled
+
+    def run(self, handle: Callable[[ResultEntry], Any], stop: Callable[[], bool] = lambda: False,
+            count: int = 64, block_ms: int = 1000) -> ConsumerStats:
+        """Consume until ``stop()`` is true (checked between reads)."""
+        self.ensure_group()
+        while not stop():
+            entries = self.read(count=count, block_ms=block_ms)
+            if entries:
+                self.process(entries, handle)
+        return self.stats

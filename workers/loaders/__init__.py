@@ -1,0 +1,1 @@
+"""Example loaders that consume the results stream through workers.consumer."""

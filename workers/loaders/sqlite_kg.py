@@ -1,0 +1,106 @@
+"""Example knowledge-graph loader: upserts documents and their entities into SQLite.
+
+    python -m workers.loaders.sqlite_kg kg.sqlite [--group kg-loader] [--once]
+
+Each result replaces the document's previous entities for the same model version in one
+transaction, so a redelivered entry (loader died before XACK) rewrites the same rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+from workers.consumer import ResultConsumer, ResultEntry
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+  id TEXT NOT NULL,
+  model_version TEXT NOT NULL,
+  language TEXT NOT NULL,
+  chunk_count INTEGER NOT NULL,
+  entity_count INTEGER NOT NULL,
+  stream_entry TEXT NOT NULL,
+  loaded_at REAL NOT NULL,
+  PRIMARY KEY (id, model_version)
+);
+CREATE TABLE IF NOT EXISTS entities (
+  document_id TEXT NOT NULL,
+  model_version TEXT NOT NULL,
+  start INTEGER NOT NULL,
+  "end" INTEGER NOT NULL,
+  type TEXT NOT NULL,
+  text TEXT NOT NULL,
+  score REAL,
+  normalized_id TEXT,
+  PRIMARY KEY (document_id, model_version, start, "end", type)
+);
+CREATE INDEX IF NOT EXISTS entities_by_type_text ON entities (type, text);
+"""
+
+
+class SqliteKnowledgeGraph:
+    def __init__(self, path: str | Path) -> None:
+        self.db = sqlite3.connect(str(path))
+        self.db.executescript(SCHEMA)
+
+    def upsert(self, entry: ResultEntry) -> None:
+        rec = entry.record
+        with self.db:  # one transaction per document
+            self.db.execute(
+                "INSERT INTO documents VALUES (?,?,?,?,?,?,?) ON CONFLICT(id, model_version) DO UPDATE SET "
+                "language=excluded.language, chunk_count=excluded.chunk_count, entity_count=excluded.entity_count, "
+                "stream_entry=excluded.stream_entry, loaded_at=excluded.loaded_at",
+                (entry.document_id, entry.model_version, rec.language, rec.chunk_count, len(rec.entities),
+                 entry.entry_id, time.time()),
+            )
+            self.db.execute("DELETE FROM entities WHERE document_id=? AND model_version=?",
+                            (entry.document_id, entry.model_version))
+            self.db.executemany(
+                "INSERT INTO entities VALUES (?,?,?,?,?,?,?,?)",
+                [(entry.document_id, entry.model_version, e.start, e.end, e.type, e.text, e.score, e.normalized_id)
+                 for e in rec.entities],
+            )
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("database")
+    parser.add_argument("--group", default="kg-loader")
+    parser.add_argument("--once", action="store_true", help="exit when no entry arrives within one block")
+    args = parser.parse_args(argv)
+
+    from workers.celery import settings
+    from workers.state import client
+
+    s = settings()
+    kg = SqliteKnowledgeGraph(args.database)
+    consumer = ResultConsumer(client(s.redis_url), group=args.group, stream=s.results_stream)
+    stopping = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    consumer.ensure_group()
+    while not stopping:
+        entries = consumer.read(block_ms=1000)
+        if not entries and args.once:
+            break
+        consumer.process(entries, kg.upsert)
+    kg.close()
+    st = consumer.stats
+    print(f"handled {st.handled}, duplicates {st.duplicates}, claimed {st.claimed}, invalid {st.invalid}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
