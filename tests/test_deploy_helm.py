@@ -47,14 +47,13 @@ CELERY_COMPONENTS = {"ingest": "LLMNER_INGEST_QUEUE", "infer": "LLMNER_INFER_QUE
 
 # Metadata keys of the KEDA scalers used here (keda.sh docs: scalers/redis-lists, redis-streams,
 # prometheus). KEDA passes metadata through as map[string]string; the scalers read these keys.
+REDIS_CONNECTION_KEYS = {"address", "host", "port", "addressFromEnv", "hostFromEnv", "portFromEnv", "databaseIndex",
+                         "enableTLS", "unsafeSsl", "usernameFromEnv", "passwordFromEnv"}
 KEDA_TRIGGER_KEYS = {
-    "redis": {"required": {"listName"}, "optional": {"address", "host", "port", "databaseIndex", "enableTLS",
-                                                     "unsafeSsl", "listLength", "activationListLength",
-                                                     "usernameFromEnv", "passwordFromEnv"}},
+    "redis": {"required": {"listName"}, "optional": {*REDIS_CONNECTION_KEYS, "listLength", "activationListLength"}},
     "redis-streams": {"required": {"stream", "consumerGroup"},
-                      "optional": {"address", "host", "port", "databaseIndex", "enableTLS", "unsafeSsl",
-                                   "pendingEntriesCount", "streamLength", "lagCount", "activationLagCount",
-                                   "usernameFromEnv", "passwordFromEnv"}},
+                      "optional": {*REDIS_CONNECTION_KEYS, "pendingEntriesCount", "streamLength", "lagCount",
+                                   "activationLagCount"}},
     "prometheus": {"required": {"serverAddress", "query", "threshold"},
                    "optional": {"activationThreshold", "namespace", "customHeaders", "ignoreNullValues",
                                 "queryParameters", "unsafeSsl", "timeout"}},
@@ -360,6 +359,28 @@ def _prometheus_metric_refs(query: str) -> list[tuple[str, str | None]]:
             if m.group(1).startswith("llmner_")]
 
 
+def _assert_same_redis_as_workers(objects: tuple[dict, ...], trigger: dict) -> None:
+    """The KEDA trigger reads the Redis the workers use, with the same TLS and password."""
+    env = configmap_env(objects)
+    md = trigger["metadata"]
+    host, port = md["address"].rsplit(":", 1)
+    assert env["LLMNER_REDIS_URL"].split("://")[1] == f"{host}:{port}/{md['databaseIndex']}"
+    tls = env["LLMNER_REDIS_URL"].startswith("rediss://")
+    auth = by_kind(objects, "TriggerAuthentication").get(trigger.get("authenticationRef", {}).get("name", ""))
+    params = {r["parameter"]: r for r in (auth or {}).get("spec", {}).get("secretTargetRef", [])}
+    if tls and "LLMNER_REDIS_TLS_CA" in env:
+        # Private CA: KEDA takes `tls` + `ca` from the TriggerAuthentication and refuses enableTLS with them.
+        assert "enableTLS" not in md and "ca" in params
+        (tls_env,) = [e for e in auth["spec"]["env"] if e["parameter"] == "tls"]
+        for dep in by_kind(objects, "Deployment").values():
+            assert {"name": tls_env["name"], "value": "enable"} in container(dep)["env"]
+    else:
+        assert md["enableTLS"] == str(tls).lower()
+    has_password = any(e["name"] == "LLMNER_REDIS_PASSWORD" for d in by_kind(objects, "Deployment").values()
+                       for e in container(d)["env"])
+    assert has_password == ("password" in params)
+
+
 def test_infer_scales_on_queued_and_running_work() -> None:
     objects = rendered("values-prod.yaml")
     env = configmap_env(objects)
@@ -369,10 +390,7 @@ def test_infer_scales_on_queued_and_running_work() -> None:
     assert triggers["chunks-waiting"]["metadata"]["listName"] == env["LLMNER_CHUNK_LIST"]
     assert triggers["batches-queued"]["metadata"]["listName"] == env["LLMNER_INFER_QUEUE"]
     for t in ("chunks-waiting", "batches-queued"):
-        md = triggers[t]["metadata"]
-        host, port = md["address"].rsplit(":", 1)
-        assert env["LLMNER_REDIS_URL"].split("://")[1] == f"{host}:{port}/{md['databaseIndex']}"
-        assert md["enableTLS"] == str(env["LLMNER_REDIS_URL"].startswith("rediss://")).lower()
+        _assert_same_redis_as_workers(objects, triggers[t])
     # Running work: the unacked hash, read through the workers' own queue-depth gauge.
     query = triggers["queued-and-running"]["metadata"]["query"]
     refs = _prometheus_metric_refs(query)
@@ -394,10 +412,14 @@ def test_loader_scales_on_results_consumer_group_lag() -> None:
     for values_file in ("values-dev.yaml", "values-prod.yaml"):
         objects = rendered(values_file)
         env = configmap_env(objects)
-        (trig,) = by_kind(objects, "ScaledObject")["llmner-loader"]["spec"]["triggers"]
-        assert trig["type"] == "redis-streams"
-        assert trig["metadata"]["stream"] == env["LLMNER_RESULTS_STREAM"]
-        assert int(trig["metadata"]["lagCount"]) > 0
+        triggers = {t["name"]: t for t in by_kind(objects, "ScaledObject")["llmner-loader"]["spec"]["triggers"]}
+        for trig in triggers.values():
+            assert trig["type"] == "redis-streams"
+            assert trig["metadata"]["stream"] == env["LLMNER_RESULTS_STREAM"]
+            _assert_same_redis_as_workers(objects, trig)
+        assert int(triggers["results-lag"]["metadata"]["lagCount"]) > 0
+        assert int(triggers["results-pending"]["metadata"]["pendingEntriesCount"]) > 0
+        assert "lagCount" not in triggers["results-pending"]["metadata"]  # else KEDA would use lag mode
 
 
 @pytest.mark.parametrize("component", COMPONENTS)
@@ -440,3 +462,27 @@ def test_bundle_volume_is_mounted_and_named_in_the_environment() -> None:
         assert dep["spec"]["template"]["metadata"]["annotations"]["llmner.io/bundle-version"] == "v2"
     default_env = configmap_env(rendered("values.yaml"))
     assert "LLMNER_BUNDLE" not in default_env, "no bundle configured: the one baked into the image is used"
+
+
+def test_values_schema_rejects_misspelt_and_mistyped_values() -> None:
+    with pytest.raises(helm.HelmError, match="additional properties 'enable' not allowed"):
+        render(with_values("values.yaml", **{"infer.keda.enable": True}))
+    with pytest.raises(helm.HelmError, match="verify"):
+        render(with_values("values.yaml", **{"redis.tls.verify": "yes"}))
+    with pytest.raises(helm.HelmError, match="softShutdownTimeout"):
+        render(with_values("values.yaml", **{"config.softShutdownTimeout": "60s"}))
+
+
+def test_tls_without_private_ca_uses_enable_tls_on_the_triggers() -> None:
+    values = with_values("values-dev.yaml", **{"redis.tls": {"enabled": True, "verify": "none", "caSecret": ""}})
+    objects = tuple(render(values))
+    env = configmap_env(objects)
+    assert env["LLMNER_REDIS_URL"].startswith("rediss://") and env["LLMNER_REDIS_TLS_VERIFY"] == "none"
+    assert "LLMNER_REDIS_TLS_CA" not in env
+    for so in by_kind(objects, "ScaledObject").values():
+        for trig in so["spec"]["triggers"]:
+            if trig["type"].startswith("redis"):
+                _assert_same_redis_as_workers(objects, trig)
+                assert trig["metadata"]["unsafeSsl"] == "true"
+    for ta in by_kind(objects, "TriggerAuthentication").values():
+        assert "env" not in ta["spec"]

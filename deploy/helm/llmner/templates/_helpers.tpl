@@ -87,6 +87,11 @@ app.kubernetes.io/component: {{ .component }}
   valueFrom:
     fieldRef:
       fieldPath: metadata.name
+{{- if include "llmner.kedaTlsViaAuth" . }}
+# Read by KEDA's TriggerAuthentication (parameter `tls`) from the scale target, not by llmner.
+- name: KEDA_REDIS_TLS
+  value: enable
+{{- end }}
 {{- if include "llmner.redisHasPassword" . }}
 - name: LLMNER_REDIS_PASSWORD
   valueFrom:
@@ -165,15 +170,26 @@ exec:
 {{- end -}}
 {{- end -}}
 
-{{/* Connection metadata shared by every KEDA Redis trigger (values are strings, as KEDA wants). */}}
+{{/* Connection metadata shared by every KEDA Redis trigger (values are strings, as KEDA wants).
+     TLS: with a private CA (redis.tls.caSecret) the TriggerAuthentication carries `tls: enable`
+     and the CA, and KEDA refuses `enableTLS` next to them; otherwise `enableTLS` here. */}}
 {{- define "llmner.kedaRedisMetadata" -}}
 address: {{ include "llmner.redisAddress" . | quote }}
 databaseIndex: {{ .Values.redis.db | int | quote }}
+{{- if not (and .Values.redis.tls.enabled .Values.redis.tls.caSecret) }}
 enableTLS: {{ .Values.redis.tls.enabled | toString | quote }}
+{{- if and .Values.redis.tls.enabled (eq .Values.redis.tls.verify "none") }}
+unsafeSsl: "true"
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "llmner.kedaTlsViaAuth" -}}
+{{- if and .Values.redis.tls.enabled .Values.redis.tls.caSecret -}}true{{- end -}}
 {{- end -}}
 
 {{- define "llmner.kedaAuthRef" -}}
-{{- if and .Values.keda.triggerAuthentication.create (or (include "llmner.redisHasPassword" .) .Values.redis.tls.caSecret) }}
+{{- if and .Values.keda.triggerAuthentication.create (or (include "llmner.redisHasPassword" .) (include "llmner.kedaTlsViaAuth" .)) }}
 authenticationRef:
   name: {{ include "llmner.fullname" . }}-redis
 {{- end }}
