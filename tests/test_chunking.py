@@ -113,7 +113,8 @@ def test_sentences_are_packed_while_they_fit():
 
 def test_config_is_validated():
     with pytest.raises(ConfigError, match="overlap_tokens"):
-        ChunkingConfig(max_tokens=8, overlap_tokens=8)
+        ChunkingConfig(max_tokens=8, overlap_tokens=-1)
+    assert ChunkingConfig(max_tokens=16).effective_overlap == 8  # the default overlap is capped
     with pytest.raises(ConfigError, match="max_tokens"):
         ChunkingConfig(max_tokens=0, overlap_tokens=0)
 

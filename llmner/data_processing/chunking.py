@@ -11,7 +11,8 @@ How a document becomes chunks (``chunk_document``):
 3. A sentence longer than ``max_tokens`` becomes overlapping windows. Window edges fall on token
    boundaries: between words, punctuation marks, or single CJK characters (a word too long for a
    window by itself is cut between characters). Consecutive windows share up to
-   ``overlap_tokens`` tokens. A window exceeds ``max_tokens`` only if a single character does.
+   ``overlap_tokens`` tokens (at most half a window). A window exceeds ``max_tokens`` only if a
+   single character does.
 
 Guarantees: ``chunk.text == doc.text[chunk.start:chunk.end]``; chunks are in document order; every
 non-whitespace character of the document lies in at least one chunk (only whitespace between
@@ -70,16 +71,20 @@ class Chunk:
 @dataclass(frozen=True, slots=True)
 class ChunkingConfig:
     max_tokens: int = 256        # window size in tokenizer tokens (text only, prompt excluded)
-    overlap_tokens: int = 32     # overlap between windows of an over-long sentence
+    overlap_tokens: int = 32     # overlap between windows of an over-long sentence (used up to max_tokens // 2)
     sentences_per_chunk: int = 1 # sentences packed per chunk while they fit in max_tokens
+
+    @property
+    def effective_overlap(self) -> int:
+        """The overlap actually used: at most half a window, so windows always advance by half of one
+        (a small ``max_tokens`` with the default overlap stays valid)."""
+        return min(self.overlap_tokens, self.max_tokens // 2)
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
             raise ConfigError(f"chunking: max_tokens must be >= 1, got {self.max_tokens}")
-        if not 0 <= self.overlap_tokens < self.max_tokens:
-            raise ConfigError(
-                f"chunking: overlap_tokens must be >= 0 and < max_tokens ({self.max_tokens}), got {self.overlap_tokens}"
-            )
+        if self.overlap_tokens < 0:
+            raise ConfigError(f"chunking: overlap_tokens must be >= 0, got {self.overlap_tokens}")
         if self.sentences_per_chunk < 1:
             raise ConfigError(f"chunking: sentences_per_chunk must be >= 1, got {self.sentences_per_chunk}")
 
@@ -122,7 +127,7 @@ def _windows(text: str, start: int, end: int, config: ChunkingConfig, count_toke
         if j >= n:
             break
         k, overlap = j, 0
-        while k - 1 > i and overlap + pieces[k - 1][2] <= config.overlap_tokens:
+        while k - 1 > i and overlap + pieces[k - 1][2] <= config.effective_overlap:
             overlap += pieces[k - 1][2]
             k -= 1
         i = k
