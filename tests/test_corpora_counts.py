@@ -9,8 +9,8 @@ from collections import Counter
 
 import orjson
 import pytest
-
 from corpora_helpers import shared_data
+
 from llmner.data_processing.corpora import (
     CORPUS_NAMES,
     SPLITS,

@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 from llmner.cli.main import app
 from llmner.data_processing.corpora import (
     DATA_DIR_ENV,
-
     data_dir,
     load_corpus,
     load_sentences,
@@ -24,13 +23,13 @@ from llmner.data_processing.corpora import (
     read_genia_jsonl,
     read_jsonl,
     read_pubtator,
+    registry,
     write_bioc,
     write_brat,
     write_conll,
     write_genia_jsonl,
     write_pubtator,
 )
-from llmner.data_processing.corpora import registry
 from llmner.doc import Document
 from llmner.errors import DataNotFoundError, ValidationError
 
@@ -285,7 +284,7 @@ def test_cli_errors_are_one_line(tmp_path):
     bad = write(tmp_path, "bad.txt", PUBTATOR_OK.replace("0\t7\tAspirin", "0\t70\tAspirin"))
     env_cmd = [sys.executable, "-c", "from llmner.cli.main import main; main()",
                "convert", str(bad), str(tmp_path / "o.jsonl"), "--from", "pubtator", "--to", "jsonl"]
-    proc = subprocess.run(env_cmd, capture_output=True, text=True, env={"COLUMNS": "400", "PATH": "/usr/bin:/bin"})
+    proc = subprocess.run(env_cmd, check=False, capture_output=True, text=True, env={"COLUMNS": "400", "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and f"{bad}:3: offsets [0, 70) out of range" in lines[0]

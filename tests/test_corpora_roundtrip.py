@@ -3,16 +3,13 @@ documents with nested entities and unicode (CJK, emoji, combining marks, NBSP, U
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
+from corpora_helpers import as_dicts, shared_data
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from corpora_helpers import as_dicts, shared_data
 from llmner.data_processing.corpora import (
     FORMATS,
-    SPLITS,
     load_corpus,
     read_bioc,
     read_brat,
@@ -20,16 +17,10 @@ from llmner.data_processing.corpora import (
     read_conll,
     read_documents,
     read_genia_jsonl,
-    read_jsonl,
     read_pubtator,
-    write_bioc,
     write_brat,
-    write_cblue,
     write_conll,
     write_documents,
-    write_genia_jsonl,
-    write_jsonl,
-    write_pubtator,
 )
 from llmner.data_processing.corpora.registry import CORPUS_NAMES
 from llmner.doc import Document, Entity

@@ -5,11 +5,17 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from llmner.errors import DataNotFoundError, ValidationError
@@ -26,7 +32,12 @@ def _progress() -> Progress:
 def split_stats(name: str, split: str) -> dict[str, object]:
     """Counts of one split: documents, sentences (None without a sentence view), mentions and mentions per type
     (mentions None for an unlabeled split)."""
-    from llmner.data_processing.corpora import has_sentence_view, is_labeled, load_corpus, load_sentences
+    from llmner.data_processing.corpora import (
+        has_sentence_view,
+        is_labeled,
+        load_corpus,
+        load_sentences,
+    )
 
     docs = load_corpus(name, split)
     labeled = is_labeled(name, split)
@@ -39,9 +50,14 @@ def split_stats(name: str, split: str) -> dict[str, object]:
     }
 
 
-def stats(corpus: Annotated[Optional[str], typer.Option("--corpus", "-c", help="one corpus (default: all)")] = None) -> None:
+def stats(corpus: Annotated[str | None, typer.Option("--corpus", "-c", help="one corpus (default: all)")] = None) -> None:
     """Documents / sentences / mentions per split and per entity type of the built-in corpora."""
-    from llmner.data_processing.corpora import CORPUS_NAMES, SPLITS, corpus_schema, data_dir
+    from llmner.data_processing.corpora import (
+        CORPUS_NAMES,
+        SPLITS,
+        corpus_schema,
+        data_dir,
+    )
     from llmner.data_processing.corpora.registry import corpus_spec
 
     names = [corpus_spec(corpus).name] if corpus else list(CORPUS_NAMES)

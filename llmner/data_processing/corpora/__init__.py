@@ -8,10 +8,19 @@ from llmner.data_processing.corpora.bioc_xml import read_bioc, write_bioc
 from llmner.data_processing.corpora.brat import read_brat, write_brat
 from llmner.data_processing.corpora.cblue import read_cblue, write_cblue
 from llmner.data_processing.corpora.conll import read_conll, write_conll
-from llmner.data_processing.corpora.formats import FORMATS, get_format, read_documents, write_documents
+from llmner.data_processing.corpora.formats import (
+    FORMATS,
+    get_format,
+    read_documents,
+    write_documents,
+)
 from llmner.data_processing.corpora.genia import read_genia_jsonl, write_genia_jsonl
 from llmner.data_processing.corpora.jsonl import read_jsonl, write_jsonl
-from llmner.data_processing.corpora.pubtator import NCBI_DISEASE_CLASSES, read_pubtator, write_pubtator
+from llmner.data_processing.corpora.pubtator import (
+    NCBI_DISEASE_CLASSES,
+    read_pubtator,
+    write_pubtator,
+)
 from llmner.data_processing.corpora.registry import (
     CORPORA,
     CORPUS_NAMES,

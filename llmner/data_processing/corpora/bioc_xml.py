@@ -22,9 +22,14 @@ from pathlib import Path
 import bioc
 from bioc import biocxml
 
+from llmner.data_processing.corpora._io import (
+    checked_entity,
+    require_file,
+    sort_entities,
+    unique_id,
+)
 from llmner.doc import Document, Entity
 from llmner.errors import ValidationError
-from llmner.data_processing.corpora._io import checked_entity, require_file, sort_entities, unique_id
 
 # Characters XML 1.0 cannot carry (most C0 controls, lone surrogates, U+FFFE/U+FFFF).
 _XML_INVALID = re.compile("[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -37,7 +42,7 @@ def read_bioc(path: str | Path, language: str = "en") -> list[Document]:
     try:
         with open(p, encoding="utf-8") as fh:
             collection = biocxml.load(fh)
-    except Exception as exc:  # the bioc package raises lxml/ValueError subclasses without the file name
+    except (SyntaxError, ValueError, KeyError, AttributeError, TypeError) as exc:  # lxml XMLSyntaxError is a SyntaxError; bioc raises the rest on missing elements
         raise ValidationError(f"{p}: not a readable BioC XML file ({type(exc).__name__}: {exc})") from None
     seen: dict[str, int] = {}
     return [_read_document(p, d, language, seen) for d in collection.documents]

@@ -12,9 +12,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from llmner.data_processing.corpora._io import (
+    checked_entity,
+    lines_of,
+    parse_int,
+    read_text,
+    sort_entities,
+    write_text,
+)
 from llmner.doc import Document, Entity
 from llmner.errors import DataNotFoundError, ValidationError
-from llmner.data_processing.corpora._io import lines_of, checked_entity, parse_int, read_text, sort_entities, write_text
 
 # A T line is tab-separated and one line long: tabs and line breaks of a mention are written as spaces.
 _LINE_BREAKS = str.maketrans({"\n": " ", "\r": " ", "\t": " "})

@@ -11,9 +11,14 @@ from pathlib import Path
 
 import orjson
 
+from llmner.data_processing.corpora._io import (
+    checked_entity,
+    read_text,
+    sort_entities,
+    write_text,
+)
 from llmner.doc import Document
 from llmner.errors import ValidationError
-from llmner.data_processing.corpora._io import checked_entity, read_text, sort_entities, write_text
 
 
 def read_cblue(path: str | Path, language: str = "zh", id_prefix: str = "") -> list[Document]:

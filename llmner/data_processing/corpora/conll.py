@@ -17,9 +17,9 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from llmner.data_processing.corpora._io import lines_of, read_text, write_text
 from llmner.doc import Document, Entity
 from llmner.errors import ValidationError
-from llmner.data_processing.corpora._io import lines_of, read_text, write_text
 
 DOCSTART = "-DOCSTART-"
 MEDLINE_PREFIX = "###MEDLINE"

@@ -9,8 +9,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmner.doc import Document
-from llmner.errors import ValidationError
 from llmner.data_processing.corpora.bioc_xml import read_bioc, write_bioc
 from llmner.data_processing.corpora.brat import read_brat, write_brat
 from llmner.data_processing.corpora.cblue import read_cblue, write_cblue
@@ -18,6 +16,8 @@ from llmner.data_processing.corpora.conll import read_conll, write_conll
 from llmner.data_processing.corpora.genia import read_genia_jsonl, write_genia_jsonl
 from llmner.data_processing.corpora.jsonl import read_jsonl, write_jsonl
 from llmner.data_processing.corpora.pubtator import read_pubtator, write_pubtator
+from llmner.doc import Document
+from llmner.errors import ValidationError
 
 
 @dataclass(frozen=True)

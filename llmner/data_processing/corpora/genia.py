@@ -15,10 +15,19 @@ from pathlib import Path
 
 import orjson
 
+from llmner.data_processing.corpora._io import (
+    lines_of,
+    read_text,
+    sort_entities,
+    write_text,
+)
+from llmner.data_processing.corpora.conll import (
+    entity_token_range,
+    is_token,
+    token_spans,
+)
 from llmner.doc import Document, Entity
 from llmner.errors import ValidationError
-from llmner.data_processing.corpora._io import lines_of, read_text, sort_entities, write_text
-from llmner.data_processing.corpora.conll import entity_token_range, is_token, token_spans
 
 _KEYS = {"tokens", "entities", "case_restored"}
 

@@ -5,11 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-import orjson
-
+from llmner.data_processing.corpora._io import lines_of, read_text, write_text
 from llmner.doc import Document
 from llmner.errors import ValidationError
-from llmner.data_processing.corpora._io import lines_of, read_text, write_text
 
 
 def read_jsonl(path: str | Path) -> list[Document]:

@@ -15,9 +15,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from llmner.data_processing.corpora._io import (
+    checked_entity,
+    lines_of,
+    parse_int,
+    read_text,
+    sort_entities,
+    unique_id,
+    write_text,
+)
 from llmner.doc import Document
 from llmner.errors import ValidationError
-from llmner.data_processing.corpora._io import lines_of, checked_entity, parse_int, read_text, sort_entities, unique_id, write_text
 
 # NCBI-Disease annotates four classes of disease mention; for NER they are all one type.
 NCBI_DISEASE_CLASSES: Mapping[str, str] = {

@@ -37,14 +37,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmner.doc import Document
-from llmner.errors import DataNotFoundError, ValidationError
-from llmner.schema import EntitySchema, get_schema
 from llmner.data_processing.corpora.brat import read_brat
 from llmner.data_processing.corpora.cblue import read_cblue
 from llmner.data_processing.corpora.conll import read_conll
 from llmner.data_processing.corpora.genia import read_genia_jsonl
 from llmner.data_processing.corpora.pubtator import NCBI_DISEASE_CLASSES, read_pubtator
+from llmner.doc import Document
+from llmner.errors import DataNotFoundError, ValidationError
+from llmner.schema import EntitySchema, get_schema
 
 DATA_DIR_ENV = "LLMNER_DATA_DIR"
 SPLITS = ("train", "dev", "test")
