@@ -74,6 +74,15 @@ def exported_metrics() -> dict[str, set[str]]:
 
 
 @cache
+def library_variables() -> set[str]:
+    """LLMNER_* variables the llmner library itself reads (outside the workers' contract)."""
+    names: set[str] = set()
+    for path in (ROOT / "llmner").rglob("*.py"):
+        names.update(re.findall(r"environ(?:\.get\(|\[)\s*\"(LLMNER_[A-Z0-9_]+)\"", path.read_text()))
+    return names
+
+
+@cache
 def project_version() -> str:
     return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 
@@ -200,9 +209,15 @@ def test_image_runs_the_workers_as_agreed(kind: str) -> None:
     for c in _instr(final, "ENV"):
         env.update(dict(zip(c.value[::2], c.value[1::2])))
     for name, value in env.items():
+        if name in library_variables():
+            continue
         if name.startswith("LLMNER_"):
             assert name in contract_variables(), f"{path.name}: {name} is not in the celeryconfig.py contract"
             assert value == settings_defaults()[name], f"{path.name}: {name}={value} differs from the workers' default"
+    # The GGUF -> safetensors conversion cache must be on the writable cache volume (the root
+    # filesystem is read-only in the Helm chart).
+    assert env["LLMNER_CACHE_DIR"] == "/var/cache/llmner" and "/var/cache/llmner" in " ".join(
+        v for c in _instr(final, "VOLUME") for v in c.value)
     # celeryconfig.py is importable from the working directory / PYTHONPATH of the image.
     copies = [c.value for c in _instr(final, "COPY")]
     assert any(v[0] == "celeryconfig.py" and v[-1].startswith(env.get("PYTHONPATH", "/nowhere")) for v in copies)
