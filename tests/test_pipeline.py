@@ -171,3 +171,95 @@ def test_bundle_errors(tmp_path):
     (tmp_path / "bundle.json").write_text(json.dumps(BundleManifest().to_dict()))
     with pytest.raises(DataNotFoundError, match="selector"):
         load_manifest(tmp_path)
+
+
+# ---- CLI and corpus evaluation --------------------------------------------------------------------
+
+def test_tag_cli_writes_jsonl_and_bioc_with_scores_and_model_ids(tiny_bundle, tmp_path):
+    from typer.testing import CliRunner
+
+    from llmner.cli.main import app
+    from llmner.data_processing.corpora import read_jsonl
+
+    src = tmp_path / "notes.txt"
+    src.write_text("BRCA1 is mutated in breast cancer.\nCisplatin inhibits tumour growth in mice.\n")
+    runner = CliRunner()
+    out = tmp_path / "out.jsonl"
+    res = runner.invoke(app, ["tag", str(src), "--lines", "--output", str(out), "--model", str(tiny_bundle),
+                              "--selector-backend", "torch"])
+    assert res.exit_code == 0, res.output
+    docs = read_jsonl(out)
+    assert [d.id for d in docs] == ["notes-1", "notes-2"]
+    assert all(d.metadata["model_ids"]["selector"] == "sel-tiny" for d in docs)
+    assert any(d.entities for d in docs)
+    for d in docs:
+        for e in d.entities:
+            assert e.text == d.text[e.start:e.end] and e.score is not None
+    xml = tmp_path / "out.xml"
+    res = runner.invoke(app, ["tag", str(out), "--output", str(xml), "--model", str(tiny_bundle), "--selector-backend", "torch"])
+    assert res.exit_code == 0, res.output
+    content = xml.read_text()
+    assert 'key="model.selector">sel-tiny<' in content and 'key="score"' in content
+    res = runner.invoke(app, ["tag", str(src), "--output", str(tmp_path / "x.jsonl"), "--format", "yaml"])
+    assert res.exit_code != 0
+
+
+class SurfaceGenerator(GeneratorRuntime):
+    """Tags every occurrence of known surfaces (Disease) and the same span extended by one word (a
+    boundary error): a generator double with known true and false positives."""
+
+    model_id = "surface-v1"
+
+    def __init__(self, surfaces):
+        self.surfaces = sorted(surfaces, key=len, reverse=True)
+
+    def tag(self, requests):
+        out = []
+        for req in requests:
+            ents = []
+            for surface in self.surfaces:
+                for m in re.finditer(re.escape(surface), req.text):
+                    ents.append(Entity(m.start(), m.end(), "Disease", surface))
+                    nxt = re.match(r"\s+\w+", req.text[m.end():])
+                    if nxt:
+                        ents.append(Entity(m.start(), m.end() + nxt.end(), "Disease"))
+            out.append(TagResult(ents, req.text))
+        return out
+
+
+class SurfaceSelector(SelectorRuntime):
+    model_id = "surface-sel"
+    threshold = 0.5
+
+    def __init__(self, surfaces):
+        self.surfaces = set(surfaces)
+
+    def score(self, candidates):
+        return np.array([0.9 if c.text[c.start:c.end] in self.surfaces else 0.1 for c in candidates], dtype=np.float32)
+
+
+def test_evaluate_corpus_scores_with_and_without_selector(tmp_path):
+    from rich.console import Console
+
+    from llmner.data_processing.corpora import data_dir, load_corpus
+    from llmner.evaluation.corpus_eval import evaluate_corpus
+
+    if not (data_dir() / "ncbi_disease").is_dir():
+        pytest.skip("NCBI-Disease not available")
+    gold = load_corpus("ncbi_disease", "dev")[:3]
+    surfaces = {e.text for d in gold for e in d.entities}
+    console = Console(record=True, width=140)
+    pipe = Pipeline(SurfaceGenerator(surfaces), SurfaceSelector(surfaces))
+    result = evaluate_corpus("ncbi_disease", "dev", pipeline=pipe, limit=3, console=console, progress=False,
+                             json_out=tmp_path / "r.json")
+    assert result["documents"] == 3
+    alone, with_sel = result["without_selector"], result["with_selector"]
+    effect = result["selector_effect"]
+    assert alone["predicted_entities"] > with_sel["predicted_entities"] > 0
+    assert effect["dropped_candidates"] == alone["predicted_entities"] - with_sel["predicted_entities"]
+    # The selector removed only boundary errors: precision up, recall unchanged.
+    assert effect["precision"] > 0 and effect["recall"] == 0 and effect["dropped_true_positives"] == 0
+    assert with_sel["strict"]["micro"]["recall"] > 0.5
+    text = console.export_text()
+    assert "generator alone" in text and "selector effect" in text and "Disease" in text
+    assert json.loads((tmp_path / "r.json").read_text())["corpus"] == "ncbi_disease"

@@ -1,7 +1,97 @@
-"""CLI command (train_selector). OWNED BY a helper."""
+"""``llmner train selector``: train the entity selector on a corpus (optionally with the generator's
+own false positives as negatives), choose the threshold on dev, write the selector directory."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
+from llmner.errors import ConfigError
+
+
+def generator_predictions_fn(generator: Path, schema: Any, limit: int | None, batch_documents: int = 8):
+    """``docs -> {doc_id: [Entity]}`` from a model bundle or a generator directory (selector off)."""
+    from llmner.pipeline import Pipeline, PipelineConfig
+
+    if (generator / "bundle.json").is_file():
+        pipe = Pipeline.from_bundle(generator, PipelineConfig(selector_backend="none"))
+    elif (generator / "generator_config.json").is_file():
+        from llmner.runtime.torch_generator import TorchGeneratorRuntime
+
+        pipe = Pipeline(TorchGeneratorRuntime.from_pretrained(generator), None)
+    else:
+        raise ConfigError(f"--generator {generator}: neither a model bundle (bundle.json) nor a generator directory")
+    pipe._schemas[schema.name] = schema
+
+    def predict(docs):
+        from rich.progress import Progress
+
+        chosen = list(docs)[:limit] if limit is not None else list(docs)
+        tagged = [dataclasses.replace(d, metadata={**d.metadata, "schema": schema.name}, entities=[]) for d in chosen]
+        out = {}
+        with Progress() as bar:
+            task = bar.add_task("generator candidates", total=len(tagged))
+            for i in range(0, len(tagged), batch_documents):
+                batch = tagged[i : i + batch_documents]
+                for d, r in zip(batch, pipe.process(batch, select=False)):
+                    out[d.id] = r.entities
+                bar.update(task, advance=len(batch))
+        return out
+
+    return predict
+
+
+def train_selector_command(
+    corpus: Annotated[str, typer.Option("--corpus", help="corpus name, e.g. ncbi_disease")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="selector directory to write")],
+    generator: Annotated[Path | None, typer.Option("--generator", help="model bundle or generator dir: its false positives become negatives")] = None,
+    split: Annotated[str, typer.Option("--split")] = "train",
+    dev_split: Annotated[str, typer.Option("--dev-split", help="split for choosing the threshold ('' = none)")] = "dev",
+    max_documents: Annotated[int | None, typer.Option("--max-documents", help="first N training documents")] = None,
+    dev_documents: Annotated[int | None, typer.Option("--dev-documents", help="first N dev documents")] = None,
+    generator_documents: Annotated[int | None, typer.Option("--generator-documents", help="documents tagged by the generator (it is slow on CPU)")] = None,
+    encoder: Annotated[str, typer.Option("--encoder", help="packaged:minilm or a local BERT-style directory")] = "packaged:minilm",
+    trainable_layers: Annotated[int, typer.Option("--trainable-layers", help="top encoder layers trained (stored fp16)")] = 2,
+    max_length: Annotated[int, typer.Option("--max-length")] = 160,
+    epochs: Annotated[float, typer.Option("--epochs")] = 1.0,
+    steps: Annotated[int, typer.Option("--steps", help="optimizer steps (0: from --epochs)")] = 0,
+    groups_per_step: Annotated[int, typer.Option("--groups-per-step", help="gold groups per step")] = 4,
+    per_mention: Annotated[int, typer.Option("--per-mention", help="negatives per gold mention")] = 8,
+    lr: Annotated[float, typer.Option("--lr", help="encoder learning rate")] = 5e-5,
+    head_lr: Annotated[float, typer.Option("--head-lr")] = 1e-3,
+    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every")] = 200,
+    resume: Annotated[bool, typer.Option("--resume", help="continue from the newest checkpoint in --output")] = False,
+    seed: Annotated[int, typer.Option("--seed")] = 13,
+    model_id: Annotated[str, typer.Option("--model-id", help="id written into results (default: selector-<corpus>)")] = "",
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """Train the selector (InfoNCE + BCE), choose its threshold on dev, save it with a training card."""
+    from llmner.data_processing.corpora import corpus_schema, load_corpus
+    from llmner.modeling.selector import SelectorConfig
+    from llmner.training.negatives import NegativeConfig
+    from llmner.training.selector import SelectorTrainingConfig, train_selector
+
+    schema = corpus_schema(corpus)
+    train_docs = load_corpus(corpus, split)[:max_documents]
+    dev_docs = load_corpus(corpus, dev_split)[:dev_documents] if dev_split else []
+    sel_cfg = SelectorConfig(encoder=encoder, trainable_layers=trainable_layers, max_length=max_length,
+                             model_id=model_id or f"selector-{corpus}-{Path(output).name}")
+    cfg = SelectorTrainingConfig(epochs=epochs, max_steps=steps, groups_per_step=groups_per_step, learning_rate=lr,
+                                 head_learning_rate=head_lr, checkpoint_every=checkpoint_every, seed=seed,
+                                 negatives=NegativeConfig(per_mention=per_mention, seed=seed))
+    predictions = generator_predictions_fn(generator, schema, generator_documents) if generator else None
+    result = train_selector(train_docs, dev_docs, schema, output, sel_cfg, cfg, generator_predictions=predictions,
+                            resume=resume, progress=progress,
+                            card_extra={"corpus": corpus, "split": split, "dev_split": dev_split,
+                                        "generator": str(generator) if generator else None})
+    dev = result.dev
+    typer.echo(f"selector -> {result.output}: {result.steps} steps, last loss {sum(result.losses[-10:]) / max(1, len(result.losses[-10:])):.4f}, "
+               f"threshold {result.threshold:.3f}"
+               + (f", dev P {dev['precision']:.3f} R {dev['recall']:.3f} F1 {dev['f1']:.3f} on {dev['candidates']} candidates" if dev else ""))
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("selector")(train_selector_command)
