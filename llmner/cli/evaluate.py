@@ -76,12 +76,13 @@ def evaluate(
     corpus: Annotated[str | None, typer.Option("--corpus", help="evaluate a model on a built-in corpus")] = None,
     split: Annotated[str, typer.Option("--split", help="corpus split (with --corpus)")] = "test",
     model: Annotated[Path | None, typer.Option("--model", help="model bundle directory (with --corpus)")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="first N documents of the split (with --corpus; quick runs)")] = None,
 ) -> None:
     """Score predictions against gold (strict, boundary, partial), or a model bundle on a corpus."""
     if corpus is not None:
         if gold is not None or pred is not None:
             raise ConfigError("pass either --corpus (with --split/--model) or --gold and --pred, not both")
-        _evaluate_corpus(corpus, split, model)
+        _evaluate_corpus(corpus, split, model, limit, json_out)
         return
     if gold is None or pred is None:
         raise ConfigError("pass --gold FILE and --pred FILE (or --corpus NAME)")
@@ -93,12 +94,13 @@ def evaluate(
         json_out.write_bytes(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2))
 
 
-def _evaluate_corpus(corpus: str, split: str, model: Path | None) -> Any:
+def _evaluate_corpus(corpus: str, split: str, model: Path | None, limit: int | None = None,
+                     json_out: Path | None = None) -> Any:
     try:
         from llmner.evaluation.corpus_eval import evaluate_corpus
     except ImportError as exc:
         raise ConfigError(f"llmner eval --corpus is not available: {exc}") from None
-    return evaluate_corpus(corpus=corpus, split=split, model=model)
+    return evaluate_corpus(corpus=corpus, split=split, model=model, limit=limit, json_out=json_out)
 
 
 def register(app: typer.Typer) -> None:
