@@ -178,11 +178,13 @@ def _roundtrip_unknown_fields(model_cls: type, obj: dict) -> list[str]:
 @pytest.mark.parametrize("values_file", VALUES_FILES)
 def test_custom_resources_match_their_crds(values_file: str) -> None:
     from cloudcoil.models.keda.v1alpha1 import ScaledObject, TriggerAuthentication
-    from cloudcoil.models.prometheus_operator.v1 import ServiceMonitor
+    from cloudcoil.models.prometheus_operator.v1 import PrometheusRule, ServiceMonitor
 
     models = {"ScaledObject": ScaledObject, "TriggerAuthentication": TriggerAuthentication,
-              "ServiceMonitor": ServiceMonitor}
+              "ServiceMonitor": ServiceMonitor, "PrometheusRule": PrometheusRule}
     objects = rendered(values_file)
+    if values_file == "values-prod.yaml":
+        assert set(models) <= {o["kind"] for o in objects}
     for obj in objects:
         if obj["kind"] not in models:
             continue
@@ -199,6 +201,9 @@ def test_custom_resources_match_their_crds(values_file: str) -> None:
         if obj["kind"] == "TriggerAuthentication":
             for ref in body["spec"]["secretTargetRef"]:
                 assert ref["parameter"] in KEDA_AUTH_PARAMETERS
+        if obj["kind"] == "PrometheusRule":
+            # The shared rule file, unchanged by the template.
+            assert body["spec"] == yaml.safe_load((CHART / "files" / "alerts.yml").read_text())
 
 
 def test_crd_check_catches_an_unknown_field() -> None:
