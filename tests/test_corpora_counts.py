@@ -160,12 +160,9 @@ def test_bc5cdr_bioc_equals_pubtator_and_counts_relations():
             assert b.metadata["relations"] == p.metadata.get("relations", [])
         assert sum(len(d.metadata.get("relations", [])) for d in pubtator) == relations[split]
         # The BioC file holds extra per-component annotations of composite mentions (skipped by the reader).
-        import bioc
-        with open(root / "bioc" / f"CDR_{stem}Set.BioC.xml", encoding="utf-8") as fh:
-            collection = bioc.biocxml.load(fh)
-        total = sum(len(p.annotations) for d in collection.documents for p in d.passages)
-        individual = sum(1 for d in collection.documents for p in d.passages for a in p.annotations
-                         if a.infons.get("CompositeRole") == "IndividualMention")
+        xml = (root / "bioc" / f"CDR_{stem}Set.BioC.xml").read_text(encoding="utf-8")
+        total = xml.count("<annotation ")
+        individual = xml.count('<infon key="CompositeRole">IndividualMention</infon>')
         assert total == annotation_elements[split]
         assert total - individual == EXPECTED[("bc5cdr", split)][2]
 
@@ -199,9 +196,9 @@ def test_genia_counts_before_and_after_dedupe():
         for d in docs:
             assert len({e.key for e in d.entities}) == len(d.entities)
         not_restored += sum(1 for d in docs if d.metadata["case_restored"] is False)
-        nested = sum(1 for d in docs for e in d.entities
+        nested = sum(1 for d in docs[:500] for e in d.entities
                      if any(o is not e and o.start <= e.start and e.end <= o.end for o in d.entities))
-        assert nested > 0.1 * len(docs) / 3  # nested entities survive the reading
+        assert nested > 50  # nested entities survive the reading
     assert not_restored == 60
 
 

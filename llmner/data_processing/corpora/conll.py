@@ -25,14 +25,10 @@ DOCSTART = "-DOCSTART-"
 MEDLINE_PREFIX = "###MEDLINE"
 
 
-# Tokens are joined by U+0020 and files are split at "\n"; other Unicode spaces inside a token
-# (GENIA has U+00A0 in "G\xa0+\xa0C") are kept as they are.
-_TOKEN_BREAKERS = frozenset(" \t\n\r")
-
-
 def is_token(token: str) -> bool:
-    """Non-empty and free of the characters that would break the space join or the split into lines."""
-    return bool(token) and not any(ch in _TOKEN_BREAKERS for ch in token)
+    """Non-empty and free of what would break the single-space join or the split into lines. Other Unicode
+    spaces inside a token (GENIA has U+00A0 in "G\xa0+\xa0C") are kept as they are."""
+    return bool(token) and " " not in token and "\t" not in token and "\n" not in token and "\r" not in token
 
 
 def read_conll(path: str | Path, language: str = "en", id_prefix: str = "") -> list[Document]:
@@ -40,7 +36,7 @@ def read_conll(path: str | Path, language: str = "en", id_prefix: str = "") -> l
     p = Path(path)
     docs: list[Document] = []
     tokens: list[str] = []
-    tags: list[tuple[str, int]] = []
+    tags: list[str] = []
     doc_index = -1
     doc_id: str | None = None
     has_markers = False
@@ -57,13 +53,14 @@ def read_conll(path: str | Path, language: str = "en", id_prefix: str = "") -> l
         tokens.clear()
         tags.clear()
 
+    valid_tags: set[str] = {"O"}
     for lineno, line in enumerate(lines_of(read_text(p)), start=1):
-        if not line.strip():
+        if not line or line.isspace():
             flush()
             continue
         cols = line.split("\t") if "\t" in line else line.split()
         first = cols[0]
-        if first == DOCSTART or first.startswith(MEDLINE_PREFIX):
+        if first[:1] in ("-", "#") and (first == DOCSTART or first.startswith(MEDLINE_PREFIX)):
             flush()
             has_markers = True
             doc_index += 1
@@ -71,25 +68,27 @@ def read_conll(path: str | Path, language: str = "en", id_prefix: str = "") -> l
             continue
         if len(cols) < 2:
             raise ValidationError(f"{p}:{lineno}: expected 'token<TAB>tag', got {line[:60]!r}")
-        token, tag = cols[0], cols[-1].strip()
+        token, tag = first, cols[-1].strip()
         if not is_token(token):
             raise ValidationError(f"{p}:{lineno}: token {token!r} is empty or contains a space or line break")
-        if tag != "O" and not (len(tag) > 2 and tag[1] == "-" and tag[0] in "BI"):
-            raise ValidationError(f"{p}:{lineno}: invalid IOB2 tag {tag!r} (expected O, B-TYPE or I-TYPE)")
+        if tag not in valid_tags:
+            if not (len(tag) > 2 and tag[1] == "-" and tag[0] in "BI"):
+                raise ValidationError(f"{p}:{lineno}: invalid IOB2 tag {tag!r} (expected O, B-TYPE or I-TYPE)")
+            valid_tags.add(tag)
         tokens.append(token)
-        tags.append((tag, lineno))
+        tags.append(tag)
     flush()
     return docs
 
 
-def _sentence_document(p: Path, doc_id: str, tokens: list[str], tags: list[tuple[str, int]], language: str,
+def _sentence_document(p: Path, doc_id: str, tokens: list[str], tags: list[str], language: str,
                        metadata: dict[str, object]) -> Document:
     text = " ".join(tokens)
     entities: list[Entity] = []
     pos = 0
     open_start = open_end = -1
     open_type = ""
-    for token, (tag, _lineno) in zip(tokens, tags):
+    for token, tag in zip(tokens, tags):
         start, end = pos, pos + len(token)
         pos = end + 1
         if tag.startswith("I-") and open_type == tag[2:]:
