@@ -16,18 +16,18 @@ import tempfile
 import time
 
 SENTENCES = [
-    "Germline mutations in the BRCA1 gene predispose women to early-onset breast cancer and ovarian cancer, "
-    "and the lifetime risk among carriers in families with hereditary breast-ovarian cancer syndrome is high.",
-    "The adenomatous polyposis coli (APC) tumour suppressor protein controls the Wnt signalling pathway, and "
-    "truncating mutations of APC are found in most sporadic colorectal tumours.",
-    "Myotonic dystrophy (DM) is the most common inherited neuromuscular disease in adults, with a global "
-    "incidence of 1 in 8000, and is caused by an expanded CTG repeat.",
-    "We describe two unrelated patients with Wiskott-Aldrich syndrome who presented with eczema, "
-    "thrombocytopenia and recurrent infections, and whose cells lacked the WASP protein.",
-    "Treatment with cisplatin induced acute renal failure in rats, which was prevented by co-administration "
-    "of the antioxidant N-acetylcysteine at a dose of 150 mg/kg.",
-    "Ataxia-telangiectasia (A-T) is a recessive multi-system disorder caused by mutations in the ATM gene at "
-    "11q22-q23, characterised by cerebellar degeneration and immunodeficiency.",
+    ("Germline mutations in the BRCA1 gene predispose women to early-onset breast cancer and ovarian cancer, "
+     "and the lifetime risk among carriers in families with hereditary breast-ovarian cancer syndrome is high."),
+    ("The adenomatous polyposis coli (APC) tumour suppressor protein controls the Wnt signalling pathway, and "
+     "truncating mutations of APC are found in most sporadic colorectal tumours."),
+    ("Myotonic dystrophy (DM) is the most common inherited neuromuscular disease in adults, with a global "
+     "incidence of 1 in 8000, and is caused by an expanded CTG repeat."),
+    ("We describe two unrelated patients with Wiskott-Aldrich syndrome who presented with eczema, "
+     "thrombocytopenia and recurrent infections, and whose cells lacked the WASP protein."),
+    ("Treatment with cisplatin induced acute renal failure in rats, which was prevented by co-administration "
+     "of the antioxidant N-acetylcysteine at a dose of 150 mg/kg."),
+    ("Ataxia-telangiectasia (A-T) is a recessive multi-system disorder caused by mutations in the ATM gene at "
+     "11q22-q23, characterised by cerebellar degeneration and immunodeficiency."),
 ]
 TYPES = [("Disease", "a disease, disorder, syndrome, or abnormal condition"),
          ("Gene", "a gene or gene product (protein, RNA) named by symbol or full name"),
@@ -62,8 +62,17 @@ def main() -> None:
     import onnxruntime as ort
     import torch
 
-    from llmner.modeling.selector import ONNX_OUTPUT_NAMES, SelectorConfig, SelectorModel
-    from llmner.modeling.selector_export import batched_feeds, build_variants, check_agreement, check_parity
+    from llmner.modeling.selector import (
+        ONNX_OUTPUT_NAMES,
+        SelectorConfig,
+        SelectorModel,
+    )
+    from llmner.modeling.selector_export import (
+        batched_feeds,
+        build_variants,
+        check_agreement,
+        check_parity,
+    )
 
     torch.set_num_threads(args.threads)
     model = SelectorModel.from_pretrained(args.selector) if args.selector else SelectorModel.from_encoder(SelectorConfig())

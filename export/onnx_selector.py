@@ -42,8 +42,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from llmner.errors import LlmnerError
     from llmner.modeling.selector import SelectorModel
-    from llmner.modeling.selector_export import (_SAMPLE, batched_feeds, build_variants, check_agreement,
-                                                 check_parity, onnx_probabilities)
+    from llmner.modeling.selector_export import (
+        _SAMPLE,
+        batched_feeds,
+        build_variants,
+        check_agreement,
+        check_parity,
+        onnx_probabilities,
+    )
 
     try:
         src = args.selector / "selector" if (args.selector / "bundle.json").is_file() else args.selector

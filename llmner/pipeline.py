@@ -35,7 +35,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmner.data_processing.chunking import Chunk, ChunkingConfig, chunk_document, merge_chunk_entities
+from llmner.data_processing.chunking import (
+    Chunk,
+    ChunkingConfig,
+    chunk_document,
+    merge_chunk_entities,
+)
 from llmner.doc import Document, Entity, ResultRecord, dedupe_entities
 from llmner.errors import ConfigError
 from llmner.runtime.base import Candidate, GeneratorRuntime, SelectorRuntime, TagRequest
@@ -76,7 +81,7 @@ class Pipeline:
                           else (selector.threshold if selector is not None else 0.0))
         if count_tokens is None and getattr(generator, "tokenizer", None) is not None:
             tokenizer = generator.tokenizer  # type: ignore[attr-defined]
-            count_tokens = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+            count_tokens = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
         self.count_tokens = count_tokens
         ids = {"generator": generator.model_id or "generator"}
         if selector is not None:
@@ -89,7 +94,12 @@ class Pipeline:
     # ---- construction ----------------------------------------------------------------------------
     @classmethod
     def from_bundle(cls, path: str | Path | None = None, config: PipelineConfig | None = None) -> Pipeline:
-        from llmner.bundle import GENERATOR_DIR, SELECTOR_DIR, default_bundle_path, load_manifest
+        from llmner.bundle import (
+            GENERATOR_DIR,
+            SELECTOR_DIR,
+            default_bundle_path,
+            load_manifest,
+        )
         from llmner.runtime.torch_generator import TorchGeneratorRuntime
 
         config = config or PipelineConfig()

@@ -6,15 +6,25 @@ import logging
 
 import numpy as np
 import pytest
+from tiny_selector import build_tiny_bert
 
 from llmner.errors import ConfigError
 from llmner.modeling.selector import SelectorConfig, SelectorModel
-from llmner.modeling.selector_export import batched_feeds, build_variants, check_agreement, check_parity, onnx_probabilities
+from llmner.modeling.selector_export import (
+    batched_feeds,
+    build_variants,
+    check_agreement,
+    check_parity,
+    onnx_probabilities,
+)
 from llmner.runtime import onnx_selector
 from llmner.runtime.base import Candidate
-from llmner.runtime.onnx_selector import OnnxSelectorRuntime, choose_provider, ensure_onnx
+from llmner.runtime.onnx_selector import (
+    OnnxSelectorRuntime,
+    choose_provider,
+    ensure_onnx,
+)
 from llmner.runtime.torch_selector import TorchSelectorRuntime
-from tiny_selector import build_tiny_bert
 
 TEXT = ("Germline mutations in the BRCA1 gene predispose women to breast cancer and ovarian cancer, "
         "and cisplatin treatment of (familial) tumours was studied in 12 patients.")

@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 import pytest
+from tiny_selector import build_tiny_bert
 
 from llmner.bundle import BundleManifest, load_manifest, save_bundle
 from llmner.data_processing.chunking import ChunkingConfig
@@ -17,7 +18,6 @@ from llmner.pipeline import Pipeline, PipelineConfig
 from llmner.runtime.base import GeneratorRuntime, SelectorRuntime, TagResult
 from llmner.runtime.torch_selector import TorchSelectorRuntime
 from llmner.schema import get_schema
-from tiny_selector import build_tiny_bert
 
 LEXICON = {"breast cancer": "Disease", "BRCA1": "Gene", "cisplatin": "Chemical", "mice": "Species", "HeLa": "CellLine",
            "cancer": "Disease"}
@@ -118,8 +118,9 @@ def test_biomedical_default_schema_has_the_six_types():
 @pytest.fixture(scope="module")
 def tiny_bundle(tmp_path_factory):
     """A real bundle: a tiny Llama generator (GeneratorModel, LoRA) + a tiny BERT selector."""
-    from llmner.modeling.generator import GeneratorConfig, GeneratorModel
     from tiny_models import tiny_causal_lm
+
+    from llmner.modeling.generator import GeneratorConfig, GeneratorModel
 
     root = tmp_path_factory.mktemp("bundle")
     model, tokenizer = tiny_causal_lm()

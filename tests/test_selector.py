@@ -9,16 +9,27 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tiny_selector import build_tiny_bert
 
 from llmner.doc import Document, Entity
 from llmner.errors import ConfigError
 from llmner.modeling.selector import SelectorConfig, SelectorModel, mark_candidate
 from llmner.runtime.base import Candidate
 from llmner.schema import EntitySchema, EntityType
-from llmner.training.negatives import (BOUNDARY_KINDS, NegativeConfig, boundary_negatives, build_negatives, tokenize,
-                                       whole_tokens_in)
-from llmner.training.selector import SelectorTrainingConfig, best_threshold, loss_for, train_selector
-from tiny_selector import build_tiny_bert
+from llmner.training.negatives import (
+    BOUNDARY_KINDS,
+    NegativeConfig,
+    boundary_negatives,
+    build_negatives,
+    tokenize,
+    whole_tokens_in,
+)
+from llmner.training.selector import (
+    SelectorTrainingConfig,
+    best_threshold,
+    loss_for,
+    train_selector,
+)
 
 SCHEMA = EntitySchema("test", "en", (EntityType("Disease", "a disease"), EntityType("Gene", "a gene or protein"),
                                      EntityType("Chemical", "a chemical")))

@@ -113,7 +113,14 @@ def tag(
 ) -> None:
     """Tag documents: chunk -> generate -> select -> merge; writes entities, scores and model ids."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from llmner.pipeline import Pipeline, PipelineConfig
 

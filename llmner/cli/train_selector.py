@@ -74,6 +74,10 @@ def train_selector_command(
     from llmner.training.negatives import NegativeConfig
     from llmner.training.selector import SelectorTrainingConfig, train_selector
 
+    if not progress:   # one log line per 10 steps instead of a progress bar
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     schema = corpus_schema(corpus)
     train_docs = load_corpus(corpus, split)[:max_documents]
     dev_docs = load_corpus(corpus, dev_split)[:dev_documents] if dev_split else []

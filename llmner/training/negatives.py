@@ -100,9 +100,10 @@ def boundary_negatives(text: str, gold: Entity, max_shift: int = 3, tokens: list
     return out
 
 
-def build_negatives(doc: Document, schema: EntitySchema, config: NegativeConfig = NegativeConfig(),
+def build_negatives(doc: Document, schema: EntitySchema, config: NegativeConfig | None = None,
                     generator_predictions: Sequence[Entity] = (), rng: random.Random | None = None) -> DocumentNegatives:
     """Groups (gold + derived negatives) and unattached negatives for one document."""
+    config = config or NegativeConfig()
     rng = rng or random.Random(f"{config.seed}:{doc.id}")
     text = doc.text
     toks = tokenize(text)

@@ -128,7 +128,7 @@ def best_threshold(scores: np.ndarray, labels: np.ndarray, total_gold: int | Non
     # Midway to the next lower score: robust to tiny numeric differences (ONNX, int8).
     threshold = float(s[i]) if i + 1 >= len(s) else float((s[i] + s[i + 1]) / 2)
     return threshold, {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-                       "candidates": int(len(s)), "gold": total}
+                       "candidates": len(s), "gold": total}
 
 
 def dev_candidates(docs: Sequence[Document], schema: EntitySchema, config: NegativeConfig,
@@ -214,7 +214,7 @@ def train_selector(
             kinds[n.kind] = kinds.get(n.kind, 0) + 1
 
     steps_per_epoch = math.ceil(len(groups) / config.groups_per_step)
-    total_steps = config.max_steps or max(1, int(round(config.epochs * steps_per_epoch)))
+    total_steps = config.max_steps or max(1, round(config.epochs * steps_per_epoch))
 
     ckpt_root = output / "checkpoints"
     start_step, losses = 0, []
@@ -246,7 +246,13 @@ def train_selector(
         extra = rng.sample(unattached, min(config.unattached_per_step, len(unattached)))
         return chosen, extra
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     columns = [TextColumn("selector"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn()]
     with Progress(*columns, disable=not progress, transient=False) as bar:
@@ -265,6 +271,8 @@ def train_selector(
             losses.append(float(loss.detach()))
             bar.update(task, advance=1, loss=f"{float(loss):.3f} (nce {nce:.3f} bce {bce:.3f})")
             done = step + 1
+            if not progress and (done % 10 == 0 or done == total_steps):
+                log.info("selector step %d/%d loss %.4f (nce %.4f bce %.4f)", done, total_steps, float(loss), nce, bce)
             if config.checkpoint_every and done % config.checkpoint_every == 0 and done < total_steps:
                 ckpt.save_checkpoint(ckpt_root, done, _Fp32Checkpoint(model),
                                      {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
