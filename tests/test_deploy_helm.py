@@ -18,13 +18,11 @@ from __future__ import annotations
 import copy
 import re
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 import yaml
-
 from test_deploy import (
     HEALTH_COMMAND,
     IMAGE_REPOSITORIES,
@@ -353,7 +351,7 @@ def test_loader_and_bridge_arguments_match_their_clis() -> None:
         for so in by_kind(objects, "ScaledObject").values():
             if so["metadata"]["name"] == "llmner-loader":
                 assert so["spec"]["triggers"][0]["metadata"]["consumerGroup"] == group
-    bridge_group = re.search(r'^GROUP\s*=\s*"([^"]+)"', (ROOT / "workers" / "inbox.py").read_text(), re.M).group(1)
+    bridge_group = re.search(r'^GROUP\s*=\s*"([^"]+)"', (ROOT / "workers" / "inbox.py").read_text(), re.MULTILINE).group(1)
     assert yaml.safe_load((CHART / "values.yaml").read_text())["bridge"]["consumerGroup"] == bridge_group
 
 
