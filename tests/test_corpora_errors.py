@@ -125,6 +125,14 @@ def test_malformed_pubtator(tmp_path, content, message):
         read_pubtator(path)
 
 
+def test_pubtator_without_blank_lines_and_with_crlf(tmp_path):
+    two = PUBTATOR_OK.rstrip("\n") + "\n" + PUBTATOR_OK.replace("1|", "2|").replace("1\t", "2\t")
+    path = write(tmp_path, "two.txt", two.replace("\n", "\r\n"))
+    docs = read_pubtator(path)
+    assert [d.id for d in docs] == ["1", "2"]
+    assert all(d.text == "Aspirin and headache. It helps." and len(d.entities) == 2 for d in docs)
+
+
 @pytest.mark.parametrize(
     ("ann", "message"),
     [

@@ -70,6 +70,8 @@ def _read_one(p: Path, lines: list[str], i: int, type_map: Mapping[str, str], la
     extras: list[list[object]] = []
     while i < len(lines) and lines[i].strip():
         where = f"{p}:{i + 1}"
+        if "\t" not in lines[i] and "|t|" in lines[i]:
+            break  # the next document starts without a blank line in between
         cols = lines[i].split("\t")
         if cols[0] != pmid:
             raise ValidationError(f"{where}: line belongs to document {cols[0]!r} inside document {pmid!r} (missing blank line?)")
