@@ -248,3 +248,43 @@ def test_free_text_is_tokenized_for_conll(tmp_path):
     assert [[(e.text, e.type) for e in d.entities] for d in first] == [
         [("Famotidine", "Chemical"), ("delirium", "Disease")], [("SRC", "Disease")], [("Naloxone", "Chemical")]]
     assert as_dicts(round_trip(first, "conll", tmp_path, "b")) == as_dicts(first)
+
+
+TOKEN = st.text(alphabet=st.sampled_from(list("abAB-().,乳腺é🧬\u00a0\u2028\x85\u0301")), min_size=1, max_size=6)
+
+
+@st.composite
+def token_sentences(draw, nested: bool):
+    docs = []
+    for k in range(draw(st.integers(1, 3))):
+        tokens = draw(st.lists(TOKEN, min_size=1, max_size=12))
+        text = " ".join(tokens)
+        starts, pos = [], 0
+        for t in tokens:
+            starts.append(pos)
+            pos += len(t) + 1
+        spans = draw(st.lists(st.tuples(st.integers(0, len(tokens) - 1), st.integers(1, 4), st.sampled_from(["DNA", "protein"])), max_size=5))
+        entities: dict[tuple[int, int, str], Entity] = {}
+        used: set[int] = set()
+        for first, length, etype in spans:
+            last = min(len(tokens), first + length)
+            if not nested and used & set(range(first, last)):
+                continue
+            used |= set(range(first, last))
+            s, e = starts[first], starts[last - 1] + len(tokens[last - 1])
+            entities.setdefault((s, e, etype), Entity(s, e, etype, text[s:e]))
+        docs.append(Document(f"{k}", text, "en", {"sentence_index": k}, sorted(entities.values(), key=lambda x: (x.start, -x.end, x.type))))
+    return docs
+
+
+@pytest.mark.parametrize("fmt", ["conll", "genia"])
+def test_random_token_sentences_round_trip(tmp_path_factory, fmt):
+    @settings(max_examples=60, deadline=None)
+    @given(token_sentences(nested=fmt == "genia"))
+    def check(docs):
+        tmp = tmp_path_factory.mktemp(fmt)
+        once = round_trip(docs, fmt, tmp, "a")
+        assert [(d.text, [e.key for e in d.entities]) for d in once] == [(d.text, [e.key for e in d.entities]) for d in docs]
+        assert as_dicts(round_trip(once, fmt, tmp, "b")) == as_dicts(once)
+
+    check()
