@@ -237,6 +237,23 @@ def test_cmeee_characters_and_unlabeled_test():
         assert sum(involved_in_nesting([(e.start, e.end) for e in d.entities]) for d in docs) == expected
 
 
+def test_bc2gm_original_files():
+    from llmner.data_processing.corpora import read_bc2gm
+
+    root = shared_data() / "bc2gm" / "original"
+    expected = {"train": (15000, 18265, 14499), "test": (5000, 6331, 5068)}
+    for split, (sentences, genes, alternatives) in expected.items():
+        docs = read_bc2gm(root / split)
+        assert len(docs) == sentences
+        assert sum(len(d.entities) for d in docs) == genes
+        assert sum(len(d.metadata.get("alternatives", [])) for d in docs) == alternatives
+        for d in docs:
+            d.validate()
+    # "14 33|alkaline phosphatases": offsets count non-space characters, end inclusive
+    first = read_bc2gm(root / "train")[0]
+    assert [e.text for e in first.entities] == ["alkaline phosphatases", "5-nucleotidase"]
+
+
 def test_s800_splits_cover_all_annotations():
     root = shared_data() / "s800"
     rows = [line for line in (root / "original" / "S800.tsv").read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -244,3 +261,9 @@ def test_s800_splits_cover_all_annotations():
     assert sum(len(d.entities) for d in docs) == len(rows) == 3708
     assert len({d.id for d in docs}) == 800
     assert all(e.normalized_id and e.normalized_id.startswith("Taxonomy:") for d in docs for e in d.entities)
+    # S800.tsv (taxid, category:pmid, start, end inclusive, text) lists the same mentions as the standoff files
+    tsv = set()
+    for row in rows:
+        taxid, doc, start, end, text = row.split("\t")
+        tsv.add((doc.split(":")[1], int(start), int(end) + 1, text, f"Taxonomy:{taxid}"))
+    assert tsv == {(d.id, e.start, e.end, e.text, e.normalized_id) for d in docs for e in d.entities}

@@ -220,6 +220,37 @@ def test_malformed_cblue(tmp_path, content, message):
         read_cblue(path)
 
 
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("S1|0 40|gene", ":1: non-space offsets '0 40' out of range"),
+        ("S1|0|gene", ":1: expected '<sentence-id>|<start> <end>|<mention>'"),
+        ("S9|0 3|gene", ":1: unknown sentence id 'S9'"),
+    ],
+)
+def test_malformed_bc2gm(tmp_path, line, message):
+    from llmner.data_processing.corpora import read_bc2gm
+
+    write(tmp_path, "x.in", "S1 The BRCA1 gene.\n")
+    path = write(tmp_path, "GENE.eval", line + "\n")
+    with pytest.raises(ValidationError, match=re.escape(f"{path}{message}")):
+        read_bc2gm(tmp_path)
+
+
+def test_bc2gm_offsets_skip_whitespace(tmp_path):
+    from llmner.data_processing.corpora import read_bc2gm, write_bc2gm
+
+    write(tmp_path, "x.in", "S1 The  BRCA1 gene product.\n")
+    write(tmp_path, "GENE.eval", "S1|3 11|BRCA1 gene\n")
+    write(tmp_path, "ALTGENE.eval", "S1|3 7|BRCA1\n")
+    (doc,) = read_bc2gm(tmp_path / "x.in")
+    assert [e.text for e in doc.entities] == ["BRCA1 gene"] and doc.metadata["alternatives"] == [[5, 10]]
+    bad = Document("S2", "two types")
+    bad.entities = [bad.span(0, 3, "GENE"), bad.span(4, 9, "Other")]
+    with pytest.raises(ValidationError, match="BC2GM stores one entity type"):
+        write_bc2gm([bad], tmp_path / "out")
+
+
 def test_cblue_inclusive_end(tmp_path):
     path = write(tmp_path, "ok.json", '[{"text": "发热咳嗽", "entities": [{"start_idx": 2, "end_idx": 3, "type": "sym", "entity": "咳嗽"}]}]')
     (doc,) = read_cblue(path)

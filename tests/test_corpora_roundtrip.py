@@ -27,7 +27,7 @@ from llmner.doc import Document, Entity
 
 
 def round_trip(docs, fmt, tmp_path, name="out"):
-    path = tmp_path / (name if fmt == "brat" else f"{name}.{fmt}")
+    path = tmp_path / (name if fmt in ("brat", "bc2gm") else f"{name}.{fmt}")
     write_documents(docs, path, fmt)
     return read_documents(path, fmt)
 
@@ -72,6 +72,15 @@ def test_brat_round_trip_on_s800(tmp_path):
     assert as_dicts(read_brat(tmp_path / "brat")) == as_dicts(sorted(first, key=lambda d: d.id))
     for doc_id in ids[:5]:  # the text files are copied byte for byte
         assert (tmp_path / "brat" / f"{doc_id}.txt").read_bytes() == (root / "standoff" / f"{doc_id}.txt").read_bytes()
+
+
+def test_bc2gm_original_round_trip(tmp_path):
+    from llmner.data_processing.corpora import read_bc2gm
+
+    first = read_bc2gm(shared_data() / "bc2gm/original/test")
+    second = round_trip(first, "bc2gm", tmp_path)
+    assert as_dicts(second) == as_dicts(first)
+    assert sum(len(d.metadata.get("alternatives", [])) for d in second) == 5068
 
 
 def test_genia_round_trip_keeps_nesting(tmp_path):
@@ -230,7 +239,7 @@ def test_random_documents_round_trip(tmp_path_factory, fmt):
 
 
 def test_every_format_is_registered_with_reader_and_writer():
-    assert set(FORMATS) == {"jsonl", "pubtator", "bioc", "brat", "conll", "genia", "cblue"}
+    assert set(FORMATS) == {"jsonl", "pubtator", "bioc", "brat", "conll", "genia", "cblue", "bc2gm"}
     for fmt in FORMATS.values():
         assert callable(fmt.reader) and callable(fmt.writer) and fmt.description
 

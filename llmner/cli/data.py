@@ -94,10 +94,10 @@ def stats(corpus: Annotated[str | None, typer.Option("--corpus", "-c", help="one
 
 
 def convert(
-    input: Annotated[Path, typer.Argument(help="input file (or BRAT directory)")],
-    output: Annotated[Path, typer.Argument(help="output file (or BRAT directory)")],
-    from_format: Annotated[str, typer.Option("--from", help="input format: jsonl, pubtator, bioc, brat, conll, genia, cblue")],
-    to_format: Annotated[str, typer.Option("--to", help="output format: jsonl, pubtator, bioc, brat, conll, genia, cblue")],
+    input: Annotated[Path, typer.Argument(help="input file (or BRAT / BC2GM directory)")],
+    output: Annotated[Path, typer.Argument(help="output file (or BRAT / BC2GM directory)")],
+    from_format: Annotated[str, typer.Option("--from", help="input format: jsonl, pubtator, bioc, brat, conll, genia, cblue, bc2gm")],
+    to_format: Annotated[str, typer.Option("--to", help="output format: jsonl, pubtator, bioc, brat, conll, genia, cblue, bc2gm")],
 ) -> None:
     """Convert annotated documents between formats (any reader -> any writer)."""
     from llmner.data_processing.corpora.formats import get_format

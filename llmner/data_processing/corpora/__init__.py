@@ -4,6 +4,7 @@
 >>> docs = load_corpus("ncbi_disease", split="test")   # list[Document] with gold entities
 """
 
+from llmner.data_processing.corpora.bc2gm import read_bc2gm, write_bc2gm
 from llmner.data_processing.corpora.bioc_xml import read_bioc, write_bioc
 from llmner.data_processing.corpora.brat import read_brat, write_brat
 from llmner.data_processing.corpora.cblue import read_cblue, write_cblue
@@ -38,7 +39,7 @@ from llmner.data_processing.corpora.registry import (
 __all__ = [
     "CORPORA", "CORPUS_NAMES", "DATA_DIR_ENV", "FORMATS", "NCBI_DISEASE_CLASSES", "SPLITS",
     "clear_cache", "corpus_schema", "data_dir", "get_format", "has_sentence_view", "is_labeled",
-    "load_corpus", "load_sentences", "read_bioc", "read_brat", "read_cblue", "read_conll", "read_documents",
-    "read_genia_jsonl", "read_jsonl", "read_pubtator", "write_bioc", "write_brat", "write_cblue", "write_conll",
+    "load_corpus", "load_sentences", "read_bc2gm", "read_bioc", "read_brat", "read_cblue", "read_conll", "read_documents",
+    "read_genia_jsonl", "read_jsonl", "read_pubtator", "write_bc2gm", "write_bioc", "write_brat", "write_cblue", "write_conll",
     "write_documents", "write_genia_jsonl", "write_jsonl", "write_pubtator",
 ]

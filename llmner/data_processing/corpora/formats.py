@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmner.data_processing.corpora.bc2gm import read_bc2gm, write_bc2gm
 from llmner.data_processing.corpora.bioc_xml import read_bioc, write_bioc
 from llmner.data_processing.corpora.brat import read_brat, write_brat
 from llmner.data_processing.corpora.cblue import read_cblue, write_cblue
@@ -38,6 +39,7 @@ FORMATS: dict[str, Format] = {
         Format("conll", read_conll, write_conll, "CoNLL/IOB2 token<TAB>tag, one Document per sentence"),
         Format("genia", read_genia_jsonl, write_genia_jsonl, "GENIA nested JSONL with token offsets"),
         Format("cblue", read_cblue, write_cblue, "CBLUE JSON (CMeEE), inclusive end_idx, Chinese"),
+        Format("bc2gm", read_bc2gm, write_bc2gm, "BioCreative II GM directory: .in sentences + GENE.eval (non-space offsets)"),
     )
 }
 
