@@ -82,7 +82,8 @@ class _ThreadWorker:
 
 
 @contextlib.contextmanager
-def running_workers(settings: Settings, pipeline: Any = None, bundle: str | None = None) -> Iterator[Settings]:
+def running_workers(settings: Settings, pipeline: Any = None, bundle: str | None = None,
+                    queues: Sequence[str] | None = None) -> Iterator[Settings]:
     """Configure this process for ``settings``, load the models once, run a worker thread that
     consumes both queues (ingest and infer tasks interleave on it).
 
@@ -97,8 +98,8 @@ def running_workers(settings: Settings, pipeline: Any = None, bundle: str | None
     if pipeline is not None:
         set_pipeline(pipeline)
     else:
-        get_pipeline(bundle or active.bundle)
-    workers = [_ThreadWorker(app, [active.ingest_queue, active.infer_queue], "llmner-worker")]
+        get_pipeline(bundle or active.bundle, factory=active.pipeline_factory)
+    workers = [_ThreadWorker(app, list(queues or [active.ingest_queue, active.infer_queue]), "llmner-worker")]
     try:
         for w in workers:
             w.start()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from llmner.errors import ConfigError
 from workers import metrics
 
 log = logging.getLogger(__name__)
@@ -17,17 +20,30 @@ _pipeline: Any = None
 _lock = threading.Lock()
 
 
-def get_pipeline(bundle: str | None = None, ready_file: str | None = None) -> Any:
+def load_factory(spec: str | None) -> Callable[[str | None], Any]:
+    """``module:function`` (LLMNER_PIPELINE_FACTORY), default :meth:`llmner.pipeline.Pipeline.from_bundle`."""
+    if not spec:
+        from llmner.pipeline import Pipeline
+
+        return Pipeline.from_bundle
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"LLMNER_PIPELINE_FACTORY must look like 'module:function', got {spec!r}")
+    target: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        target = getattr(target, part)
+    return target
+
+
+def get_pipeline(bundle: str | None = None, ready_file: str | None = None, factory: str | None = None) -> Any:
     """The process-wide :class:`llmner.pipeline.Pipeline` (loads it on first use)."""
     global _pipeline
     if _pipeline is not None:
         return _pipeline
     with _lock:
         if _pipeline is None:
-            from llmner.pipeline import Pipeline
-
             started = time.perf_counter()
-            pipe = Pipeline.from_bundle(bundle)
+            pipe = load_factory(factory)(bundle)
             seconds = time.perf_counter() - started
             metrics.MODEL_LOAD_SECONDS.set(seconds)
             log.info("model bundle loaded in %.1f s: %s", seconds, model_version(pipe))

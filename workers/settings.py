@@ -62,6 +62,7 @@ class Settings:
     visibility_timeout: int = 3600
     state_ttl: int = 7 * 24 * 3600
     bundle: str | None = None
+    pipeline_factory: str | None = None
     metrics_port: int = 9808
     ready_file: str = "/tmp/llmner-worker-ready"
 
@@ -86,6 +87,7 @@ class Settings:
             visibility_timeout=_int("LLMNER_VISIBILITY_TIMEOUT", 3600),
             state_ttl=_int("LLMNER_STATE_TTL", 7 * 24 * 3600),
             bundle=env("LLMNER_BUNDLE") or None,
+            pipeline_factory=env("LLMNER_PIPELINE_FACTORY") or None,
             metrics_port=_int("LLMNER_METRICS_PORT", 9808),
             ready_file=env("LLMNER_READY_FILE", "") or "/tmp/llmner-worker-ready",
         )
@@ -111,6 +113,8 @@ class Settings:
         }
         if self.bundle:
             env["LLMNER_BUNDLE"] = self.bundle
+        if self.pipeline_factory:
+            env["LLMNER_PIPELINE_FACTORY"] = self.pipeline_factory
         return env
 
     def with_prefix(self, prefix: str) -> Settings:

@@ -189,13 +189,14 @@ class JobStore:
         if refs:
             self.r.rpush(self.settings.chunk_list, *refs)
 
-    def load_chunks(self, refs: Sequence[str]) -> list[dict | None]:
-        """The chunk JSON of each reference, None where the job is gone."""
+    def load_chunks(self, refs: Sequence[str]) -> list[tuple[dict | None, str]]:
+        """(chunk JSON, schema name or "") of each reference; the chunk is None where the job is gone."""
         pipe = self.r.pipeline(transaction=False)
         for ref in refs:
             job_id, index = parse_ref(ref)
-            pipe.hget(self.settings.manifest_key(job_id), f"c{index}")
-        return [None if raw is None else orjson.loads(raw) for raw in pipe.execute()]
+            pipe.hmget(self.settings.manifest_key(job_id), [f"c{index}", "schema"])
+        return [(None if raw is None else orjson.loads(raw), (schema or b"").decode())
+                for raw, schema in pipe.execute()]
 
     def store_chunk(self, ref: str, result: Mapping[str, Any]) -> int:
         """Store a chunk's result (a retry overwrites). 1: the job is complete; 0: not yet; -1: job gone."""

@@ -28,7 +28,7 @@ from celery.signals import worker_process_init, worker_process_shutdown
 
 from llmner.data_processing.chunking import Chunk
 from llmner.doc import LANGUAGES, Document, Entity
-from llmner.errors import ValidationError
+from llmner.errors import ConfigError, ValidationError
 from workers import metrics
 from workers.celery import app, settings
 from workers.models import get_pipeline, model_version, remove_ready_marker
@@ -68,7 +68,7 @@ def _load_models_at_start(**_: Any) -> None:
     # Models load once per worker process, before the first task, never per task.
     s = settings()
     metrics.serve(s.metrics_port)
-    get_pipeline(s.bundle, s.ready_file)
+    get_pipeline(s.bundle, s.ready_file, s.pipeline_factory)
 
 
 @worker_process_shutdown.connect
@@ -77,17 +77,6 @@ def _clear_ready_marker(**_: Any) -> None:
 
 
 # -- validation ---------------------------------------------------------------------------------
-
-def supported_schemas(pipe: Any) -> set[str] | None:
-    """Schema names the pipeline serves; None when it does not say (then any built-in name is accepted)."""
-    names = getattr(pipe, "schema_names", None)
-    if names:
-        return set(names)
-    schema = getattr(pipe, "schema", None)
-    if schema is not None and getattr(schema, "name", None):
-        return {schema.name}
-    return None
-
 
 def parse_document(payload: str, encoding: str, max_chars: int, pipe: Any) -> Document:
     """The document in a submitted payload, or Rejected naming the first problem."""
@@ -130,13 +119,16 @@ def parse_document(payload: str, encoding: str, max_chars: int, pipe: Any) -> Do
         raise Rejected("too_large", f"document text has {len(doc.text)} characters; the limit is {max_chars} (LLMNER_MAX_DOC_CHARS)")
     schema = doc.metadata.get("schema")
     if schema is not None:
-        known = supported_schemas(pipe)
-        if known is None:
-            from llmner.schema import builtin_schema_names
+        # Built-in names only: a payload must not make the worker read files by path.
+        from llmner.schema import builtin_schema_names
 
-            known = set(builtin_schema_names())
-        if schema not in known:
-            raise Rejected("unknown_schema", f"unknown schema {schema!r} (this worker serves {', '.join(sorted(known))})")
+        known = builtin_schema_names()
+        if not isinstance(schema, str) or schema not in known:
+            raise Rejected("unknown_schema", f"unknown schema {schema!r} (built-in schemas: {', '.join(known)})")
+    try:
+        pipe.schema_for(doc)
+    except (ValidationError, ConfigError) as exc:
+        raise Rejected("unknown_schema", str(exc)) from None
     return doc
 
 
@@ -159,7 +151,7 @@ def ingest(self, items: Sequence[Sequence[str]], submitted_at: float | None = No
                         payload, encoding, job_id)
         store.clear_task(task_id)
         return {"jobs": 0, "chunks": 0, "rejected": len(items)}
-    pipe = get_pipeline(s.bundle, s.ready_file)
+    pipe = get_pipeline(s.bundle, s.ready_file, s.pipeline_factory)
     queued_chunks = jobs = rejected = 0
     for i, item in enumerate(items):
         payload, encoding = (item[0], item[1]) if len(item) > 1 else (item[0], "utf-8")
@@ -185,6 +177,7 @@ def ingest(self, items: Sequence[Sequence[str]], submitted_at: float | None = No
             "doc": orjson.dumps({"id": doc.id, "text": doc.text, "language": doc.language, "metadata": doc.metadata}),
             "submitted_at": repr(submitted_at),
             "ingest_ms": f"{ingest_ms:.3f}",
+            "schema": str(doc.metadata.get("schema") or ""),
         }
         for index, chunk in enumerate(chunks):
             fields[f"c{index}"] = orjson.dumps(chunk.to_dict())
@@ -229,7 +222,7 @@ def infer(self) -> dict[str, int]:
     store = job_store()
     task_id = self.request.id
     store.count_delivery(task_id)
-    pipe = get_pipeline(s.bundle, s.ready_file)
+    pipe = get_pipeline(s.bundle, s.ready_file, s.pipeline_factory)
     published = 0
     leftover = store.inflight(task_id)
     if leftover:
@@ -261,16 +254,19 @@ def run_batch(pipe: Any, store: JobStore, task_id: str, refs: Sequence[str], cou
         else:
             live.append(ref)
     pairs: list[tuple[str, Chunk]] = []
-    for ref, data in zip(live, store.load_chunks(live)):
+    schemas = []
+    for ref, (data, schema_name) in zip(live, store.load_chunks(live)):
         if data is None:  # the document was published or sent to the dead stream meanwhile
             store.done_with(task_id, ref)
         else:
-            pairs.append((ref, Chunk.from_dict(data)))
+            chunk = Chunk.from_dict(data)
+            pairs.append((ref, chunk))
+            schemas.append(pipe.schema_named(schema_name) if schema_name else pipe.default_schema(chunk.language))
     if not pairs:
         return 0
     started = time.perf_counter()
     try:
-        per_chunk = pipe.infer_chunks([chunk for _, chunk in pairs])
+        per_chunk = pipe.infer_chunks([chunk for _, chunk in pairs], schemas)
         if len(per_chunk) != len(pairs):
             raise RuntimeError(f"pipeline returned {len(per_chunk)} results for {len(pairs)} chunks")
     except Exception as exc:  # noqa: BLE001 - find the failing chunk, keep the worker up

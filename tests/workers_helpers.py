@@ -1,0 +1,221 @@
+"""Shared helpers for the worker tests: a real Redis (skipped cleanly without one), isolated key
+prefixes, worker processes started exactly as users start them, and stream readers."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+import orjson
+import pytest
+
+from workers.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_REDIS_URL = os.environ.get("LLMNER_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+
+
+def redis_client():
+    import redis
+
+    from workers.state import redis_py_url
+
+    return redis.Redis.from_url(redis_py_url(TEST_REDIS_URL), socket_connect_timeout=1)
+
+
+def require_redis() -> None:
+    try:
+        redis_client().ping()
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"no Redis server at {TEST_REDIS_URL} ({type(exc).__name__}); start one "
+                    "(redis-server --port 6379 --save '') or set LLMNER_TEST_REDIS_URL")
+
+
+def isolated_settings(tmp_path: Path, **overrides) -> Settings:
+    """Settings whose every key, queue and stream lives under a unique prefix."""
+    prefix = f"llmnertest-{uuid.uuid4().hex[:10]}:"
+    s = Settings(redis_url=TEST_REDIS_URL, metrics_port=0, ready_file=str(tmp_path / "ready")).with_prefix(prefix)
+    return dataclasses.replace(s, **overrides)
+
+
+def cleanup(settings: Settings) -> None:
+    from workers.embedded import delete_keys
+
+    delete_keys(settings)
+
+
+def stream_entries(settings: Settings, stream: str) -> list[dict[str, str]]:
+    from workers.state import client, decode_fields
+
+    return [decode_fields(f) for _, f in client(settings.redis_url).xrange(stream)]
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def wait_for_jobs(settings: Settings, job_ids: Iterable[str], timeout: float = 60.0) -> tuple[dict, dict]:
+    from workers.embedded import follow
+
+    return follow(settings, list(job_ids), timeout=timeout)
+
+
+class WorkerProcess:
+    """``celery -A workers worker -Q ... --pool solo`` in a subprocess, as deployments run it."""
+
+    def __init__(self, settings: Settings, queues: list[str], bundle: str, name: str, log_dir: Path,
+                 extra_env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.ready_file = str(log_dir / f"{name}.ready")
+        self.log_path = log_dir / f"{name}.log"
+        env = {**os.environ, **settings.to_env(), "LLMNER_BUNDLE": bundle, "LLMNER_READY_FILE": self.ready_file,
+               "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+               "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]),
+               **(extra_env or {})}
+        self.cmd = [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", ",".join(queues),
+                    "--pool", "solo", "-n", f"{name}-{uuid.uuid4().hex[:6]}@test", "--without-heartbeat",
+                    "--without-mingle", "--without-gossip", "-l", "INFO"]
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 120.0) -> WorkerProcess:
+        Path(self.ready_file).unlink(missing_ok=True)
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.cmd, cwd=str(REPO), env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        wait_for(lambda: Path(self.ready_file).exists() or self.proc.poll() is not None, timeout, f"worker {self.name}")
+        if self.proc.poll() is not None:
+            raise AssertionError(f"worker {self.name} exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._log.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def note_payloads(n: int, seed: int = 0) -> list[dict]:
+    """``n`` small synthetic notes (English and a few Chinese), no real PHI."""
+    import random
+
+    rng = random.Random(seed)
+    en = ["Patient with type 2 diabetes started metformin.", "BRCA1 is mutated in ovarian cancer.",
+          "No signs of pneumonia on chest X-ray.", "Aspirin was stopped because of gastric bleeding.",
+          "TNF-alpha inhibits the IL-2 promoter in T cells.", "Mother has a history of breast cancer.",
+          "Hemophilia A was confirmed; factor VIII activity is low.", "She denies fever and cough."]
+    zh = ["患者出现发热和咳嗽。", "诊断为2型糖尿病，给予二甲双胍治疗。", "胸片未见肺炎征象。"]
+    out = []
+    for i in range(n):
+        if i % 7 == 3:
+            text, lang = "".join(rng.sample(zh, k=rng.randint(1, 2))), "zh"
+        else:
+            text, lang = " ".join(rng.sample(en, k=rng.randint(1, 3))), "en"
+        out.append({"id": f"note-{seed}-{i}", "text": text, "language": lang})
+    return out
+
+
+def payload_lines(docs: list[dict]) -> bytes:
+    return b"".join(orjson.dumps(d) + b"\n" for d in docs)
+
+
+def build_tiny_bundle(directory: Path) -> Path:
+    """A real model bundle of tiny random models (LoRA Llama generator + BERT selector) in ``directory``.
+
+    Same recipe as tests/test_pipeline.py; threshold 0 so the selector keeps what the random
+    generator tags (the tests compare entity lists, which should not be empty).
+    """
+    from llmner.bundle import BundleManifest, save_bundle
+    from llmner.modeling.generator import GeneratorConfig, GeneratorModel
+    from llmner.modeling.selector import SelectorConfig, SelectorModel
+    from llmner.schema import get_schema
+    from tiny_models import tiny_causal_lm
+    from tiny_selector import build_tiny_bert
+
+    root = directory.parent / f"{directory.name}-parts"
+    model, tokenizer = tiny_causal_lm()
+    base_dir = root / "base"
+    model.save_pretrained(str(base_dir))
+    tokenizer.save_pretrained(str(base_dir))
+    gen = GeneratorModel.from_base(GeneratorConfig(base_model=str(base_dir), lora_r=2, schemas=()),
+                                   schemas=[get_schema("biomedical_en")], base=(model, tokenizer))
+    gen.save_pretrained(root / "gen")
+    enc = build_tiny_bert(root / "enc")
+    sel = SelectorModel.from_encoder(SelectorConfig(encoder=str(enc), threshold=0.0, model_id="sel-tiny",
+                                                    trainable_layers=1))
+    sel.save_pretrained(root / "sel")
+    manifest = BundleManifest(name="tiny", generator_id="gen-tiny", selector_id="sel-tiny",
+                              decoding_mode="constrained", selector_threshold=0.0)
+    return Path(save_bundle(directory, root / "gen", root / "sel", manifest))
+
+
+# A rule-based generator runtime: the real Pipeline (chunking, schema per chunk, merge to document
+# offsets, dedupe) around a deterministic, millisecond-fast GeneratorRuntime. The queue tests that
+# push hundreds of documents through worker processes use it: a tiny random LLM needs about a
+# second per note on this shared 2-core machine. The tiny random LLM bundle still runs the
+# end-to-end identity, `llmner run` and kill -9 tests.
+LEXICON = {
+    "diabetes": "Disease", "ovarian cancer": "Disease", "breast cancer": "Disease", "cancer": "Disease",
+    "pneumonia": "Disease", "asthma": "Disease", "hemophilia a": "Disease", "fever": "Disease",
+    "metformin": "Chemical", "aspirin": "Chemical", "insulin": "Chemical", "factor viii": "Gene",
+    "brca1": "Gene", "tnf-alpha": "Gene", "il-2": "Gene", "t cells": "CellType",
+    "发热": "sym", "咳嗽": "sym", "糖尿病": "dis", "二甲双胍": "dru", "肺炎": "dis",
+}
+
+
+def _lexicon_runtime():
+    import re
+
+    from llmner.runtime.base import GeneratorRuntime, TagResult
+
+    pattern = re.compile("|".join(sorted(map(re.escape, LEXICON), key=len, reverse=True)), re.IGNORECASE)
+
+    class LexiconGenerator(GeneratorRuntime):
+        model_id = "lexicon-v1"
+
+        def tag(self, requests):
+            from llmner.doc import Entity
+
+            out = []
+            for req in requests:
+                ents = [Entity(m.start(), m.end(), LEXICON[m.group().lower()], m.group())
+                        for m in pattern.finditer(req.text) if LEXICON[m.group().lower()] in req.schema]
+                out.append(TagResult(entities=ents, output=req.text))
+            return out
+
+    return LexiconGenerator()
+
+
+def lexicon_pipeline(bundle: str | None = None):
+    """LLMNER_PIPELINE_FACTORY target: the library Pipeline with the rule-based generator, no selector."""
+    from llmner.pipeline import Pipeline
+
+    return Pipeline(_lexicon_runtime(), None, count_tokens=lambda text: len(text.split()))
