@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
 from typer.testing import CliRunner
 
@@ -342,3 +343,6 @@ def test_cli_data_stats_prints_the_counts(monkeypatch):
     assert rows["Species"] == ["2,557", "384", "767"]
     result = CliRunner().invoke(app, ["data", "stats", "--corpus", "cmeee"], env={"COLUMNS": "120"})
     assert "unlabeled" in result.output and "61,794" in result.output
+    result = CliRunner().invoke(app, ["data", "stats", "--corpus", "ncbi_disease", "--json"])
+    counts = orjson.loads(result.output)["corpora"]["ncbi_disease"]
+    assert counts["train"] == {"documents": 593, "sentences": 5432, "mentions": 5145, "per_type": {"Disease": 5145}}

@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
+import orjson
 import typer
 from rich.console import Console
 from rich.progress import (
@@ -50,7 +51,10 @@ def split_stats(name: str, split: str) -> dict[str, object]:
     }
 
 
-def stats(corpus: Annotated[str | None, typer.Option("--corpus", "-c", help="one corpus (default: all)")] = None) -> None:
+def stats(
+    corpus: Annotated[str | None, typer.Option("--corpus", "-c", help="one corpus (default: all)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the counts as one JSON object instead of tables")] = False,
+) -> None:
     """Documents / sentences / mentions per split and per entity type of the built-in corpora."""
     from llmner.data_processing.corpora import (
         CORPUS_NAMES,
@@ -70,6 +74,10 @@ def stats(corpus: Annotated[str | None, typer.Option("--corpus", "-c", help="one
                 progress.update(task, description=f"loading {name} {split}")
                 results[name, split] = split_stats(name, split)
                 progress.advance(task)
+    if as_json:
+        payload = {name: {split: results[name, split] for split in SPLITS} for name in names}
+        typer.echo(orjson.dumps({"data_dir": str(root), "corpora": payload}, option=orjson.OPT_INDENT_2).decode())
+        return
     console.print(f"data directory: {root}")
     for name in names:
         schema = corpus_schema(name)
