@@ -49,7 +49,7 @@ def read_conll(path: str | Path, language: str = "en", id_prefix: str = "") -> l
             metadata["document_index"] = max(doc_index, 0)
             if doc_id is not None:
                 metadata["document_id"] = doc_id
-        docs.append(_sentence_document(p, f"{id_prefix}{len(docs)}", tokens, tags, language, metadata))
+        docs.append(_sentence_document(f"{id_prefix}{len(docs)}", tokens, tags, language, metadata))
         tokens.clear()
         tags.clear()
 
@@ -81,7 +81,7 @@ def read_conll(path: str | Path, language: str = "en", id_prefix: str = "") -> l
     return docs
 
 
-def _sentence_document(p: Path, doc_id: str, tokens: list[str], tags: list[str], language: str,
+def _sentence_document(doc_id: str, tokens: list[str], tags: list[str], language: str,
                        metadata: dict[str, object]) -> Document:
     text = " ".join(tokens)
     entities: list[Entity] = []
