@@ -1,0 +1,42 @@
+"""The constrained decoder's outputs take the inline codec's exact fast path (clean diagnostics)."""
+
+from __future__ import annotations
+
+import re
+
+from tiny_models import tiny_causal_lm
+
+from llmner.codecs import get_codec
+from llmner.decoding import DecodeConfig, Decoder
+from llmner.prompts import PromptBuilder
+from llmner.schema import EntitySchema, EntityType
+
+TEXTS = [
+    "Patients (n = 12) & controls < 5 years.",
+    "患者 出现 发热 。",
+    "<Disease>not a tag</Disease> &amp; literal",
+    "  spaces  ",
+]
+TYPES = ["Disease", "Chemical", "protein"]
+
+
+def test_constrained_outputs_decode_cleanly():
+    model, tokenizer = tiny_causal_lm(seed=1)
+    decoder = Decoder(model, tokenizer, DecodeConfig(budget_factor=4, budget_extra=16))
+    schema = EntitySchema("test", "en", tuple(EntityType(t, f"{t} mentions") for t in TYPES))
+    prefix, suffix = PromptBuilder().split(tokenizer, "", schema)
+    outputs = decoder.decode(prefix, [t + suffix for t in TEXTS], TEXTS, [TYPES] * len(TEXTS), "constrained")
+    codec = get_codec("inline")
+    tags = 0
+    for text, out in zip(TEXTS, outputs):
+        result = codec.decode(out.text, text, TYPES)
+        assert result.diagnostics.clean, (out.text, result.diagnostics)
+        opened = re.findall(r"<([A-Za-z][\w-]*)>", out.text)
+        tags += len(opened)
+        assert len(result.entities) == len({(e.start, e.end, e.type) for e in result.entities})
+        assert len(result.entities) <= len(opened)
+        for ent in result.entities:
+            assert ent.text == text[ent.start : ent.end] and ent.type in TYPES
+        # Writing the decoded entities back gives a target with the same copy of the text.
+        assert codec.decode(codec.encode(text, result.entities), text, TYPES).entities == result.entities
+    assert tags > 0  # the random model did write tags
