@@ -89,7 +89,7 @@ def evaluate(
     from llmner.evaluation.scorer import score
 
     report = score(read_any(gold, gold_format), read_any(pred, pred_format))
-    console.print(report.to_table(title=f"{pred} vs {gold}"))
+    console.print(report.to_table(title=f"{pred.name} vs gold {gold.name}"))
     if json_out is not None:
         json_out.write_bytes(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2))
 
