@@ -83,8 +83,8 @@ def stats(
         schema = corpus_schema(name)
         rows = [results[name, split] for split in SPLITS]
         spec = corpus_spec(name)
-        table = Table(title=f"{name} ({schema.language})", title_justify="left", caption_justify="left",
-                      caption="; ".join(x for x in (spec.description, spec.note) if x))
+        console.print(f"\n[bold]{name}[/] ({schema.language}): {spec.description}")
+        table = Table()
         table.add_column("")
         for split in SPLITS:
             table.add_column(split, justify="right")
@@ -99,6 +99,8 @@ def stats(
             table.add_row(f"  {type_name}", *("-" if r["mentions"] is None else fmt(r["per_type"].get(type_name, 0))  # type: ignore[union-attr]
                                              for r in rows))
         console.print(table)
+        if spec.note:
+            console.print(f"  note: {spec.note}", style="dim")
 
 
 def convert(
