@@ -219,3 +219,24 @@ def lexicon_pipeline(bundle: str | None = None):
     from llmner.pipeline import Pipeline
 
     return Pipeline(_lexicon_runtime(), None, count_tokens=lambda text: len(text.split()))
+
+
+class configured:
+    """Point this process's Celery app (the producer side) at ``settings``; restore on exit."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def __enter__(self) -> Settings:
+        self._saved = {k: v for k, v in os.environ.items() if k.startswith("LLMNER_")}
+        from workers.celery import configure
+
+        return configure(self.settings)
+
+    def __exit__(self, *exc: object) -> None:
+        from workers.celery import configure
+
+        for k in [k for k in os.environ if k.startswith("LLMNER_")]:
+            del os.environ[k]
+        os.environ.update(self._saved)
+        configure()
