@@ -43,6 +43,14 @@ def test_english_abbreviations_do_not_split():
     ]
 
 
+def test_single_capitals_initials_versus_sentence_ends():
+    text = "Patients had hepatitis B. Serum vitamin D. Levels were low as shown by J. Smith and A. B. Jones. J. Smith agreed."
+    assert sentences(text) == [
+        "Patients had hepatitis B.", "Serum vitamin D.", "Levels were low as shown by J. Smith and A. B. Jones.",
+        "J. Smith agreed.",
+    ]
+
+
 def test_chinese_sentence_ends():
     text = "患者发热三天。伴咳嗽！是否有过敏史？“无。”查体；心肺正常"
     assert sentences(text, "zh") == ["患者发热三天。", "伴咳嗽！", "是否有过敏史？", "“无。”", "查体；", "心肺正常"]

@@ -10,7 +10,8 @@ or any non-Latin letter), except after
 - abbreviations that do not end sentences in abstracts: "e.g.", "i.e.", "et al.", "vs.", "Fig.",
   "Figs.", "Ref.", "Eq.", "No.", "approx.", "cf.", "ca.", "Dr.", "Mr.", "Mrs.", "St.", "resp." ...
 - any dotted abbreviation such as "i.v.", "i.p.", "s.c.", "b.i.d." (letters separated by dots),
-- a single capital letter ("J. Smith"),
+- a single capital letter that is a name initial ("J. Smith", "by J. Smith"; but "hepatitis B.",
+  "vitamin D." end sentences: a lower-case word before a single capital makes it a sentence end),
 - and never inside a number ("2.5", which has no whitespace after the dot anyway).
 
 Chinese: a sentence ends after 。！？； (and their ASCII forms ``!?;``) plus any closing quotes or
@@ -32,6 +33,7 @@ ABBREVIATIONS: frozenset[str] = frozenset({
     "sp", "spp", "var", "subsp", "cv", "nr", "dept", "univ", "jan", "feb", "mar", "apr", "jun", "jul",
     "aug", "sep", "sept", "oct", "nov", "dec",
 })
+_BEFORE_NAMES = frozenset({"by", "and", "with", "from", "to", "of", "dr", "prof", "see", "cf"})
 _CLOSERS = "\"'”’」』）》】)]"
 _OPENERS = "\"'“‘「『（《【([<"
 _EN_END = re.compile(r"[.!?]+[" + re.escape(_CLOSERS) + r"]*(?=\s)")
@@ -51,7 +53,25 @@ def _is_abbreviation(text: str, dot: int) -> bool:
     lowered = word.lower()
     if lowered in ABBREVIATIONS or _DOTTED.fullmatch(word):
         return True
-    return len(word) == 1 and word.isupper()  # an initial: "J. Smith"
+    if len(word) == 1 and word.isupper():
+        return _is_initial(text, start)
+    return False
+
+
+def _is_initial(text: str, start: int) -> bool:
+    """A single capital at ``text[start]`` is a name initial ("J. Smith", "Smith AB, Jones J. and")
+    unless a lower-case word precedes it: "hepatitis B.", "vitamin D.", "type A." end sentences
+    (except after words that introduce names: "by J. Smith", "and J. Smith")."""
+    end = start
+    while end > 0 and text[end - 1].isspace():
+        end -= 1
+    begin = end
+    while begin > 0 and not text[begin - 1].isspace():
+        begin -= 1
+    previous = text[begin:end]
+    if not previous or not previous.isalpha() or not previous.islower():
+        return True
+    return previous in _BEFORE_NAMES
 
 
 def _can_start_sentence(char: str) -> bool:
