@@ -49,6 +49,7 @@ def test_single_capitals_initials_versus_sentence_ends():
         "Patients had hepatitis B.", "Serum vitamin D.", "Levels were low as shown by J. Smith and A. B. Jones.",
         "J. Smith agreed.",
     ]
+    assert sentences("It rose (r = 0. 968; p = 0. 00008). 20 mg was given.") == ["It rose (r = 0. 968; p = 0. 00008).", "20 mg was given."]
 
 
 def test_chinese_sentence_ends():

@@ -12,7 +12,8 @@ or any non-Latin letter), except after
 - any dotted abbreviation such as "i.v.", "i.p.", "s.c.", "b.i.d." (letters separated by dots),
 - a single capital letter that is a name initial ("J. Smith", "by J. Smith"; but "hepatitis B.",
   "vitamin D." end sentences: a lower-case word before a single capital makes it a sentence end),
-- and never inside a number ("2.5", which has no whitespace after the dot anyway).
+- and never inside a number: "2.5", or "0. 008" as tokenised corpora write it (digit, dot, space,
+  digit).
 
 Chinese: a sentence ends after 。！？； (and their ASCII forms ``!?;``) plus any closing quotes or
 brackets (”’」』）》】), with no whitespace required.
@@ -92,6 +93,8 @@ def _english_breaks(text: str, start: int, end: int) -> list[int]:
         punct = text[match.start() : match.end()].rstrip(_CLOSERS)
         if punct == "." and _is_abbreviation(text, match.start()):
             continue
+        if punct == "." and after == match.start() + 1 and text[nxt].isdigit() and text[match.start() - 1 : match.start()].isdigit():
+            continue  # a decimal split by tokenisation: "p = 0. 008"
         breaks.append(after)
     return breaks
 
