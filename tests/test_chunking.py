@@ -49,7 +49,8 @@ def test_single_capitals_initials_versus_sentence_ends():
         "Patients had hepatitis B.", "Serum vitamin D.", "Levels were low as shown by J. Smith and A. B. Jones.",
         "J. Smith agreed.",
     ]
-    assert sentences("It rose (r = 0. 968; p = 0. 00008). 20 mg was given.") == ["It rose (r = 0. 968; p = 0. 00008).", "20 mg was given."]
+    assert sentences("It rose (r = 0. 968; P <. 0001). 20 mg was given to patient (J. B.).") == [
+        "It rose (r = 0. 968; P <. 0001).", "20 mg was given to patient (J. B.)."]
 
 
 def test_chinese_sentence_ends():

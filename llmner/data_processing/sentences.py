@@ -12,8 +12,7 @@ or any non-Latin letter), except after
 - any dotted abbreviation such as "i.v.", "i.p.", "s.c.", "b.i.d." (letters separated by dots),
 - a single capital letter that is a name initial ("J. Smith", "by J. Smith"; but "hepatitis B.",
   "vitamin D." end sentences: a lower-case word before a single capital makes it a sentence end),
-- and never inside a number: "2.5", or "0. 008" as tokenised corpora write it (digit, dot, space,
-  digit).
+- and never inside a number: "2.5", or "0. 008", "P <. 0001" as tokenised corpora write them.
 
 Chinese: a sentence ends after 。！？； (and their ASCII forms ``!?;``) plus any closing quotes or
 brackets (”’」』）》】), with no whitespace required.
@@ -48,9 +47,12 @@ def _is_abbreviation(text: str, dot: int) -> bool:
     start = dot
     while start > 0 and not text[start - 1].isspace():  # scan back to the word start (linear overall)
         start -= 1
-    word = text[start:dot].lstrip(_OPENERS)
+    raw = text[start:dot]
+    word = raw.lstrip(_OPENERS)
     if not word:
         return False
+    if len(word) == 1 and word.isupper() and len(raw) > 1:
+        return True  # an initial in brackets: "(J. B.)"
     lowered = word.lower()
     if lowered in ABBREVIATIONS or _DOTTED.fullmatch(word):
         return True
@@ -75,6 +77,14 @@ def _is_initial(text: str, start: int) -> bool:
     return previous in _BEFORE_NAMES
 
 
+def _before_decimal(text: str, dot: int) -> bool:
+    """Whether the last non-space character before ``text[dot]`` is a digit or a comparison sign."""
+    i = dot - 1
+    while i >= 0 and text[i] in " \t":
+        i -= 1
+    return i >= 0 and (text[i].isdigit() or text[i] in "<>=≤≥")
+
+
 def _can_start_sentence(char: str) -> bool:
     if char.isupper() or char.isdigit() or char in _OPENERS:
         return True
@@ -93,8 +103,8 @@ def _english_breaks(text: str, start: int, end: int) -> list[int]:
         punct = text[match.start() : match.end()].rstrip(_CLOSERS)
         if punct == "." and _is_abbreviation(text, match.start()):
             continue
-        if punct == "." and after == match.start() + 1 and text[nxt].isdigit() and text[match.start() - 1 : match.start()].isdigit():
-            continue  # a decimal split by tokenisation: "p = 0. 008"
+        if punct == "." and after == match.start() + 1 and text[nxt].isdigit() and _before_decimal(text, match.start()):
+            continue  # a decimal split by tokenisation: "p = 0. 008", "P <. 0001", "P = . 02"
         breaks.append(after)
     return breaks
 
