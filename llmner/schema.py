@@ -85,6 +85,10 @@ class EntitySchema:
         for key in ("name", "language", "types"):
             if key not in data:
                 raise ValidationError(f"{where}: missing field {key!r}")
+        if not isinstance(data["types"], list):
+            raise ValidationError(f"{where}: 'types' must be a list of {{'name', 'definition'}} objects")
+        if not isinstance(data.get("metadata", {}), Mapping):
+            raise ValidationError(f"{where}: 'metadata' must be an object")
         types = []
         for i, t in enumerate(data["types"]):
             if not isinstance(t, Mapping) or "name" not in t or "definition" not in t:

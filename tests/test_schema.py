@@ -93,9 +93,6 @@ def test_bad_schema_files_give_one_clear_error(tmp_path, payload, message):
     assert "\n" not in str(info.value)
 
 
-# schema.py does not type-check 'types' / 'metadata' yet (a TypeError escapes); the two-line fix is proposed
-# to the owner of schema.py. strict=True: once it lands these pass and the marker must go.
-@pytest.mark.xfail(strict=True, raises=TypeError, reason="schema.py lets a TypeError escape for non-list types / non-object metadata")
 @pytest.mark.parametrize(
     ("payload", "message"),
     [
