@@ -69,3 +69,14 @@ def test_eval_unknown_extension(tmp_path):
     path.write_text("")
     result = CliRunner().invoke(app, ["eval", "--gold", str(path), "--pred", str(path)])
     assert "cannot guess the format" in str(result.exception)
+
+
+def test_eval_corpus_delegates_to_corpus_eval(monkeypatch, tmp_path):
+    import llmner.evaluation.corpus_eval as corpus_eval
+
+    calls = []
+    monkeypatch.setattr(corpus_eval, "evaluate_corpus", lambda **kwargs: calls.append(kwargs) or {})
+    result = CliRunner().invoke(app, ["eval", "--corpus", "ncbi_disease", "--split", "dev", "--model", str(tmp_path),
+                                      "--limit", "3", "--json", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.output
+    assert calls == [{"corpus": "ncbi_disease", "split": "dev", "model": tmp_path, "limit": 3, "json_out": tmp_path / "r.json"}]
