@@ -72,7 +72,7 @@ def test_eval_unknown_extension(tmp_path):
 
 
 def test_eval_corpus_delegates_to_corpus_eval(monkeypatch, tmp_path):
-    import llmner.evaluation.corpus_eval as corpus_eval
+    from llmner.evaluation import corpus_eval
 
     calls = []
     monkeypatch.setattr(corpus_eval, "evaluate_corpus", lambda **kwargs: calls.append(kwargs) or {})
