@@ -398,3 +398,31 @@ def test_metrics_count_documents_chunks_batches_and_dead_letters(worker):
     depths = {s.labels["queue"]: s.value for m in QueueDepthCollector().collect() for s in m.samples}
     assert depths["results_stream"] == 5 and depths["dead_stream"] == 1
     assert depths["chunks"] == 0
+
+
+def test_llmner_submit_and_results_commands(settings, pipeline, tmp_path):
+    from workers.embedded import running_workers
+
+    notes = tmp_path / "notes.jsonl"
+    docs = note_payloads(4, seed=8)
+    notes.write_bytes(payload_lines(docs))
+    env = {**os.environ, **settings.to_env(), "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "llmner.cli.main", *args], env=env, capture_output=True,
+                              text=True, timeout=120)
+
+    submitted = cli("submit", str(notes), "--batch", "3")
+    assert submitted.returncode == 0, submitted.stderr[-2000:]
+    jobs = submitted.stdout.split()
+    assert len(jobs) == 4 and "submitted 4 notes" in submitted.stderr
+    with running_workers(settings, pipeline=pipeline) as active:
+        results, _ = wait_for_jobs(active, jobs, timeout=60)
+    shown = cli("results", "--count", "10")
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    lines = [orjson.loads(ln) for ln in shown.stdout.splitlines()]
+    assert sorted(ln["document_id"] for ln in lines) == sorted(d["id"] for d in docs)
+    assert f"{settings.results_stream}: 4 entries" in shown.stderr
+    assert not any(d["text"] in shown.stdout for d in docs)  # summaries, not note text
+    missing = cli("submit", str(tmp_path / "nope.jsonl"))
+    assert missing.returncode == 2 and "input file not found" in missing.stderr

@@ -125,7 +125,7 @@ def delete_keys(settings: Settings) -> int:
              settings.dead_stream, settings.chunk_list}
     keys = [k for k in r.scan_iter(match=f"{settings.key_prefix}*", count=1000)]
     for queue in (settings.ingest_queue, settings.infer_queue):
-        keys += list(r.scan_iter(match=f"_kombu.binding.{queue}*", count=1000))
+        keys += [f"_kombu.binding.{queue}".encode(), f"_kombu.binding_permanent.{queue}".encode()]
     keys += [n.encode() for n in names]
     return r.delete(*keys) if keys else 0
 

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
 
 from llmner.data_processing.chunking import Chunk
 from llmner.doc import LANGUAGES, Document, Entity
@@ -72,6 +72,7 @@ def _load_models_at_start(**_: Any) -> None:
 
 
 @worker_process_shutdown.connect
+@worker_shutdown.connect
 def _clear_ready_marker(**_: Any) -> None:
     remove_ready_marker(settings().ready_file)
 
