@@ -33,7 +33,8 @@ def main() -> None:
     try:
         app(standalone_mode=True)
     except LlmnerError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
+        # soft_wrap: an error stays on one line whatever the terminal width (logs, pipes).
+        err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True, markup=True, highlight=False)
         sys.exit(2)
 
 
