@@ -23,7 +23,7 @@ from llmner.training.examples import (
     IGNORE_INDEX, ExampleConfig, ExampleStats, collate, text_examples, tokenize_example, tokenize_examples,
 )
 from llmner.training.generator import (
-    CorpusData, GeneratorTrainingConfig, bundle_size, evaluate_loss, read_curated_ids, train_generator,
+    CorpusData, GeneratorTrainingConfig, batch_loss_sum, bundle_size, evaluate_loss, read_curated_ids, train_generator,
 )
 from llmner.training.sampling import TemperatureSampler, temperature_probabilities
 
@@ -202,6 +202,33 @@ def test_gradient_accumulation_equals_the_larger_batch(tmp_path: Path) -> None:
     w1 = {k: v for k, v in one.model.model.state_dict().items() if "lora_" in k}
     w2 = {k: v for k, v in two.model.model.state_dict().items() if "lora_" in k}
     assert all(torch.allclose(w1[k], w2[k], atol=1e-6) for k in w1)
+
+
+def test_shared_prompt_prefix_gives_the_same_loss_and_gradients() -> None:
+    generator = GeneratorModel.from_base(GeneratorConfig(lora_r=4, lora_alpha=8, lora_dropout=0.0,
+                                                         prompt=PromptConfig(definitions="compact")),
+                                         [get_schema("ncbi_disease")], base=tiny_base())
+    model = generator.model
+    for name, p in model.named_parameters():           # non-zero LoRA B so the adapter matters
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.05)
+    examples = _examples_for(generator, disease_docs(5))["ncbi_disease"]
+    assert len({len(e) for e in examples}) > 1, "rows of different lengths exercise the padding"
+    from llmner.training.generator import _shared_prefix_length
+
+    assert _shared_prefix_length(examples) >= min(e.prompt_length for e in examples) // 2
+
+    def loss_and_grads(share: bool):
+        model.zero_grad()
+        loss = batch_loss_sum(model, examples, generator.tokenizer.pad_token_id, "cpu", share_prefix=share)
+        loss.backward()
+        return float(loss.detach()), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    full_loss, full_grads = loss_and_grads(False)
+    shared_loss, shared_grads = loss_and_grads(True)
+    assert shared_loss == pytest.approx(full_loss, rel=1e-5)
+    for name, grad in full_grads.items():
+        assert torch.allclose(shared_grads[name], grad, rtol=1e-4, atol=1e-6), name
 
 
 def _save_base(tmp_path: Path, seed: int = 0) -> Path:

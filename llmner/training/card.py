@@ -23,15 +23,6 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def describe_files(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
-    """[{path, bytes, sha256}] for each existing file, sorted by path."""
-    out = []
-    for p in sorted({Path(p) for p in paths}):
-        if p.is_file():
-            out.append({"path": str(p), "bytes": p.stat().st_size, "sha256": file_sha256(p)})
-    return out
-
-
 def documents_sha256(docs: Iterable[Document]) -> str:
     """A content hash of documents as read (text + entities): identifies the data even without files."""
     h = hashlib.sha256()
@@ -41,19 +32,29 @@ def documents_sha256(docs: Iterable[Document]) -> str:
     return h.hexdigest()
 
 
-def corpus_source_files(name: str, split: str) -> list[dict[str, Any]]:
-    """The files a corpus split was read from, with hashes, when the corpus registry can tell."""
+def corpus_source_files(name: str, max_listed: int = 50) -> dict[str, Any]:
+    """Hashes of the files a corpus is read from: its whole folder under the data directory.
+
+    ``digest`` is the sha256 of the sorted ``relative path TAB file sha256`` lines, so one value
+    identifies the folder; the per-file list is included when it has at most ``max_listed`` files
+    (S800 has ~1,600 standoff files). Empty when the corpus is not in the registry.
+    """
     try:
-        from llmner.data_processing import corpora
-    except ImportError:
-        return []
-    finder = getattr(corpora, "corpus_files", None)
-    if finder is None:
-        return []
-    try:
-        return describe_files(finder(name, split))
-    except Exception:  # noqa: BLE001 - the card must never break a finished training run
-        return []
+        from llmner.data_processing.corpora.registry import corpus_spec, data_dir
+
+        folder = data_dir() / corpus_spec(name).folder
+    except Exception:  # noqa: BLE001 - in-memory corpora (tests) have no folder; the card notes that
+        return {}
+    if not folder.is_dir():
+        return {}
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    rows = [{"path": str(p.relative_to(folder)), "bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in files]
+    digest = hashlib.sha256("".join(f"{r['path']}\t{r['sha256']}\n" for r in rows).encode()).hexdigest()
+    out: dict[str, Any] = {"folder": str(folder), "file_count": len(rows), "bytes": sum(r["bytes"] for r in rows),
+                           "digest": digest}
+    if len(rows) <= max_listed:
+        out["files"] = rows
+    return out
 
 
 def hardware() -> dict[str, Any]:
