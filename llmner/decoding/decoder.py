@@ -48,6 +48,7 @@ class DecodeConfig:
     budget_extra: int = 32
     draft_tokens: int = 16          # long drafts waste compute on rejected tails (FIELD_NOTES: 16 > unlimited)
     max_depth: int = 4              # open tags at once (GENIA nests up to 3-4)
+    tags_inside_words: bool = False # allow markers between two letters/digits (no gold mention needs it)
     reuse_prefix_cache: bool = True
 
 
@@ -96,6 +97,13 @@ class Decoder:
         self.vocab: TokenVocab = vocab_for(tokenizer, eos_token_ids(model, tokenizer))
         self.device = next(model.parameters()).device
         self._prefixes: dict[str, tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]]] = {}
+        # Constrained modes score only the allowed tokens: run the decoder stack, then the allowed rows
+        # of the output layer (a plain Linear without bias; anything else falls back to full logits).
+        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        stack = model.get_decoder() if hasattr(model, "get_decoder") else None
+        usable = isinstance(head, torch.nn.Linear) and head.bias is None and stack is not None
+        self._stack = stack if usable else None
+        self._head = head.weight if usable else None
 
     # -- tokenization -----------------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
@@ -172,7 +180,7 @@ class Decoder:
         rows: list[_Row] = []
         for i, (src, tps) in enumerate(zip(sources, types)):
             budget = cfg.max_new_tokens or int(cfg.budget_factor * len(self.encode(src)) + cfg.budget_extra)
-            constraint = CopyConstraint(src, tps, self.vocab, cfg.max_depth) if mode != "free" else None
+            constraint = CopyConstraint(src, tps, self.vocab, cfg.max_depth, cfg.tags_inside_words) if mode != "free" else None
             rows.append(_Row(i, max(budget, 1), constraint, constraint.start() if constraint else None))
 
         # Prompt: shared prefix KV (expanded) + each row's own part, left-padded.
@@ -195,11 +203,13 @@ class Decoder:
         mask = torch.cat([torch.ones(batch, n_prefix, dtype=torch.long, device=self.device), new_mask], dim=1)
         positions = (n_prefix + new_mask.cumsum(1) - 1).clamp(min=0)
         next_pos = torch.tensor([n_prefix + len(ids) for ids in prompt_ids], device=self.device)
-        logits = self._forward(input_ids, mask, positions, cache, keep=1)
+        hidden = mode != "free" and self._stack is not None
+        head = self._head if hidden else None
+        logits = self._forward(input_ids, mask, positions, cache, keep=1, hidden=hidden)
         active = list(range(batch))
         for b, row in enumerate(rows):
             row.passes += 1
-            self._verify(row, logits[b], [])
+            self._verify(row, logits[b], [], head)
 
         while True:
             keep = [b for b, r in enumerate(active) if not rows[r].done]
@@ -216,11 +226,12 @@ class Decoder:
             new_mask = torch.tensor([[1] * (1 + len(d)) + [0] * (width - 1 - len(d)) for d in drafts], device=self.device)
             positions = next_pos[:, None] + torch.arange(width, device=self.device)[None, :]
             mask = torch.cat([mask, new_mask], dim=1)
-            logits = self._forward(torch.tensor(block, device=self.device), mask, positions, cache, keep=width)
+            logits = self._forward(torch.tensor(block, device=self.device), mask, positions, cache, keep=width,
+                                   hidden=hidden)
             accepted = []
             for b, (r, d) in enumerate(zip(active, drafts)):
                 rows[r].passes += 1
-                accepted.append(self._verify(rows[r], logits[b], d))
+                accepted.append(self._verify(rows[r], logits[b], d, head))
             fed = torch.tensor([1 + a for a in accepted], device=self.device)
             next_pos = next_pos + fed
             # Rejected draft columns become holes; crop columns that are holes in every row.
@@ -234,7 +245,12 @@ class Decoder:
         return [self._output(row) for row in rows]
 
     def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any,
-                 keep: int) -> torch.Tensor:
+                 keep: int, hidden: bool) -> torch.Tensor:
+        """Logits of the last ``keep`` positions, or their final hidden states when ``hidden``."""
+        if hidden:
+            out = self._stack(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                              past_key_values=cache, use_cache=True)
+            return out.last_hidden_state[:, -keep:]
         out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
                          past_key_values=cache, use_cache=True, logits_to_keep=keep)
         return out.logits.float()
@@ -247,9 +263,10 @@ class Decoder:
         data = row.constraint.draft_bytes(row.state, row.guess_type, limit=limit * 8)
         return self._draft_ids(data, limit)
 
-    def _verify(self, row: _Row, logits: torch.Tensor, draft: list[int]) -> int:
+    def _verify(self, row: _Row, logits: torch.Tensor, draft: list[int], head: torch.Tensor | None) -> int:
         """Choose tokens at the fed positions while they agree with the draft; returns how many draft
-        tokens were accepted (they are in the cache; the last choice becomes ``row.pending``)."""
+        tokens were accepted (they are in the cache; the last choice becomes ``row.pending``).
+        ``logits`` holds hidden states instead when ``head`` (output embeddings) is given."""
         j = 0
         eos = self.vocab.eos_ids
         while True:
@@ -258,7 +275,7 @@ class Decoder:
                 token = int(torch.argmax(step_logits))
             else:
                 assert row.state is not None
-                token = row.constraint.choose(row.state, step_logits)
+                token = row.constraint.choose(row.state, step_logits, head)
             if token in eos:
                 row.done = True
                 return j

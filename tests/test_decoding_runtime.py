@@ -1,0 +1,170 @@
+"""TorchGeneratorRuntime on the tiny Llama, the any-tokenizer byte table, and decoding options."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from tiny_models import tiny_causal_lm, tiny_llama
+
+from llmner.decoding import DecodeConfig, Decoder, token_bytes_table
+from llmner.errors import ConfigError
+from llmner.prompts import PromptBuilder, PromptConfig
+from llmner.runtime.base import TagRequest
+from llmner.runtime.torch_generator import TorchGeneratorRuntime
+from llmner.schema import EntitySchema, EntityType, get_schema
+
+TEXTS = [
+    "BRCA1 is mutated in breast cancer.",
+    "Patients (n = 12) & controls < 5 years.",
+    "IL-2 binds the IL-2 promoter in T cells",
+    "Germline mutations in APC cause familial adenomatous polyposis .",
+    "患者 出现 发热 和 咳嗽 。",
+]
+MARKER = re.compile(r"</?[A-Za-z][A-Za-z0-9_\-]*>")
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return tiny_causal_lm(seed=1)
+
+
+def genia_like() -> EntitySchema:
+    return get_schema("genia")
+
+
+def test_runtime_tags_with_exact_offsets_whatever_the_batch(lm):
+    model, tokenizer = lm
+    schema = genia_like()
+    requests = [TagRequest(t, schema) for t in TEXTS]
+    one = TorchGeneratorRuntime(model, tokenizer, mode="speculative", batch_size=1).tag(requests)
+    three = TorchGeneratorRuntime(model, tokenizer, mode="speculative", batch_size=3).tag(requests)
+    assert [r.output for r in one] == [r.output for r in three]
+    assert [r.entities for r in one] == [r.entities for r in three]
+    found = 0
+    for req, res in zip(requests, one):
+        assert MARKER.sub("", res.output).replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&") == req.text
+        assert res.diagnostics.inserted_chars == 0 and res.diagnostics.deleted_chars == 0
+        assert res.forward_passes >= 1 and res.output_tokens >= 1
+        for e in res.entities:
+            assert req.text[e.start : e.end] == e.text and e.type in schema and e.end > e.start
+            found += 1
+    assert found > 0  # the random model tags something, and the codec decodes it
+
+
+def test_runtime_mixed_schemas_keep_request_order(lm):
+    model, tokenizer = lm
+    ncbi, genia = get_schema("ncbi_disease"), genia_like()
+    requests = [TagRequest(t, ncbi if i % 2 else genia) for i, t in enumerate(TEXTS)]
+    runtime = TorchGeneratorRuntime(model, tokenizer, mode="constrained", batch_size=2)
+    mixed = runtime.tag(requests)
+    single = [runtime.tag([r])[0] for r in requests]
+    assert [r.output for r in mixed] == [r.output for r in single]
+    for req, res in zip(requests, mixed):
+        assert all(e.type in req.schema for e in res.entities)
+
+
+def test_runtime_free_mode_and_other_codecs(lm):
+    model, tokenizer = lm
+    schema = get_schema("ncbi_disease")
+    with pytest.raises(ConfigError, match="constrained"):
+        TorchGeneratorRuntime(model, tokenizer, PromptBuilder(PromptConfig(codec="lines")), mode="constrained")
+    with pytest.raises(ConfigError, match="speculative"):
+        TorchGeneratorRuntime(model, tokenizer, codec="json", mode="speculative")
+    runtime = TorchGeneratorRuntime(model, tokenizer, codec="lines", mode="free",
+                                    decode_config=DecodeConfig(max_new_tokens=12))
+    results = runtime.tag([TagRequest(t, schema) for t in TEXTS[:2]])
+    assert len(results) == 2 and all(r.output_tokens <= 12 for r in results)
+    for req, res in zip(TEXTS, results):  # whatever the model wrote, entities lie inside the text
+        assert all(req[e.start : e.end] == e.text for e in res.entities)
+
+
+def test_runtime_from_generator_bundle_wrapper(lm):
+    from llmner.modeling.generator import GeneratorConfig, GeneratorModel
+
+    model, tokenizer = lm
+    gen = GeneratorModel.from_base(GeneratorConfig(lora_r=0), [get_schema("ncbi_disease")], base=(model, tokenizer))
+    runtime = TorchGeneratorRuntime.from_generator(gen, mode="speculative", batch_size=2)
+    direct = TorchGeneratorRuntime(model, tokenizer, mode="speculative", batch_size=2)
+    requests = [TagRequest(t, get_schema("ncbi_disease")) for t in TEXTS[:3]]
+    assert [r.output for r in runtime.tag(requests)] == [r.output for r in direct.tag(requests)]
+
+
+def test_scoring_only_allowed_rows_equals_full_logits(lm):
+    model, tokenizer = lm
+    texts, types = TEXTS, ["protein", "DNA"]
+    prefix, suffix = PromptBuilder().split(tokenizer, "", genia_like())
+    fast = Decoder(model, tokenizer, DecodeConfig(budget_factor=8))
+    full = Decoder(model, tokenizer, DecodeConfig(budget_factor=8))
+    full._stack, full._head = None, None  # the generic path: full logits from the model
+    for mode in ("constrained", "speculative"):
+        a = fast.decode(prefix, [t + suffix for t in texts], texts, [types] * len(texts), mode)
+        b = full.decode(prefix, [t + suffix for t in texts], texts, [types] * len(texts), mode)
+        assert [o.token_ids for o in a] == [o.token_ids for o in b]
+
+
+def test_no_tags_inside_words_unless_allowed(lm):
+    model, tokenizer = lm
+    prefix, suffix = PromptBuilder().split(tokenizer, "", genia_like())
+    texts = ["Hemophilia antithrombin cardiomyopathy dystrophin", "polyposis coli and adenomas"]
+    types = ["protein", "DNA", "RNA"]
+
+    def inside_word_markers(allow: bool) -> int:
+        dec = Decoder(model, tokenizer, DecodeConfig(budget_factor=12, tags_inside_words=allow))
+        count = 0
+        for out in dec.decode(prefix, [t + suffix for t in texts], texts, [types] * 2, "constrained"):
+            for m in MARKER.finditer(out.text):
+                before, after = out.text[: m.start()], out.text[m.end():]
+                prev = MARKER.sub("", before)[-1:]
+                nxt = MARKER.sub("", after)[:1]
+                count += bool(prev.isalnum() and nxt.isalnum())
+        return count
+
+    assert inside_word_markers(False) == 0
+    assert inside_word_markers(True) > 0  # the random model does put them there when allowed
+
+
+def metaspace_byte_fallback_tokenizer():
+    """A sentencepiece-style tokenizer: '▁' for spaces, <0xNN> byte fallback for unknown characters."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    base = Tokenizer(models.BPE())
+    base.normalizer = normalizers.Replace(" ", "▁")
+    base.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="never")
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<s>", "</s>"], show_progress=False)
+    base.train_from_iterator(["BRCA1 is mutated in breast cancer.", "IL-2 binds the IL-2 promoter <x> & y."] * 20,
+                             trainer=trainer)
+    import json
+
+    data = json.loads(base.to_str())
+    vocab = data["model"]["vocab"]
+    for b in range(256):
+        vocab.setdefault(f"<0x{b:02X}>", len(vocab))
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in data["model"]["merges"]]
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, byte_fallback=True, unk_token=None))
+    tok.normalizer = base.normalizer
+    tok.pre_tokenizer = base.pre_tokenizer
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+    for i, name in enumerate(["<pad>", "<s>", "</s>"]):
+        assert tok.token_to_id(name) == i
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                                   padding_side="left", clean_up_tokenization_spaces=False)
+
+
+def test_sentencepiece_style_tokenizer_constrained_copy():
+    tokenizer = metaspace_byte_fallback_tokenizer()
+    table = token_bytes_table(tokenizer)
+    for text in ["BRCA1 is mutated", "患者 α & <x>"]:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert b"".join(table[i] for i in ids) == text.encode("utf-8")
+    model = tiny_llama(tokenizer, seed=2)
+    dec = Decoder(model, tokenizer, DecodeConfig(budget_factor=12, budget_extra=64))
+    texts = ["BRCA1 is mutated in 患者 cancer.", "IL-2 & <x> binds"]
+    prefix, suffix = PromptBuilder().split(tokenizer, "", genia_like())
+    con = dec.decode(prefix, [t + suffix for t in texts], texts, [["protein", "DNA"]] * 2, "constrained")
+    spec = dec.decode(prefix, [t + suffix for t in texts], texts, [["protein", "DNA"]] * 2, "speculative")
+    assert [o.text for o in con] == [o.text for o in spec]
+    for out, src in zip(con, texts):
+        plain = MARKER.sub("", out.text).replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+        assert plain == src
