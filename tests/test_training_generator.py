@@ -15,7 +15,7 @@ from tiny_models import tiny_causal_tokenizer, tiny_llama
 from llmner.codecs import get_codec
 from llmner.doc import Document, Entity
 from llmner.errors import ConfigError
-from llmner.modeling.generator import GeneratorConfig, GeneratorModel
+from llmner.modeling.generator import GeneratorConfig, GeneratorModel, merged_weights_dir
 from llmner.prompts import PromptBuilder, PromptConfig
 from llmner.schema import get_schema
 from llmner.training.card import documents_sha256
@@ -178,14 +178,14 @@ def _examples_for(generator: GeneratorModel, docs: list[Document]):
 def test_lora_steps_lower_the_loss_and_only_the_adapter_changes(tmp_path: Path) -> None:
     model, tokenizer = tiny_base()
     base_weights = {k: v.clone() for k, v in model.state_dict().items()}
-    cfg = train_config(tmp_path, steps=25, batch_size=4, lr=1e-2)
+    cfg = train_config(tmp_path, steps=16, batch_size=4, lr=1e-2)
     # Loss of the same examples under the untouched base (LoRA B starts at zero = the base).
     probe = GeneratorModel.from_base(cfg.generator_config(), [get_schema("ncbi_disease")], base=tiny_base())
     pools = _examples_for(probe, disease_docs())
     before = evaluate_loss(probe.model, pools, tokenizer.pad_token_id, 8, "cpu")
     result = train_generator(cfg, corpora=ncbi(), base=(model, tokenizer), progress=False, log=quiet)
     after = evaluate_loss(result.model.model, pools, tokenizer.pad_token_id, 8, "cpu")
-    assert result.finished and result.steps == 25 and len(result.losses) == 25
+    assert result.finished and result.steps == cfg.steps and len(result.losses) == cfg.steps
     assert after < 0.7 * before, (before, after)
     assert sum(result.losses[-5:]) < sum(result.losses[:5])
     merged = result.model.merged_model().state_dict()
@@ -238,7 +238,7 @@ def _save_base(tmp_path: Path, seed: int = 0) -> Path:
     return tmp_path / "base"
 
 
-def test_save_then_load_reproduces_outputs(tmp_path: Path) -> None:
+def test_save_then_load_reproduces_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     base_dir = _save_base(tmp_path)
     cfg = train_config(tmp_path, steps=3)
     result = train_generator(cfg, corpora=ncbi(), progress=False, log=quiet)   # base loaded from the local dir
@@ -266,6 +266,14 @@ def test_save_then_load_reproduces_outputs(tmp_path: Path) -> None:
     merged = AutoModelForCausalLM.from_pretrained(merged_dir)
     with torch.no_grad():
         assert torch.allclose(merged(input_ids=ids).logits, got, atol=1e-5)
+    # Built once into the user cache, then reused.
+    monkeypatch.setenv("LLMNER_CACHE_DIR", str(tmp_path / "cache"))
+    cached = merged_weights_dir(bundle)
+    assert cached.is_relative_to(tmp_path / "cache") and (cached / "config.json").is_file()
+    stamp = (cached / "config.json").stat().st_mtime_ns
+    assert merged_weights_dir(bundle) == cached and (cached / "config.json").stat().st_mtime_ns == stamp
+    with torch.no_grad():
+        assert torch.allclose(AutoModelForCausalLM.from_pretrained(cached)(input_ids=ids).logits, got, atol=1e-5)
 
 
 def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path: Path) -> None:

@@ -230,6 +230,45 @@ class GeneratorModel:
         return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
 
 
+def merged_weights_dir(bundle: str | Path) -> Path:
+    """A merged (base + adapter) transformers directory for ``bundle``, built on first use into the
+    user cache (``LLMNER_CACHE_DIR``) and reused: keyed by the hashes of the bundle's config and adapter."""
+    import hashlib
+    import shutil
+    import tempfile
+
+    from llmner.modeling.loading import cache_dir
+
+    root = Path(bundle)
+    h = hashlib.sha256()
+    for part in (root / CONFIG_NAME, root / ADAPTER_DIR / "adapter_config.json", root / ADAPTER_DIR / "adapter_model.safetensors"):
+        if part.is_file():
+            h.update(part.name.encode())
+            h.update(part.read_bytes())
+    target = cache_dir() / "merged" / f"{root.resolve().name}-{h.hexdigest()[:16]}"
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        GeneratorModel.from_pretrained(root, device="cpu", dtype=_float32()).save_merged(tmp)
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not (target / "config.json").is_file():  # not a concurrent winner: a real failure
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _float32() -> Any:
+    import torch
+
+    return torch.float32
+
+
 def _drop_quantizer_state(model: Any) -> None:
     # A GGUF-loaded model refuses save_pretrained ("quantized with gguf"); its weights are plain
     # fp32 tensors after loading, so clearing the quantizer bookkeeping is enough (FIELD_NOTES).

@@ -70,14 +70,13 @@ def hardware() -> dict[str, Any]:
     }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
-    try:
-        import peft
-        import transformers
+    from importlib.metadata import PackageNotFoundError, version
 
-        info["transformers"] = transformers.__version__
-        info["peft"] = peft.__version__
-    except ImportError:
-        pass
+    for package in ("transformers", "peft"):
+        try:
+            info[package] = version(package)
+        except PackageNotFoundError:
+            pass
     return info
 
 
