@@ -303,8 +303,9 @@ def test_training_card_contents(tmp_path: Path) -> None:
                                            ExampleConfig(entity_free_ratio=-1, chunk_max_tokens=0))]
     curated.write_text("".join(json.dumps({"id": i}) + "\n" for i in all_ids[:6]))
     assert read_curated_ids(curated) == frozenset(all_ids[:6])
-    cfg = train_config(tmp_path, steps=3, curated=str(curated))
-    result = train_generator(cfg, corpora=ncbi(docs), base=tiny_base(), progress=False, log=quiet)
+    cfg = train_config(tmp_path, steps=3, curated=str(curated), eval_every=3)
+    corpora = [CorpusData("ncbi_disease", docs, get_schema("ncbi_disease"), dev_documents=disease_docs(4))]
+    result = train_generator(cfg, corpora=corpora, base=tiny_base(), progress=False, log=quiet)
     card = json.loads((Path(cfg.output) / "training_card.json").read_text())
     assert card == json.loads(json.dumps(result.card))
     corpus = card["corpora"]["ncbi_disease"]
@@ -325,6 +326,9 @@ def test_training_card_contents(tmp_path: Path) -> None:
     assert bundle_size(cfg.output) < 2_000_000
     history = [json.loads(line) for line in (Path(cfg.output) / "history.jsonl").read_text().splitlines()]
     assert [h["loss"] for h in history] == result.losses
+    assert [h["step"] for h in history if "dev_loss" in h] == [3]
+    assert card["dev_loss"] == history[-1]["dev_loss"] and math.isfinite(card["dev_loss"])
+    assert card["name"] == "bundle"
 
 
 def test_config_file_and_overrides(tmp_path: Path) -> None:

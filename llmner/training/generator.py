@@ -354,6 +354,7 @@ def training_card(config: GeneratorTrainingConfig, corpora: Sequence[CorpusData]
     dev = [h for h in history if "dev_loss" in h]
     card: dict[str, Any] = {
         "kind": "llmner generator",
+        "name": Path(config.output).name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "base_model": config.base_model,
         "generator_config": generator.config.to_dict(),
