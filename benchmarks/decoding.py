@@ -133,6 +133,7 @@ def main() -> None:
     ap.add_argument("--batch-sizes", default="1,8")
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--draft-tokens", type=int, default=DecodeConfig().draft_tokens)
+    ap.add_argument("--draft-budget", type=int, default=DecodeConfig().draft_budget)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--output", default=None, help="write the rows as JSON here")
     args = ap.parse_args()
@@ -141,13 +142,13 @@ def main() -> None:
     t0 = time.perf_counter()
     model, tokenizer, builder = load_model(args.model)
     load_s = time.perf_counter() - t0
-    config = DecodeConfig(draft_tokens=args.draft_tokens)
+    config = DecodeConfig(draft_tokens=args.draft_tokens, draft_budget=args.draft_budget)
     decoder = Decoder(model, tokenizer, config)
     batches = [int(b) for b in args.batch_sizes.split(",")]
     modes = [m for m in args.modes.split(",") if m]
     print(f"model {args.model or 'SmolLM2-135M-Instruct (packaged, no adapter)'} loaded in {load_s:.1f} s; "
           f"torch {torch.__version__}, {args.threads} threads, {platform.processor() or platform.machine()}; "
-          f"budget {config.budget_factor:g} x source tokens + {config.budget_extra}; draft <= {config.draft_tokens} tokens",
+          f"budget {config.budget_factor:g} x source tokens + {config.budget_extra}; draft <= {config.draft_tokens} tokens/row, <= {config.draft_budget}/pass",
           flush=True)
     rows, sources = [], {}
     for corpus in args.corpora.split(","):
@@ -165,7 +166,7 @@ def main() -> None:
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps({"rows": rows, "codec_lengths": lengths, "config": {
-            "draft_tokens": config.draft_tokens, "budget_factor": config.budget_factor,
+            "draft_tokens": config.draft_tokens, "draft_budget": config.draft_budget, "budget_factor": config.budget_factor,
             "budget_extra": config.budget_extra, "threads": args.threads, "model": args.model}}, indent=2))
 
 

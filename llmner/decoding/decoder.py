@@ -7,6 +7,7 @@ equals that choice, and the first disagreeing choice becomes the next pass's fir
 ``constrained`` simply never draft (one token per pass), so ``speculative`` returns exactly what
 ``constrained`` returns, up to fp32 near-ties between differently shaped forward passes.
 
+Draft length: at most ``draft_tokens`` per row and ``draft_budget`` per pass over the batch.
 Drafts: the pending marker finished (a close when it can only be a close, else an open of the type
 this row opened last), then the rest of the escaped source, then closes of open tags -- tokenized with
 the tokenizer itself (its canonical split is what the model tends to write).
@@ -46,7 +47,9 @@ class DecodeConfig:
     max_new_tokens: int | None = None
     budget_factor: float = 2.0
     budget_extra: int = 32
-    draft_tokens: int = 16          # long drafts waste compute on rejected tails (FIELD_NOTES: 16 > unlimited)
+    draft_tokens: int = 16          # per row; long drafts waste compute on rejected tails (FIELD_NOTES: 16 > unlimited)
+    draft_budget: int = 64          # draft tokens per pass over the whole batch: a pass costs about its
+                                    # batch x width tokens, so wide batches draft shorter (8 rows -> 8 each)
     max_depth: int = 4              # open tags at once (GENIA nests up to 3-4)
     tags_inside_words: bool = False # allow markers between two letters/digits (no gold mention needs it)
     reuse_prefix_cache: bool = True
@@ -220,7 +223,8 @@ class Decoder:
                 cache.batch_select_indices(index)
                 mask, next_pos = mask[index], next_pos[index]
                 active = [active[b] for b in keep]
-            drafts = [self._draft(rows[r]) if mode == "speculative" else [] for r in active]
+            per_row = max(2, min(cfg.draft_tokens, cfg.draft_budget // len(active)))
+            drafts = [self._draft(rows[r], per_row) if mode == "speculative" else [] for r in active]
             width = 1 + max(len(d) for d in drafts)
             block = [[rows[r].pending] + d + [pad] * (width - 1 - len(d)) for r, d in zip(active, drafts)]
             new_mask = torch.tensor([[1] * (1 + len(d)) + [0] * (width - 1 - len(d)) for d in drafts], device=self.device)
@@ -255,9 +259,9 @@ class Decoder:
                          past_key_values=cache, use_cache=True, logits_to_keep=keep)
         return out.logits.float()
 
-    def _draft(self, row: _Row) -> list[int]:
+    def _draft(self, row: _Row, cap: int) -> list[int]:
         assert row.constraint is not None and row.state is not None
-        limit = min(self.config.draft_tokens, row.budget - len(row.out) - 1)
+        limit = min(cap, row.budget - len(row.out) - 1)
         if limit <= 0:
             return []
         data = row.constraint.draft_bytes(row.state, row.guess_type, limit=limit * 8)
