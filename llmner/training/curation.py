@@ -24,7 +24,7 @@ from typing import Any
 
 from llmner.errors import ConfigError
 from llmner.prompts import PromptBuilder, PromptConfig
-from llmner.training.examples import ExampleConfig, ExampleStats, TextExample, text_examples, tokenize_examples
+from llmner.training.examples import ExampleConfig, ExampleStats, TextExample, text_examples, tokenize_example
 
 QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
 
@@ -239,10 +239,13 @@ def curate(config: CurationConfig, corpora: Sequence[Any] | None = None, scorer:
     for corpus in corpora:
         stats = ExampleStats()
         texts = text_examples(corpus.documents, corpus.name, codec, example_config, stats, tokenizer)
+        parts = builder.split(tokenizer, "", corpus.schema)
         for text_ex in texts:
-            tokenized = tokenize_examples([text_ex], tokenizer, builder, corpus.schema, config.max_length, stats)
-            if tokenized:
-                pairs.append((text_ex, tokenized[0]))
+            tokenized = tokenize_example(text_ex, tokenizer, builder, corpus.schema, parts)
+            if len(tokenized) > config.max_length:   # skipped exactly as training skips it
+                stats.skipped_too_long += 1
+                continue
+            pairs.append((text_ex, tokenized))
         log(f"{corpus.name}: {len(texts)} examples, {stats.skipped_too_long} skipped over {config.max_length} tokens")
     scored = _score_with_progress(model, tokenizer, pairs, config.batch_size, progress)
     selection = select(scored, config.keep_percent)

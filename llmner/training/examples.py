@@ -144,9 +144,14 @@ def subsample_entity_free(entity_free: Sequence[TextExample], n_with_entities: i
     return rng.sample(list(entity_free), want)
 
 
-def tokenize_example(example: TextExample, tokenizer: Any, builder: PromptBuilder, schema: EntitySchema) -> TokenizedExample:
-    """Prompt and target tokenized separately, so the mask boundary is exactly the prompt's end."""
-    prompt = builder.prompt(tokenizer, example.text, schema)
+def tokenize_example(example: TextExample, tokenizer: Any, builder: PromptBuilder, schema: EntitySchema,
+                     prompt_parts: tuple[str, str] | None = None) -> TokenizedExample:
+    """Prompt and target tokenized separately, so the mask boundary is exactly the prompt's end.
+
+    ``prompt_parts``: ``builder.split(tokenizer, ..., schema)`` computed once by the caller (the chat
+    template is rendered once per schema instead of once per example; the prompt is the same)."""
+    prefix, suffix = prompt_parts if prompt_parts is not None else builder.split(tokenizer, example.text, schema)
+    prompt = prefix + example.text + suffix
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     target_ids = tokenizer(example.target, add_special_tokens=False)["input_ids"]
     eos = tokenizer.eos_token_id
@@ -167,9 +172,10 @@ def tokenize_examples(examples: Iterable[TextExample], tokenizer: Any, builder: 
                       max_length: int, stats: ExampleStats | None = None) -> list[TokenizedExample]:
     """Tokenized examples; those longer than ``max_length`` are skipped and counted, never truncated."""
     stats = stats if stats is not None else ExampleStats()
+    parts = builder.split(tokenizer, "", schema)
     out = []
     for example in examples:
-        tokenized = tokenize_example(example, tokenizer, builder, schema)
+        tokenized = tokenize_example(example, tokenizer, builder, schema, parts)
         if len(tokenized) > max_length:
             stats.skipped_too_long += 1
             continue
