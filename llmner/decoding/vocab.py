@@ -132,5 +132,7 @@ def vocab_for(tokenizer: Any, eos_ids: tuple[int, ...] | None = None) -> TokenVo
     if hit is not None and hit[0] is tokenizer and (eos_ids is None or hit[1].eos_ids == tuple(eos_ids)):
         return hit[1]
     vocab = TokenVocab.build(tokenizer, eos_ids)
+    if len(_VOCAB_CACHE) >= 8:  # tests build many tokenizers; a process serves one or two
+        _VOCAB_CACHE.pop(next(iter(_VOCAB_CACHE)))
     _VOCAB_CACHE[key] = (tokenizer, vocab)
     return vocab
