@@ -33,6 +33,7 @@ from llmner.prompts import PromptBuilder  # noqa: E402
 from llmner.schema import get_schema  # noqa: E402
 
 MODES = ("free", "constrained", "speculative")
+MISMATCHES: list[tuple[str, int, int, str, str]] = []
 
 
 def load_model(reference: str | None):
@@ -80,7 +81,9 @@ def bench_corpus(decoder: Decoder, builder: PromptBuilder, corpus: str, n: int, 
             con = [o.text for o in results["constrained"][0]]
             spec = [o.text for o in results["speculative"][0]]
             diff = [i for i, (a, b) in enumerate(zip(con, spec)) if a != b]
-            assert not diff, f"speculative != constrained for sentences {diff[:5]} (batch {batch})"
+            # Checked after the table is printed (main): a mismatch would only come from an fp32 near-tie
+            # between differently shaped forward passes, and the timings are still worth seeing.
+            MISMATCHES.extend((corpus, batch, i, con[i], spec[i]) for i in diff)
         free = results.get("free")
         for mode, (outs, seconds) in results.items():
             passes = sum(o.forward_passes for o in outs) / len(outs)
@@ -163,11 +166,17 @@ def main() -> None:
     print(f"GENIA dev gold targets ({lengths['sentences']} sentences), tokens per sentence: "
           f"source {lengths['source']:.1f}, inline {lengths['inline']:.1f}, lines {lengths['lines']:.1f}, "
           f"json {lengths['json']:.1f}")
+    total = sum(r["sentences"] for r in rows if r["mode"] == "speculative")
+    print(f"speculative == constrained: {total - len(MISMATCHES)}/{total} sentences identical")
+    for corpus, batch, i, con, spec in MISMATCHES:
+        print(f"  MISMATCH {corpus} batch {batch} sentence {i}:\n    constrained {con!r}\n    speculative {spec!r}")
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps({"rows": rows, "codec_lengths": lengths, "config": {
             "draft_tokens": config.draft_tokens, "draft_budget": config.draft_budget, "budget_factor": config.budget_factor,
-            "budget_extra": config.budget_extra, "threads": args.threads, "model": args.model}}, indent=2))
+            "budget_extra": config.budget_extra, "threads": args.threads, "model": args.model},
+            "mismatches": MISMATCHES}, indent=2))
+    assert not MISMATCHES, f"speculative != constrained on {len(MISMATCHES)} sentence(s)"
 
 
 if __name__ == "__main__":
