@@ -290,6 +290,7 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path: Path) -> N
     second = train_generator(train_config(tmp_path / "cut", resume=True, **common), corpora=ncbi(),
                              base=tiny_base(), progress=False, log=quiet)
     assert second.finished and second.steps == 6
+    assert not (Path(cut.output) / "checkpoints").exists(), "a finished run drops its checkpoints"
     assert second.losses == full.losses
     w_full = {k: v for k, v in full.model.model.state_dict().items() if "lora_" in k}
     w_cut = {k: v for k, v in second.model.model.state_dict().items() if "lora_" in k}

@@ -13,6 +13,7 @@ Runs may be cut into segments: ``stop_after`` ends a run at that step with a che
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -324,6 +325,8 @@ def train_generator(
     if finished:
         model.eval()
         generator.save_pretrained(output, card=card)
+        # A finished run cannot be extended (the schedule ends at ``steps``): its checkpoints only cost disk.
+        shutil.rmtree(checkpoints, ignore_errors=True)
         log(f"bundle written to {output} ({bundle_size(output) / 1e6:.1f} MB, {step} steps, "
             f"{time.perf_counter() - started:.0f} s this segment)")
     return TrainingResult(output, step, [h["loss"] for h in history], finished, card, generator)
