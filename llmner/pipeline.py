@@ -134,6 +134,10 @@ class Pipeline:
             self._schemas[name] = get_schema(name)
         return self._schemas[name]
 
+    def add_schema(self, schema: EntitySchema) -> None:
+        """Make ``schema`` resolvable by name (e.g. a corpus schema, or one not shipped as a file)."""
+        self._schemas[schema.name] = schema
+
     def schema_for(self, doc: Document) -> EntitySchema:
         name = doc.metadata.get("schema") if doc.metadata else None
         return self.schema_named(str(name)) if name else self.default_schema(doc.language)

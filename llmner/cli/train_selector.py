@@ -24,7 +24,7 @@ def generator_predictions_fn(generator: Path, schema: Any, limit: int | None, ba
         pipe = Pipeline(TorchGeneratorRuntime.from_pretrained(generator), None)
     else:
         raise ConfigError(f"--generator {generator}: neither a model bundle (bundle.json) nor a generator directory")
-    pipe._schemas[schema.name] = schema
+    pipe.add_schema(schema)
 
     def predict(docs):
         from rich.progress import Progress

@@ -39,7 +39,7 @@ def evaluate_corpus(corpus: str, split: str = "test", model: str | Path | None =
         gold = gold[:limit]
     schema = corpus_schema(corpus)
     pipe = pipeline if pipeline is not None else Pipeline.from_bundle(model)
-    pipe._schemas[schema.name] = schema
+    pipe.add_schema(schema)
     docs = [dataclasses.replace(d, metadata={**d.metadata, "schema": schema.name}, entities=[]) for d in gold]
 
     from rich.progress import (

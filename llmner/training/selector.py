@@ -269,10 +269,10 @@ def train_selector(
             optimizer.step()
             scheduler.step()
             losses.append(float(loss.detach()))
-            bar.update(task, advance=1, loss=f"{float(loss):.3f} (nce {nce:.3f} bce {bce:.3f})")
+            bar.update(task, advance=1, loss=f"{losses[-1]:.3f} (nce {nce:.3f} bce {bce:.3f})")
             done = step + 1
             if not progress and (done % 10 == 0 or done == total_steps):
-                log.info("selector step %d/%d loss %.4f (nce %.4f bce %.4f)", done, total_steps, float(loss), nce, bce)
+                log.info("selector step %d/%d loss %.4f (nce %.4f bce %.4f)", done, total_steps, losses[-1], nce, bce)
             if config.checkpoint_every and done % config.checkpoint_every == 0 and done < total_steps:
                 ckpt.save_checkpoint(ckpt_root, done, _Fp32Checkpoint(model),
                                      {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
