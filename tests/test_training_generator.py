@@ -285,6 +285,9 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path: Path) -> N
     assert not first.finished and first.steps == 3
     assert (Path(cut.output) / "checkpoints" / "step-000003").is_dir()
     assert not (Path(cut.output) / "generator_config.json").exists()
+    with pytest.raises(ConfigError, match="lr"):
+        train_generator(train_config(tmp_path / "cut", resume=True, **{**common, "lr": 1e-3}), corpora=ncbi(),
+                        base=tiny_base(), progress=False, log=quiet)
     # As in a fresh process: the same base weights, RNG state elsewhere (restored from the checkpoint).
     torch.manual_seed(1234)
     second = train_generator(train_config(tmp_path / "cut", resume=True, **common), corpora=ncbi(),

@@ -263,6 +263,7 @@ def train_generator(
             log(f"no checkpoint under {checkpoints}: starting from step 0")
         else:
             state = load_checkpoint(found, model)
+            _check_same_run(state.get("config", {}), config, found)
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             sampler.load_state_dict(state["sampler"])
@@ -330,6 +331,20 @@ def train_generator(
         log(f"bundle written to {output} ({bundle_size(output) / 1e6:.1f} MB, {step} steps, "
             f"{time.perf_counter() - started:.0f} s this segment)")
     return TrainingResult(output, step, [h["loss"] for h in history], finished, card, generator)
+
+
+# Settings that change the training trajectory: a resumed run must use the checkpoint's values.
+_TRAJECTORY_KEYS = ("corpora", "split", "base_model", "temperature", "entity_free_ratio", "max_length", "chunk_max_tokens",
+                    "curated", "max_documents", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "codec",
+                    "definitions", "steps", "batch_size", "grad_accum", "lr", "weight_decay", "warmup_steps",
+                    "max_grad_norm", "share_prefix", "seed")
+
+
+def _check_same_run(saved: Mapping[str, Any], config: GeneratorTrainingConfig, where: Path) -> None:
+    current = config.to_dict()
+    changed = [f"{k}: {saved[k]!r} -> {current[k]!r}" for k in _TRAJECTORY_KEYS if k in saved and saved[k] != current[k]]
+    if changed:
+        raise ConfigError(f"cannot resume from {where}: settings differ from the checkpoint's ({'; '.join(changed)})")
 
 
 def evaluate_loss(model: Any, pools: Mapping[str, Sequence[TokenizedExample]], pad_id: int, batch_size: int,
