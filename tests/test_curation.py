@@ -16,7 +16,14 @@ from llmner.codecs import get_codec
 from llmner.errors import ConfigError
 from llmner.prompts import PromptBuilder, PromptConfig
 from llmner.schema import get_schema
-from llmner.training.curation import CurationConfig, ScoredExample, curate, quantiles, score_examples, select
+from llmner.training.curation import (
+    CurationConfig,
+    ScoredExample,
+    curate,
+    quantiles,
+    score_examples,
+    select,
+)
 from llmner.training.examples import ExampleConfig, text_examples, tokenize_example
 from llmner.training.generator import read_curated_ids, train_generator
 

@@ -15,15 +15,31 @@ from tiny_models import tiny_causal_tokenizer, tiny_llama
 from llmner.codecs import get_codec
 from llmner.doc import Document, Entity
 from llmner.errors import ConfigError
-from llmner.modeling.generator import GeneratorConfig, GeneratorModel, merged_weights_dir
+from llmner.modeling.generator import (
+    GeneratorConfig,
+    GeneratorModel,
+    merged_weights_dir,
+)
 from llmner.prompts import PromptBuilder, PromptConfig
 from llmner.schema import get_schema
 from llmner.training.card import documents_sha256
 from llmner.training.examples import (
-    IGNORE_INDEX, ExampleConfig, ExampleStats, collate, text_examples, tokenize_example, tokenize_examples,
+    IGNORE_INDEX,
+    ExampleConfig,
+    ExampleStats,
+    collate,
+    text_examples,
+    tokenize_example,
+    tokenize_examples,
 )
 from llmner.training.generator import (
-    CorpusData, GeneratorTrainingConfig, batch_loss_sum, bundle_size, evaluate_loss, read_curated_ids, train_generator,
+    CorpusData,
+    GeneratorTrainingConfig,
+    batch_loss_sum,
+    bundle_size,
+    evaluate_loss,
+    read_curated_ids,
+    train_generator,
 )
 from llmner.training.sampling import TemperatureSampler, temperature_probabilities
 
@@ -51,10 +67,10 @@ def tiny_base(seed: int = 0):
 
 
 def train_config(tmp_path: Path, **overrides) -> GeneratorTrainingConfig:
-    values = dict(corpora=["ncbi_disease"], output=str(tmp_path / "bundle"), base_model=str(tmp_path / "base"),
-                  steps=4, batch_size=2, grad_accum=1, lr=5e-3, warmup_steps=1, lora_r=4, lora_alpha=8,
-                  lora_dropout=0.0, definitions="none", chunk_max_tokens=0, entity_free_ratio=-1.0,
-                  checkpoint_every=0, seed=0, device="cpu")
+    values = {"corpora": ["ncbi_disease"], "output": str(tmp_path / "bundle"), "base_model": str(tmp_path / "base"),
+              "steps": 4, "batch_size": 2, "grad_accum": 1, "lr": 5e-3, "warmup_steps": 1, "lora_r": 4, "lora_alpha": 8,
+              "lora_dropout": 0.0, "definitions": "none", "chunk_max_tokens": 0, "entity_free_ratio": -1.0,
+              "checkpoint_every": 0, "seed": 0, "device": "cpu"}
     values.update(overrides)
     return GeneratorTrainingConfig(**values)
 
@@ -277,7 +293,7 @@ def test_save_then_load_reproduces_outputs(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path: Path) -> None:
-    common = dict(steps=6, checkpoint_every=2, lora_dropout=0.1, batch_size=2, grad_accum=2)
+    common = {"steps": 6, "checkpoint_every": 2, "lora_dropout": 0.1, "batch_size": 2, "grad_accum": 2}
     full = train_generator(train_config(tmp_path / "full", **common), corpora=ncbi(), base=tiny_base(),
                            progress=False, log=quiet)
     cut = train_config(tmp_path / "cut", stop_after=3, **common)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -23,7 +22,7 @@ def curate_command(
     max_length: int = typer.Option(512, "--max-length", help="Examples longer than this are skipped (as in training)."),
     codec: str = typer.Option("inline", "--codec"),
     definitions: str = typer.Option("compact", "--definitions"),
-    max_documents: Optional[int] = typer.Option(None, "--max-documents", help="Use only the first N documents per corpus."),
+    max_documents: int | None = typer.Option(None, "--max-documents", help="Use only the first N documents per corpus."),
     device: str = typer.Option("auto", "--device"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:

@@ -7,7 +7,6 @@ Options override the values of ``--config FILE`` (YAML or JSON with the keys of
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -17,34 +16,34 @@ def register(app: typer.Typer) -> None:
 
 
 def train_generator_command(
-    corpus: Optional[list[str]] = typer.Option(None, "--corpus", help="Corpus name (repeatable), e.g. ncbi_disease, genia, cmeee."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Bundle directory to write (checkpoints go under it)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML/JSON file with GeneratorTrainingConfig keys."),
-    base: Optional[str] = typer.Option(None, "--base", help="Base model: packaged name (smollm2-135m-instruct) or local dir."),
-    split: Optional[str] = typer.Option(None, "--split", help="Corpus split to train on (default train)."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", help="Corpus sampling temperature: p ~ n^(1/T)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Examples per micro-batch."),
-    grad_accum: Optional[int] = typer.Option(None, "--grad-accum", help="Micro-batches per optimizer step."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (AdamW)."),
-    warmup_steps: Optional[int] = typer.Option(None, "--warmup-steps", help="Linear warmup steps (-1: 5% of steps)."),
-    max_length: Optional[int] = typer.Option(None, "--max-length", help="Longest example in tokens; longer ones are skipped."),
-    entity_free_ratio: Optional[float] = typer.Option(None, "--entity-free-ratio", help="Entity-free chunks per entity chunk (<0: all)."),
-    curated: Optional[Path] = typer.Option(None, "--curated", help="Subset file written by `llmner curate`."),
-    lora_r: Optional[int] = typer.Option(None, "--lora-r", help="LoRA rank."),
-    lora_alpha: Optional[int] = typer.Option(None, "--lora-alpha", help="LoRA alpha."),
-    lora_dropout: Optional[float] = typer.Option(None, "--lora-dropout", help="LoRA dropout."),
-    codec: Optional[str] = typer.Option(None, "--codec", help="Target format: inline, lines or json."),
-    definitions: Optional[str] = typer.Option(None, "--definitions", help="Type definitions in the prompt: compact, full, none."),
-    seed: Optional[int] = typer.Option(None, "--seed"),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda."),
-    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Steps between checkpoints."),
-    stop_after: Optional[int] = typer.Option(None, "--stop-after", help="End this segment at this step (resume later)."),
+    corpus: list[str] | None = typer.Option(None, "--corpus", help="Corpus name (repeatable), e.g. ncbi_disease, genia, cmeee."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Bundle directory to write (checkpoints go under it)."),
+    config: Path | None = typer.Option(None, "--config", help="YAML/JSON file with GeneratorTrainingConfig keys."),
+    base: str | None = typer.Option(None, "--base", help="Base model: packaged name (smollm2-135m-instruct) or local dir."),
+    split: str | None = typer.Option(None, "--split", help="Corpus split to train on (default train)."),
+    temperature: float | None = typer.Option(None, "--temperature", help="Corpus sampling temperature: p ~ n^(1/T)."),
+    steps: int | None = typer.Option(None, "--steps", help="Optimizer steps."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Examples per micro-batch."),
+    grad_accum: int | None = typer.Option(None, "--grad-accum", help="Micro-batches per optimizer step."),
+    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (AdamW)."),
+    warmup_steps: int | None = typer.Option(None, "--warmup-steps", help="Linear warmup steps (-1: 5% of steps)."),
+    max_length: int | None = typer.Option(None, "--max-length", help="Longest example in tokens; longer ones are skipped."),
+    entity_free_ratio: float | None = typer.Option(None, "--entity-free-ratio", help="Entity-free chunks per entity chunk (<0: all)."),
+    curated: Path | None = typer.Option(None, "--curated", help="Subset file written by `llmner curate`."),
+    lora_r: int | None = typer.Option(None, "--lora-r", help="LoRA rank."),
+    lora_alpha: int | None = typer.Option(None, "--lora-alpha", help="LoRA alpha."),
+    lora_dropout: float | None = typer.Option(None, "--lora-dropout", help="LoRA dropout."),
+    codec: str | None = typer.Option(None, "--codec", help="Target format: inline, lines or json."),
+    definitions: str | None = typer.Option(None, "--definitions", help="Type definitions in the prompt: compact, full, none."),
+    seed: int | None = typer.Option(None, "--seed"),
+    device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda."),
+    checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", help="Steps between checkpoints."),
+    stop_after: int | None = typer.Option(None, "--stop-after", help="End this segment at this step (resume later)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint under --output."),
-    dev_split: Optional[str] = typer.Option(None, "--dev-split", help="Split for the dev loss (with --eval-every)."),
-    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Steps between dev-loss evaluations (0: never)."),
-    max_documents: Optional[int] = typer.Option(None, "--max-documents", help="Use only the first N documents per corpus."),
-    gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing"),
+    dev_split: str | None = typer.Option(None, "--dev-split", help="Split for the dev loss (with --eval-every)."),
+    eval_every: int | None = typer.Option(None, "--eval-every", help="Steps between dev-loss evaluations (0: never)."),
+    max_documents: int | None = typer.Option(None, "--max-documents", help="Use only the first N documents per corpus."),
+    gradient_checkpointing: bool | None = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar (else one log line per step)."),
 ) -> None:
     """LoRA-train the generator; writes a bundle (adapter, config, schemas, training card)."""

@@ -84,12 +84,13 @@ def git_commit(start: str | Path | None = None) -> str | None:
     """HEAD of the git checkout holding llmner (None outside a checkout or without git)."""
     where = Path(start) if start is not None else Path(__file__).resolve().parent
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=5)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=5,
+                             check=False)
     except (OSError, subprocess.SubprocessError):
         return None
     commit = out.stdout.strip()
     if out.returncode != 0 or not commit:
         return None
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
-                           capture_output=True, text=True, timeout=5)
+                           capture_output=True, text=True, timeout=5, check=False)
     return commit + ("-dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")

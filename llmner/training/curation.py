@@ -24,7 +24,13 @@ from typing import Any
 
 from llmner.errors import ConfigError
 from llmner.prompts import PromptBuilder, PromptConfig
-from llmner.training.examples import ExampleConfig, ExampleStats, TextExample, text_examples, tokenize_example
+from llmner.training.examples import (
+    ExampleConfig,
+    ExampleStats,
+    TextExample,
+    text_examples,
+    tokenize_example,
+)
 
 QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
 
@@ -177,7 +183,7 @@ def quantiles(values: Sequence[float], points: Sequence[float] = QUANTILES) -> d
     for q in points:
         pos = q * (len(data) - 1)
         lo, hi = math.floor(pos), math.ceil(pos)
-        out[f"q{int(round(q * 100)):02d}"] = data[lo] + (data[hi] - data[lo]) * (pos - lo)
+        out[f"q{round(q * 100):02d}"] = data[lo] + (data[hi] - data[lo]) * (pos - lo)
     return out
 
 
@@ -252,7 +258,7 @@ def curate(config: CurationConfig, corpora: Sequence[Any] | None = None, scorer:
     selection.summary["config"] = config.to_dict()
     subset_path = Path(config.output)
     subset_path.parent.mkdir(parents=True, exist_ok=True)
-    stem = subset_path.name[: -len(".jsonl")] if subset_path.name.endswith(".jsonl") else subset_path.name
+    stem = subset_path.name.removesuffix(".jsonl")
     scores_path = subset_path.with_name(stem + ".scores.jsonl")
     summary_path = subset_path.with_name(stem + ".summary.json")
     _write_jsonl(subset_path, (s.to_dict() for s in selection.kept))
@@ -265,10 +271,10 @@ def curate(config: CurationConfig, corpora: Sequence[Any] | None = None, scorer:
 def format_summary(summary: Mapping[str, Any]) -> str:
     lines = [
         f"examples {summary['examples']}: {summary['with_entities']} with entities, {summary['entity_free']} entity-free",
-        f"dropped IFD >= 1: {summary['dropped_ifd_ge_1']}; below top {summary['keep_percent']}%: "
-        f"{summary['dropped_below_top_k']}; unscorable: {summary['unscorable']}",
-        f"kept {summary['kept']}: {summary['kept_with_entities']} with entities (IFD >= {summary['ifd_threshold']}), "
-        f"{summary['kept_entity_free']} entity-free",
+        (f"dropped IFD >= 1: {summary['dropped_ifd_ge_1']}; below top {summary['keep_percent']}%: "
+         f"{summary['dropped_below_top_k']}; unscorable: {summary['unscorable']}"),
+        (f"kept {summary['kept']}: {summary['kept_with_entities']} with entities (IFD >= {summary['ifd_threshold']}), "
+         f"{summary['kept_entity_free']} entity-free"),
     ]
     for label, key in (("with entities", "ifd_quantiles_with_entities"), ("entity-free", "ifd_quantiles_entity_free")):
         q = summary.get(key)
@@ -281,7 +287,13 @@ def _score_with_progress(model: Any, tokenizer: Any, pairs: Sequence[tuple[TextE
                          progress: bool) -> list[ScoredExample]:
     if not progress:
         return score_examples(model, tokenizer, pairs, batch_size)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     with Progress(TextColumn("[bold]curate: IFD scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as bar:
         task = bar.add_task("score", total=len(pairs))

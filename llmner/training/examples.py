@@ -139,7 +139,7 @@ def subsample_entity_free(entity_free: Sequence[TextExample], n_with_entities: i
     """A seeded random subset of ``ratio * n_with_entities`` entity-free examples (all when ratio < 0)."""
     if ratio < 0 or len(entity_free) <= ratio * n_with_entities:
         return list(entity_free)
-    want = int(round(ratio * n_with_entities))
+    want = round(ratio * n_with_entities)
     rng = random.Random(f"{seed}/{corpus}/entity-free")
     return rng.sample(list(entity_free), want)
 
@@ -219,7 +219,7 @@ def _chunk_spans(doc: Document, config: ExampleConfig, tokenizer: Any) -> list[t
 
     count_tokens = None
     if tokenizer is not None:
-        count_tokens = lambda s: len(tokenizer(s, add_special_tokens=False)["input_ids"])  # noqa: E731
+        count_tokens = lambda s: len(tokenizer(s, add_special_tokens=False)["input_ids"])
     chunks = chunk_document(doc, ChunkingConfig(max_tokens=config.chunk_max_tokens), count_tokens)
     return [(c.start, c.end) for c in chunks if c.text.strip()]
 

@@ -17,9 +17,9 @@ import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from llmner.doc import Document
 from llmner.errors import ConfigError, DataNotFoundError
@@ -27,9 +27,20 @@ from llmner.modeling.generator import LLAMA_PROJECTIONS, GeneratorConfig, Genera
 from llmner.prompts import PromptConfig
 from llmner.schema import EntitySchema
 from llmner.training import card as cardlib
-from llmner.training.checkpoint import latest_checkpoint, load_checkpoint, restore_rng_states, save_checkpoint
+from llmner.training.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    restore_rng_states,
+    save_checkpoint,
+)
 from llmner.training.examples import (
-    IGNORE_INDEX, ExampleConfig, ExampleStats, TokenizedExample, collate, text_examples, tokenize_examples,
+    IGNORE_INDEX,
+    ExampleConfig,
+    ExampleStats,
+    TokenizedExample,
+    collate,
+    text_examples,
+    tokenize_examples,
 )
 from llmner.training.sampling import TemperatureSampler
 
@@ -89,7 +100,7 @@ class GeneratorTrainingConfig:
 
     @property
     def warmup(self) -> int:
-        return self.warmup_steps if self.warmup_steps >= 0 else int(round(0.05 * self.steps))
+        return self.warmup_steps if self.warmup_steps >= 0 else round(0.05 * self.steps)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -373,7 +384,7 @@ def training_card(config: GeneratorTrainingConfig, corpora: Sequence[CorpusData]
     card: dict[str, Any] = {
         "kind": "llmner generator",
         "name": Path(config.output).name,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "base_model": config.base_model,
         "generator_config": generator.config.to_dict(),
         "corpora": {
@@ -523,9 +534,15 @@ class _Progress:
         self._progress: Any = None
         self._task: Any = None
 
-    def __enter__(self) -> _Progress:
+    def __enter__(self) -> Self:
         if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
 
             self._progress = Progress(
                 TextColumn("[bold]train generator"), BarColumn(), MofNCompleteColumn(),
@@ -539,12 +556,20 @@ class _Progress:
         if self._progress is not None:
             self._progress.update(self._task, completed=step, loss=f"{loss:.4f}", tps=f"{tokens_per_s:.0f}")
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
             self._progress.__exit__(*exc)
 
 
 __all__ = [
-    "batch_loss_sum", "CorpusData", "GeneratorTrainingConfig", "TrainingResult", "bundle_size", "evaluate_loss", "load_corpora",
-    "read_curated_ids", "train_generator", "training_card",
+    "CorpusData",
+    "GeneratorTrainingConfig",
+    "TrainingResult",
+    "batch_loss_sum",
+    "bundle_size",
+    "evaluate_loss",
+    "load_corpora",
+    "read_curated_ids",
+    "train_generator",
+    "training_card",
 ]
