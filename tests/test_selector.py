@@ -230,6 +230,7 @@ def test_training_learns_saves_threshold_and_resumes(encoder_dir, tmp_path):
     cfg_resume = SelectorTrainingConfig(**{**cfg.to_dict(), "negatives": cfg.negatives})
     resumed = train_selector(docs, TEXTS, SCHEMA, out, sel_cfg, cfg_resume, resume=True, progress=False)
     assert len(resumed.losses) == 6
+    assert SelectorModel.from_pretrained(out).config.save_dtype == "float16"   # not the checkpoint's fp32
     np.testing.assert_allclose(resumed.losses[3:], result.losses[3:], rtol=1e-4)
 
 

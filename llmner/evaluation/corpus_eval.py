@@ -29,7 +29,10 @@ def evaluate_corpus(corpus: str, split: str = "test", model: str | Path | None =
     from llmner.evaluation.scorer import score
     from llmner.pipeline import Pipeline
 
-    console = console or Console()
+    if console is None:
+        console = Console()
+        if not console.is_terminal:   # piped to a file: don't squeeze the tables into 80 columns
+            console = Console(width=120)
     if not is_labeled(corpus, split):
         raise ValidationError(f"corpus {corpus!r} split {split!r} has no gold labels to evaluate against")
     gold = load_corpus(corpus, split)
@@ -102,21 +105,22 @@ def evaluate_corpus(corpus: str, split: str = "test", model: str | Path | None =
 
 
 def effect_table(without: Any, with_sel: Any) -> Table:
-    """Strict micro and per-type P/R/F1 side by side, with the selector's change."""
-    table = Table(title="selector effect (strict)")
-    for name in ("scope", "P alone", "P +sel", "dP", "R alone", "R +sel", "dR", "F1 alone", "F1 +sel", "dF1"):
-        table.add_column(name, justify="left" if name == "scope" else "right")
+    """Strict micro and per-type P/R/F1: generator alone -> with the selector (change)."""
+    from llmner.evaluation.scorer import Counts
+
+    table = Table(title="selector effect (strict): alone -> +selector (change)")
+    table.add_column("scope", no_wrap=True)
+    for name in ("precision", "recall", "F1"):
+        table.add_column(name, justify="right", no_wrap=True)
 
     def row(label: str, a: Any, b: Any) -> None:
         cells = []
         for metric in ("precision", "recall", "f1"):
             x, y = getattr(a, metric), getattr(b, metric)
-            cells += [f"{x:.4f}", f"{y:.4f}", f"{y - x:+.4f}"]
+            cells.append(f"{x:.3f}->{y:.3f} ({y - x:+.3f})")
         table.add_row(label, *cells)
 
     row("micro", without.strict, with_sel.strict)
-    from llmner.evaluation.scorer import Counts
-
     for etype in sorted(set(without.per_type) | set(with_sel.per_type)):
         row(etype, without.per_type.get(etype, Counts()), with_sel.per_type.get(etype, Counts()))
     return table

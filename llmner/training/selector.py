@@ -163,12 +163,16 @@ class _Fp32Checkpoint:
         self.model = model
 
     def save_pretrained(self, path: str) -> None:
+        from llmner.modeling.selector import CONFIG_NAME
+
         saved = self.model.config.save_dtype
         self.model.config.save_dtype = "float32"
         try:
             self.model.save_pretrained(path)
         finally:
             self.model.config.save_dtype = saved
+        # The config keeps the final save dtype, so a resumed run still ships fp16 layers.
+        (Path(path) / CONFIG_NAME).write_text(json.dumps(self.model.config.to_dict(), indent=2))
 
 
 def train_selector(
