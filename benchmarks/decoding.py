@@ -158,6 +158,7 @@ def main() -> None:
         n = args.sentences if corpus != "genia" or args.genia_sentences is None else args.genia_sentences
         corpus_rows, sources[corpus] = bench_corpus(decoder, builder, corpus, n, batches, modes)
         rows += corpus_rows
+        print(table(corpus_rows), flush=True)  # each corpus as soon as it is done (long runs get cut)
     print()
     print(table(rows))
     print()
