@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,7 @@ from llmner.training.generator import (
     bundle_size,
     evaluate_loss,
     read_curated_ids,
+    resume_config,
     train_generator,
 )
 from llmner.training.sampling import TemperatureSampler, temperature_probabilities
@@ -299,6 +301,8 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path: Path) -> N
     cut = train_config(tmp_path / "cut", stop_after=3, **common)
     first = train_generator(cut, corpora=ncbi(), base=tiny_base(), progress=False, log=quiet)
     assert not first.finished and first.steps == 3
+    saved = resume_config(cut.output)          # what `--resume --output DIR` alone continues with
+    assert saved == replace(cut, stop_after=None)
     assert (Path(cut.output) / "checkpoints" / "step-000003").is_dir()
     assert not (Path(cut.output) / "generator_config.json").exists()
     with pytest.raises(ConfigError, match="lr"):
@@ -375,3 +379,28 @@ def test_cli_registers_train_generator_and_curate() -> None:
     assert out.exit_code == 0 and "--grad-accum" in out.output and "--curated" in out.output
     out = runner.invoke(app, ["curate", "--help"])
     assert out.exit_code == 0 and "--keep-percent" in out.output
+
+
+def test_cli_trains_stops_and_resumes_with_only_resume_and_output(tmp_path: Path) -> None:
+    """The real CLI path: NCBI-Disease read from the registry, a tiny local base model directory."""
+    from typer.testing import CliRunner
+
+    from llmner.cli.main import app
+    from llmner.data_processing.corpora import data_dir
+
+    if not (data_dir() / "ncbi_disease").is_dir():
+        pytest.skip("NCBI-Disease not available under the data directory")
+    base = _save_base(tmp_path)
+    out = tmp_path / "bundle"
+    runner = CliRunner()
+    first = runner.invoke(app, ["train", "generator", "--corpus", "ncbi_disease", "--max-documents", "2", "--base", str(base),
+                                "--steps", "2", "--batch-size", "2", "--lora-r", "2", "--definitions", "none",
+                                "--stop-after", "1", "--output", str(out), "--no-progress", "--device", "cpu"])
+    assert first.exit_code == 0, first.output
+    assert "segment ended" in first.output and not (out / "generator_config.json").exists()
+    second = runner.invoke(app, ["train", "generator", "--resume", "--output", str(out), "--no-progress"])
+    assert second.exit_code == 0, second.output
+    assert "resumed from" in second.output and "steps 2/2" in second.output
+    card = json.loads((out / "training_card.json").read_text())
+    assert card["steps"] == 2 and card["generator_config"]["lora_r"] == 2
+    assert card["corpora"]["ncbi_disease"]["source_files"]["file_count"] > 0

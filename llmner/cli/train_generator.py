@@ -1,7 +1,8 @@
 """``llmner train generator``: LoRA-tune the generator on one or more corpora.
 
 Options override the values of ``--config FILE`` (YAML or JSON with the keys of
-``GeneratorTrainingConfig``); options left out keep the file's (or the default) value.
+``GeneratorTrainingConfig``); options left out keep the file's (or the default) value. With
+``--resume --output DIR`` and no ``--config``, the settings saved in the newest checkpoint are used.
 """
 
 from __future__ import annotations
@@ -47,9 +48,19 @@ def train_generator_command(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar (else one log line per step)."),
 ) -> None:
     """LoRA-train the generator; writes a bundle (adapter, config, schemas, training card)."""
-    from llmner.training.generator import GeneratorTrainingConfig, train_generator
+    from llmner.training.generator import (
+        GeneratorTrainingConfig,
+        resume_config,
+        train_generator,
+    )
 
-    cfg = GeneratorTrainingConfig.from_file(config) if config else GeneratorTrainingConfig()
+    saved = resume_config(output) if resume and output and not config else None
+    if config:
+        cfg = GeneratorTrainingConfig.from_file(config)
+    elif saved is not None:
+        cfg = saved          # --resume --output DIR alone continues the interrupted run as it was
+    else:
+        cfg = GeneratorTrainingConfig()
     cfg = cfg.with_overrides(
         corpora=list(corpus) if corpus else None, output=str(output) if output else None, base_model=base, split=split,
         temperature=temperature, steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr,

@@ -8,6 +8,7 @@ interrupted save never leaves a half checkpoint that ``latest_checkpoint`` would
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import shutil
@@ -18,6 +19,7 @@ from typing import Any
 from llmner.errors import DataNotFoundError
 
 STATE_NAME = "training_state.pt"
+CONFIG_NAME = "training_config.json"     # the run's settings, readable without torch
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
@@ -53,6 +55,8 @@ def save_checkpoint(root: str | Path, step: int, model: Any, state: dict[str, An
     try:
         model.save_pretrained(str(tmp / "adapter"))
         torch.save({**state, "step": step, "rng": rng_states()}, tmp / STATE_NAME)
+        if "config" in state:
+            (tmp / CONFIG_NAME).write_text(json.dumps(state["config"], indent=2) + "\n", encoding="utf-8")
         if target.exists():
             shutil.rmtree(target)
         tmp.rename(target)

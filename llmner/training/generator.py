@@ -27,6 +27,7 @@ from llmner.modeling.generator import LLAMA_PROJECTIONS, GeneratorConfig, Genera
 from llmner.prompts import PromptConfig
 from llmner.schema import EntitySchema
 from llmner.training import card as cardlib
+from llmner.training.checkpoint import CONFIG_NAME as CHECKPOINT_CONFIG_NAME
 from llmner.training.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -182,6 +183,16 @@ def load_corpora(config: GeneratorTrainingConfig) -> list[CorpusData]:
             dev = list(load_corpus(name, config.dev_split))
         out.append(CorpusData(name, docs, get_schema(name), cardlib.corpus_source_files(name), dev))
     return out
+
+
+def resume_config(output: str | Path) -> GeneratorTrainingConfig | None:
+    """The settings of the run whose newest checkpoint is under ``output`` (None when there is none),
+    so that ``--resume`` needs no other option."""
+    found = latest_checkpoint(Path(output) / CHECKPOINT_DIR)
+    if found is None or not (found / CHECKPOINT_CONFIG_NAME).is_file():
+        return None
+    data = json.loads((found / CHECKPOINT_CONFIG_NAME).read_text(encoding="utf-8"))
+    return GeneratorTrainingConfig.from_dict({k: v for k, v in data.items() if k not in ("resume", "stop_after")})
 
 
 def read_curated_ids(path: str | Path) -> frozenset[str]:
@@ -570,6 +581,7 @@ __all__ = [
     "evaluate_loss",
     "load_corpora",
     "read_curated_ids",
+    "resume_config",
     "train_generator",
     "training_card",
 ]
