@@ -5,8 +5,10 @@
 The streaming path is what ``llmner run`` does: the notes are submitted as Celery tasks, a worker
 (a thread of this process, solo pool, models loaded once) validates and chunks them, tags
 micro-batches of chunks across documents, reassembles each document in Redis and publishes it to
-the results stream; the clock stops when the last result is read back. The in-process path is
-``Pipeline.process(docs)``. Both paths alternate for ``--rounds`` rounds (the machine is shared
+the results stream; the clock stops when the last result is read back. In-process, the same
+documents go through ``Pipeline.process(docs)`` in one call (A), and through the same pipeline with
+the workers' schedule, micro-batches of LLMNER_INFER_BATCH_SIZE chunks (B): C vs B is the cost of
+the queue itself, C vs A adds the cost of smaller generation batches. All paths alternate for ``--rounds`` rounds (the machine is shared
 and noisy) and the table shows medians.
 
 Without ``--model`` the model is a tiny random LoRA Llama + BERT selector bundle built in a
@@ -49,6 +51,26 @@ def run_in_process(pipe, docs: list[dict]) -> float:
     return time.perf_counter() - t0
 
 
+def run_in_process_microbatched(pipe, docs: list[dict], batch_size: int) -> float:
+    """The worker's schedule without the queue: chunk every document, tag ``batch_size`` chunks at a
+    time in submission order (what an infer task takes from the chunk list), reassemble per document."""
+    from llmner.doc import Document
+
+    t0 = time.perf_counter()
+    documents = [Document.from_dict(d) for d in docs]
+    chunks = [(i, c) for i, doc in enumerate(documents) for c in pipe.chunk(doc)]
+    per_chunk = []
+    for start in range(0, len(chunks), batch_size):
+        group = chunks[start : start + batch_size]
+        per_chunk += pipe.infer_chunks([c for _, c in group], [pipe.schema_for(documents[i]) for i, _ in group])
+    records = []
+    for i, doc in enumerate(documents):
+        mine = [(c, ents) for (j, c), ents in zip(chunks, per_chunk) if j == i]
+        records.append(pipe.assemble(doc, [c for c, _ in mine], [e for _, e in mine]))
+    assert len(records) == len(docs)
+    return time.perf_counter() - t0
+
+
 def run_streaming(settings, docs: list[dict]) -> tuple[float, list[float]]:
     """Seconds from the first submit to the last result; per-document queue wait (end_to_end - ingest - infer)."""
     from workers.client import submit_many
@@ -63,30 +85,62 @@ def run_streaming(settings, docs: list[dict]) -> tuple[float, list[float]]:
     return seconds, [r["timings_ms"].get("max_batch_size", 0.0) for r in results.values()]
 
 
-def measure(label: str, pipe, docs: list[dict], redis_url: str, rounds: int, batch_size: int) -> dict:
+class CpuClock:
+    """CPU seconds of this process (client + worker thread) plus the Redis server's, when it is ours.
+
+    The machine is shared: wall time swings by tens of percent with other people's jobs, CPU time
+    much less, so both are reported."""
+
+    def __init__(self, server_pid: int | None) -> None:
+        import psutil
+
+        self.server = psutil.Process(server_pid) if server_pid else None
+
+    def _now(self) -> float:
+        server = sum(self.server.cpu_times()[:2]) if self.server is not None else 0.0
+        return time.process_time() + server
+
+    def timed(self, fn, *args):
+        c0, t0 = self._now(), time.perf_counter()
+        out = fn(*args)
+        return time.perf_counter() - t0, self._now() - c0, out
+
+
+def measure(label: str, pipe, docs: list[dict], redis_url: str, rounds: int, batch_size: int,
+            clock: CpuClock) -> dict:
     from workers.embedded import delete_keys, running_workers
     from workers.settings import Settings
 
     settings = Settings.from_env().with_prefix(f"llmner-bench-{uuid.uuid4().hex[:8]}:")
     settings = dataclasses.replace(settings, redis_url=redis_url, metrics_port=0, ready_file="",
                                    infer_batch_size=batch_size)
-    inproc, stream, batches = [], [], []
-    run_in_process(pipe, docs[: max(2, len(docs) // 6)])  # warm-up (allocations, first-call costs)
+    inproc, micro, stream, batches = [], [], [], []
+    cpu_in, cpu_mi, cpu_st = [], [], []
+    run_in_process(pipe, docs)  # warm-up (allocations, first-call costs)
     try:
         with running_workers(settings, pipeline=pipe) as active:
-            run_streaming(active, docs[: max(2, len(docs) // 6)])  # warm-up of the streaming path
-            for _ in range(rounds):
-                inproc.append(run_in_process(pipe, docs))
-                seconds, sizes = run_streaming(active, docs)
+            run_streaming(active, docs[: max(2, len(docs) // 4)])  # warm-up of the streaming path
+            for _ in range(rounds):  # alternate, so that load from other processes hits all three alike
+                wall, cpu, _ = clock.timed(run_in_process, pipe, docs)
+                inproc.append(wall)
+                cpu_in.append(cpu)
+                wall, cpu, _ = clock.timed(run_in_process_microbatched, pipe, docs, batch_size)
+                micro.append(wall)
+                cpu_mi.append(cpu)
+                _, cpu, (seconds, sizes) = clock.timed(run_streaming, active, docs)
                 stream.append(seconds)
+                cpu_st.append(cpu)
                 batches += sizes
     finally:
         delete_keys(settings)
     n = len(docs)
-    t_in, t_st = statistics.median(inproc), statistics.median(stream)
-    return {"label": label, "docs": n, "in_docs_s": n / t_in, "st_docs_s": n / t_st, "ratio": t_in / t_st,
-            "overhead_ms": (t_st - t_in) * 1000 / n, "in_runs": inproc, "st_runs": stream,
-            "max_batch": max(batches) if batches else 0}
+    t_in, t_mi, t_st = statistics.median(inproc), statistics.median(micro), statistics.median(stream)
+    return {"label": label, "docs": n, "in_docs_s": n / t_in, "mi_docs_s": n / t_mi, "st_docs_s": n / t_st,
+            "ratio": t_in / t_st, "ratio_micro": t_mi / t_st, "overhead_ms": (t_st - t_mi) * 1000 / n,
+            "in_runs": inproc, "mi_runs": micro, "st_runs": stream, "max_batch": max(batches) if batches else 0,
+            "cpu_in": n / statistics.median(cpu_in), "cpu_mi": n / statistics.median(cpu_mi),
+            "cpu_st": n / statistics.median(cpu_st),
+            "cpu_overhead_ms": (statistics.median(cpu_st) - statistics.median(cpu_mi)) * 1000 / n}
 
 
 def main() -> int:
@@ -105,37 +159,53 @@ def main() -> int:
     import logging
 
     logging.basicConfig(level=logging.ERROR)
+    from workers_helpers import build_tiny_bundle, lexicon_pipeline
+
     from llmner.pipeline import Pipeline
     from workers.embedded import EmbeddedRedis
-    from workers_helpers import build_tiny_bundle, lexicon_pipeline
 
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis() as embedded:
         redis_url = args.redis_url or embedded.url
         bundle = args.model or str(build_tiny_bundle(Path(tmp) / "tiny"))
         model_label = "bundle " + (args.model or "tiny random (LoRA Llama 2x64 + BERT selector)")
         pipe = Pipeline.from_bundle(bundle)
-        rows = [measure(model_label, pipe, load_docs(args.docs), redis_url, args.rounds, args.batch_size),
+        clock = CpuClock(None if args.redis_url else embedded.server_pid)
+        rows = [measure(model_label, pipe, load_docs(args.docs), redis_url, args.rounds, args.batch_size, clock),
                 measure("rule-based generator (queue cost alone)", lexicon_pipeline(), load_docs(args.fast_docs),
-                        redis_url, args.rounds, args.batch_size)]
+                        redis_url, args.rounds, args.batch_size, clock)]
 
     where = args.redis_url or "embedded Valkey (unix socket)"
-    print(f"\nCelery + Redis ({where}, 1 worker thread, solo pool, micro-batch {args.batch_size} chunks) "
-          f"vs Pipeline.process in-process; medians of {args.rounds} alternating rounds\n")
-    header = f"| {'model':<58} | docs | in-process docs/s | Celery+Redis docs/s | ratio | queue overhead |"
+    print(f"\nCelery + Redis ({where}, 1 worker thread, solo pool, micro-batch {args.batch_size} chunks) vs the same "
+          f"Pipeline in-process; medians of {args.rounds} alternating rounds")
+    print("A = Pipeline.process(all documents) in one call; B = in-process with the workers' schedule "
+          f"({args.batch_size}-chunk micro-batches in submission order); C = through Celery + Redis\n")
+    header = (f"| {'model':<52} | docs | A docs/s | B docs/s | C docs/s | C/A   | C/B   | queue overhead vs B |")
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for r in rows:
-        overhead_pct = (1 - r["ratio"]) * 100
-        print(f"| {r['label']:<58} | {r['docs']:>4} | {r['in_docs_s']:>17.2f} | {r['st_docs_s']:>19.2f} | "
-              f"{r['ratio']:>5.3f} | {overhead_pct:>5.1f} % ({r['overhead_ms']:+.1f} ms/doc) |")
+        print(f"| {r['label']:<52} | {r['docs']:>4} | {r['in_docs_s']:>8.2f} | {r['mi_docs_s']:>8.2f} | "
+              f"{r['st_docs_s']:>8.2f} | {r['ratio']:.3f} | {r['ratio_micro']:.3f} | "
+              f"{(1 - r['ratio_micro']) * 100:>5.1f} % ({r['overhead_ms']:+.1f} ms/doc) |")
+    server_note = "" if not args.redis_url else " (external Redis: its CPU is not counted)"
+    print(f"\nSame runs, documents per CPU-second (this process + the Redis server{server_note}):\n")
+    header = f"| {'model':<52} | A docs/cpu-s | B docs/cpu-s | C docs/cpu-s | C/B   | queue CPU per doc |"
+    print(header)
+    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    for r in rows:
+        print(f"| {r['label']:<52} | {r['cpu_in']:>12.2f} | {r['cpu_mi']:>12.2f} | {r['cpu_st']:>12.2f} | "
+              f"{r['cpu_st'] / r['cpu_mi']:.3f} | {r['cpu_overhead_ms']:>+13.1f} ms |")
     print()
     for r in rows:
-        print(f"{r['label']}: in-process runs {', '.join(f'{x:.2f}' for x in r['in_runs'])} s; "
-              f"Celery+Redis runs {', '.join(f'{x:.2f}' for x in r['st_runs'])} s; largest micro-batch {r['max_batch']:.0f}")
+        print(f"{r['label']}: A runs {', '.join(f'{x:.2f}' for x in r['in_runs'])} s; "
+              f"B runs {', '.join(f'{x:.2f}' for x in r['mi_runs'])} s; "
+              f"C runs {', '.join(f'{x:.2f}' for x in r['st_runs'])} s; largest micro-batch {r['max_batch']:.0f}")
     target = rows[0]
-    verdict = "meets" if (1 - target["ratio"]) <= 0.05 else "misses"
-    print(f"\nTarget queue overhead <= 5 % with model time dominating: {verdict} "
-          f"({(1 - target['ratio']) * 100:.1f} %)")
+    wall_overhead = (1 - target["ratio_micro"]) * 100
+    cpu_overhead = (1 - target["cpu_st"] / target["cpu_mi"]) * 100
+    verdict = "meets" if wall_overhead <= 5 else "misses"
+    print(f"\nTarget queue overhead <= 5 % (C vs B, model time dominating): {verdict} on wall time "
+          f"({wall_overhead:.1f} %; CPU time: {cpu_overhead:.1f} %); C vs A: {(1 - target['ratio']) * 100:.1f} % "
+          "(includes the cost of smaller generation batches)")
     return 0
 
 

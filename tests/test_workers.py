@@ -18,8 +18,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-
-from llmner.doc import Document, ResultRecord
 from workers_helpers import (
     REPO,
     TEST_REDIS_URL,
@@ -33,6 +31,8 @@ from workers_helpers import (
     wait_for,
     wait_for_jobs,
 )
+
+from llmner.doc import Document, ResultRecord
 
 pytestmark = pytest.mark.redis
 
@@ -202,6 +202,11 @@ class _PoisonPipeline:
             raise RuntimeError("injected inference failure")
         return self.inner.infer_chunks(chunks, schemas)
 
+    def assemble(self, doc, chunks, per_chunk):
+        if doc.id == "bad-merge":
+            raise ValueError("injected merge failure")
+        return self.inner.assemble(doc, chunks, per_chunk)
+
 
 def test_chunk_failing_max_deliveries_times_sends_its_document_to_dead_stream(settings, pipeline, caplog):
     from workers.client import submit_many
@@ -212,14 +217,18 @@ def test_chunk_failing_max_deliveries_times_sends_its_document_to_dead_stream(se
     poisoned = _PoisonPipeline(pipeline, poison="POISON")
     docs = note_payloads(5, seed=2)
     docs.insert(2, {"id": "poisoned", "text": "Fever resolved. POISON chunk here.", "language": "en"})
+    docs.append({"id": "bad-merge", "text": "Asthma. Fever.", "language": "en"})
     with running_workers(s, pipeline=poisoned) as active:
         jobs = submit_many(docs, batch=10)
         results, dead = wait_for_jobs(active, jobs, timeout=60)
-    assert [dead[j]["document_id"] for j in dead] == ["poisoned"]
-    entry = next(iter(dead.values()))
+    by_doc = {entry["document_id"]: entry for entry in dead.values()}
+    assert sorted(by_doc) == ["bad-merge", "poisoned"]
+    entry = by_doc["poisoned"]
     assert entry["code"] == "chunk_failed" and entry["stage"] == "infer"
     assert "failed 2 times" in entry["reason"]
-    assert sorted(r["document_id"] for r in results.values()) == sorted(d["id"] for d in docs if d["id"] != "poisoned")
+    assert orjson.loads(entry["payload"])["id"] == "poisoned"  # the document, for a later replay
+    assert by_doc["bad-merge"]["code"] == "assemble_failed"
+    assert sorted(r["document_id"] for r in results.values()) == sorted(d["id"] for d in docs[:-1] if d["id"] != "poisoned")
     assert "POISON" not in caplog.text
 
 
@@ -253,7 +262,7 @@ def test_consumer_dedupes_by_document_and_model_version_and_sqlite_loader_upsert
     assert sorted(e.document_id for e in handled) == sorted(d["id"] for d in docs)
     assert r.xpending(worker.results_stream, "kg")["pending"] == 0
     db = sqlite3.connect(tmp_path / "kg.sqlite")
-    counts = lambda: (db.execute("SELECT COUNT(*) FROM documents").fetchone()[0],  # noqa: E731
+    counts = lambda: (db.execute("SELECT COUNT(*) FROM documents").fetchone()[0],
                       db.execute("SELECT COUNT(*) FROM entities").fetchone()[0])
     n_docs, n_entities = counts()
     assert n_docs == 6
@@ -304,7 +313,7 @@ def test_llmner_run_embedded_end_to_end_and_cleans_up(bundle_dir, tiny_pipeline,
     env.pop("LLMNER_REDIS_URL", None)
     proc = subprocess.run([sys.executable, "-m", "llmner.cli.main", "run", str(notes), "--output", str(out),
                            "--model", str(bundle_dir), "--quiet"], cwd=str(tmp_path), env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, check=False, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = [orjson.loads(ln) for ln in out.read_bytes().splitlines()]
     assert [r["document_id"] for r in records] == ["r1", "r2", "r3"]
@@ -318,7 +327,7 @@ def test_llmner_run_embedded_end_to_end_and_cleans_up(bundle_dir, tiny_pipeline,
 
 
 def _valkey_servers() -> set[str]:
-    ps = subprocess.run(["pgrep", "-f", "valkey-server"], capture_output=True, text=True)
+    ps = subprocess.run(["pgrep", "-f", "valkey-server"], capture_output=True, text=True, check=False)
     return set(ps.stdout.split())
 
 
@@ -367,7 +376,7 @@ def test_health_check_exit_codes(tmp_path):
 
     def health(**extra) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "workers.health"], env={**env, **extra}, capture_output=True,
-                              text=True, timeout=60)
+                              text=True, check=False, timeout=60)
 
     assert health().returncode == 1
     ready.write_text(f"{os.getpid()}\n")
@@ -410,14 +419,14 @@ def test_llmner_submit_and_results_commands(settings, pipeline, tmp_path):
 
     def cli(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "llmner.cli.main", *args], env=env, capture_output=True,
-                              text=True, timeout=120)
+                              text=True, check=False, timeout=120)
 
     submitted = cli("submit", str(notes), "--batch", "3")
     assert submitted.returncode == 0, submitted.stderr[-2000:]
     jobs = submitted.stdout.split()
     assert len(jobs) == 4 and "submitted 4 notes" in submitted.stderr
     with running_workers(settings, pipeline=pipeline) as active:
-        results, _ = wait_for_jobs(active, jobs, timeout=60)
+        wait_for_jobs(active, jobs, timeout=60)
     shown = cli("results", "--count", "10")
     assert shown.returncode == 0, shown.stderr[-2000:]
     lines = [orjson.loads(ln) for ln in shown.stdout.splitlines()]

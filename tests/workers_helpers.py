@@ -93,7 +93,7 @@ class WorkerProcess:
 
     def start(self, timeout: float = 120.0) -> WorkerProcess:
         Path(self.ready_file).unlink(missing_ok=True)
-        self._log = open(self.log_path, "ab")
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - the child writes to it until stop()
         self.proc = subprocess.Popen(self.cmd, cwd=str(REPO), env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
         wait_for(lambda: Path(self.ready_file).exists() or self.proc.poll() is not None, timeout, f"worker {self.name}")
         if self.proc.poll() is not None:
@@ -153,12 +153,13 @@ def build_tiny_bundle(directory: Path) -> Path:
     Same recipe as tests/test_pipeline.py; threshold 0 so the selector keeps what the random
     generator tags (the tests compare entity lists, which should not be empty).
     """
+    from tiny_models import tiny_causal_lm
+    from tiny_selector import build_tiny_bert
+
     from llmner.bundle import BundleManifest, save_bundle
     from llmner.modeling.generator import GeneratorConfig, GeneratorModel
     from llmner.modeling.selector import SelectorConfig, SelectorModel
     from llmner.schema import get_schema
-    from tiny_models import tiny_causal_lm
-    from tiny_selector import build_tiny_bert
 
     root = directory.parent / f"{directory.name}-parts"
     model, tokenizer = tiny_causal_lm()

@@ -12,7 +12,6 @@ from celery import Celery
 
 from workers.settings import Settings, load_celeryconfig
 
-
 app = Celery("llmner", include=["workers.tasks"])
 app.config_from_object(load_celeryconfig())
 _settings: Settings | None = None

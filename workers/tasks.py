@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
+import redis
 from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
 
 from llmner.data_processing.chunking import Chunk
@@ -37,6 +38,9 @@ from workers.state import JobStore, parse_ref
 log = logging.getLogger("workers.tasks")
 
 REDACTED = "<redacted: note payload>"
+
+
+_REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 class Rejected(Exception):
@@ -135,7 +139,9 @@ def parse_document(payload: str, encoding: str, max_chars: int, pipe: Any) -> Do
 
 # -- ingest -------------------------------------------------------------------------------------
 
-@app.task(name="llmner.ingest", bind=True)
+# Retried with the same task id on a Redis outage: job ids derive from it, so nothing is created twice.
+@app.task(name="llmner.ingest", bind=True, autoretry_for=_REDIS_ERRORS, retry_backoff=True, retry_backoff_max=60,
+          max_retries=20)
 def ingest(self, items: Sequence[Sequence[str]], submitted_at: float | None = None) -> dict[str, int]:
     """Validate and chunk each ``[payload, encoding]`` item; job ``i`` of this task is ``{task id}.{i}``."""
     s = settings()
@@ -194,14 +200,21 @@ def ingest(self, items: Sequence[Sequence[str]], submitted_at: float | None = No
 
 
 def _reject(store: JobStore, rej: Rejected, payload: str, encoding: str, job_id: str) -> None:
-    original: bytes | str = base64.b64decode(payload) if encoding == "base64" else payload
+    original: bytes | str = payload
+    if encoding == "base64":
+        try:
+            original = base64.b64decode(payload)
+        except ValueError:
+            original = payload
     document_id = ""
     if rej.code not in ("not_utf8", "not_json"):
         try:
             document_id = str(orjson.loads(original).get("id", ""))
         except Exception:  # noqa: BLE001
             document_id = ""
-    store.dead_letter(rej.reason, original, stage="ingest", document_id=document_id, job_id=job_id, code=rej.code)
+    if store.dead_letter(rej.reason, original, stage="ingest", document_id=document_id, job_id=job_id,
+                         code=rej.code) is None:
+        return  # a redelivered ingest message: this input was dead-lettered already
     metrics.DEAD_LETTERS.labels("ingest").inc()
     metrics.DOCUMENTS.labels("rejected").inc()
     log.warning("job %s rejected: %s", job_id, rej.code)
@@ -216,26 +229,38 @@ def send_infer_ticks(count: int, countdown: float | None = None) -> None:
 
 # -- infer --------------------------------------------------------------------------------------
 
-@app.task(name="llmner.infer", bind=True)
+# A Redis outage is retried with the same task id, so the retry finds this delivery's in-flight chunks.
+@app.task(name="llmner.infer", bind=True, autoretry_for=_REDIS_ERRORS, retry_backoff=True, retry_backoff_max=60,
+          max_retries=20)
 def infer(self) -> dict[str, int]:
     """Take a micro-batch of queued chunks (across documents), tag it, publish finished documents."""
     s = settings()
     store = job_store()
     task_id = self.request.id
-    store.count_delivery(task_id)
     pipe = get_pipeline(s.bundle, s.ready_file, s.pipeline_factory)
     published = 0
     leftover = store.inflight(task_id)
-    if leftover:
-        # A previous delivery of this message died mid-batch: re-run its chunks one at a time so
-        # that a chunk that crashes the worker only counts against itself.
-        metrics.REDELIVERIES.inc(len(leftover))
-        log.warning("infer task %s redelivered: re-running %d in-flight chunks one by one", task_id, len(leftover))
-        for ref in leftover:
-            published += run_batch(pipe, store, task_id, [ref])
-    refs = store.take_batch(task_id, s.infer_batch_size)
-    if refs:
-        published += run_batch(pipe, store, task_id, refs)
+    refs: list[str] = []
+    try:
+        if leftover:
+            # A previous delivery of this message died mid-batch: re-run its chunks one at a time so
+            # that a chunk that crashes the worker only counts against itself.
+            metrics.REDELIVERIES.inc(len(leftover))
+            log.warning("infer task %s redelivered: re-running %d in-flight chunks one by one", task_id, len(leftover))
+            for ref in leftover:
+                published += run_batch(pipe, store, task_id, [ref])
+        refs = store.take_batch(task_id, s.infer_batch_size)
+        if refs:
+            published += run_batch(pipe, store, task_id, refs)
+    except _REDIS_ERRORS:
+        raise
+    except Exception as exc:  # noqa: BLE001 - never strand taken chunks: put them back for another try
+        stranded = store.inflight(task_id)
+        log.error("infer task %s failed (%s); %d chunks requeued", task_id, type(exc).__name__, len(stranded))
+        store.requeue(stranded)
+        store.clear_task(task_id)
+        send_infer_ticks(1, countdown=1.0)
+        return {"chunks": len(refs) + len(leftover), "published": published, "requeued": len(stranded)}
     store.clear_task(task_id)
     return {"chunks": len(refs) + len(leftover), "published": published}
 
@@ -295,18 +320,23 @@ def run_batch(pipe: Any, store: JobStore, task_id: str, refs: Sequence[str], cou
         if status >= 0:
             metrics.CHUNKS.inc()
         if status == 1:
-            published += assemble_and_publish(pipe, store, parse_ref(ref)[0])
+            try:
+                published += assemble_and_publish(pipe, store, parse_ref(ref)[0])
+            except _REDIS_ERRORS:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a merge bug must not block the queue
+                _dead_job(store, ref, f"reassembly failed ({type(exc).__name__})", code="assemble_failed")
         store.done_with(task_id, ref)
     return published
 
 
-def _dead_job(store: JobStore, ref: str, reason: str) -> None:
+def _dead_job(store: JobStore, ref: str, reason: str, code: str = "chunk_failed") -> None:
     job_id, _ = parse_ref(ref)
     raw = store.r.hget(store.settings.manifest_key(job_id), "doc")
-    if store.dead_job(job_id, reason, raw.decode() if raw else "", stage="infer", code="chunk_failed") is not None:
+    if store.dead_job(job_id, reason, raw.decode() if raw else "", stage="infer", code=code) is not None:
         metrics.DEAD_LETTERS.labels("infer").inc()
         metrics.DOCUMENTS.labels("dead").inc()
-        log.error("job %s sent to the dead stream: chunk_failed", job_id)
+        log.error("job %s sent to the dead stream: %s", job_id, code)
 
 
 def assemble_and_publish(pipe: Any, store: JobStore, job_id: str) -> int:
