@@ -151,11 +151,16 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=16, help="LLMNER_INFER_BATCH_SIZE")
     parser.add_argument("--redis-url", default=None, help="default: an embedded Valkey server (unix socket)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: on the shared 2-core machine, 2 intra-op threads made the "
+                             "tiny model up to 5x slower in the main thread than in a worker thread, which would "
+                             "skew the comparison)")
     args = parser.parse_args()
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
 
     import torch
 
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    torch.set_num_threads(args.threads)
     import logging
 
     logging.basicConfig(level=logging.ERROR)
@@ -176,7 +181,7 @@ def main() -> int:
 
     where = args.redis_url or "embedded Valkey (unix socket)"
     print(f"\nCelery + Redis ({where}, 1 worker thread, solo pool, micro-batch {args.batch_size} chunks) vs the same "
-          f"Pipeline in-process; medians of {args.rounds} alternating rounds")
+          f"Pipeline in-process; torch threads {args.threads}; medians of {args.rounds} alternating rounds")
     print("A = Pipeline.process(all documents) in one call; B = in-process with the workers' schedule "
           f"({args.batch_size}-chunk micro-batches in submission order); C = through Celery + Redis\n")
     header = (f"| {'model':<52} | docs | A docs/s | B docs/s | C docs/s | C/A   | C/B   | queue overhead vs B |")

@@ -47,9 +47,16 @@ def bundle_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tiny_pipeline(bundle_dir):
     """The library Pipeline over the tiny random LLM + selector bundle (about a second per short note here)."""
+    import torch
+
     from llmner.pipeline import Pipeline
 
-    return Pipeline.from_bundle(str(bundle_dir))
+    # One torch thread: on the shared 2-core machine two intra-op threads made this tiny model up to
+    # 5x slower (once 60 s for 16 chunks) in the main thread, while the worker thread ran it fine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield Pipeline.from_bundle(str(bundle_dir))
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
