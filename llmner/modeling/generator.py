@@ -234,10 +234,8 @@ def merged_weights_dir(bundle: str | Path) -> Path:
     """A merged (base + adapter) transformers directory for ``bundle``, built on first use into the
     user cache (``LLMNER_CACHE_DIR``) and reused: keyed by the hashes of the bundle's config and adapter."""
     import hashlib
-    import shutil
-    import tempfile
 
-    from llmner.modeling.loading import cache_dir
+    from llmner.cache import cache_dir, publish_directory
 
     root = Path(bundle)
     h = hashlib.sha256()
@@ -246,21 +244,9 @@ def merged_weights_dir(bundle: str | Path) -> Path:
             h.update(part.name.encode())
             h.update(part.read_bytes())
     target = cache_dir() / "merged" / f"{root.resolve().name}-{h.hexdigest()[:16]}"
-    if (target / "config.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        GeneratorModel.from_pretrained(root, device="cpu", dtype=_float32()).save_merged(tmp)
-        try:
-            tmp.rename(target)
-        except OSError:
-            if not (target / "config.json").is_file():  # not a concurrent winner: a real failure
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return publish_directory(
+        target, lambda tmp: GeneratorModel.from_pretrained(root, device="cpu", dtype=_float32()).save_merged(tmp)
+    )
 
 
 def _float32() -> Any:

@@ -12,12 +12,11 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmner.cache import cache_dir, publish_directory
 from llmner.errors import ConfigError, DataNotFoundError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -44,10 +43,6 @@ def auto_device(device: str | None = None) -> DeviceChoice:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     return DeviceChoice(device, dtype)
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("LLMNER_CACHE_DIR") or Path.home() / ".cache" / "llmner")
 
 
 def packaged_gguf(name: str = DEFAULT_BASE_MODEL) -> Path:
@@ -84,12 +79,8 @@ def convert_gguf(gguf_path: str | Path, target: str | Path | None = None) -> Pat
 
     gguf_path = Path(gguf_path)
     target = Path(target) if target is not None else cache_dir() / "models" / gguf_cache_key(gguf_path)
-    if (target / "config.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    os.chmod(tmp, 0o755)
-    try:
+
+    def build(tmp: Path) -> None:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, local_files_only=True)
         # A GGUF-loaded model refuses save_pretrained ("quantized with gguf"): the weights are already
@@ -100,15 +91,8 @@ def convert_gguf(gguf_path: str | Path, target: str | Path | None = None) -> Pat
             delattr(model.config, "quantization_config")
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        try:
-            tmp.rename(target)
-        except OSError:
-            if not (target / "config.json").is_file():  # not a concurrent winner: a real failure
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+
+    return publish_directory(target, build)
 
 
 def resolve_base_model(name_or_path: str | Path | None = None) -> Path:

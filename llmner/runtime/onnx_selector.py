@@ -18,12 +18,12 @@ import fcntl
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from llmner.cache import cache_dir as llmner_cache_dir
 from llmner.errors import ConfigError, DataNotFoundError
 from llmner.modeling.selector import (
     CONFIG_NAME,
@@ -42,10 +42,6 @@ log = logging.getLogger(__name__)
 EXPORT_VERSION = "1"       # bump when the export recipe changes: invalidates cached graphs
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("LLMNER_CACHE_DIR") or Path.home() / ".cache" / "llmner").expanduser()
 
 
 def bundle_key(selector_dir: str | Path) -> str:
@@ -84,7 +80,7 @@ def ensure_onnx(selector_dir: str | Path, variant: str, cache_dir: str | Path | 
 
     if variant not in VARIANTS:
         raise ConfigError(f"unknown ONNX variant {variant!r} (expected {', '.join(VARIANTS)})")
-    out_dir = Path(cache_dir or cache_root()) / "selector-onnx" / bundle_key(selector_dir)
+    out_dir = Path(cache_dir or llmner_cache_dir()) / "selector-onnx" / bundle_key(selector_dir)
     target = out_dir / f"selector.{variant}.onnx"
     if target.is_file():
         return target
