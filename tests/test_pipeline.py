@@ -7,13 +7,11 @@ import re
 
 import numpy as np
 import pytest
-from tiny_selector import build_tiny_bert
 
-from llmner.bundle import BundleManifest, load_manifest, save_bundle
+from llmner.bundle import BundleManifest, load_manifest
 from llmner.data_processing.chunking import ChunkingConfig
 from llmner.doc import Document, Entity
 from llmner.errors import ConfigError, DataNotFoundError
-from llmner.modeling.selector import SelectorConfig, SelectorModel
 from llmner.pipeline import Pipeline, PipelineConfig
 from llmner.runtime.base import GeneratorRuntime, SelectorRuntime, TagResult
 from llmner.runtime.torch_selector import TorchSelectorRuntime
@@ -118,24 +116,9 @@ def test_biomedical_default_schema_has_the_six_types():
 @pytest.fixture(scope="module")
 def tiny_bundle(tmp_path_factory):
     """A real bundle: a tiny Llama generator (GeneratorModel, LoRA) + a tiny BERT selector."""
-    from tiny_models import tiny_causal_lm
+    from tiny_models import build_tiny_bundle
 
-    from llmner.modeling.generator import GeneratorConfig, GeneratorModel
-
-    root = tmp_path_factory.mktemp("bundle")
-    model, tokenizer = tiny_causal_lm()
-    base_dir = root / "base"
-    model.save_pretrained(str(base_dir))
-    tokenizer.save_pretrained(str(base_dir))
-    gen = GeneratorModel.from_base(GeneratorConfig(base_model=str(base_dir), lora_r=2, schemas=()),
-                                   schemas=[get_schema("biomedical_en")], base=(model, tokenizer))
-    gen.save_pretrained(root / "gen")
-    enc = build_tiny_bert(root / "enc")
-    sel = SelectorModel.from_encoder(SelectorConfig(encoder=str(enc), threshold=0.3, model_id="sel-tiny", trainable_layers=1))
-    sel.save_pretrained(root / "sel")
-    manifest = BundleManifest(name="tiny", generator_id="gen-tiny", selector_id="sel-tiny", decoding_mode="constrained",
-                              selector_threshold=0.0)
-    return save_bundle(root / "bundle", root / "gen", root / "sel", manifest)
+    return build_tiny_bundle(tmp_path_factory.mktemp("bundle") / "bundle", selector_threshold=0.3)
 
 
 def test_pipeline_from_bundle_with_tiny_generator_and_selector(tiny_bundle):

@@ -106,7 +106,15 @@ def tiny_causal_lm(seed: int = 0):
 
 @lru_cache(maxsize=2)
 def _bert_tokenizer_json(vocab_size: int) -> str:
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
 
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=False)
@@ -148,3 +156,34 @@ def tiny_bert(tokenizer=None, seed: int = 0, layers: int = 2, hidden: int = 32):
     model = BertModel(config)
     model.eval()
     return model
+
+
+def build_tiny_bundle(directory, selector_threshold: float = 0.0):
+    """A real model bundle of tiny random models in ``directory``: a LoRA Llama generator
+    (GeneratorModel) and a tiny BERT selector. The bundle threshold is 0 so the selector keeps what
+    the random generator tags (tests compare entity lists, which should not be empty)."""
+    from pathlib import Path
+
+    from tiny_selector import build_tiny_bert
+
+    from llmner.bundle import BundleManifest, save_bundle
+    from llmner.modeling.generator import GeneratorConfig, GeneratorModel
+    from llmner.modeling.selector import SelectorConfig, SelectorModel
+    from llmner.schema import get_schema
+
+    directory = Path(directory)
+    root = directory.parent / f"{directory.name}-parts"
+    model, tokenizer = tiny_causal_lm()
+    base_dir = root / "base"
+    model.save_pretrained(str(base_dir))
+    tokenizer.save_pretrained(str(base_dir))
+    gen = GeneratorModel.from_base(GeneratorConfig(base_model=str(base_dir), lora_r=2, schemas=()),
+                                   schemas=[get_schema("biomedical_en")], base=(model, tokenizer))
+    gen.save_pretrained(root / "gen")
+    enc = build_tiny_bert(root / "enc")
+    sel = SelectorModel.from_encoder(SelectorConfig(encoder=str(enc), threshold=selector_threshold,
+                                                    model_id="sel-tiny", trainable_layers=1))
+    sel.save_pretrained(root / "sel")
+    manifest = BundleManifest(name="tiny", generator_id="gen-tiny", selector_id="sel-tiny",
+                              decoding_mode="constrained", selector_threshold=0.0)
+    return Path(save_bundle(directory, root / "gen", root / "sel", manifest))

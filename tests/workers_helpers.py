@@ -148,34 +148,10 @@ def payload_lines(docs: list[dict]) -> bytes:
 
 
 def build_tiny_bundle(directory: Path) -> Path:
-    """A real model bundle of tiny random models (LoRA Llama generator + BERT selector) in ``directory``.
+    """A real model bundle of tiny random models (see tests/tiny_models.py)."""
+    from tiny_models import build_tiny_bundle as build
 
-    Same recipe as tests/test_pipeline.py; threshold 0 so the selector keeps what the random
-    generator tags (the tests compare entity lists, which should not be empty).
-    """
-    from tiny_models import tiny_causal_lm
-    from tiny_selector import build_tiny_bert
-
-    from llmner.bundle import BundleManifest, save_bundle
-    from llmner.modeling.generator import GeneratorConfig, GeneratorModel
-    from llmner.modeling.selector import SelectorConfig, SelectorModel
-    from llmner.schema import get_schema
-
-    root = directory.parent / f"{directory.name}-parts"
-    model, tokenizer = tiny_causal_lm()
-    base_dir = root / "base"
-    model.save_pretrained(str(base_dir))
-    tokenizer.save_pretrained(str(base_dir))
-    gen = GeneratorModel.from_base(GeneratorConfig(base_model=str(base_dir), lora_r=2, schemas=()),
-                                   schemas=[get_schema("biomedical_en")], base=(model, tokenizer))
-    gen.save_pretrained(root / "gen")
-    enc = build_tiny_bert(root / "enc")
-    sel = SelectorModel.from_encoder(SelectorConfig(encoder=str(enc), threshold=0.0, model_id="sel-tiny",
-                                                    trainable_layers=1))
-    sel.save_pretrained(root / "sel")
-    manifest = BundleManifest(name="tiny", generator_id="gen-tiny", selector_id="sel-tiny",
-                              decoding_mode="constrained", selector_threshold=0.0)
-    return Path(save_bundle(directory, root / "gen", root / "sel", manifest))
+    return build(directory)
 
 
 # A rule-based generator runtime: the real Pipeline (chunking, schema per chunk, merge to document
