@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import logging
 import os
-import signal
 import socket
 import time
 from collections.abc import Callable
@@ -86,21 +85,15 @@ class InboxBridge:
 
 def main() -> int:
     from workers.celery import settings
+    from workers.shutdown import StopFlag
     from workers.state import client
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     s = settings()
     bridge = InboxBridge(s, client(s.redis_url))
-    stopping = False
-
-    def _stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    stop = StopFlag()
     log.info("inbox bridge: %s -> %s", s.inbox_stream, s.ingest_queue)
-    bridge.run(lambda: stopping)
+    bridge.run(stop)
     log.info("inbox bridge stopped: %d forwarded, %d rejected", bridge.forwarded, bridge.rejected)
     return 0
 

@@ -9,7 +9,6 @@ transaction, so a redelivered entry (loader died before XACK) rewrites the same 
 from __future__ import annotations
 
 import argparse
-import signal
 import sqlite3
 import time
 from pathlib import Path
@@ -77,21 +76,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from workers.celery import settings
+    from workers.shutdown import StopFlag
     from workers.state import client
 
     s = settings()
     kg = SqliteKnowledgeGraph(args.database)
     consumer = ResultConsumer(client(s.redis_url), group=args.group, stream=s.results_stream)
-    stopping = False
-
-    def _stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    stop = StopFlag()
     consumer.ensure_group()
-    while not stopping:
+    while not stop():
         entries = consumer.read(block_ms=1000)
         if not entries and args.once:
             break
