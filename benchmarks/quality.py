@@ -1,0 +1,640 @@
+"""Quality report: strict P/R/F1 of llmner on every corpus, beside a peer baseline and published results.
+
+Writes ``benchmarks/results/quality.md`` (the table, the settings and the caveats), ``quality.json``
+(every number), ``quality_f1.png`` (F1 per corpus: llmner, peer baseline, published reference) and
+``quality_training.png`` (training curves: each bundle's generator ``history.jsonl`` with its dev
+loss, the selector's card, the peer models' loss), and prints the markdown table.
+
+Rows: NCBI-Disease test, BC5CDR test (Chemical, Disease, overall), GENIA test (nested), JNLPBA test,
+BC2GM test, LINNAEUS test, S800 test, CMeEE dev (its test set has no labels); plus NCBI-Disease with
+``free`` decoding and NCBI-Disease zero-shot with the protocol-(b) bundle (trained without it).
+
+llmner rows go through llmner's own evaluation path (``llmner.evaluation.corpus_eval.evaluate_corpus``
+with a ``Pipeline.from_bundle`` pipeline): one generator pass per row, scored without and with the
+selector. The peer rows come from ``benchmarks/peer_baseline.py`` models (``--peer-dir``, trained
+beforehand). Every system is scored on the same deterministic subset: the first documents of each
+split holding ``--sentences`` sentences (``benchmarks/_eval_subset.py``). Each finished row is cached
+as JSON under ``--work-dir``, so an interrupted run resumes where it stopped.
+
+Usage:
+  python benchmarks/quality.py --bundle BUNDLE_A [--zero-shot-bundle BUNDLE_B] [--peer-dir DIR] \\
+      [--sentences 200] [--corpus ncbi_disease ...] [--free-corpus ncbi_disease] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _eval_subset import (
+    REPORT_SPLITS,
+    EvalSubset,
+    evaluation_subset,
+    per_document_counts,
+)
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CORPUS_ORDER = ("ncbi_disease", "bc5cdr", "genia", "jnlpba", "bc2gm", "linnaeus", "s800", "cmeee")
+CORPUS_LABELS = {"ncbi_disease": "NCBI-Disease", "bc5cdr": "BC5CDR", "genia": "GENIA (nested)", "jnlpba": "JNLPBA",
+                 "bc2gm": "BC2GM", "linnaeus": "LINNAEUS", "s800": "S800", "cmeee": "CMeEE"}
+# Scopes reported per corpus: "all" is the strict micro score; a type name is that type's strict score.
+CORPUS_SCOPES = {"bc5cdr": ("Chemical", "Disease", "all")}
+# Published strict F1 on the FULL test sets (other papers' protocols; see the notes in the report).
+PUBLISHED: dict[tuple[str, str], tuple[str, float]] = {
+    ("ncbi_disease", "all"): ("BioBERT", 89.7),
+    ("bc5cdr", "Chemical"): ("PubMedBERT", 93.3),
+    ("bc5cdr", "Disease"): ("PubMedBERT", 85.6),
+    ("jnlpba", "all"): ("PubMedBERT", 79.1),
+    ("bc2gm", "all"): ("PubMedBERT", 84.5),
+    ("genia", "all"): ("W2NER", 81.4),
+}
+PUBLISHED_ZERO_SHOT = ("LLMNER (9B), zero-shot", 69.15)
+ZERO_SHOT_CORPUS = "ncbi_disease"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LlmnerSystem:
+    """A bundle run with one decoding mode: one pipeline, evaluated without and with its selector."""
+
+    name: str          # "a" (all corpora) or "b" (zero-shot protocol)
+    bundle: Path
+    mode: str
+
+    @property
+    def key(self) -> str:
+        return f"llmner-{self.name}-{self.mode}"
+
+
+# ---- fingerprints and the row cache ------------------------------------------------------------
+def _hash_files(paths: Sequence[Path]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(str(p).encode())
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def bundle_fingerprint(bundle: Path) -> str:
+    """Changes when the bundle's manifest, generator card/config or selector config change."""
+    bundle = bundle.resolve()
+    files = [bundle / "bundle.json", bundle / "generator" / "training_card.json", bundle / "generator" / "generator_config.json",
+             bundle / "selector" / "selector_config.json", bundle / "selector" / "training_card.json"]
+    return _hash_files(files)
+
+
+def peer_fingerprint(model_dir: Path) -> str:
+    return _hash_files([model_dir.resolve() / "peer_card.json", model_dir.resolve() / "config.json"])
+
+
+def row_cache_path(work_dir: Path, system: str, subset: EvalSubset, fingerprint: str) -> Path:
+    return work_dir / "rows" / f"{system}__{subset.corpus}__{subset.split}__d{len(subset.documents)}__{fingerprint}.json"
+
+
+def cached(path: Path) -> dict[str, Any] | None:
+    if path.is_file():
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError:
+            return None
+    return None
+
+
+def store(path: Path, result: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, path)
+
+
+# ---- scoring helpers ---------------------------------------------------------------------------
+def bootstrap_f1(per_document: Sequence[dict[str, list[int]]], scope: str, samples: int = 1000,
+                 seed: int = 0) -> tuple[float, float] | None:
+    """95% percentile interval of strict micro F1 over documents resampled with replacement."""
+    import numpy as np
+
+    if samples <= 0 or len(per_document) < 2:
+        return None
+    counts = np.array([d.get(scope, [0, 0, 0]) for d in per_document], dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(counts), size=(samples, len(counts)))
+    tp, fp, fn = (counts[idx, k].sum(axis=1) for k in range(3))
+    denom = 2 * tp + fp + fn
+    f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
+    lo, hi = np.percentile(f1, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def scope_counts(report: dict[str, Any], scope: str) -> dict[str, float] | None:
+    """P/R/F1 + counts of one scope of a scorer report dict (``Report.to_dict``)."""
+    if scope == "all":
+        return report["strict"]["micro"]
+    return report["per_type"].get(scope, {"tp": 0, "fp": 0, "fn": 0, "precision": 0.0, "recall": 0.0, "f1": 0.0})
+
+
+# ---- running the systems -----------------------------------------------------------------------
+class PipelineCache:
+    """One loaded pipeline per (bundle, mode), built only when a row needs computing."""
+
+    def __init__(self, selector_backend: str, batch_documents: int) -> None:
+        self.selector_backend = selector_backend
+        self.batch_documents = batch_documents
+        self._pipes: dict[str, Any] = {}
+
+    def get(self, system: LlmnerSystem) -> Any:
+        if system.key not in self._pipes:
+            from llmner.pipeline import Pipeline, PipelineConfig
+
+            t0 = time.perf_counter()
+            self._pipes[system.key] = Pipeline.from_bundle(system.bundle, PipelineConfig(
+                decoding_mode=system.mode, selector_backend=self.selector_backend,
+                generator_batch_size=self.batch_documents))
+            print(f"loaded {system.key} from {system.bundle} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        return self._pipes[system.key]
+
+
+def run_llmner(system: LlmnerSystem, subset: EvalSubset, pipes: PipelineCache, batch_documents: int,
+               bootstrap: int) -> dict[str, Any]:
+    """``evaluate_corpus`` on the subset; the pipeline's records are kept for per-document counts."""
+    from rich.console import Console
+
+    from llmner.doc import Document
+    from llmner.evaluation.corpus_eval import evaluate_corpus
+
+    pipe = pipes.get(system)
+    records: list[Any] = []
+    original = pipe.process
+
+    def recording_process(docs: Sequence[Document], select: bool = True) -> list[Any]:
+        out = original(docs, select=select)
+        records.extend(out)
+        return out
+
+    pipe.process = recording_process
+    try:
+        result = evaluate_corpus(subset.corpus, subset.split, limit=len(subset.documents), batch_documents=batch_documents,
+                                 pipeline=pipe, console=Console(stderr=True, width=120), progress=False)
+    finally:
+        pipe.process = original
+    gold = subset.documents
+    if [r.document_id for r in records] != [d.id for d in gold]:
+        raise RuntimeError(f"{subset.corpus}: evaluate_corpus scored other documents than the report subset")
+
+    def predicted(with_selector: bool) -> list[Document]:
+        return [Document(d.id, d.text, d.language, {},
+                         [e for e in r.entities if not with_selector or e.score is None or e.score >= pipe.threshold])
+                for d, r in zip(gold, records)]
+
+    seconds = float(result["seconds"])
+    out: dict[str, Any] = {
+        "system": system.key, "bundle": str(system.bundle), "mode": system.mode, "corpus": subset.corpus,
+        "split": subset.split, "documents": len(gold), "sentences": subset.sentences, "gold_mentions": subset.gold_mentions,
+        "seconds": seconds, "documents_per_second": len(gold) / seconds if seconds > 0 else 0.0,
+        "sentences_per_second": subset.sentences / seconds if seconds > 0 else 0.0,
+        "model_ids": result["model_ids"], "without_selector": result["without_selector"],
+        "per_document": {"without_selector": per_document_counts(gold, predicted(False))},
+    }
+    if "with_selector" in result:
+        out["with_selector"] = result["with_selector"]
+        out["threshold"] = result["threshold"]
+        out["per_document"]["with_selector"] = per_document_counts(gold, predicted(True))
+    return out
+
+
+def run_peer(model_dir: Path, subset: EvalSubset) -> dict[str, Any]:
+    from peer_baseline import evaluate_peer
+
+    result = evaluate_peer(model_dir, subset)
+    result["per_document"] = {"peer": result["per_document"]}
+    return result
+
+
+# ---- the table ---------------------------------------------------------------------------------
+def fmt_prf(c: dict[str, float] | None) -> str:
+    if c is None:
+        return "—"
+    return f"{100 * c['precision']:.1f} / {100 * c['recall']:.1f} / {100 * c['f1']:.1f}"
+
+
+def fmt_ci(ci: Sequence[float] | None) -> str:
+    return "—" if not ci else f"{100 * ci[0]:.1f}–{100 * ci[1]:.1f}"
+
+
+def fmt_rate(result: dict[str, Any] | None) -> str:
+    if result is None:
+        return "—"
+    return f"{result['documents_per_second']:.2f} ({result['sentences_per_second']:.1f})"
+
+
+def build_rows(llmner: dict[tuple[str, str], dict[str, Any]], peers: dict[str, dict[str, Any]],
+               subsets: dict[str, EvalSubset], main: LlmnerSystem, extra: Sequence[tuple[LlmnerSystem, str, str]],
+               bootstrap: int) -> list[dict[str, Any]]:
+    """One dict per table row (numbers in percent); ``extra`` = (system, corpus, label) rows."""
+    rows: list[dict[str, Any]] = []
+
+    def llmner_cells(result: dict[str, Any] | None, scope: str) -> dict[str, Any]:
+        if result is None:
+            return {"alone": None, "selector": None, "ci": None, "rate": None}
+        alone = scope_counts(result["without_selector"], scope)
+        with_sel = scope_counts(result["with_selector"], scope) if "with_selector" in result else None
+        which = "with_selector" if with_sel is not None else "without_selector"
+        return {"alone": alone, "selector": with_sel, "ci": bootstrap_f1(result["per_document"][which], scope, bootstrap),
+                "rate": result, "shipped": with_sel or alone}
+
+    def add(label: str, corpus: str, scope: str, result: dict[str, Any] | None, peer: dict[str, Any] | None,
+            published: tuple[str, float] | None, kind: str) -> None:
+        subset = subsets[corpus]
+        cells = llmner_cells(result, scope)
+        peer_scores = scope_counts(peer["report"], scope) if peer else None
+        gold = (sum(len([e for e in d.entities if e.type == scope]) for d in subset.documents)
+                if scope != "all" else subset.gold_mentions)
+        rows.append({
+            "label": label, "corpus": corpus, "split": subset.split, "scope": scope, "kind": kind,
+            "documents": len(subset.documents), "sentences": subset.sentences, "gold_mentions": gold,
+            "llmner_alone": cells["alone"], "llmner_selector": cells["selector"], "llmner_f1_ci": cells["ci"],
+            "llmner_shipped": cells.get("shipped"), "llmner_rate": _rate(cells["rate"]),
+            "peer": peer_scores, "peer_f1_ci": bootstrap_f1(peer["per_document"]["peer"], scope, bootstrap) if peer else None,
+            "peer_rate": _rate(peer), "published": published,
+        })
+
+    for corpus, subset in subsets.items():
+        for scope in CORPUS_SCOPES.get(corpus, ("all",)):
+            label = f"{CORPUS_LABELS[corpus]} {subset.split}" + ("" if scope == "all" else f" ({scope})")
+            if corpus in CORPUS_SCOPES and scope == "all":
+                label += " (overall)"
+            add(label, corpus, scope, llmner.get((main.key, corpus)), peers.get(corpus), PUBLISHED.get((corpus, scope)), "main")
+    for system, corpus, label in extra:
+        if corpus in subsets:
+            published = PUBLISHED_ZERO_SHOT if system.name == "b" else None
+            add(label, corpus, "all", llmner.get((system.key, corpus)), None, published,
+                "zero-shot" if system.name == "b" else f"mode:{system.mode}")
+    return rows
+
+
+def _rate(result: dict[str, Any] | None) -> dict[str, float] | None:
+    if result is None:
+        return None
+    return {"documents_per_second": result["documents_per_second"], "sentences_per_second": result["sentences_per_second"],
+            "seconds": result["seconds"]}
+
+
+MD_HEADER = ["corpus (split, scope)", "docs / sents / gold", "llmner generator P / R / F1",
+             "llmner + selector P / R / F1", "llmner F1 95% CI", "llmner docs/s (sents/s)",
+             "peer P / R / F1", "peer F1 95% CI", "peer docs/s (sents/s)", "published F1"]
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    lines = ["| " + " | ".join(MD_HEADER) + " |", "|" + "---|" * len(MD_HEADER)]
+    for r in rows:
+        pub = f"{r['published'][1]:.2f} ({r['published'][0]})" if r["published"] else "—"
+        lines.append("| " + " | ".join([
+            r["label"], f"{r['documents']} / {r['sentences']} / {r['gold_mentions']}",
+            fmt_prf(r["llmner_alone"]), fmt_prf(r["llmner_selector"]), fmt_ci(r["llmner_f1_ci"]),
+            fmt_rate(r["llmner_rate"]), fmt_prf(r["peer"]), fmt_ci(r["peer_f1_ci"]), fmt_rate(r["peer_rate"]), pub,
+        ]) + " |")
+    return "\n".join(lines)
+
+
+def comparison_summary(rows: Sequence[dict[str, Any]]) -> str:
+    """How often the shipped llmner configuration beats the peer baseline (overall row per corpus)."""
+    compared = [r for r in rows if r["kind"] == "main" and r["scope"] == "all" and r["llmner_shipped"] and r["peer"]]
+    wins = [r for r in compared if r["llmner_shipped"]["f1"] > r["peer"]["f1"]]
+    if not compared:
+        return "llmner vs peer baseline: no corpus has both rows yet."
+    return (f"llmner (shipped configuration) above the peer baseline on {len(wins)} of {len(compared)} corpora"
+            + (f": {', '.join(CORPUS_LABELS[r['corpus']] for r in wins)}" if wins else "") + ".")
+
+
+# ---- plots -------------------------------------------------------------------------------------
+def plot_f1(rows: Sequence[dict[str, Any]], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    shown = [r for r in rows if r["kind"] in ("main", "zero-shot")]
+    labels = [r["label"].replace(" test", "").replace(" dev", "") + (" zero-shot" if r["kind"] == "zero-shot" else "")
+              for r in shown]
+    series = [("llmner", [100 * r["llmner_shipped"]["f1"] if r["llmner_shipped"] else np.nan for r in shown], "#1f77b4"),
+              ("peer baseline (MiniLM BIO)", [100 * r["peer"]["f1"] if r["peer"] else np.nan for r in shown], "#ff7f0e"),
+              ("published", [r["published"][1] if r["published"] else np.nan for r in shown], "#7f7f7f")]
+    x = np.arange(len(shown))
+    width = 0.27
+    fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(shown)), 4.8))
+    for i, (name, values, color) in enumerate(series):
+        ax.bar(x + (i - 1) * width, values, width, label=name, color=color)
+    ax.set_xticks(x)
+    ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("strict F1 (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title("Strict F1 per corpus (llmner and peer on the report subsets; published = full test sets)", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _moving_average(values: Sequence[float], window: int) -> list[float]:
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def training_curves(bundles: dict[str, Path], peer_dir: Path | None) -> dict[str, Any]:
+    """Loss histories found on disk: generator history.jsonl per bundle, selector history/card, peers."""
+    curves: dict[str, Any] = {"generator": {}, "selector": {}, "peer": {}}
+    for name, bundle in bundles.items():
+        history = read_jsonl(bundle / "generator" / "history.jsonl")
+        if history:
+            curves["generator"][name] = history
+        selector_history = read_jsonl(bundle / "selector" / "history.jsonl")
+        card_file = bundle / "selector" / "training_card.json"
+        card = json.loads(card_file.read_text()) if card_file.is_file() else None
+        if (bundle / "selector").is_dir():
+            curves["selector"][name] = {"history": selector_history, "card": card}
+    if peer_dir is not None and peer_dir.is_dir():
+        for sub in sorted(p for p in peer_dir.iterdir() if p.is_dir()):
+            history = read_jsonl(sub / "history.jsonl")
+            if history:
+                curves["peer"][sub.name] = history
+    return curves
+
+
+def plot_training(curves: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    ax = axes[0]
+    for name, history in curves["generator"].items():
+        steps = [h["step"] for h in history]
+        losses = [h["loss"] for h in history]
+        line, = ax.plot(steps, losses, alpha=0.25)
+        ax.plot(steps, _moving_average(losses, 20), color=line.get_color(), label=f"bundle {name}: train (avg 20)")
+        dev = [(h["step"], h["dev_loss"]) for h in history if "dev_loss" in h]
+        if dev:
+            ax.plot(*zip(*dev), "o--", color=line.get_color(), label=f"bundle {name}: dev")
+    ax.set_title("generator (LoRA) loss per step", fontsize=9)
+    ax.set_xlabel("step")
+    if curves["generator"]:
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no generator history.jsonl", ha="center", transform=ax.transAxes)
+
+    ax = axes[1]
+    drawn = False
+    for name, sel in curves["selector"].items():
+        if sel["history"]:
+            steps = [h.get("step", i + 1) for i, h in enumerate(sel["history"])]
+            ax.plot(steps, [h["loss"] for h in sel["history"]], label=f"bundle {name}")
+            drawn = True
+        elif sel["card"] and sel["card"].get("loss_first") is not None:
+            card = sel["card"]
+            ax.plot([1, card["steps"]], [card["loss_first"], card["loss_last_mean10"]], "o-",
+                    label=f"bundle {name}: first / mean of last 10 (card only)")
+            drawn = True
+    ax.set_title("selector loss (per-step history when the bundle has one)", fontsize=9)
+    ax.set_xlabel("step")
+    if drawn:
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no selector loss recorded in the bundles", ha="center", transform=ax.transAxes)
+
+    ax = axes[2]
+    for corpus, history in curves["peer"].items():
+        losses = [h["loss"] for h in history]
+        ax.plot([h["step"] for h in history], _moving_average(losses, 10), label=corpus)
+    ax.set_title("peer baseline loss per step (avg 10)", fontsize=9)
+    ax.set_xlabel("step")
+    if curves["peer"]:
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no peer models", ha="center", transform=ax.transAxes)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ---- the report --------------------------------------------------------------------------------
+def write_report(rows: Sequence[dict[str, Any]], settings: dict[str, Any], curves: dict[str, Any],
+                 output: Path, f1_png: Path, training_png: Path) -> Path:
+    table = markdown_table(rows)
+    selector_lines = []
+    for name, sel in curves["selector"].items():
+        card = sel["card"] or {}
+        if not card and not sel["history"]:
+            selector_lines.append(f"- bundle {name} selector: no training card or history in the bundle")
+            continue
+        selector_lines.append(
+            f"- bundle {name} selector: {card.get('steps', '?')} steps, loss {card.get('loss_first', '?')} -> "
+            f"{card.get('loss_last_mean10', '?')} (mean of last 10), threshold {card.get('threshold', '?')}, "
+            f"per-step history: {'yes' if sel['history'] else 'no (the selector trainer writes only its card)'}")
+    generator_lines = []
+    for name, history in curves["generator"].items():
+        tail = [h["loss"] for h in history[-20:]]
+        dev = [h["dev_loss"] for h in history if "dev_loss" in h]
+        generator_lines.append(f"- bundle {name} generator: {len(history)} steps, loss {history[0]['loss']:.3f} -> "
+                               f"{sum(tail) / len(tail):.3f} (mean of last 20)"
+                               + (f", dev loss {dev[0]:.3f} -> {dev[-1]:.3f}" if dev else ", no dev loss logged"))
+    peer_card = settings.get("peer_settings")
+    unknown = settings.get("peer_unknown_token_rate", {})
+    cmeee_unknown = (f" ({100 * unknown['cmeee']:.0f}% of the word pieces of the CMeEE subset are `[UNK]`)"
+                     if "cmeee" in unknown else "")
+    text = f"""# Quality report
+
+Generated by `benchmarks/quality.py` on {settings['generated']} ({settings['machine']}, torch threads {settings['torch_threads']}).
+
+- Bundle (a), all training corpora: `{settings['bundle']}` (models: {settings.get('model_ids_a', '?')}), decoding mode `{settings['mode']}`.
+- Bundle (b), trained without NCBI-Disease (zero-shot row): `{settings.get('zero_shot_bundle') or '— (not given)'}`.
+- Peer baseline models: `{settings.get('peer_dir') or '— (not given)'}`{(' — ' + peer_card) if peer_card else ''}.
+- Evaluation subset: the first documents of each split holding at least {settings['sentences']} sentences
+  (`benchmarks/_eval_subset.py`; the same documents for every system); 95% CI = percentile bootstrap over
+  documents ({settings['bootstrap']} resamples).
+
+{table}
+
+Cells are strict P / R / F1 in percent (llmner's scorer, `llmner.evaluation.scorer`, exact (start, end, type));
+docs/s counts documents of the row's corpus (an abstract for NCBI-Disease, BC5CDR and S800, a sentence for
+GENIA, JNLPBA, BC2GM and LINNAEUS, a record for CMeEE), sentences/s in brackets.
+
+{comparison_summary(rows)}
+
+## Notes
+
+- **Decoding modes.** `constrained` and `speculative` give identical output by construction (speculative
+  verifies the remaining source as a draft and keeps only tokens the constrained greedy step would pick;
+  `benchmarks/results/decoding.md` found 124 of 124 sentences identical), so one row covers both. `free` (unconstrained) decoding
+  differs and has its own row(s).
+- **Published references** are other papers' full-test-set numbers with their own models (BioBERT, PubMedBERT:
+  110 M-parameter encoders; W2NER; LLMNER zero-shot with a 9 B model). Our rows are on the subsets above, so the
+  comparison is indicative: see the confidence intervals.
+- **Peer baseline**: `AutoModelForTokenClassification` on the same MiniLM-L6 encoder as the selector, BIO tags on
+  the tokenizer's words (first sub-token labelled), trained per corpus (`benchmarks/peer_baseline.py`). GENIA is
+  nested: the peer trains on the outermost mentions only and is scored against all gold mentions, so inner
+  mentions count as misses. CMeEE: MiniLM's uncased English WordPiece vocabulary splits Chinese into single
+  characters but lacks most of them{cmeee_unknown}: measured on the first 300 CMeEE dev records, 65% of the
+  word pieces are `[UNK]` and only 166 of 1,189 distinct characters are in the vocabulary, so the peer's CMeEE row
+  is weak because of the encoder's vocabulary (llmner's selector shares it), not because of the recipe.
+- **CMeEE** is reported on dev: its test set has no labels.
+
+## Training curves
+
+![training curves]({training_png.name})
+
+{chr(10).join(generator_lines) or '- no generator history found'}
+{chr(10).join(selector_lines) or '- no selector in the bundles'}
+
+## F1 per corpus
+
+![F1 per corpus]({f1_png.name})
+"""
+    output.write_text(text)
+    return output
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bundle", type=Path, default=None, help="protocol (a) bundle (default: the shipped default bundle)")
+    parser.add_argument("--zero-shot-bundle", type=Path, default=None, help="protocol (b) bundle (trained without NCBI-Disease)")
+    parser.add_argument("--peer-dir", type=Path, default=None, help="peer models (peer_baseline.py --output DIR)")
+    parser.add_argument("--corpus", action="append", choices=CORPUS_ORDER, help="repeatable; default: all 8")
+    parser.add_argument("--sentences", type=int, default=200, help="sentences per corpus subset (0 = the whole split)")
+    parser.add_argument("--mode", default=None, help="decoding mode of the main rows (default: the bundle's)")
+    parser.add_argument("--free-corpus", action="append", default=None,
+                        help="corpora that also get a free-decoding row (default: ncbi_disease; 'none' for none)")
+    parser.add_argument("--selector-backend", default="onnx", choices=("onnx", "torch", "none"))
+    parser.add_argument("--batch-documents", type=int, default=8)
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the F1 CI (0 = none)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    parser.add_argument("--work-dir", type=Path, default=RESULTS / "quality_work", help="row cache (resumable)")
+    parser.add_argument("--output-dir", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from llmner.bundle import default_bundle_path, load_manifest
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    bundle = args.bundle or default_bundle_path()
+    if bundle is None:
+        parser.error("no --bundle given and no default bundle is installed")
+    bundle = Path(bundle)
+    manifest = load_manifest(bundle)
+    mode = args.mode or manifest.decoding_mode
+    main_system = LlmnerSystem("a", bundle, mode)
+    free_corpora = [c for c in (args.free_corpus or ["ncbi_disease"]) if c != "none"]
+    corpora = [c for c in CORPUS_ORDER if c in (args.corpus or CORPUS_ORDER)]
+    extra: list[tuple[LlmnerSystem, str, str]] = []
+    if mode != "free":
+        extra += [(LlmnerSystem("a", bundle, "free"), c, f"{CORPUS_LABELS[c]} {REPORT_SPLITS[c]}, free decoding")
+                  for c in free_corpora if c in corpora]
+    if args.zero_shot_bundle is not None and ZERO_SHOT_CORPUS in corpora:
+        zs_mode = args.mode or load_manifest(args.zero_shot_bundle).decoding_mode
+        extra.append((LlmnerSystem("b", args.zero_shot_bundle, zs_mode), ZERO_SHOT_CORPUS,
+                      f"{CORPUS_LABELS[ZERO_SHOT_CORPUS]} test, zero-shot (bundle b, trained without it)"))
+
+    subsets = {c: evaluation_subset(c, args.sentences or None) for c in corpora}
+    for s in subsets.values():
+        print(s.describe(), file=sys.stderr)
+    pipes = PipelineCache(args.selector_backend, args.batch_documents)
+    fingerprints = {str(bundle): bundle_fingerprint(bundle)}
+    if args.zero_shot_bundle is not None:
+        fingerprints[str(args.zero_shot_bundle)] = bundle_fingerprint(args.zero_shot_bundle)
+
+    llmner_results: dict[tuple[str, str], dict[str, Any]] = {}
+    jobs = [(main_system, c) for c in corpora] + [(s, c) for s, c, _ in extra]
+    for system, corpus in jobs:
+        subset = subsets[corpus]
+        path = row_cache_path(args.work_dir, f"{system.key}-{args.selector_backend}", subset, fingerprints[str(system.bundle)])
+        result = cached(path)
+        if result is None:
+            print(f"running {system.key} on {subset.describe()}", file=sys.stderr)
+            result = run_llmner(system, subset, pipes, args.batch_documents, args.bootstrap)
+            store(path, result)
+        else:
+            print(f"cached: {path.name}", file=sys.stderr)
+        llmner_results[(system.key, corpus)] = result
+
+    peers: dict[str, dict[str, Any]] = {}
+    for corpus in corpora if args.peer_dir is not None else []:
+        model_dir = args.peer_dir / corpus
+        if not (model_dir / "config.json").is_file():
+            print(f"no peer model for {corpus} under {args.peer_dir}: peer cells left empty", file=sys.stderr)
+            continue
+        subset = subsets[corpus]
+        path = row_cache_path(args.work_dir, "peer", subset, peer_fingerprint(model_dir))
+        result = cached(path)
+        if result is None:
+            print(f"running peer on {subset.describe()}", file=sys.stderr)
+            result = run_peer(model_dir, subset)
+            store(path, result)
+        peers[corpus] = result
+
+    rows = build_rows(llmner_results, peers, subsets, main_system, extra, args.bootstrap)
+    out_dir = args.output_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bundles = {"a": bundle} | ({"b": args.zero_shot_bundle} if args.zero_shot_bundle is not None else {})
+    curves = training_curves(bundles, args.peer_dir)
+    f1_png = plot_f1(rows, out_dir / "quality_f1.png")
+    training_png = plot_training(curves, out_dir / "quality_training.png")
+    first_main = next((r for (k, _), r in llmner_results.items() if k == main_system.key), None)
+    peer_cards = [p["card"] for p in peers.values() if p.get("card")]
+    peer_settings = None
+    if peer_cards:
+        cfg = peer_cards[0].get("config", {})
+        peer_settings = (f"up to {cfg.get('max_train_sentences', '?')} training sentences per corpus, "
+                         f"{cfg.get('epochs', '?')} epochs, batch {cfg.get('batch_size', '?')}, lr {cfg.get('lr', '?')}; "
+                         f"training time {sum(c.get('train_seconds', 0) for c in peer_cards):.0f} s in all "
+                         f"(torch threads {peer_cards[0].get('torch_threads', '?')})")
+    settings = {
+        "generated": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "torch_threads": torch.get_num_threads(),
+        "bundle": str(bundle), "mode": mode, "model_ids_a": first_main["model_ids"] if first_main else None,
+        "zero_shot_bundle": str(args.zero_shot_bundle) if args.zero_shot_bundle else None,
+        "peer_dir": str(args.peer_dir) if args.peer_dir else None, "peer_settings": peer_settings,
+        "peer_unknown_token_rate": {c: p["unknown_token_rate"] for c, p in peers.items() if "unknown_token_rate" in p},
+        "sentences": args.sentences, "bootstrap": args.bootstrap, "selector_backend": args.selector_backend,
+        "subsets": {c: {"split": s.split, "documents": len(s.documents), "split_documents": s.split_documents,
+                        "sentences": s.sentences, "gold_mentions": s.gold_mentions} for c, s in subsets.items()},
+    }
+    md = write_report(rows, settings, curves, out_dir / "quality.md", f1_png, training_png)
+    (out_dir / "quality.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=1))
+    print(markdown_table(rows))
+    print()
+    print(comparison_summary(rows))
+    print(f"\nwrote {md}, {out_dir / 'quality.json'}, {f1_png}, {training_png}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,127 @@
+"""The quality report machinery (benchmarks/quality.py, benchmarks/peer_baseline.py) on tiny random models.
+
+The peer baseline trains a tiny random BERT token classifier for a few steps; the report runs end to
+end on two corpora (a few sentences each) with the tiny bundle, then again from its row cache.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import peer_baseline
+import quality
+from _eval_subset import count_sentences, evaluation_subset
+
+from llmner.data_processing.corpora import load_corpus
+from llmner.doc import Entity
+
+
+def tiny_tagger(labels: list[str], seed: int = 0):
+    import torch
+    from tiny_models import tiny_bert_tokenizer
+    from transformers import BertConfig, BertForTokenClassification
+
+    tokenizer = tiny_bert_tokenizer()
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id,
+                        num_labels=len(labels), id2label=dict(enumerate(labels)),
+                        label2id={name: i for i, name in enumerate(labels)})
+    torch.manual_seed(seed)
+    return BertForTokenClassification(config), tokenizer
+
+
+def test_outermost_entities_keeps_outer_and_earlier() -> None:
+    outer, inner = Entity(0, 20, "protein"), Entity(5, 10, "DNA")
+    a, crossing = Entity(30, 40, "RNA"), Entity(35, 45, "RNA")
+    assert peer_baseline.outermost_entities([inner, crossing, outer, a]) == [outer, a]
+
+
+def test_bio_targets_decode_back_to_the_gold_spans() -> None:
+    labels = peer_baseline.bio_labels(["Disease", "Chemical"])
+    model, tokenizer = tiny_tagger(labels)
+    text = "Mutations of BRCA1 cause breast cancer and ovarian cancer (OC)."
+    gold = [Entity(25, 38, "Disease"), Entity(43, 57, "Disease"), Entity(13, 18, "Chemical")]
+    chunk = peer_baseline.TrainingChunk(text, gold)
+    enc = peer_baseline.encode_batch([text], tokenizer, 64)
+    targets = peer_baseline.bio_targets(enc, [chunk], model.config.label2id)[0]
+    word_ids, spans = peer_baseline.word_spans(enc, 0)
+    tags = [labels[t] for t in targets if t != peer_baseline.IGNORE]
+    offsets = [spans[w] for i, w in enumerate(word_ids) if targets[i] != peer_baseline.IGNORE]
+    decoded = peer_baseline.decode_bio(tags, offsets, text)
+    assert sorted(e.key for e in decoded) == sorted(e.key for e in gold)
+    assert all(isinstance(e.start, int) and isinstance(e.end, int) for e in decoded)
+
+
+def test_peer_baseline_trains_and_scores_a_tiny_tagger(tmp_path: Path) -> None:
+    labels = peer_baseline.bio_labels(["Disease"])
+    model, tokenizer = tiny_tagger(labels)
+    config = peer_baseline.PeerConfig(max_train_sentences=12, epochs=2, batch_size=4, lr=1e-3, max_tokens=64)
+    stats = peer_baseline.TrainingStats()
+    chunks = peer_baseline.training_chunks(load_corpus("ncbi_disease", "train")[:3], tokenizer, config, stats)
+    assert len(chunks) == 12 and stats.chunks > 12 and stats.mentions == sum(len(c.entities) for c in chunks)
+    history = peer_baseline.train_tagger(model, tokenizer, chunks, config, stats, log=lambda _: None)
+    assert len(history) == 6 and all(math.isfinite(h["loss"]) for h in history)
+    target = peer_baseline.save_peer_model(model, tokenizer, tmp_path / "ncbi_disease",
+                                           {"corpus": "ncbi_disease", "config": {"max_tokens": 64}, "train_seconds": 1.0},
+                                           history)
+    subset = evaluation_subset("ncbi_disease", 3)
+    result = peer_baseline.evaluate_peer(target, subset)
+    micro = result["report"]["strict"]["micro"]
+    assert result["documents"] == len(subset.documents) == 1 and result["gold_mentions"] > 0
+    assert result["sentences"] == count_sentences(subset.documents[0]) >= 3
+    assert 0.0 <= micro["precision"] <= 1.0 and 0.0 <= micro["recall"] <= 1.0
+    assert micro["tp"] + micro["fn"] == result["gold_mentions"]
+    assert result["documents_per_second"] > 0 and len(result["per_document"]) == 1
+
+
+def test_quality_report_end_to_end_and_resumed(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from tiny_models import build_tiny_bundle
+
+    bundle = build_tiny_bundle(tmp_path / "bundle")
+    model, tokenizer = tiny_tagger(peer_baseline.bio_labels(["Disease"]))
+    peer_dir = tmp_path / "peer"
+    peer_baseline.save_peer_model(model, tokenizer, peer_dir / "ncbi_disease",
+                                  {"corpus": "ncbi_disease", "config": {"max_tokens": 64, "epochs": 1}, "train_seconds": 2.0},
+                                  [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.5}])
+    out = tmp_path / "out"
+    argv = ["--bundle", str(bundle), "--zero-shot-bundle", str(bundle), "--peer-dir", str(peer_dir),
+            "--corpus", "ncbi_disease", "--corpus", "bc5cdr", "--sentences", "2", "--selector-backend", "torch",
+            "--bootstrap", "50", "--work-dir", str(tmp_path / "work"), "--output-dir", str(out)]
+    assert quality.main(argv) == 0
+    printed = capsys.readouterr().out
+
+    rows = json.loads((out / "quality.json").read_text())["rows"]
+    assert [r["label"] for r in rows] == [
+        "NCBI-Disease test", "BC5CDR test (Chemical)", "BC5CDR test (Disease)", "BC5CDR test (overall)",
+        "NCBI-Disease test, free decoding", "NCBI-Disease test, zero-shot (bundle b, trained without it)"]
+    by_label = {r["label"]: r for r in rows}
+    for r in rows:
+        assert r["documents"] == 1 and r["gold_mentions"] > 0
+        for cell in (r["llmner_alone"], r["llmner_selector"]):
+            assert 0.0 <= cell["precision"] <= 1.0 and 0.0 <= cell["recall"] <= 1.0 and 0.0 <= cell["f1"] <= 1.0
+        assert r["llmner_rate"]["documents_per_second"] > 0
+        assert r["label"] in printed
+    bc5 = [by_label[f"BC5CDR test ({s})"] for s in ("Chemical", "Disease", "overall")]
+    assert bc5[0]["gold_mentions"] + bc5[1]["gold_mentions"] == bc5[2]["gold_mentions"]
+    assert by_label["NCBI-Disease test"]["peer"] is not None and by_label["BC5CDR test (overall)"]["peer"] is None
+    assert by_label["NCBI-Disease test"]["published"] == ["BioBERT", 89.7]
+    assert by_label["BC5CDR test (Chemical)"]["published"] == ["PubMedBERT", 93.3]
+    assert by_label["NCBI-Disease test, zero-shot (bundle b, trained without it)"]["published"][1] == 69.15
+    md = (out / "quality.md").read_text()
+    assert "| NCBI-Disease test |" in md and "89.70 (BioBERT)" in md
+    for png in ("quality_f1.png", "quality_training.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # A rerun reads every row from the cache: no pipeline is built, nothing is scored again.
+    monkeypatch.setattr(quality, "run_llmner", lambda *a, **k: pytest.fail("llmner row recomputed"))
+    monkeypatch.setattr(quality, "run_peer", lambda *a, **k: pytest.fail("peer row recomputed"))
+    assert quality.main(argv) == 0
+    assert json.loads((out / "quality.json").read_text())["rows"] == rows
