@@ -15,7 +15,7 @@ from tiny_models import tiny_causal_tokenizer, tiny_llama
 
 from llmner.codecs import get_codec
 from llmner.doc import Document, Entity
-from llmner.errors import ConfigError
+from llmner.errors import ConfigError, DataNotFoundError
 from llmner.modeling.generator import (
     GeneratorConfig,
     GeneratorModel,
@@ -404,3 +404,39 @@ def test_cli_trains_stops_and_resumes_with_only_resume_and_output(tmp_path: Path
     card = json.loads((out / "training_card.json").read_text())
     assert card["steps"] == 2 and card["generator_config"]["lora_r"] == 2
     assert card["corpora"]["ncbi_disease"]["source_files"]["file_count"] > 0
+
+
+def test_init_from_starts_a_stage_at_an_earlier_bundles_adapter(tmp_path: Path) -> None:
+    stage1 = train_generator(train_config(tmp_path / "stage1", steps=4, batch_size=2, lr=1e-2), corpora=ncbi(),
+                             base=tiny_base(), progress=False, log=quiet)
+    lora1 = {k: v for k, v in stage1.model.model.state_dict().items() if "lora_" in k}
+    # One step at a negligible learning rate: stage 2 starts exactly at stage 1's weights.
+    stage2 = train_generator(train_config(tmp_path / "stage2", steps=1, batch_size=2, lr=1e-12,
+                                          init_from=str(tmp_path / "stage1" / "bundle")),
+                             corpora=ncbi(), base=tiny_base(), progress=False, log=quiet)
+    lora2 = {k: v for k, v in stage2.model.model.state_dict().items() if "lora_" in k}
+    assert lora1.keys() == lora2.keys() and all(torch.allclose(lora1[k], lora2[k], atol=1e-8) for k in lora1)
+    assert any(float(v.abs().max()) > 1e-4 for k, v in lora2.items() if "lora_B" in k)   # not a fresh adapter
+    assert json.loads((tmp_path / "stage2" / "bundle" / "training_card.json").read_text())["training"]["init_from"].endswith("bundle")
+    with pytest.raises(ConfigError, match="r=4"):
+        train_generator(train_config(tmp_path / "stage3", steps=1, batch_size=2, lora_r=2,
+                                     init_from=str(tmp_path / "stage1" / "bundle")),
+                        corpora=ncbi(), base=tiny_base(), progress=False, log=quiet)
+    with pytest.raises(DataNotFoundError, match="adapter_model.safetensors"):
+        train_generator(train_config(tmp_path / "stage4", steps=1, batch_size=2, init_from=str(tmp_path / "nowhere")),
+                        corpora=ncbi(), base=tiny_base(), progress=False, log=quiet)
+
+
+def test_training_documents_that_are_test_documents_elsewhere_are_dropped() -> None:
+    from llmner.data_processing.corpora import load_corpus
+    from llmner.training.generator import load_corpora
+
+    genia_test = {"".join(d.text.split()) for d in load_corpus("genia", "test")}
+    jnlpba_train = load_corpus("jnlpba", "train")
+    leaked = sum("".join(d.text.split()) in genia_test for d in jnlpba_train)
+    assert leaked > 100                      # JNLPBA's training sentences hold GENIA test sentences
+    kept = load_corpora(GeneratorTrainingConfig(corpora=["jnlpba"], output="unused"))[0].documents
+    assert len(kept) <= len(jnlpba_train) - leaked
+    assert not any("".join(d.text.split()) in genia_test for d in kept)
+    unfiltered = load_corpora(GeneratorTrainingConfig(corpora=["jnlpba"], output="unused", exclude_test_overlap=False))
+    assert len(unfiltered[0].documents) == len(jnlpba_train)

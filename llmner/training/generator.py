@@ -64,6 +64,8 @@ class GeneratorTrainingConfig:
     chunk_max_tokens: int = 256
     curated: str | None = None
     max_documents: int | None = None          # per corpus, for smoke runs
+    init_from: str | None = None              # generator bundle whose LoRA weights start this run (curriculum stages)
+    exclude_test_overlap: bool = True         # drop training documents whose text is in any corpus's test split
     # model
     lora_r: int = 8
     lora_alpha: int = 16
@@ -167,15 +169,23 @@ class TrainingResult:
 
 
 def load_corpora(config: GeneratorTrainingConfig) -> list[CorpusData]:
-    """Read every corpus split named in the config (schema = the built-in schema of the same name)."""
+    """Read every corpus split named in the config (schema = the built-in schema of the same name).
+
+    With ``exclude_test_overlap`` a training document is dropped when its text (whitespace removed)
+    is also a document of the test split of any built-in corpus: corpora derived from the same
+    abstracts share sentences across their splits (JNLPBA's training sentences include 121 of
+    GENIA's 1,854 test sentences), and training on them would inflate the test scores."""
     from llmner.data_processing.corpora import load_corpus
     from llmner.schema import get_schema
 
     if not config.corpora:
         raise ConfigError("no corpus given (use --corpus NAME, repeatable)")
+    held_out = _test_texts() if config.exclude_test_overlap and config.split != "test" else frozenset()
     out = []
     for name in config.corpora:
         docs = list(load_corpus(name, config.split))
+        if held_out:
+            docs = [d for d in docs if _squeezed(d.text) not in held_out]
         if config.max_documents is not None:
             docs = docs[: config.max_documents]
         dev = []
@@ -183,6 +193,17 @@ def load_corpora(config: GeneratorTrainingConfig) -> list[CorpusData]:
             dev = list(load_corpus(name, config.dev_split))
         out.append(CorpusData(name, docs, get_schema(name), cardlib.corpus_source_files(name), dev))
     return out
+
+
+def _squeezed(text: str) -> str:
+    return "".join(text.split())
+
+
+def _test_texts() -> frozenset[str]:
+    from llmner.data_processing.corpora import load_corpus
+    from llmner.data_processing.corpora.registry import CORPUS_NAMES
+
+    return frozenset(_squeezed(d.text) for name in CORPUS_NAMES for d in load_corpus(name, "test"))
 
 
 def resume_config(output: str | Path) -> GeneratorTrainingConfig | None:
@@ -236,6 +257,8 @@ def train_generator(
     generator = GeneratorModel.from_base(config.generator_config(), [c.schema for c in corpora], base=base,
                                          device=device, dtype=torch.float32)
     model, tokenizer = generator.model, generator.tokenizer
+    if config.init_from and not config.resume:
+        log(f"LoRA weights initialised from {load_adapter_weights(model, config.init_from)}")
     model.to(device)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -357,7 +380,7 @@ def train_generator(
 
 # Settings that change the training trajectory: a resumed run must use the checkpoint's values.
 _TRAJECTORY_KEYS = ("corpora", "split", "base_model", "temperature", "entity_free_ratio", "max_length", "chunk_max_tokens",
-                    "curated", "max_documents", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "codec",
+                    "curated", "max_documents", "init_from", "exclude_test_overlap", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "codec",
                     "definitions", "steps", "batch_size", "grad_accum", "lr", "weight_decay", "warmup_steps",
                     "max_grad_norm", "share_prefix", "seed")
 
@@ -431,6 +454,31 @@ def training_card(config: GeneratorTrainingConfig, corpora: Sequence[CorpusData]
         card["curated"] = {"file": str(config.curated), "sha256": cardlib.file_sha256(config.curated),
                            "ids": len(keep_ids or ())}
     return card
+
+
+def load_adapter_weights(model: Any, bundle: str | Path) -> Path:
+    """Copy the LoRA weights of the generator bundle ``bundle`` into the peft ``model`` (a warm
+    start: a later curriculum stage continues from an earlier stage's adapter with a fresh
+    optimizer and schedule). The adapter shapes must match: same rank and target modules."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    adapter = Path(bundle) / "adapter"
+    weights = adapter / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise DataNotFoundError(f"--init-from {bundle}: {weights} not found (expected a generator bundle with an adapter)")
+    saved = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
+    current = model.peft_config["default"]
+    if int(saved.get("r", -1)) != current.r or set(saved.get("target_modules") or ()) != set(current.target_modules):
+        raise ConfigError(f"--init-from {bundle}: adapter has r={saved.get('r')} on {sorted(saved.get('target_modules') or ())}, "
+                          f"this run has r={current.r} on {sorted(current.target_modules)}")
+    result = set_peft_model_state_dict(model, load_file(str(weights)))
+    missing = [k for k in result.missing_keys if "lora_" in k]
+    if missing or result.unexpected_keys:
+        raise ConfigError(f"--init-from {bundle}: adapter weights do not fit this model "
+                          f"({len(missing)} missing, {len(result.unexpected_keys)} unexpected, e.g. "
+                          f"{(missing or list(result.unexpected_keys))[0]})")
+    return weights
 
 
 def bundle_size(path: str | Path) -> int:
