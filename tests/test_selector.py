@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from tiny_selector import build_tiny_bert
 
 from llmner.doc import Document, Entity
-from llmner.errors import ConfigError
+from llmner.errors import ConfigError, ValidationError
 from llmner.modeling.selector import SelectorConfig, SelectorModel, mark_candidate
 from llmner.runtime.base import Candidate
 from llmner.schema import EntitySchema, EntityType
@@ -244,3 +244,39 @@ def test_training_fits_a_separable_signal(encoder_dir, tmp_path):
     assert np.mean(result.losses[-5:]) < 0.85 * np.mean(result.losses[:5])
     print("dev", result.dev)
     assert result.dev["f1"] > 0.5
+
+
+def test_one_selector_trains_on_several_corpora_with_their_own_schemas(encoder_dir, tmp_path):
+    """Documents name their schema in metadata; each candidate carries its own schema's definition."""
+    other = EntitySchema("other", "en", (EntityType("Illness", "any illness of a patient"),))
+    docs = [Document(f"a{i}", d.text, entities=list(d.entities), metadata={"schema": "test"}) for i, d in enumerate(TEXTS)]
+    docs += [Document(f"b{i}", d.text, metadata={"schema": "other"},
+                      entities=[Entity(e.start, e.end, "Illness", e.text) for e in d.entities if e.type == "Disease"])
+             for i, d in enumerate(TEXTS)]
+    seen: list[str] = []
+    cfg = SelectorTrainingConfig(max_steps=2, groups_per_step=2, checkpoint_every=0, warmup_steps=1)
+    sel_cfg = SelectorConfig(encoder=str(encoder_dir), trainable_layers=1)
+    import llmner.training.selector as training
+
+    real = training.candidate
+
+    def spy(doc, schema, start, end, etype):
+        seen.append(f"{schema.name}:{etype}")
+        return real(doc, schema, start, end, etype)
+
+    training.candidate = spy
+    try:
+        result = train_selector(docs, docs[:2] + docs[-2:], {"test": SCHEMA, "other": other}, tmp_path / "multi",
+                                sel_cfg, cfg, progress=False)
+    finally:
+        training.candidate = real
+    assert result.steps == 2
+    assert {"other:Illness", "test:Disease", "test:Gene"} <= set(seen)
+    assert not any(s.startswith("other:") and not s.endswith("Illness") for s in seen)
+    card = json.loads((tmp_path / "multi" / "training_card.json").read_text())
+    assert card["schema"] == ["other", "test"]
+    with pytest.raises(ValidationError, match="metadata.schema 'missing'"):
+        train_selector([Document("x", "text", metadata={"schema": "missing"})], [], {"test": SCHEMA}, tmp_path / "bad",
+                       sel_cfg, cfg, progress=False)
+    with pytest.raises(ValidationError, match="not unique"):
+        train_selector(docs[:1] * 2, [], {"test": SCHEMA}, tmp_path / "dup", sel_cfg, cfg, progress=False)

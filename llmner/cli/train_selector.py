@@ -12,8 +12,10 @@ import typer
 from llmner.errors import ConfigError
 
 
-def generator_predictions_fn(generator: Path, schema: Any, limit: int | None, batch_documents: int = 8):
-    """``docs -> {doc_id: [Entity]}`` from a model bundle or a generator directory (selector off)."""
+def generator_predictions_fn(generator: Path, schemas: list[Any], limit: int | None, batch_documents: int = 8):
+    """``docs -> {doc_id: [Entity]}`` from a model bundle or a generator directory (selector off).
+    Each document is tagged with the schema named by its ``metadata["schema"]``; ``limit`` applies
+    per schema (the first N documents of each corpus)."""
     from llmner.pipeline import Pipeline, PipelineConfig
 
     if (generator / "bundle.json").is_file():
@@ -24,13 +26,20 @@ def generator_predictions_fn(generator: Path, schema: Any, limit: int | None, ba
         pipe = Pipeline(TorchGeneratorRuntime.from_pretrained(generator), None)
     else:
         raise ConfigError(f"--generator {generator}: neither a model bundle (bundle.json) nor a generator directory")
-    pipe.add_schema(schema)
+    for schema in schemas:
+        pipe.add_schema(schema)
 
     def predict(docs):
         from rich.progress import Progress
 
-        chosen = list(docs)[:limit] if limit is not None else list(docs)
-        tagged = [dataclasses.replace(d, metadata={**d.metadata, "schema": schema.name}, entities=[]) for d in chosen]
+        taken: dict[str, int] = {}
+        chosen = []
+        for d in docs:
+            name = d.metadata["schema"]
+            if limit is None or taken.get(name, 0) < limit:
+                taken[name] = taken.get(name, 0) + 1
+                chosen.append(d)
+        tagged = [dataclasses.replace(d, entities=[]) for d in chosen]
         out = {}
         with Progress() as bar:
             task = bar.add_task("generator candidates", total=len(tagged))
@@ -45,14 +54,14 @@ def generator_predictions_fn(generator: Path, schema: Any, limit: int | None, ba
 
 
 def train_selector_command(
-    corpus: Annotated[str, typer.Option("--corpus", help="corpus name, e.g. ncbi_disease")],
+    corpus: Annotated[list[str], typer.Option("--corpus", help="corpus name, e.g. ncbi_disease (repeatable: one selector for several corpora)")],
     output: Annotated[Path, typer.Option("--output", "-o", help="selector directory to write")],
     generator: Annotated[Path | None, typer.Option("--generator", help="model bundle or generator dir: its false positives become negatives")] = None,
     split: Annotated[str, typer.Option("--split")] = "train",
     dev_split: Annotated[str, typer.Option("--dev-split", help="split for choosing the threshold ('' = none)")] = "dev",
-    max_documents: Annotated[int | None, typer.Option("--max-documents", help="first N training documents")] = None,
-    dev_documents: Annotated[int | None, typer.Option("--dev-documents", help="first N dev documents")] = None,
-    generator_documents: Annotated[int | None, typer.Option("--generator-documents", help="documents tagged by the generator (it is slow on CPU)")] = None,
+    max_documents: Annotated[int | None, typer.Option("--max-documents", help="first N training documents per corpus")] = None,
+    dev_documents: Annotated[int | None, typer.Option("--dev-documents", help="first N dev documents per corpus")] = None,
+    generator_documents: Annotated[int | None, typer.Option("--generator-documents", help="documents per corpus tagged by the generator (it is slow on CPU)")] = None,
     encoder: Annotated[str, typer.Option("--encoder", help="packaged:minilm or a local BERT-style directory")] = "packaged:minilm",
     trainable_layers: Annotated[int, typer.Option("--trainable-layers", help="top encoder layers trained (stored fp16)")] = 2,
     max_length: Annotated[int, typer.Option("--max-length")] = 160,
@@ -78,18 +87,27 @@ def train_selector_command(
         import logging
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    schema = corpus_schema(corpus)
-    train_docs = load_corpus(corpus, split)[:max_documents]
-    dev_docs = load_corpus(corpus, dev_split)[:dev_documents] if dev_split else []
+    corpora = list(dict.fromkeys(corpus))
+    schemas = {name: corpus_schema(name) for name in corpora}
+
+    def read(name: str, which: str, limit: int | None) -> list[Any]:
+        # Ids are prefixed by corpus: sentence corpora reuse ids like "train-0".
+        return [dataclasses.replace(d, id=f"{name}:{d.id}", metadata={**d.metadata, "schema": name})
+                for d in load_corpus(name, which)[:limit]]
+
+    train_docs = [d for name in corpora for d in read(name, split, max_documents)]
+    dev_docs = [d for name in corpora for d in read(name, dev_split, dev_documents)] if dev_split else []
+    label = "+".join(corpora) if len(corpora) <= 3 else f"{len(corpora)}corpora"
     sel_cfg = SelectorConfig(encoder=encoder, trainable_layers=trainable_layers, max_length=max_length,
-                             model_id=model_id or f"selector-{corpus}-{Path(output).name}")
+                             model_id=model_id or f"selector-{label}-{Path(output).name}")
     cfg = SelectorTrainingConfig(epochs=epochs, max_steps=steps, groups_per_step=groups_per_step, learning_rate=lr,
                                  head_learning_rate=head_lr, checkpoint_every=checkpoint_every, seed=seed,
                                  negatives=NegativeConfig(per_mention=per_mention, seed=seed))
-    predictions = generator_predictions_fn(generator, schema, generator_documents) if generator else None
-    result = train_selector(train_docs, dev_docs, schema, output, sel_cfg, cfg, generator_predictions=predictions,
+    predictions = generator_predictions_fn(generator, list(schemas.values()), generator_documents) if generator else None
+    chosen = schemas[corpora[0]] if len(corpora) == 1 else schemas
+    result = train_selector(train_docs, dev_docs, chosen, output, sel_cfg, cfg, generator_predictions=predictions,
                             resume=resume, progress=progress,
-                            card_extra={"corpus": corpus, "split": split, "dev_split": dev_split,
+                            card_extra={"corpus": corpora[0] if len(corpora) == 1 else corpora, "split": split, "dev_split": dev_split,
                                         "generator": str(generator) if generator else None})
     dev = result.dev
     typer.echo(f"selector -> {result.output}: {result.steps} steps, last loss {sum(result.losses[-10:]) / max(1, len(result.losses[-10:])):.4f}, "

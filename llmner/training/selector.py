@@ -21,7 +21,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,6 +79,21 @@ class TrainingResult:
     losses: list[float]
 
 
+SchemaChoice = EntitySchema | Mapping[str, EntitySchema]
+
+
+def schema_of(doc: Document, schemas: SchemaChoice) -> EntitySchema:
+    """The schema a training document is read with: the one schema given, or, for several corpora
+    trained together, ``schemas[doc.metadata["schema"]]``."""
+    if isinstance(schemas, EntitySchema):
+        return schemas
+    name = (doc.metadata or {}).get("schema")
+    if name not in schemas:
+        raise ValidationError(f"document {doc.id!r}: metadata.schema {name!r} is not one of the training schemas "
+                              f"{sorted(schemas)}")
+    return schemas[name]
+
+
 def candidate(doc: Document, schema: EntitySchema, start: int, end: int, etype: str) -> Candidate:
     return Candidate(doc.text, start, end, etype, schema.definition(etype))
 
@@ -131,7 +146,7 @@ def best_threshold(scores: np.ndarray, labels: np.ndarray, total_gold: int | Non
                        "candidates": len(s), "gold": total}
 
 
-def dev_candidates(docs: Sequence[Document], schema: EntitySchema, config: NegativeConfig,
+def dev_candidates(docs: Sequence[Document], schemas: SchemaChoice, config: NegativeConfig,
                    predictions: dict[str, list[Entity]] | None = None) -> tuple[list[Candidate], np.ndarray, int]:
     """Dev candidates with labels. With generator predictions: exactly those (the pipeline's view);
     otherwise gold mentions and their constructed negatives."""
@@ -139,6 +154,7 @@ def dev_candidates(docs: Sequence[Document], schema: EntitySchema, config: Negat
     labels: list[float] = []
     total_gold = 0
     for doc in docs:
+        schema = schema_of(doc, schemas)
         gold = {e.key for e in doc.entities if e.type in schema}
         total_gold += len(gold)
         if predictions is not None:
@@ -178,7 +194,7 @@ class _Fp32Checkpoint:
 def train_selector(
     train_docs: Sequence[Document],
     dev_docs: Sequence[Document],
-    schema: EntitySchema,
+    schema: SchemaChoice,
     output: str | Path,
     selector_config: SelectorConfig | None = None,
     config: SelectorTrainingConfig | None = None,
@@ -207,11 +223,15 @@ def train_selector(
 
     train_preds = generator_predictions(train_docs) if generator_predictions else {}
     dev_preds = generator_predictions(dev_docs) if generator_predictions and dev_docs else None
-    items = [build_negatives(d, schema, config.negatives, train_preds.get(d.id, ())) for d in train_docs]
-    groups = [(item, g) for item in items for g in group_candidates(item, schema)]
-    unattached = [candidate(item.doc, schema, n.start, n.end, n.type) for item in items for n in item.unattached]
+    if len({d.id for d in train_docs}) != len(train_docs):
+        raise ValidationError("training document ids are not unique (prefix them by corpus when mixing corpora)")
+    items = [build_negatives(d, schema_of(d, schema), config.negatives, train_preds.get(d.id, ())) for d in train_docs]
+    groups = [(item, g) for item in items for g in group_candidates(item, schema_of(item.doc, schema))]
+    unattached = [candidate(item.doc, schema_of(item.doc, schema), n.start, n.end, n.type)
+                  for item in items for n in item.unattached]
+    schema_names = [schema.name] if isinstance(schema, EntitySchema) else sorted(schema)
     if not groups:
-        raise ValidationError(f"no gold mentions of schema {schema.name!r} in the training documents")
+        raise ValidationError(f"no gold mentions of schema(s) {', '.join(schema_names)} in the training documents")
     kinds: dict[str, int] = {}
     for item in items:
         for n in [n for g in item.groups for n in g.negatives] + item.unattached:
@@ -297,7 +317,7 @@ def train_selector(
     card = {
         "kind": "selector",
         "model_id": model.config.model_id,
-        "schema": schema.name,
+        "schema": schema_names[0] if len(schema_names) == 1 else schema_names,
         "selector_config": model.config.to_dict(),
         "training_config": config.to_dict(),
         "train_documents": len(train_docs),
