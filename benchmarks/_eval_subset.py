@@ -4,7 +4,8 @@ Full test splits take hours on a 2-core CPU, so both report scripts evaluate on 
 of a split: sentence corpora (GENIA, JNLPBA, BC2GM, LINNAEUS: one document per sentence) give their
 first ``sentences`` documents; document corpora (NCBI-Disease, BC5CDR, S800 abstracts, CMeEE records)
 give their first documents until those hold at least ``sentences`` sentences (counted with llmner's
-own sentence splitter). Every system is scored on exactly these documents, so the rows compare.
+own sentence splitter). ``min_gold`` extends a subset until it holds that many gold mentions (LINNAEUS
+has 19 in its first 200 test sentences). Every system is scored on exactly these documents, so the rows compare.
 """
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ def count_sentences(doc: Document) -> int:
     return max(1, len(split_sentences(doc.text, doc.language)))
 
 
-def evaluation_subset(corpus: str, sentences: int | None, split: str | None = None) -> EvalSubset:
-    """The first documents of the split holding at least ``sentences`` sentences (None: the whole split)."""
+def evaluation_subset(corpus: str, sentences: int | None, split: str | None = None, min_gold: int = 0) -> EvalSubset:
+    """The first documents of the split holding at least ``sentences`` sentences (None: the whole split)
+    and at least ``min_gold`` gold mentions (sparse corpora such as LINNAEUS need more sentences)."""
     split = split or REPORT_SPLITS.get(corpus, "test")
     if not is_labeled(corpus, split):
         raise ValueError(f"{corpus}/{split} has no gold labels")
@@ -55,12 +57,13 @@ def evaluation_subset(corpus: str, sentences: int | None, split: str | None = No
     if sentences is not None and sentences < 1:
         raise ValueError(f"sentences must be >= 1, got {sentences}")
     chosen: list[Document] = []
-    total = 0
+    total = gold = 0
     for doc in docs:
-        if sentences is not None and total >= sentences:
+        if sentences is not None and total >= sentences and gold >= min_gold:
             break
         chosen.append(doc)
         total += count_sentences(doc)
+        gold += len(doc.entities)
     return EvalSubset(corpus, split, chosen, total, len(docs))
 
 

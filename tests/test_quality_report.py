@@ -37,6 +37,17 @@ def tiny_tagger(labels: list[str], seed: int = 0):
     return BertForTokenClassification(config), tokenizer
 
 
+def test_evaluation_subset_takes_first_documents_until_sentences_and_mentions() -> None:
+    docs = load_corpus("linnaeus", "test")
+    plain = evaluation_subset("linnaeus", 3)
+    assert [d.id for d in plain.documents] == [d.id for d in docs[:3]] and plain.sentences == 3
+    dense = evaluation_subset("linnaeus", 3, min_gold=5)
+    assert dense.gold_mentions >= 5 > sum(len(d.entities) for d in dense.documents[:-1])
+    assert [d.id for d in dense.documents] == [d.id for d in docs[: len(dense.documents)]]
+    ncbi = evaluation_subset("ncbi_disease", 15)   # abstracts: whole documents until 15 sentences
+    assert ncbi.split == "test" and ncbi.sentences >= 15 > ncbi.sentences - count_sentences(ncbi.documents[-1])
+
+
 def test_outermost_entities_keeps_outer_and_earlier() -> None:
     outer, inner = Entity(0, 20, "protein"), Entity(5, 10, "DNA")
     a, crossing = Entity(30, 40, "RNA"), Entity(35, 45, "RNA")
