@@ -131,7 +131,7 @@ def outermost_entities(entities: Sequence[Entity]) -> list[Entity]:
 
 # ---- chunking ----------------------------------------------------------------------------------
 def token_counter(tokenizer: Any) -> Callable[[str], int]:
-    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return lambda text: len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
 
 def document_chunks(doc: Document, tokenizer: Any, max_tokens: int) -> list[Chunk]:
