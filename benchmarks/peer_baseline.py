@@ -11,7 +11,7 @@ sentence chunks (at most ``--max-tokens`` MiniLM word pieces, exactly as the pip
 generator), BIO tags are predicted per chunk and decoded back to character-offset ``Entity`` objects,
 merged per document with ``merge_chunk_entities`` and scored with ``llmner.evaluation.scorer.score``.
 
-Nested corpora (GENIA): a flat BIO tagger cannot represent nesting, so it trains on the outermost
+Nested corpora (GENIA; CMeEE nests some mentions too): a flat BIO tagger cannot represent nesting, so it trains on the outermost
 mentions (a mention inside another is dropped; of crossing mentions the earlier one is kept) and is
 evaluated against ALL gold mentions, which shows what a flat tagger misses in nested data.
 An entity whose edge falls inside a tokenizer word is tagged on the whole word (counted as

@@ -512,8 +512,8 @@ GENIA, JNLPBA, BC2GM and LINNAEUS, a record for CMeEE), sentences/s in brackets.
   comparison is indicative: see the confidence intervals.
 - **Peer baseline**: `AutoModelForTokenClassification` on the same MiniLM-L6 encoder as the selector, BIO tags on
   the tokenizer's words (first sub-token labelled), trained per corpus (`benchmarks/peer_baseline.py`). GENIA is
-  nested: the peer trains on the outermost mentions only and is scored against all gold mentions, so inner
-  mentions count as misses. CMeEE: MiniLM's uncased English WordPiece vocabulary splits Chinese into single
+  nested (and CMeEE nests some mentions too): the peer trains on the outermost mentions only and is scored against
+  all gold mentions, so inner mentions count as misses. CMeEE: MiniLM's uncased English WordPiece vocabulary splits Chinese into single
   characters but lacks most of them{cmeee_unknown}: measured on the first 300 CMeEE dev records, 65% of the
   word pieces are `[UNK]` and only 166 of 1,189 distinct characters are in the vocabulary, so the peer's CMeEE row
   is weak because of the encoder's vocabulary (llmner's selector shares it), not because of the recipe.
