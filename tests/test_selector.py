@@ -223,6 +223,8 @@ def test_training_learns_saves_threshold_and_resumes(encoder_dir, tmp_path):
     assert result.steps == 6 and len(result.losses) == 6
     card = json.loads((out / "training_card.json").read_text())
     assert card["threshold"] == pytest.approx(result.threshold) and card["negatives_by_kind"]["extend_left"] > 0
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert [h["step"] for h in history] == [1, 2, 3, 4, 5, 6] and [h["loss"] for h in history] == result.losses
     loaded = SelectorModel.from_pretrained(out)
     assert loaded.threshold == pytest.approx(result.threshold)
     assert (out / "checkpoints" / "step-000003").is_dir()

@@ -79,6 +79,7 @@ class TrainingResult:
     losses: list[float]
 
 
+HISTORY_NAME = "history.jsonl"
 SchemaChoice = EntitySchema | Mapping[str, EntitySchema]
 
 
@@ -341,4 +342,7 @@ def train_selector(
     except ImportError:
         pass
     (output / CARD_NAME).write_text(json.dumps(card, indent=2, default=str))
+    # One line per step, as the generator's history.jsonl: the training curve of the report.
+    (output / HISTORY_NAME).write_text("".join(json.dumps({"step": i + 1, "loss": loss}) + "\n"
+                                               for i, loss in enumerate(losses)))
     return TrainingResult(output, total_steps, model.config.threshold, dev_metrics, losses)
