@@ -20,3 +20,33 @@ def test_streaming_commands_are_discovered_through_the_entry_point():
     assert proc.returncode == 0
     for command in ("data", "eval", "tag", "train", "curate", "run", "submit", "results"):
         assert f" {command} " in proc.stdout, command
+
+
+def test_bundle_command_assembles_a_bundle_the_pipeline_loads(tmp_path) -> None:
+    from typer.testing import CliRunner
+    from tiny_models import build_tiny_bundle
+
+    from llmner.bundle import load_manifest
+    from llmner.cli.main import app
+
+    parts = build_tiny_bundle(tmp_path / "tiny").parent / "tiny-parts"
+    (parts / "sel" / "training_card.json").write_text('{"model_id": "sel-from-card"}')
+    runner = CliRunner()
+    out = tmp_path / "assembled"
+    result = runner.invoke(app, ["bundle", "--generator", str(parts / "gen"), "--selector", str(parts / "sel"),
+                                 "--output", str(out), "--name", "assembled", "--threshold", "0.25"])
+    assert result.exit_code == 0, result.output
+    assert "bundle" in result.output and "MB" in result.output
+    manifest = load_manifest(out)
+    assert (manifest.name, manifest.selector_id, manifest.selector_threshold, manifest.has_selector) == \
+        ("assembled", "sel-from-card", 0.25, True)
+    from llmner.pipeline import Pipeline
+
+    assert Pipeline.from_bundle(out).model_ids["bundle"] == "assembled"
+    no_sel = runner.invoke(app, ["bundle", "--generator", str(parts / "gen"), "--output", str(tmp_path / "g")])
+    assert no_sel.exit_code == 0 and not load_manifest(tmp_path / "g").has_selector
+    bad = runner.invoke(app, ["bundle", "--generator", str(parts / "sel"), "--output", str(tmp_path / "x")])
+    assert bad.exit_code != 0 and "generator_config.json not found" in str(bad.exception)
+    big = runner.invoke(app, ["bundle", "--generator", str(parts / "gen"), "--output", str(tmp_path / "y"),
+                              "--max-bytes", "10"])
+    assert big.exit_code != 0 and "over --max-bytes" in str(big.exception)

@@ -1,0 +1,60 @@
+"""``llmner bundle``: assemble a model bundle from a trained generator and an optional selector.
+
+``llmner bundle --generator runs/gen --selector runs/sel --output llmner/bundles/default`` copies
+both directories (without their checkpoints) and writes ``bundle.json``; ids default to the
+generator card's name and the selector's model id. The bundle's size is printed, because a bundle
+that ships inside the package must stay small.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from llmner.errors import ConfigError, DataNotFoundError
+
+MAX_SHIPPED_BYTES = 30_000_000
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bundle")(bundle_command)
+
+
+def bundle_command(
+    generator: Annotated[Path, typer.Option("--generator", help="generator directory written by `llmner train generator`")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="bundle directory to write")],
+    selector: Annotated[Path | None, typer.Option("--selector", help="selector directory written by `llmner train selector`")] = None,
+    name: Annotated[str, typer.Option("--name", help="bundle name (written into results)")] = "llmner-bundle",
+    decoding_mode: Annotated[str, typer.Option("--decoding-mode", help="free, constrained or speculative")] = "speculative",
+    threshold: Annotated[float | None, typer.Option("--threshold", help="selector threshold (default: the selector's dev-tuned one)")] = None,
+    notes: Annotated[str, typer.Option("--notes", help="free text kept in bundle.json")] = "",
+    max_bytes: Annotated[int, typer.Option("--max-bytes", help="refuse a bundle larger than this (0: no limit)")] = MAX_SHIPPED_BYTES,
+) -> None:
+    """Assemble a model bundle (generator + optional selector + bundle.json)."""
+    from llmner.bundle import BundleManifest, bundle_size_bytes, load_manifest, save_bundle
+
+    if decoding_mode not in ("free", "constrained", "speculative"):
+        raise ConfigError(f"--decoding-mode must be free, constrained or speculative, got {decoding_mode!r}")
+    if not (generator / "generator_config.json").is_file():
+        raise DataNotFoundError(f"--generator {generator}: generator_config.json not found (not a trained generator)")
+    if selector is not None and not (selector / "selector_config.json").is_file():
+        raise DataNotFoundError(f"--selector {selector}: no selector config found (not a trained selector)")
+    card = _read_json(generator / "training_card.json")
+    selector_card = _read_json(selector / "training_card.json") if selector is not None else {}
+    manifest = BundleManifest(name=name, generator_id=str(card.get("name") or generator.name),
+                              selector_id=str(selector_card.get("model_id") or (selector.name if selector else "")),
+                              decoding_mode=decoding_mode, selector_threshold=threshold, notes=notes)
+    root = save_bundle(output, generator, selector, manifest)
+    load_manifest(root)          # what the pipeline will read back
+    size = bundle_size_bytes(root)
+    if max_bytes and size > max_bytes:
+        raise ConfigError(f"bundle {root} is {size / 1e6:.1f} MB, over --max-bytes {max_bytes / 1e6:.1f} MB")
+    typer.echo(f"bundle {root}: {size / 1e6:.1f} MB, generator {manifest.generator_id}, "
+               f"selector {manifest.selector_id or 'none'}, decoding {decoding_mode}")
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
