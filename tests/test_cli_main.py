@@ -23,8 +23,8 @@ def test_streaming_commands_are_discovered_through_the_entry_point():
 
 
 def test_bundle_command_assembles_a_bundle_the_pipeline_loads(tmp_path) -> None:
-    from typer.testing import CliRunner
     from tiny_models import build_tiny_bundle
+    from typer.testing import CliRunner
 
     from llmner.bundle import load_manifest
     from llmner.cli.main import app

@@ -34,7 +34,12 @@ def bundle_command(
     max_bytes: Annotated[int, typer.Option("--max-bytes", help="refuse a bundle larger than this (0: no limit)")] = MAX_SHIPPED_BYTES,
 ) -> None:
     """Assemble a model bundle (generator + optional selector + bundle.json)."""
-    from llmner.bundle import BundleManifest, bundle_size_bytes, load_manifest, save_bundle
+    from llmner.bundle import (
+        BundleManifest,
+        bundle_size_bytes,
+        load_manifest,
+        save_bundle,
+    )
 
     if decoding_mode not in ("free", "constrained", "speculative"):
         raise ConfigError(f"--decoding-mode must be free, constrained or speculative, got {decoding_mode!r}")
