@@ -57,7 +57,16 @@ class EmbeddedRedis:
 
 
 class _ThreadWorker:
-    """A Celery worker (solo pool) consuming ``queues`` in a thread of this process."""
+    """A Celery worker (solo pool) consuming ``queues`` in a thread of this process.
+
+    It is stopped the way Celery stops an embedded thread worker (``celery.contrib.testing.worker``)
+    and the way its own signal handlers do: by setting the process-wide shutdown flag that the
+    worker's event loop checks on every tick, so the shutdown runs *in the worker thread*.
+    ``WorkController.stop()`` called from another thread would close the broker channel there
+    while the worker's event loop still polls it: both threads then read the reply of the
+    channel's pending BRPOP, and the one that loses the race blocks forever on a socket without a
+    timeout (issue 5: ``llmner run`` hung at exit, after every result had been published).
+    """
 
     def __init__(self, app: Any, queues: Sequence[str], name: str) -> None:
         from celery import worker as celery_worker
@@ -77,12 +86,24 @@ class _ThreadWorker:
 
     def start(self, timeout: float = 60.0) -> None:
         self.thread.start()
-        if not self._started.wait(timeout):
-            raise RuntimeError(f"worker {self.thread.name} did not start within {timeout:.0f} s")
+        deadline = time.monotonic() + timeout
+        while not self._started.wait(0.1):
+            if not self.thread.is_alive():
+                raise RuntimeError(f"worker {self.thread.name} exited while starting (see the log above)")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"worker {self.thread.name} did not start within {timeout:.0f} s")
 
     def stop(self, timeout: float = 60.0) -> None:
-        self.controller.stop(in_sighandler=False)
-        self.thread.join(timeout)
+        from celery.platforms import EX_OK
+        from celery.worker import state as worker_state
+
+        # Warm shutdown: the worker finishes the task it is running (solo pool: in its own thread),
+        # flushes its acks, closes its broker connection and returns from start().
+        worker_state.should_stop = EX_OK
+        try:
+            self.thread.join(timeout)
+        finally:
+            worker_state.should_stop = None  # the next worker of this process must not stop at once
         if self.thread.is_alive():
             raise RuntimeError(f"worker {self.thread.name} did not stop within {timeout:.0f} s")
         # Celery's event loop is a process-wide global: the next worker of this process needs a fresh one.
