@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tiny_models import synthetic_sentences, tiny_causal_lm
@@ -159,3 +160,121 @@ def test_unknown_mode_is_a_config_error(decoder):
 
     with pytest.raises(ConfigError, match="mode"):
         run(decoder, ["x"], TYPES, "beam")
+
+
+class ScriptedLM(torch.nn.Module):
+    """A causal LM that writes a fixed token script: at position p it prefers ``script[p - start]``
+    (``start``: the position of the last prompt token), whatever the tokens before. Position-only
+    logits make drafts of any shape verifiable, so pass counts show what the draft tree saves."""
+
+    def __init__(self, vocab_size: int, script: list[int], start: int, eos: int) -> None:
+        super().__init__()
+        from transformers import LlamaConfig
+
+        self.config = LlamaConfig(vocab_size=vocab_size, hidden_size=8, num_hidden_layers=1, num_attention_heads=1,
+                                  num_key_value_heads=1, head_dim=8)
+        self.config._attn_implementation = "sdpa"
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+        self.script, self.start, self.eos = script, start, eos
+        self.fed: list[int] = []  # tokens per forward pass
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=True,
+                logits_to_keep=1, **_):
+        from types import SimpleNamespace
+
+        batch, width = input_ids.shape
+        assert batch == 1  # the scripted start position is per row
+        self.fed.append(width)
+        if position_ids is None:  # the shared prompt prefix
+            position_ids = torch.arange(width)[None] + past_key_values.get_seq_length()
+        empty = torch.zeros(batch, 1, width, 8)
+        past_key_values.update(empty, empty, 0)
+        logits = torch.zeros(batch, logits_to_keep, self.config.vocab_size)
+        for q, pos in enumerate(position_ids[0, -logits_to_keep:].tolist()):
+            step = pos - self.start
+            logits[0, q, self.script[step] if 0 <= step < len(self.script) else self.eos] = 1.0
+        return SimpleNamespace(logits=logits)
+
+
+def scripted_run(output: str, source: str, types: list[str], config: DecodeConfig):
+    from tiny_models import tiny_causal_tokenizer
+
+    tokenizer = tiny_causal_tokenizer()
+    prefix, suffix = PromptBuilder().split(tokenizer, "", schema_of(types))
+    start = len(tokenizer(prefix + source + suffix, add_special_tokens=False)["input_ids"]) - 1
+    script = tokenizer(output, add_special_tokens=False)["input_ids"]
+    model = ScriptedLM(len(tokenizer), script, start, tokenizer.eos_token_id)
+    decoder = Decoder(model, tokenizer, config)
+    outs = {mode: decoder.decode(prefix, [source + suffix], [source], [types], mode)[0]
+            for mode in ("constrained", "speculative")}
+    assert outs["speculative"].text == outs["constrained"].text == output
+    return outs["speculative"].forward_passes
+
+
+LINEAR = DecodeConfig(branch_tokens=0)
+
+
+def test_close_tag_drafted_and_accepted_in_the_same_pass():
+    source = "Germline APC mutations cause familial adenomatous polyposis ."
+    output = "Germline APC mutations cause <Disease>familial adenomatous polyposis</Disease> ."
+    # prefill (+ source draft, rejected where the tag opens); then the open finished, the mention and,
+    # on a close branch, the rest: one pass. A linear draft is rejected at the close: one pass more.
+    assert scripted_run(output, source, ["Disease"], DecodeConfig()) == 2
+    assert scripted_run(output, source, ["Disease"], LINEAR) == 3
+
+
+def drafted_sequences(tree) -> list[list[int]]:
+    """Every root-to-leaf token path of a draft tree."""
+    paths, leaves = {0: []}, []
+    for i, (token, parent) in enumerate(zip(tree.tokens, tree.parents)):
+        paths[i + 1] = paths[parent] + [token]
+    for col, path in paths.items():
+        if col and col not in tree.children:
+            leaves.append(path)
+    return leaves
+
+
+def draft_for(source: str, types: list[str], written: str, memory: dict[bytes, str], opened: bool = False):
+    from tiny_models import tiny_causal_tokenizer
+
+    from llmner.decoding import CopyConstraint, vocab_for
+    from llmner.decoding.drafting import DraftLimits, draft_tree
+
+    tokenizer = tiny_causal_tokenizer()
+    vocab = vocab_for(tokenizer)
+    constraint = CopyConstraint(source, types, vocab)
+    state = constraint.start()
+    for b in written.encode():
+        state = constraint.step(state, b)
+    decoder = Decoder.__new__(Decoder)
+    decoder.tokenizer, decoder.vocab = tokenizer, vocab
+
+    def tokenize(data: bytes, limit: int) -> list[int]:
+        return decoder._draft_ids(data, limit)
+
+    tree = draft_tree(constraint, state, None, memory, opened, DraftLimits(trunk=24, nodes=120, branch=5, forks=4), tokenize)
+    texts = [tokenizer.decode(seq) for seq in drafted_sequences(tree)]
+    return tree, texts
+
+
+def test_pending_open_marker_drafts_every_type():
+    _, texts = draft_for("IL-2 binds the IL-2 promoter in T cells", ["protein", "DNA", "cell_type"],
+                         "IL-2 binds the IL-2 promoter in <", {})
+    for name in ("protein", "DNA", "cell_type"):
+        assert any(t.startswith(f"{name}>T cells") for t in texts), texts
+
+
+def test_entity_memory_drafts_a_repeated_mention_tagged():
+    source = "BRCA1 is mutated in breast cancer ; breast cancer risk rises ."
+    written = "BRCA1 is mutated in <Disease>breast cancer</Disease>"
+    _, texts = draft_for(source, ["Disease"], written, {b"breast cancer": "Disease"})
+    assert any(t.startswith(" ; <Disease>breast cancer</Disease> risk") for t in texts), texts
+    _, without = draft_for(source, ["Disease"], written, {})
+    assert not any("<Disease>breast cancer</Disease>" in t for t in without)
+
+
+def test_close_branches_at_the_next_word_boundaries():
+    _, texts = draft_for("familial adenomatous polyposis coli was seen .", ["Disease"], "<Disease>fam", {})
+    for mention in ("ilial", "ilial adenomatous", "ilial adenomatous polyposis", "ilial adenomatous polyposis coli"):
+        assert any(t.startswith(mention + "</Disease>") for t in texts), (mention, texts)
+    assert any(t.startswith("ilial adenomatous polyposis coli was seen .") for t in texts)  # the trunk

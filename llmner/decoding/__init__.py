@@ -3,7 +3,14 @@ valid inline tags) and ``speculative`` (the same output as ``constrained`` with 
 """
 
 from llmner.decoding.constraint import CopyConstraint, CopyState
-from llmner.decoding.decoder import MODES, DecodeConfig, DecodeOutput, Decoder, decode_batch, eos_token_ids
+from llmner.decoding.decoder import (
+    MODES,
+    DecodeConfig,
+    DecodeOutput,
+    Decoder,
+    decode_batch,
+    eos_token_ids,
+)
 from llmner.decoding.vocab import TokenVocab, token_bytes_table, vocab_for
 
 __all__ = [

@@ -73,7 +73,7 @@ class CopyConstraint:
         return s.pos == len(self.target) and not s.stack and not s.marker
 
     # -- markers -----------------------------------------------------------------------------------
-    def _markers(self, s: CopyState) -> list[tuple[bytes, int, bool]]:
+    def markers(self, s: CopyState) -> list[tuple[bytes, int, bool]]:
         """(marker bytes, type index, is_open) valid at this state's position."""
         out: list[tuple[bytes, int, bool]] = []
         if not self.boundary[s.pos]:
@@ -91,11 +91,11 @@ class CopyConstraint:
         if not s.marker:
             if s.pos < len(self.target) and self.target[s.pos] == byte:
                 return CopyState(s.pos + 1, s.stack, b"")
-            if byte == 0x3C and self._markers(s):  # '<': an escaped source never contains it
+            if byte == 0x3C and self.markers(s):  # '<': an escaped source never contains it
                 return CopyState(s.pos, s.stack, b"<")
             return None
         m = s.marker + bytes((byte,))
-        for marker, i, is_open in self._markers(s):
+        for marker, i, is_open in self.markers(s):
             if marker == m:
                 stack = s.stack + ((i, s.pos),) if is_open else s.stack[:-1]
                 return CopyState(s.pos, stack, b"")
@@ -120,11 +120,11 @@ class CopyConstraint:
             out = []
             if s.pos < len(self.target):
                 out.append(self.target[s.pos])
-            if self.boundary[s.pos] and self._markers(s):
+            if self.boundary[s.pos] and self.markers(s):
                 out.append(0x3C)
             return out
         n = len(s.marker)
-        return sorted({m[n] for m, _, _ in self._markers(s) if m.startswith(s.marker) and len(m) > n})
+        return sorted({m[n] for m, _, _ in self.markers(s) if m.startswith(s.marker) and len(m) > n})
 
     def _collect(self, node: TrieNode, s: CopyState, out: list[int]) -> None:
         for b in self._next_bytes(s):
@@ -171,19 +171,28 @@ class CopyConstraint:
         return ids[int(torch.argmax(scores))]
 
     # -- drafting ----------------------------------------------------------------------------------
+    def pick_marker(self, s: CopyState, guess_type: int | None) -> tuple[bytes, int, bool] | None:
+        """The marker a pending marker most likely becomes: the close if it can only be a close, else
+        an open of ``guess_type`` (or the first type that fits); None when no marker is pending."""
+        if not s.marker:
+            return None
+        cands = [(m, i, o) for m, i, o in self.markers(s) if m.startswith(s.marker)]
+        if not cands:
+            return None
+        pick = next((c for c in cands if not c[2]), None) if s.marker.startswith(b"</") else None
+        if pick is None:
+            pick = next((c for c in cands if c[2] and c[1] == guess_type), cands[0])
+        return pick
+
     def draft_bytes(self, s: CopyState, guess_type: int | None = None, limit: int = 256) -> bytes:
-        """What the model most likely writes next: the pending marker finished (the close if the
-        marker can only be a close, else an open of ``guess_type``), then the rest of the source, then
-        the closes of the open tags."""
+        """What the model most likely writes next: the pending marker finished (``pick_marker``), then
+        the rest of the source, then the closes of the open tags."""
         out = b""
         stack = list(s.stack)
         if s.marker:
-            cands = [(m, i, o) for m, i, o in self._markers(s) if m.startswith(s.marker)]
-            if not cands:
-                return b""
-            pick = next((c for c in cands if not c[2]), None) if s.marker.startswith(b"</") else None
+            pick = self.pick_marker(s, guess_type)
             if pick is None:
-                pick = next((c for c in cands if c[2] and c[1] == guess_type), cands[0])
+                return b""
             out = pick[0][len(s.marker):]
             if pick[2]:
                 stack.append((pick[1], s.pos))
@@ -203,7 +212,7 @@ class CopyConstraint:
         out = b""
         stack = list(s.stack)
         if s.marker:
-            cands = [(m, i, o) for m, i, o in self._markers(s) if m.startswith(s.marker)]
+            cands = [(m, i, o) for m, i, o in self.markers(s) if m.startswith(s.marker)]
             closing = next((c for c in cands if not c[2]), None)
             if closing is not None:
                 out += closing[0][len(s.marker):]

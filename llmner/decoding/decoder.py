@@ -1,23 +1,26 @@
 """Batched greedy decoding in three modes: ``free``, ``constrained`` and ``speculative``.
 
-One loop serves all modes. Each pass feeds, per row, the token chosen last (not yet in the KV cache)
-followed by up to ``draft_tokens`` draft tokens; the logits at every fed position are checked in order:
-the chosen token at a position is the (constrained) argmax there; a draft token is accepted while it
-equals that choice, and the first disagreeing choice becomes the next pass's first token. ``free`` and
-``constrained`` simply never draft (one token per pass), so ``speculative`` returns exactly what
-``constrained`` returns, up to fp32 near-ties between differently shaped forward passes.
+One loop serves all modes. Each pass feeds, per row, a lead -- the row's own prompt part on the first
+pass, afterwards the token chosen last (not yet in the KV cache) -- whose last token is the root of a
+draft tree (``drafting``): the remaining source as the trunk, plus branches where the model may write a
+tag. The logits at the root and at every tree node are checked from the root down: the chosen token
+at a node is the (constrained) argmax there; the walk moves to the child holding that token while there
+is one, and the first choice without a child becomes the next pass's lead. ``free`` and
+``constrained`` never draft (one token per pass), so ``speculative`` returns exactly what
+``constrained`` returns, up to fp32 near-ties between differently shaped forward passes. The first
+pass drafts too: the prompt prefill verifies the start of the source.
 
-Draft length: at most ``draft_tokens`` per row and ``draft_budget`` per pass over the batch.
-Drafts: the pending marker finished (a close when it can only be a close, else an open of the type
-this row opened last), then the rest of the escaped source, then closes of open tags -- tokenized with
-the tokenizer itself (its canonical split is what the model tends to write).
+Draft size: a trunk of at most ``draft_tokens`` per row, plus ``branch_tokens`` of branches, within
+``draft_budget`` tokens per pass over the batch (wide batches draft short trunks and no branches).
+Drafts are tokenized with the tokenizer itself (its canonical split is what the model tends to write).
 
 Batches with different accepted lengths per row (the approach): the cache is one [batch, columns]
-grid with a 2-D attention mask. A pass appends ``1 + max draft`` columns to every row; each row
-marks the columns it did not accept (rejected drafts, right padding inside the block) as holes (mask
-0), and position ids count only a row's real tokens, so holes are invisible to the model. Columns that
-are holes in every row are cropped off the end (``DynamicCache.crop``); at batch 1 that leaves no holes
-at all. Finished rows are dropped from the batch (``batch_select_indices``).
+grid with a 2-D attention mask. A pass appends the lead and the tree (right padded) to every row; each
+row marks the columns it did not accept (rejected nodes, padding) as holes (mask 0), and position ids
+count only a row's real tokens (a tree node's position is its root's plus its depth), so holes are
+invisible to the model. A pass with a branching tree gets a 4-D mask instead (each node sees the past,
+the lead and its own ancestors). Columns that are holes in every row are cropped off the end
+(``DynamicCache.crop``). Finished rows are dropped from the batch (``batch_select_indices``).
 
 The prompt prefix shared by all chunks of a schema (``PromptBuilder.split``) is tokenized and run once;
 its KV is expanded to every batch, and each row's own part (text + suffix) is left-padded after it (the
@@ -33,6 +36,7 @@ from typing import Any, Literal
 import torch
 
 from llmner.decoding.constraint import CopyConstraint, CopyState
+from llmner.decoding.drafting import DraftLimits, DraftTree, draft_tree
 from llmner.decoding.vocab import TokenVocab, vocab_for
 from llmner.errors import ConfigError
 
@@ -48,8 +52,12 @@ class DecodeConfig:
     budget_factor: float = 2.0
     budget_extra: int = 32
     draft_tokens: int = 16          # per row; long drafts waste compute on rejected tails (FIELD_NOTES: 16 > unlimited)
-    draft_budget: int = 64          # draft tokens per pass over the whole batch: a pass costs about its
-                                    # batch x width tokens, so wide batches draft shorter (8 rows -> 8 each)
+    draft_budget: int = 64          # draft tokens (trunks and branches) per pass over the whole batch: a
+                                    # pass costs about its batch x width tokens, so wide batches draft
+                                    # shorter (8 rows -> 8 each, no branches)
+    branch_tokens: int = 24         # per row, on top of the trunk: tag branches of the draft tree (drafting)
+    branch_length: int = 5          # tokens per branch after its fork: a marker and a word or two
+    branch_forks: int = 4           # trunk word boundaries that get close/open branches, nearest first
     max_depth: int = 4              # open tags at once (GENIA nests up to 3-4)
     tags_inside_words: bool = False # allow markers between two letters/digits (no gold mention needs it)
     reuse_prefix_cache: bool = True
@@ -76,6 +84,7 @@ class _Row:
     done: bool = False
     finished: bool = True
     guess_type: int | None = None
+    opened: bool = False            # the row wrote an open tag (then open branches are drafted too)
 
 
 def eos_token_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
@@ -186,7 +195,8 @@ class Decoder:
             constraint = CopyConstraint(src, tps, self.vocab, cfg.max_depth, cfg.tags_inside_words) if mode != "free" else None
             rows.append(_Row(i, max(budget, 1), constraint, constraint.start() if constraint else None))
 
-        # Prompt: shared prefix KV (expanded) + each row's own part, left-padded.
+        # Prompt: shared prefix KV (expanded) + each row's own part, left-padded; the first pass feeds the
+        # row's own part as the lead of its first block (and, in speculative mode, a draft after it).
         prompt_ids = [self.encode(p) for p in prompts]
         batch = len(rows)
         cache = DynamicCache(config=self.model.config)
@@ -196,57 +206,95 @@ class Decoder:
                 cache.update(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1), layer)
             n_prefix = len(prefix_ids)
         else:
-            prefix_ids = self.encode(prefix)
-            prompt_ids = [prefix_ids + ids for ids in prompt_ids]
+            prompt_ids = [self.encode(prefix) + ids for ids in prompt_ids]
             n_prefix = 0
-        width = max(len(ids) for ids in prompt_ids)
-        pad = self.vocab.pad_id
-        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in prompt_ids], device=self.device)
-        new_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompt_ids], device=self.device)
-        mask = torch.cat([torch.ones(batch, n_prefix, dtype=torch.long, device=self.device), new_mask], dim=1)
-        positions = (n_prefix + new_mask.cumsum(1) - 1).clamp(min=0)
-        next_pos = torch.tensor([n_prefix + len(ids) for ids in prompt_ids], device=self.device)
+        mask = torch.ones(batch, n_prefix, dtype=torch.long, device=self.device)
+        start = torch.full((batch,), n_prefix, dtype=torch.long, device=self.device)  # position of each lead's first token
         hidden = mode != "free" and self._stack is not None
         head = self._head if hidden else None
-        logits = self._forward(input_ids, mask, positions, cache, keep=1, hidden=hidden)
+        memory: dict[bytes, str] = {}  # spans tagged so far in this batch -> type (drafted tagged again)
         active = list(range(batch))
-        for b, row in enumerate(rows):
-            row.passes += 1
-            self._verify(row, logits[b], [], head)
-
+        leads = prompt_ids
         while True:
-            keep = [b for b, r in enumerate(active) if not rows[r].done]
-            if len(keep) < len(active):
-                if not keep:
-                    break
-                index = torch.tensor(keep, device=self.device)
-                cache.batch_select_indices(index)
-                mask, next_pos = mask[index], next_pos[index]
-                active = [active[b] for b in keep]
             per_row = max(2, min(cfg.draft_tokens, cfg.draft_budget // len(active)))
-            drafts = [self._draft(rows[r], per_row) if mode == "speculative" else [] for r in active]
-            width = 1 + max(len(d) for d in drafts)
-            block = [[rows[r].pending] + d + [pad] * (width - 1 - len(d)) for r, d in zip(active, drafts)]
-            new_mask = torch.tensor([[1] * (1 + len(d)) + [0] * (width - 1 - len(d)) for d in drafts], device=self.device)
-            positions = next_pos[:, None] + torch.arange(width, device=self.device)[None, :]
-            mask = torch.cat([mask, new_mask], dim=1)
-            logits = self._forward(torch.tensor(block, device=self.device), mask, positions, cache, keep=width,
-                                   hidden=hidden)
-            accepted = []
-            for b, (r, d) in enumerate(zip(active, drafts)):
-                rows[r].passes += 1
-                accepted.append(self._verify(rows[r], logits[b], d, head))
-            fed = torch.tensor([1 + a for a in accepted], device=self.device)
-            next_pos = next_pos + fed
-            # Rejected draft columns become holes; crop columns that are holes in every row.
-            cols = torch.arange(width, device=self.device)[None, :]
-            mask[:, -width:] = (cols < fed[:, None]).long()
-            trailing = width - int(fed.max())
-            if trailing > 0:
+            nodes = max(per_row, min(per_row + cfg.branch_tokens, cfg.draft_budget // len(active)))
+            if not self._tree_masks:
+                nodes = per_row
+            trees = [self._draft(rows[r], per_row, nodes, memory) if mode == "speculative" else DraftTree()
+                     for r in active]
+            lead_w = max(len(lead) for lead in leads)
+            width = lead_w - 1 + 1 + max(len(t) for t in trees)
+            block, new_mask, positions = [], [], []
+            pad = self.vocab.pad_id
+            for lead, tree, s0 in zip(leads, trees, start.tolist()):
+                gap, tail = lead_w - len(lead), width - lead_w - len(tree)
+                block.append([pad] * gap + lead + tree.tokens + [pad] * tail)
+                new_mask.append([0] * gap + [1] * (len(lead) + len(tree)) + [0] * tail)
+                root = s0 + len(lead) - 1
+                positions.append([0] * gap + list(range(s0, root + 1)) + [root + d for d in tree.depths] + [0] * tail)
+            new_mask_t = torch.tensor(new_mask, device=self.device)
+            if all(t.linear for t in trees):
+                attention = torch.cat([mask, new_mask_t], dim=1)
+            else:
+                attention = self._tree_attention(mask, lead_w, [len(lead) for lead in leads], trees, width)
+            keep = width - lead_w + 1
+            logits = self._forward(torch.tensor(block, device=self.device), attention,
+                                   torch.tensor(positions, device=self.device), cache, keep=keep, hidden=hidden)
+            fed_block = torch.zeros_like(new_mask_t)
+            last_fed = 0
+            for b, (r, tree) in enumerate(zip(active, trees)):
+                row = rows[r]
+                row.passes += 1
+                path = self._verify(row, logits[b], tree, head, memory)
+                cols = [lead_w - 1 + c for c in path]
+                fed_block[b, lead_w - len(leads[b]) : lead_w] = 1
+                if cols:
+                    fed_block[b, cols] = 1
+                last_fed = max(last_fed, cols[-1] if cols else lead_w - 1)
+                start[b] = start[b] + len(leads[b]) + len(path)  # the next lead is the pending token alone
+            mask = torch.cat([mask, fed_block], dim=1)
+            trailing = width - 1 - last_fed
+            if trailing > 0:  # columns that are holes in every row
                 cache.crop(-trailing)
                 mask = mask[:, :-trailing]
+            keep_rows = [b for b, r in enumerate(active) if not rows[r].done]
+            if not keep_rows:
+                break
+            if len(keep_rows) < len(active):
+                index = torch.tensor(keep_rows, device=self.device)
+                cache.batch_select_indices(index)
+                mask, start = mask[index], start[index]
+                active = [active[b] for b in keep_rows]
+            leads = [[rows[r].pending] for r in active]
 
         return [self._output(row) for row in rows]
+
+    @property
+    def _tree_masks(self) -> bool:
+        """Branching drafts need a custom 4-D attention mask: eager and SDPA attention take one."""
+        impl = getattr(self.model.config, "_attn_implementation", None)
+        return impl in ("sdpa", "eager")
+
+    def _tree_attention(self, mask: torch.Tensor, lead_w: int, lead_lens: list[int], trees: list[DraftTree],
+                        width: int) -> torch.Tensor:
+        """[batch, 1, width, past + width] mask: every block column sees the row's past tokens (not its
+        holes), its lead before it, and its own ancestors in the draft tree; padding sees itself."""
+        batch, past = mask.shape
+        block = torch.zeros(batch, width, width, dtype=torch.bool, device=self.device)
+        eye = torch.eye(width, dtype=torch.bool, device=self.device)
+        for b, (n_lead, tree) in enumerate(zip(lead_lens, trees)):
+            rows = block[b]
+            rows.copy_(eye)
+            lo = lead_w - n_lead
+            rows[lo:lead_w, lo:lead_w] = torch.tril(torch.ones(n_lead, n_lead, dtype=torch.bool, device=self.device))
+            for i, parent in enumerate(tree.parents):
+                col = lead_w + i
+                rows[col] |= rows[lead_w - 1 + parent]
+        seen = torch.cat([mask.bool()[:, None, :].expand(batch, width, past), block], dim=2)[:, None]
+        if getattr(self.model.config, "_attn_implementation", None) == "eager":
+            dtype = self._head.dtype if self._head is not None else next(self.model.parameters()).dtype
+            return torch.zeros(seen.shape, dtype=dtype, device=self.device).masked_fill(~seen, torch.finfo(dtype).min)
+        return seen
 
     def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any,
                  keep: int, hidden: bool) -> torch.Tensor:
@@ -259,22 +307,26 @@ class Decoder:
                          past_key_values=cache, use_cache=True, logits_to_keep=keep)
         return out.logits.float()
 
-    def _draft(self, row: _Row, cap: int) -> list[int]:
+    def _draft(self, row: _Row, trunk: int, nodes: int, memory: dict[bytes, str]) -> DraftTree:
         assert row.constraint is not None and row.state is not None
-        limit = min(cap, row.budget - len(row.out) - 1)
+        limit = min(trunk, row.budget - len(row.out) - 1)
         if limit <= 0:
-            return []
-        data = row.constraint.draft_bytes(row.state, row.guess_type, limit=limit * 8)
-        return self._draft_ids(data, limit)
+            return DraftTree()
+        cfg = self.config
+        limits = DraftLimits(trunk=limit, nodes=max(limit, nodes), branch=cfg.branch_length, forks=cfg.branch_forks)
+        return draft_tree(row.constraint, row.state, row.guess_type, memory, row.opened, limits, self._draft_ids)
 
-    def _verify(self, row: _Row, logits: torch.Tensor, draft: list[int], head: torch.Tensor | None) -> int:
-        """Choose tokens at the fed positions while they agree with the draft; returns how many draft
-        tokens were accepted (they are in the cache; the last choice becomes ``row.pending``).
-        ``logits`` holds hidden states instead when ``head`` (output embeddings) is given."""
-        j = 0
+    def _verify(self, row: _Row, logits: torch.Tensor, tree: DraftTree, head: torch.Tensor | None,
+                memory: dict[bytes, str]) -> list[int]:
+        """Choose tokens from the root along the draft tree while a child holds the choice; returns the
+        tree columns accepted (they are in the cache; the last choice becomes ``row.pending``).
+        ``logits[c]`` is the prediction after tree column c (column 0: the root); it holds hidden states
+        instead when ``head`` (output embeddings) is given."""
+        col = 0
+        path: list[int] = []
         eos = self.vocab.eos_ids
         while True:
-            step_logits = logits[j]
+            step_logits = logits[col]
             if row.constraint is None:
                 token = int(torch.argmax(step_logits))
             else:
@@ -282,25 +334,39 @@ class Decoder:
                 token = row.constraint.choose(row.state, step_logits, head)
             if token in eos:
                 row.done = True
-                return j
+                return path
             if row.constraint is not None:
                 prev = row.state
                 row.state = row.constraint.advance(row.state, token)
                 assert row.state is not None and prev is not None
                 if len(row.state.stack) > len(prev.stack):
                     row.guess_type = row.state.stack[-1][0]
+                    row.opened = True
+                elif len(row.state.stack) < len(prev.stack):
+                    self._remember(row.constraint, prev.stack[-1], row.state.pos, memory)
             row.out.append(token)
             if row.constraint is not None and row.constraint.is_complete(row.state):
                 row.done = True  # EOS is then the only allowed token: no pass needed for it
-                return j
+                return path
             if len(row.out) >= row.budget:
                 row.done, row.finished = True, False
-                return j
-            if j < len(draft) and token == draft[j]:
-                j += 1
+                return path
+            child = tree.children.get(col, {}).get(token)
+            if child is not None:
+                path.append(child)
+                col = child
                 continue
             row.pending = token
-            return j
+            return path
+
+    @staticmethod
+    def _remember(constraint: CopyConstraint, opened: tuple[int, int], end: int, memory: dict[bytes, str]) -> None:
+        span = constraint.target[opened[1] : end]
+        if 0 < len(span) <= 96:
+            memory.pop(span, None)
+            memory[span] = constraint.types[opened[0]]
+            if len(memory) > 32:  # the most recent spans
+                memory.pop(next(iter(memory)))
 
     def _output(self, row: _Row) -> DecodeOutput:
         if row.constraint is None:

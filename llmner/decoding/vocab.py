@@ -89,7 +89,7 @@ def token_bytes_table(tokenizer: Any) -> list[bytes | None]:
 
 @dataclass(slots=True)
 class TrieNode:
-    children: dict[int, "TrieNode"] = field(default_factory=dict)
+    children: dict[int, TrieNode] = field(default_factory=dict)
     ids: list[int] = field(default_factory=list)  # tokens whose bytes end exactly here
 
 
