@@ -25,7 +25,7 @@ Added by the workers helper (all optional):
                               + entries of the unacked hash; scale infer workers on that sum)
   LLMNER_STATE_TTL            seconds the per-document state may live, default 604800 (7 days)
   LLMNER_READY_FILE           marker the infer worker writes once its models are loaded (health check),
-                              default /tmp/llmner-worker-ready
+                              default /tmp/llmner-worker-ready; empty: no marker (the embedded `llmner run`)
   LLMNER_PIPELINE_FACTORY     "module:function" returning the pipeline object (called with the bundle path or None);
                               default llmner.pipeline:Pipeline.from_bundle. For custom PipelineConfig settings.
   LLMNER_REDIS_TLS_CA / LLMNER_REDIS_TLS_CERT / LLMNER_REDIS_TLS_KEY   files for rediss:// (optional)

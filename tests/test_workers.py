@@ -340,6 +340,28 @@ def test_embedded_worker_shuts_down_in_its_own_thread_and_restarts(settings, pip
     assert shutdown_threads == ["llmner-worker", "llmner-worker"]
 
 
+def test_embedded_run_writes_and_removes_no_ready_marker(settings, pipeline, monkeypatch, tmp_path):
+    """``llmner run`` asks for no ready marker (ready_file=""). The empty value used to turn into the
+    default path on its way through the environment, so the embedded worker deleted a deployed
+    worker's /tmp/llmner-worker-ready health marker when it shut down."""
+    from workers import tasks
+    from workers.embedded import running_workers
+    from workers.models import remove_ready_marker
+
+    removed: list[str] = []
+    monkeypatch.setattr(tasks, "remove_ready_marker", lambda path: removed.append(path))
+    with running_workers(dataclasses.replace(settings, ready_file=""), pipeline=pipeline):
+        pass
+    assert removed == [""]  # the worker_shutdown handler got the empty path, not the default one
+    monkeypatch.chdir(tmp_path)
+    remove_ready_marker("")  # a no-op: it used to try to unlink "." (the current directory)
+    assert tmp_path.is_dir()
+    monkeypatch.delenv("LLMNER_READY_FILE", raising=False)
+    from workers.settings import Settings
+
+    assert Settings.from_env().ready_file == "/tmp/llmner-worker-ready"  # unset: the documented default
+
+
 def test_llmner_run_embedded_end_to_end_and_cleans_up(bundle_dir, tiny_pipeline, tmp_path):
     notes = tmp_path / "notes.jsonl"
     docs = [{"id": "r1", "text": "Asthma worsened at night.", "language": "en"},

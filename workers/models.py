@@ -83,6 +83,8 @@ def write_ready_marker(path: str) -> None:
 
 
 def remove_ready_marker(path: str) -> None:
+    if not path:  # this process writes no marker
+        return
     try:
         Path(path).unlink()
     except FileNotFoundError:

@@ -89,7 +89,8 @@ class Settings:
             bundle=env("LLMNER_BUNDLE") or None,
             pipeline_factory=env("LLMNER_PIPELINE_FACTORY") or None,
             metrics_port=_int("LLMNER_METRICS_PORT", 9808),
-            ready_file=env("LLMNER_READY_FILE", "") or "/tmp/llmner-worker-ready",
+            # Set but empty: no marker (the embedded `llmner run` must not touch a deployed worker's).
+            ready_file=env("LLMNER_READY_FILE", "/tmp/llmner-worker-ready"),
         )
 
     def to_env(self) -> dict[str, str]:
