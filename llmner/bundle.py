@@ -39,6 +39,7 @@ class BundleManifest:
     selector_threshold: float | None = None  # None: the selector's own (chosen on dev)
     has_selector: bool = True
     default_schemas: dict[str, str] = field(default_factory=dict)   # language -> schema name override
+    selector_languages: list[str] = field(default_factory=list)     # languages the selector judges ([]: all)
     notes: str = ""
     format_version: int = BUNDLE_FORMAT_VERSION
 

@@ -62,6 +62,9 @@ class PipelineConfig:
     selector_threshold: float | None = None  # None: the bundle's, else the selector's own
     device: str | None = None                # generator device (None: auto)
     default_schemas: dict[str, str] = field(default_factory=lambda: {"en": "biomedical_en", "zh": "cmeee"})
+    # Languages the selector judges; candidates in other languages are kept unscored. None: the
+    # bundle's list (an encoder whose vocabulary lacks a script cannot judge its text).
+    selector_languages: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.selector_backend not in SELECTOR_BACKENDS:
@@ -126,6 +129,8 @@ class Pipeline:
                 selector.threshold = manifest.selector_threshold
         if manifest.default_schemas:
             config.default_schemas = {**config.default_schemas, **manifest.default_schemas}
+        if config.selector_languages is None and manifest.selector_languages:
+            config.selector_languages = tuple(manifest.selector_languages)
         return cls(generator, selector, config, model_ids={"bundle": manifest.name})
 
     # ---- schemas ---------------------------------------------------------------------------------
@@ -167,12 +172,16 @@ class Pipeline:
             per_chunk.append([])
             for ent in _trimmed(result.entities, chunk.text, schema):
                 flat.append((ci, ent, Candidate(chunk.text, ent.start, ent.end, ent.type, schema.definition(ent.type))))
-        scores = self.selector.score([c for _, _, c in flat]) if (self.selector is not None and flat) else None
+        languages = self.config.selector_languages
+        judged = [i for i, (ci, _, _) in enumerate(flat) if not languages or chunks[ci].language in languages]
+        scores: dict[int, float] = {}
+        if self.selector is not None and judged:
+            scores = dict(zip(judged, (float(x) for x in self.selector.score([flat[i][2] for i in judged]))))
         t2 = time.perf_counter()
         for i, (ci, ent, _) in enumerate(flat):
             chunk = chunks[ci]
             start, end = ent.start + chunk.start, ent.end + chunk.start
-            score = float(scores[i]) if scores is not None else None
+            score = scores.get(i)
             per_chunk[ci].append(Entity(start, end, ent.type, chunk.text[ent.start : ent.end], score, ent.normalized_id))
         self.last_timings_ms = {"generate": (t1 - t0) * 1000, "select": (t2 - t1) * 1000}
         return per_chunk

@@ -34,15 +34,18 @@ def test_bundle_command_assembles_a_bundle_the_pipeline_loads(tmp_path) -> None:
     runner = CliRunner()
     out = tmp_path / "assembled"
     result = runner.invoke(app, ["bundle", "--generator", str(parts / "gen"), "--selector", str(parts / "sel"),
-                                 "--output", str(out), "--name", "assembled", "--threshold", "0.25"])
+                                 "--output", str(out), "--name", "assembled", "--threshold", "0.25",
+                                 "--selector-language", "en"])
     assert result.exit_code == 0, result.output
     assert "bundle" in result.output and "MB" in result.output
     manifest = load_manifest(out)
     assert (manifest.name, manifest.selector_id, manifest.selector_threshold, manifest.has_selector) == \
         ("assembled", "sel-from-card", 0.25, True)
-    from llmner.pipeline import Pipeline
+    from llmner.pipeline import Pipeline, PipelineConfig
 
-    assert Pipeline.from_bundle(out).model_ids["bundle"] == "assembled"
+    assert manifest.selector_languages == ["en"]
+    pipe = Pipeline.from_bundle(out, PipelineConfig(selector_backend="torch"))
+    assert pipe.model_ids["bundle"] == "assembled" and pipe.config.selector_languages == ("en",)
     no_sel = runner.invoke(app, ["bundle", "--generator", str(parts / "gen"), "--output", str(tmp_path / "g")])
     assert no_sel.exit_code == 0 and not load_manifest(tmp_path / "g").has_selector
     bad = runner.invoke(app, ["bundle", "--generator", str(parts / "sel"), "--output", str(tmp_path / "x")])

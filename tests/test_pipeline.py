@@ -95,6 +95,18 @@ def test_selector_drops_low_scores_and_attaches_scores():
     assert all(e.start >= c.start and e.end <= c.end for c, ents in zip(chunks, scored) for e in ents)
 
 
+def test_selector_judges_only_its_languages_and_keeps_the_rest_unscored():
+    zh = Document("z", "患者患有breast cancer。", language="zh", metadata={"schema": "biomedical_en"})
+    en = Document("e", "mice and breast cancer", metadata={"schema": "biomedical_en"})
+    everything = Pipeline(LexiconGenerator(), LengthSelector()).process([zh, en])
+    assert all(e.score is not None for r in everything for e in r.entities)
+    only_en = Pipeline(LexiconGenerator(), LengthSelector(), PipelineConfig(selector_languages=("en",)))
+    rec_zh, rec_en = only_en.process([zh, en])
+    assert rec_zh.entities and all(e.score is None for e in rec_zh.entities)
+    assert "mice" not in [e.text for e in rec_en.entities] and rec_en.entities      # judged: "mice" (0.4) dropped
+    assert all(e.score is not None for e in rec_en.entities)
+
+
 def test_schema_from_metadata_and_language_default():
     pipe = Pipeline(LexiconGenerator(), None)
     assert pipe.schema_for(Document("x", "t")).name == "biomedical_en"

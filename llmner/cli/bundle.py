@@ -30,6 +30,7 @@ def bundle_command(
     name: Annotated[str, typer.Option("--name", help="bundle name (written into results)")] = "llmner-bundle",
     decoding_mode: Annotated[str, typer.Option("--decoding-mode", help="free, constrained or speculative")] = "speculative",
     threshold: Annotated[float | None, typer.Option("--threshold", help="selector threshold (default: the selector's dev-tuned one)")] = None,
+    selector_language: Annotated[list[str] | None, typer.Option("--selector-language", help="language the selector judges (repeatable; default: all); other languages keep the generator's candidates")] = None,
     notes: Annotated[str, typer.Option("--notes", help="free text kept in bundle.json")] = "",
     max_bytes: Annotated[int, typer.Option("--max-bytes", help="refuse a bundle larger than this (0: no limit)")] = MAX_SHIPPED_BYTES,
 ) -> None:
@@ -51,7 +52,8 @@ def bundle_command(
     selector_card = _read_json(selector / "training_card.json") if selector is not None else {}
     manifest = BundleManifest(name=name, generator_id=str(card.get("name") or generator.name),
                               selector_id=str(selector_card.get("model_id") or (selector.name if selector else "")),
-                              decoding_mode=decoding_mode, selector_threshold=threshold, notes=notes)
+                              decoding_mode=decoding_mode, selector_threshold=threshold, notes=notes,
+                              selector_languages=list(selector_language or []))
     root = save_bundle(output, generator, selector, manifest)
     load_manifest(root)          # what the pipeline will read back
     size = bundle_size_bytes(root)
