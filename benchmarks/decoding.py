@@ -137,6 +137,8 @@ def main() -> None:
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--draft-tokens", type=int, default=DecodeConfig().draft_tokens)
     ap.add_argument("--draft-budget", type=int, default=DecodeConfig().draft_budget)
+    ap.add_argument("--branch-tokens", type=int, default=DecodeConfig().branch_tokens,
+                    help="tag branches of the draft tree per row (0: the source alone)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--output", default=None, help="write the rows as JSON here")
     args = ap.parse_args()
@@ -145,13 +147,15 @@ def main() -> None:
     t0 = time.perf_counter()
     model, tokenizer, builder = load_model(args.model)
     load_s = time.perf_counter() - t0
-    config = DecodeConfig(draft_tokens=args.draft_tokens, draft_budget=args.draft_budget)
+    config = DecodeConfig(draft_tokens=args.draft_tokens, draft_budget=args.draft_budget,
+                          branch_tokens=args.branch_tokens)
     decoder = Decoder(model, tokenizer, config)
     batches = [int(b) for b in args.batch_sizes.split(",")]
     modes = [m for m in args.modes.split(",") if m]
     print(f"model {args.model or 'SmolLM2-135M-Instruct (packaged, no adapter)'} loaded in {load_s:.1f} s; "
           f"torch {torch.__version__}, {args.threads} threads, {platform.processor() or platform.machine()}; "
-          f"budget {config.budget_factor:g} x source tokens + {config.budget_extra}; draft <= {config.draft_tokens} tokens/row, <= {config.draft_budget}/pass",
+          f"budget {config.budget_factor:g} x source tokens + {config.budget_extra}; draft trunk <= {config.draft_tokens} tokens/row (adaptive), "
+          f"+ {config.branch_tokens} tag-branch tokens/row, <= {config.draft_budget}/pass",
           flush=True)
     rows, sources = [], {}
     for corpus in args.corpora.split(","):
@@ -174,7 +178,9 @@ def main() -> None:
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps({"rows": rows, "codec_lengths": lengths, "config": {
-            "draft_tokens": config.draft_tokens, "draft_budget": config.draft_budget, "budget_factor": config.budget_factor,
+            "draft_tokens": config.draft_tokens, "draft_budget": config.draft_budget,
+            "branch_tokens": config.branch_tokens, "branch_length": config.branch_length,
+            "branch_forks": config.branch_forks, "budget_factor": config.budget_factor,
             "budget_extra": config.budget_extra, "threads": args.threads, "model": args.model},
             "mismatches": MISMATCHES}, indent=2))
     assert not MISMATCHES, f"speculative != constrained on {len(MISMATCHES)} sentence(s)"

@@ -98,7 +98,7 @@ def draft_tree(
     if not trunk:
         return DraftTree()
     sequences = [trunk]
-    if limits.nodes > len(trunk):
+    if limits.nodes > limits.trunk:  # a tree budget beyond the trunk: tag branches
         sequences += _type_alternatives(constraint, state, guess_type, limits, tokenize)
         points = _fork_points(constraint, state, trunk, limits)
         sequences += _memory_branches(constraint, points, trunk, memory, limits, tokenize)
