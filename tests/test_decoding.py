@@ -119,6 +119,18 @@ def test_speculative_equals_constrained_batch_1_and_4(decoder):
     assert all(o.output_tokens == len(o.token_ids) for o in spec)
 
 
+def test_speculative_equals_constrained_with_draft_trees_in_every_row(lm):
+    model, tokenizer = lm
+    # a budget wide enough for a full trunk and tag branches in each of 4 rows
+    wide = Decoder(model, tokenizer, DecodeConfig(budget_factor=16, budget_extra=64, draft_budget=4 * 48))
+    texts = SENTENCES[:12]
+    constrained = run(wide, texts, TYPES[:3], "constrained")
+    spec = []
+    for i in range(0, len(texts), 4):
+        spec += run(wide, texts[i : i + 4], TYPES[:3], "speculative")
+    assert [o.token_ids for o in spec] == [o.token_ids for o in constrained]
+
+
 @pytest.mark.parametrize("mode", ["free", "constrained", "speculative"])
 def test_result_does_not_depend_on_batch(decoder, mode):
     texts = SENTENCES[:10]
