@@ -10,8 +10,8 @@ deviate from a plain copy, each one a marker followed by the next few source tok
     the source repeats it;
   - the close of the innermost open tag at each of the next word boundaries (where a tag ends is what a
     plain copy cannot know: without these branches every tag costs a rejected pass at its close);
-  - an open of the type guessed for the row at the next word boundaries (only for rows that already
-    opened a tag: most sentences of an untagged model never do).
+  - an open of the type guessed for the row at the next word boundaries (at the nearest one only for
+    rows that never opened a tag: most sentences of an untuned model never do).
 Verification walks the trie along the model's constrained choices (decoder), so branches never change
 the output, only how many forward passes it takes. Every candidate sequence is inserted in priority
 order until the row's node budget is spent; sequences that share a prefix share trie nodes.
@@ -178,11 +178,11 @@ def _marker_branches(constraint: CopyConstraint, points: list[tuple[int, CopySta
                      tokenize: Callable[[bytes, int], list[int]]) -> list[list[int]]:
     """Closes of the innermost tag right after a word, and opens of the guessed type before one."""
     closes, opens = [], []
-    for k, s in points:
+    for n, (k, s) in enumerate(points):
         for marker, _, is_open in constraint.markers(s):
             if not is_open:
                 closes.append(trunk[:k] + _branch(constraint, s.pos, s.pos, marker, s.pos, limits.branch, tokenize))
-        if not opened_before:
+        if n and not opened_before:  # a row that never tagged: an open at the nearest boundary only
             continue
         q = _skip_space(constraint, s.pos)
         for marker, i, is_open in constraint.markers(CopyState(q, s.stack, b"")):
