@@ -35,7 +35,7 @@ def test_bundle_command_assembles_a_bundle_the_pipeline_loads(tmp_path) -> None:
     out = tmp_path / "assembled"
     result = runner.invoke(app, ["bundle", "--generator", str(parts / "gen"), "--selector", str(parts / "sel"),
                                  "--output", str(out), "--name", "assembled", "--threshold", "0.25",
-                                 "--selector-language", "en"])
+                                 "--selector-language", "en", "--default-schema", "en=bc5cdr"])
     assert result.exit_code == 0, result.output
     assert "bundle" in result.output and "MB" in result.output
     manifest = load_manifest(out)
@@ -43,13 +43,16 @@ def test_bundle_command_assembles_a_bundle_the_pipeline_loads(tmp_path) -> None:
         ("assembled", "sel-from-card", 0.25, True)
     from llmner.pipeline import Pipeline, PipelineConfig
 
-    assert manifest.selector_languages == ["en"]
+    assert manifest.selector_languages == ["en"] and manifest.default_schemas == {"en": "bc5cdr"}
     pipe = Pipeline.from_bundle(out, PipelineConfig(selector_backend="torch"))
     assert pipe.model_ids["bundle"] == "assembled" and pipe.config.selector_languages == ("en",)
     no_sel = runner.invoke(app, ["bundle", "--generator", str(parts / "gen"), "--output", str(tmp_path / "g")])
     assert no_sel.exit_code == 0 and not load_manifest(tmp_path / "g").has_selector
     bad = runner.invoke(app, ["bundle", "--generator", str(parts / "sel"), "--output", str(tmp_path / "x")])
     assert bad.exit_code != 0 and "generator_config.json not found" in str(bad.exception)
+    wrong = runner.invoke(app, ["bundle", "--generator", str(parts / "gen"), "--output", str(tmp_path / "z"),
+                                "--default-schema", "bc5cdr"])
+    assert wrong.exit_code != 0 and "expected LANG=SCHEMA" in str(wrong.exception)
     big = runner.invoke(app, ["bundle", "--generator", str(parts / "gen"), "--output", str(tmp_path / "y"),
                               "--max-bytes", "10"])
     assert big.exit_code != 0 and "over --max-bytes" in str(big.exception)

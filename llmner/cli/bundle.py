@@ -31,6 +31,7 @@ def bundle_command(
     decoding_mode: Annotated[str, typer.Option("--decoding-mode", help="free, constrained or speculative")] = "speculative",
     threshold: Annotated[float | None, typer.Option("--threshold", help="selector threshold (default: the selector's dev-tuned one)")] = None,
     selector_language: Annotated[list[str] | None, typer.Option("--selector-language", help="language the selector judges (repeatable; default: all); other languages keep the generator's candidates")] = None,
+    default_schema: Annotated[list[str] | None, typer.Option("--default-schema", help="LANG=SCHEMA: schema of documents in LANG that name none (repeatable), e.g. en=bc5cdr")] = None,
     notes: Annotated[str, typer.Option("--notes", help="free text kept in bundle.json")] = "",
     max_bytes: Annotated[int, typer.Option("--max-bytes", help="refuse a bundle larger than this (0: no limit)")] = MAX_SHIPPED_BYTES,
 ) -> None:
@@ -48,12 +49,18 @@ def bundle_command(
         raise DataNotFoundError(f"--generator {generator}: generator_config.json not found (not a trained generator)")
     if selector is not None and not (selector / "selector_config.json").is_file():
         raise DataNotFoundError(f"--selector {selector}: no selector config found (not a trained selector)")
+    defaults = {}
+    for item in default_schema or []:
+        language, _, schema_name = item.partition("=")
+        if not language or not schema_name:
+            raise ConfigError(f"--default-schema {item!r}: expected LANG=SCHEMA, e.g. en=bc5cdr")
+        defaults[language] = schema_name
     card = _read_json(generator / "training_card.json")
     selector_card = _read_json(selector / "training_card.json") if selector is not None else {}
     manifest = BundleManifest(name=name, generator_id=str(card.get("name") or generator.name),
                               selector_id=str(selector_card.get("model_id") or (selector.name if selector else "")),
                               decoding_mode=decoding_mode, selector_threshold=threshold, notes=notes,
-                              selector_languages=list(selector_language or []))
+                              selector_languages=list(selector_language or []), default_schemas=defaults)
     root = save_bundle(output, generator, selector, manifest)
     load_manifest(root)          # what the pipeline will read back
     size = bundle_size_bytes(root)
