@@ -395,6 +395,15 @@ def training_curves(bundles: dict[str, Path], peer_dir: Path | None) -> dict[str
     return curves
 
 
+def _finish_axis(ax: Any, title: str, has_data: bool, empty_text: str) -> None:
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("step")
+    if has_data:
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, empty_text, ha="center", transform=ax.transAxes)
+
+
 def plot_training(curves: dict[str, Any], path: Path) -> Path:
     import matplotlib
 
@@ -411,42 +420,24 @@ def plot_training(curves: dict[str, Any], path: Path) -> Path:
         dev = [(h["step"], h["dev_loss"]) for h in history if "dev_loss" in h]
         if dev:
             ax.plot(*zip(*dev), "o--", color=line.get_color(), label=f"bundle {name}: dev")
-    ax.set_title("generator (LoRA) loss per step", fontsize=9)
-    ax.set_xlabel("step")
-    if curves["generator"]:
-        ax.legend(fontsize=7)
-    else:
-        ax.text(0.5, 0.5, "no generator history.jsonl", ha="center", transform=ax.transAxes)
+    _finish_axis(ax, "generator (LoRA) loss per step", bool(curves["generator"]), "no generator history.jsonl")
 
     ax = axes[1]
     drawn = False
     for name, sel in curves["selector"].items():
         if sel["history"]:
-            steps = [h.get("step", i + 1) for i, h in enumerate(sel["history"])]
-            ax.plot(steps, [h["loss"] for h in sel["history"]], label=f"bundle {name}")
+            losses = [h["loss"] for h in sel["history"]]
+            line, = ax.plot([h["step"] for h in sel["history"]], losses, alpha=0.25)
+            ax.plot([h["step"] for h in sel["history"]], _moving_average(losses, 20), color=line.get_color(),
+                    label=f"bundle {name} (avg 20)")
             drawn = True
-        elif sel["card"] and sel["card"].get("loss_first") is not None:
-            card = sel["card"]
-            ax.plot([1, card["steps"]], [card["loss_first"], card["loss_last_mean10"]], "o-",
-                    label=f"bundle {name}: first / mean of last 10 (card only)")
-            drawn = True
-    ax.set_title("selector loss (per-step history when the bundle has one)", fontsize=9)
-    ax.set_xlabel("step")
-    if drawn:
-        ax.legend(fontsize=7)
-    else:
-        ax.text(0.5, 0.5, "no selector loss recorded in the bundles", ha="center", transform=ax.transAxes)
+    _finish_axis(ax, "selector loss per step", drawn, "no selector history.jsonl in the bundles")
 
     ax = axes[2]
     for corpus, history in curves["peer"].items():
         losses = [h["loss"] for h in history]
         ax.plot([h["step"] for h in history], _moving_average(losses, 10), label=corpus)
-    ax.set_title("peer baseline loss per step (avg 10)", fontsize=9)
-    ax.set_xlabel("step")
-    if curves["peer"]:
-        ax.legend(fontsize=7)
-    else:
-        ax.text(0.5, 0.5, "no peer models", ha="center", transform=ax.transAxes)
+    _finish_axis(ax, "peer baseline loss per step (avg 10)", bool(curves["peer"]), "no peer models")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

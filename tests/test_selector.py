@@ -248,7 +248,7 @@ def test_training_fits_a_separable_signal(encoder_dir, tmp_path):
     assert result.dev["f1"] > 0.5
 
 
-def test_one_selector_trains_on_several_corpora_with_their_own_schemas(encoder_dir, tmp_path):
+def test_one_selector_trains_on_several_corpora_with_their_own_schemas(encoder_dir, tmp_path, monkeypatch):
     """Documents name their schema in metadata; each candidate carries its own schema's definition."""
     other = EntitySchema("other", "en", (EntityType("Illness", "any illness of a patient"),))
     docs = [Document(f"a{i}", d.text, entities=list(d.entities), metadata={"schema": "test"}) for i, d in enumerate(TEXTS)]
@@ -266,12 +266,10 @@ def test_one_selector_trains_on_several_corpora_with_their_own_schemas(encoder_d
         seen.append(f"{schema.name}:{etype}")
         return real(doc, schema, start, end, etype)
 
-    training.candidate = spy
-    try:
-        result = train_selector(docs, docs[:2] + docs[-2:], {"test": SCHEMA, "other": other}, tmp_path / "multi",
-                                sel_cfg, cfg, progress=False)
-    finally:
-        training.candidate = real
+    monkeypatch.setattr(training, "candidate", spy)
+    result = train_selector(docs, docs[:2] + docs[-2:], {"test": SCHEMA, "other": other}, tmp_path / "multi",
+                            sel_cfg, cfg, progress=False)
+    monkeypatch.undo()
     assert result.steps == 2
     assert {"other:Illness", "test:Disease", "test:Gene"} <= set(seen)
     assert not any(s.startswith("other:") and not s.endswith("Illness") for s in seen)
