@@ -47,9 +47,12 @@ def count_sentences(doc: Document) -> int:
     return max(1, len(split_sentences(doc.text, doc.language)))
 
 
-def evaluation_subset(corpus: str, sentences: int | None, split: str | None = None, min_gold: int = 0) -> EvalSubset:
+def evaluation_subset(corpus: str, sentences: int | None, split: str | None = None, min_gold: int = 0,
+                      from_end: bool = False) -> EvalSubset:
     """The first documents of the split holding at least ``sentences`` sentences (None: the whole split)
-    and at least ``min_gold`` gold mentions (sparse corpora such as LINNAEUS need more sentences)."""
+    and at least ``min_gold`` gold mentions (sparse corpora such as LINNAEUS need more sentences).
+    ``from_end`` takes the last documents instead (kept in split order): the mixture ablation selects
+    on the tail of each dev split, apart from CMeEE dev's head, which the quality report scores."""
     split = split or REPORT_SPLITS.get(corpus, "test")
     if not is_labeled(corpus, split):
         raise ValueError(f"{corpus}/{split} has no gold labels")
@@ -58,12 +61,14 @@ def evaluation_subset(corpus: str, sentences: int | None, split: str | None = No
         raise ValueError(f"sentences must be >= 1, got {sentences}")
     chosen: list[Document] = []
     total = gold = 0
-    for doc in docs:
+    for doc in reversed(docs) if from_end else docs:
         if sentences is not None and total >= sentences and gold >= min_gold:
             break
         chosen.append(doc)
         total += count_sentences(doc)
         gold += len(doc.entities)
+    if from_end:
+        chosen.reverse()
     return EvalSubset(corpus, split, chosen, total, len(docs))
 
 

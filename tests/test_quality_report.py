@@ -15,6 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
+import mixture
 import peer_baseline
 import quality
 from _eval_subset import count_sentences, evaluation_subset
@@ -46,6 +47,14 @@ def test_evaluation_subset_takes_first_documents_until_sentences_and_mentions() 
     assert [d.id for d in dense.documents] == [d.id for d in docs[: len(dense.documents)]]
     ncbi = evaluation_subset("ncbi_disease", 15)   # abstracts: whole documents until 15 sentences
     assert ncbi.split == "test" and ncbi.sentences >= 15 > ncbi.sentences - count_sentences(ncbi.documents[-1])
+
+
+def test_evaluation_subset_from_end_takes_the_last_documents_in_split_order() -> None:
+    docs = load_corpus("cmeee", "dev")
+    tail = evaluation_subset("cmeee", 3, split="dev", from_end=True)
+    assert [d.id for d in tail.documents] == [d.id for d in docs[-len(tail.documents):]]
+    head = evaluation_subset("cmeee", 100, split="dev")
+    assert not {d.id for d in tail.documents} & {d.id for d in head.documents}
 
 
 def test_outermost_entities_keeps_outer_and_earlier() -> None:
@@ -136,3 +145,41 @@ def test_quality_report_end_to_end_and_resumed(tmp_path: Path, capsys: pytest.Ca
     monkeypatch.setattr(quality, "run_peer", lambda *a, **k: pytest.fail("peer row recomputed"))
     assert quality.main(argv) == 0
     assert json.loads((out / "quality.json").read_text())["rows"] == rows
+
+
+def test_mixture_ablation_scores_candidates_pairs_them_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from tiny_models import build_tiny_bundle
+
+    first, second = build_tiny_bundle(tmp_path / "first"), build_tiny_bundle(tmp_path / "second")
+    out = tmp_path / "out"
+    argv = ["--candidate", f"t2={first}", "--candidate", f"t5={second}", "--reference", "t2", "--corpus", "ncbi_disease",
+            "--corpus", "genia", "--sentences", "2", "--min-gold", "1", "--bootstrap", "50",
+            "--work-dir", str(tmp_path / "work"), "--output-dir", str(out)]
+    assert mixture.main(argv) == 0
+    result = json.loads((out / "mixture.json").read_text())
+    assert result["reference"] == "t2" and result["best"] in ("t2", "t5") and result["corpora"] == ["ncbi_disease", "genia"]
+    for name in ("t2", "t5"):
+        cand = result["candidates"][name]
+        f1s = [cand["per_corpus"][c]["f1"] for c in ("ncbi_disease", "genia")]
+        assert cand["macro_f1"] == pytest.approx(sum(f1s) / 2)
+        assert cand["macro_f1_ci"][0] <= cand["macro_f1_ci"][1] and cand["sentences_per_second"] > 0
+        for c in ("ncbi_disease", "genia"):   # every gold mention is a tp or an fn
+            gold = evaluation_subset(c, 2, split="dev", min_gold=1, from_end=True).gold_mentions
+            assert cand["per_corpus"][c]["tp"] + cand["per_corpus"][c]["fn"] == gold
+    assert result["candidates"]["t2"]["diff_ci"] == [0.0, 0.0]   # the reference against itself, paired
+    md = (out / "mixture.md").read_text()
+    assert "| t2 |" in md and "| t5 |" in md and "Highest macro F1" in md
+    assert "t2" in capsys.readouterr().out
+
+    # A rerun reads every row from the cache.
+    monkeypatch.setattr(mixture, "run_candidate", lambda *a, **k: pytest.fail("row recomputed"))
+    assert mixture.main(argv) == 0
+    assert json.loads((out / "mixture.json").read_text())["candidates"] == result["candidates"]
+
+
+def test_mixture_ablation_names_a_bad_candidate(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="expected NAME=BUNDLE_DIR"):
+        mixture.main(["--candidate", "nobundle"])
+    with pytest.raises(SystemExit, match="is not a bundle"):
+        mixture.main(["--candidate", f"x={tmp_path}"])
