@@ -146,6 +146,24 @@ def test_quality_report_end_to_end_and_resumed(tmp_path: Path, capsys: pytest.Ca
     assert quality.main(argv) == 0
     assert json.loads((out / "quality.json").read_text())["rows"] == rows
 
+    # Without the peer models and bundle (b), an earlier report's cells for them are carried over, marked.
+    later = tmp_path / "later"
+    argv_later = ["--bundle", str(bundle), "--corpus", "ncbi_disease", "--corpus", "bc5cdr", "--sentences", "2",
+                  "--selector-backend", "torch", "--bootstrap", "50", "--work-dir", str(tmp_path / "work"),
+                  "--output-dir", str(later), "--carry-over", str(out / "quality.json")]
+    assert quality.main(argv_later) == 0
+    carried = json.loads((later / "quality.json").read_text())["rows"]
+    assert [r["label"] for r in carried] == [r["label"] for r in rows]
+    by_label_later = {r["label"]: r for r in carried}
+    zero_shot = "NCBI-Disease test, zero-shot (bundle b, trained without it)"
+    assert by_label_later[zero_shot]["carried"] == ["llmner"]
+    assert by_label_later[zero_shot]["llmner_alone"] == by_label[zero_shot]["llmner_alone"]
+    assert by_label_later["NCBI-Disease test"]["peer"] == by_label["NCBI-Disease test"]["peer"]
+    assert by_label_later["NCBI-Disease test"]["carried"] == ["peer"]
+    assert "carried" not in by_label_later["BC5CDR test (overall)"]
+    md_later = (later / "quality.md").read_text()
+    assert "zero-shot (bundle b, trained without it) †" in md_later and "† carried over unchanged" in md_later
+
 
 def test_mixture_ablation_scores_candidates_pairs_them_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
