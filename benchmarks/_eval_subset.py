@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from llmner.data_processing.corpora import is_labeled, load_corpus
-from llmner.data_processing.sentences import split_sentences
 from llmner.doc import Document
+from llmner.evaluation.subsets import count_sentences, leading_documents
 
 # The split each corpus is reported on: CMeEE's test set has no labels, so its dev set stands in.
 REPORT_SPLITS: dict[str, str] = {
@@ -43,10 +43,6 @@ class EvalSubset:
                 f"{self.sentences} sentences, {self.gold_mentions} gold mentions")
 
 
-def count_sentences(doc: Document) -> int:
-    return max(1, len(split_sentences(doc.text, doc.language)))
-
-
 def evaluation_subset(corpus: str, sentences: int | None, split: str | None = None, min_gold: int = 0,
                       from_end: bool = False) -> EvalSubset:
     """The first documents of the split holding at least ``sentences`` sentences (None: the whole split)
@@ -57,18 +53,7 @@ def evaluation_subset(corpus: str, sentences: int | None, split: str | None = No
     if not is_labeled(corpus, split):
         raise ValueError(f"{corpus}/{split} has no gold labels")
     docs = load_corpus(corpus, split)
-    if sentences is not None and sentences < 1:
-        raise ValueError(f"sentences must be >= 1, got {sentences}")
-    chosen: list[Document] = []
-    total = gold = 0
-    for doc in reversed(docs) if from_end else docs:
-        if sentences is not None and total >= sentences and gold >= min_gold:
-            break
-        chosen.append(doc)
-        total += count_sentences(doc)
-        gold += len(doc.entities)
-    if from_end:
-        chosen.reverse()
+    chosen, total = leading_documents(docs, sentences, min_gold, from_end)
     return EvalSubset(corpus, split, chosen, total, len(docs))
 
 

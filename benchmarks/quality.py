@@ -190,9 +190,12 @@ def run_llmner(system: LlmnerSystem, subset: EvalSubset, pipes: PipelineCache, b
     if [r.document_id for r in records] != [d.id for d in gold]:
         raise RuntimeError(f"{subset.corpus}: evaluate_corpus scored other documents than the report subset")
 
+    from llmner.data_processing.corpora import corpus_schema
+
+    schema = corpus_schema(subset.corpus).name
+
     def predicted(with_selector: bool) -> list[Document]:
-        return [Document(d.id, d.text, d.language, {},
-                         [e for e in r.entities if not with_selector or e.score is None or e.score >= pipe.threshold])
+        return [Document(d.id, d.text, d.language, {}, [e for e in r.entities if not with_selector or pipe.keeps(e, schema)])
                 for d, r in zip(gold, records)]
 
     seconds = float(result["seconds"])

@@ -7,6 +7,8 @@
 
 The threshold in ``bundle.json`` (when set) overrides the selector's own, so a bundle can be
 re-tuned without touching the selector weights (the ONNX cache key does not change either).
+``selector_thresholds`` holds per-schema thresholds that ``llmner calibrate`` chose on each corpus's
+dev candidates; schemas without one use the global threshold.
 
 The default bundle is ``llmner/bundles/default/`` inside the installed package when it exists
 (shipped with a release). Without it ``Pipeline.from_bundle(None)`` falls back to the base
@@ -37,6 +39,7 @@ class BundleManifest:
     codec: str = "inline"
     decoding_mode: str = "speculative"      # free | constrained | speculative (constrained output, faster)
     selector_threshold: float | None = None  # None: the selector's own (chosen on dev)
+    selector_thresholds: dict[str, float] = field(default_factory=dict)  # schema -> threshold (llmner calibrate)
     has_selector: bool = True
     default_schemas: dict[str, str] = field(default_factory=dict)   # language -> schema name override
     selector_languages: list[str] = field(default_factory=list)     # languages the selector judges ([]: all)
@@ -56,6 +59,12 @@ class BundleManifest:
         threshold = data.get("selector_threshold")
         if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
             raise ConfigError(f"{where}: selector_threshold must be in [0, 1], got {threshold}")
+        per_schema = data.get("selector_thresholds") or {}
+        if not isinstance(per_schema, dict):
+            raise ConfigError(f"{where}: selector_thresholds must map schema names to thresholds")
+        for schema, value in per_schema.items():
+            if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+                raise ConfigError(f"{where}: selector_thresholds[{schema!r}] must be a number in [0, 1], got {value!r}")
         return cls(**data)
 
 
@@ -98,7 +107,15 @@ def save_bundle(path: str | Path, generator_dir: str | Path, selector_dir: str |
             shutil.rmtree(target, ignore_errors=True)
             shutil.copytree(src, target, ignore=shutil.ignore_patterns("checkpoints"))
     manifest.has_selector = selector_dir is not None
-    (root / MANIFEST_NAME).write_text(json.dumps(manifest.to_dict(), indent=2))
+    return write_manifest(root, manifest)
+
+
+def write_manifest(root: str | Path, manifest: BundleManifest) -> Path:
+    """(Re)write ``bundle.json`` of the bundle at ``root`` (atomically: a reader never sees half a file)."""
+    root = Path(root)
+    tmp = root / (MANIFEST_NAME + ".tmp")
+    tmp.write_text(json.dumps(manifest.to_dict(), indent=2))
+    tmp.replace(root / MANIFEST_NAME)
     return root
 
 

@@ -20,7 +20,8 @@ Details:
   candidates below the threshold are dropped (without a selector every candidate is kept, score None).
 - Whitespace at the edges of a generated span is trimmed; blank spans are dropped.
 - ``score_chunks`` returns every candidate with its score, unfiltered (``llmner eval`` scores with
-  and without the selector from one generator pass); ``select`` applies the threshold.
+  and without the selector from one generator pass); ``select`` applies the threshold: the bundle's
+  per-schema one when ``llmner calibrate`` set it (``threshold_for``), else the global one.
 - ``Pipeline.from_bundle(None)``: the shipped default bundle (``llmner/bundles/default``) if it
   exists, otherwise the base SmolLM2 zero-shot with constrained decoding and no selector (a warning
   is logged: expect low scores).
@@ -82,6 +83,9 @@ class Pipeline:
         self.config = config or PipelineConfig()
         self.threshold = (self.config.selector_threshold if self.config.selector_threshold is not None
                           else (selector.threshold if selector is not None else 0.0))
+        # Per-schema thresholds calibrated on each corpus's dev candidates (``llmner calibrate``); an
+        # explicit PipelineConfig.selector_threshold overrides them all.
+        self.thresholds: dict[str, float] = {}
         if count_tokens is None and getattr(generator, "tokenizer", None) is not None:
             tokenizer = generator.tokenizer  # type: ignore[attr-defined]
             count_tokens = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -131,7 +135,10 @@ class Pipeline:
             config.default_schemas = {**config.default_schemas, **manifest.default_schemas}
         if config.selector_languages is None and manifest.selector_languages:
             config.selector_languages = tuple(manifest.selector_languages)
-        return cls(generator, selector, config, model_ids={"bundle": manifest.name})
+        pipe = cls(generator, selector, config, model_ids={"bundle": manifest.name})
+        if selector is not None and config.selector_threshold is None:
+            pipe.thresholds = dict(manifest.selector_thresholds)
+        return pipe
 
     # ---- schemas ---------------------------------------------------------------------------------
     def schema_named(self, name: str) -> EntitySchema:
@@ -186,12 +193,26 @@ class Pipeline:
         self.last_timings_ms = {"generate": (t1 - t0) * 1000, "select": (t2 - t1) * 1000}
         return per_chunk
 
-    def select(self, per_chunk: Sequence[Sequence[Entity]]) -> list[list[Entity]]:
-        """Drop candidates scored below the threshold (unscored candidates are kept)."""
-        return [[e for e in ents if e.score is None or e.score >= self.threshold] for ents in per_chunk]
+    def threshold_for(self, schema: str | EntitySchema | None) -> float:
+        """The selector threshold for candidates of ``schema`` (its calibrated one, else the global one)."""
+        name = schema.name if isinstance(schema, EntitySchema) else schema
+        return self.thresholds.get(name, self.threshold) if name is not None else self.threshold
+
+    def keeps(self, entity: Entity, schema: str | EntitySchema | None) -> bool:
+        """Whether selection keeps ``entity`` (unscored candidates are always kept)."""
+        return entity.score is None or entity.score >= self.threshold_for(schema)
+
+    def select(self, per_chunk: Sequence[Sequence[Entity]],
+               schemas: Sequence[str | EntitySchema] | None = None) -> list[list[Entity]]:
+        """Drop candidates scored below their schema's threshold (``schemas``: one per chunk; None:
+        the global threshold)."""
+        per_schema = list(schemas) if schemas is not None else [None] * len(per_chunk)
+        if len(per_schema) != len(per_chunk):
+            raise ConfigError(f"{len(per_chunk)} chunks but {len(per_schema)} schemas")
+        return [[e for e in ents if self.keeps(e, schema)] for ents, schema in zip(per_chunk, per_schema)]
 
     def infer_chunks(self, chunks: Sequence[Chunk], schemas: EntitySchema | Sequence[EntitySchema] | None = None) -> list[list[Entity]]:
-        return self.select(self.score_chunks(chunks, schemas))
+        return self.select(self.score_chunks(chunks, schemas), self._chunk_schemas(chunks, schemas))
 
     def assemble(self, doc: Document, chunks: Sequence[Chunk], per_chunk: Sequence[Sequence[Entity]],
                  timings_ms: dict[str, float] | None = None) -> ResultRecord:
@@ -211,7 +232,7 @@ class Pipeline:
         flat = [c for cs in chunks_per_doc for c in cs]
         schemas = [self.schema_for(d) for d, cs in zip(docs, chunks_per_doc) for _ in cs]
         scored = self.score_chunks(flat, schemas)
-        per_chunk = self.select(scored) if select else scored
+        per_chunk = self.select(scored, schemas) if select else scored
         stage = dict(self.last_timings_ms, chunk=t_chunk)
         total_chars = max(1, sum(len(d.text) for d in docs))
         out, i = [], 0
@@ -270,4 +291,5 @@ def documents_from_records(docs: Sequence[Document], records: Sequence[ResultRec
 
 def describe(pipe: Pipeline) -> dict[str, Any]:
     return {"model_ids": pipe.model_ids, "threshold": pipe.threshold if pipe.selector else None,
+            "thresholds": dict(pipe.thresholds) if pipe.selector else {},
             "selector": type(pipe.selector).__name__ if pipe.selector else None}

@@ -107,6 +107,90 @@ def test_selector_judges_only_its_languages_and_keeps_the_rest_unscored():
     assert all(e.score is not None for e in rec_en.entities)
 
 
+def test_per_schema_thresholds_override_the_global_one_for_their_schema_only():
+    pipe = Pipeline(LexiconGenerator(), LengthSelector())
+    pipe.thresholds = {"ncbi_disease": 0.95}        # calibrated: only very long Disease spans survive
+    disease = Document("d", TEXT, metadata={"schema": "ncbi_disease"})
+    other = Document("o", TEXT, metadata={"schema": "biomedical_en"})
+    rec_d, rec_o = pipe.process([disease, other])
+    assert {e.text for e in rec_d.entities} == {"breast cancer"}          # 1.0 >= 0.95; "cancer" (0.6) dropped
+    assert "cancer" in {e.text for e in rec_o.entities}                   # global 0.5 for the other schema
+    assert pipe.threshold_for("ncbi_disease") == 0.95 and pipe.threshold_for("biomedical_en") == 0.5
+    assert pipe.threshold_for(None) == 0.5 and pipe.threshold_for(get_schema("ncbi_disease")) == 0.95
+    chunks = pipe.chunk(disease)
+    via_chunks = pipe.infer_chunks(chunks, get_schema("ncbi_disease"))
+    assert {e.text for ents in via_chunks for e in ents} == {"breast cancer"}
+    with pytest.raises(ConfigError, match="2 chunks but 1 schemas"):
+        pipe.select([[], []], ["ncbi_disease"])
+
+
+def test_manifest_per_schema_thresholds_are_validated(tmp_path):
+    (tmp_path / "generator").mkdir()
+    base = {**BundleManifest(has_selector=False).to_dict()}
+    (tmp_path / "bundle.json").write_text(json.dumps({**base, "selector_thresholds": {"genia": 1.5}}))
+    with pytest.raises(ConfigError, match=r"selector_thresholds\['genia'\] must be a number in \[0, 1\]"):
+        load_manifest(tmp_path)
+    (tmp_path / "bundle.json").write_text(json.dumps({**base, "selector_thresholds": ["genia"]}))
+    with pytest.raises(ConfigError, match="must map schema names"):
+        load_manifest(tmp_path)
+    (tmp_path / "bundle.json").write_text(json.dumps({**base, "selector_thresholds": {"genia": 0.2}}))
+    assert load_manifest(tmp_path).selector_thresholds == {"genia": 0.2}
+
+
+def test_calibration_picks_the_best_threshold_per_schema_on_dev(monkeypatch):
+    from llmner.evaluation import calibration
+    from llmner.evaluation.calibration import CalibrationConfig, calibrate, thresholds_of
+
+    # Gold = lexicon hits of 7+ characters. Of BC5CDR's types the generator proposes "breast cancer"
+    # (score 1.0), "cisplatin" (0.9) and "cancer" (0.6, wrong): the best cut lies between 0.6 and 0.9.
+    docs = [Document(f"d{i}", TEXT, entities=[Entity(s, e, t, TEXT[s:e]) for s, e, t in sorted(gold_hits(TEXT)) if e - s >= 7])
+            for i in range(3)]
+    monkeypatch.setattr("llmner.data_processing.corpora.load_corpus", lambda corpus, split: docs)
+    monkeypatch.setattr("llmner.data_processing.corpora.is_labeled", lambda corpus, split: True)
+    pipe = Pipeline(LexiconGenerator(), LengthSelector())
+    results = calibrate(pipe, CalibrationConfig(corpora=["bc5cdr"], sentences=2, min_candidates=5), log=lambda _: None)
+    (r,) = results
+    assert r.schema == "bc5cdr" and r.documents == 1 and r.candidates > 5
+    assert 0.6 < r.threshold <= 0.9 and r.f1 == 1.0 and r.global_f1 < 1.0 and r.keep_all_f1 < r.f1
+    assert thresholds_of(results) == {"bc5cdr": r.threshold}
+    few = calibrate(pipe, CalibrationConfig(corpora=["bc5cdr"], sentences=2, min_candidates=10_000), log=lambda _: None)
+    assert few[0].threshold is None and thresholds_of(few) == {} and few[0].f1 == few[0].global_f1
+    with pytest.raises(calibration.ValidationError, match="needs a bundle with a selector"):
+        calibrate(Pipeline(LexiconGenerator(), None), CalibrationConfig(corpora=["bc5cdr"]))
+    with pytest.raises(calibration.ValidationError, match="at least one corpus"):
+        CalibrationConfig(corpora=[])
+
+
+def test_calibrate_cli_writes_thresholds_the_pipeline_then_uses(tiny_bundle, tmp_path):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from llmner.cli.main import app
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    runner = CliRunner()
+    result = runner.invoke(app, ["calibrate", str(bundle), "--corpus", "ncbi_disease", "--sentences", "2",
+                                 "--min-candidates", "1", "--selector-backend", "torch"])
+    assert result.exit_code == 0, result.output
+    written = load_manifest(bundle).selector_thresholds
+    card = json.loads((bundle / "calibration.json").read_text())
+    (entry,) = card["schemas"]
+    assert entry["schema"] == "ncbi_disease" and entry["documents"] >= 1
+    if entry["threshold"] is None:       # the random generator proposed nothing: nothing to choose
+        assert written == {}
+    else:
+        assert written == {"ncbi_disease": entry["threshold"]} and entry["f1"] >= entry["global_f1"]
+        pipe = Pipeline.from_bundle(bundle, PipelineConfig(selector_backend="torch"))
+        assert pipe.threshold_for("ncbi_disease") == entry["threshold"]
+        # An explicit threshold in the config overrides the calibrated ones.
+        forced = Pipeline.from_bundle(bundle, PipelineConfig(selector_backend="torch", selector_threshold=0.9))
+        assert forced.threshold_for("ncbi_disease") == 0.9
+    bad = runner.invoke(app, ["calibrate", str(bundle), "--corpus", "nope"])
+    assert bad.exit_code != 0 and "unknown corpus nope" in str(bad.exception)
+
+
 def test_schema_from_metadata_and_language_default():
     pipe = Pipeline(LexiconGenerator(), None)
     assert pipe.schema_for(Document("x", "t")).name == "biomedical_en"

@@ -69,7 +69,7 @@ def evaluate_corpus(corpus: str, split: str = "test", model: str | Path | None =
         for d, r in zip(gold, records):
             ents = r.entities
             if with_selector:
-                ents = [e for e in ents if e.score is None or e.score >= pipe.threshold]
+                ents = [e for e in ents if pipe.keeps(e, schema)]
             out.append(Document(d.id, d.text, d.language, {}, list(ents)))
         return out
 
@@ -86,8 +86,8 @@ def evaluate_corpus(corpus: str, split: str = "test", model: str | Path | None =
     else:
         with_sel = score(gold, predicted(True))
         result["with_selector"] = with_sel.to_dict()
-        result["threshold"] = pipe.threshold
-        console.print(with_sel.to_table(title=f"generator + selector (threshold {pipe.threshold:.3f})"))
+        result["threshold"] = pipe.threshold_for(schema)
+        console.print(with_sel.to_table(title=f"generator + selector (threshold {pipe.threshold_for(schema):.3f})"))
         console.print(effect_table(without, with_sel))
         result["selector_effect"] = {
             "precision": with_sel.strict.precision - without.strict.precision,
