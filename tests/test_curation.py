@@ -57,9 +57,9 @@ def test_ifd_matches_a_direct_computation_in_batches() -> None:
     assert [s.ifd for s in one_by_one] == pytest.approx([s.ifd for s in scored], rel=1e-4)
 
 
-def _scored(name: str, ifd: float | None, entities: bool = True) -> ScoredExample:
+def _scored(name: str, ifd: float | None, entities: bool = True, corpus: str = "c") -> ScoredExample:
     # nll_answer = 0 makes IFD = exp(nll_conditional): a hand-chosen IFD.
-    return ScoredExample(name, "c", name, 0, entities, None if ifd is None else math.log(ifd), 0.0, 5)
+    return ScoredExample(name, corpus, name, 0, entities, None if ifd is None else math.log(ifd), 0.0, 5)
 
 
 def test_selection_drops_ifd_at_least_one_keeps_top_k_and_every_entity_free_example() -> None:
@@ -81,6 +81,37 @@ def test_selection_drops_ifd_at_least_one_keeps_top_k_and_every_entity_free_exam
     assert len([s for s in select(scored, 100).kept if s.has_entities]) == 4
     with pytest.raises(ConfigError):
         select(scored, 0)
+
+
+def test_per_corpus_ranking_keeps_every_corpus_share_and_pooled_does_not() -> None:
+    # Corpus "hard" has high IFDs throughout, "easy" low ones: pooled, "easy" loses every example.
+    scored = ([_scored(f"h{i}", 0.5 + i / 100, corpus="hard") for i in range(4)]
+              + [_scored(f"e{i}", 0.01 + i / 100, corpus="easy") for i in range(4)])
+    per_corpus = select(scored, keep_percent=50)
+    assert {s.id for s in per_corpus.kept} == {"h3", "h2", "e3", "e2"}
+    assert per_corpus.summary["per_corpus"] == {"hard": {"examples": 4, "with_entities": 4, "kept": 2},
+                                                "easy": {"examples": 4, "with_entities": 4, "kept": 2}}
+    assert per_corpus.summary["per_corpus_ranking"] is True
+    pooled = select(scored, keep_percent=50, per_corpus=False)
+    assert {s.id for s in pooled.kept} == {"h0", "h1", "h2", "h3"} and pooled.summary["per_corpus_ranking"] is False
+
+
+def test_curate_selects_again_from_a_scores_file_without_scoring(tmp_path: Path) -> None:
+    scored = ([_scored(f"h{i}", 0.5 + i / 100, corpus="hard") for i in range(4)]
+              + [_scored(f"e{i}", 0.01 + i / 100, corpus="easy") for i in range(4)])
+    scores = tmp_path / "run.scores.jsonl"
+    scores.write_text("".join(json.dumps(s.to_dict()) + "\n" for s in scored))
+    result = curate(CurationConfig(output=str(tmp_path / "again.jsonl"), keep_percent=25, from_scores=str(scores)),
+                    scorer=("no model", "needed"), log=quiet)
+    assert sorted(read_curated_ids(result.subset_path)) == ["e3", "h3"]
+    only_easy = curate(CurationConfig(corpora=["easy"], output=str(tmp_path / "easy.jsonl"), keep_percent=50,
+                                      from_scores=str(scores)), log=quiet)
+    assert sorted(read_curated_ids(only_easy.subset_path)) == ["e2", "e3"]
+    scores.write_text('{"id": "x"}\n')
+    with pytest.raises(ConfigError, match="line 1: expected a JSON object with id, corpus"):
+        curate(CurationConfig(output=str(tmp_path / "bad.jsonl"), from_scores=str(scores)), log=quiet)
+    with pytest.raises(ConfigError, match="scores file not found"):
+        curate(CurationConfig(output=str(tmp_path / "bad.jsonl"), from_scores=str(tmp_path / "none.jsonl")), log=quiet)
 
 
 def test_quantiles_match_numpy() -> None:

@@ -15,6 +15,7 @@ informative) are kept; every entity-free example is kept (they teach the model n
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -126,23 +127,56 @@ def _mean_nll(model: Any, sequences: list[list[int]], first_scored: list[int], p
     return [(float(sums[r] / counts[r]) if counts[r] > 0 else None, int(counts[r])) for r in range(len(sequences))]
 
 
-def select(scored: Sequence[ScoredExample], keep_percent: float) -> Selection:
+def select(scored: Sequence[ScoredExample], keep_percent: float, per_corpus: bool = True) -> Selection:
     """Drop entity examples with IFD >= 1, keep the top ``keep_percent`` % of the rest by IFD (highest
-    first), keep every entity-free example."""
+    first), keep every entity-free example.
+
+    ``per_corpus`` ranks each corpus's examples separately, so every corpus keeps the same share and
+    the training mixture stays what the sampling temperature makes it. Ranked as one pool, IFD
+    follows the corpus more than the example: on 60 documents of each of the 8 corpora, the pooled
+    top 50 % kept 4 of BC2GM's 22 entity examples and 32 of S800's 186, but 239 of BC5CDR's 396.
+    """
     if not 0 < keep_percent <= 100:
         raise ConfigError(f"keep_percent must be in (0, 100], got {keep_percent}")
     entity = [s for s in scored if s.has_entities]
     entity_free = [s for s in scored if not s.has_entities]
     unscorable = [s for s in entity if s.ifd is None]
     dropped = [s for s in entity if s.ifd is not None and s.ifd >= 1.0]
-    valid = sorted((s for s in entity if s.ifd is not None and s.ifd < 1.0), key=lambda s: (-s.ifd, s.id))  # type: ignore[operator]
-    k = math.ceil(len(valid) * keep_percent / 100.0)
-    top, rest = valid[:k], valid[k:]
+    valid = [s for s in entity if s.ifd is not None and s.ifd < 1.0]
+    groups: dict[str, list[ScoredExample]] = {}
+    for s in valid:
+        groups.setdefault(s.corpus if per_corpus else "", []).append(s)
+    top: list[ScoredExample] = []
+    rest: list[ScoredExample] = []
+    for group in groups.values():
+        ranked = sorted(group, key=lambda s: (-s.ifd, s.id))  # type: ignore[operator]
+        k = math.ceil(len(ranked) * keep_percent / 100.0)
+        top += ranked[:k]
+        rest += ranked[k:]
     kept_ids = {s.id for s in top} | {s.id for s in entity_free}
     kept = [s for s in scored if s.id in kept_ids]
     selection = Selection(kept, dropped, rest, unscorable)
     selection.summary = summarize(scored, selection, keep_percent)
+    selection.summary["per_corpus_ranking"] = per_corpus
     return selection
+
+
+def read_scores(path: str | Path) -> list[ScoredExample]:
+    """The scored examples of an earlier run (its ``*.scores.jsonl``), to select again without scoring."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"scores file not found: {p}")
+    names = [f.name for f in dataclasses.fields(ScoredExample)]
+    out = []
+    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            out.append(ScoredExample(**{k: row[k] for k in names}))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise ConfigError(f"scores file {p} line {n}: expected a JSON object with {', '.join(names)}") from None
+    return out
 
 
 def summarize(scored: Sequence[ScoredExample], selection: Selection, keep_percent: float) -> dict[str, Any]:
@@ -201,6 +235,8 @@ class CurationConfig:
     definitions: str = "compact"
     max_documents: int | None = None
     device: str = "auto"
+    per_corpus: bool = True                     # rank IFD within each corpus (see ``select``)
+    from_scores: str | None = None              # select again from an earlier run's scores file, no scoring
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -223,6 +259,12 @@ def curate(config: CurationConfig, corpora: Sequence[Any] | None = None, scorer:
     """
     if not config.output:
         raise ConfigError("no output file given (--output FILE.jsonl)")
+    if config.from_scores:
+        scored = [s for s in read_scores(config.from_scores) if not config.corpora or s.corpus in config.corpora]
+        if not scored:
+            raise ConfigError(f"{config.from_scores} holds no scored example of {', '.join(config.corpora) or 'any corpus'}")
+        log(f"{len(scored)} scored examples read from {config.from_scores}")
+        return _write_selection(config, scored, log)
     from llmner.codecs import get_codec
     from llmner.training.generator import GeneratorTrainingConfig, load_corpora
 
@@ -254,7 +296,11 @@ def curate(config: CurationConfig, corpora: Sequence[Any] | None = None, scorer:
             pairs.append((text_ex, tokenized))
         log(f"{corpus.name}: {len(texts)} examples, {stats.skipped_too_long} skipped over {config.max_length} tokens")
     scored = _score_with_progress(model, tokenizer, pairs, config.batch_size, progress)
-    selection = select(scored, config.keep_percent)
+    return _write_selection(config, scored, log)
+
+
+def _write_selection(config: CurationConfig, scored: Sequence[ScoredExample], log: Callable[[str], None]) -> CurationResult:
+    selection = select(scored, config.keep_percent, config.per_corpus)
     selection.summary["config"] = config.to_dict()
     subset_path = Path(config.output)
     subset_path.parent.mkdir(parents=True, exist_ok=True)
