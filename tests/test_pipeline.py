@@ -148,12 +148,12 @@ def test_calibration_picks_the_best_threshold_per_schema_on_dev(monkeypatch):
     monkeypatch.setattr("llmner.data_processing.corpora.load_corpus", lambda corpus, split: docs)
     monkeypatch.setattr("llmner.data_processing.corpora.is_labeled", lambda corpus, split: True)
     pipe = Pipeline(LexiconGenerator(), LengthSelector())
-    results = calibrate(pipe, CalibrationConfig(corpora=["bc5cdr"], sentences=2, min_candidates=5), log=lambda _: None)
+    results = calibrate(pipe, CalibrationConfig(corpora=["bc5cdr"], sentences=2, min_gold=0, min_candidates=5), log=lambda _: None)
     (r,) = results
     assert r.schema == "bc5cdr" and r.documents == 1 and r.candidates > 5
     assert 0.6 < r.threshold <= 0.9 and r.f1 == 1.0 and r.global_f1 < 1.0 and r.keep_all_f1 < r.f1
     assert thresholds_of(results) == {"bc5cdr": r.threshold}
-    few = calibrate(pipe, CalibrationConfig(corpora=["bc5cdr"], sentences=2, min_candidates=10_000), log=lambda _: None)
+    few = calibrate(pipe, CalibrationConfig(corpora=["bc5cdr"], sentences=2, min_gold=0, min_candidates=10_000), log=lambda _: None)
     assert few[0].threshold is None and thresholds_of(few) == {} and few[0].f1 == few[0].global_f1
     with pytest.raises(calibration.ValidationError, match="needs a bundle with a selector"):
         calibrate(Pipeline(LexiconGenerator(), None), CalibrationConfig(corpora=["bc5cdr"]))

@@ -24,6 +24,7 @@ def calibrate_command(
     bundle: Annotated[Path, typer.Argument(help="model bundle directory (with a selector)")],
     corpus: Annotated[list[str], typer.Option("--corpus", help="corpus whose dev split calibrates its schema (repeatable)")],
     sentences: Annotated[int, typer.Option("--sentences", help="dev sentences per corpus, from the end of the split")] = 30,
+    min_gold: Annotated[int, typer.Option("--min-gold", help="extend a corpus's documents until they hold this many gold mentions")] = 20,
     min_candidates: Annotated[int, typer.Option("--min-candidates", help="fewer scored candidates: keep the global threshold")] = 20,
     split: Annotated[str, typer.Option("--split", help="split to calibrate on")] = "dev",
     selector_backend: Annotated[str, typer.Option("--selector-backend", help="onnx (as served) or torch")] = "onnx",
@@ -42,7 +43,8 @@ def calibrate_command(
     manifest = load_manifest(bundle)
     if not manifest.has_selector:
         raise ConfigError(f"bundle {bundle} has no selector: there is no threshold to calibrate")
-    config = CalibrationConfig(corpora=list(corpus), split=split, sentences=sentences, min_candidates=min_candidates)
+    config = CalibrationConfig(corpora=list(corpus), split=split, sentences=sentences, min_gold=min_gold,
+                               min_candidates=min_candidates)
     pipe = Pipeline.from_bundle(bundle, PipelineConfig(selector_backend=selector_backend))
     pipe.thresholds = {}   # calibrate against the global threshold: earlier per-schema ones must not leak in
     started = time.perf_counter()
@@ -55,6 +57,6 @@ def calibrate_command(
     manifest.selector_thresholds = chosen
     write_manifest(bundle, manifest)
     (bundle / "calibration.json").write_text(json.dumps({
-        "split": split, "sentences": sentences, "min_candidates": min_candidates, "selector_backend": selector_backend,
+        "split": split, "sentences": sentences, "min_gold": min_gold, "min_candidates": min_candidates, "selector_backend": selector_backend,
         "global_threshold": pipe.threshold, "schemas": [r.to_dict() for r in results]}, indent=2))
     typer.echo(f"wrote selector_thresholds into {bundle / 'bundle.json'} and {bundle / 'calibration.json'}")

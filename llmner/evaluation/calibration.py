@@ -26,14 +26,15 @@ class CalibrationConfig:
     corpora: list[str] = field(default_factory=list)
     split: str = "dev"
     sentences: int = 30             # per corpus, from the end of the split
+    min_gold: int = 20              # ... extended until it holds this many gold mentions (LINNAEUS is sparse)
     min_candidates: int = 20        # fewer scored candidates: keep the global threshold
     batch_documents: int = 8
 
     def __post_init__(self) -> None:
         if not self.corpora:
             raise ValidationError("calibration needs at least one corpus (--corpus)")
-        if self.sentences < 1 or self.min_candidates < 1 or self.batch_documents < 1:
-            raise ValidationError("sentences, min_candidates and batch_documents must be >= 1")
+        if self.sentences < 1 or self.min_candidates < 1 or self.batch_documents < 1 or self.min_gold < 0:
+            raise ValidationError("sentences, min_candidates and batch_documents must be >= 1, min_gold >= 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +69,7 @@ def calibrate_schema(pipe: Any, corpus: str, config: CalibrationConfig) -> Schem
         raise ValidationError(f"calibration: {corpus}/{config.split} has no gold labels")
     schema = corpus_schema(corpus)
     pipe.add_schema(schema)
-    gold_docs, _ = leading_documents(load_corpus(corpus, config.split), config.sentences, from_end=True)
+    gold_docs, _ = leading_documents(load_corpus(corpus, config.split), config.sentences, config.min_gold, from_end=True)
     docs = [dataclasses.replace(d, metadata={**d.metadata, "schema": schema.name}, entities=[]) for d in gold_docs]
     records = []
     for i in range(0, len(docs), config.batch_documents):
