@@ -23,8 +23,8 @@ def register(app: typer.Typer) -> None:
 def calibrate_command(
     bundle: Annotated[Path, typer.Argument(help="model bundle directory (with a selector)")],
     corpus: Annotated[list[str], typer.Option("--corpus", help="corpus whose dev split calibrates its schema (repeatable)")],
-    sentences: Annotated[int, typer.Option("--sentences", help="dev sentences per corpus, from the end of the split")] = 30,
-    min_gold: Annotated[int, typer.Option("--min-gold", help="extend a corpus's documents until they hold this many gold mentions")] = 20,
+    sentences: Annotated[int, typer.Option("--sentences", help="dev sentences per corpus, from the end of the split")] = 80,
+    min_gold: Annotated[int, typer.Option("--min-gold", help="extend a corpus's documents until they hold this many gold mentions")] = 40,
     min_candidates: Annotated[int, typer.Option("--min-candidates", help="fewer scored candidates: keep the global threshold")] = 20,
     split: Annotated[str, typer.Option("--split", help="split to calibrate on")] = "dev",
     selector_backend: Annotated[str, typer.Option("--selector-backend", help="onnx (as served) or torch")] = "onnx",
