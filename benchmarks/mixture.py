@@ -33,7 +33,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _eval_subset import EvalSubset, evaluation_subset, per_document_counts
-from quality import CORPUS_LABELS, CORPUS_ORDER, bundle_fingerprint, cached, store
+from quality import CORPUS_LABELS, CORPUS_ORDER, bundle_fingerprint, cached, f1_of, store
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -86,15 +86,6 @@ def run_candidate(pipe: Any, subset: EvalSubset, batch_documents: int) -> dict[s
     return {"corpus": subset.corpus, "split": subset.split, "documents": len(docs), "sentences": subset.sentences,
             "gold_mentions": subset.gold_mentions, "seconds": seconds,
             "per_document": [c["all"] for c in per_document_counts(subset.documents, predicted)]}
-
-
-def f1_of(counts: Any) -> Any:
-    """Strict F1 from [..., 3] arrays of summed (tp, fp, fn)."""
-    import numpy as np
-
-    tp, fp, fn = counts[..., 0], counts[..., 1], counts[..., 2]
-    denom = 2 * tp + fp + fn
-    return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
 
 
 def summarise(results: dict[str, dict[str, dict[str, Any]]], corpora: Sequence[str], reference: str,

@@ -119,6 +119,15 @@ def store(path: Path, result: dict[str, Any]) -> None:
 
 
 # ---- scoring helpers ---------------------------------------------------------------------------
+def f1_of(counts: Any) -> Any:
+    """Strict F1 from [..., 3] arrays of summed (tp, fp, fn)."""
+    import numpy as np
+
+    tp, fp, fn = counts[..., 0], counts[..., 1], counts[..., 2]
+    denom = 2 * tp + fp + fn
+    return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
+
+
 def bootstrap_f1(per_document: Sequence[dict[str, list[int]]], scope: str, samples: int = 1000,
                  seed: int = 0) -> tuple[float, float] | None:
     """95% percentile interval of strict micro F1 over documents resampled with replacement."""
@@ -129,10 +138,7 @@ def bootstrap_f1(per_document: Sequence[dict[str, list[int]]], scope: str, sampl
     counts = np.array([d.get(scope, [0, 0, 0]) for d in per_document], dtype=np.float64)
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(counts), size=(samples, len(counts)))
-    tp, fp, fn = (counts[idx, k].sum(axis=1) for k in range(3))
-    denom = 2 * tp + fp + fn
-    f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
-    lo, hi = np.percentile(f1, [2.5, 97.5])
+    lo, hi = np.percentile(f1_of(counts[idx].sum(axis=1)), [2.5, 97.5])
     return float(lo), float(hi)
 
 

@@ -97,8 +97,7 @@ def calibrate_schema(pipe: Any, corpus: str, config: CalibrationConfig) -> Schem
     global_threshold = pipe.threshold
     chosen: float | None = None
     if len(s) >= config.min_candidates:
-        # Candidates the selector never sees still count: they are kept whatever the threshold.
-        chosen, _ = best_threshold(s, y, total_gold=max(total_gold - unscored_correct, 0))
+        chosen, _ = best_threshold(s, y, total_gold=total_gold, always_kept=unscored, always_correct=unscored_correct)
         chosen = min(max(chosen, 0.0), 1.0)
     return SchemaCalibration(
         schema=schema.name, corpus=corpus, documents=len(docs), gold=total_gold, candidates=len(s),
