@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace as dataclasses_replace
 
 import numpy as np
 import pytest
@@ -137,28 +138,64 @@ def test_manifest_per_schema_thresholds_are_validated(tmp_path):
     assert load_manifest(tmp_path).selector_thresholds == {"genia": 0.2}
 
 
+def _gold_docs(text: str, n: int, prefix: str = "d") -> list[Document]:
+    """``n`` copies of ``text`` whose gold mentions are the lexicon hits of 7+ characters."""
+    return [Document(f"{prefix}{i}", text, entities=[Entity(s, e, t, text[s:e]) for s, e, t in sorted(gold_hits(text)) if e - s >= 7])
+            for i in range(n)]
+
+
 def test_calibration_picks_the_best_threshold_per_schema_on_dev(monkeypatch):
     from llmner.evaluation import calibration
     from llmner.evaluation.calibration import CalibrationConfig, calibrate, thresholds_of
 
-    # Gold = lexicon hits of 7+ characters. Of BC5CDR's types the generator proposes "breast cancer"
-    # (score 1.0), "cisplatin" (0.9) and "cancer" (0.6, wrong): the best cut lies between 0.6 and 0.9.
-    docs = [Document(f"d{i}", TEXT, entities=[Entity(s, e, t, TEXT[s:e]) for s, e, t in sorted(gold_hits(TEXT)) if e - s >= 7])
-            for i in range(3)]
+    # Of BC5CDR's types the generator proposes "breast cancer" (score 1.0), "cisplatin" (0.9) and
+    # "cancer" (0.6, wrong) in every document: the best cut lies between 0.6 and 0.9, and every
+    # resample's choice beats the global 0.5 on the documents it left out.
+    docs = _gold_docs(TEXT, 12)
     monkeypatch.setattr("llmner.data_processing.corpora.load_corpus", lambda corpus, split: docs)
     monkeypatch.setattr("llmner.data_processing.corpora.is_labeled", lambda corpus, split: True)
     pipe = Pipeline(LexiconGenerator(), LengthSelector())
-    results = calibrate(pipe, CalibrationConfig(corpora=["bc5cdr"], sentences=2, min_gold=0, min_candidates=5), log=lambda _: None)
+    config = CalibrationConfig(corpora=["bc5cdr"], sentences=1000, min_gold=0, min_candidates=5, bootstrap=50)
+    results = calibrate(pipe, config, log=lambda _: None)
     (r,) = results
-    assert r.schema == "bc5cdr" and r.documents == 1 and r.candidates > 5
-    assert 0.6 < r.threshold <= 0.9 and r.f1 == 1.0 and r.global_f1 < 1.0 and r.keep_all_f1 < r.f1
+    assert r.schema == "bc5cdr" and r.documents == 12 and r.candidates > 5
+    assert r.evidence == 1.0 and r.oob_gain > 0
+    assert 0.6 < r.threshold <= 0.9 and r.threshold == r.best_threshold
+    assert r.f1 == r.best_f1 == 1.0 and r.global_f1 < 1.0 and r.keep_all_f1 < r.f1
     assert thresholds_of(results) == {"bc5cdr": r.threshold}
     few = calibrate(pipe, CalibrationConfig(corpora=["bc5cdr"], sentences=2, min_gold=0, min_candidates=10_000), log=lambda _: None)
-    assert few[0].threshold is None and thresholds_of(few) == {} and few[0].f1 == few[0].global_f1
+    assert few[0].threshold is None and few[0].best_threshold is None and few[0].evidence is None
+    assert thresholds_of(few) == {} and few[0].f1 == few[0].global_f1
     with pytest.raises(calibration.ValidationError, match="needs a bundle with a selector"):
         calibrate(Pipeline(LexiconGenerator(), None), CalibrationConfig(corpora=["bc5cdr"]))
     with pytest.raises(calibration.ValidationError, match="at least one corpus"):
         CalibrationConfig(corpora=[])
+    with pytest.raises(calibration.ValidationError, match=r"min_evidence must be in \[0, 1\], got 1.5"):
+        CalibrationConfig(corpora=["bc5cdr"], min_evidence=1.5)
+    with pytest.raises(calibration.ValidationError, match="bootstrap must be >= 1"):
+        CalibrationConfig(corpora=["bc5cdr"], bootstrap=0)
+
+
+def test_calibration_keeps_the_global_threshold_when_one_document_decides(monkeypatch):
+    from llmner.evaluation.calibration import CalibrationConfig, calibrate
+
+    # Eleven documents whose candidates are all right (cisplatin, 0.9) and one where "cancer" (0.6)
+    # is wrong: on all of dev a cut above 0.6 wins, but it only helps a resample that left that one
+    # document out (about a third of them), so the choice does not carry over and is not kept.
+    clean = "Patients were given cisplatin. The cisplatin dose was low. "
+    docs = _gold_docs(clean, 11, "c") + _gold_docs(TEXT, 1, "noisy")
+    assert "cancer" not in clean and len(docs[0].entities) == 2
+    monkeypatch.setattr("llmner.data_processing.corpora.load_corpus", lambda corpus, split: docs)
+    monkeypatch.setattr("llmner.data_processing.corpora.is_labeled", lambda corpus, split: True)
+    pipe = Pipeline(LexiconGenerator(), LengthSelector())
+    config = CalibrationConfig(corpora=["bc5cdr"], sentences=1000, min_gold=0, min_candidates=5, bootstrap=200)
+    (r,) = calibrate(pipe, config, log=lambda _: None)
+    assert r.documents == 12 and 0.6 < r.best_threshold <= 0.9 and r.best_f1 > r.global_f1
+    assert 0.2 < r.evidence < 0.5                     # P(the noisy document is left out) = (11/12)^12 = 0.35
+    assert r.threshold is None and r.f1 == r.global_f1
+    # min_evidence 0 takes the dev-best threshold whatever the resamples say.
+    (always,) = calibrate(pipe, dataclasses_replace(config, min_evidence=0.0), log=lambda _: None)
+    assert always.threshold == r.best_threshold and always.f1 == r.best_f1
 
 
 def test_calibrate_cli_writes_thresholds_the_pipeline_then_uses(tiny_bundle, tmp_path):
@@ -171,13 +208,16 @@ def test_calibrate_cli_writes_thresholds_the_pipeline_then_uses(tiny_bundle, tmp
     bundle = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, bundle)
     runner = CliRunner()
+    # --min-evidence 0: the out-of-bag gate is tested above; here the write/read-back path.
     result = runner.invoke(app, ["calibrate", str(bundle), "--corpus", "ncbi_disease", "--sentences", "2",
-                                 "--min-candidates", "1", "--selector-backend", "torch"])
+                                 "--min-candidates", "1", "--selector-backend", "torch", "--min-evidence", "0",
+                                 "--bootstrap", "20"])
     assert result.exit_code == 0, result.output
     written = load_manifest(bundle).selector_thresholds
     card = json.loads((bundle / "calibration.json").read_text())
     (entry,) = card["schemas"]
     assert entry["schema"] == "ncbi_disease" and entry["documents"] >= 1
+    assert card["min_evidence"] == 0 and card["bootstrap"] == 20 and "evidence" in entry
     # The seeded tiny generator proposes hundreds of candidates here, so a threshold is always chosen.
     assert entry["candidates"] > 0 and entry["threshold"] is not None
     assert written == {"ncbi_disease": entry["threshold"]} and entry["f1"] >= entry["global_f1"]

@@ -1,7 +1,8 @@
 """``llmner calibrate BUNDLE --corpus ...``: per-schema selector thresholds from each corpus's dev split.
 
 Runs the bundle (generator + selector) on the last dev documents of every corpus given, chooses the
-threshold with the best strict F1 for that corpus's schema (``llmner.evaluation.calibration``), and
+threshold with the best strict F1 for that corpus's schema (``llmner.evaluation.calibration``), keeps
+it only when out-of-bag resamples show the choice beating the global threshold (``--min-evidence``), and
 writes them into the bundle's ``bundle.json`` (``selector_thresholds``) beside a ``calibration.json``
 that records every number. ``--dry-run`` prints without writing.
 """
@@ -26,6 +27,8 @@ def calibrate_command(
     sentences: Annotated[int, typer.Option("--sentences", help="dev sentences per corpus, from the end of the split")] = 80,
     min_gold: Annotated[int, typer.Option("--min-gold", help="extend a corpus's documents until they hold this many gold mentions")] = 40,
     min_candidates: Annotated[int, typer.Option("--min-candidates", help="fewer scored candidates: keep the global threshold")] = 20,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", help="document resamples for the out-of-bag evidence")] = 200,
+    min_evidence: Annotated[float, typer.Option("--min-evidence", help="share of resamples in which the dev-chosen threshold must beat the global one out of bag (0: always move)")] = 0.8,
     split: Annotated[str, typer.Option("--split", help="split to calibrate on")] = "dev",
     selector_backend: Annotated[str, typer.Option("--selector-backend", help="onnx (as served) or torch")] = "onnx",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the thresholds, write nothing")] = False,
@@ -44,7 +47,7 @@ def calibrate_command(
     if not manifest.has_selector:
         raise ConfigError(f"bundle {bundle} has no selector: there is no threshold to calibrate")
     config = CalibrationConfig(corpora=list(corpus), split=split, sentences=sentences, min_gold=min_gold,
-                               min_candidates=min_candidates)
+                               min_candidates=min_candidates, bootstrap=bootstrap, min_evidence=min_evidence)
     pipe = Pipeline.from_bundle(bundle, PipelineConfig(selector_backend=selector_backend))
     pipe.thresholds = {}   # calibrate against the global threshold: earlier per-schema ones must not leak in
     started = time.perf_counter()
@@ -57,6 +60,7 @@ def calibrate_command(
     manifest.selector_thresholds = chosen
     write_manifest(bundle, manifest)
     (bundle / "calibration.json").write_text(json.dumps({
-        "split": split, "sentences": sentences, "min_gold": min_gold, "min_candidates": min_candidates, "selector_backend": selector_backend,
+        "split": split, "sentences": sentences, "min_gold": min_gold, "min_candidates": min_candidates,
+        "bootstrap": bootstrap, "min_evidence": min_evidence, "selector_backend": selector_backend,
         "global_threshold": pipe.threshold, "schemas": [r.to_dict() for r in results]}, indent=2))
     typer.echo(f"wrote selector_thresholds into {bundle / 'bundle.json'} and {bundle / 'calibration.json'}")

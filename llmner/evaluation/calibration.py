@@ -7,9 +7,16 @@ mostly wrong it keeps noise. Calibration runs the whole bundle on the last dev d
 corpus, keeps every candidate with its score, and picks for that corpus's schema the threshold with
 the best strict F1 (keeping every candidate is one of the choices; gold mentions the generator never
 proposed count as misses). A schema with fewer than ``min_candidates`` scored candidates keeps the
-global threshold: too few to choose from. Small dev slices overfit: with 20 LINNAEUS gold mentions a
-threshold of 0.449 won on dev and then removed every candidate on test, hence the defaults of 80
-sentences and 40 gold mentions per corpus.
+global threshold: too few to choose from.
+
+Small dev slices overfit: with 20 LINNAEUS gold mentions a threshold of 0.449 won on dev and then
+removed every candidate on test; with 40 mentions 0.597 won and did the same. So a schema's threshold
+moves away from the global one only with evidence that the *choice* carries over to unseen documents:
+in each of ``bootstrap`` document resamples the threshold is chosen on the drawn documents and
+compared with the global threshold on the documents left out (out of bag). The share of resamples in
+which it wins (ties count as no win) is the evidence; below ``min_evidence`` the global threshold
+stays. Out-of-bag testing judges the whole pick-the-best procedure, which an interval around the
+dev-best threshold's own gain cannot do: that gain is measured on the documents that chose it.
 """
 
 from __future__ import annotations
@@ -31,12 +38,19 @@ class CalibrationConfig:
     min_gold: int = 40              # ... extended until it holds this many gold mentions (LINNAEUS is sparse)
     min_candidates: int = 20        # fewer scored candidates: keep the global threshold
     batch_documents: int = 8
+    bootstrap: int = 200            # document resamples for the out-of-bag evidence
+    min_evidence: float = 0.8       # share of resamples the dev-chosen threshold must win out of bag (0: always move)
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if not self.corpora:
             raise ValidationError("calibration needs at least one corpus (--corpus)")
         if self.sentences < 1 or self.min_candidates < 1 or self.batch_documents < 1 or self.min_gold < 0:
             raise ValidationError("sentences, min_candidates and batch_documents must be >= 1, min_gold >= 0")
+        if self.bootstrap < 1:
+            raise ValidationError(f"bootstrap must be >= 1 resample, got {self.bootstrap}")
+        if not 0.0 <= self.min_evidence <= 1.0:
+            raise ValidationError(f"min_evidence must be in [0, 1], got {self.min_evidence}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +62,12 @@ class SchemaCalibration:
     candidates: int                  # scored candidates (the selector judged them)
     global_threshold: float
     global_f1: float                 # strict F1 on these documents at the global threshold
-    threshold: float | None          # None: too few candidates, the global threshold stays
-    f1: float                        # strict F1 at the chosen threshold (= global_f1 when None)
+    best_threshold: float | None     # the dev-best threshold (None: too few candidates to choose)
+    best_f1: float                   # strict F1 at it (= global_f1 when None)
+    evidence: float | None           # share of resamples where the in-bag choice beat the global threshold out of bag
+    oob_gain: float | None           # mean out-of-bag F1 gain of the in-bag choice over the global threshold
+    threshold: float | None          # what the bundle stores: best_threshold with enough evidence, else None (global)
+    f1: float                        # strict F1 at the threshold in use (= global_f1 when None)
     keep_all_f1: float               # strict F1 keeping every candidate (the generator alone)
 
     def to_dict(self) -> dict[str, Any]:
@@ -60,12 +78,67 @@ def strict_f1(kept: int, correct: int, gold: int) -> float:
     return 2 * correct / (kept + gold) if kept + gold else 0.0
 
 
-def calibrate_schema(pipe: Any, corpus: str, config: CalibrationConfig) -> SchemaCalibration:
-    """Run ``pipe`` on the last dev documents of ``corpus`` and choose its schema's threshold."""
+@dataclass(slots=True)
+class _DocumentCandidates:
+    """One dev document's candidates as calibration needs them."""
+    scores: list[float]              # scored candidates (the selector judged them)
+    hits: list[bool]                 # ... and whether each is a gold mention
+    gold: int
+    unscored: int = 0                # candidates the selector does not judge: always kept
+    unscored_correct: int = 0
+
+
+class _CandidatePool:
+    """Candidates of a set of documents (with repeats, for resamples), and F1 / best threshold on them."""
+
+    def __init__(self, docs: Sequence[_DocumentCandidates]):
+        import numpy as np
+
+        self.scores = np.array([s for d in docs for s in d.scores], dtype=np.float64)
+        self.hits = np.array([h for d in docs for h in d.hits], dtype=np.float64)
+        self.gold = sum(d.gold for d in docs)
+        self.unscored = sum(d.unscored for d in docs)
+        self.unscored_correct = sum(d.unscored_correct for d in docs)
+
+    def f1_at(self, threshold: float) -> float:
+        keep = self.scores >= threshold
+        return strict_f1(int(keep.sum()) + self.unscored, int(self.hits[keep].sum()) + self.unscored_correct, self.gold)
+
+    def best_threshold(self) -> float:
+        from llmner.training.selector import best_threshold
+
+        chosen, _ = best_threshold(self.scores, self.hits, total_gold=self.gold,
+                                   always_kept=self.unscored, always_correct=self.unscored_correct)
+        return min(max(chosen, 0.0), 1.0)
+
+
+def out_of_bag_evidence(docs: Sequence[_DocumentCandidates], global_threshold: float, resamples: int,
+                        seed: int = 0) -> tuple[float | None, float | None]:
+    """(share of resamples won, mean F1 gain) of choosing the threshold on a document resample and
+    using it on the documents left out, against the global threshold there. (None, None) when no
+    resample both had scored candidates to choose from and left documents out."""
     import numpy as np
 
+    rng = np.random.default_rng(seed)
+    n = len(docs)
+    gains = []
+    for _ in range(resamples):
+        drawn = rng.integers(0, n, n)
+        left_out = np.setdiff1d(np.arange(n), drawn)
+        in_bag = _CandidatePool([docs[i] for i in drawn])
+        if not left_out.size or not in_bag.scores.size:
+            continue
+        out = _CandidatePool([docs[i] for i in left_out])
+        gains.append(out.f1_at(in_bag.best_threshold()) - out.f1_at(global_threshold))
+    if not gains:
+        return None, None
+    g = np.array(gains)
+    return float((g > 0).mean()), float(g.mean())
+
+
+def calibrate_schema(pipe: Any, corpus: str, config: CalibrationConfig) -> SchemaCalibration:
+    """Run ``pipe`` on the last dev documents of ``corpus`` and choose its schema's threshold."""
     from llmner.data_processing.corpora import corpus_schema, is_labeled, load_corpus
-    from llmner.training.selector import best_threshold
 
     if not is_labeled(corpus, config.split):
         raise ValidationError(f"calibration: {corpus}/{config.split} has no gold labels")
@@ -76,33 +149,35 @@ def calibrate_schema(pipe: Any, corpus: str, config: CalibrationConfig) -> Schem
     records = []
     for i in range(0, len(docs), config.batch_documents):
         records.extend(pipe.process(docs[i : i + config.batch_documents], select=False))
-    total_gold = sum(len(d.entities) for d in gold_docs)
-    scores, labels = [], []
-    unscored_correct = unscored = 0
+    per_doc = []
     for doc, record in zip(gold_docs, records):
         gold = {(e.start, e.end, e.type) for e in doc.entities}
+        d = _DocumentCandidates(scores=[], hits=[], gold=len(doc.entities))
         for e in record.entities:
             hit = (e.start, e.end, e.type) in gold
             if e.score is None:          # a language the selector does not judge: always kept
-                unscored, unscored_correct = unscored + 1, unscored_correct + hit
+                d.unscored, d.unscored_correct = d.unscored + 1, d.unscored_correct + hit
             else:
-                scores.append(e.score)
-                labels.append(hit)
-    s, y = np.array(scores, dtype=np.float64), np.array(labels, dtype=np.float64)
-
-    def f1_at(threshold: float) -> float:
-        keep = s >= threshold
-        return strict_f1(int(keep.sum()) + unscored, int(y[keep].sum()) + unscored_correct, total_gold)
+                d.scores.append(e.score)
+                d.hits.append(hit)
+        per_doc.append(d)
+    pool = _CandidatePool(per_doc)
 
     global_threshold = pipe.threshold
-    chosen: float | None = None
-    if len(s) >= config.min_candidates:
-        chosen, _ = best_threshold(s, y, total_gold=total_gold, always_kept=unscored, always_correct=unscored_correct)
-        chosen = min(max(chosen, 0.0), 1.0)
+    best: float | None = None
+    evidence = oob_gain = None
+    if len(pool.scores) >= config.min_candidates:
+        best = pool.best_threshold()
+        evidence, oob_gain = out_of_bag_evidence(per_doc, global_threshold, config.bootstrap, config.seed)
+    moves = best is not None and (config.min_evidence == 0.0 or (evidence is not None and evidence >= config.min_evidence))
+    chosen = best if moves else None
+    global_f1 = pool.f1_at(global_threshold)
     return SchemaCalibration(
-        schema=schema.name, corpus=corpus, documents=len(docs), gold=total_gold, candidates=len(s),
-        global_threshold=global_threshold, global_f1=f1_at(global_threshold), threshold=chosen,
-        f1=f1_at(chosen) if chosen is not None else f1_at(global_threshold), keep_all_f1=f1_at(0.0))
+        schema=schema.name, corpus=corpus, documents=len(docs), gold=pool.gold, candidates=len(pool.scores),
+        global_threshold=global_threshold, global_f1=global_f1,
+        best_threshold=best, best_f1=pool.f1_at(best) if best is not None else global_f1,
+        evidence=evidence, oob_gain=oob_gain, threshold=chosen,
+        f1=pool.f1_at(chosen) if chosen is not None else global_f1, keep_all_f1=pool.f1_at(0.0))
 
 
 def calibrate(pipe: Any, config: CalibrationConfig,
@@ -113,11 +188,19 @@ def calibrate(pipe: Any, config: CalibrationConfig,
     out = []
     for corpus in config.corpora:
         result = calibrate_schema(pipe, corpus, config)
-        log(f"{corpus}: {result.candidates} scored candidates, {result.gold} gold; F1 global "
-            f"{result.global_f1:.3f} -> {result.f1:.3f} at "
-            + (f"{result.threshold:.3f}" if result.threshold is not None else "the global threshold (too few candidates)"))
+        log(f"{corpus}: {result.candidates} scored candidates, {result.gold} gold; " + _verdict(result))
         out.append(result)
     return out
+
+
+def _verdict(r: SchemaCalibration) -> str:
+    if r.best_threshold is None:
+        return f"F1 {r.global_f1:.3f} at the global threshold (too few candidates to choose)"
+    won = "no resample" if r.evidence is None else f"won {r.evidence:.0%} of resamples out of bag (mean gain {r.oob_gain:+.3f})"
+    if r.threshold is None:
+        return (f"dev-best {r.best_threshold:.3f} (F1 {r.global_f1:.3f} -> {r.best_f1:.3f}) {won}: "
+                f"not enough evidence, keeps the global threshold")
+    return f"F1 global {r.global_f1:.3f} -> {r.f1:.3f} at {r.threshold:.3f}, {won}"
 
 
 def thresholds_of(results: Sequence[SchemaCalibration]) -> dict[str, float]:
