@@ -165,6 +165,33 @@ def test_quality_report_end_to_end_and_resumed(tmp_path: Path, capsys: pytest.Ca
     assert "zero-shot (bundle b, trained without it) †" in md_later and "† carried over unchanged" in md_later
 
 
+def test_paired_difference_interval_and_the_summary_that_reads_it() -> None:
+    # Ten documents; "good" finds every gold mention, "poor" half of them with as many false positives.
+    good = [{"all": [2, 0, 0]} for _ in range(10)]
+    poor = [{"all": [1, 1, 1]} for _ in range(10)]
+    lo, hi = quality.paired_bootstrap_difference(good, poor, "all", samples=200)
+    assert lo == hi == pytest.approx(0.5)                        # every resample: 1.0 - 0.5
+    assert quality.paired_bootstrap_difference(good, good, "all", samples=200) == (0.0, 0.0)
+    assert quality.paired_bootstrap_difference(good, poor[:9], "all") is None          # not the same documents
+    assert quality.paired_bootstrap_difference(good[:1], poor[:1], "all") is None      # nothing to resample
+    # Mixed: the two systems trade documents, so the interval holds 0.
+    mixed_a = [{"all": [2, 0, 0]} if i % 2 else {"all": [0, 2, 2]} for i in range(10)]
+    mixed_b = [{"all": [0, 2, 2]} if i % 2 else {"all": [2, 0, 0]} for i in range(10)]
+    lo, hi = quality.paired_bootstrap_difference(mixed_a, mixed_b, "all", samples=500)
+    assert lo < 0 < hi
+
+    def row(corpus: str, ours: float, peer: float, ci: tuple[float, float] | None) -> dict:
+        return {"kind": "main", "scope": "all", "corpus": corpus, "llmner_shipped": {"f1": ours}, "peer": {"f1": peer},
+                "llmner_minus_peer_ci": ci}
+
+    summary = quality.comparison_summary([row("genia", 0.4, 0.2, (0.1, 0.3)), row("bc2gm", 0.2, 0.5, (-0.4, -0.2)),
+                                          row("s800", 0.27, 0.17, (-0.05, 0.25))])
+    assert summary.startswith("llmner (shipped configuration) above the peer baseline on 2 of 3 corpora: GENIA (nested), S800.")
+    assert "llmner above on GENIA (nested); peer above on BC2GM; the interval holds 0 on S800." in summary
+    assert "GENIA (nested) +20.0 (+10.0 to +30.0)" in summary
+    assert quality.comparison_summary([row("genia", 0.4, 0.2, None)]).endswith("on 1 of 1 corpora: GENIA (nested).")
+
+
 def test_mixture_ablation_scores_candidates_pairs_them_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     from tiny_models import build_tiny_bundle
