@@ -17,13 +17,21 @@ import orjson
 
 from llmner.errors import ValidationError
 
-_TYPE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
+# A type name becomes an inline tag (<Disease>, <疾病>): a letter of any script, then letters, digits,
+# '_' or '-'. The codecs parse markers with this same pattern.
+TYPE_NAME_PATTERN = r"[^\W\d_][\w\-]*"
+_TYPE_NAME = re.compile(TYPE_NAME_PATTERN)
 
 
 @dataclass(frozen=True, slots=True)
 class EntityType:
+    """One type: the name the generator writes, a one-line definition for the prompt, and aliases
+    (other names of the same type, e.g. a corpus's codes: ``疾病`` has alias ``dis``), which gold
+    annotations may use."""
+
     name: str
     definition: str
+    aliases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,15 +50,20 @@ class EntitySchema:
         seen: set[str] = set()
         for t in self.types:
             # Type names become inline tag names (<Disease>): keep them identifier-like.
-            if not _TYPE_NAME.match(t.name):
+            if not _TYPE_NAME.fullmatch(t.name):
                 raise ValidationError(
-                    f"schema {self.name!r}: type name {t.name!r} must start with a letter and contain only letters, digits, '_' or '-'"
+                    f"schema {self.name!r}: type name {t.name!r} must start with a letter (any script) and contain "
+                    "only letters, digits, '_' or '-'"
                 )
             if t.name in seen:
                 raise ValidationError(f"schema {self.name!r}: type {t.name!r} listed twice")
             if not t.definition.strip():
                 raise ValidationError(f"schema {self.name!r}: type {t.name!r} has no definition")
             seen.add(t.name)
+        aliases = [a for t in self.types for a in t.aliases]
+        clash = sorted({a for a in aliases if a in seen or aliases.count(a) > 1})
+        if clash:
+            raise ValidationError(f"schema {self.name!r}: alias(es) {', '.join(clash)} name more than one type")
         if self.language not in ("en", "zh"):
             raise ValidationError(f"schema {self.name!r}: unknown language {self.language!r} (expected en or zh)")
 
@@ -67,12 +80,20 @@ class EntitySchema:
     def __contains__(self, type_name: object) -> bool:
         return any(t.name == type_name for t in self.types)
 
+    def canonical(self, type_name: str) -> str | None:
+        """The schema's own name for ``type_name`` (itself, or the type it is an alias of); None if unknown."""
+        for t in self.types:
+            if type_name == t.name or type_name in t.aliases:
+                return t.name
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "language": self.language,
             "description": self.description,
-            "types": [{"name": t.name, "definition": t.definition} for t in self.types],
+            "types": [{"name": t.name, "definition": t.definition, **({"aliases": list(t.aliases)} if t.aliases else {})}
+                      for t in self.types],
         }
 
     @classmethod
@@ -93,7 +114,13 @@ class EntitySchema:
         for i, t in enumerate(data["types"]):
             if not isinstance(t, Mapping) or "name" not in t or "definition" not in t:
                 raise ValidationError(f"{where}: types[{i}] needs 'name' and 'definition'")
-            types.append(EntityType(str(t["name"]), str(t["definition"])))
+            unknown_keys = set(t) - {"name", "definition", "aliases"}
+            if unknown_keys:
+                raise ValidationError(f"{where}: types[{i}] has unknown field(s) {sorted(unknown_keys)}")
+            aliases = t.get("aliases", [])
+            if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+                raise ValidationError(f"{where}: types[{i}].aliases must be a list of strings")
+            types.append(EntityType(str(t["name"]), str(t["definition"]), tuple(aliases)))
         return cls(
             name=str(data["name"]),
             language=str(data["language"]),
@@ -110,17 +137,29 @@ class EntitySchema:
 
     @classmethod
     def load(cls, path: str | Path) -> EntitySchema:
+        """A schema file: JSON, or YAML when the name ends in ``.yaml`` / ``.yml``."""
         p = Path(path)
         if not p.is_file():
             raise ValidationError(f"schema file not found: {p}")
-        try:
-            data = orjson.loads(p.read_bytes())
-        except orjson.JSONDecodeError as exc:
-            raise ValidationError(f"schema file {p} is not valid JSON: {exc}") from None
+        if p.suffix.lower() in SCHEMA_YAML_SUFFIXES:
+            import yaml
+
+            try:
+                data = yaml.safe_load(p.read_text(encoding="utf-8"))
+            except yaml.YAMLError as exc:
+                raise ValidationError(f"schema file {p} is not valid YAML: {exc}") from None
+        else:
+            try:
+                data = orjson.loads(p.read_bytes())
+            except orjson.JSONDecodeError as exc:
+                raise ValidationError(f"schema file {p} is not valid JSON: {exc}") from None
         return cls.from_dict(data, where=f"schema file {p}")
 
     def subset(self, type_names: Sequence[str]) -> EntitySchema:
         return EntitySchema(self.name, self.language, tuple(t for t in self.types if t.name in set(type_names)), self.description)
+
+
+SCHEMA_YAML_SUFFIXES = (".yaml", ".yml")
 
 
 def builtin_schema_names() -> list[str]:
@@ -131,7 +170,7 @@ def builtin_schema_names() -> list[str]:
 def get_schema(name_or_path: str | Path) -> EntitySchema:
     """A built-in schema by corpus name (``ncbi_disease``) or a user schema file path."""
     text = str(name_or_path)
-    if text.endswith(".json") or Path(text).is_file():
+    if text.lower().endswith((".json", *SCHEMA_YAML_SUFFIXES)) or Path(text).is_file():
         return EntitySchema.load(text)
     root = resources.files("llmner") / "schemas" / f"{text}.json"
     if not root.is_file():

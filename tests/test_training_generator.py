@@ -185,6 +185,25 @@ def test_sampler_proportions_passes_seed_and_resume() -> None:
         TemperatureSampler({"a": 10}, 2.0, seed=7).load_state_dict(half.state_dict())
 
 
+def test_batch_sampler_draws_one_corpus_per_batch_in_proportion_and_resumes() -> None:
+    sizes = {"a": 400, "b": 100, "c": 25}
+    sampler = TemperatureSampler(sizes, temperature=1.0, seed=3)
+    batches = [sampler.next_batch(4) for _ in range(3000)]
+    counts = Counter(name for name, _ in batches)
+    for name, p in sampler.probabilities.items():
+        assert abs(counts[name] / 3000 - p) < 0.03, (name, counts[name], p)
+    c_indices = [i for name, idx in batches if name == "c" for i in idx]
+    assert sorted(c_indices[:25]) == list(range(25))                            # passes still visit each once
+    half = TemperatureSampler(sizes, 1.0, seed=3)
+    for _ in range(777):
+        half.next_batch(4)
+    resumed = TemperatureSampler(sizes, 1.0, seed=3)
+    resumed.load_state_dict(json.loads(json.dumps(half.state_dict())))
+    assert [resumed.next_batch(4) for _ in range(50)] == batches[777:827]
+    with pytest.raises(ConfigError, match="batch size changed"):
+        resumed.next_batch(5)
+
+
 # -- training ---------------------------------------------------------------------------------
 
 def _examples_for(generator: GeneratorModel, docs: list[Document]):
@@ -212,10 +231,11 @@ def test_lora_steps_lower_the_loss_and_only_the_adapter_changes(tmp_path: Path) 
 
 
 def test_gradient_accumulation_equals_the_larger_batch(tmp_path: Path) -> None:
-    one = train_generator(train_config(tmp_path / "one", steps=2, batch_size=4, grad_accum=1), corpora=ncbi(),
-                          base=tiny_base(), progress=False, log=quiet)
-    two = train_generator(train_config(tmp_path / "two", steps=2, batch_size=2, grad_accum=2), corpora=ncbi(),
-                          base=tiny_base(), progress=False, log=quiet)
+    # The schema variant is drawn per micro-batch: keep the corpus schema so both runs see the same targets.
+    one = train_generator(train_config(tmp_path / "one", steps=2, batch_size=4, grad_accum=1, vary_schema=False),
+                          corpora=ncbi(), base=tiny_base(), progress=False, log=quiet)
+    two = train_generator(train_config(tmp_path / "two", steps=2, batch_size=2, grad_accum=2, vary_schema=False),
+                          corpora=ncbi(), base=tiny_base(), progress=False, log=quiet)
     assert one.losses == pytest.approx(two.losses, rel=1e-5)
     w1 = {k: v for k, v in one.model.model.state_dict().items() if "lora_" in k}
     w2 = {k: v for k, v in two.model.model.state_dict().items() if "lora_" in k}
@@ -236,17 +256,36 @@ def test_shared_prompt_prefix_gives_the_same_loss_and_gradients() -> None:
 
     assert _shared_prefix_length(examples) >= min(e.prompt_length for e in examples) // 2
 
-    def loss_and_grads(share: bool):
+    def loss_and_grads(share: bool, supervised_only: bool = False):
         model.zero_grad()
-        loss = batch_loss_sum(model, examples, generator.tokenizer.pad_token_id, "cpu", share_prefix=share)
+        loss = batch_loss_sum(model, examples, generator.tokenizer.pad_token_id, "cpu", share_prefix=share,
+                              supervised_logits_only=supervised_only)
         loss.backward()
         return float(loss.detach()), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
     full_loss, full_grads = loss_and_grads(False)
-    shared_loss, shared_grads = loss_and_grads(True)
-    assert shared_loss == pytest.approx(full_loss, rel=1e-5)
-    for name, grad in full_grads.items():
-        assert torch.allclose(shared_grads[name], grad, rtol=1e-4, atol=1e-6), name
+    for share, supervised_only in ((True, False), (False, True), (True, True)):
+        loss, grads = loss_and_grads(share, supervised_only)
+        assert loss == pytest.approx(full_loss, rel=1e-5), (share, supervised_only)
+        for name, grad in full_grads.items():
+            assert torch.allclose(grads[name], grad, rtol=1e-4, atol=1e-6), (name, share, supervised_only)
+
+
+def test_frozen_lower_layers_get_no_gradient_and_upper_layers_do() -> None:
+    from llmner.training.generator import freeze_lower_layers
+
+    generator = GeneratorModel.from_base(GeneratorConfig(lora_r=4, lora_alpha=8, lora_dropout=0.0),
+                                         [get_schema("ncbi_disease")], base=tiny_base())
+    model = generator.model
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.05)
+    assert freeze_lower_layers(model, 1) > 0
+    examples = _examples_for(generator, disease_docs(3))["ncbi_disease"]
+    batch_loss_sum(model, examples, generator.tokenizer.pad_token_id, "cpu", supervised_logits_only=True).backward()
+    lora = {n: p for n, p in model.named_parameters() if "lora_" in n}
+    assert all(p.grad is None and not p.requires_grad for n, p in lora.items() if ".layers.0." in n)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in lora.items() if ".layers.1." in n)
 
 
 def _save_base(tmp_path: Path, seed: int = 0) -> Path:
@@ -318,6 +357,31 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path: Path) -> N
     w_full = {k: v for k, v in full.model.model.state_dict().items() if "lora_" in k}
     w_cut = {k: v for k, v in second.model.model.state_dict().items() if "lora_" in k}
     assert w_full.keys() == w_cut.keys() and all(torch.equal(w_full[k], w_cut[k]) for k in w_full)
+
+
+def test_portable_checkpoint_resumes_on_a_fresh_machine_with_a_fresh_optimizer(tmp_path: Path) -> None:
+    from llmner.training.checkpoint import export_portable, latest_checkpoint
+
+    common = {"steps": 5, "checkpoint_every": 2, "batch_size": 2}
+    cut = train_config(tmp_path / "run", stop_after=2, **common)
+    first = train_generator(cut, corpora=ncbi(), base=tiny_base(), progress=False, log=quiet)
+    portable = export_portable(latest_checkpoint(Path(cut.output) / "checkpoints"), tmp_path / "committed" / "step-2")
+    files = sorted(p.relative_to(portable).as_posix() for p in portable.rglob("*") if p.is_file())
+    assert {"portable_state.json", "adapter/adapter_model.safetensors", "adapter/adapter_config.json"} <= set(files)
+    assert not any(f.endswith(".pt") for f in files)          # no optimizer, no pickle
+    # Another output directory (a fresh clone): the settings come from the portable checkpoint.
+    saved = resume_config(tmp_path / "elsewhere", portable)
+    assert saved is not None and saved.lr == cut.lr and saved.steps == 5
+    resumed_cfg = replace(saved, output=str(tmp_path / "elsewhere"), resume=True, resume_from=str(portable))
+    logs: list[str] = []
+    second = train_generator(resumed_cfg, corpora=ncbi(), base=tiny_base(), progress=False, log=logs.append)
+    assert second.finished and second.steps == 5
+    assert any("fresh optimizer" in line for line in logs)
+    assert second.card["fresh_optimizer_steps"] == [2]
+    assert second.losses[:2] == first.losses                  # the history carries over
+    with pytest.raises(ConfigError, match="lr"):
+        train_generator(replace(resumed_cfg, output=str(tmp_path / "third"), lr=1e-3), corpora=ncbi(),
+                        base=tiny_base(), progress=False, log=quiet)
 
 
 def test_training_card_contents(tmp_path: Path) -> None:

@@ -14,6 +14,24 @@ import typer
 
 def register(app: typer.Typer) -> None:
     app.command("generator")(train_generator_command)
+    app.command("export-checkpoint")(export_checkpoint_command)
+
+
+def export_checkpoint_command(
+    output: Path = typer.Argument(..., help="Training output directory (its newest checkpoint is exported)."),
+    dest: Path = typer.Argument(..., help="Directory to write the portable checkpoint to."),
+) -> None:
+    """Write the newest checkpoint of a run as a portable one: adapter + JSON state, no optimizer.
+    Small enough to commit; resume it elsewhere with --resume --resume-from DEST."""
+    from llmner.training.checkpoint import export_portable, latest_checkpoint
+    from llmner.training.generator import CHECKPOINT_DIR
+
+    found = latest_checkpoint(output / CHECKPOINT_DIR)
+    if found is None:
+        raise typer.BadParameter(f"no checkpoint under {output / CHECKPOINT_DIR}")
+    written = export_portable(found, dest)
+    size = sum(p.stat().st_size for p in written.rglob("*") if p.is_file())
+    typer.echo(f"{found.name} -> {written} ({size / 1e6:.1f} MB)")
 
 
 def train_generator_command(
@@ -42,6 +60,9 @@ def train_generator_command(
     checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", help="Steps between checkpoints."),
     stop_after: int | None = typer.Option(None, "--stop-after", help="End this segment at this step (resume later)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint under --output."),
+    resume_from: Path | None = typer.Option(None, "--resume-from", help="With --resume: a checkpoint (e.g. a portable one) to continue from when --output has none."),
+    vary_schema: bool | None = typer.Option(None, "--vary-schema/--no-vary-schema", help="Show each batch a varied schema (order, subset, paraphrased names)."),
+    train_layers_from: int | None = typer.Option(None, "--train-layers-from", help="Freeze the LoRA of layers below this one."),
     dev_split: str | None = typer.Option(None, "--dev-split", help="Split for the dev loss (with --eval-every)."),
     eval_every: int | None = typer.Option(None, "--eval-every", help="Steps between dev-loss evaluations (0: never)."),
     max_documents: int | None = typer.Option(None, "--max-documents", help="Use only the first N documents per corpus."),
@@ -55,7 +76,7 @@ def train_generator_command(
         train_generator,
     )
 
-    saved = resume_config(output) if resume and output and not config else None
+    saved = resume_config(output, resume_from) if resume and output and not config else None
     if config:
         cfg = GeneratorTrainingConfig.from_file(config)
     elif saved is not None:
@@ -70,6 +91,7 @@ def train_generator_command(
         codec=codec, definitions=definitions, seed=seed, device=device, checkpoint_every=checkpoint_every,
         stop_after=stop_after, resume=resume or None, dev_split=dev_split, eval_every=eval_every,
         max_documents=max_documents, gradient_checkpointing=gradient_checkpointing,
+        resume_from=str(resume_from) if resume_from else None, vary_schema=vary_schema, train_layers_from=train_layers_from,
     )
     result = train_generator(cfg, progress=progress, log=typer.echo)
     card = result.card

@@ -14,7 +14,7 @@ What the format expresses (the rules encode and decode agree on):
   written (the decoder would read them as nested), so encode keeps the first (in (start, -end)
   order) and counts the other in ``Diagnostics.inexpressible_spans``. Identical duplicates
   (same start, end, type), empty spans, spans outside the text and type names that are not
-  identifier-like (``[A-Za-z][A-Za-z0-9_-]*``) are counted there too.
+  not valid marker names (``llmner.schema.TYPE_NAME_PATTERN``: a letter of any script, then letters, digits, ``_`` or ``-``) are counted there too.
 - At one position, closing markers come before opening markers (adjacent mentions), outer
   mentions open first and close last.
 
@@ -33,13 +33,14 @@ from collections.abc import Collection, Sequence
 from llmner.codecs.alignment import align_mentions
 from llmner.codecs.base import Codec, DecodeResult, Diagnostics, EncodeResult
 from llmner.doc import Entity
+from llmner.schema import TYPE_NAME_PATTERN
 
 ESCAPES: dict[str, str] = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 UNESCAPES: dict[str, str] = {v: k for k, v in ESCAPES.items()}
 
-TYPE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_\-]*")
+TYPE_NAME = re.compile(TYPE_NAME_PATTERN)
 # One token of a target: a marker, an escape, or a lone '<' / '&' (kept as literal text).
-_TOKEN = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9_\-]*)>|&(amp|lt|gt);|<")
+_TOKEN = re.compile(rf"<(/?)({TYPE_NAME_PATTERN})>|&(amp|lt|gt);|<")
 _ESCAPE_CHAR = {"amp": "&", "lt": "<", "gt": ">"}
 
 

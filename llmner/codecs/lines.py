@@ -34,12 +34,13 @@ from llmner.codecs.alignment import align_mentions
 from llmner.codecs.base import Codec, DecodeResult, Diagnostics, EncodeResult
 from llmner.codecs.inline import expressible_entities
 from llmner.doc import Entity, dedupe_entities
+from llmner.schema import TYPE_NAME_PATTERN
 
 LINE_SEPARATOR = "  \n"
 TYPE_SEPARATOR = ":  "
 _ESCAPES = {"\\": "\\\\", "[": "\\[", "]": "\\]", "\n": "\\n"}
 _UNESCAPES = {"\\": "\\", "[": "[", "]": "]", "n": "\n"}
-_TYPE_PREFIX = re.compile(r"\s*([A-Za-z][A-Za-z0-9_\-]*):( {0,2})")
+_TYPE_PREFIX = re.compile(rf"\s*({TYPE_NAME_PATTERN}):( {{0,2}})")
 
 
 def escape_text(text: str) -> str:

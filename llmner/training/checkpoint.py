@@ -19,6 +19,7 @@ from typing import Any
 from llmner.errors import DataNotFoundError
 
 STATE_NAME = "training_state.pt"
+PORTABLE_STATE_NAME = "portable_state.json"   # a portable checkpoint: adapter + this, no optimizer, no pickle
 CONFIG_NAME = "training_config.json"     # the run's settings, readable without torch
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -69,6 +70,57 @@ def save_checkpoint(root: str | Path, step: int, model: Any, state: dict[str, An
     return target
 
 
+def export_portable(checkpoint: str | Path, dest: str | Path) -> Path:
+    """A small checkpoint to commit: the adapter and a JSON state (step, schedule, sampler position,
+    history, settings), without the optimizer moments (twice the adapter's size) or RNG states. A run
+    resumed from it continues the same schedule and data stream with a fresh optimizer."""
+    import torch
+
+    checkpoint, dest = Path(checkpoint), Path(dest)
+    if not (checkpoint / STATE_NAME).is_file():
+        raise DataNotFoundError(f"{checkpoint} is not a training checkpoint (no {STATE_NAME})")
+    state = torch.load(checkpoint / STATE_NAME, map_location="cpu", weights_only=False)
+    portable = {k: state[k] for k in ("step", "scheduler", "sampler", "history", "config", "elapsed_s",
+                                       "fresh_optimizer_steps") if k in state}
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent if dest.parent.exists() else None))
+    try:
+        shutil.copytree(checkpoint / "adapter", tmp / "adapter")
+        (tmp / PORTABLE_STATE_NAME).write_text(json.dumps(portable) + "\n", encoding="utf-8")
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(tmp), dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def is_portable(path: str | Path) -> bool:
+    return (Path(path) / PORTABLE_STATE_NAME).is_file()
+
+
+def load_portable(path: str | Path, model: Any) -> dict[str, Any]:
+    """Load a portable checkpoint's adapter into ``model`` and return its JSON state."""
+    path = Path(path)
+    _load_adapter(path, model)
+    return json.loads((path / PORTABLE_STATE_NAME).read_text(encoding="utf-8"))
+
+
+def _load_adapter(path: Path, model: Any) -> None:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    weights = path / "adapter" / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise DataNotFoundError(f"checkpoint {path} has no adapter/adapter_model.safetensors")
+    device = next(model.parameters()).device
+    result = set_peft_model_state_dict(model, load_file(str(weights), device=str(device)))
+    unexpected = getattr(result, "unexpected_keys", None)
+    if unexpected:
+        raise DataNotFoundError(f"checkpoint {path}: adapter weights do not fit this model ({unexpected[:3]} ...)")
+
+
 def list_checkpoints(root: str | Path) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
@@ -87,17 +139,11 @@ def load_checkpoint(path: str | Path, model: Any) -> dict[str, Any]:
     """Load the adapter weights into ``model`` (a peft model) and return the saved state; the caller
     restores optimizer, scheduler and sampler from it, and RNG states last (``restore_rng_states``)."""
     import torch
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
 
     path = Path(path)
     state_file = path / STATE_NAME
-    weights = path / "adapter" / "adapter_model.safetensors"
-    if not state_file.is_file() or not weights.is_file():
+    if not state_file.is_file():
         raise DataNotFoundError(f"checkpoint {path} is incomplete (needs {STATE_NAME} and adapter/adapter_model.safetensors)")
-    device = next(model.parameters()).device
-    result = set_peft_model_state_dict(model, load_file(str(weights), device=str(device)))
-    unexpected = getattr(result, "unexpected_keys", None)
-    if unexpected:
-        raise DataNotFoundError(f"checkpoint {path}: adapter weights do not fit this model ({unexpected[:3]} ...)")
+    _load_adapter(path, model)
+    # Our own file, written by save_checkpoint: it holds NumPy RNG state, which weights_only refuses.
     return torch.load(state_file, map_location="cpu", weights_only=False)

@@ -168,6 +168,24 @@ def tokenize_example(example: TextExample, tokenizer: Any, builder: PromptBuilde
     )
 
 
+def render_examples(examples: Sequence[TextExample], variant: Any, codec: Any, tokenizer: Any,
+                    builder: PromptBuilder) -> list[TokenizedExample]:
+    """``examples`` of one corpus under a schema variant (``llmner.training.schema_variation``): the
+    prompt shows the variant's types, and each target is encoded from the gold entities as the
+    variant names them (dropped types' mentions left out). The source text is never changed."""
+    parts = builder.split(tokenizer, "", variant.schema)
+    out = []
+    for example in examples:
+        if variant.is_identity:
+            target = example.target
+        else:
+            target = codec.encode_with_report(example.text, variant.entities(example.entities)).target
+        rendered = TextExample(example.id, example.corpus, example.doc_id, example.chunk_index, example.language,
+                               example.text, target, example.entities)
+        out.append(tokenize_example(rendered, tokenizer, builder, variant.schema, parts))
+    return out
+
+
 def tokenize_examples(examples: Iterable[TextExample], tokenizer: Any, builder: PromptBuilder, schema: EntitySchema,
                       max_length: int, stats: ExampleStats | None = None) -> list[TokenizedExample]:
     """Tokenized examples; those longer than ``max_length`` are skipped and counted, never truncated."""

@@ -29,8 +29,11 @@ from llmner.schema import EntitySchema
 from llmner.training import card as cardlib
 from llmner.training.checkpoint import CONFIG_NAME as CHECKPOINT_CONFIG_NAME
 from llmner.training.checkpoint import (
+    PORTABLE_STATE_NAME,
+    is_portable,
     latest_checkpoint,
     load_checkpoint,
+    load_portable,
     restore_rng_states,
     save_checkpoint,
 )
@@ -38,12 +41,15 @@ from llmner.training.examples import (
     IGNORE_INDEX,
     ExampleConfig,
     ExampleStats,
+    TextExample,
     TokenizedExample,
     collate,
+    render_examples,
     text_examples,
     tokenize_examples,
 )
 from llmner.training.sampling import TemperatureSampler
+from llmner.training.schema_variation import SchemaVariation, SchemaVariationConfig
 
 CHECKPOINT_DIR = "checkpoints"
 HISTORY_NAME = "history.jsonl"
@@ -66,6 +72,11 @@ class GeneratorTrainingConfig:
     max_documents: int | None = None          # per corpus, for smoke runs
     init_from: str | None = None              # generator bundle whose LoRA weights start this run (curriculum stages)
     exclude_test_overlap: bool = True         # drop training documents whose text is in any corpus's test split
+    # schema-robust training (llmner.training.schema_variation): each batch sees a varied schema
+    vary_schema: bool = True
+    own_schema_rate: float = 0.25
+    drop_type_rate: float = 0.4
+    paraphrase_rate: float = 0.6
     # model
     lora_r: int = 8
     lora_alpha: int = 16
@@ -83,6 +94,9 @@ class GeneratorTrainingConfig:
     max_grad_norm: float = 1.0
     gradient_checkpointing: bool = False
     share_prefix: bool = True                 # run the prompt prefix common to a batch once (batch_loss_sum)
+    batch_per_corpus: bool = True             # one corpus (one schema, one prompt prefix) per micro-batch
+    supervised_logits_only: bool = True       # LM head only where a target token is predicted
+    train_layers_from: int = 0                # LoRA of lower layers frozen: no backward below this layer
     seed: int = 0
     device: str = "auto"
     # bookkeeping
@@ -90,6 +104,7 @@ class GeneratorTrainingConfig:
     keep_checkpoints: int = 2
     stop_after: int | None = None             # end this segment at this step (with a checkpoint)
     resume: bool = False
+    resume_from: str | None = None            # a checkpoint (full or portable) to resume from when output has none
     dev_split: str | None = None              # e.g. "dev": mean dev loss every eval_every steps
     eval_every: int = 0
     dev_max_examples: int = 200
@@ -138,6 +153,10 @@ class GeneratorTrainingConfig:
     def with_overrides(self, **overrides: Any) -> GeneratorTrainingConfig:
         """A copy with every non-None override applied (CLI options over the config file)."""
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def schema_variation(self) -> SchemaVariationConfig:
+        return SchemaVariationConfig(enabled=self.vary_schema, own_rate=self.own_schema_rate,
+                                     drop_rate=self.drop_type_rate, paraphrase_rate=self.paraphrase_rate)
 
     def generator_config(self) -> GeneratorConfig:
         return GeneratorConfig(
@@ -206,14 +225,20 @@ def _test_texts() -> frozenset[str]:
     return frozenset(_squeezed(d.text) for name in CORPUS_NAMES for d in load_corpus(name, "test"))
 
 
-def resume_config(output: str | Path) -> GeneratorTrainingConfig | None:
-    """The settings of the run whose newest checkpoint is under ``output`` (None when there is none),
-    so that ``--resume`` needs no other option."""
+def resume_config(output: str | Path, resume_from: str | Path | None = None) -> GeneratorTrainingConfig | None:
+    """The settings of the run whose newest checkpoint is under ``output``, else of the checkpoint
+    ``resume_from`` (full or portable); None when there is neither, so that ``--resume`` needs no
+    other option."""
     found = latest_checkpoint(Path(output) / CHECKPOINT_DIR)
-    if found is None or not (found / CHECKPOINT_CONFIG_NAME).is_file():
+    if found is not None and (found / CHECKPOINT_CONFIG_NAME).is_file():
+        data = json.loads((found / CHECKPOINT_CONFIG_NAME).read_text(encoding="utf-8"))
+    elif resume_from is not None and is_portable(resume_from):
+        data = json.loads((Path(resume_from) / PORTABLE_STATE_NAME).read_text(encoding="utf-8"))["config"]
+    elif resume_from is not None and (Path(resume_from) / CHECKPOINT_CONFIG_NAME).is_file():
+        data = json.loads((Path(resume_from) / CHECKPOINT_CONFIG_NAME).read_text(encoding="utf-8"))
+    else:
         return None
-    data = json.loads((found / CHECKPOINT_CONFIG_NAME).read_text(encoding="utf-8"))
-    return GeneratorTrainingConfig.from_dict({k: v for k, v in data.items() if k not in ("resume", "stop_after")})
+    return GeneratorTrainingConfig.from_dict({k: v for k, v in data.items() if k not in ("resume", "stop_after", "resume_from")})
 
 
 def read_curated_ids(path: str | Path) -> frozenset[str]:
@@ -275,12 +300,15 @@ def train_generator(
     example_config = ExampleConfig(entity_free_ratio=config.entity_free_ratio, max_length=config.max_length,
                                    chunk_max_tokens=config.chunk_max_tokens, seed=config.seed)
     pools: dict[str, list[TokenizedExample]] = {}
+    texts: dict[str, list[TextExample]] = {}
     stats: dict[str, ExampleStats] = {}
     dev_pools: dict[str, list[TokenizedExample]] = {}
     for corpus in corpora:
         st = ExampleStats()
         examples = text_examples(corpus.documents, corpus.name, codec, example_config, st, tokenizer, keep_ids)
         pools[corpus.name] = tokenize_examples(examples, tokenizer, builder, corpus.schema, config.max_length, st)
+        kept_ids = {e.id for e in pools[corpus.name]}
+        texts[corpus.name] = [e for e in examples if e.id in kept_ids]
         stats[corpus.name] = st
         log(f"{corpus.name}: {st.documents} documents -> {len(pools[corpus.name])} examples "
             f"({st.with_entities} with entities, {st.entity_free_kept}/{st.entity_free_available} entity-free kept, "
@@ -294,6 +322,29 @@ def train_generator(
     sampler = TemperatureSampler({k: len(v) for k, v in pools.items()}, config.temperature, config.seed)
     log("sampling probabilities: " + ", ".join(f"{k} {p:.3f}" for k, p in sorted(sampler.probabilities.items())))
 
+    variation = SchemaVariation(config.schema_variation())
+    schemas = {c.name: c.schema for c in corpora}
+    if config.train_layers_from:
+        log(f"LoRA frozen below layer {config.train_layers_from}: {freeze_lower_layers(model, config.train_layers_from)} tensors")
+
+    def micro_batches(step: int) -> list[list[TokenizedExample]]:
+        """This step's micro-batches, one list per (corpus, schema variant): the variant is a pure
+        function of (seed, corpus, step, micro-batch), so a resumed run renders the same prompts."""
+        out = []
+        for m in range(config.grad_accum):
+            if config.batch_per_corpus:
+                name, indices = sampler.next_batch(config.batch_size)
+                groups = [(name, indices)]
+            else:
+                grouped: dict[str, list[int]] = {}
+                for name, i in sampler.take(config.batch_size):
+                    grouped.setdefault(name, []).append(i)
+                groups = list(grouped.items())
+            for name, indices in groups:
+                variant = variation.draw(schemas[name], f"{config.seed}/{name}/{step}/{m}")
+                out.append(render_examples([texts[name][i] for i in indices], variant, codec, tokenizer, builder))
+        return out
+
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _linear_warmup_decay(config.warmup, config.steps))
@@ -302,10 +353,24 @@ def train_generator(
     step = 0
     history: list[dict[str, Any]] = []
     elapsed_before = 0.0
+    fresh_optimizer_steps: list[int] = []
     if config.resume:
         found = latest_checkpoint(checkpoints)
+        if found is None and config.resume_from:
+            found = Path(config.resume_from)
         if found is None:
             log(f"no checkpoint under {checkpoints}: starting from step 0")
+        elif is_portable(found):
+            state = load_portable(found, model)
+            _check_same_run(state.get("config", {}), config, found)
+            scheduler.load_state_dict(state["scheduler"])
+            sampler.load_state_dict(state["sampler"])
+            history = list(state["history"])
+            elapsed_before = float(state.get("elapsed_s", 0.0))
+            step = int(state["step"])
+            fresh_optimizer_steps = [*state.get("fresh_optimizer_steps", []), step]
+            _seed_everything(config.seed + step)
+            log(f"resumed from portable checkpoint {found} at step {step} with a fresh optimizer")
         else:
             state = load_checkpoint(found, model)
             _check_same_run(state.get("config", {}), config, found)
@@ -315,6 +380,7 @@ def train_generator(
             history = list(state["history"])
             elapsed_before = float(state.get("elapsed_s", 0.0))
             step = int(state["step"])
+            fresh_optimizer_steps = list(state.get("fresh_optimizer_steps", []))
             restore_rng_states(state["rng"])
             log(f"resumed from {found} at step {step}")
 
@@ -324,21 +390,21 @@ def train_generator(
 
     def checkpoint_state() -> dict[str, Any]:
         return {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "sampler": sampler.state_dict(),
-                "history": history, "config": config.to_dict(),
+                "history": history, "config": config.to_dict(), "fresh_optimizer_steps": fresh_optimizer_steps,
                 "elapsed_s": elapsed_before + time.perf_counter() - segment_start}
 
     with _Progress(progress, config.steps, step) as bar:
         while step < end_step:
             t0 = time.perf_counter()
-            micro = [[pools[name][i] for name, i in sampler.take(config.batch_size)] for _ in range(config.grad_accum)]
+            micro = micro_batches(step)
             total_targets = sum(e.target_tokens for batch in micro for e in batch)
             tokens = sum(len(e) for batch in micro for e in batch)
             loss_value = 0.0
-            for examples in micro:
-                for group in _by_corpus(examples):
-                    loss = batch_loss_sum(model, group, pad_id, device, use_bf16, share_prefix) / total_targets
-                    loss.backward()
-                    loss_value += float(loss.detach())
+            for group in micro:
+                loss = batch_loss_sum(model, group, pad_id, device, use_bf16, share_prefix,
+                                      config.supervised_logits_only) / total_targets
+                loss.backward()
+                loss_value += float(loss.detach())
             if config.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
             lr = scheduler.get_last_lr()[0]
@@ -348,7 +414,8 @@ def train_generator(
             step += 1
             seconds = time.perf_counter() - t0
             record: dict[str, Any] = {"step": step, "loss": loss_value, "lr": lr, "tokens": tokens,
-                                      "target_tokens": total_targets, "seconds": round(seconds, 4)}
+                                      "target_tokens": total_targets, "examples": sum(len(b) for b in micro),
+                                      "seconds": round(seconds, 4)}
             if dev_pools and config.eval_every and step % config.eval_every == 0:
                 record["dev_loss"] = evaluate_loss(model, dev_pools, pad_id, config.batch_size, device, use_bf16)
                 model.train()
@@ -368,6 +435,7 @@ def train_generator(
     _write_history(output, history)
     elapsed = elapsed_before + time.perf_counter() - segment_start
     card = training_card(config, corpora, stats, sampler, history, elapsed, generator, keep_ids)
+    card["fresh_optimizer_steps"] = fresh_optimizer_steps
     if finished:
         model.eval()
         generator.save_pretrained(output, card=card)
@@ -382,7 +450,8 @@ def train_generator(
 _TRAJECTORY_KEYS = ("corpora", "split", "base_model", "temperature", "entity_free_ratio", "max_length", "chunk_max_tokens",
                     "curated", "max_documents", "init_from", "exclude_test_overlap", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "codec",
                     "definitions", "steps", "batch_size", "grad_accum", "lr", "weight_decay", "warmup_steps",
-                    "max_grad_norm", "share_prefix", "seed")
+                    "max_grad_norm", "share_prefix", "seed", "vary_schema", "own_schema_rate", "drop_type_rate",
+                    "paraphrase_rate", "batch_per_corpus", "train_layers_from")
 
 
 def _check_same_run(saved: Mapping[str, Any], config: GeneratorTrainingConfig, where: Path) -> None:
@@ -489,7 +558,7 @@ def bundle_size(path: str | Path) -> int:
 
 
 def batch_loss_sum(model: Any, examples: Sequence[TokenizedExample], pad_id: int, device: Any,
-                   use_bf16: bool = False, share_prefix: bool = True) -> Any:
+                   use_bf16: bool = False, share_prefix: bool = True, supervised_logits_only: bool = False) -> Any:
     """Summed NLL of the target tokens of ``examples`` (a tensor with gradients).
 
     With ``share_prefix``, the longest token prefix common to every example (the instruction and
@@ -499,6 +568,10 @@ def batch_loss_sum(model: Any, examples: Sequence[TokenizedExample], pad_id: int
     supervised token), and gradients flow back through the shared cache, so the loss and gradients
     equal the full computation, up to float rounding, at a fraction of the cost. (With LoRA dropout,
     the prefix shares one dropout mask across the rows.)
+
+    With ``supervised_logits_only``, the LM head (576 x 49k for SmolLM2: a fifth of a token's
+    compute) runs only on the positions that predict a target token, not on the prompt tail and the
+    padding; the loss is the same.
     """
     import torch
 
@@ -506,8 +579,8 @@ def batch_loss_sum(model: Any, examples: Sequence[TokenizedExample], pad_id: int
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
         if prefix < 2:
             batch = collate(examples, pad_id)
-            logits = model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device)).logits
-            return _summed_token_loss(logits, batch.labels.to(device))
+            inputs = {"input_ids": batch.input_ids.to(device), "attention_mask": batch.attention_mask.to(device)}
+            return _summed_loss(model, inputs, batch.labels.to(device), supervised_logits_only)
         head = torch.tensor([examples[0].input_ids[:prefix]], dtype=torch.long, device=device)
         cache = model(input_ids=head, use_cache=True, logits_to_keep=1).past_key_values
         cache.batch_repeat_interleave(len(examples))
@@ -516,9 +589,59 @@ def batch_loss_sum(model: Any, examples: Sequence[TokenizedExample], pad_id: int
         width = batch.input_ids.size(1)
         attention = torch.cat([torch.ones((len(examples), prefix), dtype=torch.long), batch.attention_mask], dim=1)
         positions = torch.arange(prefix, prefix + width, dtype=torch.long).unsqueeze(0).expand(len(examples), -1)
-        logits = model(input_ids=batch.input_ids.to(device), attention_mask=attention.to(device),
-                       position_ids=positions.to(device), past_key_values=cache, use_cache=True).logits
-        return _summed_token_loss(logits, batch.labels.to(device))
+        inputs = {"input_ids": batch.input_ids.to(device), "attention_mask": attention.to(device),
+                  "position_ids": positions.to(device), "past_key_values": cache, "use_cache": True}
+        return _summed_loss(model, inputs, batch.labels.to(device), supervised_logits_only)
+
+
+def _summed_loss(model: Any, inputs: Mapping[str, Any], labels: Any, supervised_logits_only: bool) -> Any:
+    parts = _body_and_head(model) if supervised_logits_only else None
+    if parts is None:
+        return _summed_token_loss(model(**inputs).logits, labels)
+    import torch.nn.functional as F
+
+    body, head = parts
+    hidden = body(**inputs).last_hidden_state
+    targets = labels[:, 1:]
+    keep = targets != IGNORE_INDEX
+    logits = head(hidden[:, :-1][keep]).float()
+    return F.cross_entropy(logits, targets[keep], reduction="sum")
+
+
+# Config attributes that rescale logits after the LM head: such models keep the full forward.
+_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
+
+
+def _body_and_head(model: Any) -> tuple[Any, Any] | None:
+    """(transformer body, LM head) of a causal LM whose logits are exactly ``head(body(x))``."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(base, "config", None)
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    if any(getattr(text_config, name, None) not in (None, 1, 1.0) for name in _LOGIT_TRANSFORMS):
+        return None
+    try:
+        body, head = base.get_decoder(), base.get_output_embeddings()
+    except (AttributeError, NotImplementedError):
+        return None
+    if body is None or head is None or body is base:
+        return None
+    return body, head
+
+
+def freeze_lower_layers(model: Any, first_trained: int) -> int:
+    """Freeze the LoRA weights of decoder layers below ``first_trained`` (they still apply, warm-started
+    or not): autograd then stops at that layer, so the lower layers run forward only. Returns the
+    number of tensors frozen."""
+    import re
+
+    layer = re.compile(r"\.layers\.(\d+)\.")
+    frozen = 0
+    for name, param in model.named_parameters():
+        match = layer.search(name)
+        if param.requires_grad and match and int(match.group(1)) < first_trained:
+            param.requires_grad_(False)
+            frozen += 1
+    return frozen
 
 
 def _shared_prefix_length(examples: Sequence[TokenizedExample]) -> int:
@@ -535,14 +658,6 @@ def _shared_prefix_length(examples: Sequence[TokenizedExample]) -> int:
 def _tail(example: TokenizedExample, start: int) -> TokenizedExample:
     return replace(example, input_ids=example.input_ids[start:], labels=example.labels[start:],
                    prompt_length=example.prompt_length - start)
-
-
-def _by_corpus(examples: Sequence[TokenizedExample]) -> list[list[TokenizedExample]]:
-    """Examples grouped by corpus (one schema each, so one shared prompt prefix per group)."""
-    groups: dict[str, list[TokenizedExample]] = {}
-    for e in examples:
-        groups.setdefault(e.corpus, []).append(e)
-    return list(groups.values())
 
 
 def _summed_token_loss(logits: Any, labels: Any) -> Any:
@@ -627,6 +742,7 @@ __all__ = [
     "batch_loss_sum",
     "bundle_size",
     "evaluate_loss",
+    "freeze_lower_layers",
     "load_corpora",
     "read_curated_ids",
     "resume_config",

@@ -3,8 +3,9 @@
 The corpus of each draw is chosen with probability p_i ∝ n_i^(1/T) (n_i = examples of corpus i):
 T = 1 samples proportionally to size, larger T flattens towards uniform so that small corpora (and
 the Chinese one) are not drowned. Within a corpus, examples come in a seeded shuffled order, a new
-permutation per pass. The whole stream is a pure function of (sizes, temperature, seed): the state
-is the number of draws so far, and restoring it replays the stream to that point (exact resume).
+permutation per pass. ``next_batch(n)`` draws the corpus once for n examples (one schema per batch, so
+its prompt prefix runs once). The whole stream is a pure function of (sizes, temperature, seed): the
+state is the number of draws so far, and restoring it replays the stream to that point (exact resume).
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class TemperatureSampler:
         self._position: dict[str, int] = {name: 0 for name in self._names}
         self._passes: dict[str, int] = {name: 0 for name in self._names}
         self.drawn = 0
+        self.batches = 0            # next_batch calls (replayed first on resume)
+        self.batch_size = 0
 
     def _permutation(self, name: str) -> list[int]:
         order = list(range(self.sizes[name]))
@@ -63,7 +66,18 @@ class TemperatureSampler:
         return self._names[-1]
 
     def next(self) -> tuple[str, int]:
+        return self._next_of(self._pick_corpus())
+
+    def next_batch(self, n: int) -> tuple[str, list[int]]:
+        """One corpus, drawn once, and the next ``n`` examples of it. A run uses one batch size."""
+        if self.batches and n != self.batch_size:
+            raise ConfigError(f"next_batch: batch size changed from {self.batch_size} to {n} within a run")
+        self.batches += 1
+        self.batch_size = n
         name = self._pick_corpus()
+        return name, [self._next_of(name)[1] for _ in range(n)]
+
+    def _next_of(self, name: str) -> tuple[str, int]:
         if name not in self._order or self._position[name] >= self.sizes[name]:
             if name in self._order:
                 self._passes[name] += 1
@@ -78,7 +92,8 @@ class TemperatureSampler:
         return [self.next() for _ in range(n)]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"sizes": dict(self.sizes), "temperature": self.temperature, "seed": self.seed, "drawn": self.drawn}
+        return {"sizes": dict(self.sizes), "temperature": self.temperature, "seed": self.seed, "drawn": self.drawn,
+                "batches": self.batches, "batch_size": self.batch_size}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if dict(state["sizes"]) != self.sizes or float(state["temperature"]) != self.temperature or int(state["seed"]) != self.seed:
@@ -88,5 +103,8 @@ class TemperatureSampler:
                 f"({self.sizes}, T={self.temperature}, seed={self.seed})"
             )
         self._reset()
-        for _ in range(int(state["drawn"])):
+        batches, batch_size = int(state.get("batches", 0)), int(state.get("batch_size", 0))
+        for _ in range(batches):
+            self.next_batch(batch_size)
+        for _ in range(int(state["drawn"]) - batches * batch_size):
             self.next()

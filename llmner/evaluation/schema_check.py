@@ -1,0 +1,133 @@
+"""Does the generator follow the schema in its prompt? F1 of a corpus's own types under three namings.
+
+For a corpus with gold annotations, the same documents are tagged under:
+
+- ``own``: the corpus's own schema (its type names and definitions, as in training);
+- ``default``: the language's default schema (``biomedical_en``, ``clinical_zh``). Gold types are
+  mapped to the default type they fall under (GENIA ``protein``, ``DNA`` and ``RNA`` -> ``Gene``);
+  predicted types the corpus does not annotate (``Disease`` in GENIA) are not scored;
+- ``held_out``: every type under a name and definition never shown in training
+  (``type_namings.json`` ``held_out``).
+
+The type confusion counts, for every gold mention, the type predicted on exactly its span
+(``—`` when none): one type absorbing another shows as a large off-diagonal cell.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmner.doc import Document, Entity
+from llmner.evaluation.scorer import Report, score
+from llmner.schema import EntitySchema, get_schema
+from llmner.training.schema_variation import TypeNamings, load_type_namings
+
+NONE = "—"
+DEFAULT_SCHEMAS = {"en": "biomedical_en", "zh": "clinical_zh"}
+
+
+@dataclass(frozen=True, slots=True)
+class Naming:
+    """One condition of the check: the schema shown, and gold type -> the name it has there."""
+
+    condition: str
+    schema: EntitySchema
+    gold_map: Mapping[str, str]
+
+
+@dataclass(slots=True)
+class ConditionResult:
+    condition: str
+    schema: str
+    report: Report
+    confusion: Counter = field(default_factory=Counter)     # (gold type as named, predicted type or NONE)
+
+    def absorption(self) -> tuple[float, str, str]:
+        """The largest share of a gold type's span-matched mentions labelled as another single type:
+        (share, gold type, absorbing type). 0 when every matched span has its own type."""
+        worst = (0.0, "", "")
+        gold_types = {g for g, _ in self.confusion if g != NONE}
+        for g in gold_types:
+            matched = {p: n for (gg, p), n in self.confusion.items() if gg == g and p != NONE}
+            total = sum(matched.values())
+            for p, n in matched.items():
+                if p != g and total and n / total > worst[0]:
+                    worst = (n / total, g, p)
+        return worst
+
+
+def namings_for(corpus_schema: EntitySchema, namings: TypeNamings | None = None) -> list[Naming]:
+    namings = namings or load_type_namings()
+    own = Naming("own", corpus_schema, {t: t for t in corpus_schema.type_names})
+    default_name = DEFAULT_SCHEMAS[corpus_schema.language]
+    default = Naming("default", get_schema(default_name), namings.default_type_map(corpus_schema.name, default_name))
+    held_schema, rename = namings.held_out_schema(corpus_schema)
+    return [own, default, Naming("held_out", held_schema, rename)]
+
+
+def renamed_gold(docs: Sequence[Document], gold_map: Mapping[str, str]) -> list[Document]:
+    return [Document(d.id, d.text, d.language, {}, [Entity(e.start, e.end, gold_map[e.type], e.text)
+                                                  for e in d.entities if e.type in gold_map]) for d in docs]
+
+
+def scored_predictions(predicted: Sequence[Document], scored_types: set[str]) -> list[Document]:
+    """Predictions of the types the gold annotates (the others are not scored)."""
+    return [Document(d.id, d.text, d.language, {}, [e for e in d.entities if e.type in scored_types]) for d in predicted]
+
+
+def type_confusion(gold: Sequence[Document], predicted: Sequence[Document]) -> Counter:
+    """(gold type, type predicted on the same span or NONE) over every gold mention, plus
+    (NONE, predicted type) for predictions on spans with no gold mention."""
+    confusion: Counter = Counter()
+    by_id = {d.id: d for d in predicted}
+    for g in gold:
+        pred = by_id.get(g.id)
+        spans: dict[tuple[int, int], set[str]] = {}
+        for e in pred.entities if pred else ():
+            spans.setdefault((e.start, e.end), set()).add(e.type)
+        gold_spans = {(e.start, e.end) for e in g.entities}
+        for e in {(e.start, e.end, e.type) for e in g.entities}:
+            types = spans.get((e[0], e[1]), set())
+            confusion[(e[2], e[2] if e[2] in types else (min(types) if types else NONE))] += 1
+        for span, types in spans.items():
+            if span not in gold_spans:
+                for t in types:
+                    confusion[(NONE, t)] += 1
+    return confusion
+
+
+def check_condition(naming: Naming, gold: Sequence[Document], predicted: Sequence[Document]) -> ConditionResult:
+    mapped = renamed_gold(gold, naming.gold_map)
+    kept = scored_predictions(predicted, set(naming.gold_map.values()))
+    return ConditionResult(naming.condition, naming.schema.name, score(mapped, kept), type_confusion(mapped, predicted))
+
+
+def confusion_markdown(result: ConditionResult) -> list[str]:
+    gold_types = sorted({g for g, _ in result.confusion if g != NONE})
+    pred_types = sorted({p for _, p in result.confusion if p != NONE})
+    columns = [*pred_types, NONE]
+    lines = [f"| gold \\ predicted ({result.condition}: {result.schema}) | " + " | ".join(columns) + " |",
+             "|---|" + "---|" * len(columns)]
+    for g in [*gold_types, NONE]:
+        cells = [str(result.confusion.get((g, p), 0)) if not (g == NONE and p == NONE) else "" for p in columns]
+        lines.append(f"| {g} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def summary_row(corpus: str, results: Sequence[ConditionResult], documents: int, gold_mentions: int) -> dict[str, Any]:
+    by = {r.condition: r for r in results}
+    own = by["own"].report.strict.f1
+    row: dict[str, Any] = {"corpus": corpus, "documents": documents, "gold": gold_mentions}
+    for r in results:
+        share, g, p = r.absorption()
+        row[r.condition] = {"f1": r.report.strict.f1, "precision": r.report.strict.precision,
+                            "recall": r.report.strict.recall, "minus_own": r.report.strict.f1 - own,
+                            "absorption": share, "absorbed": f"{g} -> {p}" if share else ""}
+    return row
+
+
+__all__ = ["ConditionResult", "Naming", "check_condition", "confusion_markdown", "namings_for", "renamed_gold",
+           "summary_row", "type_confusion"]

@@ -1,0 +1,69 @@
+"""llmner.evaluation.schema_check: conditions, gold mapping, type confusion and absorption."""
+
+from __future__ import annotations
+
+from llmner.doc import Document, Entity
+from llmner.evaluation.predict import predict_documents
+from llmner.evaluation.schema_check import (
+    NONE,
+    check_condition,
+    namings_for,
+    type_confusion,
+)
+from llmner.schema import get_schema
+
+TEXT = "IL-2 gene in T cells and Jurkat cells."
+
+
+def _gold() -> list[Document]:
+    return [Document("d1", TEXT, "en", {}, [Entity(0, 4, "protein"), Entity(0, 9, "DNA"), Entity(13, 20, "cell_type"),
+                                            Entity(25, 37, "cell_line")])]
+
+
+def test_three_conditions_for_genia_map_gold_types() -> None:
+    own, default, held = namings_for(get_schema("genia"))
+    assert (own.condition, default.condition, held.condition) == ("own", "default", "held_out")
+    assert default.schema.name == "biomedical_en" and default.gold_map["DNA"] == "Gene"
+    assert held.schema.type_names == ("Protein_name", "DNA_element", "Ribonucleic_acid", "Immortalized_cells", "Cell_kind")
+    assert namings_for(get_schema("cmeee"))[1].schema.name == "clinical_zh"
+
+
+def test_default_condition_scores_only_annotated_types_and_counts_absorption() -> None:
+    _, default, _ = namings_for(get_schema("genia"))
+    # One type for everything (what an unseen schema used to produce), plus a Disease the corpus does not annotate.
+    predicted = [Document("d1", TEXT, "en", {}, [Entity(0, 4, "Gene"), Entity(0, 9, "Gene"), Entity(13, 20, "Gene"),
+                                                 Entity(25, 37, "Gene"), Entity(28, 33, "Disease")])]
+    result = check_condition(default, _gold(), predicted)
+    assert result.report.strict.tp == 2 and result.report.strict.fp == 2 and result.report.strict.fn == 2
+    share, gold_type, absorbing = result.absorption()
+    assert share == 1.0 and absorbing == "Gene" and gold_type in ("CellLine", "CellType")
+    assert result.confusion[(NONE, "Disease")] == 1          # visible in the confusion, not scored
+
+
+def test_type_confusion_diagonal_missed_and_spurious() -> None:
+    gold = _gold()
+    predicted = [Document("d1", TEXT, "en", {}, [Entity(0, 4, "protein"), Entity(13, 20, "cell_line"), Entity(5, 9, "DNA")])]
+    confusion = type_confusion(gold, predicted)
+    assert confusion[("protein", "protein")] == 1 and confusion[("cell_type", "cell_line")] == 1
+    assert confusion[("DNA", NONE)] == 1 and confusion[("cell_line", NONE)] == 1 and confusion[(NONE, "DNA")] == 1
+
+
+def test_predict_documents_tags_under_the_given_schema_and_drops_gold() -> None:
+    seen: list[str] = []
+
+    class Record:
+        def __init__(self) -> None:
+            self.entities = [Entity(0, 4, "Gene")]
+
+    class RecordingPipeline:
+        def add_schema(self, schema):
+            seen.append(schema.name)
+
+        def process(self, docs, select=True):
+            assert not select and all(d.metadata["schema"] == "biomedical_en" and not d.entities for d in docs)
+            return [Record() for _ in docs]
+
+    done: list[int] = []
+    out = predict_documents(RecordingPipeline(), _gold(), get_schema("biomedical_en"), batch_documents=1, on_batch=done.append)
+    assert seen == ["biomedical_en"] and done == [1]
+    assert out[0].id == "d1" and out[0].text == TEXT and [e.type for e in out[0].entities] == ["Gene"]
