@@ -140,7 +140,7 @@ def _setup(args: argparse.Namespace) -> dict:
     from llmner.training.generator import GeneratorTrainingConfig, load_corpora
 
     cfg = GeneratorTrainingConfig(output="unused", corpora=CORPORA, max_documents=args.max_documents, lora_r=8,
-                                  lora_alpha=16, lora_dropout=0.0, exclude_test_overlap=False)
+                                  lora_alpha=16, lora_dropout=0.0, exclude_test_overlap=False, max_length=1024)
     corpora = load_corpora(cfg)
     generator = GeneratorModel.from_base(cfg.generator_config(), [c.schema for c in corpora], dtype=torch.float32)
     codec, tokenizer = get_codec("inline"), generator.tokenizer
@@ -149,6 +149,8 @@ def _setup(args: argparse.Namespace) -> dict:
         texts = text_examples(c.documents, c.name, codec, ExampleConfig(), None, tokenizer)
         kept = {e.id for e in tokenize_examples(texts, tokenizer, generator.prompt_builder, c.schema, cfg.max_length)}
         pools[c.name] = [e for e in texts if e.id in kept]
+    print("examples per corpus: " + ", ".join(f"{k} {len(v)}" for k, v in pools.items()), flush=True)
+    pools = {k: v for k, v in pools.items() if v}
     return {"generator": generator, "pools": pools, "codec": codec, "tokenizer": tokenizer,
             "schemas": {c.name: c.schema for c in corpora}}
 
