@@ -131,3 +131,14 @@ def test_type_names_in_any_script_and_yaml_schema_files(tmp_path) -> None:
     with pytest.raises(ValidationError, match="not valid YAML"):
         (tmp_path / "bad.yml").write_text("types: [", encoding="utf-8")
         EntitySchema.load(tmp_path / "bad.yml")
+
+
+def test_the_readme_schema_file_example_loads(tmp_path) -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Entity schemas", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "clinic.yaml").write_text(block, encoding="utf-8")
+    schema = get_schema(tmp_path / "clinic.yaml")
+    assert schema.type_names == ("Medication", "Problem") and schema.language == "en"

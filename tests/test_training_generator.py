@@ -271,6 +271,40 @@ def test_shared_prompt_prefix_gives_the_same_loss_and_gradients() -> None:
             assert torch.allclose(grads[name], grad, rtol=1e-4, atol=1e-6), (name, share, supervised_only)
 
 
+def test_length_segments_cut_padding_and_keep_the_loss_and_gradients() -> None:
+    from llmner.training.generator import length_segments
+
+    generator = GeneratorModel.from_base(GeneratorConfig(lora_r=4, lora_alpha=8, lora_dropout=0.0),
+                                         [get_schema("ncbi_disease")], base=tiny_base())
+    model = generator.model
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.05)
+    docs = disease_docs(6)
+    docs.append(Document("long", " ".join(d.text for d in docs * 3), "en", {}, []))   # one long row among short ones
+    examples = _examples_for(generator, docs)["ncbi_disease"]
+    segments = length_segments(examples)
+    assert len(segments) > 1 and sorted(e.id for s in segments for e in s) == sorted(e.id for e in examples)
+    assert sum(len(s) * max(map(len, s)) for s in segments) < len(examples) * max(map(len, examples))
+    assert length_segments(examples[:1]) == [examples[:1]]
+    pad = generator.tokenizer.pad_token_id
+
+    def loss_and_grads(groups):
+        model.zero_grad()
+        total = 0.0
+        for g in groups:
+            loss = batch_loss_sum(model, g, pad, "cpu", supervised_logits_only=True)
+            loss.backward()
+            total += float(loss.detach())
+        return total, {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    whole_loss, whole = loss_and_grads([examples])
+    seg_loss, seg = loss_and_grads(segments)
+    assert seg_loss == pytest.approx(whole_loss, rel=1e-5)
+    for n, g in whole.items():
+        assert torch.allclose(seg[n], g, rtol=1e-4, atol=1e-5 * float(g.abs().max())), n   # summed loss: large grads
+
+
 def test_frozen_lower_layers_get_no_gradient_and_upper_layers_do() -> None:
     from llmner.training.generator import freeze_lower_layers
 
