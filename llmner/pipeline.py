@@ -221,7 +221,8 @@ class Pipeline:
         entities = [Entity(e.start, e.end, e.type, doc.text[e.start : e.end], e.score, e.normalized_id)
                     for e in dedupe_entities(merged)]
         return ResultRecord(document_id=doc.id, entities=entities, model_ids=dict(self.model_ids),
-                            timings_ms=dict(timings_ms or {}), chunk_count=len(chunks), language=doc.language)
+                            timings_ms=dict(timings_ms or {}), chunk_count=len(chunks), language=doc.language,
+                            metadata=doc.without_annotations().metadata)
 
     def process(self, docs: Sequence[Document], select: bool = True) -> list[ResultRecord]:
         """Chunk every document, generate and select over all chunks at once, merge per document.
@@ -285,8 +286,10 @@ def load_selector(path: str | Path, config: PipelineConfig) -> SelectorRuntime:
 
 
 def documents_from_records(docs: Sequence[Document], records: Sequence[ResultRecord]) -> list[Document]:
-    """Predicted documents (same id, text, language, metadata) from result records."""
-    return [Document(d.id, d.text, d.language, dict(d.metadata), list(r.entities)) for d, r in zip(docs, records)]
+    """Predicted documents from result records: each input document's id, text and language, its
+    metadata without gold annotations, the predicted entities, and the model ids, timings and chunk
+    count in ``metadata``."""
+    return [r.to_document(d.text) for d, r in zip(docs, records)]
 
 
 def describe(pipe: Pipeline) -> dict[str, Any]:
