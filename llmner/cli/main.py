@@ -53,6 +53,13 @@ def quiet_libraries(verbose: bool = False) -> None:
         os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     for name in _NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    # onnxruntime's quantizer warns through the root logger ("consider pre-processing before quantization").
+    logging.getLogger().addFilter(_from_llmner_or_severe)
+
+
+def _from_llmner_or_severe(record: logging.LogRecord) -> bool:
+    """Root-logger records: keep this package's and errors, drop third-party warnings."""
+    return record.levelno >= logging.ERROR or f"{os.sep}site-packages{os.sep}" not in record.pathname
 
 
 def _print_version(value: bool) -> None:
