@@ -247,3 +247,14 @@ def test_progress_bars_go_to_stderr(capsys):
         assert captured.out == "" and "tagging" in captured.err
     finally:
         rich._console = previous
+
+
+def test_messages_go_to_stderr_and_stdout_stays_data(tiny_bundle, tmp_path):
+    parts = tiny_bundle.parent / f"{tiny_bundle.name}-parts"
+    result = CliRunner().invoke(app, ["bundle", "--generator", str(parts / "gen"), "--output", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "" and "MB, generator" in result.stderr
+    src = tmp_path / "gold.txt"
+    src.write_text(PUBTATOR)
+    converted = CliRunner().invoke(app, ["convert", str(src), str(tmp_path / "gold.xml"), "--to", "bioc"])
+    assert converted.stdout == "" and "wrote 1 documents with 2 mentions" in converted.stderr

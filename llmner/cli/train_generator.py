@@ -11,6 +11,8 @@ from pathlib import Path
 
 import typer
 
+from llmner.cli.output import say
+
 
 def register(app: typer.Typer) -> None:
     app.command("generator")(train_generator_command)
@@ -71,9 +73,9 @@ def train_generator_command(
         stop_after=stop_after, resume=resume or None, dev_split=dev_split, eval_every=eval_every,
         max_documents=max_documents, gradient_checkpointing=gradient_checkpointing,
     )
-    result = train_generator(cfg, progress=progress, log=typer.echo)
+    result = train_generator(cfg, progress=progress, log=say)
     card = result.card
-    typer.echo(
+    say(
         f"steps {result.steps}/{cfg.steps}  final loss {card['final_loss']:.4f}  "
         f"{card['tokens_per_s']:.0f} tokens/s  {card['seconds_per_step']:.2f} s/step"
         + ("" if result.finished else "  (segment ended; rerun with --resume)")
