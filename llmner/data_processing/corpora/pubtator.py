@@ -9,6 +9,10 @@ Relation lines go to ``metadata["relations"]`` as ``[type, id1, id2]``; the 7th 
 mentions (BC5CDR, "Ocular toxicity|auditory toxicity") goes to ``metadata["individual_mentions"]``
 as ``[start, end, type, value]``. Both are written back, so reader -> writer -> reader is lossless.
 An identifier column holding ``-1`` (BC5CDR: no MeSH id) is kept verbatim.
+
+This parser is the project's own, not ``bioc.pubtator``: the library drops the individual-mention
+column, prints malformed lines instead of raising, and merges documents not separated by a blank
+line (tests/test_bioc_library_gaps.py).
 """
 
 from __future__ import annotations
