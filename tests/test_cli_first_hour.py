@@ -152,7 +152,7 @@ def _f1(tmp_path: Path, *type_map: str) -> tuple[float, str]:
 
 def test_eval_type_map_scores_ncbi_disease_classes(tmp_path):
     f1, output = _f1(tmp_path)
-    assert f1 == 0.0 and "do not intersect" in output and "--type-map" in output
+    assert f1 == 0.0 and "do not intersect" in output and "--type-map ncbi_disease" in output
     f1, output = _f1(tmp_path, "--type-map", "ncbi_disease")
     assert f1 == 1.0 and "do not intersect" not in output
     assert _f1(tmp_path, "--type-map", "SpecificDisease=Disease,Modifier=Disease")[0] == 1.0

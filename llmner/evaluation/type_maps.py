@@ -76,8 +76,9 @@ def disjoint_types_hint(gold: Iterable[Document], predicted: Iterable[Document])
     pred_types = {e.type for d in predicted for e in d.entities}
     if not gold_types or not pred_types or gold_types & pred_types:
         return None
-    example = min(pred_types)
-    shipped = ", ".join(STANDARD_TYPE_MAPS)
+    fitting = [name for name, mapping in STANDARD_TYPE_MAPS.items() if gold_types <= set(mapping)]
+    fix = (f"--type-map {fitting[0]} (shipped; it maps every one of these gold types)" if fitting else
+           f"--type-map: Gold=Pred pairs such as {min(gold_types)}={min(pred_types)}, a file, or a shipped map "
+           f"({', '.join(STANDARD_TYPE_MAPS)})")
     return (f"the gold types ({', '.join(sorted(gold_types))}) and the predicted types ({', '.join(sorted(pred_types))}) "
-            f"do not intersect, so nothing can match: map the gold types with --type-map (a shipped map: {shipped}; "
-            f"or pairs such as {min(gold_types)}={example}; or a file)")
+            f"do not intersect, so nothing can match: map the gold types with {fix}")
