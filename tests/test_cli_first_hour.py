@@ -57,6 +57,7 @@ def tiny_bundle(tmp_path_factory):
     ("line breaks to pubtator", "cannot store a text with line breaks"),
     ("result records", "carry no note text"),
     ("unknown json", "unknown schema (fields note)"),
+    ("--lines on pubtator", "--lines splits plain text, but"),
 ])
 def test_tag_fails_before_the_model_loads(tmp_path, case, message):
     out, extra = tmp_path / "out.jsonl", []
@@ -77,6 +78,10 @@ def test_tag_fails_before_the_model_loads(tmp_path, case, message):
     elif case == "result records":
         src = tmp_path / "results.jsonl"
         src.write_bytes(ResultRecord("n1", []).to_json() + b"\n")
+    elif case == "--lines on pubtator":
+        src = tmp_path / "in.txt"
+        src.write_text(PUBTATOR)
+        extra = ["--lines"]
     else:
         src = tmp_path / "in.jsonl"
         src.write_text('{"note": "x"}\n')

@@ -54,6 +54,8 @@ def read_input(path: Path, fmt: str | None, lines: bool = False, language: str |
         if not docs:
             raise ValidationError(f"{path}: no text in it; nothing to do")
         return docs
+    if lines:
+        raise ConfigError(f"--lines splits plain text, but {path} is {fmt} (pass --format text to read it as text)")
     if fmt == "records":
         raise ValidationError(f"{path} holds result records, which carry no note text: nothing to tag (tag the notes)")
     docs = [d.without_annotations() for d in read_documents(path, fmt)]
