@@ -136,3 +136,9 @@ def test_the_checker_catches_a_wrong_name_and_a_wrong_option(tmp_path):
     assert _resolve(root, _command_segments(fake)[0])[2] == ["--no-such-option"]
     with pytest.raises(AssertionError, match="no such command"):
         _resolve(root, _command_segments(fake)[1])
+
+
+def test_the_readme_keeps_two_set_up_commands_and_one_python_example():
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"^```(\w*)\n", text, flags=re.MULTILINE)
+    assert blocks.count("bash") == 2 and blocks.count("python") == 1, blocks
