@@ -210,6 +210,7 @@ def test_run_writes_documents_like_tag(tmp_path, monkeypatch):
         (doc,) = read_documents(tmp_path / name, fmt)
         assert (doc.id, doc.text, [e.key for e in doc.entities]) == ("n1", "BRCA1 is mutated.", [(0, 5, "Gene")])
     assert read_jsonl(tmp_path / "out.jsonl")[0].metadata["mrn"] == "7"
+    assert "left out of the output" in result.output   # the rejected note n2
     bad = cli("run", notes, "-o", tmp_path / "o.x", "--output-format", "csv")
     assert "unknown output format 'csv'" in str(bad.exception)
 

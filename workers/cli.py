@@ -30,6 +30,10 @@ def _settings_with_url(redis_url: str | None):
     return settings()
 
 
+RUN_OUTPUT_FORMATS = ("records", "jsonl", "pubtator", "bioc", "bioc_json")
+_RUN_OUTPUT_EXTENSIONS = {".xml": "bioc", ".bioc": "bioc", ".json": "bioc_json", ".pubtator": "pubtator"}
+
+
 def run(
     input: Annotated[Path, typer.Argument(help="JSONL file, one note per line: {\"id\", \"text\", \"language\"?, \"metadata\"?}")],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="results JSONL (default: INPUT.results.jsonl)")] = None,
@@ -60,11 +64,9 @@ def run(
                   f"({rate:.1f} notes/s) -> {summary.output}")
     if summary.dead:
         codes = ", ".join(f"{k}: {v}" for k, v in sorted(summary.dead_codes.items()))
-        console.print(f"[yellow]{summary.dead} rejected[/] ({codes}); their lines in the output carry the reason")
-
-
-RUN_OUTPUT_FORMATS = ("records", "jsonl", "pubtator", "bioc", "bioc_json")
-_RUN_OUTPUT_EXTENSIONS = {".xml": "bioc", ".bioc": "bioc", ".json": "bioc_json", ".pubtator": "pubtator"}
+        where = ("their lines in the output carry the reason" if fmt == "records"
+                 else "they are left out of the output (--output-format records gives the reasons)")
+        console.print(f"[yellow]{summary.dead} rejected[/] ({codes}); {where}")
 
 
 def _run_to_documents(input: Path, output: Path, fmt: str, **run_options):
