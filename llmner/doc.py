@@ -17,6 +17,11 @@ from llmner.errors import ValidationError
 
 RESULT_SCHEMA_VERSION = 1
 LANGUAGES = ("en", "zh")
+# Gold annotations a corpus reader keeps in metadata besides the entities; not part of a prediction.
+ANNOTATION_METADATA_KEYS = ("relations", "individual_mentions", "discontinuous_skipped")
+DOCUMENT_FIELDS = frozenset({"id", "text", "language", "metadata", "entities"})
+RESULT_FIELDS = frozenset({"schema_version", "document_id", "language", "entities", "model_ids", "timings_ms",
+                           "chunk_count", "metadata"})
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -87,6 +92,11 @@ class Document:
         """Create an entity over ``text[start:end]`` with its surface text filled in."""
         return Entity(start, end, type, self.text[start:end], **kwargs)
 
+    def without_annotations(self) -> Document:
+        """A copy with no gold annotations (entities, relations...): the input of a prediction."""
+        metadata = {k: v for k, v in self.metadata.items() if k not in ANNOTATION_METADATA_KEYS}
+        return Document(self.id, self.text, self.language, metadata, [])
+
     def validate(self) -> Document:
         """Raise ValidationError naming the first problem; return self when valid."""
         validate_document(self)
@@ -101,9 +111,10 @@ class Document:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], validate: bool = True) -> Document:
+        """A document from its dict form. Fields besides ``DOCUMENT_FIELDS`` (a producer's own, such as
+        ``"mrn"``) are kept in ``metadata`` and so travel to the result record."""
         if not isinstance(data, Mapping):
             raise ValidationError(f"document must be a JSON object, got {type(data).__name__}")
-        _reject_unknown(data, {"id", "text", "language", "metadata", "entities"}, "document")
         if "id" not in data:
             raise ValidationError("document: missing field 'id'")
         if "text" not in data:
@@ -117,6 +128,11 @@ class Document:
         metadata = data.get("metadata") or {}
         if not isinstance(metadata, Mapping):
             raise ValidationError(f"{where}: metadata must be an object")
+        extra = {k: v for k, v in data.items() if k not in DOCUMENT_FIELDS}
+        clash = sorted(set(extra) & set(metadata))
+        if clash:
+            raise ValidationError(f"{where}: field(s) {', '.join(map(repr, clash))} given both at the top level and in metadata")
+        metadata = {**metadata, **extra}
         raw_entities = data.get("entities") or []
         if not isinstance(raw_entities, list):
             raise ValidationError(f"{where}: entities must be a list")
@@ -141,6 +157,20 @@ class Document:
         except orjson.JSONDecodeError as exc:
             raise ValidationError(f"document is not valid JSON: {exc}") from None
         return cls.from_dict(data, validate=validate)
+
+
+def guess_language(text: str) -> str | None:
+    """The language a text's letters are written in: ``zh`` when at least 30% of them are Han
+    characters, ``en`` when they are Latin, None without letters (or in another script)."""
+    han = latin = 0
+    for ch in text:
+        if "\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf":
+            han += 1
+        elif ch.isascii() and ch.isalpha():
+            latin += 1
+    if han and han >= 0.3 * (han + latin):
+        return "zh"
+    return "en" if latin else None
 
 
 def validate_entity(entity: Entity, text: str, where: str = "entity") -> None:
@@ -186,9 +216,11 @@ class ResultRecord:
     chunk_count: int = 0
     language: str = "en"
     schema_version: int = RESULT_SCHEMA_VERSION
+    # The input document's metadata (a producer's own fields such as "mrn" included), passed through.
+    metadata: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "schema_version": self.schema_version,
             "document_id": self.document_id,
             "language": self.language,
@@ -197,17 +229,20 @@ class ResultRecord:
             "timings_ms": self.timings_ms,
             "chunk_count": self.chunk_count,
         }
+        if self.metadata:
+            out["metadata"] = self.metadata
+        return out
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.to_dict())
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ResultRecord:
-        _reject_unknown(
-            data,
-            {"schema_version", "document_id", "language", "entities", "model_ids", "timings_ms", "chunk_count"},
-            "result",
-        )
+        if not isinstance(data, Mapping):
+            raise ValidationError(f"result must be a JSON object, got {type(data).__name__}")
+        _reject_unknown(data, RESULT_FIELDS, "result")
+        if "document_id" not in data:
+            raise ValidationError("result: missing field 'document_id'")
         version = data.get("schema_version")
         if version != RESULT_SCHEMA_VERSION:
             raise ValidationError(f"result: unsupported schema_version {version!r} (expected {RESULT_SCHEMA_VERSION})")
@@ -219,6 +254,7 @@ class ResultRecord:
             chunk_count=int(data.get("chunk_count", 0)),
             language=data.get("language", "en"),
             schema_version=version,
+            metadata=dict(data.get("metadata") or {}),
         )
 
     @classmethod
@@ -226,7 +262,12 @@ class ResultRecord:
         return cls.from_dict(orjson.loads(payload))
 
     def to_document(self, text: str) -> Document:
-        return Document(id=self.document_id, text=text, language=self.language, entities=list(self.entities))
+        """The predicted document: ``text`` is the note's (a record does not carry it); the model ids,
+        timings and chunk count join the passed-through metadata."""
+        metadata = {**self.metadata, "model_ids": dict(self.model_ids), "timings_ms": dict(self.timings_ms),
+                    "chunk_count": self.chunk_count}
+        return Document(id=self.document_id, text=text, language=self.language, metadata=metadata,
+                        entities=list(self.entities))
 
 
 def _reject_unknown(data: Mapping[str, Any], allowed: set[str], where: str) -> None:

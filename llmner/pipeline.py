@@ -2,6 +2,10 @@
 
 OWNED BY the selector/pipeline helper. Contract used by the CLI and the workers:
 
+    nlp = llmner.load(path_or_None)                      # the same as Pipeline.from_bundle(path_or_None)
+    doc = nlp("text")                                    # Document with predicted entities (str, dict or Document)
+    docs = nlp.pipe(iterable, batch_size=8)              # lazily, batch_size inputs per process() call
+
     pipe = Pipeline.from_bundle(path_or_None)            # None = the default bundle
     chunks = pipe.chunk(doc)                             # list[Chunk], exact offsets
     per_chunk = pipe.infer_chunks(chunks)                # list[list[Entity]] in DOCUMENT offsets
@@ -31,7 +35,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +46,7 @@ from llmner.data_processing.chunking import (
     chunk_document,
     merge_chunk_entities,
 )
-from llmner.doc import Document, Entity, ResultRecord, dedupe_entities
+from llmner.doc import Document, Entity, ResultRecord, dedupe_entities, guess_language
 from llmner.errors import ConfigError
 from llmner.runtime.base import Candidate, GeneratorRuntime, SelectorRuntime, TagRequest
 from llmner.schema import EntitySchema, get_schema
@@ -160,6 +164,30 @@ class Pipeline:
             raise ConfigError(f"no default schema for language {language!r}; set metadata.schema on the document")
         return self.schema_named(name)
 
+    # ---- documents in, documents out (the Python API) --------------------------------------------
+    def __call__(self, item: str | Mapping[str, Any] | Document) -> Document:
+        """The predicted document of one text, dict (``{"text", "id"?, "language"?, ...}``) or Document."""
+        return next(iter(self.pipe([item], batch_size=1)))
+
+    def pipe(self, items: Iterable[str | Mapping[str, Any] | Document], batch_size: int = 8) -> Iterator[Document]:
+        """Predicted documents, in input order, ``batch_size`` inputs per batch (consumed lazily).
+
+        A string becomes a document with id ``"<index>"`` and the language its script shows; a dict
+        is read like a JSONL line (``id`` defaults to the index); a Document is tagged as given,
+        without its gold annotations. Each returned document holds the input's text and metadata,
+        the predicted ``entities`` (``.text .start .end .type .score .normalized_id``) and the model
+        ids in ``metadata["model_ids"]``."""
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        batch: list[Document] = []
+        for index, item in enumerate(items):
+            batch.append(as_document(item, index))
+            if len(batch) == batch_size:
+                yield from documents_from_records(batch, self.process(batch))
+                batch = []
+        if batch:
+            yield from documents_from_records(batch, self.process(batch))
+
     # ---- stages ----------------------------------------------------------------------------------
     def chunk(self, doc: Document) -> list[Chunk]:
         return chunk_document(doc, self.config.chunking, self.count_tokens)
@@ -221,11 +249,16 @@ class Pipeline:
         entities = [Entity(e.start, e.end, e.type, doc.text[e.start : e.end], e.score, e.normalized_id)
                     for e in dedupe_entities(merged)]
         return ResultRecord(document_id=doc.id, entities=entities, model_ids=dict(self.model_ids),
-                            timings_ms=dict(timings_ms or {}), chunk_count=len(chunks), language=doc.language)
+                            timings_ms=dict(timings_ms or {}), chunk_count=len(chunks), language=doc.language,
+                            metadata=doc.without_annotations().metadata)
 
     def process(self, docs: Sequence[Document], select: bool = True) -> list[ResultRecord]:
         """Chunk every document, generate and select over all chunks at once, merge per document.
         ``select=False`` keeps every candidate (scores attached): used by evaluation."""
+        strays = [type(d).__name__ for d in docs if not isinstance(d, Document)]
+        if strays:
+            raise ConfigError(f"process() takes Documents, got {strays[0]}; for strings or dicts call the pipeline "
+                              "(nlp(text)) or nlp.pipe(texts)")
         t0 = time.perf_counter()
         chunks_per_doc = [self.chunk(d) for d in docs]
         t_chunk = (time.perf_counter() - t0) * 1000
@@ -284,9 +317,26 @@ def load_selector(path: str | Path, config: PipelineConfig) -> SelectorRuntime:
     return OnnxSelectorRuntime(path, device=config.selector_device, batch_size=config.selector_batch_size)
 
 
+def as_document(item: str | Mapping[str, Any] | Document, index: int = 0) -> Document:
+    """The document to tag for a string, a dict or a Document (see ``Pipeline.pipe``)."""
+    if isinstance(item, Document):
+        return item.without_annotations().validate()
+    if isinstance(item, str):
+        return Document(str(index), item, guess_language(item) or "en")
+    if isinstance(item, Mapping):
+        data = dict(item)
+        data.setdefault("id", str(index))
+        if "language" not in data and isinstance(data.get("text"), str):
+            data["language"] = guess_language(data["text"]) or "en"
+        return Document.from_dict(data).without_annotations()
+    raise ConfigError(f"cannot tag a {type(item).__name__}: pass a string, a dict with 'text', or a Document")
+
+
 def documents_from_records(docs: Sequence[Document], records: Sequence[ResultRecord]) -> list[Document]:
-    """Predicted documents (same id, text, language, metadata) from result records."""
-    return [Document(d.id, d.text, d.language, dict(d.metadata), list(r.entities)) for d, r in zip(docs, records)]
+    """Predicted documents from result records: each input document's id, text and language, its
+    metadata without gold annotations, the predicted entities, and the model ids, timings and chunk
+    count in ``metadata``."""
+    return [r.to_document(d.text) for d, r in zip(docs, records)]
 
 
 def describe(pipe: Pipeline) -> dict[str, Any]:

@@ -149,7 +149,7 @@ def content(docs):
     return [(d.id, d.text, d.language, sorted((e.key, e.text, e.normalized_id) for e in d.entities)) for d in docs]
 
 
-@pytest.mark.parametrize("fmt", ["jsonl", "bioc", "brat", "pubtator", "cblue"])
+@pytest.mark.parametrize("fmt", ["jsonl", "bioc", "bioc_json", "brat", "pubtator", "cblue"])
 def test_synthetic_nested_unicode_round_trip(tmp_path, fmt):
     docs = nested_unicode_docs()
     if fmt == "pubtator":
@@ -160,7 +160,7 @@ def test_synthetic_nested_unicode_round_trip(tmp_path, fmt):
     expected = content(docs)
     if fmt == "cblue":  # CBLUE has no ids, languages or normalized ids
         expected = [(f"{i}", t, "zh", sorted((k, s, None) for k, s, _ in ents)) for i, (_, t, _, ents) in enumerate(expected)]
-    elif fmt in ("bioc", "brat", "pubtator"):
+    elif fmt in ("bioc", "bioc_json", "brat", "pubtator"):
         expected = [(i, t, "en", ents) for i, t, _, ents in expected]  # these formats carry no language
     got = content(once)
     if fmt == "brat":
@@ -219,7 +219,7 @@ def random_documents(draw, allow_breaks: bool):
     return docs
 
 
-@pytest.mark.parametrize("fmt", ["jsonl", "bioc", "brat", "pubtator", "cblue"])
+@pytest.mark.parametrize("fmt", ["jsonl", "bioc", "bioc_json", "brat", "pubtator", "cblue"])
 def test_random_documents_round_trip(tmp_path_factory, fmt):
     @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(random_documents(allow_breaks=fmt != "pubtator"))
@@ -239,7 +239,7 @@ def test_random_documents_round_trip(tmp_path_factory, fmt):
 
 
 def test_every_format_is_registered_with_reader_and_writer():
-    assert set(FORMATS) == {"jsonl", "pubtator", "bioc", "brat", "conll", "genia", "cblue", "bc2gm"}
+    assert set(FORMATS) == {"jsonl", "records", "pubtator", "bioc", "bioc_json", "brat", "conll", "genia", "cblue", "bc2gm"}
     for fmt in FORMATS.values():
         assert callable(fmt.reader) and callable(fmt.writer) and fmt.description
 

@@ -18,7 +18,7 @@ def test_document_round_trip_with_nested_entities():
     [
         ({"text": "x"}, "missing field 'id'"),
         ({"id": "a"}, "missing field 'text'"),
-        ({"id": "a", "text": "abc", "colour": 1}, "unknown field(s) 'colour'"),
+        ({"id": "a", "text": "abc", "mrn": 1, "metadata": {"mrn": 2}}, "'mrn' given both at the top level and in metadata"),
         ({"id": "a", "text": "abc", "language": "fr"}, "unknown language 'fr'"),
         ({"id": "a", "text": "abc", "entities": [{"start": 0, "end": 9, "type": "X"}]}, "out of range"),
         ({"id": "a", "text": "abc", "entities": [{"start": 2, "end": 1, "type": "X"}]}, "out of range"),

@@ -52,7 +52,7 @@ def test_eval_conll_gold_against_jsonl_predictions(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--gold", "/nonexistent/gold.jsonl", "--pred", "p.jsonl"], "file not found: /nonexistent/gold.jsonl"),
+    (["--gold", "/nonexistent/gold.jsonl", "--pred", "p.jsonl"], "input not found: /nonexistent/gold.jsonl"),
     (["--gold", "x.jsonl"], "pass --gold FILE and --pred FILE"),
     (["--corpus", "ncbi_disease", "--gold", "x.jsonl"], "not both"),
 ])
@@ -65,10 +65,14 @@ def test_eval_errors_are_one_line(args, message):
 
 
 def test_eval_unknown_extension(tmp_path):
+    """The content decides the format; an empty file or one in no format says so."""
     path = tmp_path / "gold.weird"
     path.write_text("")
     result = CliRunner().invoke(app, ["eval", "--gold", str(path), "--pred", str(path)])
-    assert "cannot guess the format" in str(result.exception)
+    assert "is empty: nothing to do" in str(result.exception)
+    path.write_text("just some prose\n")
+    result = CliRunner().invoke(app, ["eval", "--gold", str(path), "--pred", str(path)])
+    assert "plain text, not one of the document formats" in str(result.exception)
 
 
 def test_eval_corpus_delegates_to_corpus_eval(monkeypatch, tmp_path):

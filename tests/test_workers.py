@@ -167,7 +167,8 @@ def _malformed_payloads(max_chars: int) -> dict[str, bytes]:
         "too_large": orjson.dumps({"id": "m4", "text": (note + " ") * (max_chars // len(note) + 2)}),
         "unknown_language": orjson.dumps({"id": "m5", "text": note, "language": "fr"}),
         "unknown_schema": orjson.dumps({"id": "m6", "text": note, "metadata": {"schema": "no_such_schema"}}),
-        "invalid_document": orjson.dumps({"id": "m7", "text": note, "colour": "blue"}),
+        # (an extra field such as "colour" is not invalid: it is kept in metadata)
+        "invalid_document": orjson.dumps({"id": "m7", "text": note, "metadata": "not an object"}),
     }
 
 

@@ -30,6 +30,10 @@ def _settings_with_url(redis_url: str | None):
     return settings()
 
 
+RUN_OUTPUT_FORMATS = ("records", "jsonl", "pubtator", "bioc", "bioc_json")
+_RUN_OUTPUT_EXTENSIONS = {".xml": "bioc", ".bioc": "bioc", ".json": "bioc_json", ".pubtator": "pubtator"}
+
+
 def run(
     input: Annotated[Path, typer.Argument(help="JSONL file, one note per line: {\"id\", \"text\", \"language\"?, \"metadata\"?}")],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="results JSONL (default: INPUT.results.jsonl)")] = None,
@@ -37,22 +41,58 @@ def run(
     model: Annotated[str | None, typer.Option("--model", help="model bundle directory (default: the shipped bundle)")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="chunks per inference micro-batch")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+    output_format: Annotated[str | None, typer.Option("--output-format", help=f"{', '.join(RUN_OUTPUT_FORMATS)}: result records (one per line, no note text), or documents with their text like `llmner tag` writes (default: from --output's extension: .xml bioc, .json bioc_json, .pubtator pubtator, else records)")] = None,
 ) -> None:
     """Tag a file of notes end to end through the streaming workers (embedded Redis, no set-up)."""
     if not input.is_file():
         raise DataNotFoundError(f"input file not found: {input}")
     if batch_size is not None and batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+    fmt = output_format or (_RUN_OUTPUT_EXTENSIONS.get(output.suffix.lower(), "records") if output else "records")
+    if fmt not in RUN_OUTPUT_FORMATS:
+        raise ConfigError(f"unknown output format {fmt!r} (expected one of {', '.join(RUN_OUTPUT_FORMATS)})")
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     from workers.embedded import run_file
 
-    summary = run_file(input, output, redis_url=redis_url, bundle=model, batch_size=batch_size, show_progress=not quiet)
+    if fmt == "records":
+        summary = run_file(input, output, redis_url=redis_url, bundle=model, batch_size=batch_size, show_progress=not quiet)
+    else:
+        summary = _run_to_documents(input, output or input.with_suffix(f".results.{fmt}"), fmt, redis_url=redis_url,
+                                    bundle=model, batch_size=batch_size, show_progress=not quiet)
     rate = summary.submitted / summary.seconds if summary.seconds else 0.0
     console.print(f"{summary.published} of {summary.submitted} notes tagged in {summary.seconds:.1f} s "
                   f"({rate:.1f} notes/s) -> {summary.output}")
     if summary.dead:
         codes = ", ".join(f"{k}: {v}" for k, v in sorted(summary.dead_codes.items()))
-        console.print(f"[yellow]{summary.dead} rejected[/] ({codes}); their lines in the output carry the reason")
+        where = ("their lines in the output carry the reason" if fmt == "records"
+                 else "they are left out of the output (--output-format records gives the reasons)")
+        console.print(f"[yellow]{summary.dead} rejected[/] ({codes}); {where}")
+
+
+def _run_to_documents(input: Path, output: Path, fmt: str, **run_options):
+    """``run_file`` into a temporary file of result records, then the predicted documents (each
+    note's text joined back by id) written in ``fmt``. The notes are read and the output format is
+    checked before the workers start."""
+    import tempfile
+
+    from llmner.cli.tag import check_writable
+    from llmner.data_processing.corpora import (
+        read_documents,
+        read_result_records,
+        write_documents,
+    )
+    from llmner.doc import Document
+    from workers.embedded import run_file
+
+    notes = {d.id: d for d in read_documents(input, "jsonl")}
+    check_writable(list(notes.values()), fmt)
+    with tempfile.TemporaryDirectory(prefix="llmner-run-") as tmp:
+        summary = run_file(input, Path(tmp) / "records.jsonl", **run_options)
+        predicted = read_result_records(Path(tmp) / "records.jsonl")
+    docs = [Document(p.id, notes[p.id].text, p.language, p.metadata, p.entities) for p in predicted]
+    write_documents(docs, output, fmt)
+    summary.output = str(output)
+    return summary
 
 
 def submit(

@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from llmner.cli.output import say
 from llmner.errors import ConfigError, DataNotFoundError
 
 MAX_SHIPPED_BYTES = 30_000_000
@@ -66,8 +67,8 @@ def bundle_command(
     size = bundle_size_bytes(root)
     if max_bytes and size > max_bytes:
         raise ConfigError(f"bundle {root} is {size / 1e6:.1f} MB, over --max-bytes {max_bytes / 1e6:.1f} MB")
-    typer.echo(f"bundle {root}: {size / 1e6:.1f} MB, generator {manifest.generator_id}, "
-               f"selector {manifest.selector_id or 'none'}, decoding {decoding_mode}")
+    say(f"bundle {root}: {size / 1e6:.1f} MB, generator {manifest.generator_id}, "
+        f"selector {manifest.selector_id or 'none'}, decoding {decoding_mode}")
 
 
 def _read_json(path: Path) -> dict:

@@ -16,6 +16,8 @@ from typing import Annotated
 
 import typer
 
+from llmner.cli.output import say
+
 
 def register(app: typer.Typer) -> None:
     app.command("calibrate")(calibrate_command)
@@ -37,7 +39,11 @@ def calibrate_command(
     from llmner.bundle import load_manifest, write_manifest
     from llmner.data_processing.corpora import CORPUS_NAMES
     from llmner.errors import ConfigError
-    from llmner.evaluation.calibration import CalibrationConfig, calibrate, thresholds_of
+    from llmner.evaluation.calibration import (
+        CalibrationConfig,
+        calibrate,
+        thresholds_of,
+    )
     from llmner.pipeline import Pipeline, PipelineConfig
 
     unknown = sorted(set(corpus) - set(CORPUS_NAMES))
@@ -51,10 +57,10 @@ def calibrate_command(
     pipe = Pipeline.from_bundle(bundle, PipelineConfig(selector_backend=selector_backend))
     pipe.thresholds = {}   # calibrate against the global threshold: earlier per-schema ones must not leak in
     started = time.perf_counter()
-    results = calibrate(pipe, config, log=typer.echo)
+    results = calibrate(pipe, config, log=say)
     chosen = thresholds_of(results)
-    typer.echo(f"{len(chosen)} of {len(results)} schemas calibrated in {time.perf_counter() - started:.0f} s: "
-               + (", ".join(f"{k}={v:.3f}" for k, v in chosen.items()) or "none"))
+    say(f"{len(chosen)} of {len(results)} schemas calibrated in {time.perf_counter() - started:.0f} s: "
+        + (", ".join(f"{k}={v:.3f}" for k, v in chosen.items()) or "none"))
     if dry_run:
         return
     manifest.selector_thresholds = chosen
@@ -63,4 +69,4 @@ def calibrate_command(
         "split": split, "sentences": sentences, "min_gold": min_gold, "min_candidates": min_candidates,
         "bootstrap": bootstrap, "min_evidence": min_evidence, "selector_backend": selector_backend,
         "global_threshold": pipe.threshold, "schemas": [r.to_dict() for r in results]}, indent=2))
-    typer.echo(f"wrote selector_thresholds into {bundle / 'bundle.json'} and {bundle / 'calibration.json'}")
+    say(f"wrote selector_thresholds into {bundle / 'bundle.json'} and {bundle / 'calibration.json'}")

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from llmner.cli.output import say
+
 
 def register(app: typer.Typer) -> None:
     app.command("curate")(curate_command)
@@ -41,5 +43,5 @@ def curate_command(
                          from_scores=str(from_scores) if from_scores else None, split=split, scorer=scorer, keep_percent=keep_percent,
                          batch_size=batch_size, max_length=max_length, codec=codec, definitions=definitions,
                          max_documents=max_documents, device=device)
-    result = curate(cfg, progress=progress, log=typer.echo)
-    typer.echo(f"subset: {result.subset_path}\nscores: {result.scores_path}\nsummary: {result.summary_path}")
+    result = curate(cfg, progress=progress, log=say)
+    say(f"subset: {result.subset_path}\nscores: {result.scores_path}\nsummary: {result.summary_path}")

@@ -19,7 +19,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from llmner.errors import DataNotFoundError, ValidationError
+from llmner.errors import ValidationError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -106,26 +106,28 @@ def stats(
 def convert(
     input: Annotated[Path, typer.Argument(help="input file (or BRAT / BC2GM directory)")],
     output: Annotated[Path, typer.Argument(help="output file (or BRAT / BC2GM directory)")],
-    from_format: Annotated[str, typer.Option("--from", help="input format: jsonl, pubtator, bioc, brat, conll, genia, cblue, bc2gm")],
-    to_format: Annotated[str, typer.Option("--to", help="output format: jsonl, pubtator, bioc, brat, conll, genia, cblue, bc2gm")],
+    to_format: Annotated[str, typer.Option("--to", help="output format: jsonl, pubtator, bioc, bioc_json, brat, conll, genia, cblue, bc2gm, records")],
+    from_format: Annotated[str | None, typer.Option("--from", help="input format (default: guessed from the content)")] = None,
 ) -> None:
     """Convert annotated documents between formats (any reader -> any writer)."""
-    from llmner.data_processing.corpora.formats import get_format
+    from llmner.data_processing.corpora.formats import get_format, guess_format
 
-    reader, writer = get_format(from_format), get_format(to_format)
-    if not input.exists():
-        raise DataNotFoundError(f"input not found: {input}")
+    writer = get_format(to_format)
+    reader = get_format(from_format or guess_format(input))
     try:
         with _progress() as progress:
             task = progress.add_task(f"reading {input} ({reader.name})", total=2)
             docs = reader.reader(input)
+            if reader.name == "records" and writer.name != "records" and any(d.entities for d in docs):
+                raise ValidationError(f"{input} holds result records, which carry no note text; {writer.name} needs it: "
+                                      "write documents instead (llmner run --output-format jsonl, or llmner tag)")
             progress.update(task, advance=1, description=f"writing {output} ({writer.name})")
             writer.writer(docs, output)
             progress.advance(task)
     except OSError as exc:
         raise ValidationError(f"cannot convert {input} -> {output}: {exc.strerror or exc}") from None
     mentions = sum(len(d.entities) for d in docs)
-    console.print(f"wrote {len(docs):,} documents with {mentions:,} mentions to {output} ({writer.name})")
+    err_console.print(f"wrote {len(docs):,} documents with {mentions:,} mentions to {output} ({writer.name})")
 
 
 def register(app: typer.Typer) -> None:

@@ -2,9 +2,11 @@
 
 Two ways to call it:
 
-- ``llmner eval --gold FILE --pred FILE [--gold-format F] [--pred-format F] [--json OUT]`` reads
-  both files with the corpus readers (any supported format; guessed from the file extension when
-  not given) and prints strict micro/macro/per-type, boundary and partial P/R/F1.
+- ``llmner eval --gold FILE --pred FILE [--gold-format F] [--pred-format F] [--type-map MAP] [--json OUT]``
+  reads both files with the corpus readers (any document format, or result records of ``llmner
+  run``; guessed from the content when not given), renames gold types by ``--type-map``
+  (``llmner.evaluation.type_maps``) and prints strict micro/macro/per-type, boundary and partial
+  P/R/F1. When the gold and predicted type sets do not intersect, a hint says so (stderr).
 - ``llmner eval --corpus NAME --split SPLIT [--model BUNDLE]`` runs the model on a corpus split and
   delegates to ``llmner.evaluation.corpus_eval.evaluate_corpus(corpus=, split=, model=)``, which
   prints its own report (with and without the selector).
@@ -19,59 +21,17 @@ import orjson
 import typer
 from rich.console import Console
 
-from llmner.doc import Document
-from llmner.errors import ConfigError, DataNotFoundError, ValidationError
+from llmner.errors import ConfigError
 
 console = Console()
-
-# File extension -> reader format name (llmner.data_processing.corpora.formats).
-_EXTENSION_FORMATS = {
-    ".jsonl": "jsonl", ".xml": "bioc", ".tsv": "conll", ".conll": "conll", ".iob": "conll", ".bio": "conll",
-    ".pubtator": "pubtator", ".txt": "pubtator", ".json": "cblue",
-}
-
-
-def guess_format(path: Path) -> str:
-    """The reader format for ``path``: a directory is BRAT, otherwise by extension."""
-    if path.is_dir():
-        return "brat"
-    fmt = _EXTENSION_FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise ConfigError(f"cannot guess the format of {path} from its extension; pass --gold-format/--pred-format")
-    return fmt
-
-
-def read_any(path: Path, fmt: str | None) -> list[Document]:
-    """Documents from ``path`` in format ``fmt`` (guessed when None)."""
-    if not path.exists():
-        raise DataNotFoundError(f"file not found: {path}")
-    fmt = fmt or guess_format(path)
-    try:
-        from llmner.data_processing.corpora import read_documents
-    except ImportError:  # corpus readers not installed: JSONL is still readable
-        if fmt != "jsonl":
-            raise ConfigError(f"format {fmt!r} needs llmner.data_processing.corpora, which is not available") from None
-        return _read_jsonl(path)
-    return read_documents(path, fmt)
-
-
-def _read_jsonl(path: Path) -> list[Document]:
-    docs = []
-    with path.open("rb") as handle:
-        for number, line in enumerate(handle, 1):
-            if line.strip():
-                try:
-                    docs.append(Document.from_json(line))
-                except ValidationError as exc:
-                    raise ValidationError(f"{path}:{number}: {exc}") from None
-    return docs
-
+err_console = Console(stderr=True)
 
 def evaluate(
     gold: Annotated[Path | None, typer.Option("--gold", help="gold documents (any supported format)")] = None,
     pred: Annotated[Path | None, typer.Option("--pred", help="predicted documents (any supported format)")] = None,
-    gold_format: Annotated[str | None, typer.Option("--gold-format", help="format of --gold (default: from the extension)")] = None,
-    pred_format: Annotated[str | None, typer.Option("--pred-format", help="format of --pred (default: from the extension)")] = None,
+    gold_format: Annotated[str | None, typer.Option("--gold-format", help="format of --gold (default: guessed from the content)")] = None,
+    pred_format: Annotated[str | None, typer.Option("--pred-format", help="format of --pred (default: guessed from the content)")] = None,
+    type_map: Annotated[list[str] | None, typer.Option("--type-map", help="rename gold types before scoring: a shipped map (ncbi_disease), Gold=Pred pairs, or a file; repeatable")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the report as JSON to this file")] = None,
     corpus: Annotated[str | None, typer.Option("--corpus", help="evaluate a model on a built-in corpus")] = None,
     split: Annotated[str, typer.Option("--split", help="corpus split (with --corpus)")] = "test",
@@ -86,9 +46,21 @@ def evaluate(
         return
     if gold is None or pred is None:
         raise ConfigError("pass --gold FILE and --pred FILE (or --corpus NAME)")
+    from llmner.data_processing.corpora import read_documents
     from llmner.evaluation.scorer import score
+    from llmner.evaluation.type_maps import (
+        disjoint_types_hint,
+        map_types,
+        parse_type_map,
+    )
 
-    report = score(read_any(gold, gold_format), read_any(pred, pred_format))
+    mapping = parse_type_map(type_map or [])
+    gold_docs = map_types(read_documents(gold, gold_format), mapping)
+    pred_docs = read_documents(pred, pred_format)
+    hint = disjoint_types_hint(gold_docs, pred_docs)
+    if hint:
+        err_console.print(f"[yellow]hint:[/] {hint}", soft_wrap=True, highlight=False)
+    report = score(gold_docs, pred_docs)
     console.print(report.to_table(title=f"{pred.name} vs gold {gold.name}"))
     if json_out is not None:
         json_out.write_bytes(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2))

@@ -1,118 +1,122 @@
 """``llmner tag INPUT``: tag documents with a model bundle and write the entities.
 
-Input formats (``--format``, guessed from the extension when left out): ``text`` (the whole file is
-one document, or one document per line with ``--lines``), ``jsonl``, ``pubtator``, ``bioc``,
-``brat`` (a directory). Gold entities in the input are ignored.
+Input formats (``--format``; guessed from the content when left out, by
+``llmner.data_processing.corpora.guess_format``): any document format of the corpora package
+(``jsonl``, ``pubtator``, ``bioc``, ``bioc_json``, ``brat``, ``conll``...) or ``text`` (the whole file
+is one document, or one document per line with ``--lines``). Gold annotations in the input
+(entities, relations) are dropped: the output holds predictions only.
 
-Output formats (``--output-format``, from the extension of ``--output`` when left out):
+Output formats (``--output-format``, from the extension of ``--output`` when left out, else jsonl):
 
-- ``jsonl``: llmner documents (readable by ``llmner eval --pred``) with entity scores, and the
-  model ids and timings in ``metadata``;
-- ``bioc``: BioC XML; each annotation carries a ``score`` infon and the collection carries
+- ``jsonl``: llmner documents (readable by every command) with entity scores, and the model ids,
+  timings and the input's own metadata in ``metadata``;
+- ``bioc`` (XML) / ``bioc_json``: each annotation carries a ``score`` infon and each document its
   ``model.<stage>`` infons;
-- ``pubtator``: entities only (the format has no place for scores or model ids; use jsonl or bioc).
+- ``pubtator``: entities only (the format has no place for scores or model ids).
+
+Everything that can fail without a model (unreadable input, unknown format or schema, nothing to
+tag, an output format that cannot hold the input) fails before any model loads.
 """
 
 from __future__ import annotations
 
+import os
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 
-from llmner.doc import Document, ResultRecord
-from llmner.errors import ConfigError, DataNotFoundError
+from llmner.doc import LANGUAGES, Document, ResultRecord, guess_language
+from llmner.errors import ConfigError, ValidationError
 
-INPUT_FORMATS = ("text", "jsonl", "pubtator", "bioc", "brat")
-OUTPUT_FORMATS = ("jsonl", "pubtator", "bioc")
-_EXT = {".txt": "text", ".jsonl": "jsonl", ".pubtator": "pubtator", ".xml": "bioc", ".bioc": "bioc"}
+OUTPUT_FORMATS = ("jsonl", "pubtator", "bioc", "bioc_json")
+_OUTPUT_EXTENSIONS = {".xml": "bioc", ".bioc": "bioc", ".json": "bioc_json", ".pubtator": "pubtator"}
+
+console = Console(stderr=True)
 
 
-def read_input(path: Path, fmt: str | None, lines: bool = False, language: str = "en") -> list[Document]:
-    if not path.exists():
-        raise DataNotFoundError(f"input not found: {path}")
-    fmt = fmt or ("brat" if path.is_dir() else _EXT.get(path.suffix.lower()))
-    if fmt is None:
-        raise ConfigError(f"cannot guess the format of {path}; pass --format ({', '.join(INPUT_FORMATS)})")
-    if fmt not in INPUT_FORMATS:
-        raise ConfigError(f"unknown input format {fmt!r} (expected one of {', '.join(INPUT_FORMATS)})")
-    if fmt == "text":
-        text = path.read_text(encoding="utf-8")
-        if lines:
-            return [Document(f"{path.stem}-{i}", line, language) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
-        return [Document(path.stem, text, language)]
-    from llmner.data_processing.corpora import read_documents
+def read_input(path: Path, fmt: str | None, lines: bool = False, language: str | None = None) -> list[Document]:
+    """The documents to tag, without gold annotations. ``language`` forces every document's
+    language; left out, plain text gets the language its script shows and the other formats keep
+    their documents' own."""
+    from llmner.data_processing.corpora import PLAIN_TEXT, guess_format, read_documents
+    from llmner.data_processing.corpora._io import lines_of, read_text
 
-    docs = read_documents(path, fmt)
-    for d in docs:
-        d.entities = []
+    if language is not None and language not in LANGUAGES:
+        raise ConfigError(f"unknown language {language!r} (expected one of {', '.join(LANGUAGES)})")
+    fmt = fmt or guess_format(path)
+    if fmt == PLAIN_TEXT:
+        text = read_text(path)
+        pieces = [(f"{path.stem}-{i}", line) for i, line in enumerate(lines_of(text), 1)] if lines else [(path.stem, text)]
+        docs = [Document(doc_id, piece, language or guess_language(piece) or "en") for doc_id, piece in pieces if piece.strip()]
+        if not docs:
+            raise ValidationError(f"{path}: no text in it; nothing to do")
+        return docs
+    if lines:
+        raise ConfigError(f"--lines splits plain text, but {path} is {fmt} (pass --format text to read it as text)")
+    if fmt == "records":
+        raise ValidationError(f"{path} holds result records, which carry no note text: nothing to tag (tag the notes)")
+    docs = [d.without_annotations() for d in read_documents(path, fmt)]
+    if language is not None:
+        for d in docs:
+            d.language = language
     return docs
 
 
-def write_output(docs: list[Document], records: list[ResultRecord], path: Path, fmt: str, model_ids: dict[str, str]) -> None:
-    out_docs = []
-    for d, r in zip(docs, records):
-        meta = dict(d.metadata)
-        if fmt == "jsonl":
-            meta.update({"model_ids": r.model_ids, "timings_ms": r.timings_ms, "chunk_count": r.chunk_count})
-        out_docs.append(Document(d.id, d.text, d.language, meta, list(r.entities)))
+def output_format_for(output: Path, output_format: str | None) -> str:
+    fmt = output_format or _OUTPUT_EXTENSIONS.get(output.suffix.lower(), "jsonl")
+    if fmt not in OUTPUT_FORMATS:
+        raise ConfigError(f"unknown output format {fmt!r} (expected one of {', '.join(OUTPUT_FORMATS)})")
+    return fmt
+
+
+def check_writable(docs: list[Document], fmt: str) -> None:
+    """Raise now, not after tagging, when format ``fmt`` cannot hold these documents (PubTator and
+    line breaks, XML and control characters...): a dry run of the writer."""
     from llmner.data_processing.corpora import write_documents
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_documents(out_docs, path, fmt)
-    if fmt == "bioc":
-        _add_bioc_scores(path, out_docs, model_ids)
+    write_documents(docs, os.devnull, fmt)
 
 
-def _add_bioc_scores(path: Path, docs: list[Document], model_ids: dict[str, str]) -> None:
-    """Add a ``score`` infon to each annotation and the model ids to the collection (post-processing
-    the corpora writer's XML, which has no field for them)."""
-    import xml.etree.ElementTree as ET
+def warn_on_language_mismatch(docs: list[Document], forced: bool) -> None:
+    """A model told the wrong language finds nothing, silently: say so when the script disagrees."""
+    mismatched = Counter()
+    example: dict[tuple[str, str], str] = {}
+    for d in docs:
+        seen = guess_language(d.text)
+        if seen is not None and seen != d.language:
+            mismatched[d.language, seen] += 1
+            example.setdefault((d.language, seen), d.id)
+    for (given, seen), count in sorted(mismatched.items()):
+        fix = "leave --language out to detect it" if forced else f"set \"language\": \"{seen}\" in the input or pass --language {seen}"
+        console.print(f"[yellow]warning:[/] {count} document(s) are tagged as {given!r} but written in {seen!r} script "
+                      f"(e.g. {example[given, seen]!r}); the model will miss their entities: {fix}",
+                      soft_wrap=True, highlight=False)
 
-    tree = ET.parse(path)
-    root = tree.getroot()
-    anchor = root.find("key")
-    index = list(root).index(anchor) + 1 if anchor is not None else 0
-    for stage, model_id in sorted(model_ids.items()):
-        infon = ET.Element("infon", key=f"model.{stage}")
-        infon.text = model_id
-        root.insert(index, infon)
-        index += 1
-    by_id = {d.id: d for d in docs}
-    for bdoc in root.iter("document"):
-        doc = by_id.get(bdoc.findtext("id", ""))
-        if doc is None:
-            continue
-        scores = {(e.start, e.end, e.type): e.score for e in doc.entities}
-        for ann in bdoc.iter("annotation"):
-            loc = ann.find("location")
-            etype = next((i.text for i in ann.findall("infon") if i.get("key") == "type"), None)
-            if loc is None or etype is None:
-                continue
-            start = int(loc.get("offset", "0"))
-            # BioC offsets are document offsets here (single or tiling passages written by write_bioc).
-            key = (start, start + int(loc.get("length", "0")), etype)
-            if scores.get(key) is not None:
-                infon = ET.Element("infon", key="score")
-                infon.text = f"{scores[key]:.4f}"
-                ann.insert(0, infon)
-    tree.write(path, encoding="utf-8", xml_declaration=True)
+
+def write_output(docs: list[Document], records: list[ResultRecord], path: Path, fmt: str) -> None:
+    """The predicted documents (input text, predicted entities, model ids) in format ``fmt``."""
+    from llmner.data_processing.corpora import write_documents
+    from llmner.pipeline import documents_from_records
+
+    write_documents(documents_from_records(docs, records), path, fmt)
 
 
 def tag(
     input: Annotated[Path, typer.Argument(help="input file (or BRAT directory)")],
     output: Annotated[Path, typer.Option("--output", "-o", help="file to write")],
-    fmt: Annotated[str | None, typer.Option("--format", help=f"input format: {', '.join(INPUT_FORMATS)} (default: from the extension)")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="input format: text or a document format (default: guessed from the content)")] = None,
     output_format: Annotated[str | None, typer.Option("--output-format", help=f"{', '.join(OUTPUT_FORMATS)} (default: from --output's extension, else jsonl)")] = None,
     model: Annotated[Path | None, typer.Option("--model", help="model bundle directory (default: the shipped default bundle)")] = None,
     schema: Annotated[str | None, typer.Option("--schema", help="schema name or file for every document (default: per language)")] = None,
     lines: Annotated[bool, typer.Option("--lines", help="text input: one document per line")] = False,
-    language: Annotated[str, typer.Option("--language", help="language of text input (en or zh)")] = "en",
+    language: Annotated[str | None, typer.Option("--language", help="force the language of every document (en or zh; default: text input is detected from its script, documents keep their own)")] = None,
     selector_backend: Annotated[str, typer.Option("--selector-backend", help="onnx, torch or none")] = "onnx",
     batch_documents: Annotated[int, typer.Option("--batch-documents", help="documents per pipeline batch")] = 8,
 ) -> None:
     """Tag documents: chunk -> generate -> select -> merge; writes entities, scores and model ids."""
-    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -122,21 +126,24 @@ def tag(
         TimeRemainingColumn,
     )
 
-    from llmner.pipeline import Pipeline, PipelineConfig
+    from llmner.schema import get_schema
 
-    out_fmt = output_format or {".xml": "bioc", ".bioc": "bioc", ".pubtator": "pubtator"}.get(output.suffix.lower(), "jsonl")
-    if out_fmt not in OUTPUT_FORMATS:
-        raise ConfigError(f"unknown output format {out_fmt!r} (expected one of {', '.join(OUTPUT_FORMATS)})")
+    out_fmt = output_format_for(output, output_format)
     if batch_documents < 1:
         raise ConfigError(f"--batch-documents must be >= 1, got {batch_documents}")
     docs = read_input(input, fmt, lines, language)
     if schema:
+        get_schema(schema)   # an unknown schema fails here, before any model time is spent
         for d in docs:
             d.metadata["schema"] = schema
+    check_writable(docs, out_fmt)
+    warn_on_language_mismatch(docs, forced=language is not None)
+
+    from llmner.pipeline import Pipeline, PipelineConfig
+
     pipe = Pipeline.from_bundle(model, PipelineConfig(selector_backend=selector_backend))
     for d in docs:
-        pipe.schema_for(d)   # fail on an unknown schema before any model time is spent
-    console = Console(stderr=True)
+        pipe.schema_for(d)
     records: list[ResultRecord] = []
     with Progress(TextColumn("tagging"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
                   console=console) as bar:
@@ -145,12 +152,13 @@ def tag(
             batch = docs[i : i + batch_documents]
             records.extend(pipe.process(batch))
             bar.update(task, advance=len(batch))
-    write_output(docs, records, output, out_fmt, pipe.model_ids)
+    write_output(docs, records, output, out_fmt)
     n = sum(len(r.entities) for r in records)
     console.print(f"{len(docs)} documents, {n} entities -> {output} ({out_fmt}); models: "
-                  + ", ".join(f"{k}={v}" for k, v in pipe.model_ids.items()))
+                  + ", ".join(f"{k}={v}" for k, v in pipe.model_ids.items()), soft_wrap=True, highlight=False)
     if out_fmt == "pubtator":
-        console.print("note: PubTator has no field for scores or model ids (use --output-format jsonl or bioc)")
+        console.print("note: PubTator has no field for scores or model ids (use --output-format jsonl or bioc)",
+                      soft_wrap=True, highlight=False)
 
 
 def register(app: typer.Typer) -> None:

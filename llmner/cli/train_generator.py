@@ -11,6 +11,8 @@ from pathlib import Path
 
 import typer
 
+from llmner.cli.output import say
+
 
 def register(app: typer.Typer) -> None:
     app.command("generator")(train_generator_command)
@@ -93,9 +95,9 @@ def train_generator_command(
         max_documents=max_documents, gradient_checkpointing=gradient_checkpointing,
         resume_from=str(resume_from) if resume_from else None, vary_schema=vary_schema, train_layers_from=train_layers_from,
     )
-    result = train_generator(cfg, progress=progress, log=typer.echo)
+    result = train_generator(cfg, progress=progress, log=say)
     card = result.card
-    typer.echo(
+    say(
         f"steps {result.steps}/{cfg.steps}  final loss {card['final_loss']:.4f}  "
         f"{card['tokens_per_s']:.0f} tokens/s  {card['seconds_per_step']:.2f} s/step"
         + ("" if result.finished else "  (segment ended; rerun with --resume)")

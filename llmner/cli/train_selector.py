@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from llmner.cli.output import say
 from llmner.errors import ConfigError
 
 
@@ -110,9 +111,9 @@ def train_selector_command(
                             card_extra={"corpus": corpora[0] if len(corpora) == 1 else corpora, "split": split, "dev_split": dev_split,
                                         "generator": str(generator) if generator else None})
     dev = result.dev
-    typer.echo(f"selector -> {result.output}: {result.steps} steps, last loss {sum(result.losses[-10:]) / max(1, len(result.losses[-10:])):.4f}, "
-               f"threshold {result.threshold:.3f}"
-               + (f", dev P {dev['precision']:.3f} R {dev['recall']:.3f} F1 {dev['f1']:.3f} on {dev['candidates']} candidates" if dev else ""))
+    say(f"selector -> {result.output}: {result.steps} steps, last loss {sum(result.losses[-10:]) / max(1, len(result.losses[-10:])):.4f}, "
+        f"threshold {result.threshold:.3f}"
+        + (f", dev P {dev['precision']:.3f} R {dev['recall']:.3f} F1 {dev['f1']:.3f} on {dev['candidates']} candidates" if dev else ""))
 
 
 def register(app: typer.Typer) -> None:

@@ -1,4 +1,5 @@
-"""BioC XML through the ``bioc`` package (BC5CDR ships it besides PubTator).
+"""BioC XML and BioC JSON through the ``bioc`` package (BC5CDR ships XML besides PubTator). Both
+serializations hold the same collection; everything below applies to both.
 
 Passages are placed at their ``offset`` in one document text, gaps filled with spaces (BC5CDR: title at
 0, abstract at len(title) + 1, the same text as the PubTator reader builds). Passage boundaries and types
@@ -15,12 +16,14 @@ locations cannot be an Entity (contiguous spans only): it is skipped and counted
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import IO
 
 import bioc
-from bioc import biocxml
+from bioc import biocjson, biocxml
 
 from llmner.data_processing.corpora._io import (
     checked_entity,
@@ -34,16 +37,32 @@ from llmner.errors import ValidationError
 # Characters XML 1.0 cannot carry (most C0 controls, lone surrogates, U+FFFE/U+FFFF).
 _XML_INVALID = re.compile("[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
+# Predictions: the selector probability of an annotation, and the model ids of a document
+# (``model.generator``, ``model.selector``...), read back into Entity.score and metadata["model_ids"].
+SCORE_INFON = "score"
+MODEL_INFON_PREFIX = "model."
+
 ID_INFON_KEYS = ("identifier", "MESH", "Identifier", "NCBI Gene", "NCBI Taxonomy", "normalized_id")
 
 
 def read_bioc(path: str | Path, language: str = "en") -> list[Document]:
+    """Documents of a BioC XML file."""
+    return _read_collection(path, biocxml.load, "BioC XML", language)
+
+
+def read_bioc_json(path: str | Path, language: str = "en") -> list[Document]:
+    """Documents of a BioC JSON file."""
+    return _read_collection(path, biocjson.load, "BioC JSON", language)
+
+
+def _read_collection(path: str | Path, load: Callable[[IO[str]], bioc.BioCCollection], what: str,
+                     language: str) -> list[Document]:
     p = require_file(path)
     try:
         with open(p, encoding="utf-8") as fh:
-            collection = biocxml.load(fh)
-    except (SyntaxError, ValueError, KeyError, AttributeError, TypeError) as exc:  # lxml XMLSyntaxError is a SyntaxError; bioc raises the rest on missing elements
-        raise ValidationError(f"{p}: not a readable BioC XML file ({type(exc).__name__}: {exc})") from None
+            collection = load(fh)
+    except (SyntaxError, ValueError, KeyError, AttributeError, TypeError) as exc:  # lxml XMLSyntaxError is a SyntaxError (json's is a ValueError); bioc raises the rest on missing elements
+        raise ValidationError(f"{p}: not a readable {what} file ({type(exc).__name__}: {exc})") from None
     seen: dict[str, int] = {}
     return [_read_document(p, d, language, seen) for d in collection.documents]
 
@@ -86,8 +105,14 @@ def _read_document(p: Path, bdoc: bioc.BioCDocument, language: str, seen: dict[s
         if not etype:
             raise ValidationError(f"{w}: no 'type' infon")
         norm = next((ann.infons[k] for k in ID_INFON_KEYS if k in ann.infons), None)
-        entities.append(checked_entity(text, loc.offset, loc.offset + loc.length, etype, w, surface=ann.text, normalized_id=norm))
+        entity = checked_entity(text, loc.offset, loc.offset + loc.length, etype, w, surface=ann.text, normalized_id=norm)
+        if SCORE_INFON in ann.infons:
+            entity = dataclasses.replace(entity, score=_parse_score(ann.infons[SCORE_INFON], w))
+        entities.append(entity)
     metadata: dict[str, object] = {"passages": passages_meta}
+    model_ids = {k.removeprefix(MODEL_INFON_PREFIX): v for k, v in bdoc.infons.items() if k.startswith(MODEL_INFON_PREFIX)}
+    if model_ids:
+        metadata["model_ids"] = model_ids
     relations = []
     for rel in bdoc.relations + [r for passage in bdoc.passages for r in passage.relations]:
         relations.append([rel.infons.get("relation", "")] + [v for k, v in rel.infons.items() if k != "relation"])
@@ -121,6 +146,24 @@ def _passage_layout(doc: Document) -> list[tuple[int, int, str]]:
 
 
 def write_bioc(docs: Iterable[Document], path: str | Path) -> None:
+    """BioC XML."""
+    _write_collection(_collection(docs), path, biocxml.dump)
+
+
+def write_bioc_json(docs: Iterable[Document], path: str | Path) -> None:
+    """BioC JSON."""
+    _write_collection(_collection(docs), path, biocjson.dump)
+
+
+def _write_collection(collection: bioc.BioCCollection, path: str | Path,
+                      dump: Callable[[bioc.BioCCollection, IO[str]], None]) -> None:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with open(p, "w", encoding="utf-8") as fh:
+        dump(collection, fh)
+
+
+def _collection(docs: Iterable[Document]) -> bioc.BioCCollection:
     collection = bioc.BioCCollection()
     collection.source = "llmner"
     for doc in docs:
@@ -129,6 +172,8 @@ def write_bioc(docs: Iterable[Document], path: str | Path) -> None:
             raise ValidationError(f"document {doc.id!r}: BioC XML cannot store the character {bad.group()!r} (use jsonl)")
         bdoc = bioc.BioCDocument()
         bdoc.id = doc.id
+        for stage, model_id in sorted(dict(doc.metadata.get("model_ids") or {}).items()):
+            bdoc.infons[f"{MODEL_INFON_PREFIX}{stage}"] = str(model_id)
         passages = []
         for offset, length, ptype in _passage_layout(doc):
             passage = bioc.BioCPassage()
@@ -144,6 +189,8 @@ def write_bioc(docs: Iterable[Document], path: str | Path) -> None:
             ann.infons["type"] = ent.type
             if ent.normalized_id is not None:
                 ann.infons["identifier"] = ent.normalized_id
+            if ent.score is not None:
+                ann.infons[SCORE_INFON] = f"{ent.score:.4f}"
             ann.add_location(bioc.BioCLocation(ent.start, ent.end - ent.start))
             ann.text = doc.text[ent.start : ent.end]
             # The annotation lives in the passage where it starts.
@@ -157,7 +204,11 @@ def write_bioc(docs: Iterable[Document], path: str | Path) -> None:
                 brel.infons[f"arg{k}"] = str(value)
             bdoc.add_relation(brel)
         collection.add_document(bdoc)
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    with open(p, "w", encoding="utf-8") as fh:
-        biocxml.dump(collection, fh)
+    return collection
+
+
+def _parse_score(value: str, where: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise ValidationError(f"{where}: score infon must be a number, got {value!r}") from None

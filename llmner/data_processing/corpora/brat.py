@@ -5,6 +5,9 @@ The document id is the file stem. Discontinuous T lines (``start end;start end``
 they are skipped and counted in ``metadata["discontinuous_skipped"]``. Relation, event, attribute and
 note lines (R, E, A, M, #, *) carry no entity and are ignored. Line breaks and tabs inside a mention are
 written as spaces in its T line (as brat does); offsets win when reading it back.
+
+This parser is the project's own, not ``bioc.brat``: the library ignores N (normalization) lines and
+reads "\r\n" texts as "\n", which shifts every later offset (tests/test_bioc_library_gaps.py).
 """
 
 from __future__ import annotations

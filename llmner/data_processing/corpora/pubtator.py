@@ -2,12 +2,17 @@
 ``PMID  start  end  mention  type  id[  individual mentions]`` and relation lines ``PMID  REL  id1  id2``;
 a blank line ends a document. Used by NCBI-Disease (original release) and BC5CDR.
 
-The document text is ``title + " " + abstract`` (the offsets in the files count that way); the
-title length is kept in ``metadata["title_length"]`` so that the writer can split it again.
+The document text is ``title + " " + abstract`` (the offsets in the files count that way; an empty
+abstract adds no space); the title length is kept in ``metadata["title_length"]`` so that the writer
+can split it again. The writer always writes both lines; a text without a known title is all title.
 Relation lines go to ``metadata["relations"]`` as ``[type, id1, id2]``; the 7th column of composite
 mentions (BC5CDR, "Ocular toxicity|auditory toxicity") goes to ``metadata["individual_mentions"]``
 as ``[start, end, type, value]``. Both are written back, so reader -> writer -> reader is lossless.
 An identifier column holding ``-1`` (BC5CDR: no MeSH id) is kept verbatim.
+
+This parser is the project's own, not ``bioc.pubtator``: the library drops the individual-mention
+column, prints malformed lines instead of raising, and merges documents not separated by a blank
+line (tests/test_bioc_library_gaps.py).
 """
 
 from __future__ import annotations
@@ -63,7 +68,9 @@ def _read_one(p: Path, lines: list[str], i: int, type_map: Mapping[str, str], la
     text = title
     i += 1
     if i < len(lines) and lines[i].startswith(f"{pmid}|a|"):
-        text = f"{title} {lines[i][len(pmid) + 3 :]}"
+        abstract = lines[i][len(pmid) + 3 :]
+        if abstract:   # an empty abstract line (a title-only document) adds no separating space
+            text = f"{title} {abstract}"
         i += 1
     entities = []
     relations: list[list[str]] = []
@@ -114,8 +121,8 @@ def write_pubtator(docs: Iterable[Document], path: str | Path) -> None:
                                                      (0 <= title_length < len(doc.text) and doc.text[title_length] == " ")):
             title_length = len(doc.text)
         out.append(f"{doc.id}|t|{doc.text[:title_length]}")
-        if title_length < len(doc.text):
-            out.append(f"{doc.id}|a|{doc.text[title_length + 1:]}")
+        # Always an abstract line (empty for a title-only text): PubTator tools expect the pair.
+        out.append(f"{doc.id}|a|{doc.text[title_length + 1:]}")
         extras = {(s, e, t): v for s, e, t, v in doc.metadata.get("individual_mentions", [])}
         for ent in doc.entities:
             surface = doc.text[ent.start : ent.end]
