@@ -100,18 +100,12 @@ def is_portable(path: str | Path) -> bool:
     return (Path(path) / PORTABLE_STATE_NAME).is_file()
 
 
-def load_portable(path: str | Path, model: Any) -> dict[str, Any]:
-    """Load a portable checkpoint's adapter into ``model`` and return its JSON state."""
-    path = Path(path)
-    _load_adapter(path, model)
-    return json.loads((path / PORTABLE_STATE_NAME).read_text(encoding="utf-8"))
-
-
-def _load_adapter(path: Path, model: Any) -> None:
+def load_adapter(path: str | Path, model: Any) -> None:
+    """Put the LoRA weights of checkpoint ``path`` (``adapter/``) into the peft ``model``."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    weights = path / "adapter" / "adapter_model.safetensors"
+    weights = Path(path) / "adapter" / "adapter_model.safetensors"
     if not weights.is_file():
         raise DataNotFoundError(f"checkpoint {path} has no adapter/adapter_model.safetensors")
     device = next(model.parameters()).device
@@ -133,17 +127,3 @@ def list_checkpoints(root: str | Path) -> list[Path]:
 def latest_checkpoint(root: str | Path) -> Path | None:
     found = list_checkpoints(root)
     return found[-1] if found else None
-
-
-def load_checkpoint(path: str | Path, model: Any) -> dict[str, Any]:
-    """Load the adapter weights into ``model`` (a peft model) and return the saved state; the caller
-    restores optimizer, scheduler and sampler from it, and RNG states last (``restore_rng_states``)."""
-    import torch
-
-    path = Path(path)
-    state_file = path / STATE_NAME
-    if not state_file.is_file():
-        raise DataNotFoundError(f"checkpoint {path} is incomplete (needs {STATE_NAME} and adapter/adapter_model.safetensors)")
-    _load_adapter(path, model)
-    # Our own file, written by save_checkpoint: it holds NumPy RNG state, which weights_only refuses.
-    return torch.load(state_file, map_location="cpu", weights_only=False)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 from llmner.doc import Document
 from llmner.errors import ConfigError, DataNotFoundError
@@ -32,10 +32,7 @@ from llmner.training.checkpoint import (
     PORTABLE_STATE_NAME,
     is_portable,
     latest_checkpoint,
-    load_checkpoint,
-    load_portable,
-    restore_rng_states,
-    save_checkpoint,
+    load_adapter,
 )
 from llmner.training.examples import (
     IGNORE_INDEX,
@@ -48,11 +45,16 @@ from llmner.training.examples import (
     text_examples,
     tokenize_examples,
 )
+from llmner.training.loop import (
+    HISTORY_NAME,
+    LoopSettings,
+    TrainingLoop,
+    seed_everything,
+)
 from llmner.training.sampling import TemperatureSampler
 from llmner.training.schema_variation import SchemaVariation, SchemaVariationConfig
 
 CHECKPOINT_DIR = "checkpoints"
-HISTORY_NAME = "history.jsonl"
 
 
 @dataclass(slots=True)
@@ -273,7 +275,7 @@ def train_generator(
         raise ConfigError("no output directory given (--output DIR)")
     output = Path(config.output)
     started = time.perf_counter()
-    _seed_everything(config.seed)
+    seed_everything(config.seed)
     from llmner.modeling.loading import auto_device
 
     device = auto_device(config.device).device
@@ -348,104 +350,52 @@ def train_generator(
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _linear_warmup_decay(config.warmup, config.steps))
-
     checkpoints = output / CHECKPOINT_DIR
-    step = 0
-    history: list[dict[str, Any]] = []
-    elapsed_before = 0.0
-    fresh_optimizer_steps: list[int] = []
+    loop = TrainingLoop(optimizer, params, LoopSettings(
+        steps=config.steps, warmup=config.warmup, max_grad_norm=config.max_grad_norm,
+        checkpoint_every=config.checkpoint_every, keep_checkpoints=config.keep_checkpoints, stop_after=config.stop_after,
+        log_every=config.log_every, name="train generator"), checkpoints, model,
+        lambda path: load_adapter(path, model), progress, log)
     if config.resume:
-        found = latest_checkpoint(checkpoints)
-        if found is None and config.resume_from:
-            found = Path(config.resume_from)
+        found = latest_checkpoint(checkpoints) or (Path(config.resume_from) if config.resume_from else None)
         if found is None:
             log(f"no checkpoint under {checkpoints}: starting from step 0")
-        elif is_portable(found):
-            state = load_portable(found, model)
-            _check_same_run(state.get("config", {}), config, found)
-            scheduler.load_state_dict(state["scheduler"])
-            sampler.load_state_dict(state["sampler"])
-            history = list(state["history"])
-            elapsed_before = float(state.get("elapsed_s", 0.0))
-            step = int(state["step"])
-            fresh_optimizer_steps = [*state.get("fresh_optimizer_steps", []), step]
-            _seed_everything(config.seed + step)
-            log(f"resumed from portable checkpoint {found} at step {step} with a fresh optimizer")
-        else:
-            state = load_checkpoint(found, model)
-            _check_same_run(state.get("config", {}), config, found)
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            sampler.load_state_dict(state["sampler"])
-            history = list(state["history"])
-            elapsed_before = float(state.get("elapsed_s", 0.0))
-            step = int(state["step"])
-            fresh_optimizer_steps = list(state.get("fresh_optimizer_steps", []))
-            restore_rng_states(state["rng"])
-            log(f"resumed from {found} at step {step}")
-
-    end_step = min(config.steps, config.stop_after) if config.stop_after else config.steps
+        loop.resume(found, check=lambda saved, where: _check_same_run(saved.get("config", {}), config, where),
+                    restore_extra=lambda saved: sampler.load_state_dict(saved["sampler"]), seed=config.seed)
     model.train()
-    segment_start = time.perf_counter()
 
-    def checkpoint_state() -> dict[str, Any]:
-        return {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "sampler": sampler.state_dict(),
-                "history": history, "config": config.to_dict(), "fresh_optimizer_steps": fresh_optimizer_steps,
-                "elapsed_s": elapsed_before + time.perf_counter() - segment_start}
+    def train_step(step: int) -> dict[str, Any]:
+        micro = micro_batches(step)
+        total_targets = sum(e.target_tokens for batch in micro for e in batch)
+        loss_value = 0.0
+        for group in micro:
+            for segment in length_segments(group, share_prefix) if config.length_segments else [group]:
+                loss = batch_loss_sum(model, segment, pad_id, device, use_bf16, share_prefix,
+                                      config.supervised_logits_only) / total_targets
+                loss.backward()
+                loss_value += float(loss.detach())
+        return {"loss": loss_value, "tokens": sum(len(e) for batch in micro for e in batch),
+                "target_tokens": total_targets, "examples": sum(len(b) for b in micro)}
 
-    with _Progress(progress, config.steps, step) as bar:
-        while step < end_step:
-            t0 = time.perf_counter()
-            micro = micro_batches(step)
-            total_targets = sum(e.target_tokens for batch in micro for e in batch)
-            tokens = sum(len(e) for batch in micro for e in batch)
-            loss_value = 0.0
-            for group in micro:
-                for segment in length_segments(group, share_prefix) if config.length_segments else [group]:
-                    loss = batch_loss_sum(model, segment, pad_id, device, use_bf16, share_prefix,
-                                          config.supervised_logits_only) / total_targets
-                    loss.backward()
-                    loss_value += float(loss.detach())
-            if config.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            seconds = time.perf_counter() - t0
-            record: dict[str, Any] = {"step": step, "loss": loss_value, "lr": lr, "tokens": tokens,
-                                      "target_tokens": total_targets, "examples": sum(len(b) for b in micro),
-                                      "seconds": round(seconds, 4)}
-            if dev_pools and config.eval_every and step % config.eval_every == 0:
-                record["dev_loss"] = evaluate_loss(model, dev_pools, pad_id, config.batch_size, device, use_bf16)
-                model.train()
-            history.append(record)
-            bar.update(step, loss_value, tokens / max(seconds, 1e-9))
-            if config.log_every and not progress and step % config.log_every == 0:
-                log(f"step {step}/{config.steps} loss {loss_value:.4f} lr {lr:.2e} {tokens / seconds:.0f} tokens/s {seconds:.2f} s/step"
-                    + (f" dev_loss {record['dev_loss']:.4f}" if "dev_loss" in record else ""))
-            if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps:
-                save_checkpoint(checkpoints, step, model, checkpoint_state(), config.keep_checkpoints)
+    def dev_loss(record: dict[str, Any]) -> None:
+        if dev_pools and config.eval_every and record["step"] % config.eval_every == 0:
+            record["dev_loss"] = evaluate_loss(model, dev_pools, pad_id, config.batch_size, device, use_bf16)
+            model.train()
 
-    finished = step >= config.steps
-    if not finished:
-        if not (config.checkpoint_every and step % config.checkpoint_every == 0):
-            save_checkpoint(checkpoints, step, model, checkpoint_state(), config.keep_checkpoints)
-        log(f"stopped at step {step}/{config.steps}; continue with --resume")
-    _write_history(output, history)
-    elapsed = elapsed_before + time.perf_counter() - segment_start
-    card = training_card(config, corpora, stats, sampler, history, elapsed, generator, keep_ids)
-    card["fresh_optimizer_steps"] = fresh_optimizer_steps
+    finished = loop.run(train_step, extra_state=lambda: {"sampler": sampler.state_dict(), "config": config.to_dict()},
+                        after_step=dev_loss)
+    history = loop.state.history
+    loop.write_history(output)
+    card = training_card(config, corpora, stats, sampler, history, loop.elapsed(), generator, keep_ids)
+    card["fresh_optimizer_steps"] = loop.state.fresh_optimizer_steps
     if finished:
         model.eval()
         generator.save_pretrained(output, card=card)
         # A finished run cannot be extended (the schedule ends at ``steps``): its checkpoints only cost disk.
         shutil.rmtree(checkpoints, ignore_errors=True)
-        log(f"bundle written to {output} ({bundle_size(output) / 1e6:.1f} MB, {step} steps, "
+        log(f"bundle written to {output} ({bundle_size(output) / 1e6:.1f} MB, {loop.state.step} steps, "
             f"{time.perf_counter() - started:.0f} s this segment)")
-    return TrainingResult(output, step, [h["loss"] for h in history], finished, card, generator)
+    return TrainingResult(output, loop.state.step, [h["loss"] for h in history], finished, card, generator)
 
 
 # Settings that change the training trajectory: a resumed run must use the checkpoint's values.
@@ -707,72 +657,6 @@ def _summed_token_loss(logits: Any, labels: Any) -> Any:
     targets = labels[:, 1:]
     return F.cross_entropy(shifted.reshape(-1, shifted.size(-1)), targets.reshape(-1),
                            ignore_index=IGNORE_INDEX, reduction="sum")
-
-
-def _linear_warmup_decay(warmup: int, total: int) -> Callable[[int], float]:
-    def factor(step: int) -> float:
-        if warmup > 0 and step < warmup:
-            return (step + 1) / (warmup + 1)
-        return max(0.0, (total - step) / max(1, total - warmup))
-
-    return factor
-
-
-def _seed_everything(seed: int) -> None:
-    import random
-
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
-
-
-def _write_history(output: Path, history: Sequence[Mapping[str, Any]]) -> None:
-    output.mkdir(parents=True, exist_ok=True)
-    with (output / HISTORY_NAME).open("w", encoding="utf-8") as f:
-        for h in history:
-            f.write(json.dumps(h) + "\n")
-
-
-class _Progress:
-    """A rich progress bar with loss and tokens/s (a no-op when disabled)."""
-
-    def __init__(self, enabled: bool, total: int, completed: int) -> None:
-        self.enabled = enabled
-        self.total = total
-        self.completed = completed
-        self._progress: Any = None
-        self._task: Any = None
-
-    def __enter__(self) -> Self:
-        if self.enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-            )
-
-            self._progress = Progress(
-                TextColumn("[bold]train generator"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[tps]} tokens/s"), TimeRemainingColumn(),
-            )
-            self._progress.__enter__()
-            self._task = self._progress.add_task("train", total=self.total, completed=self.completed, loss="-", tps="-")
-        return self
-
-    def update(self, step: int, loss: float, tokens_per_s: float) -> None:
-        if self._progress is not None:
-            self._progress.update(self._task, completed=step, loss=f"{loss:.4f}", tps=f"{tokens_per_s:.0f}")
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.__exit__(*exc)
 
 
 __all__ = [

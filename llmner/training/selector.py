@@ -35,6 +35,7 @@ from llmner.errors import ConfigError, ValidationError
 from llmner.modeling.selector import SelectorConfig, SelectorModel
 from llmner.runtime.base import Candidate
 from llmner.schema import EntitySchema
+from llmner.training.loop import LoopSettings, TrainingLoop, seed_everything
 from llmner.training.negatives import DocumentNegatives, NegativeConfig, build_negatives
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,6 @@ class TrainingResult:
     losses: list[float]
 
 
-HISTORY_NAME = "history.jsonl"
 SchemaChoice = EntitySchema | Mapping[str, EntitySchema]
 
 
@@ -175,6 +175,11 @@ def dev_candidates(docs: Sequence[Document], schemas: SchemaChoice, config: Nega
     return cands, np.asarray(labels, dtype=np.float32), total_gold
 
 
+def _load_weights(model: SelectorModel, checkpoint: Path) -> None:
+    """A checkpoint's selector weights (saved at full precision) into ``model``."""
+    model.load_state_dict(SelectorModel.from_pretrained(checkpoint / "adapter").state_dict())
+
+
 class _Fp32Checkpoint:
     """Saves a selector with fp32 encoder layers (a resumed run continues from exact weights)."""
 
@@ -219,9 +224,7 @@ def train_selector(
     output.mkdir(parents=True, exist_ok=True)
     if not train_docs:
         raise ValidationError("no training documents")
-    random.seed(config.seed)
-    np.random.seed(config.seed)
-    torch.manual_seed(config.seed)
+    seed_everything(config.seed)
     started = time.time()
 
     train_preds = generator_predictions(train_docs) if generator_predictions else {}
@@ -244,24 +247,20 @@ def train_selector(
     total_steps = config.max_steps or max(1, round(config.epochs * steps_per_epoch))
 
     ckpt_root = output / "checkpoints"
-    start_step, losses = 0, []
-    latest = ckpt.latest_checkpoint(ckpt_root) if resume else None
-    model = SelectorModel.from_pretrained(latest / "adapter") if latest else SelectorModel.from_encoder(selector_config or SelectorConfig())
+    model = SelectorModel.from_encoder(selector_config or SelectorConfig())
     model.train()
     params_enc = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("encoder.")]
     params_head = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("encoder.")]
     optimizer = torch.optim.AdamW([{"params": params_enc, "lr": config.learning_rate},
                                    {"params": params_head, "lr": config.head_learning_rate}],
                                   weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / max(1, config.warmup_steps)) * max(0.0, 1 - s / total_steps))
-    if latest:
-        state = torch.load(latest / ckpt.STATE_NAME, map_location="cpu", weights_only=False)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_step, losses = state["step"], list(state["losses"])
-        ckpt.restore_rng_states(state["rng"])
-        log.info("resumed selector training from %s (step %d)", latest, start_step)
+    loop = TrainingLoop(optimizer, params_enc + params_head, LoopSettings(
+        steps=total_steps, warmup=config.warmup_steps, max_grad_norm=1.0, checkpoint_every=config.checkpoint_every,
+        keep_checkpoints=config.keep_checkpoints, log_every=10, name="train selector"), ckpt_root,
+        _Fp32Checkpoint(model), lambda path: _load_weights(model, path), progress, log.info)
+    if resume:
+        loop.resume(ckpt.latest_checkpoint(ckpt_root), seed=config.seed)
+    start_step = loop.state.step
 
     # A fixed order per epoch derived from the seed: step s always sees the same groups, resumed or not.
     def step_batch(step: int) -> tuple[list[list[Candidate]], list[Candidate]]:
@@ -273,37 +272,17 @@ def train_selector(
         extra = rng.sample(unattached, min(config.unattached_per_step, len(unattached)))
         return chosen, extra
 
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
+    def train_step(step: int) -> dict[str, Any]:
+        chosen, extra = step_batch(step)
+        cands = [c for g in chosen for c in g] + extra
+        labels = torch.tensor([1.0 if i == 0 else 0.0 for g in chosen for i in range(len(g))] + [0.0] * len(extra))
+        logits = model.logits_for(cands)
+        loss, nce, bce = loss_for(logits, labels, [len(g) for g in chosen] + [1] * len(extra), config)
+        loss.backward()
+        return {"loss": float(loss.detach()), "nce": float(nce), "bce": float(bce)}
 
-    columns = [TextColumn("selector"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn()]
-    with Progress(*columns, disable=not progress, transient=False) as bar:
-        task = bar.add_task("train", total=total_steps, completed=start_step, loss="-")
-        for step in range(start_step, total_steps):
-            chosen, extra = step_batch(step)
-            cands = [c for g in chosen for c in g] + extra
-            labels = torch.tensor([1.0 if i == 0 else 0.0 for g in chosen for i in range(len(g))] + [0.0] * len(extra))
-            logits = model.logits_for(cands)
-            loss, nce, bce = loss_for(logits, labels, [len(g) for g in chosen] + [1] * len(extra), config)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params_enc + params_head, 1.0)
-            optimizer.step()
-            scheduler.step()
-            losses.append(float(loss.detach()))
-            bar.update(task, advance=1, loss=f"{losses[-1]:.3f} (nce {nce:.3f} bce {bce:.3f})")
-            done = step + 1
-            if not progress and (done % 10 == 0 or done == total_steps):
-                log.info("selector step %d/%d loss %.4f (nce %.4f bce %.4f)", done, total_steps, losses[-1], nce, bce)
-            if config.checkpoint_every and done % config.checkpoint_every == 0 and done < total_steps:
-                ckpt.save_checkpoint(ckpt_root, done, _Fp32Checkpoint(model),
-                                     {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                      "losses": losses}, keep=config.keep_checkpoints)
+    loop.run(train_step)
+    losses = [h["loss"] for h in loop.state.history]
 
     # Threshold on the weights as they will be saved (fp16 encoder layers).
     model.eval()
@@ -344,7 +323,5 @@ def train_selector(
     except ImportError:
         pass
     (output / CARD_NAME).write_text(json.dumps(card, indent=2, default=str))
-    # One line per step, as the generator's history.jsonl: the training curve of the report.
-    (output / HISTORY_NAME).write_text("".join(json.dumps({"step": i + 1, "loss": loss}) + "\n"
-                                               for i, loss in enumerate(losses)))
+    loop.write_history(output)      # one record per step, as the generator's: the report's training curve
     return TrainingResult(output, total_steps, model.config.threshold, dev_metrics, losses)
