@@ -496,6 +496,14 @@ def test_cli_trains_stops_and_resumes_with_only_resume_and_output(tmp_path: Path
                                 "--stop-after", "1", "--output", str(out), "--no-progress", "--device", "cpu"])
     assert first.exit_code == 0, first.output
     assert "segment ended" in first.output and not (out / "generator_config.json").exists()
+    # What a session commits, and how a fresh clone continues from it.
+    exported = runner.invoke(app, ["train", "export-checkpoint", str(out), str(tmp_path / "portable")])
+    assert exported.exit_code == 0, exported.output
+    elsewhere = runner.invoke(app, ["train", "generator", "--resume", "--resume-from", str(tmp_path / "portable"),
+                                    "--output", str(tmp_path / "elsewhere"), "--no-progress"])
+    assert elsewhere.exit_code == 0, elsewhere.output
+    assert "fresh optimizer" in elsewhere.output and "steps 2/2" in elsewhere.output
+    assert json.loads((tmp_path / "elsewhere" / "training_card.json").read_text())["fresh_optimizer_steps"] == [1]
     second = runner.invoke(app, ["train", "generator", "--resume", "--output", str(out), "--no-progress"])
     assert second.exit_code == 0, second.output
     assert "resumed from" in second.output and "steps 2/2" in second.output

@@ -33,7 +33,7 @@ def export_checkpoint_command(
         raise typer.BadParameter(f"no checkpoint under {output / CHECKPOINT_DIR}")
     written = export_portable(found, dest)
     size = sum(p.stat().st_size for p in written.rglob("*") if p.is_file())
-    typer.echo(f"{found.name} -> {written} ({size / 1e6:.1f} MB)")
+    say(f"{found.name} -> {written} ({size / 1e6:.1f} MB)")
 
 
 def train_generator_command(
