@@ -7,8 +7,10 @@
 - XACK only after the handler returned (the loader's write is done): a loader that dies mid-write
   gets the entry again.
 - XAUTOCLAIM of entries pending longer than ``min_idle_ms`` (their loader died).
-- Dedupe by document id + model version: a document published twice (it was submitted twice, or
-  a race re-published it) reaches the handler once per model version.
+- Dedupe by job id (one submission of one document), one key per job with its own TTL
+  (``dedupe_ttl``): a result entry seen twice (XAUTOCLAIM after a slow handler, a replayed stream)
+  reaches the handler once, while a corrected note resubmitted under the same document id is a
+  new job and is loaded. Keys expire one by one, so the dedupe state does not grow without end.
 """
 
 from __future__ import annotations
@@ -53,8 +55,8 @@ class ResultConsumer:
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.min_idle_ms = min_idle_ms
         self.dedupe_ttl = dedupe_ttl
-        # One hash per group: document id + model version -> entry id of the first delivery handled.
-        self.dedupe_key = f"{stream}:{group}:handled"
+        # One key per handled job: <stream>:<group>:handled:<job id> -> entry id, expiring after dedupe_ttl.
+        self.dedupe_prefix = f"{stream}:{group}:handled:"
         self.stats = ConsumerStats()
         self._claim_cursor = "0-0"
 
@@ -83,7 +85,7 @@ class ResultConsumer:
         return [(eid, fields) for _, items in (resp or []) for eid, fields in items]
 
     def process(self, entries: list[tuple[bytes, dict]], handle: Callable[[ResultEntry], Any]) -> int:
-        """Hand each new (document, model version) to ``handle``, then ack; duplicates are acked unhandled."""
+        """Hand each new job's result to ``handle``, then ack; duplicates are acked unhandled."""
         handled = 0
         for eid, fields in entries:
             entry_id = eid.decode() if isinstance(eid, bytes) else eid
@@ -101,15 +103,15 @@ class ResultConsumer:
                 self.stats.invalid += 1
                 self.r.xack(self.stream, self.group, entry_id)
                 continue
-            dedupe_field = f"{doc_id}\x1f{version}"
-            if self.r.hexists(self.dedupe_key, dedupe_field):
+            # An entry without a job id (an older publisher) dedupes on its own entry id.
+            dedupe_key = self.dedupe_prefix + (job or f"entry:{entry_id}")
+            if self.r.exists(dedupe_key):
                 self.stats.duplicates += 1
                 self.r.xack(self.stream, self.group, entry_id)
                 continue
             handle(ResultEntry(entry_id, doc_id, version, job, record))
             pipe = self.r.pipeline()
-            pipe.hset(self.dedupe_key, dedupe_field, entry_id)
-            pipe.expire(self.dedupe_key, self.dedupe_ttl)
+            pipe.set(dedupe_key, entry_id, ex=self.dedupe_ttl)
             pipe.xack(self.stream, self.group, entry_id)
             pipe.execute()
             self.stats.handled += 1
