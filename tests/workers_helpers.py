@@ -217,3 +217,23 @@ class configured:
             del os.environ[k]
         os.environ.update(self._saved)
         configure()
+
+
+class _SlowPipeline:
+    """A pipeline whose inference takes ``delay`` seconds per batch (so that a test can kill a worker mid-batch)."""
+
+    def __init__(self, inner, delay: float) -> None:
+        self.inner = inner
+        self.delay = delay
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def infer_chunks(self, chunks, schemas=None):
+        time.sleep(self.delay)
+        return self.inner.infer_chunks(chunks, schemas)
+
+
+def slow_lexicon_pipeline(bundle: str | None = None):
+    """LLMNER_PIPELINE_FACTORY target: the lexicon pipeline, LLMNER_TEST_INFER_DELAY seconds per batch (default 0.5)."""
+    return _SlowPipeline(lexicon_pipeline(), float(os.environ.get("LLMNER_TEST_INFER_DELAY", "0.5")))

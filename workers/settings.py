@@ -3,38 +3,8 @@
 ``celeryconfig.py`` is a few lines over :func:`celery_config`, and every Redis client of the
 workers is built by :func:`workers.connections.client` from the same :class:`Settings`, so Celery,
 the job store, the health check, the inbox bridge, the consumers and the CLI cannot disagree on a
-key prefix, a queue name or a TLS option. The variables:
-
-  LLMNER_REDIS_URL            redis://[:password@]host:port/db or rediss://... (TLS); default redis://127.0.0.1:6379/0
-                              (redis+socket:///path/to/sock for a unix socket)
-  LLMNER_REDIS_PASSWORD       optional; overrides the password in the URL (from a Kubernetes Secret)
-  LLMNER_REDIS_TLS_CA / LLMNER_REDIS_TLS_CERT / LLMNER_REDIS_TLS_KEY   files for rediss:// (optional)
-  LLMNER_REDIS_TLS_VERIFY     required (default) | optional | none
-  LLMNER_KEY_PREFIX           prefix of every other Redis key the workers write, default "llmner:"
-  LLMNER_INGEST_QUEUE / LLMNER_INFER_QUEUE               default llmner.ingest / llmner.infer
-  LLMNER_INBOX_STREAM / LLMNER_RESULTS_STREAM / LLMNER_DEAD_STREAM   default llmner:inbox / results / dead
-  LLMNER_CHUNK_LIST           ring of jobs with chunks waiting for inference, default <prefix>chunks
-  LLMNER_INFER_BATCH_SIZE     chunks per micro-batch, default 16
-  LLMNER_MAX_DOC_CHARS        size limit of a note, default 1000000
-  LLMNER_MAX_DOC_CHUNKS       chunks per note, default 4000 (more: dead letter too_many_chunks)
-  LLMNER_MAX_ID_CHARS         length limit of a document id, default 256
-  LLMNER_MAX_DELIVERIES       deliveries of a chunk before its document goes to the dead stream, default 3
-  LLMNER_VISIBILITY_TIMEOUT   seconds, broker and result backend alike, default 3600
-  LLMNER_TASK_TIME_LIMIT      seconds one task may run, default 600 (always below the visibility timeout)
-  LLMNER_HEARTBEAT_INTERVAL   seconds between worker heartbeats, default 2
-  LLMNER_HEARTBEAT_TTL        seconds after which a silent worker counts as dead, default 10
-  LLMNER_STATE_TTL            seconds the per-document state may live, default 604800 (7 days)
-  LLMNER_OUTCOME_TTL          seconds a job's outcome (published / dead) is remembered, default 2592000 (30 days)
-  LLMNER_DEAD_PAYLOAD_BYTES   bytes of a rejected payload kept in the dead stream, default 65536
-  LLMNER_SOFT_SHUTDOWN_TIMEOUT seconds, default 60
-  LLMNER_BUNDLE               model bundle directory; default: the bundle shipped in the package
-  LLMNER_PIPELINE_FACTORY     "module:function" returning the pipeline object (called with the bundle path or None)
-  LLMNER_METRICS_PORT         Prometheus metrics port, default 9808 (0 = no metrics server)
-  LLMNER_METRICS_ADDR         address the metrics server binds, default 127.0.0.1 (the chart sets the pod IP)
-  LLMNER_READY_FILE           marker the infer worker writes once its models are loaded (health check),
-                              default /tmp/llmner-worker-ready; empty: no marker (the embedded `llmner run`)
-
-An empty variable means its default, everywhere.
+key prefix, a queue name or a TLS option. The variables are listed in celeryconfig.py (the
+deploy contract). An empty variable means its default, everywhere.
 """
 
 from __future__ import annotations

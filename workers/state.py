@@ -344,6 +344,8 @@ class JobStore:
         once per job id (None when this job was dead-lettered, created or finished before)."""
         s = self.settings
         fields = dead_fields(code, reason, payload, stage, document_id, job_id, s.dead_payload_bytes)
+        if not job_id:  # not a job (a malformed broker item): nothing to deduplicate or record
+            return self.r.xadd(s.dead_stream, fields).decode()
         args: list[Any] = [s.state_ttl, s.outcome_ttl, "1" if check_seen else "0"]
         for k, v in fields.items():
             args += [k, v]

@@ -86,6 +86,7 @@ def latest_checkpoint(root: str | Path) -> Path | None:
 def load_checkpoint(path: str | Path, model: Any) -> dict[str, Any]:
     """Load the adapter weights into ``model`` (a peft model) and return the saved state; the caller
     restores optimizer, scheduler and sampler from it, and RNG states last (``restore_rng_states``)."""
+    import numpy as np
     import torch
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
@@ -100,4 +101,6 @@ def load_checkpoint(path: str | Path, model: Any) -> dict[str, Any]:
     unexpected = getattr(result, "unexpected_keys", None)
     if unexpected:
         raise DataNotFoundError(f"checkpoint {path}: adapter weights do not fit this model ({unexpected[:3]} ...)")
-    return torch.load(state_file, map_location="cpu", weights_only=False)
+    # weights_only: a checkpoint must not run code on load; the RNG states need numpy's array types.
+    with torch.serialization.safe_globals([np.dtype, type(np.dtype("uint32")), np.ndarray, np._core.multiarray._reconstruct]):
+        return torch.load(state_file, map_location="cpu", weights_only=True)
