@@ -225,6 +225,47 @@ def test_sigkilled_infer_worker_recovered_within_seconds_at_the_default_visibili
                 w.stop()
 
 
+def test_chunk_that_kills_its_worker_reaches_the_dead_stream_in_seconds(settings, tmp_path):
+    """Defect 2: a chunk that killed its worker took 3 x 3,600 s to reach the dead stream, and the chunks
+    queued behind it waited as long. Its batch neighbours must not be blamed for it."""
+    from workers.client import submit_many
+    from workers.state import client
+
+    s = dataclasses.replace(settings, pipeline_factory="workers_helpers:killer_lexicon_pipeline", infer_batch_size=4,
+                            max_deliveries=2)
+    r = client(s)
+    ingest = WorkerProcess(s, [s.ingest_queue], "", "ingest", tmp_path).start()
+    infer = WorkerProcess(s, [s.infer_queue], "", "infer-0", tmp_path).start()
+    deaths = 0
+    try:
+        docs = note_payloads(6, seed=61)
+        docs.insert(1, {"id": "killer", "text": "Fever. KILLME now.", "language": "en"})
+        with configured(s):
+            jobs = submit_many(docs, batch=7)
+            started = time.monotonic()
+            deadline = started + 120
+            done: set = set()
+            while time.monotonic() < deadline and len(done) < len(jobs):
+                if not infer.alive():  # what Kubernetes does: start a replacement
+                    deaths += 1
+                    infer = WorkerProcess(s, [s.infer_queue], "", f"infer-{deaths}", tmp_path).start()
+                ids = {e["job_id"] for e in stream_entries(s, s.results_stream) + stream_entries(s, s.dead_stream)}
+                done = ids & set(jobs)
+                time.sleep(0.2)
+            elapsed = time.monotonic() - started
+        results = {e["document_id"] for e in stream_entries(s, s.results_stream)}
+        dead = {e["document_id"]: e for e in stream_entries(s, s.dead_stream)}
+        print(f"\nkiller chunk: {deaths} worker deaths, dead after {elapsed:.1f} s; {len(results)} published")
+        assert set(dead) == {"killer"} and dead["killer"]["code"] == "chunk_failed"
+        assert results == {d["id"] for d in docs} - {"killer"}
+        assert deaths == 1 + s.max_deliveries  # the batch, then alone max_deliveries times
+        assert elapsed < 120
+        assert r.llen(s.retry_list) == 0
+    finally:
+        ingest.stop()
+        infer.stop()
+
+
 # -- defect 3: Redis errors in the middle of a task ------------------------------------------------
 
 def test_redis_error_mid_task_leaves_the_message_to_be_delivered_again(settings, pipeline, monkeypatch):

@@ -237,3 +237,17 @@ class _SlowPipeline:
 def slow_lexicon_pipeline(bundle: str | None = None):
     """LLMNER_PIPELINE_FACTORY target: the lexicon pipeline, LLMNER_TEST_INFER_DELAY seconds per batch (default 0.5)."""
     return _SlowPipeline(lexicon_pipeline(), float(os.environ.get("LLMNER_TEST_INFER_DELAY", "0.5")))
+
+
+class _KillerPipeline(_SlowPipeline):
+    """Dies (as an OOM kill would) when a batch holds a chunk containing KILLME."""
+
+    def infer_chunks(self, chunks, schemas=None):
+        if any("KILLME" in c.text for c in chunks):
+            os._exit(137)
+        return super().infer_chunks(chunks, schemas)
+
+
+def killer_lexicon_pipeline(bundle: str | None = None):
+    """LLMNER_PIPELINE_FACTORY target: the slow lexicon pipeline that kills its worker on KILLME."""
+    return _KillerPipeline(lexicon_pipeline(), float(os.environ.get("LLMNER_TEST_INFER_DELAY", "0.2")))

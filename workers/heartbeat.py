@@ -5,8 +5,10 @@ LLMNER_HEARTBEAT_INTERVAL seconds, expiring after LLMNER_HEARTBEAT_TTL. After ea
 worker (whoever holds a short lock) sweeps:
 
 - the in-flight chunks of an infer task whose worker stopped beating (SIGKILL, OOM, lost node)
-  go to the retry list, counted as a failed delivery of each chunk, so a chunk that kills its
-  worker reaches the dead stream after LLMNER_MAX_DELIVERIES kills, not after as many hours;
+  go to the retry list, whose chunks are tagged one at a time; a death while a chunk was tagged
+  alone counts as a failed delivery of that chunk, so a chunk that kills its worker reaches the
+  dead stream after LLMNER_MAX_DELIVERIES deaths of its own (one more kill than that in all: the
+  batch it came in), not after as many hours, and its batch neighbours are never blamed;
   those of a task its live worker is no longer running (it ended on a Redis error) go back
   uncounted;
 - a Celery message left unacknowledged by a worker that died or no longer runs it (Redis went

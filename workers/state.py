@@ -104,10 +104,12 @@ return #ARGV - 2
 
 _RECLAIM = """
 -- KEYS: inflight, retry, owners   ARGV: task_id, count (1: the chunks' worker died), prefix, ttl
+-- A death counts against a chunk only when the chunk was alone: in a batch, the culprit is unknown,
+-- and every chunk of it is retried alone first.
 local refs = redis.call('LRANGE', KEYS[1], 0, -1)
 if #refs > 0 then
   redis.call('RPUSH', KEYS[2], unpack(refs))
-  if ARGV[2] == '1' then
+  if ARGV[2] == '1' and #refs == 1 then
     for _, ref in ipairs(refs) do
       local sep = string.find(ref, '|[^|]*$')
       local a = ARGV[3] .. 'job:' .. string.sub(ref, 1, sep - 1) .. ':attempts'
@@ -218,7 +220,7 @@ class JobStore:
 
     def reclaim(self, task_id: str, count: bool) -> int:
         """Move a task's in-flight chunks to the retry list (``count``: their worker died, which
-        counts as a failed delivery of each). Returns how many."""
+        counts as a failed delivery of the chunk when it was tagged alone). Returns how many."""
         s = self.settings
         return int(self._reclaim(keys=[s.inflight_key(task_id), s.retry_list, s.owners_key],
                                  args=[task_id, "1" if count else "0", s.key_prefix, s.state_ttl]))

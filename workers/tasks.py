@@ -5,10 +5,10 @@ entities, reassemble and publish finished documents).
 Reliability (acks_late, prefetch 1): an infer task message is a *tick*; the chunks it takes are
 recorded in ``<p>inflight:{task id}`` with their owner in the same atomic step that removes them
 from the work queue. If the worker dies, the heartbeat sweeper (workers/heartbeat.py) moves them to
-the retry list within seconds, counting a failed delivery of each, and puts the dead worker's
-unacknowledged message back on its queue; chunks of the retry list are tagged one at a time, so a
-chunk that kills its worker only counts against itself and reaches the dead stream after
-LLMNER_MAX_DELIVERIES failures. Chunk results are idempotent and publication is once-only (see
+the retry list within seconds and puts the dead worker's unacknowledged message back on its queue;
+chunks of the retry list are tagged one at a time, and a death while a chunk is tagged alone
+counts against it, so a chunk that kills its worker only counts against itself and reaches the
+dead stream after LLMNER_MAX_DELIVERIES such failures. Chunk results are idempotent and publication is once-only (see
 workers/state.py), so a repeated chunk never duplicates a result.
 
 On a Redis error a task is rejected *with requeue* and never retried through Celery: a retry must
