@@ -14,7 +14,14 @@ import time
 
 import orjson
 import pytest
-from workers_helpers import REPO, cleanup, isolated_settings, lexicon_pipeline, note_payloads, require_redis
+from workers_helpers import (
+    REPO,
+    cleanup,
+    isolated_settings,
+    lexicon_pipeline,
+    note_payloads,
+    require_redis,
+)
 
 pytestmark = pytest.mark.redis
 

@@ -273,9 +273,9 @@ def test_redis_error_mid_task_leaves_the_message_to_be_delivered_again(settings,
     was rejected without requeue: the message and its chunks were gone. Now the message is requeued."""
     import redis
     from celery.signals import task_postrun
+    from kombu import Producer
     from kombu.exceptions import OperationalError
 
-    from workers.celery import app
     from workers.client import submit_many
     from workers.embedded import running_workers
     from workers.state import JobStore
@@ -286,18 +286,18 @@ def test_redis_error_mid_task_leaves_the_message_to_be_delivered_again(settings,
 
     def take_batch(self, task_id, count, *args, **kwargs):
         if not failed_tasks:
-            refs = real_take(self, task_id, count, *args, **kwargs)  # taken, then Redis "goes away"
+            real_take(self, task_id, count, *args, **kwargs)  # taken, then Redis "goes away"
             failed_tasks.append(task_id)
             down.set()
             raise redis.exceptions.ConnectionError("Redis went away (injected)")
         return real_take(self, task_id, count, *args, **kwargs)
 
-    real_send = app.amqp.send_task_message
+    real_publish = Producer.publish
 
-    def send_task_message(*args, **kwargs):
+    def publish(self, *args, **kwargs):  # every message sent, from any thread
         if down.is_set():
             raise OperationalError("Redis went away (injected)")
-        return real_send(*args, **kwargs)
+        return real_publish(self, *args, **kwargs)
 
     def back_up(task_id=None, **_):
         if failed_tasks and task_id == failed_tasks[0]:
@@ -308,7 +308,7 @@ def test_redis_error_mid_task_leaves_the_message_to_be_delivered_again(settings,
     try:
         docs = note_payloads(5, seed=31)
         with running_workers(settings, pipeline=pipeline) as active:
-            monkeypatch.setattr(app.amqp, "send_task_message", send_task_message)
+            monkeypatch.setattr(Producer, "publish", publish)
             jobs = submit_many(docs[:1]) + submit_many(docs[1:])
             results, dead = wait_for_jobs(active, jobs, timeout=45)
     finally:
@@ -472,7 +472,7 @@ def test_huge_note_is_capped_and_a_long_note_does_not_block_short_ones(settings,
     n_long = int(r.hget(s.manifest_key(long_job), "n"))
     assert 10 < n_long <= 60
     with running_workers(s, pipeline=pipeline) as active:
-        results, dead = wait_for_jobs(active, [huge, long_job, *short_jobs], timeout=90)
+        _, dead = wait_for_jobs(active, [huge, long_job, *short_jobs], timeout=90)
     assert dead[huge]["code"] == "too_many_chunks" and "LLMNER_MAX_DOC_CHUNKS" in dead[huge]["reason"]
     order = [e["job_id"] for e in stream_entries(s, s.results_stream)]
     assert order[-1] == long_job  # every short note finished while the long one was still being tagged

@@ -33,6 +33,7 @@ from collections.abc import Callable
 
 import orjson
 import redis
+from kombu.exceptions import OperationalError
 
 from workers.settings import Settings
 from workers.state import JobStore
@@ -163,7 +164,7 @@ class Heartbeat:
                 lock_ms = max(100, int(self.s.heartbeat_interval * 1000) - 50)
                 if self.store.r.set(self.s.sweep_lock_key, self.name, nx=True, px=lock_ms):
                     self.sweeper.sweep()
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OperationalError) as exc:
                 log.warning("heartbeat: Redis unreachable (%s)", type(exc).__name__)
             except Exception:  # the heartbeat must outlive a bug in one sweep
                 log.exception("heartbeat sweep failed")
