@@ -129,8 +129,8 @@ def test_every_client_connects_to_a_tls_redis_with_a_private_ca(tls_redis, tmp_p
     from workers.state import JobStore, client
 
     url, ca = tls_redis
-    s = dataclasses.replace(isolated_settings(tmp_path, infer_batch_size=4), redis_url=url, tls_ca=ca)
-    env = {**os.environ, **s.to_env(), "PYTHONPATH": str(REPO)}
+    base = dataclasses.replace(isolated_settings(tmp_path, infer_batch_size=4), redis_url=url)
+    env = {**os.environ, **base.to_env(), "LLMNER_REDIS_TLS_CA": ca, "PYTHONPATH": str(REPO)}
     ready = tmp_path / "ready"
     ready.write_text(f"{os.getpid()}\n")
     health = subprocess.run([sys.executable, "-m", "workers.health"], env={**env, "LLMNER_READY_FILE": str(ready)},
@@ -141,6 +141,7 @@ def test_every_client_connects_to_a_tls_redis_with_a_private_ca(tls_redis, tmp_p
     refused = subprocess.run([sys.executable, "-m", "workers.health"], env={**no_ca, "LLMNER_READY_FILE": str(ready)},
                              capture_output=True, text=True, check=False, timeout=60)
     assert refused.returncode == 2 and "CERTIFICATE_VERIFY_FAILED" in refused.stdout
+    s = dataclasses.replace(base, tls_ca=ca)
 
     docs = note_payloads(3, seed=16)
     with running_workers(s, pipeline=pipeline) as active:  # Celery broker and job store over TLS
@@ -176,7 +177,7 @@ def test_empty_key_prefix_and_queue_variables_mean_the_defaults_everywhere(monke
         cfg = load_celeryconfig(reload=True)
         s = Settings.from_env()
         assert s.key_prefix == "llmner:"
-        assert cfg.broker_transport_options["unacked_key"] == f"{s.key_prefix}unacked" == s.unacked_key
+        assert cfg.broker_transport_options["unacked_key"] == f"{s.key_prefix}unacked"
         assert cfg.task_routes["llmner.ingest"] == {"queue": s.ingest_queue} and s.ingest_queue == "llmner.ingest"
         assert cfg.task_routes["llmner.infer"] == {"queue": s.infer_queue} and s.infer_queue == "llmner.infer"
         assert cfg.task_default_queue == s.ingest_queue
@@ -326,9 +327,9 @@ def test_planted_marker_appears_in_no_log_and_no_task_event(settings, tmp_path):
     from workers.state import client
 
     s = dataclasses.replace(settings, pipeline_factory="workers_helpers:lexicon_pipeline")
-    w = WorkerProcess(s, [s.ingest_queue, s.infer_queue], "", "phi", tmp_path).start()
     events: list[dict] = []
     r = client(s)
+    w = WorkerProcess(s, [s.ingest_queue, s.infer_queue], "", "phi", tmp_path).start()
     try:
         with configured(s):
             app.conf.task_send_sent_event = False  # the test's own producer events are not the worker's
