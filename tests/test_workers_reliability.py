@@ -591,3 +591,18 @@ def test_unreachable_redis_is_one_line_naming_the_url_and_the_fix(command, tmp_p
     assert "cannot reach Redis at redis://:***@127.0.0.1" in done.stderr and "LLMNER_REDIS_URL" in done.stderr
     assert "hunter2" not in done.stderr and "Traceback" not in done.stderr
 
+
+
+def test_worker_name_differs_in_a_forked_child():
+    """Prefork ingest children must beat under their own names (the sweeper tells them apart)."""
+    from workers.heartbeat import worker_name
+
+    parent = worker_name()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.write(write, worker_name().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 200).decode()
+    assert child != parent and f"-{pid}-" in child and worker_name() == parent

@@ -41,7 +41,16 @@ from workers.state import JobStore
 log = logging.getLogger(__name__)
 
 _current_task: str = ""
-WORKER_NAME = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+_name: tuple[int, str] | None = None
+
+
+def worker_name() -> str:
+    """``host-pid-random``, per process: prefork children (ingest) must not share their parent's name."""
+    global _name
+    pid = os.getpid()
+    if _name is None or _name[0] != pid:
+        _name = (pid, f"{socket.gethostname()}-{pid}-{uuid.uuid4().hex[:6]}")
+    return _name[1]
 
 _SEP = "\x06\x16"  # kombu's separator in its binding sets
 
@@ -101,6 +110,9 @@ class Sweeper:
         index = f"{s.key_prefix}unacked_index"
         restored = 0
         running = {k.decode(): v.decode() for k, v in self.r.hgetall(s.running_key()).items()}
+        for task_id, worker in list(running.items()):
+            if self._beat_of(worker) is None:  # a dead worker's entry (its HDEL never ran)
+                self.r.hdel(s.running_key(), task_id)
         for tag, _score in self.r.zrangebyscore(index, 0, time.time() - grace, withscores=True):
             raw = self.r.hget(s.unacked_key, tag)
             if raw is None:
@@ -145,10 +157,10 @@ class Heartbeat:
     """A daemon thread: beat, then sweep if this process holds the sweep lock."""
 
     def __init__(self, settings: Settings, store: JobStore, send_ticks: Callable[[int], None] | None = None,
-                 name: str = WORKER_NAME) -> None:
+                 name: str | None = None) -> None:
         self.s = settings
         self.store = store
-        self.name = name
+        self.name = name or worker_name()
         self.sweeper = Sweeper(settings, store, send_ticks)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="llmner-heartbeat", daemon=True)

@@ -115,7 +115,7 @@ def _running(store: JobStore, task_id: str) -> Iterator[None]:
     """Tell the sweeper which worker runs ``task_id`` (so it leaves its message and chunks alone)."""
     heartbeat.set_current_task(task_id)
     try:
-        store.r.hset(store.settings.running_key(), task_id, heartbeat.WORKER_NAME)
+        store.r.hset(store.settings.running_key(), task_id, heartbeat.worker_name())
         yield
     finally:
         heartbeat.set_current_task("")
@@ -421,13 +421,13 @@ def _infer(store: JobStore, task_id: str) -> dict[str, int]:
         # A previous delivery of this message ended mid-batch. Its chunks are re-run one by one
         # (through the retry list) so that a chunk that crashed the worker only counts against itself.
         owner = store.owners().get(task_id, {}).get("worker", "")
-        owner_dead = owner != heartbeat.WORKER_NAME and not (owner and store.r.exists(s.heartbeat_key(owner)))
+        owner_dead = owner != heartbeat.worker_name() and not (owner and store.r.exists(s.heartbeat_key(owner)))
         n = store.reclaim(task_id, count=owner_dead)
         metrics.REDELIVERIES.inc(n)
         log.warning("infer task %s redelivered: re-running %d in-flight chunks one by one", task_id, n)
         send_infer_ticks(max(0, n - 1))
     try:
-        refs = store.take_batch(task_id, s.infer_batch_size, heartbeat.WORKER_NAME)
+        refs = store.take_batch(task_id, s.infer_batch_size, heartbeat.worker_name())
         if refs:
             published += run_batch(pipe, store, task_id, refs)
     except _REDIS_ERRORS:
