@@ -18,7 +18,8 @@ stream throughout, reconnecting when Redis is away. At the end it prints
     seconds from the moment the last fault was over (the worker or Redis back) to the last result.
 
 ``--pipeline stub`` (default) runs the library Pipeline around the rule-based generator of
-tests/workers_helpers.py with an artificial 1 s per batch of 4 chunks (LLMNER_TEST_INFER_DELAY); ``real``
+tests/workers_helpers.py with an artificial 1 s per batch of 4 chunks (LLMNER_TEST_INFER_DELAY) and
+0.3 s per note to chunk (LLMNER_TEST_INGEST_DELAY), so that kills land mid-task; ``real``
 runs the packaged model bundle (or ``--bundle``). The test suite runs a short stub version
 (tests/test_chaos.py).
 """
@@ -139,27 +140,29 @@ def _submit_with_retry(docs: list[dict], deadline: float) -> list[str]:
             time.sleep(0.5)
 
 
-def _pick_victim(s, workers: dict, names: list[str], rng: random.Random) -> tuple[str, bool]:
-    """Mostly an infer worker caught holding a batch (its pid is in the owner record), else any worker."""
+def _pick_victim(s, workers: dict, names: list[str], rng: random.Random, ingest: bool) -> tuple[str, bool]:
+    """A worker caught in the middle of a task (its pid is in the task's owner or running record):
+    the ingest worker when ``ingest``, else an infer worker holding a batch; any worker after 5 s."""
     import redis
 
     from workers.connections import new_client
 
-    if rng.random() < 0.8:
-        deadline = time.monotonic() + 5
-        try:
-            r = new_client(s, socket_timeout=2)
-            while time.monotonic() < deadline:
-                for raw in r.hvals(s.owners_key):
-                    pid = json.loads(raw).get("worker", "").split("-")[-2:-1]
-                    for name in names[1:]:
-                        proc = workers[name].proc
-                        if pid and proc is not None and str(proc.pid) == pid[0] and proc.poll() is None:
-                            return name, True
-                time.sleep(0.02)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-            pass
-    return rng.choice(names[1:] * 2 + ["ingest"]), False
+    candidates = ["ingest"] if ingest else names[1:]
+    deadline = time.monotonic() + 5
+    try:
+        r = new_client(s, socket_timeout=2)
+        while time.monotonic() < deadline:
+            holders = [json.loads(v).get("worker", "") for v in r.hvals(s.owners_key)]
+            holders += [v.decode() for v in r.hvals(s.running_key())]
+            pids = {h.split("-")[-2] for h in holders if h.count("-") >= 2}
+            for name in candidates:
+                proc = workers[name].proc
+                if proc is not None and str(proc.pid) in pids and proc.poll() is None:
+                    return name, True
+            time.sleep(0.02)
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+        pass
+    return rng.choice(candidates), False
 
 
 def run(docs: int = 100, kills: int = 10, redis_restarts: int = 2, pipeline: str = "stub", bundle: str | None = None,
@@ -184,6 +187,7 @@ def run(docs: int = 100, kills: int = 10, redis_restarts: int = 2, pipeline: str
         # Small batches of a slow stub: work is in flight when the faults strike.
         s = dataclasses.replace(s, pipeline_factory="workers_helpers:slow_lexicon_pipeline", infer_batch_size=4)
         extra_env["LLMNER_TEST_INFER_DELAY"] = os.environ.get("LLMNER_TEST_INFER_DELAY", "1.0")
+        extra_env["LLMNER_TEST_INGEST_DELAY"] = os.environ.get("LLMNER_TEST_INGEST_DELAY", "0.3")
     bundle_arg = bundle or ""
     names = ["ingest"] + [f"infer-{i}" for i in range(infer_workers)]
     queues = {"ingest": [s.ingest_queue], **{n: [s.infer_queue] for n in names[1:]}}
@@ -197,7 +201,10 @@ def run(docs: int = 100, kills: int = 10, redis_restarts: int = 2, pipeline: str
 
     payloads = note_payloads(docs, seed=seed)
     job_ids: list[str] = []
-    faults: list[tuple[str, str]] = [("kill", "")] * kills + [("redis", "")] * redis_restarts
+    # About one kill in five hits the ingest worker (at least one when there are two or more).
+    ingest_kills = max(1, kills // 5) if kills >= 2 else 0
+    faults: list[tuple[str, str]] = ([("kill", "ingest")] * ingest_kills + [("kill", "infer")] * (kills - ingest_kills)
+                                     + [("redis", "")] * redis_restarts)
     rng.shuffle(faults)
     loader = Loader(s)
     started = time.monotonic()
@@ -218,12 +225,12 @@ def run(docs: int = 100, kills: int = 10, redis_restarts: int = 2, pipeline: str
                     offset += per_step
                 time.sleep(rng.uniform(0.5, 2.0))
                 if pending_faults and (offset >= docs or rng.random() < 0.8):
-                    kind, _ = pending_faults.pop()
+                    kind, target = pending_faults.pop()
                     if kind == "kill":
-                        victim, mid_batch = _pick_victim(s, workers, names, rng)
+                        victim, mid_batch = _pick_victim(s, workers, names, rng, ingest=target == "ingest")
                         workers[victim].kill9()
                         fault_log.append(f"{time.monotonic() - started:.1f}s SIGKILL {victim}"
-                                         + (" mid-batch" if mid_batch else ""))
+                                         + (" mid-task" if mid_batch else " (idle)"))
                         start_worker(victim)
                     else:
                         server.crash()

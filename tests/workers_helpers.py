@@ -233,6 +233,10 @@ class _SlowPipeline:
         time.sleep(self.delay)
         return self.inner.infer_chunks(chunks, schemas)
 
+    def chunk(self, doc):
+        time.sleep(float(os.environ.get("LLMNER_TEST_INGEST_DELAY", "0")))
+        return self.inner.chunk(doc)
+
 
 def slow_lexicon_pipeline(bundle: str | None = None):
     """LLMNER_PIPELINE_FACTORY target: the lexicon pipeline, LLMNER_TEST_INFER_DELAY seconds per batch (default 0.5)."""

@@ -113,7 +113,8 @@ class Sweeper:
         for task_id, worker in list(running.items()):
             if self._beat_of(worker) is None:  # a dead worker's entry (its HDEL never ran)
                 self.r.hdel(s.running_key(), task_id)
-        for tag, _score in self.r.zrangebyscore(index, 0, time.time() - grace, withscores=True):
+        now = time.time()
+        for tag, delivered_at in self.r.zrangebyscore(index, 0, now, withscores=True):
             raw = self.r.hget(s.unacked_key, tag)
             if raw is None:
                 continue
@@ -126,6 +127,10 @@ class Sweeper:
             beat = self._beat_of(worker)
             if beat is not None and beat.get("task") == task_id:
                 continue  # a live worker is running it
+            if not (worker and beat is None) and delivered_at > now - grace:
+                # Not known to be held by a dead worker: give a young message time to start running
+                # (a worker records a task a moment after it fetched the message).
+                continue
             for queue in self._queues_for(exchange, routing_key):
                 restored += int(self._restore(keys=[s.unacked_key, index], args=[tag, queue, orjson.dumps(payload)]))
                 log.warning("task %s was held by %s: its message is back on %s", task_id,
