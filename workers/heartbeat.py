@@ -11,8 +11,9 @@ worker (whoever holds a short lock) sweeps:
   batch it came in), not after as many hours, and its batch neighbours are never blamed;
   those of a task its live worker is no longer running (it ended on a Redis error) go back
   uncounted;
-- a Celery message left unacknowledged by a worker that died or no longer runs it (Redis went
-  away mid-task) is put back on its queue, instead of waiting for LLMNER_VISIBILITY_TIMEOUT;
+- a Celery message left unacknowledged by a worker that died (at once) or that no live worker
+  runs (after two heartbeat TTLs: Redis went away mid-task) is put back on its queue, instead of
+  waiting for LLMNER_VISIBILITY_TIMEOUT;
 - when chunks wait and no infer message is queued (ticks were lost with a worker or a Redis
   restart), one infer tick is sent.
 
