@@ -419,6 +419,36 @@ def test_consumer_loads_a_corrected_resubmission_and_dedupe_keys_expire(worker):
     assert len(keys) == 2 and all(0 < r.ttl(k) <= 3600 for k in keys)
 
 
+def test_consumer_waits_out_a_redis_restart_between_handling_and_acknowledging(worker, monkeypatch):
+    """Chaos finding: a Redis restart between the loader's write and the XACK handed the entry to the
+    loader a second time (the ack failed, the entry stayed pending and was claimed again)."""
+    import redis
+
+    from workers.client import submit
+    from workers.consumer import ResultConsumer
+    from workers.state import client
+
+    job = submit({"id": "ack-retry", "text": "Fever.", "language": "en"})
+    wait_for_jobs(worker, [job], timeout=60)
+    consumer = ResultConsumer(client(worker), group="kg", stream=worker.results_stream, min_idle_ms=0)
+    consumer.ensure_group()
+    failures = [redis.exceptions.ConnectionError("Redis restarting (injected)")] * 2
+    real_execute = redis.client.Pipeline.execute
+
+    def execute(self, *args, **kwargs):
+        if failures:
+            raise failures.pop()
+        return real_execute(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.client.Pipeline, "execute", execute)
+    handled: list = []
+    consumer.process(consumer.read(count=10, block_ms=100), handled.append)
+    monkeypatch.undo()
+    consumer.process(consumer.read(count=10, block_ms=100), handled.append)
+    assert [e.job_id for e in handled] == [job]
+    assert client(worker).xpending(worker.results_stream, "kg")["pending"] == 0
+
+
 # -- defect 7: bad broker messages ----------------------------------------------------------------
 
 def test_malformed_broker_items_and_task_arguments_are_dead_lettered(worker):
@@ -498,6 +528,32 @@ def test_control_characters_and_invisible_notes(worker):
     # Controls become spaces: offsets still point into the note as it was sent.
     assert [(e["start"], e["end"]) for e in record["entities"]] == [(0, 5), (12, 21)]
     assert [text[e["start"]:e["end"]] for e in record["entities"]] == ["Fever", "pneumonia"]
+
+
+def test_hanging_chunk_is_stopped_by_the_task_time_limit_and_dead_lettered(settings, tmp_path):
+    """Defect 8: there was no task time limit; a chunk whose inference hangs held its worker forever."""
+    from workers.client import submit_many
+
+    s = dataclasses.replace(settings, pipeline_factory="workers_helpers:killer_lexicon_pipeline", infer_batch_size=4,
+                            max_deliveries=2, task_time_limit=3)
+    w = WorkerProcess(s, [s.ingest_queue, s.infer_queue], "", "hang", tmp_path).start()
+    try:
+        docs = note_payloads(5, seed=71)
+        docs.insert(2, {"id": "hanger", "text": "Fever. HANGME please.", "language": "en"})
+        with configured(s):
+            jobs = submit_many(docs, batch=6)
+            started = time.monotonic()
+            results, dead = wait_for_jobs(s, jobs, timeout=90)
+            elapsed = time.monotonic() - started
+        assert w.alive()
+    finally:
+        w.stop()
+    print(f"\nhanging chunk: dead-lettered after {elapsed:.1f} s with a 3 s time limit")
+    assert {d["document_id"] for d in dead.values()} == {"hanger"}
+    entry = next(iter(dead.values()))
+    assert entry["code"] == "chunk_failed" and "TaskTimeLimit" in entry["reason"]
+    assert {r["document_id"] for r in results.values()} == {d["id"] for d in docs} - {"hanger"}
+    assert "failed 2 times" in entry["reason"]  # alone, twice: its batch neighbours were not blamed
 
 
 def test_task_time_limit_is_below_the_visibility_timeout_and_enforced():

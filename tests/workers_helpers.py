@@ -249,6 +249,8 @@ class _KillerPipeline(_SlowPipeline):
     def infer_chunks(self, chunks, schemas=None):
         if any("KILLME" in c.text for c in chunks):
             os._exit(137)
+        if any("HANGME" in c.text for c in chunks):
+            time.sleep(3600)  # a model call that never returns (the task time limit must end it)
         return super().infer_chunks(chunks, schemas)
 
 

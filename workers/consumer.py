@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -48,13 +49,14 @@ class ConsumerStats:
 
 class ResultConsumer:
     def __init__(self, r: redis.Redis, group: str, name: str | None = None, stream: str = "llmner:results",
-                 min_idle_ms: int = 60_000, dedupe_ttl: int = 30 * 24 * 3600) -> None:
+                 min_idle_ms: int = 60_000, dedupe_ttl: int = 30 * 24 * 3600, ack_retry_seconds: float = 300.0) -> None:
         self.r = r
         self.stream = stream
         self.group = group
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.min_idle_ms = min_idle_ms
         self.dedupe_ttl = dedupe_ttl
+        self.ack_retry_seconds = ack_retry_seconds
         # One key per handled job: <stream>:<group>:handled:<job id> -> entry id, expiring after dedupe_ttl.
         self.dedupe_prefix = f"{stream}:{group}:handled:"
         self.stats = ConsumerStats()
@@ -110,13 +112,29 @@ class ResultConsumer:
                 self.r.xack(self.stream, self.group, entry_id)
                 continue
             handle(ResultEntry(entry_id, doc_id, version, job, record))
-            pipe = self.r.pipeline()
-            pipe.set(dedupe_key, entry_id, ex=self.dedupe_ttl)
-            pipe.xack(self.stream, self.group, entry_id)
-            pipe.execute()
+            self._mark_handled(dedupe_key, entry_id)
             self.stats.handled += 1
             handled += 1
         return handled
+
+    def _mark_handled(self, dedupe_key: str, entry_id: str) -> None:
+        """Record and acknowledge a handled entry, waiting out a Redis restart: giving up here would
+        hand the entry to the loader a second time once Redis is back."""
+        deadline = time.monotonic() + self.ack_retry_seconds
+        while True:
+            try:
+                pipe = self.r.pipeline()
+                pipe.set(dedupe_key, entry_id, ex=self.dedupe_ttl)
+                pipe.xack(self.stream, self.group, entry_id)
+                pipe.execute()
+                return
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                    redis.exceptions.BusyLoadingError) as exc:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("results entry %s handled; Redis unreachable (%s), retrying the ack", entry_id,
+                            type(exc).__name__)
+                time.sleep(0.5)
 
     def run(self, handle: Callable[[ResultEntry], Any], stop: Callable[[], bool] = lambda: False,
             count: int = 64, block_ms: int = 1000) -> ConsumerStats:

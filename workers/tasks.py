@@ -490,10 +490,20 @@ def run_batch(pipe: Any, store: JobStore, task_id: str, refs: Sequence[str], spl
         if len(per_chunk) != len(pairs):
             raise RuntimeError(f"pipeline returned {len(per_chunk)} results for {len(pairs)} chunks")
     except Exception as exc:  # noqa: BLE001 - find the failing chunk, keep the worker up
-        if len(pairs) > 1 and split and not isinstance(exc, TaskTimeLimit):
+        refs_taken = [ref for ref, _ in pairs]
+        if len(pairs) > 1 and isinstance(exc, TaskTimeLimit):
+            # The task's time is spent: the chunks are retried alone by later tasks, uncounted
+            # (which one hangs is unknown).
+            log.warning("batch of %d chunks ran past the time limit; retrying them one by one", len(pairs))
+            store.retry_alone(refs_taken)
+            for ref in refs_taken:
+                store.done_with(task_id, ref)
+            send_infer_ticks(len(refs_taken))
+            return 0
+        if len(pairs) > 1 and split:
             log.warning("batch of %d chunks failed (%s); retrying them one by one", len(pairs), type(exc).__name__)
             return sum(run_batch(pipe, store, task_id, [ref], split=False) for ref, _ in pairs)
-        _fail_chunks(store, task_id, [ref for ref, _ in pairs], type(exc).__name__)
+        _fail_chunks(store, task_id, refs_taken, type(exc).__name__)
         return 0
     seconds = time.perf_counter() - started
     metrics.STAGE_SECONDS.labels("infer").observe(seconds)
