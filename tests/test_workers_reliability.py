@@ -4,6 +4,7 @@ the code before the fix), against the real Redis of the test suite (and a privat
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -353,12 +354,13 @@ def test_planted_marker_appears_in_no_log_and_no_task_event(settings, tmp_path):
             app.send_task("llmner.ingest", args=[MARKER], queue=s.ingest_queue)  # malformed arguments
             r.lpush(s.ingest_queue, f"not a message: {MARKER}")  # not even JSON
             wait_for_jobs(s, ["phi-task.0"], timeout=60)
-            wait_for(lambda: len(stream_entries(s, s.dead_stream)) >= 3, 30, "three dead letters")
+            with contextlib.suppress(AssertionError):  # (a worker that died on them writes none)
+                wait_for(lambda: len(stream_entries(s, s.dead_stream)) >= 3, 30, "three dead letters")
             time.sleep(1.5)  # the last events
             stop.set()
             app.send_task("llmner.infer", queue=s.infer_queue)  # wakes the receiver up
             t.join(5)
-        assert w.alive(), w.log()[-2000:]
+        survived = w.alive()
     finally:
         w.stop()
     log = w.log()
@@ -368,6 +370,7 @@ def test_planted_marker_appears_in_no_log_and_no_task_event(settings, tmp_path):
     for secret in (MARKER, "Jane Roe", "HIV positive"):
         assert secret not in log, log[-3000:]
         assert secret not in dumped
+    assert survived, log[-2000:]
     assert {"unknown_task", "invalid_message"} <= set(_dead_by_code(s))
 
 
@@ -535,8 +538,9 @@ def test_hanging_chunk_is_stopped_by_the_task_time_limit_and_dead_lettered(setti
     from workers.client import submit_many
 
     s = dataclasses.replace(settings, pipeline_factory="workers_helpers:killer_lexicon_pipeline", infer_batch_size=4,
-                            max_deliveries=2, task_time_limit=3)
-    w = WorkerProcess(s, [s.ingest_queue, s.infer_queue], "", "hang", tmp_path).start()
+                            max_deliveries=2)
+    w = WorkerProcess(s, [s.ingest_queue, s.infer_queue], "", "hang", tmp_path,
+                      extra_env={"LLMNER_TASK_TIME_LIMIT": "3"}).start()
     try:
         docs = note_payloads(5, seed=71)
         docs.insert(2, {"id": "hanger", "text": "Fever. HANGME please.", "language": "en"})
