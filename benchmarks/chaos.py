@@ -265,7 +265,7 @@ def run(docs: int = 100, kills: int = 10, redis_restarts: int = 2, pipeline: str
         loader.join(5)
         published = {j for j in wanted if results.get(j)}
         out = {
-            "pipeline": pipeline, "submitted": len(job_ids), "results": len(set(loader.delivered) & wanted),
+            "pipeline": pipeline if pipeline == "stub" else f"real ({bundle or 'packaged bundle'})", "submitted": len(job_ids), "results": len(set(loader.delivered) & wanted),
             "missing": len(wanted - published - set(dead)),
             "duplicates_delivered_to_loader": sum(n - 1 for n in loader.delivered.values() if n > 1),
             "duplicate_stream_entries": sum(n - 1 for n in results.values() if n > 1),
