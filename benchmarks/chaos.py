@@ -169,17 +169,29 @@ def run(docs: int = 100, kills: int = 10, redis_restarts: int = 2, pipeline: str
         seed: int = 0, timeout: float = 900.0, infer_workers: int = 2, work_dir: Path | None = None,
         heartbeat_interval: float = 2.0, heartbeat_ttl: float = 10.0, verbose: bool = True) -> dict:
     """One chaos run; returns the counts printed by ``main``."""
-    from workers_helpers import WorkerProcess, configured, note_payloads
-
-    from workers.settings import Settings
-    from workers.state import decode_fields
-
     rng = random.Random(seed)
     say = print if verbose else (lambda *a, **k: None)
     tmp = Path(work_dir or tempfile.mkdtemp(prefix="llmner-chaos-"))
     (tmp / "redis").mkdir(parents=True, exist_ok=True)
     server = RedisServer(tmp / "redis")
     server.start()
+    try:
+        return _run(server, tmp, docs, kills, redis_restarts, pipeline, bundle, rng, say, timeout, infer_workers,
+                    heartbeat_interval, heartbeat_ttl)
+    finally:
+        server.stop()
+        if work_dir is None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run(server: RedisServer, tmp: Path, docs: int, kills: int, redis_restarts: int, pipeline: str,
+         bundle: str | None, rng: random.Random, say, timeout: float, infer_workers: int,
+         heartbeat_interval: float, heartbeat_ttl: float) -> dict:
+    from workers_helpers import WorkerProcess, configured, note_payloads
+
+    from workers.settings import Settings
+    from workers.state import decode_fields
+
     s = Settings(redis_url=server.url, metrics_port=0, heartbeat_interval=heartbeat_interval,
                  heartbeat_ttl=heartbeat_ttl).with_prefix(f"chaos-{uuid.uuid4().hex[:8]}:")
     extra_env: dict[str, str] = {}
@@ -199,7 +211,7 @@ def run(docs: int = 100, kills: int = 10, redis_restarts: int = 2, pipeline: str
         w = WorkerProcess(s, queues[name], bundle_arg, f"{name}-g{generation[name]}", tmp, extra_env=extra_env)
         workers[name] = w.start(timeout=600)
 
-    payloads = note_payloads(docs, seed=seed)
+    payloads = note_payloads(docs, seed=rng.randrange(1 << 30))
     job_ids: list[str] = []
     # About one kill in five hits the ingest worker (at least one when there are two or more).
     ingest_kills = max(1, kills // 5) if kills >= 2 else 0
@@ -279,9 +291,6 @@ def run(docs: int = 100, kills: int = 10, redis_restarts: int = 2, pipeline: str
         loader.stop.set()
         for w in workers.values():
             w.stop(timeout=15)
-        server.stop()
-        if work_dir is None:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
