@@ -489,3 +489,18 @@ def test_tls_without_private_ca_uses_enable_tls_on_the_triggers() -> None:
                 assert trig["metadata"]["unsafeSsl"] == "true"
     for ta in by_kind(objects, "TriggerAuthentication").values():
         assert "env" not in ta["spec"]
+
+
+@pytest.mark.parametrize("values_file", VALUES_FILES)
+def test_network_policy_admits_only_metrics_and_metrics_bind_the_pod_ip(values_file: str) -> None:
+    """Issue 16: the metrics server listened on all interfaces and the chart had no NetworkPolicy."""
+    objects = rendered(values_file)
+    policies = list(by_kind(objects, "NetworkPolicy").values())
+    assert len(policies) == 1
+    spec = policies[0]["spec"]
+    assert spec["policyTypes"] == ["Ingress"]
+    assert [p["port"] for rule in spec["ingress"] for p in rule["ports"]] == [9808]
+    assert all("namespaceSelector" in src for rule in spec["ingress"] for src in rule["from"])
+    for deployment in by_kind(objects, "Deployment").values():
+        env = {e["name"]: e for c in deployment["spec"]["template"]["spec"]["containers"] for e in c.get("env", [])}
+        assert env["LLMNER_METRICS_ADDR"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"

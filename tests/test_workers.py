@@ -245,14 +245,14 @@ def test_chunk_failing_max_deliveries_times_sends_its_document_to_dead_stream(se
     assert "POISON" not in caplog.text
 
 
-def test_consumer_dedupes_by_document_and_model_version_and_sqlite_loader_upserts(worker, tmp_path):
+def test_consumer_dedupes_by_job_and_sqlite_loader_upserts(worker, tmp_path):
     from workers.client import submit_many
     from workers.consumer import ResultConsumer
     from workers.loaders.sqlite_kg import SqliteKnowledgeGraph
     from workers.state import client
 
     docs = note_payloads(6, seed=3)
-    jobs = submit_many(docs + docs[:2], batch=4)  # two documents submitted twice -> published twice
+    jobs = submit_many(docs + docs[:2], batch=4)  # two documents submitted twice -> two jobs each
     wait_for_jobs(worker, jobs, timeout=60)
     r = client(worker.redis_url)
     assert r.xlen(worker.results_stream) == 8
@@ -271,15 +271,22 @@ def test_consumer_dedupes_by_document_and_model_version_and_sqlite_loader_upsert
             break
         loader.process(entries, lambda e: (kg.upsert(e), handled.append(e)))
     assert loader.stats.claimed == 3
-    assert loader.stats.handled == 6 and loader.stats.duplicates == 2
-    assert sorted(e.document_id for e in handled) == sorted(d["id"] for d in docs)
+    # A resubmission is a new job: loaded again (the loader upserts by document id).
+    assert loader.stats.handled == 8 and loader.stats.duplicates == 0
+    assert sorted(e.document_id for e in handled) == sorted(d["id"] for d in docs + docs[:2])
     assert r.xpending(worker.results_stream, "kg")["pending"] == 0
+    # The same job's result seen again (a replayed entry) is acknowledged, not handled twice.
+    first = r.xrange(worker.results_stream, count=1)[0][1]
+    r.xadd(worker.results_stream, first)
+    entries = loader.read(count=10, block_ms=100)
+    loader.process(entries, lambda e: handled.append(e))
+    assert loader.stats.handled == 8 and loader.stats.duplicates == 1
     db = sqlite3.connect(tmp_path / "kg.sqlite")
     counts = lambda: (db.execute("SELECT COUNT(*) FROM documents").fetchone()[0],
                       db.execute("SELECT COUNT(*) FROM entities").fetchone()[0])
     n_docs, n_entities = counts()
     assert n_docs == 6
-    assert n_entities == sum(len(e.record.entities) for e in handled)
+    assert n_entities == sum(len(e.record.entities) for e in {e.document_id: e for e in handled}.values())
     # A redelivered entry (loader died before XACK) rewrites the same rows.
     kg.upsert(handled[0])
     assert counts() == (n_docs, n_entities)

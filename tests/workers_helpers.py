@@ -217,3 +217,43 @@ class configured:
             del os.environ[k]
         os.environ.update(self._saved)
         configure()
+
+
+class _SlowPipeline:
+    """A pipeline whose inference takes ``delay`` seconds per batch (so that a test can kill a worker mid-batch)."""
+
+    def __init__(self, inner, delay: float) -> None:
+        self.inner = inner
+        self.delay = delay
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def infer_chunks(self, chunks, schemas=None):
+        time.sleep(self.delay)
+        return self.inner.infer_chunks(chunks, schemas)
+
+    def chunk(self, doc):
+        time.sleep(float(os.environ.get("LLMNER_TEST_INGEST_DELAY", "0")))
+        return self.inner.chunk(doc)
+
+
+def slow_lexicon_pipeline(bundle: str | None = None):
+    """LLMNER_PIPELINE_FACTORY target: the lexicon pipeline, LLMNER_TEST_INFER_DELAY seconds per batch (default 0.5)."""
+    return _SlowPipeline(lexicon_pipeline(), float(os.environ.get("LLMNER_TEST_INFER_DELAY", "0.5")))
+
+
+class _KillerPipeline(_SlowPipeline):
+    """Dies (as an OOM kill would) when a batch holds a chunk containing KILLME."""
+
+    def infer_chunks(self, chunks, schemas=None):
+        if any("KILLME" in c.text for c in chunks):
+            os._exit(137)
+        if any("HANGME" in c.text for c in chunks):
+            time.sleep(3600)  # a model call that never returns (the task time limit must end it)
+        return super().infer_chunks(chunks, schemas)
+
+
+def killer_lexicon_pipeline(bundle: str | None = None):
+    """LLMNER_PIPELINE_FACTORY target: the slow lexicon pipeline that kills its worker on KILLME."""
+    return _KillerPipeline(lexicon_pipeline(), float(os.environ.get("LLMNER_TEST_INFER_DELAY", "0.2")))

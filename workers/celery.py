@@ -33,7 +33,12 @@ def configure(new: Settings | None = None) -> Settings:
     """
     global _settings
     if new is not None:
-        os.environ.update(new.to_env())
+        env = new.to_env()
+        for name in ("LLMNER_REDIS_TLS_CA", "LLMNER_REDIS_TLS_CERT", "LLMNER_REDIS_TLS_KEY", "LLMNER_BUNDLE",
+                     "LLMNER_PIPELINE_FACTORY"):
+            if name not in env:  # unset in ``new``: an earlier value must not leak into it
+                os.environ.pop(name, None)
+        os.environ.update(env)
         os.environ.pop("LLMNER_REDIS_PASSWORD", None)  # the URL in ``new`` already carries it
     app.config_from_object(load_celeryconfig(reload=True), force=True)
     app.close()  # drop the broker connection pool built for the previous URL

@@ -6,10 +6,12 @@ happen inside the commands so that ``llmner --help`` stays fast.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -23,11 +25,27 @@ console = Console(stderr=True)
 
 
 def _settings_with_url(redis_url: str | None):
+    """The settings, with ``--redis-url`` applied; RedisUnreachable (one line, exit 2) when Redis does not answer."""
     from workers.celery import configure, settings
+    from workers.connections import check_reachable
 
-    if redis_url:
-        return configure(dataclasses.replace(settings(), redis_url=redis_url))
-    return settings()
+    s = configure(dataclasses.replace(settings(), redis_url=redis_url)) if redis_url else settings()
+    check_reachable(s)
+    return s
+
+
+@contextlib.contextmanager
+def _redis_errors_in_one_line(url: str) -> Iterator[None]:
+    # Redis going away mid-command: one line naming the URL and the fix, not a 150-line traceback.
+    import redis
+    from kombu.exceptions import OperationalError
+
+    from workers.connections import RedisUnreachable, unreachable_message
+
+    try:
+        yield
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OperationalError) as exc:
+        raise RedisUnreachable(unreachable_message(url, exc)) from None
 
 
 RUN_OUTPUT_FORMATS = ("records", "jsonl", "pubtator", "bioc", "bioc_json")
@@ -103,11 +121,12 @@ def submit(
     """Queue the notes of FILE for the running workers; prints one job id per note."""
     if not file.is_file():
         raise DataNotFoundError(f"input file not found: {file}")
-    _settings_with_url(redis_url)
+    s = _settings_with_url(redis_url)
     from workers.client import submit_many
     from workers.embedded import read_payloads
 
-    jobs = submit_many(read_payloads(file), batch=batch)
+    with _redis_errors_in_one_line(s.redis_url):
+        jobs = submit_many(read_payloads(file), batch=batch)
     for job in jobs:
         print(job)
     console.print(f"submitted {len(jobs)} notes")
@@ -135,9 +154,15 @@ def results(
     if stream not in ("results", "dead", "inbox"):
         raise ConfigError(f"--stream must be results, dead or inbox, got {stream!r}")
     s = _settings_with_url(redis_url)
-    from workers.state import client, decode_fields
+    from workers.state import client
 
-    r = client(s.redis_url)
+    with _redis_errors_in_one_line(s.redis_url):
+        _show_stream(client(s), s, stream, count, follow, full)
+
+
+def _show_stream(r, s, stream: str, count: int, follow: bool, full: bool) -> None:
+    from workers.state import decode_fields
+
     key = {"results": s.results_stream, "dead": s.dead_stream, "inbox": s.inbox_stream}[stream]
     length = r.xlen(key)
     console.print(f"{key}: {length} entries")

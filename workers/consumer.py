@@ -7,8 +7,10 @@
 - XACK only after the handler returned (the loader's write is done): a loader that dies mid-write
   gets the entry again.
 - XAUTOCLAIM of entries pending longer than ``min_idle_ms`` (their loader died).
-- Dedupe by document id + model version: a document published twice (it was submitted twice, or
-  a race re-published it) reaches the handler once per model version.
+- Dedupe by job id (one submission of one document), one key per job with its own TTL
+  (``dedupe_ttl``): a result entry seen twice (XAUTOCLAIM after a slow handler, a replayed stream)
+  reaches the handler once, while a corrected note resubmitted under the same document id is a
+  new job and is loaded. Keys expire one by one, so the dedupe state does not grow without end.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -46,15 +49,16 @@ class ConsumerStats:
 
 class ResultConsumer:
     def __init__(self, r: redis.Redis, group: str, name: str | None = None, stream: str = "llmner:results",
-                 min_idle_ms: int = 60_000, dedupe_ttl: int = 30 * 24 * 3600) -> None:
+                 min_idle_ms: int = 60_000, dedupe_ttl: int = 30 * 24 * 3600, ack_retry_seconds: float = 300.0) -> None:
         self.r = r
         self.stream = stream
         self.group = group
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.min_idle_ms = min_idle_ms
         self.dedupe_ttl = dedupe_ttl
-        # One hash per group: document id + model version -> entry id of the first delivery handled.
-        self.dedupe_key = f"{stream}:{group}:handled"
+        self.ack_retry_seconds = ack_retry_seconds
+        # One key per handled job: <stream>:<group>:handled:<job id> -> entry id, expiring after dedupe_ttl.
+        self.dedupe_prefix = f"{stream}:{group}:handled:"
         self.stats = ConsumerStats()
         self._claim_cursor = "0-0"
 
@@ -83,7 +87,7 @@ class ResultConsumer:
         return [(eid, fields) for _, items in (resp or []) for eid, fields in items]
 
     def process(self, entries: list[tuple[bytes, dict]], handle: Callable[[ResultEntry], Any]) -> int:
-        """Hand each new (document, model version) to ``handle``, then ack; duplicates are acked unhandled."""
+        """Hand each new job's result to ``handle``, then ack; duplicates are acked unhandled."""
         handled = 0
         for eid, fields in entries:
             entry_id = eid.decode() if isinstance(eid, bytes) else eid
@@ -101,20 +105,36 @@ class ResultConsumer:
                 self.stats.invalid += 1
                 self.r.xack(self.stream, self.group, entry_id)
                 continue
-            dedupe_field = f"{doc_id}\x1f{version}"
-            if self.r.hexists(self.dedupe_key, dedupe_field):
+            # An entry without a job id (an older publisher) dedupes on its own entry id.
+            dedupe_key = self.dedupe_prefix + (job or f"entry:{entry_id}")
+            if self.r.exists(dedupe_key):
                 self.stats.duplicates += 1
                 self.r.xack(self.stream, self.group, entry_id)
                 continue
             handle(ResultEntry(entry_id, doc_id, version, job, record))
-            pipe = self.r.pipeline()
-            pipe.hset(self.dedupe_key, dedupe_field, entry_id)
-            pipe.expire(self.dedupe_key, self.dedupe_ttl)
-            pipe.xack(self.stream, self.group, entry_id)
-            pipe.execute()
+            self._mark_handled(dedupe_key, entry_id)
             self.stats.handled += 1
             handled += 1
         return handled
+
+    def _mark_handled(self, dedupe_key: str, entry_id: str) -> None:
+        """Record and acknowledge a handled entry, waiting out a Redis restart: giving up here would
+        hand the entry to the loader a second time once Redis is back."""
+        deadline = time.monotonic() + self.ack_retry_seconds
+        while True:
+            try:
+                pipe = self.r.pipeline()
+                pipe.set(dedupe_key, entry_id, ex=self.dedupe_ttl)
+                pipe.xack(self.stream, self.group, entry_id)
+                pipe.execute()
+                return
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                    redis.exceptions.BusyLoadingError) as exc:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("results entry %s handled; Redis unreachable (%s), retrying the ack", entry_id,
+                            type(exc).__name__)
+                time.sleep(0.5)
 
     def run(self, handle: Callable[[ResultEntry], Any], stop: Callable[[], bool] = lambda: False,
             count: int = 64, block_ms: int = 1000) -> ConsumerStats:

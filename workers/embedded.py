@@ -154,7 +154,7 @@ def delete_keys(settings: Settings) -> int:
     """Delete every key of a run (its prefix, its queues and streams)."""
     from workers.state import client
 
-    r = client(settings.redis_url)
+    r = client(settings)
     names = {settings.ingest_queue, settings.infer_queue, settings.inbox_stream, settings.results_stream,
              settings.dead_stream, settings.chunk_list}
     keys = [k for k in r.scan_iter(match=f"{settings.key_prefix}*", count=1000)]
@@ -185,7 +185,7 @@ def follow(settings: Settings, job_ids: Sequence[str], on_progress: Any = None,
     """Read the results and dead streams until every job is accounted for: (results, dead) by job id."""
     from workers.state import client, decode_fields
 
-    r = client(settings.redis_url)
+    r = client(settings)
     wanted = set(job_ids)
     results: dict[str, dict] = {}
     dead: dict[str, dict] = {}

@@ -10,6 +10,8 @@ import os
 import sys
 from pathlib import Path
 
+from workers.settings import Settings
+
 
 def models_loaded(ready_file: str) -> tuple[bool, str]:
     path = Path(ready_file)
@@ -26,27 +28,24 @@ def models_loaded(ready_file: str) -> tuple[bool, str]:
     return True, f"models loaded in process {pid}"
 
 
-def redis_reachable(url: str, timeout: float = 2.0) -> tuple[bool, str]:
-    import redis
-
-    from workers.state import redis_py_url
+def redis_reachable(settings: Settings, timeout: float = 2.0) -> tuple[bool, str]:
+    """PING with the workers' own client settings (URL, password, TLS files and verification)."""
+    from workers.connections import new_client
 
     try:
-        redis.Redis.from_url(redis_py_url(url), socket_connect_timeout=timeout, socket_timeout=timeout).ping()
+        new_client(settings, socket_connect_timeout=timeout, socket_timeout=timeout).ping()
     except Exception as exc:  # noqa: BLE001 - any failure means unhealthy
-        return False, f"Redis unreachable ({type(exc).__name__})"
+        return False, f"Redis unreachable ({type(exc).__name__}: {str(exc)[:160]})"
     return True, "Redis reachable"
 
 
 def main() -> int:
-    from workers.settings import Settings
-
     s = Settings.from_env()
     ok, why = models_loaded(s.ready_file)
     if not ok:
         print(why)
         return 1
-    ok_redis, why_redis = redis_reachable(s.redis_url)
+    ok_redis, why_redis = redis_reachable(s)
     if not ok_redis:
         print(why_redis)
         return 2

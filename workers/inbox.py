@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 
 import redis
+from kombu.exceptions import OperationalError
 
 from workers.settings import Settings
 
@@ -78,7 +79,7 @@ class InboxBridge:
         while not stop():
             try:
                 self.poll()
-            except redis.ConnectionError as exc:
+            except (redis.ConnectionError, redis.TimeoutError, OperationalError) as exc:
                 log.warning("inbox bridge: Redis unreachable (%s); retrying", exc.__class__.__name__)
                 time.sleep(1)
 
@@ -90,7 +91,7 @@ def main() -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     s = settings()
-    bridge = InboxBridge(s, client(s.redis_url))
+    bridge = InboxBridge(s, client(s))
     stop = StopFlag()
     log.info("inbox bridge: %s -> %s", s.inbox_stream, s.ingest_queue)
     bridge.run(stop)

@@ -40,12 +40,13 @@ class QueueDepthCollector:
         s = settings()
         gauge = GaugeMetricFamily("llmner_queue_depth", "Items waiting in Redis", labels=["queue"])
         try:
-            r = client(s.redis_url)
+            r = client(s)
             pipe = r.pipeline(transaction=False)
             pipe.llen(s.ingest_queue)
             pipe.llen(s.infer_queue)
             pipe.llen(s.chunk_list)
-            pipe.hlen(f"{s.key_prefix}unacked")
+            pipe.hlen(s.unacked_key)
+            pipe.llen(s.retry_list)
             pipe.xlen(s.results_stream)
             pipe.xlen(s.dead_stream)
             pipe.xlen(s.inbox_stream)
@@ -53,7 +54,8 @@ class QueueDepthCollector:
         except Exception as exc:  # noqa: BLE001 - a scrape must not fail because Redis is down
             log.warning("queue depth scrape failed: %s", type(exc).__name__)
             return
-        names = ("ingest", "infer", "chunks", "unacked", "results_stream", "dead_stream", "inbox_stream")
+        # chunks: jobs with chunks waiting (the fair ring); retry: chunks of killed batches
+        names = ("ingest", "infer", "chunks", "unacked", "retry", "results_stream", "dead_stream", "inbox_stream")
         for name, value in zip(names, values):
             gauge.add_metric([name], float(value))
         yield gauge
@@ -63,14 +65,17 @@ _started = False
 _start_lock = threading.Lock()
 
 
-def serve(port: int) -> bool:
-    """Start the metrics HTTP server once per process; False when disabled or the port is taken."""
+def serve(port: int, addr: str = "127.0.0.1") -> bool:
+    """Start the metrics HTTP server once per process; False when disabled or the port is taken.
+
+    It binds ``addr`` (LLMNER_METRICS_ADDR), loopback by default: the chart sets the pod IP, so
+    that Prometheus reaches it and nothing else on the node's other interfaces does."""
     global _started
     with _start_lock:
         if _started or port <= 0:
             return _started
         try:
-            start_http_server(port)
+            start_http_server(port, addr=addr)
         except OSError as exc:
             log.warning("metrics port %d unavailable (%s); metrics not served by this process", port, exc.strerror)
             return False

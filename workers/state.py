@@ -1,26 +1,32 @@
-"""Per-document state in Redis: manifests, the chunk work list, idempotent chunk results, atomic
-publication of results and dead letters.
+"""Per-document state in Redis: manifests, the fair work queue, idempotent chunk results, atomic
+publication of results and dead letters, and the durable outcome of every job.
 
-A *job* is one submission of one document (its id is the ingest task id, so a redelivered ingest
-message is the same job). Keys (``<p>`` = LLMNER_KEY_PREFIX):
+A *job* is one submission of one document (its id is ``{ingest task id}.{item index}``, so a
+redelivered ingest message is the same job). Keys (``<p>`` = LLMNER_KEY_PREFIX):
 
   <p>job:{job}            hash: n (chunk count), doc (document JSON), c{i} (chunk i JSON), timings
+  <p>job:{job}:queue      list of chunk indices of this job waiting for inference
   <p>job:{job}:chunks     hash: i -> {"e": entities in document offsets, "ms": inference ms, "bs": batch size}
-  <p>job:{job}:attempts   hash: i -> deliveries of chunk i so far
+  <p>job:{job}:attempts   hash: i -> failed deliveries of chunk i (raised, or killed its worker)
   <p>job:{job}:seen       marker: this job was created (a redelivered ingest must not create it twice)
-  <p>chunks               list of chunk references "job|i" waiting for inference
-  <p>inflight:{task}      list of the references an infer task has taken (re-run if its worker dies)
+  <p>outcome:{job}        "published <entry id>" or "dead <entry id>" (LLMNER_OUTCOME_TTL, longer than the state)
+  <p>chunks               ring of jobs with queued chunks: a batch takes one chunk per job per turn,
+                          so a 4,000-chunk note shares the workers with the short notes behind it
+  <p>chunks:retry         chunk references "job|i" of batches whose worker died, taken one at a time
+  <p>inflight:{task}      list of the references an infer task has taken
+  <p>owners               hash: infer task id -> {"worker", "t"} (the heartbeat sweeper reclaims
+                          the in-flight chunks of a task whose worker died or moved on)
 
 Every transition that must not be split by a crash is one Lua script: creating a job and queueing
 its chunks; taking a micro-batch; storing a chunk result and detecting completion; publishing the
-result (or a dead letter) and deleting the state. Publication checks that the job still exists, so
-a document is published at most once even when chunks are processed twice after a redelivery.
+result (or a dead letter) with its outcome and deleting the state; reclaiming in-flight chunks.
+A job whose state vanished (TTL, eviction) without an outcome goes to the dead stream (state_lost).
 """
 
 from __future__ import annotations
 
 import base64
-import threading
+import hashlib
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -28,36 +34,98 @@ from typing import Any
 import orjson
 import redis
 
+from workers.connections import client, redis_py_url, reset_clients  # noqa: F401 - re-exported
 from workers.settings import Settings
 
+MAX_REASON_CHARS = 500
+
 _CREATE_JOB = """
--- KEYS: seen, manifest, chunk_list   ARGV: ttl, nfields, field, value, ..., ref, ref, ...
+-- KEYS: seen, manifest, ring, job_queue   ARGV: ttl, job_id, nchunks, nfields, field, value, ...
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local ttl = tonumber(ARGV[1])
-local nfields = tonumber(ARGV[2])
+local nfields = tonumber(ARGV[4])
 redis.call('SET', KEYS[1], '1', 'EX', ttl)
-for i = 3, 2 + 2 * nfields, 2 do
+for i = 5, 4 + 2 * nfields, 2 do
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
 end
 redis.call('EXPIRE', KEYS[2], ttl)
-for i = 3 + 2 * nfields, #ARGV do
-  redis.call('RPUSH', KEYS[3], ARGV[i])
+local n = tonumber(ARGV[3])
+for i = 0, n - 1, 1000 do
+  local batch = {}
+  for j = i, math.min(i + 999, n - 1) do batch[#batch + 1] = tostring(j) end
+  redis.call('RPUSH', KEYS[4], unpack(batch))
 end
+redis.call('EXPIRE', KEYS[4], ttl)
+redis.call('RPUSH', KEYS[3], ARGV[2])
 return 1
 """
 
 _TAKE_BATCH = """
--- KEYS: chunk_list, inflight   ARGV: count, ttl
-local refs = redis.call('LPOP', KEYS[1], tonumber(ARGV[1]))
-if not refs then return {} end
-for _, ref in ipairs(refs) do redis.call('RPUSH', KEYS[2], ref) end
-redis.call('EXPIRE', KEYS[2], tonumber(ARGV[2]))
-return refs
+-- KEYS: ring, inflight, retry, owners   ARGV: count, ttl, prefix, task_id, owner JSON
+-- A chunk of a killed batch is taken alone; otherwise one chunk per job per turn of the ring.
+local out = {}
+local suspect = redis.call('LPOP', KEYS[3])
+if suspect then
+  out[1] = suspect
+else
+  local count = tonumber(ARGV[1])
+  while #out < count do
+    local job = redis.call('LPOP', KEYS[1])
+    if not job then break end
+    local q = ARGV[3] .. 'job:' .. job .. ':queue'
+    local idx = redis.call('LPOP', q)
+    if idx then
+      out[#out + 1] = job .. '|' .. idx
+      if redis.call('LLEN', q) > 0 then redis.call('RPUSH', KEYS[1], job) end
+    end
+  end
+end
+if #out > 0 then
+  redis.call('RPUSH', KEYS[2], unpack(out))
+  redis.call('EXPIRE', KEYS[2], tonumber(ARGV[2]))
+  redis.call('HSET', KEYS[4], ARGV[4], ARGV[5])
+end
+return out
+"""
+
+_REQUEUE = """
+-- KEYS: ring   ARGV: prefix, ttl, ref, ...   (back to the front of its job's queue)
+for i = 3, #ARGV do
+  local ref = ARGV[i]
+  local sep = string.find(ref, '|[^|]*$')
+  local job = string.sub(ref, 1, sep - 1)
+  local q = ARGV[1] .. 'job:' .. job .. ':queue'
+  if redis.call('LLEN', q) == 0 then redis.call('RPUSH', KEYS[1], job) end
+  redis.call('LPUSH', q, string.sub(ref, sep + 1))
+  redis.call('EXPIRE', q, tonumber(ARGV[2]))
+end
+return #ARGV - 2
+"""
+
+_RECLAIM = """
+-- KEYS: inflight, retry, owners   ARGV: task_id, count (1: the chunks' worker died), prefix, ttl
+-- A death counts against a chunk only when the chunk was alone: in a batch, the culprit is unknown,
+-- and every chunk of it is retried alone first.
+local refs = redis.call('LRANGE', KEYS[1], 0, -1)
+if #refs > 0 then
+  redis.call('RPUSH', KEYS[2], unpack(refs))
+  if ARGV[2] == '1' and #refs == 1 then
+    for _, ref in ipairs(refs) do
+      local sep = string.find(ref, '|[^|]*$')
+      local a = ARGV[3] .. 'job:' .. string.sub(ref, 1, sep - 1) .. ':attempts'
+      redis.call('HINCRBY', a, string.sub(ref, sep + 1), 1)
+      redis.call('EXPIRE', a, tonumber(ARGV[4]))
+    end
+  end
+end
+redis.call('DEL', KEYS[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+return #refs
 """
 
 _STORE_CHUNK = """
 -- KEYS: manifest, chunk_results   ARGV: index, result JSON, ttl
--- -1: the job is gone (published or dead already); 1: this store completed the job; 0: not yet.
+-- -1: the job state is gone; 1: this store completed the job; 0: not yet.
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]))
@@ -67,46 +135,27 @@ return 0
 """
 
 _FINISH_JOB = """
--- KEYS: manifest, chunk_results, attempts, stream   ARGV: field, value, ...
--- Publishes one entry and deletes the job state, once: a second call finds no manifest.
+-- KEYS: manifest, chunk_results, attempts, job_queue, outcome, stream   ARGV: outcome ttl, kind, field, value, ...
+-- Publishes one entry, records the outcome and deletes the job state, once.
+if redis.call('EXISTS', KEYS[5]) == 1 then return false end
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-local id = redis.call('XADD', KEYS[4], '*', unpack(ARGV))
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+local id = redis.call('XADD', KEYS[6], '*', unpack(ARGV, 3))
+redis.call('SET', KEYS[5], ARGV[2] .. ' ' .. id, 'EX', tonumber(ARGV[1]))
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
 return id
 """
 
 _DEAD_ONCE = """
--- KEYS: seen, dead stream   ARGV: ttl, field, value, ...
--- A rejected input is dead-lettered once per job, even when its ingest message is redelivered.
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[1])) then return false end
-return redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
+-- KEYS: seen, dead stream, outcome   ARGV: ttl, outcome ttl, check seen (1/0), field, value, ...
+-- A rejected input (or a job whose state was lost) is dead-lettered once per job.
+if redis.call('EXISTS', KEYS[3]) == 1 then return false end
+if ARGV[3] == '1' then
+  if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[1])) then return false end
+end
+local id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 4))
+redis.call('SET', KEYS[3], 'dead ' .. id, 'EX', tonumber(ARGV[2]))
+return id
 """
-
-_clients: dict[str, redis.Redis] = {}
-_clients_lock = threading.Lock()
-
-
-def redis_py_url(url: str) -> str:
-    """kombu's unix socket URL (``redis+socket:///path``) in redis-py's spelling (``unix:///path``)."""
-    for scheme in ("redis+socket://", "socket://"):
-        if url.startswith(scheme):
-            return "unix://" + url[len(scheme):]
-    return url
-
-
-def client(url: str) -> redis.Redis:
-    """One connection pool per URL per process (redis-py clients are thread-safe)."""
-    with _clients_lock:
-        if url not in _clients:
-            _clients[url] = redis.Redis.from_url(redis_py_url(url), health_check_interval=30)
-        return _clients[url]
-
-
-def reset_clients() -> None:
-    with _clients_lock:
-        for c in _clients.values():
-            c.close()
-        _clients.clear()
 
 
 def chunk_ref(job_id: str, index: int) -> str:
@@ -134,39 +183,57 @@ class JobStore:
 
     def __init__(self, settings: Settings, redis_client: redis.Redis | None = None) -> None:
         self.settings = settings
-        self.r = redis_client if redis_client is not None else client(settings.redis_url)
+        self.r = redis_client if redis_client is not None else client(settings)
         self._create = self.r.register_script(_CREATE_JOB)
         self._take = self.r.register_script(_TAKE_BATCH)
+        self._requeue = self.r.register_script(_REQUEUE)
+        self._reclaim = self.r.register_script(_RECLAIM)
         self._store = self.r.register_script(_STORE_CHUNK)
         self._finish = self.r.register_script(_FINISH_JOB)
         self._dead_once = self.r.register_script(_DEAD_ONCE)
 
     # -- ingest ---------------------------------------------------------------------------
-    def create_job(self, job_id: str, fields: Mapping[str, str | bytes], refs: Sequence[str]) -> bool:
-        """Write the manifest and queue the chunk references atomically; False if the job existed."""
+    def create_job(self, job_id: str, fields: Mapping[str, str | bytes], nchunks: int) -> bool:
+        """Write the manifest and queue the job's chunks atomically; False if the job existed."""
         s = self.settings
-        args: list[Any] = [s.state_ttl, len(fields)]
+        args: list[Any] = [s.state_ttl, job_id, nchunks, len(fields)]
         for k, v in fields.items():
             args += [k, v]
-        args += list(refs)
-        keys = [s.seen_key(job_id), s.manifest_key(job_id), s.chunk_list]
+        keys = [s.seen_key(job_id), s.manifest_key(job_id), s.chunk_list, s.job_queue_key(job_id)]
         return bool(self._create(keys=keys, args=args))
 
     # -- infer ----------------------------------------------------------------------------
-    def take_batch(self, task_id: str, count: int) -> list[str]:
-        """Move up to ``count`` chunk references to the task's in-flight list (one atomic step)."""
+    def take_batch(self, task_id: str, count: int, worker: str = "") -> list[str]:
+        """Move up to ``count`` chunk references to the task's in-flight list (one atomic step),
+        recording ``worker`` as their owner (the sweeper reclaims them if it dies)."""
         s = self.settings
-        refs = self._take(keys=[s.chunk_list, s.inflight_key(task_id)], args=[count, s.state_ttl])
+        owner = orjson.dumps({"worker": worker, "t": time.time()})
+        refs = self._take(keys=[s.chunk_list, s.inflight_key(task_id), s.retry_list, s.owners_key],
+                          args=[count, s.state_ttl, s.key_prefix, task_id, owner])
         return [r.decode() for r in refs]
 
     def inflight(self, task_id: str) -> list[str]:
         return [r.decode() for r in self.r.lrange(self.settings.inflight_key(task_id), 0, -1)]
 
+    def owners(self) -> dict[str, dict]:
+        return {k.decode(): orjson.loads(v) for k, v in self.r.hgetall(self.settings.owners_key).items()}
+
+    def reclaim(self, task_id: str, count: bool) -> int:
+        """Move a task's in-flight chunks to the retry list (``count``: their worker died, which
+        counts as a failed delivery of the chunk when it was tagged alone). Returns how many."""
+        s = self.settings
+        return int(self._reclaim(keys=[s.inflight_key(task_id), s.retry_list, s.owners_key],
+                                 args=[task_id, "1" if count else "0", s.key_prefix, s.state_ttl]))
+
     def done_with(self, task_id: str, ref: str) -> None:
         self.r.lrem(self.settings.inflight_key(task_id), 1, ref)
 
     def clear_task(self, task_id: str) -> None:
-        self.r.delete(self.settings.inflight_key(task_id), self.settings.deliveries_key(task_id))
+        s = self.settings
+        pipe = self.r.pipeline()
+        pipe.delete(s.inflight_key(task_id), s.deliveries_key(task_id))
+        pipe.hdel(s.owners_key, task_id)
+        pipe.execute()
 
     def count_delivery(self, task_id: str) -> int:
         """How many times this task message has been delivered (counts this one)."""
@@ -176,15 +243,18 @@ class JobStore:
         pipe.expire(key, self.settings.state_ttl)
         return int(pipe.execute()[0])
 
-    def count_attempts(self, refs: Sequence[str]) -> list[int]:
-        """Increment and return the delivery count of each chunk reference."""
-        pipe = self.r.pipeline(transaction=False)
-        for ref in refs:
-            job_id, index = parse_ref(ref)
-            pipe.hincrby(self.settings.attempts_key(job_id), str(index), 1)
-            pipe.expire(self.settings.attempts_key(job_id), self.settings.state_ttl)
-        out = pipe.execute()
-        return [int(v) for v in out[0::2]]
+    def uncount_delivery(self, task_id: str) -> None:
+        """A delivery that ended on a Redis error is not the message's fault."""
+        self.r.decr(self.settings.deliveries_key(task_id))
+
+    def count_failure(self, ref: str) -> int:
+        """Increment and return the failed deliveries of a chunk."""
+        job_id, index = parse_ref(ref)
+        key = self.settings.attempts_key(job_id)
+        pipe = self.r.pipeline()
+        pipe.hincrby(key, str(index), 1)
+        pipe.expire(key, self.settings.state_ttl)
+        return int(pipe.execute()[0])
 
     def get_attempts(self, refs: Sequence[str]) -> list[int]:
         pipe = self.r.pipeline(transaction=False)
@@ -194,8 +264,23 @@ class JobStore:
         return [int(v or 0) for v in pipe.execute()]
 
     def requeue(self, refs: Sequence[str]) -> None:
+        """Put chunks back at the front of their jobs' queues."""
         if refs:
-            self.r.rpush(self.settings.chunk_list, *refs)
+            s = self.settings
+            self._requeue(keys=[s.chunk_list], args=[s.key_prefix, s.state_ttl, *refs])
+
+    def retry_alone(self, refs: Sequence[str]) -> None:
+        """Queue chunks to be retried one at a time (a failing chunk must not fail its neighbours)."""
+        if refs:
+            self.r.rpush(self.settings.retry_list, *refs)
+
+    def queued(self) -> tuple[int, int]:
+        """(jobs with queued chunks, chunks waiting to be retried alone)."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.llen(self.settings.chunk_list)
+        pipe.llen(self.settings.retry_list)
+        jobs, retry = pipe.execute()
+        return int(jobs), int(retry)
 
     def load_chunks(self, refs: Sequence[str]) -> list[tuple[dict | None, str]]:
         """(chunk JSON, schema name or "") of each reference; the chunk is None where the job is gone."""
@@ -224,21 +309,27 @@ class JobStore:
             return None
         return manifest, {int(k): orjson.loads(v) for k, v in results.items()}
 
-    # -- publication ----------------------------------------------------------------------
-    def _finish_job(self, job_id: str, stream: str, fields: Mapping[str, str | bytes]) -> str | None:
+    # -- outcomes -------------------------------------------------------------------------
+    def outcome(self, job_id: str) -> str | None:
+        """``published <entry>`` / ``dead <entry>``, or None when the job has no recorded outcome."""
+        raw = self.r.get(self.settings.outcome_key(job_id))
+        return None if raw is None else raw.decode()
+
+    def _finish_job(self, job_id: str, kind: str, stream: str, fields: Mapping[str, str | bytes]) -> str | None:
         s = self.settings
-        args: list[Any] = []
+        args: list[Any] = [s.outcome_ttl, kind]
         for k, v in fields.items():
             args += [k, v]
-        keys = [s.manifest_key(job_id), s.chunk_results_key(job_id), s.attempts_key(job_id), stream]
+        keys = [s.manifest_key(job_id), s.chunk_results_key(job_id), s.attempts_key(job_id),
+                s.job_queue_key(job_id), s.outcome_key(job_id), stream]
         out = self._finish(keys=keys, args=args)
         return None if out is None else out.decode()
 
     def publish(self, job_id: str, document_id: str, model_version: str, record_json: bytes) -> str | None:
-        """XADD the result and delete the job state, once; None when someone else already did."""
+        """XADD the result, record the outcome and delete the job state, once; None when someone else did."""
         fields = {"document_id": document_id, "model_version": model_version, "job_id": job_id,
                   "record": record_json}
-        return self._finish_job(job_id, self.settings.results_stream, fields)
+        return self._finish_job(job_id, "published", self.settings.results_stream, fields)
 
     def dead_job(self, job_id: str, reason: str, payload: str, stage: str, code: str) -> str | None:
         """Send a job that cannot finish (a chunk failed too often) to the dead stream, once."""
@@ -246,27 +337,52 @@ class JobStore:
         document_id = ""
         if manifest is not None:
             document_id = str(orjson.loads(manifest).get("id", ""))
-        fields = dead_fields(code, reason, payload, "utf-8", stage, document_id, job_id)
-        return self._finish_job(job_id, self.settings.dead_stream, fields)
+        fields = dead_fields(code, reason, payload, stage, document_id, job_id, self.settings.dead_payload_bytes)
+        return self._finish_job(job_id, "dead", self.settings.dead_stream, fields)
 
     def dead_letter(self, reason: str, payload: bytes | str, stage: str, document_id: str = "",
-                    job_id: str = "", code: str = "invalid") -> str | None:
-        """XADD a rejected input (it never became a job) to the dead stream with its original payload;
-        once per job id (None when this job was dead-lettered or created before)."""
-        text, encoding = encode_payload(payload)
-        fields = dead_fields(code, reason, text, encoding, stage, document_id, job_id)
-        args: list[Any] = [self.settings.state_ttl]
+                    job_id: str = "", code: str = "invalid", check_seen: bool = True) -> str | None:
+        """XADD a rejected input to the dead stream with (a bounded prefix of) its original payload;
+        once per job id (None when this job was dead-lettered, created or finished before)."""
+        s = self.settings
+        fields = dead_fields(code, reason, payload, stage, document_id, job_id, s.dead_payload_bytes)
+        if not job_id:  # not a job (a malformed broker item): nothing to deduplicate or record
+            return self.r.xadd(s.dead_stream, fields).decode()
+        args: list[Any] = [s.state_ttl, s.outcome_ttl, "1" if check_seen else "0"]
         for k, v in fields.items():
             args += [k, v]
-        out = self._dead_once(keys=[self.settings.seen_key(job_id), self.settings.dead_stream], args=args)
+        out = self._dead_once(keys=[s.seen_key(job_id), s.dead_stream, s.outcome_key(job_id)], args=args)
         return None if out is None else out.decode()
 
+    def state_lost(self, job_id: str, stage: str) -> str | None:
+        """A job whose state vanished (LLMNER_STATE_TTL passed, or Redis evicted it) with no outcome
+        recorded: it must not disappear silently."""
+        if self.outcome(job_id) is not None:
+            return None
+        return self.dead_letter("the job's state expired or was evicted before it was published "
+                                "(LLMNER_STATE_TTL, Redis maxmemory-policy)", b"", stage=stage, job_id=job_id,
+                                code="state_lost", check_seen=False)
 
-def dead_fields(code: str, reason: str, payload: str, encoding: str, stage: str, document_id: str,
-                job_id: str) -> dict[str, str]:
-    """A dead-stream entry: ``code`` (machine-readable class), ``reason`` (one line), the original payload."""
-    return {"code": code, "reason": reason, "payload": payload, "payload_encoding": encoding, "stage": stage,
-            "document_id": document_id, "job_id": job_id, "time": f"{time.time():.3f}"}
+
+def truncate(text: str, limit: int = MAX_REASON_CHARS) -> str:
+    """At most ``limit`` characters, one line (reasons may echo raw field values of any size)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def dead_fields(code: str, reason: str, payload: bytes | str, stage: str, document_id: str, job_id: str,
+                max_payload_bytes: int = 65536) -> dict[str, str]:
+    """A dead-stream entry: ``code`` (machine-readable class), ``reason`` (one line, bounded), a bounded
+    prefix of the original payload with the SHA-256 and size of the whole one."""
+    raw = payload.encode("utf-8", "surrogatepass") if isinstance(payload, str) else bytes(payload)
+    kept = raw[:max_payload_bytes]
+    if isinstance(payload, str) and len(kept) < len(raw):
+        kept = kept.decode("utf-8", "ignore").encode()  # do not cut a character in two
+    text, encoding = encode_payload(kept)
+    return {"code": code, "reason": truncate(reason), "payload": text, "payload_encoding": encoding,
+            "payload_bytes": str(len(raw)), "payload_sha256": hashlib.sha256(raw).hexdigest(),
+            "payload_truncated": "1" if len(kept) < len(raw) else "0", "stage": stage,
+            "document_id": truncate(document_id, 256), "job_id": truncate(job_id, 256), "time": f"{time.time():.3f}"}
 
 
 def decode_fields(fields: Mapping[bytes | str, bytes | str]) -> dict[str, str]:

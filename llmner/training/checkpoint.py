@@ -79,7 +79,7 @@ def export_portable(checkpoint: str | Path, dest: str | Path) -> Path:
     checkpoint, dest = Path(checkpoint), Path(dest)
     if not (checkpoint / STATE_NAME).is_file():
         raise DataNotFoundError(f"{checkpoint} is not a training checkpoint (no {STATE_NAME})")
-    state = torch.load(checkpoint / STATE_NAME, map_location="cpu", weights_only=False)
+    state = load_state(checkpoint)
     portable = {k: state[k] for k in ("step", "scheduler", "sampler", "history", "config", "elapsed_s",
                                        "fresh_optimizer_steps") if k in state}
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent if dest.parent.exists() else None))
@@ -127,3 +127,16 @@ def list_checkpoints(root: str | Path) -> list[Path]:
 def latest_checkpoint(root: str | Path) -> Path | None:
     found = list_checkpoints(root)
     return found[-1] if found else None
+
+
+def load_state(checkpoint: str | Path) -> dict[str, Any]:
+    """The training state of a full checkpoint. ``weights_only``: loading a checkpoint must never run
+    code (a pickle can); only tensors, containers and the NumPy types of the RNG states are allowed."""
+    import numpy as np
+    import torch
+
+    state_file = Path(checkpoint) / STATE_NAME
+    if not state_file.is_file():
+        raise DataNotFoundError(f"checkpoint {checkpoint} is incomplete (no {STATE_NAME})")
+    with torch.serialization.safe_globals([np.dtype, type(np.dtype("uint32")), np.ndarray, np._core.multiarray._reconstruct]):
+        return torch.load(state_file, map_location="cpu", weights_only=True)

@@ -106,11 +106,8 @@ class TrainingLoop:
             self.load_weights(found)
             saved: Mapping[str, Any] = json.loads((found / ckpt.PORTABLE_STATE_NAME).read_text(encoding="utf-8"))
         else:
-            import torch
-
             self.load_weights(found)
-            # Our own file, written by save_checkpoint: it holds NumPy RNG state, which weights_only refuses.
-            saved = torch.load(found / ckpt.STATE_NAME, map_location="cpu", weights_only=False)
+            saved = ckpt.load_state(found)
         if check is not None:
             check(saved, found)
         self.scheduler.load_state_dict(saved["scheduler"])

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 
     s = settings()
     kg = SqliteKnowledgeGraph(args.database)
-    consumer = ResultConsumer(client(s.redis_url), group=args.group, stream=s.results_stream)
+    consumer = ResultConsumer(client(s), group=args.group, stream=s.results_stream)
     stop = StopFlag()
     consumer.ensure_group()
     while not stop():

@@ -87,6 +87,12 @@ app.kubernetes.io/component: {{ .component }}
   valueFrom:
     fieldRef:
       fieldPath: metadata.name
+# The metrics server binds the pod IP only (the workers default to loopback), and the
+# NetworkPolicy admits the monitoring namespaces only.
+- name: LLMNER_METRICS_ADDR
+  valueFrom:
+    fieldRef:
+      fieldPath: status.podIP
 {{- if include "llmner.kedaTlsViaAuth" . }}
 # Read by KEDA's TriggerAuthentication (parameter `tls`) from the scale target, not by llmner.
 - name: KEDA_REDIS_TLS
