@@ -74,8 +74,6 @@ def export_portable(checkpoint: str | Path, dest: str | Path) -> Path:
     """A small checkpoint to commit: the adapter and a JSON state (step, schedule, sampler position,
     history, settings), without the optimizer moments (twice the adapter's size) or RNG states. A run
     resumed from it continues the same schedule and data stream with a fresh optimizer."""
-    import torch
-
     checkpoint, dest = Path(checkpoint), Path(dest)
     if not (checkpoint / STATE_NAME).is_file():
         raise DataNotFoundError(f"{checkpoint} is not a training checkpoint (no {STATE_NAME})")

@@ -172,7 +172,7 @@ class SchemaVariation:
         types = list(schema.types)
         if len(types) > 1 and rng.random() < cfg.drop_rate:
             keep = rng.randint(1, len(types) - 1)
-            kept = set(t.name for t in rng.sample(types, keep))
+            kept = {t.name for t in rng.sample(types, keep)}
             types = [t for t in types if t.name in kept]
         if cfg.shuffle:
             rng.shuffle(types)
