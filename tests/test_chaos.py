@@ -57,7 +57,8 @@ def _malformed(rng: random.Random, i: int) -> bytes:
         lambda: orjson.dumps({"id": f"m{i}", "text": rng.choice(["\x00" * 50, "\u200b" * 40, "   \n\t ", "\x08\x7f"])}),
         lambda: orjson.dumps({"id": rng.choice(["a\nb", "\x1b[2J", "i" * 1000, "\u202e"]), "text": "Fever."}),
         lambda: orjson.dumps({"id": f"m{i}", "text": "Fever.", "metadata": {"schema": rng.choice(["/etc/passwd", 5, "nope"])}}),
-        lambda: orjson.dumps({"id": f"m{i}", "text": "Fever.", "unexpected": 1}),
+        # An extra field is kept in metadata (issue 17); one that clashes with a metadata key is refused.
+        lambda: orjson.dumps({"id": f"m{i}", "text": "Fever.", "mrn": 1, "metadata": {"mrn": 2}}),
         lambda: b"[" * 10_000,
     ]
     return rng.choice(kinds)()
