@@ -136,12 +136,12 @@ def render_html(docs: Sequence[Document], config: ViewConfig | None = None) -> s
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
-        "script-src 'unsafe-inline'; img-src data:\">",
+        ("<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
+        "script-src 'unsafe-inline'; img-src data:\">"),
         f"<title>{esc(config.title)}</title><style>{_CSS}{css_vars}</style></head><body>",
         f"<h1>{esc(config.title)}</h1>",
-        f'<p class="summary">{len(docs)} documents, {sum(total.values())} entities, '
-        f"{sum(1 for d in docs for e in d.entities if e.normalized_id)} with an identifier</p>",
+        (f'<p class="summary">{len(docs)} documents, {sum(total.values())} entities, '
+        f"{sum(1 for d in docs for e in d.entities if e.normalized_id)} with an identifier</p>"),
         '<div class="legend" id="legend">' + "".join(
             f'<span class="key t{type_class[t]}" data-type="{esc(t, quote=True)}">{esc(t)} {total.get(t, 0)}</span>' for t in types) + "</div>",
     ]

@@ -269,3 +269,17 @@ def test_sqlite_kg_upgrades_a_database_written_before_nodes(tmp_path):
     kg = SqliteKnowledgeGraph(path)
     assert "node_id" in {row[1] for row in kg.db.execute("PRAGMA table_info(entities)")}
     kg.close()
+
+
+def test_coordinated_mentions_and_head_backoff():
+    d = disease_dictionary()
+    d.add("ovarian cancer", "MESH:D010051")
+    d.add("Neoplasms", "MESH:D009369")
+    doc = Document("d", "Breast and ovarian cancers; nonocular tumors.")
+    plain = DictionaryNormalizer(d, DictionaryConfig(ngram_threshold=0.99))
+    links = link_all(plain, doc, ["Breast and ovarian cancers", "nonocular tumors"])
+    assert (links[0].method, links[0].curie) == ("composite", "MESH:D001943|MESH:D010051")
+    assert links[1].is_nil                              # head backoff is off by default
+    backoff = DictionaryNormalizer(d, DictionaryConfig(ngram_threshold=0.99, use_head_backoff=True))
+    head = link_all(backoff, doc, ["nonocular tumors"])[0]
+    assert (head.method, head.curie) == ("head", "MESH:D009369") and head.score < 0.95

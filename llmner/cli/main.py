@@ -18,7 +18,16 @@ err_console = Console(stderr=True)
 
 
 def _register_commands() -> None:
-    from llmner.cli import bundle, calibrate, data, evaluate, normalize, tag, train, view
+    from llmner.cli import (
+        bundle,
+        calibrate,
+        data,
+        evaluate,
+        normalize,
+        tag,
+        train,
+        view,
+    )
 
     for module in (data, evaluate, tag, train, bundle, calibrate, normalize, view):
         module.register(app)

@@ -31,11 +31,17 @@ def build(
     type_: Annotated[list[str] | None, typer.Option("--type", help="entity types to build (repeatable; default: every type with identifiers)")] = None,
     vocabulary: Annotated[list[str] | None, typer.Option("--vocabulary", help="TYPE=NAME: a vocabulary (mesh, or a .csv/.json/.obo file) loaded for TYPE (repeatable)")] = None,
     threshold: Annotated[float, typer.Option("--threshold", help="n-gram cosine below which the answer is NIL")] = 0.7,
+    head_backoff: Annotated[list[str] | None, typer.Option("--head-backoff", help="TYPE: try the mention's head before the n-gram neighbour (repeatable)")] = None,
     notes: Annotated[str, typer.Option("--notes", help="free text kept in normalizer.json")] = "",
 ) -> None:
     """Build a dictionary normalizer (one dictionary per entity type)."""
     from llmner.bundle import NORMALIZER_DIR
-    from llmner.normalization import NormalizerSpec, TypeSpec, build_from_corpora, save_normalizer
+    from llmner.normalization import (
+        NormalizerSpec,
+        TypeSpec,
+        build_from_corpora,
+        save_normalizer,
+    )
 
     if (output is None) == (bundle is None):
         raise ConfigError("pass exactly one of --output and --bundle")
@@ -51,6 +57,8 @@ def build(
         spec.types.setdefault(etype, TypeSpec(ngram_threshold=threshold)).vocabularies.append(name)
     for etype in dictionaries:
         spec.types.setdefault(etype, TypeSpec(ngram_threshold=threshold))
+    for etype in head_backoff or []:
+        spec.types.setdefault(etype, TypeSpec(ngram_threshold=threshold)).use_head_backoff = True
     if not spec.types:
         raise ConfigError(f"no identifier-annotated mentions in {', '.join(corpus)} and no --vocabulary: nothing to build")
     target = bundle / NORMALIZER_DIR if bundle is not None else output

@@ -11,7 +11,11 @@ n-gram nearest neighbour with a NIL threshold), routed per entity type by :class
 
 from llmner.normalization.base import NIL, Link, Normalizer, TypedNormalizer
 from llmner.normalization.curie import concept_set, same_concepts, to_curie
-from llmner.normalization.dictionary import Dictionary, DictionaryConfig, DictionaryNormalizer
+from llmner.normalization.dictionary import (
+    Dictionary,
+    DictionaryConfig,
+    DictionaryNormalizer,
+)
 from llmner.normalization.store import (
     NormalizerSpec,
     TypeSpec,

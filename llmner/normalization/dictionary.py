@@ -1,10 +1,14 @@
 """The dictionary normalizer: names with identifiers, matched in four steps.
 
 1. exact: the mention as written is a name in the dictionary;
-2. normalized: same :func:`~llmner.normalization.text.string_key` (case, punctuation, plural, word order);
+2. normalized: the same name up to case, then the same :func:`~llmner.normalization.text.string_key`
+   (case, punctuation, plural, word order); a coordinated mention ("breast and ovarian cancer")
+   whose conjuncts each match this way names several concepts (``MESH:D001943|MESH:D010051``);
 3. abbreviation: a short form defined in the document ("... myocardial infarction (MI) ...") is
    looked up through its long form; the document's definition is tried before the dictionary's own
    entry for the short form, because short forms are ambiguous across documents (APC, MS, PD);
+   (optional, ``use_head_backoff``) the longest word suffix that matches: the corpora link an unlisted
+   specific mention ("nonocular tumors") to its head's concept;
 4. nearest neighbour: cosine similarity of character n-gram TF-IDF vectors between the mention and
    every name; at or above ``ngram_threshold`` it links, below it the answer is NIL.
 
@@ -15,6 +19,7 @@ step factor (exact 1.0, normalized 0.95, abbreviation 0.9), or the cosine for th
 
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -25,7 +30,9 @@ from llmner.errors import ValidationError
 from llmner.normalization.base import NIL, Link
 from llmner.normalization.text import abbreviations, string_key, surface_key
 
-_STEP_FACTOR = {"exact": 1.0, "normalized": 0.95, "abbreviation": 0.9}
+# "X, Y and Z", "X and/or Y", "X or Y", "X/Y"
+_CONJUNCTION = re.compile(r"\s*,\s*(?:and/or|and|or)?\s*|\s+(?:and/or|and|or)\s+|\s*/\s*")
+_STEP_FACTOR = {"exact": 1.0, "normalized": 0.95, "abbreviation": 0.9, "head": 0.6}
 
 
 @dataclass(slots=True)
@@ -34,6 +41,7 @@ class DictionaryConfig:
     ngram_range: tuple[int, int] = (3, 3)
     use_abbreviations: bool = True
     use_ngrams: bool = True
+    use_head_backoff: bool = False        # try the mention's head (a word suffix) before the n-gram neighbour
     min_name_length: int = 2              # shorter names are too ambiguous to keep
     min_ngram_chars: int = 5              # a shorter mention (an undefined acronym) has no useful n-gram neighbour
 
@@ -100,15 +108,18 @@ class DictionaryNormalizer:
     def __init__(self, dictionary: Dictionary, config: DictionaryConfig | None = None) -> None:
         self.config = config or DictionaryConfig()
         self.exact: dict[str, Counter[str]] = {}
+        folded: dict[str, Counter[str]] = defaultdict(Counter)
         keyed: dict[str, Counter[str]] = defaultdict(Counter)
         for name, votes in dictionary.names.items():
             if len(name) < self.config.min_name_length:
                 continue
             self.exact[name] = votes
+            folded[name.casefold()].update(votes)
             key = string_key(name)
             if key:
                 keyed[key].update(votes)
         self.keyed = dict(keyed)
+        self.folded = dict(folded)
         self._index = None   # built on the first n-gram query (most mentions never need it)
 
     # ---- steps ---------------------------------------------------------------------------------
@@ -117,24 +128,58 @@ class DictionaryNormalizer:
         if votes:
             curie, share = _best(votes)
             return Link(curie, share * _STEP_FACTOR["exact"], "exact")
-        votes = self.keyed.get(string_key(text))
+        votes = self.folded.get(" ".join(text.split()).casefold()) or self.keyed.get(string_key(text))
         if votes:
             curie, share = _best(votes)
             return Link(curie, share * _STEP_FACTOR["normalized"], "normalized")
         return None
 
-    def _ngram_index(self):  # noqa: ANN202 - (vectorizer, matrix, identifiers)
+    def _composite(self, text: str) -> Link | None:
+        """A coordinated mention whose conjuncts, each completed with the shared head, all match:
+        "breast and ovarian cancer" -> breast cancer | ovarian cancer."""
+        parts = [p.strip() for p in _CONJUNCTION.split(text) if p and p.strip()]
+        if len(parts) < 2:
+            return None
+        last = parts[-1].split()
+        for head_len in (1, 2):
+            if len(last) <= head_len:
+                break
+            head = " ".join(last[-head_len:])
+            names = [p if p.split()[-head_len:] == last[-head_len:] else f"{p} {head}" for p in parts]
+            links = [self._lookup(n) for n in names]
+            if all(link is not None for link in links):
+                curies = list(dict.fromkeys(link.curie for link in links if link is not None))
+                score = min(link.score for link in links if link is not None)
+                return Link("|".join(c for c in curies if c), score * _STEP_FACTOR["normalized"], "composite")
+        return None
+
+    def _head(self, text: str) -> Link | None:
+        """The longest proper word suffix that matches ("nonocular tumors" -> "tumors"): the mention's
+        head names its broader concept, which is how the corpora link an unlisted specific mention."""
+        words = text.split()
+        for i in range(1, len(words)):
+            suffix = " ".join(words[i:])
+            if len(suffix) < 4:
+                break
+            found = self._lookup(suffix)
+            if found is not None:
+                return Link(found.curie, found.score * _STEP_FACTOR["head"], "head")
+        return None
+
+    def _ngram_index(self):
         if self._index is None:
             import numpy as np
             from sklearn.feature_extraction.text import TfidfVectorizer
+            from sklearn.preprocessing import normalize
 
             surfaces: dict[str, Counter[str]] = defaultdict(Counter)
             for name, votes in self.exact.items():
                 surfaces[surface_key(name)].update(votes)
             names = [n for n in sorted(surfaces) if n]
+            # norm=None: queries are normalized by hand, counting the n-grams no name has (see nearest()).
             vec = TfidfVectorizer(analyzer="char_wb", ngram_range=self.config.ngram_range, lowercase=False,
-                                  sublinear_tf=True, dtype=np.float32)
-            matrix = vec.fit_transform(names) if names else None
+                                  sublinear_tf=True, dtype=np.float32, norm=None)
+            matrix = normalize(vec.fit_transform(names)) if names else None
             self._index = (vec, matrix, [_best(surfaces[n])[0] for n in names])
         return self._index
 
@@ -143,19 +188,33 @@ class DictionaryNormalizer:
         return self
 
     def nearest(self, texts: Sequence[str]) -> list[tuple[str | None, float]]:
-        """The nearest name's identifier and cosine for each text (None when there is no name)."""
+        """The nearest name's identifier and cosine for each text (None when there is no name).
+
+        An n-gram of the query that no name has still counts in the query's length (weighted like
+        the rarest known n-gram): otherwise "nonocular tumors" would be as close to "tumors" as
+        "tumors" itself, its unknown part silently dropped."""
+        import numpy as np
+
         vec, matrix, ids = self._ngram_index()
         if matrix is None or not texts:
             return [(None, 0.0)] * len(texts)
-        sims = vec.transform([surface_key(t) for t in texts]) @ matrix.T
+        keys = [surface_key(t) for t in texts]
+        q = vec.transform(keys)
+        analyze = vec.build_analyzer()
+        max_idf = float(vec.idf_.max())
+        sims = q @ matrix.T
         out = []
-        for row in range(sims.shape[0]):
+        for row, key in enumerate(keys):
+            grams = Counter(analyze(key))
+            oov = [n for g, n in grams.items() if g not in vec.vocabulary_]
+            known = q.getrow(row).data
+            norm = float(np.sqrt((known ** 2).sum() + sum(((1 + np.log(n)) * max_idf) ** 2 for n in oov)))
             r = sims.getrow(row)
-            if r.nnz == 0:
+            if r.nnz == 0 or norm == 0.0:
                 out.append((None, 0.0))
                 continue
             j = r.indices[r.data.argmax()]
-            out.append((ids[j], float(r.data.max())))
+            out.append((ids[j], float(r.data.max()) / norm))
         return out
 
     # ---- the interface -------------------------------------------------------------------------
@@ -173,6 +232,10 @@ class DictionaryNormalizer:
                     link = Link(found.curie, found.score * _STEP_FACTOR["abbreviation"], "abbreviation")
             if link is None:
                 link = self._lookup(text)
+            if link is None:
+                link = self._composite(text)
+            if link is None and self.config.use_head_backoff:
+                link = self._head(long_form or text)
             out.append(link)
             query = long_form or text
             if link is None and self.config.use_ngrams and len(surface_key(query)) >= self.config.min_ngram_chars:

@@ -19,7 +19,11 @@ from typing import Any
 from llmner.doc import Document
 from llmner.errors import ConfigError, DataNotFoundError
 from llmner.normalization.base import TypedNormalizer
-from llmner.normalization.dictionary import Dictionary, DictionaryConfig, DictionaryNormalizer
+from llmner.normalization.dictionary import (
+    Dictionary,
+    DictionaryConfig,
+    DictionaryNormalizer,
+)
 from llmner.normalization.vocabularies import load_vocabulary
 
 SPEC_NAME = "normalizer.json"
@@ -33,10 +37,11 @@ class TypeSpec:
     ngram_threshold: float = 0.8
     use_abbreviations: bool = True
     use_ngrams: bool = True
+    use_head_backoff: bool = False
 
     def config(self) -> DictionaryConfig:
         return DictionaryConfig(ngram_threshold=self.ngram_threshold, use_abbreviations=self.use_abbreviations,
-                                use_ngrams=self.use_ngrams)
+                                use_ngrams=self.use_ngrams, use_head_backoff=self.use_head_backoff)
 
 
 @dataclass(slots=True)

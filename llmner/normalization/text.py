@@ -73,9 +73,7 @@ _PAREN = re.compile(r"\(([^()]{1,40})\)")
 def _valid_short_form(sf: str) -> bool:
     if not (2 <= len(sf) <= 10) or len(sf.split()) > 2:
         return False
-    if not any(c.isalpha() for c in sf) or not sf[0].isalnum():
-        return False
-    return True
+    return any(c.isalpha() for c in sf) and sf[0].isalnum()
 
 
 def _best_long_form(sf: str, candidate: str) -> str | None:
