@@ -103,7 +103,7 @@ def _dropped_of(doc: Document) -> list[Entity]:
 
 
 _CSS = """
-body{font-family:system-ui,"Noto Sans","Noto Sans CJK SC","Microsoft YaHei",sans-serif;margin:1.5em;color:#222;max-width:70em}
+body{font-family:system-ui,"Noto Sans","Noto Sans CJK SC","WenQuanYi Zen Hei","Microsoft YaHei",sans-serif;margin:1.5em;color:#222;max-width:70em}
 h1{font-size:1.3em}h2{font-size:1.05em;margin:1.6em 0 .3em}
 .legend span.key{display:inline-block;margin:0 .8em .3em 0;padding:0 .4em;border:2px solid var(--c);background:var(--b);border-radius:3px}
 .doc{border-top:1px solid #ccc;padding-top:.4em}
@@ -113,7 +113,8 @@ h1{font-size:1.3em}h2{font-size:1.05em;margin:1.6em 0 .3em}
 .ent[data-depth="1"]{padding:3px 1px}.ent[data-depth="2"]{padding:1px 1px}.ent[data-depth="3"]{padding:0 1px}
 .ent[data-label]::after{content:attr(data-label);font-size:9px;vertical-align:super;color:var(--c);margin-left:2px;font-weight:600;white-space:nowrap}
 .ent.cont{border-left-style:dotted}
-.ent.dropped{opacity:.45;border-style:dashed;background:none}
+.ent.dropped{border-style:dashed;background:none;color:#9a9a9a}.ent.dropped::after{opacity:.6}
+.ent.dropped .ent:not(.dropped){color:#222}
 body.hide-dropped .ent.dropped{border-color:transparent}body.hide-dropped .ent.dropped::after{content:none}
 """
 
