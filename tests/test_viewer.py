@@ -131,3 +131,22 @@ def test_page_in_headless_chromium(tmp_path):
     png = screenshot(small, tmp_path / "view.png", 900, 500)
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+@pytest.mark.parametrize("fmt,ext", [("jsonl", "jsonl"), ("bioc", "xml"), ("pubtator", "pubtator")])
+def test_view_cli_reads_every_tagged_output_format(tmp_path, fmt, ext):
+    from typer.testing import CliRunner
+
+    from llmner.cli.main import app
+    from llmner.data_processing.corpora import write_documents
+
+    doc = genia_nested()
+    doc.entities[2] = Entity(doc.entities[2].start, doc.entities[2].end, "protein", "IL-2", 0.9, "UniProt:P60568")
+    src = tmp_path / f"tagged.{ext}"
+    write_documents([doc], src, fmt)
+    out = tmp_path / "page.html"
+    res = CliRunner().invoke(app, ["view", str(src), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    page = out.read_text(encoding="utf-8")
+    assert page.count('class="ent ') == 5 and 'data-id="UniProt:P60568"' in page
+    assert 'data-depth="2"' in page
