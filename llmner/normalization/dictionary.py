@@ -44,6 +44,8 @@ class DictionaryConfig:
     use_head_backoff: bool = False        # try the mention's head (a word suffix) before the n-gram neighbour
     min_name_length: int = 2              # shorter names are too ambiguous to keep
     min_ngram_chars: int = 5              # a shorter mention (an undefined acronym) has no useful n-gram neighbour
+    neighbour: str = "ngram"              # step 4: "ngram" (character 3-gram TF-IDF) or "encoder" (sentence embeddings)
+    encoder: str = "packaged:minilm"      # the encoder of neighbour="encoder"
 
 
 class Dictionary:
@@ -121,6 +123,9 @@ class DictionaryNormalizer:
         self.keyed = dict(keyed)
         self.folded = dict(folded)
         self._index = None   # built on the first n-gram query (most mentions never need it)
+        self._encoded = None
+        if self.config.neighbour not in ("ngram", "encoder"):
+            raise ValidationError(f"unknown neighbour {self.config.neighbour!r} (expected ngram or encoder)")
 
     # ---- steps ---------------------------------------------------------------------------------
     def _lookup(self, text: str) -> Link | None:
@@ -184,8 +189,19 @@ class DictionaryNormalizer:
         return self._index
 
     def warm(self) -> DictionaryNormalizer:
-        self._ngram_index()
+        if self.config.neighbour == "encoder":
+            self._encoder_index()
+        else:
+            self._ngram_index()
         return self
+
+    def _encoder_index(self):
+        if self._encoded is None:
+            from llmner.normalization.encoder import EncoderIndex, shared_encoder
+
+            names = sorted(self.exact)
+            self._encoded = EncoderIndex(names, [_best(self.exact[n])[0] for n in names], shared_encoder(self.config.encoder))
+        return self._encoded
 
     def nearest(self, texts: Sequence[str]) -> list[tuple[str | None, float]]:
         """The nearest name's identifier and cosine for each text (None when there is no name).
@@ -195,6 +211,8 @@ class DictionaryNormalizer:
         "tumors" itself, its unknown part silently dropped."""
         import numpy as np
 
+        if self.config.neighbour == "encoder":
+            return self._encoder_index().nearest(texts)
         vec, matrix, ids = self._ngram_index()
         if matrix is None or not texts:
             return [(None, 0.0)] * len(texts)
@@ -239,7 +257,7 @@ class DictionaryNormalizer:
             out.append(link)
             query = long_form or text
             if link is None and self.config.use_ngrams and len(surface_key(query)) >= self.config.min_ngram_chars:
-                pending.append((i, query, "ngram"))
+                pending.append((i, query, self.config.neighbour))
         if pending:
             for (i, _, method), (curie, cos) in zip(pending, self.nearest([t for _, t, _ in pending])):
                 if curie is not None and cos >= self.config.ngram_threshold:

@@ -38,10 +38,11 @@ class TypeSpec:
     use_abbreviations: bool = True
     use_ngrams: bool = True
     use_head_backoff: bool = False
+    neighbour: str = "ngram"          # or "encoder" (sentence embeddings; ngram_threshold is then its cosine threshold)
 
     def config(self) -> DictionaryConfig:
         return DictionaryConfig(ngram_threshold=self.ngram_threshold, use_abbreviations=self.use_abbreviations,
-                                use_ngrams=self.use_ngrams, use_head_backoff=self.use_head_backoff)
+                                use_ngrams=self.use_ngrams, use_head_backoff=self.use_head_backoff, neighbour=self.neighbour)
 
 
 @dataclass(slots=True)
