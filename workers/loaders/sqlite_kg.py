@@ -4,6 +4,13 @@
 
 Each result replaces the document's previous entities for the same model version in one
 transaction, so a redelivered entry (loader died before XACK) rewrites the same rows.
+
+Nodes are keyed by identifier: every concept of an entity's ``normalized_id`` (a CURIE; a composite
+mention names several) is one node, and every surface text seen for it is kept as a synonym, so
+"heart attack" and "myocardial infarction" both land on ``MESH:D009203``. An entity without an
+identifier (NIL, or no normalizer ran) gets a node keyed by its type and case-folded text
+(``text:Disease:heart attack``, ``nil`` = 1) until a normalizer links it. ``entities.node_id`` is
+the entity's identifier as published (or that text key).
 """
 
 from __future__ import annotations
@@ -35,15 +42,41 @@ CREATE TABLE IF NOT EXISTS entities (
   text TEXT NOT NULL,
   score REAL,
   normalized_id TEXT,
+  node_id TEXT,
   PRIMARY KEY (document_id, model_version, start, "end", type)
 );
 CREATE INDEX IF NOT EXISTS entities_by_type_text ON entities (type, text);
+CREATE TABLE IF NOT EXISTS nodes (
+  id TEXT PRIMARY KEY,
+  type TEXT NOT NULL,
+  name TEXT NOT NULL,
+  nil INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS synonyms (
+  node_id TEXT NOT NULL,
+  name TEXT NOT NULL,
+  PRIMARY KEY (node_id, name)
+);
 """
+
+
+def node_ids(normalized_id: str | None, etype: str, text: str) -> list[str]:
+    """The node(s) an entity belongs to: one per concept of its CURIE, else its text key."""
+    if normalized_id:
+        from llmner.normalization import concept_set
+
+        concepts = sorted(concept_set(normalized_id))
+        if concepts:
+            return concepts
+    return [f"text:{etype}:{' '.join(text.casefold().split())}"]
 
 
 class SqliteKnowledgeGraph:
     def __init__(self, path: str | Path) -> None:
         self.db = sqlite3.connect(str(path))
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(entities)")}
+        if columns and "node_id" not in columns:   # a database written before nodes were keyed by identifier
+            self.db.execute("ALTER TABLE entities ADD COLUMN node_id TEXT")
         self.db.executescript(SCHEMA)
 
     def upsert(self, entry: ResultEntry) -> None:
@@ -59,10 +92,15 @@ class SqliteKnowledgeGraph:
             self.db.execute("DELETE FROM entities WHERE document_id=? AND model_version=?",
                             (entry.document_id, entry.model_version))
             self.db.executemany(
-                "INSERT INTO entities VALUES (?,?,?,?,?,?,?,?)",
-                [(entry.document_id, entry.model_version, e.start, e.end, e.type, e.text, e.score, e.normalized_id)
-                 for e in rec.entities],
+                'INSERT INTO entities (document_id, model_version, start, "end", type, text, score, normalized_id, node_id) '
+                "VALUES (?,?,?,?,?,?,?,?,?)",
+                [(entry.document_id, entry.model_version, e.start, e.end, e.type, e.text, e.score, e.normalized_id,
+                  e.normalized_id or node_ids(None, e.type, e.text)[0]) for e in rec.entities],
             )
+            for e in rec.entities:
+                for node in node_ids(e.normalized_id, e.type, e.text):
+                    self.db.execute("INSERT OR IGNORE INTO nodes VALUES (?,?,?,?)", (node, e.type, e.text, int(not e.normalized_id)))
+                    self.db.execute("INSERT OR IGNORE INTO synonyms VALUES (?,?)", (node, e.text))
 
     def close(self) -> None:
         self.db.close()

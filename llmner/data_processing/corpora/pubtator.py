@@ -130,7 +130,8 @@ def write_pubtator(docs: Iterable[Document], path: str | Path) -> None:
                 raise ValidationError(f"document {doc.id!r}: mention {surface!r} contains a tab")
             cols = [doc.id, str(ent.start), str(ent.end), surface, ent.type]
             extra = extras.get(ent.key)
-            if ent.normalized_id is not None or extra is not None:
+            # A normalized entity always has the identifier column (empty for NIL: the normalizer ran, found nothing).
+            if ent.normalized_id is not None or ent.normalized_score is not None or extra is not None:
                 cols.append(ent.normalized_id or "")
             if extra is not None:
                 cols.append(str(extra))

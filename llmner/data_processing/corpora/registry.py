@@ -25,12 +25,18 @@ s800           ``standoff/<pmid>.{txt,ann}`` listed in ``split/{train,devel,test
 cmeee          ``v1_json/CMeEE_{train,dev,test}.json``; test is unlabeled                   none (records are the documents)
 =============  ===========================================================================  ===========================
 
+Identifiers become CURIEs at load time (the file readers keep the column verbatim, so that
+reader -> writer -> reader stays lossless): NCBI-Disease and BC5CDR ``D009203`` -> ``MESH:D009203``,
+``OMIM:...`` kept, BC5CDR's ``-1`` (no MeSH id) -> None; S800 ``Taxonomy:9606`` -> ``NCBITaxon:9606``.
+LINNAEUS (CoNLL) carries no identifiers.
+
 Parsed corpora are cached per process (``functools.lru_cache``); every call returns fresh Document
 objects (own metadata dict and entity list; Entity is immutable), so callers may modify them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Callable
@@ -44,6 +50,7 @@ from llmner.data_processing.corpora.genia import read_genia_jsonl
 from llmner.data_processing.corpora.pubtator import NCBI_DISEASE_CLASSES, read_pubtator
 from llmner.doc import Document
 from llmner.errors import DataNotFoundError, ValidationError
+from llmner.normalization.curie import to_curie
 from llmner.schema import EntitySchema, get_schema
 
 DATA_DIR_ENV = "LLMNER_DATA_DIR"
@@ -85,7 +92,14 @@ def _conll(files: dict[str, str], language: str = "en") -> Loader:
 
 
 def _pubtator(files: dict[str, str], type_map: dict[str, str] | None = None) -> Loader:
-    return lambda root, split, prefix: read_pubtator(_need(root / files[split]), type_map=type_map)
+    return lambda root, split, prefix: _with_curies(read_pubtator(_need(root / files[split]), type_map=type_map))
+
+
+def _with_curies(docs: list[Document], default_prefix: str | None = None) -> list[Document]:
+    for doc in docs:
+        doc.entities = [e if e.normalized_id is None else dataclasses.replace(e, normalized_id=to_curie(e.normalized_id, default_prefix))
+                        for e in doc.entities]
+    return docs
 
 
 def _jnlpba(root: Path, split: str, prefix: str) -> list[Document]:
@@ -111,7 +125,7 @@ def _genia(root: Path, split: str, prefix: str) -> list[Document]:
 def _s800(root: Path, split: str, prefix: str) -> list[Document]:
     list_file = _need(root / "split" / f"{ {'dev': 'devel'}.get(split, split)}.txt")
     ids = list_file.read_text(encoding="utf-8").split()
-    return read_brat(_need(root / "standoff"), ids=ids)
+    return _with_curies(read_brat(_need(root / "standoff"), ids=ids), "NCBITaxon")
 
 
 def _cmeee(root: Path, split: str, prefix: str) -> list[Document]:

@@ -1,0 +1,71 @@
+"""``llmner normalizer build``: a dictionary normalizer from identifier-annotated corpora and vocabularies.
+
+``llmner normalizer build --corpus ncbi_disease --corpus bc5cdr --vocabulary Disease=mesh
+--vocabulary Chemical=mesh --bundle llmner/bundles/default`` writes ``<bundle>/normalizer/``: one
+dictionary per entity type from the gold mentions of the corpora's train and dev splits (never
+test), plus the named vocabularies each type loads at run time. ``--output DIR`` writes it elsewhere.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from llmner.errors import ConfigError
+
+app = typer.Typer(help="Entity normalizers (identifiers for entities).", no_args_is_help=True)
+
+
+def register(main: typer.Typer) -> None:
+    main.add_typer(app, name="normalizer")
+
+
+@app.command("build")
+def build(
+    corpus: Annotated[list[str], typer.Option("--corpus", help="corpus whose identifier-annotated mentions go in (repeatable)")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="normalizer directory to write")] = None,
+    bundle: Annotated[Path | None, typer.Option("--bundle", help="write into BUNDLE/normalizer instead of --output")] = None,
+    split: Annotated[list[str] | None, typer.Option("--split", help="splits to read (repeatable; default train and dev)")] = None,
+    type_: Annotated[list[str] | None, typer.Option("--type", help="entity types to build (repeatable; default: every type with identifiers)")] = None,
+    vocabulary: Annotated[list[str] | None, typer.Option("--vocabulary", help="TYPE=NAME: a vocabulary (mesh, or a .csv/.json/.obo file) loaded for TYPE (repeatable)")] = None,
+    threshold: Annotated[float, typer.Option("--threshold", help="n-gram cosine below which the answer is NIL")] = 0.7,
+    head_backoff: Annotated[list[str] | None, typer.Option("--head-backoff", help="TYPE: try the mention's head before the n-gram neighbour (repeatable)")] = None,
+    notes: Annotated[str, typer.Option("--notes", help="free text kept in normalizer.json")] = "",
+) -> None:
+    """Build a dictionary normalizer (one dictionary per entity type)."""
+    from llmner.bundle import NORMALIZER_DIR
+    from llmner.normalization import (
+        NormalizerSpec,
+        TypeSpec,
+        build_from_corpora,
+        save_normalizer,
+    )
+
+    if (output is None) == (bundle is None):
+        raise ConfigError("pass exactly one of --output and --bundle")
+    splits = split or ["train", "dev"]
+    if "test" in splits:
+        raise ConfigError("a normalizer is never built from a test split (its scores would be meaningless)")
+    dictionaries, sources = build_from_corpora(corpus, splits, type_)
+    spec = NormalizerSpec(sources=sources, notes=notes)
+    for item in vocabulary or []:
+        etype, _, name = item.partition("=")
+        if not etype or not name:
+            raise ConfigError(f"--vocabulary {item!r}: expected TYPE=NAME, e.g. Disease=mesh")
+        spec.types.setdefault(etype, TypeSpec(ngram_threshold=threshold)).vocabularies.append(name)
+    for etype in dictionaries:
+        spec.types.setdefault(etype, TypeSpec(ngram_threshold=threshold))
+    for etype in head_backoff or []:
+        spec.types.setdefault(etype, TypeSpec(ngram_threshold=threshold)).use_head_backoff = True
+    if not spec.types:
+        raise ConfigError(f"no identifier-annotated mentions in {', '.join(corpus)} and no --vocabulary: nothing to build")
+    target = bundle / NORMALIZER_DIR if bundle is not None else output
+    assert target is not None
+    save_normalizer(target, dictionaries, spec)
+    for etype, tspec in spec.types.items():
+        d = dictionaries.get(etype)
+        typer.echo(f"{etype}: {len(d) if d else 0} names, {len(d.identifiers()) if d else 0} identifiers from "
+                   f"{', '.join(sources)}; vocabularies: {', '.join(tspec.vocabularies) or 'none'}")
+    typer.echo(f"normalizer -> {target}")

@@ -1,0 +1,33 @@
+"""Entity normalization: link each entity to a database identifier (a CURIE) or NIL.
+
+>>> from llmner.normalization import load_normalizer
+>>> norm = load_normalizer("bundle/normalizer")           # per-type dictionary normalizers
+>>> doc.entities = norm.normalize(doc.entities, doc)      # normalized_id / normalized_score set
+
+One interface (:class:`Normalizer`: entities + document -> :class:`Link`), one backend today
+(:class:`DictionaryNormalizer`: exact, normalized string, in-document abbreviation, character
+n-gram nearest neighbour with a NIL threshold), routed per entity type by :class:`TypedNormalizer`.
+"""
+
+from llmner.normalization.base import NIL, Link, Normalizer, TypedNormalizer
+from llmner.normalization.curie import concept_set, same_concepts, to_curie
+from llmner.normalization.dictionary import (
+    Dictionary,
+    DictionaryConfig,
+    DictionaryNormalizer,
+)
+from llmner.normalization.store import (
+    NormalizerSpec,
+    TypeSpec,
+    build_from_corpora,
+    dictionaries_from_documents,
+    load_normalizer,
+    save_normalizer,
+)
+from llmner.normalization.text import abbreviations, string_key
+
+__all__ = [
+    "NIL", "Dictionary", "DictionaryConfig", "DictionaryNormalizer", "Link", "Normalizer", "NormalizerSpec",
+    "TypeSpec", "TypedNormalizer", "abbreviations", "build_from_corpora", "concept_set", "dictionaries_from_documents",
+    "load_normalizer", "same_concepts", "save_normalizer", "string_key", "to_curie",
+]

@@ -1,0 +1,265 @@
+"""The dictionary normalizer: names with identifiers, matched in four steps.
+
+1. exact: the mention as written is a name in the dictionary;
+2. normalized: the same name up to case, then the same :func:`~llmner.normalization.text.string_key`
+   (case, punctuation, plural, word order); a coordinated mention ("breast and ovarian cancer")
+   whose conjuncts each match this way names several concepts (``MESH:D001943|MESH:D010051``);
+3. abbreviation: a short form defined in the document ("... myocardial infarction (MI) ...") is
+   looked up through its long form; the document's definition is tried before the dictionary's own
+   entry for the short form, because short forms are ambiguous across documents (APC, MS, PD);
+   (optional, ``use_head_backoff``) the longest word suffix that matches: the corpora link an unlisted
+   specific mention ("nonocular tumors") to its head's concept;
+4. nearest neighbour: cosine similarity of character n-gram TF-IDF vectors between the mention and
+   every name; at or above ``ngram_threshold`` it links, below it the answer is NIL.
+
+A name linked to several identifiers (training mentions disagree, or a vocabulary repeats a name)
+answers with the most frequent one; the score is that identifier's share of the name's votes, times a
+step factor (exact 1.0, normalized 0.95, abbreviation 0.9), or the cosine for the n-gram step.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from llmner.doc import Document, Entity
+from llmner.errors import ValidationError
+from llmner.normalization.base import NIL, Link
+from llmner.normalization.text import abbreviations, string_key, surface_key
+
+# "X, Y and Z", "X and/or Y", "X or Y", "X/Y"
+_CONJUNCTION = re.compile(r"\s*,\s*(?:and/or|and|or)?\s*|\s+(?:and/or|and|or)\s+|\s*/\s*")
+_STEP_FACTOR = {"exact": 1.0, "normalized": 0.95, "abbreviation": 0.9, "head": 0.6}
+
+
+@dataclass(slots=True)
+class DictionaryConfig:
+    ngram_threshold: float = 0.8          # cosine below which the nearest neighbour is NIL
+    ngram_range: tuple[int, int] = (3, 3)
+    use_abbreviations: bool = True
+    use_ngrams: bool = True
+    use_head_backoff: bool = False        # try the mention's head (a word suffix) before the n-gram neighbour
+    min_name_length: int = 2              # shorter names are too ambiguous to keep
+    min_ngram_chars: int = 5              # a shorter mention (an undefined acronym) has no useful n-gram neighbour
+    neighbour: str = "ngram"              # step 4: "ngram" (character 3-gram TF-IDF) or "encoder" (sentence embeddings)
+    encoder: str = "packaged:minilm"      # the encoder of neighbour="encoder"
+
+
+class Dictionary:
+    """Names -> votes per identifier. Corpus mentions vote 2 each, vocabulary names 1."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, Counter[str]] = defaultdict(Counter)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def add(self, name: str, curie: str, weight: int = 1) -> None:
+        name = " ".join(name.split())
+        if name and curie:
+            self.names[name][curie] += weight
+
+    def update(self, entries: Iterable[tuple[str, str]], weight: int = 1) -> Dictionary:
+        for curie, name in entries:
+            self.add(name, curie, weight)
+        return self
+
+    def add_mentions(self, docs: Iterable[Document], etype: str, weight: int = 2) -> Dictionary:
+        """The identifier-annotated mentions of ``etype`` in gold documents (NIL mentions skipped).
+        A mention outvotes a vocabulary name (weight 2 against 1): the annotators' choice for a
+        name is the convention the corpus scores against."""
+        for doc in docs:
+            for ent in doc.entities:
+                if ent.type == etype and ent.normalized_id:
+                    self.add(ent.text or doc.text[ent.start : ent.end], ent.normalized_id, weight)
+        return self
+
+    def identifiers(self) -> set[str]:
+        return {c for votes in self.names.values() for c in votes}
+
+    def save(self, path: str | Path) -> None:
+        """TSV ``curie<TAB>votes<TAB>name``, sorted (diffs of a rebuilt dictionary stay readable)."""
+        rows = sorted((name, curie, n) for name, votes in self.names.items() for curie, n in votes.items())
+        Path(path).write_text("".join(f"{c}\t{n}\t{name}\n" for name, c, n in rows), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Dictionary:
+        d = cls()
+        for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            cols = line.split("\t")
+            if len(cols) != 3 or not cols[1].isdigit():
+                raise ValidationError(f"{path}:{lineno}: expected 'curie<TAB>votes<TAB>name'")
+            d.add(cols[2], cols[0], int(cols[1]))
+        return d
+
+
+def _best(votes: Counter[str]) -> tuple[str, float]:
+    total = sum(votes.values())
+    curie, n = min(votes.items(), key=lambda kv: (-kv[1], kv[0]))   # most votes, then a stable tie-break
+    return curie, n / total
+
+
+class DictionaryNormalizer:
+    """:class:`~llmner.normalization.base.Normalizer` over one :class:`Dictionary`."""
+
+    def __init__(self, dictionary: Dictionary, config: DictionaryConfig | None = None) -> None:
+        self.config = config or DictionaryConfig()
+        self.exact: dict[str, Counter[str]] = {}
+        folded: dict[str, Counter[str]] = defaultdict(Counter)
+        keyed: dict[str, Counter[str]] = defaultdict(Counter)
+        for name, votes in dictionary.names.items():
+            if len(name) < self.config.min_name_length:
+                continue
+            self.exact[name] = votes
+            folded[name.casefold()].update(votes)
+            key = string_key(name)
+            if key:
+                keyed[key].update(votes)
+        self.keyed = dict(keyed)
+        self.folded = dict(folded)
+        self._index = None   # built on the first n-gram query (most mentions never need it)
+        self._encoded = None
+        if self.config.neighbour not in ("ngram", "encoder"):
+            raise ValidationError(f"unknown neighbour {self.config.neighbour!r} (expected ngram or encoder)")
+
+    # ---- steps ---------------------------------------------------------------------------------
+    def _lookup(self, text: str) -> Link | None:
+        votes = self.exact.get(" ".join(text.split()))
+        if votes:
+            curie, share = _best(votes)
+            return Link(curie, share * _STEP_FACTOR["exact"], "exact")
+        votes = self.folded.get(" ".join(text.split()).casefold()) or self.keyed.get(string_key(text))
+        if votes:
+            curie, share = _best(votes)
+            return Link(curie, share * _STEP_FACTOR["normalized"], "normalized")
+        return None
+
+    def _composite(self, text: str) -> Link | None:
+        """A coordinated mention whose conjuncts, each completed with the shared head, all match:
+        "breast and ovarian cancer" -> breast cancer | ovarian cancer."""
+        parts = [p.strip() for p in _CONJUNCTION.split(text) if p and p.strip()]
+        if len(parts) < 2:
+            return None
+        last = parts[-1].split()
+        for head_len in (1, 2):
+            if len(last) <= head_len:
+                break
+            head = " ".join(last[-head_len:])
+            names = [p if p.split()[-head_len:] == last[-head_len:] else f"{p} {head}" for p in parts]
+            links = [self._lookup(n) for n in names]
+            if all(link is not None for link in links):
+                curies = list(dict.fromkeys(link.curie for link in links if link is not None))
+                score = min(link.score for link in links if link is not None)
+                return Link("|".join(c for c in curies if c), score * _STEP_FACTOR["normalized"], "composite")
+        return None
+
+    def _head(self, text: str) -> Link | None:
+        """The longest proper word suffix that matches ("nonocular tumors" -> "tumors"): the mention's
+        head names its broader concept, which is how the corpora link an unlisted specific mention."""
+        words = text.split()
+        for i in range(1, len(words)):
+            suffix = " ".join(words[i:])
+            if len(suffix) < 4:
+                break
+            found = self._lookup(suffix)
+            if found is not None:
+                return Link(found.curie, found.score * _STEP_FACTOR["head"], "head")
+        return None
+
+    def _ngram_index(self):
+        if self._index is None:
+            import numpy as np
+            from sklearn.feature_extraction.text import TfidfVectorizer
+            from sklearn.preprocessing import normalize
+
+            surfaces: dict[str, Counter[str]] = defaultdict(Counter)
+            for name, votes in self.exact.items():
+                surfaces[surface_key(name)].update(votes)
+            names = [n for n in sorted(surfaces) if n]
+            # norm=None: queries are normalized by hand, counting the n-grams no name has (see nearest()).
+            vec = TfidfVectorizer(analyzer="char_wb", ngram_range=self.config.ngram_range, lowercase=False,
+                                  sublinear_tf=True, dtype=np.float32, norm=None)
+            matrix = normalize(vec.fit_transform(names)) if names else None
+            self._index = (vec, matrix, [_best(surfaces[n])[0] for n in names])
+        return self._index
+
+    def warm(self) -> DictionaryNormalizer:
+        if self.config.neighbour == "encoder":
+            self._encoder_index()
+        else:
+            self._ngram_index()
+        return self
+
+    def _encoder_index(self):
+        if self._encoded is None:
+            from llmner.normalization.encoder import EncoderIndex, shared_encoder
+
+            names = sorted(self.exact)
+            self._encoded = EncoderIndex(names, [_best(self.exact[n])[0] for n in names], shared_encoder(self.config.encoder))
+        return self._encoded
+
+    def nearest(self, texts: Sequence[str]) -> list[tuple[str | None, float]]:
+        """The nearest name's identifier and cosine for each text (None when there is no name).
+
+        An n-gram of the query that no name has still counts in the query's length (weighted like
+        the rarest known n-gram): otherwise "nonocular tumors" would be as close to "tumors" as
+        "tumors" itself, its unknown part silently dropped."""
+        import numpy as np
+
+        if self.config.neighbour == "encoder":
+            return self._encoder_index().nearest(texts)
+        vec, matrix, ids = self._ngram_index()
+        if matrix is None or not texts:
+            return [(None, 0.0)] * len(texts)
+        keys = [surface_key(t) for t in texts]
+        q = vec.transform(keys)
+        analyze = vec.build_analyzer()
+        max_idf = float(vec.idf_.max())
+        sims = q @ matrix.T
+        out = []
+        for row, key in enumerate(keys):
+            grams = Counter(analyze(key))
+            oov = [n for g, n in grams.items() if g not in vec.vocabulary_]
+            known = q.getrow(row).data
+            norm = float(np.sqrt((known ** 2).sum() + sum(((1 + np.log(n)) * max_idf) ** 2 for n in oov)))
+            r = sims.getrow(row)
+            if r.nnz == 0 or norm == 0.0:
+                out.append((None, 0.0))
+                continue
+            j = r.indices[r.data.argmax()]
+            out.append((ids[j], float(r.data.max()) / norm))
+        return out
+
+    # ---- the interface -------------------------------------------------------------------------
+    def link(self, entities: Sequence[Entity], doc: Document) -> list[Link]:
+        defined = abbreviations(doc.text) if self.config.use_abbreviations else {}
+        out: list[Link | None] = []
+        pending: list[tuple[int, str, str]] = []   # (index, text to embed, method if linked)
+        for i, ent in enumerate(entities):
+            text = ent.text or doc.text[ent.start : ent.end]
+            long_form = defined.get(text.strip())
+            link = None
+            if long_form:
+                found = self._lookup(long_form)
+                if found is not None:
+                    link = Link(found.curie, found.score * _STEP_FACTOR["abbreviation"], "abbreviation")
+            if link is None:
+                link = self._lookup(text)
+            if link is None:
+                link = self._composite(text)
+            if link is None and self.config.use_head_backoff:
+                link = self._head(long_form or text)
+            out.append(link)
+            query = long_form or text
+            if link is None and self.config.use_ngrams and len(surface_key(query)) >= self.config.min_ngram_chars:
+                pending.append((i, query, self.config.neighbour))
+        if pending:
+            for (i, _, method), (curie, cos) in zip(pending, self.nearest([t for _, t, _ in pending])):
+                if curie is not None and cos >= self.config.ngram_threshold:
+                    out[i] = Link(curie, cos, method)
+        return [link or NIL for link in out]

