@@ -99,7 +99,7 @@ class GeneratorTrainingConfig:
     batch_per_corpus: bool = True             # one corpus (one schema, one prompt prefix) per micro-batch
     supervised_logits_only: bool = True       # LM head only where a target token is predicted
     train_layers_from: int = 0                # LoRA of lower layers frozen: no backward below this layer
-    length_segments: bool = True              # run a batch as length-sorted segments when that saves padding
+    length_segments: bool = False             # length-sorted segments of a batch: measured no faster (benchmarks/results/training.md)
     seed: int = 0
     device: str = "auto"
     # bookkeeping
