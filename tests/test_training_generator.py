@@ -271,15 +271,21 @@ def test_shared_prompt_prefix_gives_the_same_loss_and_gradients() -> None:
             assert torch.allclose(grads[name], grad, rtol=1e-4, atol=1e-6), (name, share, supervised_only)
 
 
+def _generator_with_active_adapter() -> GeneratorModel:
+    """A tiny generator whose LoRA B is non-zero, so that the adapter changes the outputs."""
+    generator = GeneratorModel.from_base(GeneratorConfig(lora_r=4, lora_alpha=8, lora_dropout=0.0),
+                                         [get_schema("ncbi_disease")], base=tiny_base())
+    for name, p in generator.model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.05)
+    return generator
+
+
 def test_length_segments_cut_padding_and_keep_the_loss_and_gradients() -> None:
     from llmner.training.generator import length_segments
 
-    generator = GeneratorModel.from_base(GeneratorConfig(lora_r=4, lora_alpha=8, lora_dropout=0.0),
-                                         [get_schema("ncbi_disease")], base=tiny_base())
+    generator = _generator_with_active_adapter()
     model = generator.model
-    for name, p in model.named_parameters():
-        if "lora_B" in name:
-            torch.nn.init.normal_(p, std=0.05)
     docs = disease_docs(6)
     docs.append(Document("long", " ".join(d.text for d in docs * 3), "en", {}, []))   # one long row among short ones
     examples = _examples_for(generator, docs)["ncbi_disease"]
@@ -308,12 +314,8 @@ def test_length_segments_cut_padding_and_keep_the_loss_and_gradients() -> None:
 def test_frozen_lower_layers_get_no_gradient_and_upper_layers_do() -> None:
     from llmner.training.generator import freeze_lower_layers
 
-    generator = GeneratorModel.from_base(GeneratorConfig(lora_r=4, lora_alpha=8, lora_dropout=0.0),
-                                         [get_schema("ncbi_disease")], base=tiny_base())
+    generator = _generator_with_active_adapter()
     model = generator.model
-    for name, p in model.named_parameters():
-        if "lora_B" in name:
-            torch.nn.init.normal_(p, std=0.05)
     assert freeze_lower_layers(model, 1) > 0
     examples = _examples_for(generator, disease_docs(3))["ncbi_disease"]
     batch_loss_sum(model, examples, generator.tokenizer.pad_token_id, "cpu", supervised_logits_only=True).backward()

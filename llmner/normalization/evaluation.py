@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from llmner.doc import Document
+from llmner.evaluation.scorer import Counts
 from llmner.normalization.base import TypedNormalizer
 from llmner.normalization.curie import concept_set, same_concepts
 
@@ -79,28 +80,8 @@ def evaluate_linking(normalizer: TypedNormalizer, docs: Iterable[Document],
     return scores
 
 
-@dataclass(frozen=True, slots=True)
-class StrictIdScores:
-    tp: int
-    fp: int
-    fn: int
-
-    @property
-    def precision(self) -> float:
-        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
-
-    @property
-    def recall(self) -> float:
-        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
-
-    @property
-    def f1(self) -> float:
-        p, r = self.precision, self.recall
-        return 2 * p * r / (p + r) if p + r else 0.0
-
-
 def strict_id_scores(gold: Sequence[Document], predicted: Sequence[Document],
-                     types: Sequence[str] | None = None) -> StrictIdScores:
+                     types: Sequence[str] | None = None) -> Counts:
     """Strict (span, type, identifier) counts: a prediction is a true positive when a gold mention has
     its span and type and the same concepts. Gold mentions without an identifier and NIL predictions
     take no part (a KG gets no node from either)."""
@@ -114,4 +95,4 @@ def strict_id_scores(gold: Sequence[Document], predicted: Sequence[Document],
         tp += hits
         fp += len(pk) - hits
         fn += len(gk) - hits
-    return StrictIdScores(tp, fp, fn)
+    return Counts(tp, fp, fn)
