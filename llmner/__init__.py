@@ -25,6 +25,12 @@ __all__ = ["Document", "Entity", "EntitySchema", "EntityType", "LlmnerError", "P
            "ValidationError", "__version__", "get_schema", "load"]
 
 
-def load(path: str | Path | None = None, config: PipelineConfig | None = None) -> Pipeline:
-    """The pipeline of the model bundle at ``path`` (None: the default bundle); call it on a text."""
-    return Pipeline.from_bundle(path, config)
+def load(path: str | Path | None = None, config: PipelineConfig | None = None, verbose: bool = False) -> Pipeline:
+    """The pipeline of the model bundle at ``path`` (None: the default bundle); call it on a text.
+    Library warnings and loading bars are hidden inside llmner's calls unless ``verbose``."""
+    from llmner.quiet import library_noise_hidden
+
+    with library_noise_hidden(verbose):
+        pipe = Pipeline.from_bundle(path, config)
+    pipe.verbose = verbose
+    return pipe

@@ -112,6 +112,7 @@ class Pipeline:
         self.model_ids: dict[str, str] = ids
         self._schemas: dict[str, EntitySchema] = {}
         self.last_timings_ms: dict[str, float] = {}
+        self.verbose = False      # nlp(text) / nlp.pipe hide library warnings unless set (llmner.load(verbose=True))
 
     # ---- construction ----------------------------------------------------------------------------
     @classmethod
@@ -203,14 +204,20 @@ class Pipeline:
         ids in ``metadata["model_ids"]``."""
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        from llmner.quiet import library_noise_hidden
+
+        def tagged(batch: list[Document]) -> list[Document]:
+            with library_noise_hidden(self.verbose):
+                return documents_from_records(batch, self.process(batch))
+
         batch: list[Document] = []
         for index, item in enumerate(items):
             batch.append(as_document(item, index))
             if len(batch) == batch_size:
-                yield from documents_from_records(batch, self.process(batch))
+                yield from tagged(batch)
                 batch = []
         if batch:
-            yield from documents_from_records(batch, self.process(batch))
+            yield from tagged(batch)
 
     # ---- stages ----------------------------------------------------------------------------------
     def chunk(self, doc: Document) -> list[Chunk]:

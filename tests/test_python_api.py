@@ -79,3 +79,24 @@ def test_readme_python_example_runs(tiny_bundle, monkeypatch):
     lines = out.getvalue().splitlines()
     assert any(line.startswith("0 en - [") for line in lines), lines
     assert any(line.startswith("n2 zh 12345 [") for line in lines), lines
+
+
+def test_load_and_call_are_quiet_unless_verbose_and_leave_the_callers_filters_alone(tiny_bundle, capfd):
+    import warnings
+
+    from llmner.quiet import library_noise_hidden
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        nlp = llmner.load(tiny_bundle, llmner.PipelineConfig(selector_backend="none"))
+        nlp("BRCA1 mutations cause breast cancer.")
+        with library_noise_hidden():
+            warnings.warn("deprecated cache argument", FutureWarning)       # what transformers says mid-call
+        warnings.warn("the caller's own warning", FutureWarning)            # outside llmner: still shown
+    assert [str(w.message) for w in seen if w.category is FutureWarning] == ["the caller's own warning"]
+    assert "Loading weights" not in capfd.readouterr().err
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with library_noise_hidden(verbose=True):
+            warnings.warn("deprecated cache argument", FutureWarning)
+    assert len(seen) == 1
