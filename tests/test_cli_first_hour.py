@@ -264,3 +264,17 @@ def test_messages_go_to_stderr_and_stdout_stays_data(tiny_bundle, tmp_path):
     src.write_text(PUBTATOR)
     converted = CliRunner().invoke(app, ["convert", str(src), str(tmp_path / "gold.xml"), "--to", "bioc"])
     assert converted.stdout == "" and "wrote 1 documents with 2 mentions" in converted.stderr
+
+
+def test_run_on_a_file_without_notes_fails_before_any_worker_starts(tmp_path, monkeypatch):
+    import workers.embedded
+
+    def no_workers(*_args, **_kwargs):
+        raise AssertionError("workers started for an empty input")
+
+    monkeypatch.setattr(workers.embedded, "running_workers", no_workers)
+    monkeypatch.setattr(workers.embedded, "EmbeddedRedis", no_workers)
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text("\n  \n")
+    result = cli("run", notes, "--quiet")
+    assert result.exit_code != 0 and "no notes to tag" in str(result.exception)

@@ -24,6 +24,7 @@ from typing import Any, Self
 
 import orjson
 
+from llmner.errors import ValidationError
 from workers.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -219,6 +220,8 @@ def run_file(input_path: str | Path, output_path: str | Path | None = None, redi
     from workers.client import submit_many
 
     payloads = read_payloads(input_path)
+    if not payloads:   # before any Redis, worker or model starts
+        raise ValidationError(f"{input_path}: no notes to tag (the file holds no JSONL line)")
     out_path = Path(output_path) if output_path else Path(str(input_path)).with_suffix(".results.jsonl")
     summary = RunSummary(submitted=len(payloads), output=str(out_path))
     started = time.perf_counter()
