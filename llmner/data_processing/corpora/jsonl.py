@@ -3,7 +3,7 @@ and result records (``ResultRecord.to_dict()``, one per line), the output of ``l
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import orjson
@@ -14,16 +14,23 @@ from llmner.errors import ValidationError
 
 
 def read_jsonl(path: str | Path) -> list[Document]:
+    return [doc for doc in _parsed_lines(path, Document.from_json) if doc is not None]
+
+
+def _parsed_lines(path: str | Path, parse: Callable[[str], Document | None]) -> list[Document | None]:
+    """``parse`` of every non-blank line; an error names the file and line."""
     p = Path(path)
-    docs = []
+    out = []
     for lineno, line in enumerate(lines_of(read_text(p)), start=1):
         if not line.strip():
             continue
         try:
-            docs.append(Document.from_json(line))
+            out.append(parse(line))
+        except orjson.JSONDecodeError as exc:
+            raise ValidationError(f"{p}:{lineno}: not valid JSON ({exc})") from None
         except ValidationError as exc:
             raise ValidationError(f"{p}:{lineno}: {exc}") from None
-    return docs
+    return out
 
 
 def write_jsonl(docs: Iterable[Document], path: str | Path) -> None:
@@ -37,21 +44,13 @@ def read_result_records(path: str | Path) -> list[Document]:
     entities keep their offsets into the note, and ``llmner eval`` scores them by document id. The
     error lines ``llmner run`` writes for rejected notes (``{"document_id", "error", "reason"}``)
     hold no prediction and are skipped."""
-    p = Path(path)
-    docs = []
-    for lineno, line in enumerate(lines_of(read_text(p)), start=1):
-        if not line.strip():
-            continue
-        try:
-            data = orjson.loads(line)
-            if isinstance(data, dict) and "error" in data and "schema_version" not in data:
-                continue
-            docs.append(ResultRecord.from_dict(data).to_document(""))
-        except orjson.JSONDecodeError as exc:
-            raise ValidationError(f"{p}:{lineno}: not valid JSON ({exc})") from None
-        except ValidationError as exc:
-            raise ValidationError(f"{p}:{lineno}: {exc}") from None
-    return docs
+    def parse(line: str) -> Document | None:
+        data = orjson.loads(line)
+        if isinstance(data, dict) and "error" in data and "schema_version" not in data:
+            return None
+        return ResultRecord.from_dict(data).to_document("")
+
+    return [doc for doc in _parsed_lines(path, parse) if doc is not None]
 
 
 def write_result_records(docs: Iterable[Document], path: str | Path) -> None:
