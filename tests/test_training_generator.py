@@ -548,3 +548,22 @@ def test_training_documents_that_are_test_documents_elsewhere_are_dropped() -> N
     assert not any("".join(d.text.split()) in genia_test for d in kept)
     unfiltered = load_corpora(GeneratorTrainingConfig(corpora=["jnlpba"], output="unused", exclude_test_overlap=False))
     assert len(unfiltered[0].documents) == len(jnlpba_train)
+
+
+def test_cpu_budget_ends_a_segment_with_a_checkpoint_and_resume_ignores_it(tmp_path: Path) -> None:
+    from llmner.training.checkpoint import latest_checkpoint
+
+    # A budget of zero seconds is reached before the first step; a tiny one after a few steps.
+    cut = train_config(tmp_path / "run", steps=50, cpu_budget_s=0.0)
+    logs: list[str] = []
+    first = train_generator(cut, corpora=ncbi(), base=tiny_base(), progress=False, log=logs.append)
+    assert not first.finished and first.steps == 0
+    assert any("CPU budget of 0 s reached at step 0" in line for line in logs)
+    budgeted = train_config(tmp_path / "run2", steps=50, cpu_budget_s=0.05)
+    second = train_generator(budgeted, corpora=ncbi(), base=tiny_base(), progress=False, log=quiet)
+    assert 0 < second.steps < 50 and not second.finished
+    history = [json.loads(line) for line in (Path(budgeted.output) / "history.jsonl").read_text().splitlines()]
+    assert history[-1]["segment_cpu_s"] >= 0.05 and all(h["segment_cpu_s"] < 0.05 for h in history[:-1])
+    assert latest_checkpoint(Path(budgeted.output) / "checkpoints").name == f"step-{second.steps:06d}"
+    # The budget belongs to the segment, not to the run: resuming does not inherit it.
+    assert resume_config(budgeted.output).cpu_budget_s is None

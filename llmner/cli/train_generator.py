@@ -61,6 +61,7 @@ def train_generator_command(
     device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda."),
     checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", help="Steps between checkpoints."),
     stop_after: int | None = typer.Option(None, "--stop-after", help="End this segment at this step (resume later)."),
+    cpu_budget: float | None = typer.Option(None, "--cpu-budget", help="End this segment after this many seconds of process CPU time (equal-compute ablations)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint under --output."),
     resume_from: Path | None = typer.Option(None, "--resume-from", help="With --resume: a checkpoint (e.g. a portable one) to continue from when --output has none."),
     vary_schema: bool | None = typer.Option(None, "--vary-schema/--no-vary-schema", help="Show each batch a varied schema (order, subset, paraphrased names)."),
@@ -91,7 +92,7 @@ def train_generator_command(
         warmup_steps=warmup_steps, max_length=max_length, entity_free_ratio=entity_free_ratio,
         curated=str(curated) if curated else None, init_from=str(init_from) if init_from else None, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
         codec=codec, definitions=definitions, seed=seed, device=device, checkpoint_every=checkpoint_every,
-        stop_after=stop_after, resume=resume or None, dev_split=dev_split, eval_every=eval_every,
+        stop_after=stop_after, cpu_budget_s=cpu_budget, resume=resume or None, dev_split=dev_split, eval_every=eval_every,
         max_documents=max_documents, gradient_checkpointing=gradient_checkpointing,
         resume_from=str(resume_from) if resume_from else None, vary_schema=vary_schema, train_layers_from=train_layers_from,
     )

@@ -31,6 +31,7 @@ class LoopSettings:
     checkpoint_every: int = 0
     keep_checkpoints: int = 2
     stop_after: int | None = None
+    cpu_budget_s: float | None = None   # end the segment once its steps used this much process CPU time
     log_every: int = 1
     name: str = "train"
 
@@ -139,8 +140,14 @@ class TrainingLoop:
         s, state = self.settings, self.state
         end = min(s.steps, s.stop_after) if s.stop_after else s.steps
         self._segment_start = time.perf_counter()
+        # Process CPU time, not wall time: ablation arms that share the cores with other work still
+        # get equal compute (all threads of this process count).
+        cpu_start = time.process_time()
         with _Progress(self.progress, s.name, s.steps, state.step) as bar:
             while state.step < end:
+                if s.cpu_budget_s is not None and time.process_time() - cpu_start >= s.cpu_budget_s:
+                    self.log(f"CPU budget of {s.cpu_budget_s:.0f} s reached at step {state.step}")
+                    break
                 t0 = time.perf_counter()
                 record = dict(step_fn(state.step))
                 if s.max_grad_norm > 0:
@@ -151,7 +158,8 @@ class TrainingLoop:
                 self.optimizer.zero_grad(set_to_none=True)
                 state.step += 1
                 seconds = time.perf_counter() - t0
-                record = {"step": state.step, **record, "lr": lr, "seconds": round(seconds, 4)}
+                record = {"step": state.step, **record, "lr": lr, "seconds": round(seconds, 4),
+                          "segment_cpu_s": round(time.process_time() - cpu_start, 2)}
                 if after_step is not None:
                     after_step(record)
                 state.history.append(record)
