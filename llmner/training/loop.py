@@ -159,7 +159,7 @@ class TrainingLoop:
                 state.step += 1
                 seconds = time.perf_counter() - t0
                 record = {"step": state.step, **record, "lr": lr, "seconds": round(seconds, 4),
-                          "segment_cpu_s": round(time.process_time() - cpu_start, 2)}
+                          "segment_cpu_s": round(time.process_time() - cpu_start, 3)}
                 if after_step is not None:
                     after_step(record)
                 state.history.append(record)
