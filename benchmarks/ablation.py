@@ -9,7 +9,8 @@ own schema, generator only. Writes benchmarks/results/ablation_<name>.md (and .j
         --config benchmarks/campaign/gen-full/config.yaml --init-from benchmarks/campaign/gen-full/portable \\
         --arm all_layers: --arm layers_20_up:train_layers_from=20 --cpu-minutes 30 --sentences 30
 
-An arm is ``NAME:KEY=VALUE,KEY=VALUE`` over the config's keys (values parsed as YAML).
+An arm is ``NAME:KEY=VALUE,KEY=VALUE`` over the config's keys (values parsed as YAML). Rerun the
+same command to resume: arms and evaluations already finished under ``--work`` are not run again.
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ def train_arms(args: argparse.Namespace, work: Path) -> dict[str, dict]:
     for name, overrides in map(parse_arm, args.arm):
         config = {**base, "init_from": args.init_from, "output": str(work / name / "run"), "resume": False,
                   "checkpoint_every": 0, "cpu_budget_s": args.cpu_minutes * 60, **overrides}
+        if (work / name / "run" / "history.jsonl").is_file():
+            procs[name] = (overrides, None)       # trained by an earlier invocation: the ablation resumes
+            continue
         (work / name).mkdir(parents=True, exist_ok=True)
         (work / name / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
         log = (work / name / "train.log").open("w", encoding="utf-8")
@@ -56,7 +60,7 @@ def train_arms(args: argparse.Namespace, work: Path) -> dict[str, dict]:
              "--no-progress"], stdout=log, stderr=subprocess.STDOUT, env=single_threaded_env(args.threads)))
     arms = {}
     for name, (overrides, proc) in procs.items():
-        if proc.wait() != 0:
+        if proc is not None and proc.wait() != 0:
             raise SystemExit(f"arm {name} failed: see {work / name / 'train.log'}")
         run = work / name / "run"
         history = [json.loads(line) for line in (run / "history.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -77,13 +81,16 @@ def evaluate_adapters(adapters: dict[str, str], args: argparse.Namespace, work: 
     procs = {}
     for name, adapter in adapters.items():
         out = work / f"eval-{name}.json"
+        if out.is_file():
+            procs[name] = (out, None)
+            continue
         log = (work / f"eval-{name}.log").open("w", encoding="utf-8")
         cmd = [sys.executable, __file__, "--evaluate", adapter, "--out-json", str(out), "--sentences", str(args.sentences)]
         cmd += [a for c in args.corpus or CORPORA for a in ("--corpus", c)]
         procs[name] = (out, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=single_threaded_env(args.threads)))
     scores = {}
     for name, (out, proc) in procs.items():
-        if proc.wait() != 0:
+        if proc is not None and proc.wait() != 0:
             raise SystemExit(f"evaluation of {name} failed: see {work / f'eval-{name}.log'}")
         scores[name] = json.loads(out.read_text(encoding="utf-8"))
     return scores
