@@ -1,4 +1,4 @@
-"""A helper for loaders reading ``llmner:results`` (the issue's ``llmner.consumer``).
+"""A helper for loaders reading ``llmner:results``.
 
     consumer = ResultConsumer(redis_client, group="kg-loader", name="loader-1")
     consumer.run(handle)          # handle(record, entry) writes somewhere; then the entry is acked
