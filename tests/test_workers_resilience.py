@@ -103,7 +103,10 @@ def test_kill_9_of_infer_worker_mid_batch_loses_nothing(stack, tmp_path, bundle_
     assert sorted(handled) == sorted(d["id"] for d in docs)  # every document, once, after dedupe
     assert stats.handled == len(docs) and entries == stats.handled + stats.duplicates
     assert 2 <= published_before_kill < len(docs)  # the kill really happened mid-run
-    assert "re-running" in infer_b.log()  # the restarted worker re-ran the killed batch's chunks
+    # The killed batch's chunks were re-run: by the restarted worker when it got the redelivered message
+    # first, or through the retry list when a live worker's sweeper saw the dead one stop beating first
+    # (a race on a loaded machine: infer-b's models can take longer to load than LLMNER_HEARTBEAT_TTL).
+    assert "re-running" in infer_b.log() or "stopped beating" in ingest.log() + infer_b.log()
     assert ingest.alive() and infer_b.alive()
 
 
