@@ -1,7 +1,6 @@
-"""Celery configuration. OWNED BY the workers helper.
-
-This module is a view of :class:`workers.settings.Settings`, which alone reads the environment;
-every Redis client of the workers is built from the same settings (workers/connections.py).
+"""Celery configuration: :func:`workers.broker.celery_config` of :class:`workers.settings.Settings`,
+which alone reads the environment; the job store and every Redis client of the workers are built
+from the same settings, so that their keys and queue names cannot diverge from Celery's.
 
 Contract (names shared with deploy/): every setting comes from one of these variables.
   LLMNER_REDIS_URL            redis://[:password@]host:port/db or rediss://... (TLS); default redis://127.0.0.1:6379/0
@@ -43,7 +42,7 @@ Only JSON crosses the wire (pickle is refused): a payload from another team's pr
 be able to run code in a worker.
 """
 
-from workers.settings import Settings, celery_config, redis_url_from_env  # noqa: F401 - kept for callers
+from workers.broker import celery_config
+from workers.settings import Settings
 
-settings = Settings.from_env()
-globals().update(celery_config(settings))
+globals().update(celery_config(Settings.from_env()))

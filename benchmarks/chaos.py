@@ -146,14 +146,16 @@ def _pick_victim(s, workers: dict, names: list[str], rng: random.Random, ingest:
     import redis
 
     from workers.connections import new_client
+    from workers.jobs import Keys
 
+    keys = Keys(s.key_prefix)
     candidates = ["ingest"] if ingest else names[1:]
     deadline = time.monotonic() + 5
     try:
         r = new_client(s, socket_timeout=2)
         while time.monotonic() < deadline:
-            holders = [json.loads(v).get("worker", "") for v in r.hvals(s.owners_key)]
-            holders += [v.decode() for v in r.hvals(s.running_key())]
+            holders = [json.loads(v).get("worker", "") for v in r.hvals(keys.owners)]
+            holders += [v.decode() for v in r.hvals(keys.running)]
             pids = {h.split("-")[-2] for h in holders if h.count("-") >= 2}
             for name in candidates:
                 proc = workers[name].proc
@@ -189,8 +191,8 @@ def _run(server: RedisServer, tmp: Path, docs: int, kills: int, redis_restarts: 
          heartbeat_interval: float, heartbeat_ttl: float) -> dict:
     from workers_helpers import WorkerProcess, configured, note_payloads
 
+    from workers.jobs import decode_fields
     from workers.settings import Settings
-    from workers.state import decode_fields
 
     s = Settings(redis_url=server.url, metrics_port=0, heartbeat_interval=heartbeat_interval,
                  heartbeat_ttl=heartbeat_ttl).with_prefix(f"chaos-{uuid.uuid4().hex[:8]}:")

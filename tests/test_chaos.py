@@ -87,9 +87,10 @@ def test_fuzz_200_malformed_payloads_through_every_entry_point_good_notes_all_pu
     """submit(), the inbox stream and raw broker items: every malformed input is dead-lettered, the
     worker stays up, and every good note interleaved with them is published."""
     from workers.client import submit
+    from workers.connections import client
     from workers.embedded import follow, running_workers
     from workers.inbox import InboxBridge
-    from workers.state import client, decode_fields
+    from workers.jobs import decode_fields
 
     require_redis()
     s = isolated_settings(tmp_path, infer_batch_size=4, max_doc_chars=2000)

@@ -64,11 +64,12 @@ def settings_defaults() -> dict[str, str]:
 
 @cache
 def exported_metrics() -> dict[str, set[str]]:
-    """Metric name -> label values of `queue` (for the collector) from workers/metrics.py."""
+    """Metric name -> label values of `queue` (for the collector) from workers/metrics.py; the queue
+    depths it reports are those the job store reads (workers/jobs.py, JobStore.queue_depths)."""
     src = (ROOT / "workers" / "metrics.py").read_text()
     names = set(re.findall(r"(?:Counter|Gauge|Histogram|Summary|GaugeMetricFamily)\(\s*\"([a-z_:]+)\"", src))
     out: dict[str, set[str]] = {n: set() for n in names}
-    m = re.search(r"names\s*=\s*\(([^)]*)\)", src)
+    m = re.search(r"names\s*=\s*\(([^)]*)\)", (ROOT / "workers" / "jobs.py").read_text())
     if m and "llmner_queue_depth" in out:
         out["llmner_queue_depth"] = set(re.findall(r"\"([a-z_]+)\"", m.group(1)))
     return out

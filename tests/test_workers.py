@@ -134,7 +134,7 @@ def test_end_to_end_entities_identical_to_in_process_pipeline(worker, pipeline):
     assert sum(len(r["entities"]) for r in results.values()) > len(docs)  # the comparison is not vacuous
     assert {e["type"] for e in results[jobs[-1]]["entities"]} == {"Disease"}  # the document's schema was used
     # Every job's state is gone once published; only the ingest guards remain (they expire).
-    from workers.state import client
+    from workers.connections import client
 
     r = client(worker.redis_url)
     leftover = [k.decode() for k in r.scan_iter(match=f"{worker.key_prefix}job:*")]
@@ -247,9 +247,9 @@ def test_chunk_failing_max_deliveries_times_sends_its_document_to_dead_stream(se
 
 def test_consumer_dedupes_by_job_and_sqlite_loader_upserts(worker, tmp_path):
     from workers.client import submit_many
+    from workers.connections import client
     from workers.consumer import ResultConsumer
     from workers.loaders.sqlite_kg import SqliteKnowledgeGraph
-    from workers.state import client
 
     docs = note_payloads(6, seed=3)
     jobs = submit_many(docs + docs[:2], batch=4)  # two documents submitted twice -> two jobs each
@@ -294,8 +294,8 @@ def test_consumer_dedupes_by_job_and_sqlite_loader_upserts(worker, tmp_path):
 
 
 def test_inbox_bridge_forwards_any_producer_payload(worker):
+    from workers.connections import client
     from workers.inbox import InboxBridge
-    from workers.state import client
 
     r = client(worker.redis_url)
     good = r.xadd(worker.inbox_stream, {"payload": orjson.dumps({"id": "inbox-1", "text": "Asthma worsened at night."})})
@@ -427,7 +427,7 @@ def _valkey_servers(pattern: str) -> set[str]:
 
 
 def test_celeryconfig_reads_the_environment(monkeypatch):
-    from workers.settings import load_celeryconfig
+    from workers.celery import load_celeryconfig
 
     monkeypatch.setenv("LLMNER_REDIS_URL", "rediss://redis.example:6380/2")
     monkeypatch.setenv("LLMNER_REDIS_PASSWORD", "s3cr/t")
@@ -484,6 +484,7 @@ def test_metrics_count_documents_chunks_batches_and_dead_letters(worker):
     from prometheus_client import REGISTRY
 
     from workers.client import submit, submit_many
+    from workers.jobs import JobStore
     from workers.metrics import QueueDepthCollector
 
     def value(name, labels=None):
@@ -499,7 +500,7 @@ def test_metrics_count_documents_chunks_batches_and_dead_letters(worker):
     assert value("llmner_dead_letters_total", {"stage": "ingest"}) - before[2] == 1
     assert value("llmner_infer_batch_size_count") > before[3]
     assert value("llmner_stage_seconds_count", {"stage": "end_to_end"}) >= 5
-    depths = {s.labels["queue"]: s.value for m in QueueDepthCollector().collect() for s in m.samples}
+    depths = {s.labels["queue"]: s.value for m in QueueDepthCollector(JobStore(worker)).collect() for s in m.samples}
     assert depths["results_stream"] == 5 and depths["dead_stream"] == 1
     assert depths["chunks"] == 0
 

@@ -33,6 +33,8 @@ from workers_helpers import (
     wait_for_jobs,
 )
 
+from workers.jobs import Keys
+
 pytestmark = pytest.mark.redis
 
 MARKER = "Patient Jane Roe, HIV positive, MRN 5550-1616"
@@ -124,10 +126,11 @@ def test_every_client_connects_to_a_tls_redis_with_a_private_ca(tls_redis, tmp_p
     """Defect 1: the job store, the health check, the consumer, the inbox bridge and ``llmner results``
     used to build their clients without LLMNER_REDIS_TLS_*: CERTIFICATE_VERIFY_FAILED, health exit 2."""
     from workers.client import submit_many
+    from workers.connections import client
     from workers.consumer import ResultConsumer
     from workers.embedded import running_workers
     from workers.inbox import InboxBridge
-    from workers.state import JobStore, client
+    from workers.jobs import JobStore
 
     url, ca = tls_redis
     base = dataclasses.replace(isolated_settings(tmp_path, infer_batch_size=4), redis_url=url)
@@ -154,7 +157,7 @@ def test_every_client_connects_to_a_tls_redis_with_a_private_ca(tls_redis, tmp_p
         results, dead = wait_for_jobs(active, jobs, timeout=60)
         assert dead == {} and len(results) == 3
         wait_for(lambda: client(active).xlen(active.results_stream) == 4, 30, "the inbox note's result")
-        assert JobStore(active).r.ping()
+        assert JobStore(active).redis.ping()
     consumer = ResultConsumer(client(s), group="tls", stream=s.results_stream, min_idle_ms=0)
     consumer.ensure_group()
     handled = consumer.process(consumer.read(count=10, block_ms=100), lambda e: None)
@@ -169,25 +172,38 @@ def test_every_client_connects_to_a_tls_redis_with_a_private_ca(tls_redis, tmp_p
 
 def test_empty_key_prefix_and_queue_variables_mean_the_defaults_everywhere(monkeypatch):
     """Celery's unacked keys and the job store's keys used to diverge for LLMNER_KEY_PREFIX="" (and the
-    queue names for empty queue variables): celeryconfig.py read the environment on its own."""
-    from workers.settings import Settings, load_celeryconfig
+    queue names for empty queue variables): celeryconfig.py read the environment on its own, with ""
+    for an empty prefix where workers/settings.py used "llmner:"."""
+    from workers.celery import app, load_celeryconfig
+    from workers.jobs import JobStore
+    from workers.settings import Settings
 
     for name in ("LLMNER_KEY_PREFIX", "LLMNER_INGEST_QUEUE", "LLMNER_INFER_QUEUE", "LLMNER_CHUNK_LIST"):
         monkeypatch.setenv(name, "")
     try:
         cfg = load_celeryconfig(reload=True)
         s = Settings.from_env()
-        assert s.key_prefix == "llmner:"
-        assert cfg.broker_transport_options["unacked_key"] == f"{s.key_prefix}unacked"
+        keys = JobStore(s).keys  # the job store's key names (no command is sent)
+        assert s.key_prefix == "llmner:" and keys.unacked == "llmner:unacked"
+        transport = cfg.broker_transport_options
+        assert (transport["unacked_key"], transport["unacked_index_key"], transport["unacked_mutex_key"]) == \
+            (keys.unacked, keys.unacked_index, keys.unacked_mutex)
         assert cfg.task_routes["llmner.ingest"] == {"queue": s.ingest_queue} and s.ingest_queue == "llmner.ingest"
         assert cfg.task_routes["llmner.infer"] == {"queue": s.infer_queue} and s.infer_queue == "llmner.infer"
         assert cfg.task_default_queue == s.ingest_queue
+        assert s.chunk_list == "llmner:chunks"
+        # The app a worker runs agrees too: its Celery config and the settings its job store is built from.
+        active = app.configure()
+        assert active == s
+        assert app.conf.broker_transport_options["unacked_key"] == JobStore(active).keys.unacked
+        assert app.conf.task_routes["llmner.infer"] == {"queue": active.infer_queue}
         # celeryconfig.py reads no variable itself: it is a view of Settings.
         source = (REPO / "celeryconfig.py").read_text()
         assert "os.environ" not in source and "getenv" not in source
     finally:
         monkeypatch.undo()
         load_celeryconfig(reload=True)
+        app.configure()
 
 
 # -- defect 2: heartbeat and sweeper (see also tests/test_workers_resilience.py and the chaos test) --
@@ -196,7 +212,7 @@ def test_sigkilled_infer_worker_recovered_within_seconds_at_the_default_visibili
     """Defect 2: recovery relied on the 3,600 s visibility timeout. A SIGKILLed infer worker's chunks
     and message now come back within a few heartbeat periods of a replacement worker starting."""
     from workers.client import submit_many
-    from workers.state import client
+    from workers.connections import client
 
     s = dataclasses.replace(settings, pipeline_factory="workers_helpers:slow_lexicon_pipeline", infer_batch_size=4)
     assert s.visibility_timeout == 3600
@@ -220,7 +236,7 @@ def test_sigkilled_infer_worker_recovered_within_seconds_at_the_default_visibili
         assert dead == {} and len(results) == len(docs)
         assert r.xlen(s.results_stream) == len(docs)
         assert drained < 60
-        wait_for(lambda: r.hlen(s.unacked_key) == 0, 30, "the killed worker's message restored")
+        wait_for(lambda: r.hlen(Keys(s.key_prefix).unacked) == 0, 30, "the killed worker's message restored")
     finally:
         for w in (ingest, infer_a, infer_b):
             if w is not None:
@@ -231,7 +247,7 @@ def test_chunk_that_kills_its_worker_reaches_the_dead_stream_in_seconds(settings
     """Defect 2: a chunk that killed its worker took 3 x 3,600 s to reach the dead stream, and the chunks
     queued behind it waited as long. Its batch neighbours must not be blamed for it."""
     from workers.client import submit_many
-    from workers.state import client
+    from workers.connections import client
 
     s = dataclasses.replace(settings, pipeline_factory="workers_helpers:killer_lexicon_pipeline", infer_batch_size=4,
                             max_deliveries=2)
@@ -262,7 +278,7 @@ def test_chunk_that_kills_its_worker_reaches_the_dead_stream_in_seconds(settings
         assert results == {d["id"] for d in docs} - {"killer"}
         assert deaths == 1 + s.max_deliveries  # the batch, then alone max_deliveries times
         assert elapsed < 120
-        assert r.llen(s.retry_list) == 0
+        assert r.llen(Keys(s.key_prefix).retry_list) == 0
     finally:
         ingest.stop()
         infer.stop()
@@ -280,7 +296,7 @@ def test_redis_error_mid_task_leaves_the_message_to_be_delivered_again(settings,
 
     from workers.client import submit_many
     from workers.embedded import running_workers
-    from workers.state import JobStore
+    from workers.jobs import JobStore
 
     down = threading.Event()
     failed_tasks: list[str] = []
@@ -325,7 +341,7 @@ def test_planted_marker_appears_in_no_log_and_no_task_event(settings, tmp_path):
     """Defect 4: a producer's argsrepr, an unknown task name (Celery logged the whole body) and a
     malformed broker item must not put note text into logs or task events (Flower)."""
     from workers.celery import app
-    from workers.state import client
+    from workers.connections import client
 
     s = dataclasses.replace(settings, pipeline_factory="workers_helpers:lexicon_pipeline")
     events: list[dict] = []
@@ -380,22 +396,23 @@ def test_job_whose_state_vanished_goes_to_the_dead_stream_and_outcomes_are_recor
     """Defect 5: a missing manifest was taken as 'already published': a job past LLMNER_STATE_TTL or
     evicted disappeared without a dead letter."""
     from workers.client import submit_many
+    from workers.connections import client
     from workers.embedded import running_workers
-    from workers.state import JobStore, client
+    from workers.jobs import JobStore
 
     r = client(settings)
     docs = note_payloads(3, seed=41)
     with running_workers(settings, pipeline=pipeline, queues=[settings.ingest_queue]):
         jobs = submit_many(docs)
-        wait_for(lambda: all(r.exists(settings.manifest_key(j)) for j in jobs), 30, "jobs created")
-    r.delete(settings.manifest_key(jobs[1]))  # evicted (or expired) before inference
+        wait_for(lambda: all(r.exists(Keys(settings.key_prefix).manifest(j)) for j in jobs), 30, "jobs created")
+    r.delete(Keys(settings.key_prefix).manifest(jobs[1]))  # evicted (or expired) before inference
     with running_workers(settings, pipeline=pipeline) as active:
         results, dead = wait_for_jobs(active, jobs, timeout=60)
     assert sorted(results) == sorted([jobs[0], jobs[2]])
     assert dead[jobs[1]]["code"] == "state_lost" and "evicted" in dead[jobs[1]]["reason"]
     store = JobStore(settings)
     assert store.outcome(jobs[0]).startswith("published ") and store.outcome(jobs[1]).startswith("dead ")
-    assert 0 < r.ttl(settings.outcome_key(jobs[0])) <= settings.outcome_ttl
+    assert 0 < r.ttl(Keys(settings.key_prefix).outcome(jobs[0])) <= settings.outcome_ttl
 
 
 # -- defect 6: corrected resubmissions ------------------------------------------------------------
@@ -404,8 +421,8 @@ def test_consumer_loads_a_corrected_resubmission_and_dedupe_keys_expire(worker):
     """Defect 6: dedupe on (document id, model version) acknowledged a corrected note with the same id
     without loading it, and the dedupe hash never expired entry by entry."""
     from workers.client import submit
+    from workers.connections import client
     from workers.consumer import ResultConsumer
-    from workers.state import client
 
     first = submit({"id": "same-id", "text": "Fever.", "language": "en"})
     wait_for_jobs(worker, [first], timeout=60)
@@ -428,8 +445,8 @@ def test_consumer_waits_out_a_redis_restart_between_handling_and_acknowledging(w
     import redis
 
     from workers.client import submit
+    from workers.connections import client
     from workers.consumer import ResultConsumer
-    from workers.state import client
 
     job = submit({"id": "ack-retry", "text": "Fever.", "language": "en"})
     wait_for_jobs(worker, [job], timeout=60)
@@ -459,7 +476,7 @@ def test_malformed_broker_items_and_task_arguments_are_dead_lettered(worker):
     was acknowledged without a dead letter."""
     from workers.celery import app
     from workers.client import submit
-    from workers.state import client
+    from workers.connections import client
 
     r = client(worker)
     r.lpush(worker.ingest_queue, b"\xff not json")
@@ -491,8 +508,8 @@ def test_huge_note_is_capped_and_a_long_note_does_not_block_short_ones(settings,
     """Defect 8: chunks were served FIFO (a long note blocked every later note) and the number of chunks
     of a note had no limit."""
     from workers.client import submit, submit_many
+    from workers.connections import client
     from workers.embedded import running_workers
-    from workers.state import client
 
     s = dataclasses.replace(settings, max_doc_chars=200_000, max_doc_chunks=60, infer_batch_size=4)
     sentence = "Fever resolved. "
@@ -502,8 +519,8 @@ def test_huge_note_is_capped_and_a_long_note_does_not_block_short_ones(settings,
         long_job = submit(long_doc)
         short_jobs = submit_many(note_payloads(6, seed=51), batch=1)
         r = client(s)
-        wait_for(lambda: all(r.exists(s.seen_key(j)) for j in [huge, long_job, *short_jobs]), 60, "ingest")
-    n_long = int(r.hget(s.manifest_key(long_job), "n"))
+        wait_for(lambda: all(r.exists(Keys(s.key_prefix).seen(j)) for j in [huge, long_job, *short_jobs]), 60, "ingest")
+    n_long = int(r.hget(Keys(s.key_prefix).manifest(long_job), "n"))
     assert 10 < n_long <= 60
     with running_workers(s, pipeline=pipeline) as active:
         _, dead = wait_for_jobs(active, [huge, long_job, *short_jobs], timeout=90)
@@ -561,8 +578,9 @@ def test_hanging_chunk_is_stopped_by_the_task_time_limit_and_dead_lettered(setti
 
 
 def test_task_time_limit_is_below_the_visibility_timeout_and_enforced():
-    from workers.settings import Settings, celery_config
-    from workers.tasks import TaskTimeLimit, time_limit
+    from workers.broker import celery_config
+    from workers.settings import Settings
+    from workers.timeouts import TaskTimeLimit, time_limit
 
     s = Settings(visibility_timeout=60, task_time_limit=600)
     assert s.effective_time_limit < 60 and celery_config(s)["task_time_limit"] == s.effective_time_limit
@@ -625,7 +643,7 @@ def test_metrics_server_listens_on_loopback_by_default(monkeypatch):
     monkeypatch.setattr(metrics, "start_http_server", lambda port, addr="0.0.0.0": seen.update(port=port, addr=addr))
     monkeypatch.setattr(metrics, "_started", False)
     monkeypatch.setattr(metrics.REGISTRY, "register", lambda collector: None)
-    assert metrics.serve(9999)
+    assert metrics.serve(9999, store=None)
     assert seen == {"port": 9999, "addr": "127.0.0.1"}
 
 

@@ -47,8 +47,8 @@ def stack(tmp_path):
 
 
 def _consume_all(settings, group: str):
+    from workers.connections import client
     from workers.consumer import ResultConsumer
-    from workers.state import client
 
     consumer = ResultConsumer(client(settings.redis_url), group=group, stream=settings.results_stream, min_idle_ms=0)
     consumer.ensure_group()
@@ -63,7 +63,7 @@ def _consume_all(settings, group: str):
 
 def test_kill_9_of_infer_worker_mid_batch_loses_nothing(stack, tmp_path, bundle_dir):
     from workers.client import submit_many
-    from workers.state import client
+    from workers.connections import client
 
     started, used = stack
     s = isolated_settings(tmp_path, infer_batch_size=3, visibility_timeout=3)
@@ -103,21 +103,24 @@ def test_kill_9_of_infer_worker_mid_batch_loses_nothing(stack, tmp_path, bundle_
     assert sorted(handled) == sorted(d["id"] for d in docs)  # every document, once, after dedupe
     assert stats.handled == len(docs) and entries == stats.handled + stats.duplicates
     assert 2 <= published_before_kill < len(docs)  # the kill really happened mid-run
-    assert "re-running" in infer_b.log()  # the restarted worker re-ran the killed batch's chunks
+    # The killed batch's chunks were re-run: by the restarted worker when it got the redelivered message
+    # first, or through the retry list when a live worker's sweeper saw the dead one stop beating first
+    # (a race on a loaded machine: infer-b's models can take longer to load than LLMNER_HEARTBEAT_TTL).
+    assert "re-running" in infer_b.log() or "stopped beating" in ingest.log() + infer_b.log()
     assert ingest.alive() and infer_b.alive()
 
 
 _CRASHING_CONSUMER = """
 import os
-from workers.celery import app, settings
-from workers.state import JobStore
-s = settings()
+from workers.celery import app
+from workers.jobs import JobStore
+s = app.settings
 with app.connection_for_read() as conn:
     queue = conn.SimpleQueue(s.infer_queue)
     message = queue.get(timeout=30)           # delivered, not acknowledged
     task_id = message.headers["id"]
     store = JobStore(s)
-    store.r.set(s.heartbeat_key("doomed"), '{"task": "%s", "t": 0}' % task_id, px=int(s.heartbeat_ttl * 1000))
+    store.redis.set(store.keys.heartbeat("doomed"), '{"task": "%s", "t": 0}' % task_id, px=int(s.heartbeat_ttl * 1000))
     refs = store.take_batch(task_id, s.infer_batch_size, "doomed")   # what the infer task does first
     print(task_id, len(refs), flush=True)
     os._exit(0)                                # vanish: no ack, no clean close
@@ -132,8 +135,8 @@ def test_vanished_consumer_recovered_by_heartbeat_sweeper_not_visibility_timeout
     import os
 
     from workers.client import submit_many
+    from workers.connections import client
     from workers.embedded import running_workers
-    from workers.state import client
 
     caplog.set_level(logging.WARNING)
     _, used = stack
@@ -168,7 +171,7 @@ def test_vanished_consumer_recovered_by_heartbeat_sweeper_not_visibility_timeout
 
 def test_thousand_documents_two_worker_processes_each_published_exactly_once(stack, tmp_path):
     from workers.client import submit_many
-    from workers.state import client
+    from workers.connections import client
 
     started, used = stack
     s = isolated_settings(tmp_path, infer_batch_size=16, pipeline_factory="workers_helpers:lexicon_pipeline")

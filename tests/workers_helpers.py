@@ -25,7 +25,7 @@ TEST_REDIS_URL = os.environ.get("LLMNER_TEST_REDIS_URL", "redis://127.0.0.1:6379
 def redis_client():
     import redis
 
-    from workers.state import redis_py_url
+    from workers.connections import redis_py_url
 
     return redis.Redis.from_url(redis_py_url(TEST_REDIS_URL), socket_connect_timeout=1)
 
@@ -52,7 +52,8 @@ def cleanup(settings: Settings) -> None:
 
 
 def stream_entries(settings: Settings, stream: str) -> list[dict[str, str]]:
-    from workers.state import client, decode_fields
+    from workers.connections import client
+    from workers.jobs import decode_fields
 
     return [decode_fields(f) for _, f in client(settings.redis_url).xrange(stream)]
 
@@ -206,17 +207,17 @@ class configured:
 
     def __enter__(self) -> Settings:
         self._saved = {k: v for k, v in os.environ.items() if k.startswith("LLMNER_")}
-        from workers.celery import configure
+        from workers.celery import app
 
-        return configure(self.settings)
+        return app.configure(self.settings)
 
     def __exit__(self, *exc: object) -> None:
-        from workers.celery import configure
+        from workers.celery import app
 
         for k in [k for k in os.environ if k.startswith("LLMNER_")]:
             del os.environ[k]
         os.environ.update(self._saved)
-        configure()
+        app.configure()
 
 
 class _SlowPipeline:

@@ -1,4 +1,6 @@
-"""The broker edge: what the workers do with items on their queues that are not valid task messages.
+"""The broker edge: Celery's configuration of the Redis broker (:func:`celery_config`, which
+``celeryconfig.py`` exposes), and what the workers do with items on their queues that are not valid
+task messages.
 
 Redis lists are writable by anyone who can reach them, so a worker must survive whatever lands
 there, and must not copy a note into its logs while complaining about it:
@@ -12,7 +14,7 @@ there, and must not copy a note into its logs while complaining about it:
   1 KB of it). Every accepted message gets a placeholder ``argsrepr``, so task events (Flower)
   never show arguments, whatever the producer sent.
 
-Dead letters keep a bounded prefix of the payload and its hash (workers.state.dead_fields).
+Dead letters keep a bounded prefix of the payload and its hash (workers.jobs.dead_fields).
 """
 
 from __future__ import annotations
@@ -27,22 +29,80 @@ from celery.worker.consumer import Consumer as CeleryConsumer
 from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 
+from workers.jobs import JobStore, Keys
+from workers.settings import Settings
+
 log = logging.getLogger(__name__)
 
 REDACTED_ARGS = "<redacted: task arguments>"
 _TASKS = ("llmner.ingest", "llmner.infer")
 
 
+def celery_config(s: Settings) -> dict[str, Any]:
+    """Celery's settings for ``s`` (celeryconfig.py exposes these as module globals)."""
+    keys = Keys(s.key_prefix)
+    # Kombu restores an unacknowledged message (worker died) once it is older than the visibility
+    # timeout; the heartbeat sweeper (workers/heartbeat.py) restores a dead worker's much sooner.
+    restore_interval = max(1, min(10, s.visibility_timeout // 4))
+    conf: dict[str, Any] = {
+        "broker_url": s.redis_url,
+        "result_backend": s.redis_url,
+        # Our kombu channel dead-letters broker items that are not a message instead of crashing.
+        "broker_transport": None if "+" in s.redis_url.split("://", 1)[0] else "workers.broker:Transport",
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {
+            "visibility_timeout": s.visibility_timeout,
+            "unacked_restore_interval": restore_interval,
+            "unacked_restore_throttle": 1,
+            "unacked_key": keys.unacked,
+            "unacked_index_key": keys.unacked_index,
+            "unacked_mutex_key": keys.unacked_mutex,
+        },
+        "result_backend_transport_options": {"visibility_timeout": s.visibility_timeout},
+        # Results travel through the results stream, not the result backend.
+        "task_ignore_result": True,
+        "result_expires": 3600,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "event_serializer": "json",
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        # Enforced by the prefork pool; the solo pool the workers run is covered by the in-task
+        # alarm of workers/timeouts.py. Both stay below the visibility timeout.
+        "task_time_limit": s.effective_time_limit,
+        "worker_soft_shutdown_timeout": float(s.soft_shutdown_timeout),
+        "worker_enable_soft_shutdown_on_idle": True,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_hijack_root_logger": False,
+        # Redacts and dead-letters unknown, malformed and undecodable messages (PHI in their bodies).
+        "worker_consumer": "workers.broker:Consumer",
+        "task_default_queue": s.ingest_queue,
+        "task_routes": {"llmner.ingest": {"queue": s.ingest_queue}, "llmner.infer": {"queue": s.infer_queue}},
+        "task_create_missing_queues": True,
+    }
+    if conf["broker_transport"] is None:
+        del conf["broker_transport"]
+    tls = s.tls_options()
+    if tls is not None:
+        conf["broker_use_ssl"] = tls
+        conf["redis_backend_use_ssl"] = tls
+    return conf
+
+
 def dead_letter_raw(code: str, reason: str, payload: bytes | str, queue: str) -> None:
     """Dead-letter something that arrived on a queue (never raises: the worker must go on)."""
-    from workers.celery import settings
-    from workers.state import JobStore
+    # kombu builds the channel from the broker URL alone, so it reaches the settings through the
+    # app that the worker runs, not through an argument.
+    from workers import metrics
+    from workers.celery import app
 
     try:
-        store = JobStore(settings())
+        store = JobStore(app.settings)
         store.dead_letter(reason, payload, stage="broker", code=code, job_id="", check_seen=False)
-        from workers import metrics
-
         metrics.DEAD_LETTERS.labels("broker").inc()
     except Exception as exc:  # noqa: BLE001 - Redis trouble: the item is lost, which is logged
         log.error("could not dead-letter a malformed item from %s (%s)", queue, type(exc).__name__)

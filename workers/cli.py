@@ -1,4 +1,4 @@
-"""Streaming CLI commands (run, submit, results). OWNED BY the workers helper.
+"""Streaming CLI commands (run, submit, results).
 
 Registered into ``llmner`` through the ``llmner.cli`` entry point; heavy imports (Celery, models)
 happen inside the commands so that ``llmner --help`` stays fast.
@@ -26,10 +26,10 @@ console = Console(stderr=True)
 
 def _settings_with_url(redis_url: str | None):
     """The settings, with ``--redis-url`` applied; RedisUnreachable (one line, exit 2) when Redis does not answer."""
-    from workers.celery import configure, settings
+    from workers.celery import app
     from workers.connections import check_reachable
 
-    s = configure(dataclasses.replace(settings(), redis_url=redis_url)) if redis_url else settings()
+    s = app.configure(dataclasses.replace(app.settings, redis_url=redis_url)) if redis_url else app.settings
     check_reachable(s)
     return s
 
@@ -154,14 +154,14 @@ def results(
     if stream not in ("results", "dead", "inbox"):
         raise ConfigError(f"--stream must be results, dead or inbox, got {stream!r}")
     s = _settings_with_url(redis_url)
-    from workers.state import client
+    from workers.connections import client
 
     with _redis_errors_in_one_line(s.redis_url):
         _show_stream(client(s), s, stream, count, follow, full)
 
 
 def _show_stream(r, s, stream: str, count: int, follow: bool, full: bool) -> None:
-    from workers.state import decode_fields
+    from workers.jobs import decode_fields
 
     key = {"results": s.results_stream, "dead": s.dead_stream, "inbox": s.inbox_stream}[stream]
     length = r.xlen(key)

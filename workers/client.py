@@ -1,5 +1,5 @@
-"""Submit documents to the workers (the issue's ``llmner.client``; it lives here so that the library
-never imports Celery).
+"""Submit documents to the workers (it lives here, not in the library, so that ``llmner`` never
+imports Celery).
 
     from workers.client import submit, submit_many
     job = submit({"id": "n1", "text": "Patient denies chest pain.", "language": "en"})
@@ -11,31 +11,10 @@ A job id names one submission: results carry the document id; the dead stream ca
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
 
-import orjson
-
-from llmner.doc import Document
-from workers.state import encode_payload
-from workers.tasks import REDACTED, ingest
-
-DocumentLike = Document | Mapping[str, Any] | str | bytes
-
-
-def _payload(doc: DocumentLike) -> list[str]:
-    """``[payload, encoding]``: validation happens in the worker, so malformed input reaches the dead stream."""
-    if isinstance(doc, Document):
-        raw: bytes | str = orjson.dumps({"id": doc.id, "text": doc.text, "language": doc.language,
-                                         **({"metadata": doc.metadata} if doc.metadata else {})})
-    elif isinstance(doc, Mapping):
-        raw = orjson.dumps(dict(doc))
-    elif isinstance(doc, (str, bytes)):
-        raw = doc
-    else:
-        raise TypeError(f"submit expects a Document, a mapping or a JSON string, got {type(doc).__name__}")
-    text, encoding = encode_payload(raw)
-    return [text, encoding]
+from workers.payloads import REDACTED, DocumentLike, encode_item
+from workers.tasks import ingest
 
 
 def _send(items: list[list[str]]) -> str:
@@ -46,7 +25,7 @@ def _send(items: list[list[str]]) -> str:
 
 def submit(doc: DocumentLike) -> str:
     """Queue one document; returns its job id."""
-    return f"{_send([_payload(doc)])}.0"
+    return f"{_send([encode_item(doc)])}.0"
 
 
 def submit_many(docs: Iterable[DocumentLike], batch: int = 32) -> list[str]:
@@ -56,7 +35,7 @@ def submit_many(docs: Iterable[DocumentLike], batch: int = 32) -> list[str]:
     jobs: list[str] = []
     pending: list[list[str]] = []
     for doc in docs:
-        pending.append(_payload(doc))
+        pending.append(encode_item(doc))
         if len(pending) == batch:
             task_id = _send(pending)
             jobs += [f"{task_id}.{i}" for i in range(len(pending))]

@@ -6,10 +6,13 @@ from __future__ import annotations
 import threading
 
 import redis
+from kombu.exceptions import OperationalError
 
 from llmner.errors import LlmnerError
 from workers.settings import Settings, redacted_url
 
+# Redis (or the Celery broker on it) did not answer: never the fault of the message being worked on.
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OperationalError)
 _clients: dict[object, redis.Redis] = {}
 _lock = threading.Lock()
 

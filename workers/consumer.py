@@ -1,4 +1,4 @@
-"""A helper for loaders reading ``llmner:results`` (the issue's ``llmner.consumer``).
+"""A helper for loaders reading ``llmner:results``.
 
     consumer = ResultConsumer(redis_client, group="kg-loader", name="loader-1")
     consumer.run(handle)          # handle(record, entry) writes somewhere; then the entry is acked
@@ -123,10 +123,10 @@ class ResultConsumer:
         deadline = time.monotonic() + self.ack_retry_seconds
         while True:
             try:
-                pipe = self.r.pipeline()
-                pipe.set(dedupe_key, entry_id, ex=self.dedupe_ttl)
-                pipe.xack(self.stream, self.group, entry_id)
-                pipe.execute()
+                tx = self.r.pipeline()
+                tx.set(dedupe_key, entry_id, ex=self.dedupe_ttl)
+                tx.xack(self.stream, self.group, entry_id)
+                tx.execute()
                 return
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
                     redis.exceptions.BusyLoadingError) as exc:

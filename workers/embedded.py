@@ -20,12 +20,15 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import orjson
 
 from llmner.errors import ValidationError
 from workers.settings import Settings
+
+if TYPE_CHECKING:
+    from llmner.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -117,23 +120,23 @@ class _ThreadWorker:
 
 
 @contextlib.contextmanager
-def running_workers(settings: Settings, pipeline: Any = None, bundle: str | None = None,
+def running_workers(settings: Settings, pipeline: Pipeline | None = None, bundle: str | None = None,
                     queues: Sequence[str] | None = None) -> Iterator[Settings]:
-    """Configure this process for ``settings``, load the models once, run a worker thread that
-    consumes both queues (ingest and infer tasks interleave on it).
+    """Configure this process for ``settings``, load the models once (or tag with ``pipeline``), run a
+    worker thread that consumes both queues (ingest and infer tasks interleave on it).
 
     One worker, not one per queue: Celery keeps the event loop and the selected queues per
     process (``app.amqp.queues``), so two workers in one process would consume the same queues.
     """
-    from workers.celery import app, configure
-    from workers.models import clear_pipeline, get_pipeline, set_pipeline
+    from workers.celery import app
+    from workers.models import load_pipeline
+    from workers.tasks import build_context
 
     saved_env = {k: v for k, v in os.environ.items() if k.startswith("LLMNER_")}
-    active = configure(settings)
-    if pipeline is not None:
-        set_pipeline(pipeline)
-    else:
-        get_pipeline(bundle or active.bundle, factory=active.pipeline_factory)
+    active = app.configure(settings)
+    if pipeline is None:
+        pipeline = load_pipeline(bundle or active.bundle, active.pipeline_factory)
+    app.context = build_context(active, pipeline)
     workers = [_ThreadWorker(app, list(queues or [active.ingest_queue, active.infer_queue]), "llmner-worker")]
     try:
         for w in workers:
@@ -142,25 +145,25 @@ def running_workers(settings: Settings, pipeline: Any = None, bundle: str | None
     finally:
         for w in workers:
             w.stop()
-        if pipeline is not None:
-            clear_pipeline()
-        # Leave the process configured as it was (the CLI exits anyway; tests and notebooks go on).
+        # Leave the process configured as it was (the CLI exits anyway; tests and notebooks go on);
+        # this also drops the worker context and its models.
         for k in [k for k in os.environ if k.startswith("LLMNER_")]:
             del os.environ[k]
         os.environ.update(saved_env)
-        configure()
+        app.configure()
 
 
 def delete_keys(settings: Settings) -> int:
     """Delete every key of a run (its prefix, its queues and streams)."""
-    from workers.state import client
+    from workers.connections import client
+    from workers.jobs import Keys
 
     r = client(settings)
     names = {settings.ingest_queue, settings.infer_queue, settings.inbox_stream, settings.results_stream,
              settings.dead_stream, settings.chunk_list}
     keys = [k for k in r.scan_iter(match=f"{settings.key_prefix}*", count=1000)]
     for queue in (settings.ingest_queue, settings.infer_queue):
-        keys += [f"_kombu.binding.{queue}".encode(), f"_kombu.binding_permanent.{queue}".encode()]
+        keys += [Keys.kombu_bindings(queue).encode(), Keys.kombu_permanent_bindings(queue).encode()]
     keys += [n.encode() for n in names]
     return r.delete(*keys) if keys else 0
 
@@ -184,7 +187,8 @@ def read_payloads(path: str | Path) -> list[bytes]:
 def follow(settings: Settings, job_ids: Sequence[str], on_progress: Any = None,
            timeout: float | None = None) -> tuple[dict[str, dict], dict[str, dict]]:
     """Read the results and dead streams until every job is accounted for: (results, dead) by job id."""
-    from workers.state import client, decode_fields
+    from workers.connections import client
+    from workers.jobs import decode_fields
 
     r = client(settings)
     wanted = set(job_ids)
@@ -214,7 +218,7 @@ def follow(settings: Settings, job_ids: Sequence[str], on_progress: Any = None,
 
 
 def run_file(input_path: str | Path, output_path: str | Path | None = None, redis_url: str | None = None,
-             bundle: str | None = None, pipeline: Any = None, batch_size: int | None = None,
+             bundle: str | None = None, pipeline: Pipeline | None = None, batch_size: int | None = None,
              show_progress: bool = True, timeout: float | None = None) -> RunSummary:
     """Process a JSONL file of notes end to end; results go to ``output_path`` (default INPUT.results.jsonl)."""
     from workers.client import submit_many

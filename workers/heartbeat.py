@@ -34,10 +34,10 @@ from collections.abc import Callable
 
 import orjson
 import redis
-from kombu.exceptions import OperationalError
 
+from workers.connections import REDIS_ERRORS
+from workers.jobs import JobStore
 from workers.settings import Settings
-from workers.state import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +78,13 @@ class Sweeper:
     def __init__(self, settings: Settings, store: JobStore, send_ticks: Callable[[int], None] | None = None) -> None:
         self.s = settings
         self.store = store
-        self.r = store.r
+        self.keys = store.keys
+        self.redis = store.redis
         self.send_ticks = send_ticks
-        self._restore = self.r.register_script(_RESTORE)
+        self._restore = self.redis.register_script(_RESTORE)
 
     def _beat_of(self, worker: str) -> dict | None:
-        raw = self.r.get(self.s.heartbeat_key(worker)) if worker else None
+        raw = self.redis.get(self.keys.heartbeat(worker)) if worker else None
         return None if raw is None else orjson.loads(raw)
 
     def reclaim_inflight(self) -> int:
@@ -106,17 +107,16 @@ class Sweeper:
 
     def restore_unacked(self, grace: float | None = None) -> int:
         """Put back the Celery messages held by a dead worker, or by no worker at all."""
-        s = self.s
-        grace = 2 * s.heartbeat_ttl if grace is None else grace
-        index = f"{s.key_prefix}unacked_index"
+        k = self.keys
+        grace = 2 * self.s.heartbeat_ttl if grace is None else grace
         restored = 0
-        running = {k.decode(): v.decode() for k, v in self.r.hgetall(s.running_key()).items()}
+        running = {key.decode(): v.decode() for key, v in self.redis.hgetall(k.running).items()}
         for task_id, worker in list(running.items()):
             if self._beat_of(worker) is None:  # a dead worker's entry (its HDEL never ran)
-                self.r.hdel(s.running_key(), task_id)
+                self.redis.hdel(k.running, task_id)
         now = time.time()
-        for tag, delivered_at in self.r.zrangebyscore(index, 0, now, withscores=True):
-            raw = self.r.hget(s.unacked_key, tag)
+        for tag, delivered_at in self.redis.zrangebyscore(k.unacked_index, 0, now, withscores=True):
+            raw = self.redis.hget(k.unacked, tag)
             if raw is None:
                 continue
             try:
@@ -133,7 +133,7 @@ class Sweeper:
                 # (a worker records a task a moment after it fetched the message).
                 continue
             for queue in self._queues_for(exchange, routing_key):
-                restored += int(self._restore(keys=[s.unacked_key, index], args=[tag, queue, orjson.dumps(payload)]))
+                restored += int(self._restore(keys=[k.unacked, k.unacked_index], args=[tag, queue, orjson.dumps(payload)]))
                 log.warning("task %s was held by %s: its message is back on %s", task_id,
                             worker or "no running worker", queue)
                 break
@@ -141,7 +141,7 @@ class Sweeper:
 
     def _queues_for(self, exchange: str, routing_key: str) -> list[str]:
         queues = []
-        for member in self.r.smembers(f"_kombu.binding.{exchange}"):
+        for member in self.redis.smembers(self.keys.kombu_bindings(exchange)):
             rk, _pattern, queue = member.decode().split(_SEP)
             if rk == routing_key:
                 queues.append(queue)
@@ -149,7 +149,7 @@ class Sweeper:
 
     def top_up_ticks(self) -> int:
         jobs, retry = self.store.queued()
-        if (jobs or retry) and self.send_ticks is not None and self.r.llen(self.s.infer_queue) == 0:
+        if (jobs or retry) and self.send_ticks is not None and self.store.infer_messages_waiting() == 0:
             self.send_ticks(1)
             return 1
         return 0
@@ -173,16 +173,16 @@ class Heartbeat:
 
     def beat(self) -> None:
         value = orjson.dumps({"task": current_task(), "t": time.time(), "pid": os.getpid()})
-        self.store.r.set(self.s.heartbeat_key(self.name), value, px=int(self.s.heartbeat_ttl * 1000))
+        self.store.redis.set(self.store.keys.heartbeat(self.name), value, px=int(self.s.heartbeat_ttl * 1000))
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
                 self.beat()
                 lock_ms = max(100, int(self.s.heartbeat_interval * 1000) - 50)
-                if self.store.r.set(self.s.sweep_lock_key, self.name, nx=True, px=lock_ms):
+                if self.store.redis.set(self.store.keys.sweep_lock, self.name, nx=True, px=lock_ms):
                     self.sweeper.sweep()
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OperationalError) as exc:
+            except REDIS_ERRORS as exc:
                 log.warning("heartbeat: Redis unreachable (%s)", type(exc).__name__)
             except Exception:  # the heartbeat must outlive a bug in one sweep
                 log.exception("heartbeat sweep failed")
@@ -196,6 +196,6 @@ class Heartbeat:
         self._stop.set()
         self._thread.join(5)
         try:
-            self.store.r.delete(self.s.heartbeat_key(self.name))
+            self.store.redis.delete(self.store.keys.heartbeat(self.name))
         except redis.exceptions.RedisError:
             pass

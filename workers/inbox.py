@@ -11,7 +11,6 @@ travel base64-encoded, so that non-UTF-8 input reaches the dead stream as it was
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import socket
@@ -46,8 +45,9 @@ class InboxBridge:
 
     def poll(self, block_ms: int = 1000, count: int = 64) -> int:
         """Forward one read's worth of entries; returns how many were handled."""
-        from workers.state import JobStore
-        from workers.tasks import REDACTED, ingest
+        from workers.jobs import JobStore
+        from workers.payloads import REDACTED, encode_inbox_item
+        from workers.tasks import ingest
 
         _, claimed, *_ = self.r.xautoclaim(self.s.inbox_stream, GROUP, self.name, self.min_idle_ms, count=count)
         entries = [(eid, f) for eid, f in claimed if f]
@@ -65,8 +65,7 @@ class InboxBridge:
                                   b"", stage="inbox", code="missing_field", job_id=f"inbox-{entry_id}.0")
                 self.rejected += 1
             else:
-                item = [base64.b64encode(payload).decode("ascii"), "base64"]
-                ingest.apply_async(args=([item], time.time()), task_id=f"inbox-{entry_id}",
+                ingest.apply_async(args=([encode_inbox_item(payload)], time.time()), task_id=f"inbox-{entry_id}",
                                    argsrepr=f"(1 x {REDACTED})", kwargsrepr="{}")
                 self.forwarded += 1
             self.r.xack(self.s.inbox_stream, GROUP, entry_id)
@@ -85,12 +84,12 @@ class InboxBridge:
 
 
 def main() -> int:
-    from workers.celery import settings
+    from workers.celery import app
+    from workers.connections import client
     from workers.shutdown import StopFlag
-    from workers.state import client
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    s = settings()
+    s = app.settings
     bridge = InboxBridge(s, client(s))
     stop = StopFlag()
     log.info("inbox bridge: %s -> %s", s.inbox_stream, s.ingest_queue)

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
+
+if TYPE_CHECKING:
+    from workers.jobs import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -30,33 +35,17 @@ REDELIVERIES = Counter("llmner_redelivered_chunks_total", "Chunks processed agai
 class QueueDepthCollector:
     """Reads queue and stream lengths from Redis at scrape time."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
 
-    def collect(self):
-        from workers.celery import settings
-        from workers.state import client
-
-        s = settings()
+    def collect(self) -> Iterator[GaugeMetricFamily]:
         gauge = GaugeMetricFamily("llmner_queue_depth", "Items waiting in Redis", labels=["queue"])
         try:
-            r = client(s)
-            pipe = r.pipeline(transaction=False)
-            pipe.llen(s.ingest_queue)
-            pipe.llen(s.infer_queue)
-            pipe.llen(s.chunk_list)
-            pipe.hlen(s.unacked_key)
-            pipe.llen(s.retry_list)
-            pipe.xlen(s.results_stream)
-            pipe.xlen(s.dead_stream)
-            pipe.xlen(s.inbox_stream)
-            values = pipe.execute()
+            depths = self.store.queue_depths()
         except Exception as exc:  # noqa: BLE001 - a scrape must not fail because Redis is down
             log.warning("queue depth scrape failed: %s", type(exc).__name__)
             return
-        # chunks: jobs with chunks waiting (the fair ring); retry: chunks of killed batches
-        names = ("ingest", "infer", "chunks", "unacked", "retry", "results_stream", "dead_stream", "inbox_stream")
-        for name, value in zip(names, values):
+        for name, value in depths.items():
             gauge.add_metric([name], float(value))
         yield gauge
 
@@ -65,8 +54,9 @@ _started = False
 _start_lock = threading.Lock()
 
 
-def serve(port: int, addr: str = "127.0.0.1") -> bool:
-    """Start the metrics HTTP server once per process; False when disabled or the port is taken.
+def serve(port: int, store: JobStore, addr: str = "127.0.0.1") -> bool:
+    """Start the metrics HTTP server once per process, queue depths read through ``store``; False when
+    disabled or the port is taken.
 
     It binds ``addr`` (LLMNER_METRICS_ADDR), loopback by default: the chart sets the pod IP, so
     that Prometheus reaches it and nothing else on the node's other interfaces does."""
@@ -79,6 +69,6 @@ def serve(port: int, addr: str = "127.0.0.1") -> bool:
         except OSError as exc:
             log.warning("metrics port %d unavailable (%s); metrics not served by this process", port, exc.strerror)
             return False
-        REGISTRY.register(QueueDepthCollector())
+        REGISTRY.register(QueueDepthCollector(store))
         _started = True
         return True

@@ -1,49 +1,20 @@
 """Run-time settings of the workers: the only reader of the LLMNER_* environment variables.
 
-``celeryconfig.py`` is a few lines over :func:`celery_config`, and every Redis client of the
-workers is built by :func:`workers.connections.client` from the same :class:`Settings`, so Celery,
-the job store, the health check, the inbox bridge, the consumers and the CLI cannot disagree on a
-key prefix, a queue name or a TLS option. The variables are listed in celeryconfig.py (the
-deploy contract). An empty variable means its default, everywhere.
+``celeryconfig.py`` is a few lines over :func:`workers.broker.celery_config` of these settings, the
+job store (workers/jobs.py) names every Redis key from them, and every Redis client of the workers
+is built by :func:`workers.connections.client` from them, so Celery, the job store, the health
+check, the inbox bridge, the consumers and the CLI cannot disagree on a key prefix, a queue name or
+a TLS option. The variables are listed in celeryconfig.py (the deploy contract). An empty variable
+means its default, everywhere.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import ssl
-import sys
 from dataclasses import dataclass, replace
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
-
-
-def load_celeryconfig(reload: bool = False) -> ModuleType:
-    """``celeryconfig`` from sys.path, else from the repository root next to this package.
-
-    ``reload=True`` re-executes it so that it reads the environment again.
-    """
-    module = sys.modules.get("celeryconfig")
-    if module is not None and not reload:
-        return module
-    path: Path | None = None
-    if module is not None and getattr(module, "__file__", None):
-        path = Path(module.__file__)
-    else:
-        spec = importlib.util.find_spec("celeryconfig")
-        if spec is not None and spec.origin:
-            path = Path(spec.origin)
-        else:
-            path = Path(__file__).resolve().parents[1] / "celeryconfig.py"
-    spec = importlib.util.spec_from_file_location("celeryconfig", path)
-    if spec is None or spec.loader is None or not path.is_file():
-        raise ImportError(f"celeryconfig.py not found (looked on sys.path and at {path})")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    sys.modules["celeryconfig"] = module
-    return module
 
 
 def _env(name: str, default: str) -> str:
@@ -236,110 +207,3 @@ class Settings:
             if value:
                 options[key] = value
         return options
-
-    # Per-document (per-job) state. A job is one submission of one document; its id is the
-    # ingest task id plus the item index, so a redelivered ingest message maps to the same job.
-    def manifest_key(self, job_id: str) -> str:
-        return f"{self.key_prefix}job:{job_id}"
-
-    def chunk_results_key(self, job_id: str) -> str:
-        return f"{self.key_prefix}job:{job_id}:chunks"
-
-    def attempts_key(self, job_id: str) -> str:
-        return f"{self.key_prefix}job:{job_id}:attempts"
-
-    def seen_key(self, job_id: str) -> str:
-        return f"{self.key_prefix}job:{job_id}:seen"
-
-    def job_queue_key(self, job_id: str) -> str:
-        """Chunk indices of this job waiting for inference (the ring ``chunk_list`` names the job)."""
-        return f"{self.key_prefix}job:{job_id}:queue"
-
-    def outcome_key(self, job_id: str) -> str:
-        """``published <entry id>`` or ``dead <entry id>``: outlives the job state (LLMNER_OUTCOME_TTL)."""
-        return f"{self.key_prefix}outcome:{job_id}"
-
-    @property
-    def retry_list(self) -> str:
-        """Chunks of a batch whose worker died: taken one at a time, so a poison chunk only hurts itself."""
-        return f"{self.key_prefix}chunks:retry"
-
-    @property
-    def owners_key(self) -> str:
-        """Hash: infer task id -> JSON {worker, taken_at} for every non-empty in-flight list."""
-        return f"{self.key_prefix}owners"
-
-    @property
-    def sweep_lock_key(self) -> str:
-        return f"{self.key_prefix}sweeper:lock"
-
-    def heartbeat_key(self, worker: str) -> str:
-        return f"{self.key_prefix}worker:{worker}"
-
-    def running_key(self) -> str:
-        """Hash: Celery task id -> worker name, while a worker runs the task."""
-        return f"{self.key_prefix}running"
-
-    @property
-    def unacked_key(self) -> str:
-        return f"{self.key_prefix}unacked"
-
-    def inflight_key(self, task_id: str) -> str:
-        return f"{self.key_prefix}inflight:{task_id}"
-
-    def deliveries_key(self, task_id: str) -> str:
-        return f"{self.key_prefix}deliveries:{task_id}"
-
-
-def celery_config(s: Settings) -> dict[str, Any]:
-    """Celery's settings for ``s`` (celeryconfig.py exposes these as module globals)."""
-    # Kombu restores an unacknowledged message (worker died) once it is older than the visibility
-    # timeout; the heartbeat sweeper (workers/heartbeat.py) restores a dead worker's much sooner.
-    restore_interval = max(1, min(10, s.visibility_timeout // 4))
-    conf: dict[str, Any] = {
-        "broker_url": s.redis_url,
-        "result_backend": s.redis_url,
-        # Our kombu channel dead-letters broker items that are not a message instead of crashing.
-        "broker_transport": None if "+" in s.redis_url.split("://", 1)[0] else "workers.broker:Transport",
-        "broker_connection_retry_on_startup": True,
-        "broker_transport_options": {
-            "visibility_timeout": s.visibility_timeout,
-            "unacked_restore_interval": restore_interval,
-            "unacked_restore_throttle": 1,
-            "unacked_key": s.unacked_key,
-            "unacked_index_key": f"{s.key_prefix}unacked_index",
-            "unacked_mutex_key": f"{s.key_prefix}unacked_mutex",
-        },
-        "result_backend_transport_options": {"visibility_timeout": s.visibility_timeout},
-        # Results travel through the results stream, not the result backend.
-        "task_ignore_result": True,
-        "result_expires": 3600,
-        "task_serializer": "json",
-        "result_serializer": "json",
-        "accept_content": ["json"],
-        "result_accept_content": ["json"],
-        "event_serializer": "json",
-        "task_acks_late": True,
-        "task_reject_on_worker_lost": True,
-        "worker_prefetch_multiplier": 1,
-        # Enforced by the prefork pool; the solo pool the workers run is covered by the in-task
-        # alarm of workers/tasks.py. Both stay below the visibility timeout.
-        "task_time_limit": s.effective_time_limit,
-        "worker_soft_shutdown_timeout": float(s.soft_shutdown_timeout),
-        "worker_enable_soft_shutdown_on_idle": True,
-        "worker_send_task_events": True,
-        "task_send_sent_event": True,
-        "worker_hijack_root_logger": False,
-        # Redacts and dead-letters unknown, malformed and undecodable messages (PHI in their bodies).
-        "worker_consumer": "workers.broker:Consumer",
-        "task_default_queue": s.ingest_queue,
-        "task_routes": {"llmner.ingest": {"queue": s.ingest_queue}, "llmner.infer": {"queue": s.infer_queue}},
-        "task_create_missing_queues": True,
-    }
-    if conf["broker_transport"] is None:
-        del conf["broker_transport"]
-    tls = s.tls_options()
-    if tls is not None:
-        conf["broker_use_ssl"] = tls
-        conf["redis_backend_use_ssl"] = tls
-    return conf

@@ -113,11 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--once", action="store_true", help="exit when no entry arrives within one block")
     args = parser.parse_args(argv)
 
-    from workers.celery import settings
+    from workers.connections import client
+    from workers.settings import Settings
     from workers.shutdown import StopFlag
-    from workers.state import client
 
-    s = settings()
+    s = Settings.from_env()  # a loader needs Redis only, not Celery
     kg = SqliteKnowledgeGraph(args.database)
     consumer = ResultConsumer(client(s), group=args.group, stream=s.results_stream)
     stop = StopFlag()
