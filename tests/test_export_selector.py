@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from tiny_selector import build_tiny_bert
 
+from llmner.doc import Candidate
 from llmner.errors import ConfigError
 from llmner.modeling.selector import SelectorConfig, SelectorModel
 from llmner.modeling.selector_export import (
@@ -18,7 +19,6 @@ from llmner.modeling.selector_export import (
     onnx_probabilities,
 )
 from llmner.runtime import onnx_selector
-from llmner.runtime.base import Candidate
 from llmner.runtime.onnx_selector import (
     OnnxSelectorRuntime,
     choose_provider,

@@ -44,8 +44,7 @@ from celery.exceptions import Reject
 from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
 from kombu.exceptions import OperationalError
 
-from llmner.data_processing.chunking import Chunk
-from llmner.doc import LANGUAGES, Document, Entity
+from llmner.doc import LANGUAGES, Chunk, Document, Entity
 from llmner.errors import ConfigError, ValidationError
 from workers import heartbeat, metrics
 from workers.celery import app, settings

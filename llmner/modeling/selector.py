@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from llmner.doc import Candidate
 from llmner.errors import ConfigError, DataNotFoundError, ValidationError
-from llmner.runtime.base import Candidate
 
 log = logging.getLogger(__name__)
 

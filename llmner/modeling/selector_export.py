@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from llmner.doc import Candidate
 from llmner.errors import ConfigError
 from llmner.modeling.selector import ONNX_INPUT_NAMES, ONNX_OUTPUT_NAMES, SelectorModel
-from llmner.runtime.base import Candidate
 
 log = logging.getLogger(__name__)
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from llmner.cache import cache_dir as llmner_cache_dir
+from llmner.doc import Candidate
 from llmner.errors import ConfigError, DataNotFoundError
 from llmner.modeling.selector import (
     CONFIG_NAME,
@@ -34,7 +35,7 @@ from llmner.modeling.selector import (
     quiet_transformers,
     resolve_encoder,
 )
-from llmner.runtime.base import Candidate, SelectorRuntime
+from llmner.runtime.base import SelectorRuntime
 from llmner.runtime.torch_selector import length_order
 
 log = logging.getLogger(__name__)
