@@ -157,7 +157,7 @@ def test_cache_key_changes_with_threshold(selector_dir, tmp_path):
     cfg = json.loads((other / "selector_config.json").read_text())
     cfg["threshold"] = 0.9
     (other / "selector_config.json").write_text(json.dumps(cfg))
-    assert onnx_selector.bundle_key(other) != onnx_selector.bundle_key(selector_dir)
+    assert onnx_selector.selector_key(other) != onnx_selector.selector_key(selector_dir)
 
 
 def test_export_cli_prints_parity(selector_dir, tmp_path, capsys):
