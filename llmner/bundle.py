@@ -2,13 +2,9 @@
 
     <bundle>/
       bundle.json        BundleManifest: format version, ids, codec, decoding mode, thresholds
-      calibration.json   what ``llmner calibrate`` chose the per-schema thresholds from, optional
-      generator/         a generator directory (llmner.modeling.generator: config + LoRA adapter + schemas)
-      selector/          a selector directory (llmner.modeling.selector), optional
+      generator/         a GeneratorModel (llmner.modeling.generator: config + LoRA adapter + schemas)
+      selector/          a SelectorModel (llmner.modeling.selector), optional
       normalizer/        entity normalizer (llmner.normalization.store), optional: used when present
-
-This module writes the bundle's own files (``bundle.json``, ``calibration.json``) and assembles the
-parts; each part's directory is written by its model class.
 
 The threshold in ``bundle.json`` (when set) overrides the selector's own, so a bundle can be
 re-tuned without touching the selector weights (the ONNX cache key does not change either).
@@ -31,7 +27,6 @@ from typing import Any
 from llmner.errors import ConfigError, DataNotFoundError
 
 MANIFEST_NAME = "bundle.json"
-CALIBRATION_NAME = "calibration.json"
 BUNDLE_FORMAT_VERSION = 1
 GENERATOR_DIR = "generator"
 SELECTOR_DIR = "selector"
@@ -119,22 +114,11 @@ def save_bundle(path: str | Path, generator_dir: str | Path, selector_dir: str |
 
 def write_manifest(root: str | Path, manifest: BundleManifest) -> Path:
     """(Re)write ``bundle.json`` of the bundle at ``root`` (atomically: a reader never sees half a file)."""
-    _write_json(Path(root) / MANIFEST_NAME, manifest.to_dict())
-    return Path(root)
-
-
-def write_calibration(root: str | Path, calibration: dict[str, Any]) -> Path:
-    """(Re)write ``calibration.json`` of the bundle at ``root``: the record of a ``llmner calibrate`` run
-    (its settings and every schema's numbers), kept beside the thresholds it wrote into ``bundle.json``."""
-    path = Path(root) / CALIBRATION_NAME
-    _write_json(path, calibration)
-    return path
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
+    root = Path(root)
+    tmp = root / (MANIFEST_NAME + ".tmp")
+    tmp.write_text(json.dumps(manifest.to_dict(), indent=2))
+    tmp.replace(root / MANIFEST_NAME)
+    return root
 
 
 def bundle_size_bytes(path: str | Path) -> int:
