@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from llmner.codecs import get_codec  # noqa: E402
 from llmner.data_processing.corpora import load_sentences  # noqa: E402
-from llmner.decoding import DecodeConfig, Decoder  # noqa: E402
+from llmner.decoding import TagGenerationConfig, TagGenerator  # noqa: E402
 from llmner.prompts import PromptBuilder  # noqa: E402
 from llmner.schema import get_schema  # noqa: E402
 
@@ -54,21 +54,21 @@ def sentences(corpus: str, n: int) -> list[str]:
     return [d.text for d in docs[:n]]
 
 
-def run_mode(decoder: Decoder, prefix: str, suffix: str, texts: list[str], types: list[str], mode: str, batch: int):
+def run_mode(decoder: TagGenerator, prefix: str, suffix: str, texts: list[str], types: list[str], mode: str, batch: int):
     outs = []
     start = time.perf_counter()
     for i in range(0, len(texts), batch):
         part = texts[i : i + batch]
-        outs += decoder.decode(prefix, [t + suffix for t in part], part, [types] * len(part), mode)
+        outs += decoder.generate(prefix, [t + suffix for t in part], part, [types] * len(part), mode)
     return outs, time.perf_counter() - start
 
 
-def bench_corpus(decoder: Decoder, builder: PromptBuilder, corpus: str, n: int, batches: list[int], modes: list[str]):
+def bench_corpus(decoder: TagGenerator, builder: PromptBuilder, corpus: str, n: int, batches: list[int], modes: list[str]):
     schema = get_schema(corpus)
     types = list(schema.type_names)
     texts = sentences(corpus, n)
     prefix, suffix = builder.split(decoder.tokenizer, "", schema)
-    decoder.decode(prefix, [texts[0] + suffix], [texts[0]], [types], "constrained")  # warm-up + prefix KV
+    decoder.generate(prefix, [texts[0] + suffix], [texts[0]], [types], "constrained")  # warm-up + prefix KV
     src_tokens = sum(len(decoder.encode(t)) for t in texts) / len(texts)
     rows = []
     for batch in batches:
@@ -135,9 +135,9 @@ def main() -> None:
     ap.add_argument("--corpora", default="ncbi_disease,genia")
     ap.add_argument("--batch-sizes", default="1,8")
     ap.add_argument("--modes", default=",".join(MODES))
-    ap.add_argument("--draft-tokens", type=int, default=DecodeConfig().draft_tokens)
-    ap.add_argument("--draft-budget", type=int, default=DecodeConfig().draft_budget)
-    ap.add_argument("--branch-tokens", type=int, default=DecodeConfig().branch_tokens,
+    ap.add_argument("--draft-tokens", type=int, default=TagGenerationConfig().draft_tokens)
+    ap.add_argument("--draft-budget", type=int, default=TagGenerationConfig().draft_budget)
+    ap.add_argument("--branch-tokens", type=int, default=TagGenerationConfig().branch_tokens,
                     help="tag branches of the draft tree per row (0: the source alone)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--output", default=None, help="write the rows as JSON here")
@@ -147,9 +147,9 @@ def main() -> None:
     t0 = time.perf_counter()
     model, tokenizer, builder = load_model(args.model)
     load_s = time.perf_counter() - t0
-    config = DecodeConfig(draft_tokens=args.draft_tokens, draft_budget=args.draft_budget,
+    config = TagGenerationConfig(draft_tokens=args.draft_tokens, draft_budget=args.draft_budget,
                           branch_tokens=args.branch_tokens)
-    decoder = Decoder(model, tokenizer, config)
+    decoder = TagGenerator(model, tokenizer, config)
     batches = [int(b) for b in args.batch_sizes.split(",")]
     modes = [m for m in args.modes.split(",") if m]
     print(f"model {args.model or 'SmolLM2-135M-Instruct (packaged, no adapter)'} loaded in {load_s:.1f} s; "

@@ -22,6 +22,7 @@ import json
 import time
 from pathlib import Path
 
+from llmner.curie import same_concepts
 from llmner.data_processing.corpora import load_corpus
 from llmner.doc import Document
 from llmner.normalization import (
@@ -31,7 +32,6 @@ from llmner.normalization import (
     NormalizerSpec,
     TypedNormalizer,
     TypeSpec,
-    same_concepts,
     save_normalizer,
 )
 from llmner.normalization.evaluation import evaluate_linking, strict_id_scores

@@ -43,12 +43,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _eval_subset import EvalSubset, evaluation_subset, per_document_counts
 
 from llmner.data_processing.chunking import (
-    Chunk,
     ChunkingConfig,
     chunk_document,
     merge_chunk_entities,
 )
-from llmner.doc import Document, Entity
+from llmner.doc import Chunk, Document, Entity
 
 PEER_CARD = "peer_card.json"
 PEER_HISTORY = "history.jsonl"

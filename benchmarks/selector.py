@@ -35,7 +35,7 @@ TYPES = [("Disease", "a disease, disorder, syndrome, or abnormal condition"),
 
 
 def make_candidates(n: int, seed: int = 0):
-    from llmner.runtime.base import Candidate
+    from llmner.doc import Candidate
 
     rng = random.Random(seed)
     out = []

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llmner.doc import Document, Entity, ResultRecord
+from llmner.doc import Candidate, Chunk, Document, Entity, ResultRecord
 from llmner.errors import LlmnerError, ValidationError
 from llmner.pipeline import Pipeline, PipelineConfig
 from llmner.schema import EntitySchema, EntityType, get_schema
 
 __version__ = "0.1.0"
-__all__ = ["Document", "Entity", "EntitySchema", "EntityType", "LlmnerError", "Pipeline", "PipelineConfig", "ResultRecord",
+__all__ = ["Candidate", "Chunk", "Document", "Entity", "EntitySchema", "EntityType", "LlmnerError", "Pipeline", "PipelineConfig", "ResultRecord",
            "ValidationError", "__version__", "get_schema", "load"]
 
 

@@ -2,8 +2,9 @@
 
     <bundle>/
       bundle.json        BundleManifest: format version, ids, codec, decoding mode, thresholds
-      generator/         a GeneratorModel (llmner.modeling.generator: config + LoRA adapter + schemas)
-      selector/          a SelectorModel (llmner.modeling.selector), optional
+      calibration.json   what ``llmner calibrate`` chose the per-schema thresholds from, optional
+      generator/         a generator directory (llmner.modeling.generator: config + LoRA adapter + schemas)
+      selector/          a selector directory (llmner.modeling.selector), optional
       normalizer/        entity normalizer (llmner.normalization.store), optional: used when present
 
 The threshold in ``bundle.json`` (when set) overrides the selector's own, so a bundle can be

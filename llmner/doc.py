@@ -1,6 +1,15 @@
-"""The data model every component reads and writes: documents, entities, results.
+"""The data model every component reads and writes: documents, chunks, entities, candidates, results.
 
-Offsets are Python string indices (Unicode code points) into ``Document.text``, end exclusive.
+Offsets are Python string indices (Unicode code points), end exclusive. Every span has a frame, the
+text its offsets index:
+
+- a ``Document``'s entities, a ``ResultRecord``'s entities and a ``Chunk``'s ``start``/``end`` are in
+  the document frame (``Document.text``);
+- the chunk-level stages (generation, selector scoring, selection) work in the chunk frame
+  (``Chunk.text``): their results are typed ``ChunkEntities``, and a ``Candidate`` carries the chunk
+  text its offsets index. ``llmner.data_processing.chunking.merge_chunk_entities`` is the one place
+  that moves entities from the chunk frame to the document frame.
+
 Nested and overlapping entities are allowed; an entity is identified by (start, end, type).
 """
 
@@ -26,7 +35,8 @@ RESULT_FIELDS = frozenset({"schema_version", "document_id", "language", "entitie
 
 @dataclass(frozen=True, slots=True, order=True)
 class Entity:
-    """A typed mention ``text[start:end]``.
+    """A typed mention ``text[start:end]`` of the text of its frame (a document's, or a chunk's in
+    ``ChunkEntities``; see the module docstring).
 
     ``score`` is the selector's probability when one ran (``None`` otherwise); ``normalized_id``
     holds a database identifier as a CURIE (``MESH:D009203``, ``OMIM:...``, ``NCBITaxon:9606``) when the
@@ -85,6 +95,44 @@ class Entity:
             normalized_id=data.get("normalized_id"),
             normalized_score=None if norm_score is None else float(norm_score),
         )
+
+
+# The entities of one chunk, in that chunk's frame (offsets into ``Chunk.text``): what the
+# chunk-level stages return and what ``merge_chunk_entities`` takes.
+ChunkEntities = list[Entity]
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """A window of a document: ``text == document.text[start:end]`` (``start``/``end`` in the document
+    frame); made by ``llmner.data_processing.chunking.chunk_document``."""
+
+    doc_id: str
+    index: int
+    start: int
+    end: int
+    text: str
+    language: str = "en"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"doc_id": self.doc_id, "index": self.index, "start": self.start, "end": self.end,
+                "text": self.text, "language": self.language}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Chunk:
+        return cls(**data)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A (span, type) proposal for the selector to score: ``text[start:end]``, where ``text`` is the
+    chunk text the span was found in (the chunk frame), with the type's one-line ``definition``."""
+
+    text: str
+    start: int
+    end: int
+    type: str
+    definition: str = ""
 
 
 @dataclass(slots=True)

@@ -1,6 +1,6 @@
 """The in-process pipeline: chunk -> generate -> select -> merge to document offsets.
 
-OWNED BY the selector/pipeline helper. Contract used by the CLI and the workers:
+The contract used by the CLI and the workers:
 
     nlp = llmner.load(path_or_None)                      # the same as Pipeline.from_bundle(path_or_None)
     doc = nlp("text")                                    # Document with predicted entities (str, dict or Document)
@@ -8,8 +8,8 @@ OWNED BY the selector/pipeline helper. Contract used by the CLI and the workers:
 
     pipe = Pipeline.from_bundle(path_or_None)            # None = the default bundle
     chunks = pipe.chunk(doc)                             # list[Chunk], exact offsets
-    per_chunk = pipe.infer_chunks(chunks)                # list[list[Entity]] in DOCUMENT offsets
-    record = pipe.assemble(doc, chunks, per_chunk)       # ResultRecord (merged, deduped, nesting kept)
+    per_chunk = pipe.infer_chunks(chunks)                # list[ChunkEntities]: CHUNK frame (offsets into chunk.text)
+    record = pipe.assemble(doc, chunks, per_chunk)       # ResultRecord in the document frame (merged, deduped, nesting kept)
     records = pipe.process(docs)                         # the three above, batched across documents
     pipe.model_ids                                       # {"generator": ..., "selector": ...}
 
@@ -23,6 +23,9 @@ Details:
   candidate of the batch at once. An entity keeps its selector probability in ``Entity.score``;
   candidates below the threshold are dropped (without a selector every candidate is kept, score None).
 - Whitespace at the edges of a generated span is trimmed; blank spans are dropped.
+- Chunk-level stages (``score_chunks``, ``select``, ``infer_chunks``) work in the chunk frame;
+  ``assemble`` moves their entities to the document frame through ``merge_chunk_entities``, the one
+  place that shifts and deduplicates.
 - ``score_chunks`` returns every candidate with its score, unfiltered (``llmner eval`` scores with
   and without the selector from one generator pass); ``select`` applies the threshold: the bundle's
   per-schema one when ``llmner calibrate`` set it (``threshold_for``), else the global one.
@@ -37,6 +40,7 @@ Details:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -45,15 +49,22 @@ from pathlib import Path
 from typing import Any
 
 from llmner.data_processing.chunking import (
-    Chunk,
     ChunkingConfig,
     chunk_document,
     merge_chunk_entities,
 )
-from llmner.doc import Document, Entity, ResultRecord, dedupe_entities, guess_language
+from llmner.doc import (
+    Candidate,
+    Chunk,
+    ChunkEntities,
+    Document,
+    Entity,
+    ResultRecord,
+    guess_language,
+)
 from llmner.errors import ConfigError
 from llmner.normalization.base import TypedNormalizer
-from llmner.runtime.base import Candidate, GeneratorRuntime, SelectorRuntime, TagRequest
+from llmner.runtime.base import GeneratorRuntime, SelectorRuntime, TagRequest
 from llmner.schema import EntitySchema, get_schema
 
 log = logging.getLogger(__name__)
@@ -150,10 +161,12 @@ class Pipeline:
                 selector.model_id = manifest.selector_id
             if manifest.selector_threshold is not None and config.selector_threshold is None:
                 selector.threshold = manifest.selector_threshold
+        overrides: dict[str, Any] = {}
         if manifest.default_schemas:
-            config.default_schemas = {**config.default_schemas, **manifest.default_schemas}
+            overrides["default_schemas"] = {**config.default_schemas, **manifest.default_schemas}
         if config.selector_languages is None and manifest.selector_languages:
-            config.selector_languages = tuple(manifest.selector_languages)
+            overrides["selector_languages"] = tuple(manifest.selector_languages)
+        config = dataclasses.replace(config, **overrides)   # a copy: the caller's config stays as passed
         normalizer = None
         if config.normalize is not False:
             if (root / NORMALIZER_DIR / "normalizer.json").is_file():
@@ -223,8 +236,9 @@ class Pipeline:
     def chunk(self, doc: Document) -> list[Chunk]:
         return chunk_document(doc, self.config.chunking, self.count_tokens)
 
-    def score_chunks(self, chunks: Sequence[Chunk], schemas: EntitySchema | Sequence[EntitySchema] | None = None) -> list[list[Entity]]:
-        """Every generator candidate of every chunk, in DOCUMENT offsets, with its selector score
+    def score_chunks(self, chunks: Sequence[Chunk],
+                     schemas: EntitySchema | Sequence[EntitySchema] | None = None) -> list[ChunkEntities]:
+        """Every generator candidate of every chunk, in the chunk frame, with its selector score
         (None without a selector); nothing is filtered."""
         if not chunks:
             return []
@@ -232,23 +246,20 @@ class Pipeline:
         t0 = time.perf_counter()
         results = self.generator.tag([TagRequest(c.text, s) for c, s in zip(chunks, per_schema)])
         t1 = time.perf_counter()
-        per_chunk: list[list[Entity]] = []
-        flat: list[tuple[int, Entity, Candidate]] = []
-        for ci, (chunk, schema, result) in enumerate(zip(chunks, per_schema, results)):
-            per_chunk.append([])
-            for ent in _trimmed(result.entities, chunk.text, schema):
-                flat.append((ci, ent, Candidate(chunk.text, ent.start, ent.end, ent.type, schema.definition(ent.type))))
+        per_chunk = [_trimmed(result.entities, chunk.text, schema)
+                     for chunk, schema, result in zip(chunks, per_schema, results)]
         languages = self.config.selector_languages
-        judged = [i for i, (ci, _, _) in enumerate(flat) if not languages or chunks[ci].language in languages]
-        scores: dict[int, float] = {}
+        judged = [(ci, k) for ci, entities in enumerate(per_chunk)
+                  if not languages or chunks[ci].language in languages for k in range(len(entities))]
         if self.selector is not None and judged:
-            scores = dict(zip(judged, (float(x) for x in self.selector.score([flat[i][2] for i in judged]))))
+            candidates = []
+            for ci, k in judged:
+                ent = per_chunk[ci][k]
+                candidates.append(Candidate(chunks[ci].text, ent.start, ent.end, ent.type,
+                                            per_schema[ci].definition(ent.type)))
+            for (ci, k), score in zip(judged, self.selector.score(candidates)):
+                per_chunk[ci][k] = dataclasses.replace(per_chunk[ci][k], score=float(score))
         t2 = time.perf_counter()
-        for i, (ci, ent, _) in enumerate(flat):
-            chunk = chunks[ci]
-            start, end = ent.start + chunk.start, ent.end + chunk.start
-            score = scores.get(i)
-            per_chunk[ci].append(Entity(start, end, ent.type, chunk.text[ent.start : ent.end], score, ent.normalized_id))
         self.last_timings_ms = {"generate": (t1 - t0) * 1000, "select": (t2 - t1) * 1000}
         return per_chunk
 
@@ -261,24 +272,26 @@ class Pipeline:
         """Whether selection keeps ``entity`` (unscored candidates are always kept)."""
         return entity.score is None or entity.score >= self.threshold_for(schema)
 
-    def select(self, per_chunk: Sequence[Sequence[Entity]],
-               schemas: Sequence[str | EntitySchema] | None = None) -> list[list[Entity]]:
+    def select(self, per_chunk: Sequence[ChunkEntities],
+               schemas: Sequence[str | EntitySchema] | None = None) -> list[ChunkEntities]:
         """Drop candidates scored below their schema's threshold (``schemas``: one per chunk; None:
-        the global threshold)."""
+        the global threshold). Frame in, same frame out."""
         per_schema = list(schemas) if schemas is not None else [None] * len(per_chunk)
         if len(per_schema) != len(per_chunk):
             raise ConfigError(f"{len(per_chunk)} chunks but {len(per_schema)} schemas")
         return [[e for e in ents if self.keeps(e, schema)] for ents, schema in zip(per_chunk, per_schema)]
 
-    def infer_chunks(self, chunks: Sequence[Chunk], schemas: EntitySchema | Sequence[EntitySchema] | None = None) -> list[list[Entity]]:
+    def infer_chunks(self, chunks: Sequence[Chunk],
+                     schemas: EntitySchema | Sequence[EntitySchema] | None = None) -> list[ChunkEntities]:
+        """The selected entities of every chunk, in the chunk frame (``score_chunks`` then ``select``)."""
         return self.select(self.score_chunks(chunks, schemas), self._chunk_schemas(chunks, schemas))
 
-    def assemble(self, doc: Document, chunks: Sequence[Chunk], per_chunk: Sequence[Sequence[Entity]],
+    def assemble(self, doc: Document, chunks: Sequence[Chunk], per_chunk: Sequence[ChunkEntities],
                  timings_ms: dict[str, float] | None = None) -> ResultRecord:
-        local = [[e.shifted(-c.start) for e in ents] for c, ents in zip(chunks, per_chunk)]
-        merged = merge_chunk_entities(chunks, local, doc.text) if chunks else []
-        entities = [Entity(e.start, e.end, e.type, doc.text[e.start : e.end], e.score, e.normalized_id)
-                    for e in dedupe_entities(merged)]
+        """The result record of ``doc`` from its chunks' entities (chunk frame, as ``infer_chunks``
+        returns them): merged into the document frame by ``merge_chunk_entities``, then normalized
+        when the pipeline has a normalizer."""
+        entities = merge_chunk_entities(chunks, per_chunk, doc.text)
         timings = dict(timings_ms or {})
         if self.normalizer is not None:
             entities = self.normalizer.normalize(entities, doc)
@@ -326,9 +339,10 @@ class Pipeline:
         return list(schemas)
 
 
-def _trimmed(entities: Sequence[Entity], text: str, schema: EntitySchema) -> list[Entity]:
-    """Generator entities of the schema with whitespace trimmed from both edges; blank ones dropped
-    (a model can open a tag before a space; the scorer compares exact offsets)."""
+def _trimmed(entities: ChunkEntities, text: str, schema: EntitySchema) -> ChunkEntities:
+    """Generator entities of the schema (chunk frame, ``text`` the chunk's) with whitespace trimmed
+    from both edges, unscored; blank ones dropped (a model can open a tag before a space; the scorer
+    compares exact offsets)."""
     out = []
     for ent in entities:
         if ent.type not in schema or not 0 <= ent.start < ent.end <= len(text):
@@ -339,7 +353,7 @@ def _trimmed(entities: Sequence[Entity], text: str, schema: EntitySchema) -> lis
         while end > start and text[end - 1].isspace():
             end -= 1
         if start < end:
-            out.append(Entity(start, end, ent.type, text[start:end], ent.score, ent.normalized_id))
+            out.append(Entity(start, end, ent.type, text[start:end], normalized_id=ent.normalized_id))
     return out
 
 

@@ -9,14 +9,13 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from llmner.data_processing.chunking import (
-    Chunk,
     ChunkingConfig,
     approximate_token_count,
     chunk_document,
     merge_chunk_entities,
 )
 from llmner.data_processing.sentences import split_sentences
-from llmner.doc import Document, Entity
+from llmner.doc import Chunk, Document, Entity
 from llmner.errors import ConfigError, ValidationError
 
 

@@ -132,6 +132,19 @@ def test_language_mismatch_is_warned_and_text_language_is_detected(tmp_path):
     assert "leave --language out" in result.output
 
 
+def test_one_rule_for_formats_in_every_command(tmp_path):
+    """A .txt file is read by its content in tag and eval alike; an output's extension names its format."""
+    from llmner.data_processing.corpora import PLAIN_TEXT, guess_format, guess_output_format, read_plain_text
+
+    pubtator, plain = tmp_path / "corpus.txt", tmp_path / "note.txt"
+    pubtator.write_text(PUBTATOR)
+    plain.write_text("Asthma worsened.\n\nCough at night.\n")
+    assert guess_format(pubtator) == "pubtator" and guess_format(plain) == PLAIN_TEXT
+    assert [d.id for d in read_plain_text(plain, one_per_line=True)] == ["note-1", "note-3"]
+    assert [guess_output_format(tmp_path / f"o{ext}", "records") for ext in (".xml", ".json", ".pubtator", ".jsonl")] \
+        == ["bioc", "bioc_json", "pubtator", "records"]
+
+
 # ---- eval ---------------------------------------------------------------------------------------------
 
 def _disease_predictions(tmp_path: Path) -> Path:

@@ -11,6 +11,7 @@ import orjson
 import pytest
 from corpora_helpers import shared_data
 
+from llmner.curie import to_curie
 from llmner.data_processing.corpora import (
     CORPUS_NAMES,
     SPLITS,
@@ -23,7 +24,6 @@ from llmner.data_processing.corpora import (
     read_conll,
     read_pubtator,
 )
-from llmner.normalization import to_curie
 
 # (documents, sentences or None, mentions or None, {type: mentions} or None), from the README files.
 EXPECTED = {

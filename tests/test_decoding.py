@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from tiny_models import synthetic_sentences, tiny_causal_lm
 
 from llmner.codecs.inline import UNESCAPES
-from llmner.decoding import DecodeConfig, Decoder
+from llmner.decoding import TagGenerationConfig, TagGenerator
 from llmner.prompts import PromptBuilder
 from llmner.schema import EntitySchema, EntityType
 
@@ -40,18 +40,18 @@ def lm():
 
 
 @pytest.fixture(scope="module")
-def decoder(lm):
+def tag_generator(lm):
     model, tokenizer = lm
-    return Decoder(model, tokenizer, DecodeConfig(budget_factor=16, budget_extra=64))
+    return TagGenerator(model, tokenizer, TagGenerationConfig(budget_factor=16, budget_extra=64))
 
 
 def schema_of(types: list[str]) -> EntitySchema:
     return EntitySchema("test", "en", tuple(EntityType(t, f"{t} mentions") for t in types))
 
 
-def run(decoder: Decoder, texts: list[str], types: list[str], mode: str):
-    prefix, suffix = PromptBuilder().split(decoder.tokenizer, "", schema_of(types))
-    return decoder.decode(prefix, [t + suffix for t in texts], texts, [types] * len(texts), mode)
+def run(tag_generator: TagGenerator, texts: list[str], types: list[str], mode: str):
+    prefix, suffix = PromptBuilder().split(tag_generator.tokenizer, "", schema_of(types))
+    return tag_generator.generate(prefix, [t + suffix for t in texts], texts, [types] * len(texts), mode)
 
 
 def check_copy(output: str, source: str, types: list[str]) -> None:
@@ -80,13 +80,13 @@ def check_copy(output: str, source: str, types: list[str]) -> None:
     assert re.sub("&amp;|&lt;|&gt;", lambda e: UNESCAPES[e.group(0)], text) == source
 
 
-def test_constrained_copies_tricky_sources(decoder):
-    outs = run(decoder, TRICKY, TYPES, "constrained")
+def test_constrained_copies_tricky_sources(tag_generator):
+    outs = run(tag_generator, TRICKY, TYPES, "constrained")
     for out, src in zip(outs, TRICKY):
         assert out.finished
         check_copy(out.text, src, TYPES)
         # the bytes we matched are what the tokenizer itself decodes
-        assert decoder.tokenizer.decode(out.token_ids) == out.text
+        assert tag_generator.tokenizer.decode(out.token_ids) == out.text
     assert sum(MARKER.search(o.text) is not None for o in outs) >= 4  # the random model does tag
 
 
@@ -99,20 +99,20 @@ texts_st = st.lists(
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(texts=st.lists(texts_st, min_size=1, max_size=3),
        types=st.lists(st.sampled_from(TYPES), min_size=1, max_size=3, unique=True))
-def test_constrained_always_reproduces_source(decoder, texts, types):
-    for out, src in zip(run(decoder, texts, types, "constrained"), texts):
+def test_constrained_always_reproduces_source(tag_generator, texts, types):
+    for out, src in zip(run(tag_generator, texts, types, "constrained"), texts):
         check_copy(out.text, src, types)
 
 
 SENTENCES = TRICKY + [s for s in synthetic_sentences(60, seed=3) if "<" not in s][:16]
 
 
-def test_speculative_equals_constrained_batch_1_and_4(decoder):
-    constrained = run(decoder, SENTENCES, TYPES[:2], "constrained")
+def test_speculative_equals_constrained_batch_1_and_4(tag_generator):
+    constrained = run(tag_generator, SENTENCES, TYPES[:2], "constrained")
     for batch in (1, 4):
         spec = []
         for i in range(0, len(SENTENCES), batch):
-            spec += run(decoder, SENTENCES[i : i + batch], TYPES[:2], "speculative")
+            spec += run(tag_generator, SENTENCES[i : i + batch], TYPES[:2], "speculative")
         assert [o.token_ids for o in spec] == [o.token_ids for o in constrained]
         assert [o.text for o in spec] == [o.text for o in constrained]
     assert sum(o.forward_passes for o in spec) < sum(o.forward_passes for o in constrained)
@@ -122,7 +122,7 @@ def test_speculative_equals_constrained_batch_1_and_4(decoder):
 def test_speculative_equals_constrained_with_draft_trees_in_every_row(lm):
     model, tokenizer = lm
     # a budget wide enough for a full trunk and tag branches in each of 4 rows
-    wide = Decoder(model, tokenizer, DecodeConfig(budget_factor=16, budget_extra=64, draft_budget=4 * 48))
+    wide = TagGenerator(model, tokenizer, TagGenerationConfig(budget_factor=16, budget_extra=64, draft_budget=4 * 48))
     texts = SENTENCES[:12]
     constrained = run(wide, texts, TYPES[:3], "constrained")
     spec = []
@@ -132,11 +132,11 @@ def test_speculative_equals_constrained_with_draft_trees_in_every_row(lm):
 
 
 @pytest.mark.parametrize("mode", ["free", "constrained", "speculative"])
-def test_result_does_not_depend_on_batch(decoder, mode):
+def test_result_does_not_depend_on_batch(tag_generator, mode):
     texts = SENTENCES[:10]
-    alone = [run(decoder, [t], TYPES[:3], mode)[0] for t in texts]
-    together = run(decoder, texts, TYPES[:3], mode)
-    halves = run(decoder, texts[5:], TYPES[:3], mode) + run(decoder, texts[:5], TYPES[:3], mode)
+    alone = [run(tag_generator, [t], TYPES[:3], mode)[0] for t in texts]
+    together = run(tag_generator, texts, TYPES[:3], mode)
+    halves = run(tag_generator, texts[5:], TYPES[:3], mode) + run(tag_generator, texts[:5], TYPES[:3], mode)
     halves = halves[5:] + halves[:5]
     assert [o.token_ids for o in together] == [o.token_ids for o in alone]
     assert [o.token_ids for o in halves] == [o.token_ids for o in alone]
@@ -145,8 +145,8 @@ def test_result_does_not_depend_on_batch(decoder, mode):
 @pytest.mark.parametrize("mode", ["free", "speculative"])
 def test_prefix_cache_reuse_changes_nothing(lm, mode):
     model, tokenizer = lm
-    reuse = Decoder(model, tokenizer, DecodeConfig(max_new_tokens=60))
-    fresh = Decoder(model, tokenizer, DecodeConfig(max_new_tokens=60, reuse_prefix_cache=False))
+    reuse = TagGenerator(model, tokenizer, TagGenerationConfig(max_new_tokens=60))
+    fresh = TagGenerator(model, tokenizer, TagGenerationConfig(max_new_tokens=60, reuse_prefix_cache=False))
     texts = SENTENCES[:6]
     a = run(reuse, texts, ["Disease"], mode)
     b = run(reuse, texts, ["Disease"], mode)  # second call reads the stored prefix KV
@@ -157,7 +157,7 @@ def test_prefix_cache_reuse_changes_nothing(lm, mode):
 
 def test_budget_exhausted_still_reproduces_source(lm):
     model, tokenizer = lm
-    short = Decoder(model, tokenizer, DecodeConfig(max_new_tokens=3))
+    short = TagGenerator(model, tokenizer, TagGenerationConfig(max_new_tokens=3))
     for mode in ("constrained", "speculative"):
         outs = run(short, TRICKY[:3], TYPES, mode)
         assert all(not o.finished and o.output_tokens == 3 for o in outs)
@@ -167,11 +167,11 @@ def test_budget_exhausted_still_reproduces_source(lm):
     assert all(o.output_tokens <= 3 for o in free)
 
 
-def test_unknown_mode_is_a_config_error(decoder):
+def test_unknown_mode_is_a_config_error(tag_generator):
     from llmner.errors import ConfigError
 
     with pytest.raises(ConfigError, match="mode"):
-        run(decoder, ["x"], TYPES, "beam")
+        run(tag_generator, ["x"], TYPES, "beam")
 
 
 class ScriptedLM(torch.nn.Module):
@@ -208,7 +208,7 @@ class ScriptedLM(torch.nn.Module):
         return SimpleNamespace(logits=logits)
 
 
-def scripted_run(output: str, source: str, types: list[str], config: DecodeConfig):
+def scripted_run(output: str, source: str, types: list[str], config: TagGenerationConfig):
     from tiny_models import tiny_causal_tokenizer
 
     tokenizer = tiny_causal_tokenizer()
@@ -216,14 +216,14 @@ def scripted_run(output: str, source: str, types: list[str], config: DecodeConfi
     start = len(tokenizer(prefix + source + suffix, add_special_tokens=False)["input_ids"]) - 1
     script = tokenizer(output, add_special_tokens=False)["input_ids"]
     model = ScriptedLM(len(tokenizer), script, start, tokenizer.eos_token_id)
-    decoder = Decoder(model, tokenizer, config)
-    outs = {mode: decoder.decode(prefix, [source + suffix], [source], [types], mode)[0]
+    tag_generator = TagGenerator(model, tokenizer, config)
+    outs = {mode: tag_generator.generate(prefix, [source + suffix], [source], [types], mode)[0]
             for mode in ("constrained", "speculative")}
     assert outs["speculative"].text == outs["constrained"].text == output
     return outs["speculative"].forward_passes
 
 
-LINEAR = DecodeConfig(branch_tokens=0)
+LINEAR = TagGenerationConfig(branch_tokens=0)
 
 
 def test_close_tag_drafted_and_accepted_in_the_same_pass():
@@ -231,7 +231,7 @@ def test_close_tag_drafted_and_accepted_in_the_same_pass():
     output = "Germline APC mutations cause <Disease>familial adenomatous polyposis</Disease> ."
     # prefill (+ source draft, rejected where the tag opens); then the open finished, the mention and,
     # on a close branch, the rest: one pass. A linear draft is rejected at the close: one pass more.
-    assert scripted_run(output, source, ["Disease"], DecodeConfig()) == 2
+    assert scripted_run(output, source, ["Disease"], TagGenerationConfig()) == 2
     assert scripted_run(output, source, ["Disease"], LINEAR) == 3
 
 
@@ -258,11 +258,11 @@ def draft_for(source: str, types: list[str], written: str, memory: dict[bytes, s
     state = constraint.start()
     for b in written.encode():
         state = constraint.step(state, b)
-    decoder = Decoder.__new__(Decoder)
-    decoder.tokenizer, decoder.vocab = tokenizer, vocab
+    tag_generator = TagGenerator.__new__(TagGenerator)
+    tag_generator.tokenizer, tag_generator.vocab = tokenizer, vocab
 
     def tokenize(data: bytes, limit: int) -> list[int]:
-        return decoder._draft_ids(data, limit)
+        return tag_generator._draft_ids(data, limit)
 
     tree = draft_tree(constraint, state, None, memory, opened, DraftLimits(trunk=24, nodes=120, branch=5, forks=4), tokenize)
     texts = [tokenizer.decode(seq) for seq in drafted_sequences(tree)]

@@ -7,7 +7,7 @@ import re
 import pytest
 from tiny_models import tiny_causal_lm, tiny_llama
 
-from llmner.decoding import DecodeConfig, Decoder, token_bytes_table
+from llmner.decoding import TagGenerationConfig, TagGenerator, token_bytes_table
 from llmner.errors import ConfigError
 from llmner.prompts import PromptBuilder, PromptConfig
 from llmner.runtime.base import TagRequest
@@ -72,7 +72,7 @@ def test_runtime_free_mode_and_other_codecs(lm):
     with pytest.raises(ConfigError, match="speculative"):
         TorchGeneratorRuntime(model, tokenizer, codec="json", mode="speculative")
     runtime = TorchGeneratorRuntime(model, tokenizer, codec="lines", mode="free",
-                                    decode_config=DecodeConfig(max_new_tokens=12))
+                                    generation_config=TagGenerationConfig(max_new_tokens=12))
     results = runtime.tag([TagRequest(t, schema) for t in TEXTS[:2]])
     assert len(results) == 2 and all(r.output_tokens <= 12 for r in results)
     for req, res in zip(TEXTS, results):  # whatever the model wrote, entities lie inside the text
@@ -94,12 +94,12 @@ def test_scoring_only_allowed_rows_equals_full_logits(lm):
     model, tokenizer = lm
     texts, types = TEXTS, ["protein", "DNA"]
     prefix, suffix = PromptBuilder().split(tokenizer, "", genia_like())
-    fast = Decoder(model, tokenizer, DecodeConfig(budget_factor=8))
-    full = Decoder(model, tokenizer, DecodeConfig(budget_factor=8))
+    fast = TagGenerator(model, tokenizer, TagGenerationConfig(budget_factor=8))
+    full = TagGenerator(model, tokenizer, TagGenerationConfig(budget_factor=8))
     full._stack, full._head = None, None  # the generic path: full logits from the model
     for mode in ("constrained", "speculative"):
-        a = fast.decode(prefix, [t + suffix for t in texts], texts, [types] * len(texts), mode)
-        b = full.decode(prefix, [t + suffix for t in texts], texts, [types] * len(texts), mode)
+        a = fast.generate(prefix, [t + suffix for t in texts], texts, [types] * len(texts), mode)
+        b = full.generate(prefix, [t + suffix for t in texts], texts, [types] * len(texts), mode)
         assert [o.token_ids for o in a] == [o.token_ids for o in b]
 
 
@@ -110,9 +110,9 @@ def test_no_tags_inside_words_unless_allowed(lm):
     types = ["protein", "DNA", "RNA"]
 
     def inside_word_markers(allow: bool) -> int:
-        dec = Decoder(model, tokenizer, DecodeConfig(budget_factor=12, tags_inside_words=allow))
+        dec = TagGenerator(model, tokenizer, TagGenerationConfig(budget_factor=12, tags_inside_words=allow))
         count = 0
-        for out in dec.decode(prefix, [t + suffix for t in texts], texts, [types] * 2, "constrained"):
+        for out in dec.generate(prefix, [t + suffix for t in texts], texts, [types] * 2, "constrained"):
             for m in MARKER.finditer(out.text):
                 before, after = out.text[: m.start()], out.text[m.end():]
                 prev = MARKER.sub("", before)[-1:]
@@ -159,11 +159,11 @@ def test_sentencepiece_style_tokenizer_constrained_copy():
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         assert b"".join(table[i] for i in ids) == text.encode("utf-8")
     model = tiny_llama(tokenizer, seed=2)
-    dec = Decoder(model, tokenizer, DecodeConfig(budget_factor=12, budget_extra=64))
+    dec = TagGenerator(model, tokenizer, TagGenerationConfig(budget_factor=12, budget_extra=64))
     texts = ["BRCA1 is mutated in 患者 cancer.", "IL-2 & <x> binds"]
     prefix, suffix = PromptBuilder().split(tokenizer, "", genia_like())
-    con = dec.decode(prefix, [t + suffix for t in texts], texts, [["protein", "DNA"]] * 2, "constrained")
-    spec = dec.decode(prefix, [t + suffix for t in texts], texts, [["protein", "DNA"]] * 2, "speculative")
+    con = dec.generate(prefix, [t + suffix for t in texts], texts, [["protein", "DNA"]] * 2, "constrained")
+    spec = dec.generate(prefix, [t + suffix for t in texts], texts, [["protein", "DNA"]] * 2, "speculative")
     assert [o.text for o in con] == [o.text for o in spec]
     for out, src in zip(con, texts):
         plain = MARKER.sub("", out.text).replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from tiny_selector import build_tiny_bert
 
+from llmner.doc import Candidate
 from llmner.errors import ConfigError
 from llmner.modeling.selector import SelectorConfig, SelectorModel
 from llmner.modeling.selector_export import (
@@ -18,7 +19,6 @@ from llmner.modeling.selector_export import (
     onnx_probabilities,
 )
 from llmner.runtime import onnx_selector
-from llmner.runtime.base import Candidate
 from llmner.runtime.onnx_selector import (
     OnnxSelectorRuntime,
     choose_provider,
@@ -157,7 +157,7 @@ def test_cache_key_changes_with_threshold(selector_dir, tmp_path):
     cfg = json.loads((other / "selector_config.json").read_text())
     cfg["threshold"] = 0.9
     (other / "selector_config.json").write_text(json.dumps(cfg))
-    assert onnx_selector.bundle_key(other) != onnx_selector.bundle_key(selector_dir)
+    assert onnx_selector.selector_key(other) != onnx_selector.selector_key(selector_dir)
 
 
 def test_export_cli_prints_parity(selector_dir, tmp_path, capsys):

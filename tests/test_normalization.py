@@ -10,6 +10,7 @@ import sqlite3
 import pytest
 from test_pipeline import LEXICON, LexiconGenerator
 
+from llmner.curie import same_concepts, to_curie
 from llmner.doc import Document, Entity, ResultRecord
 from llmner.errors import ConfigError
 from llmner.normalization import (
@@ -21,10 +22,8 @@ from llmner.normalization import (
     TypeSpec,
     abbreviations,
     load_normalizer,
-    same_concepts,
     save_normalizer,
     string_key,
-    to_curie,
 )
 from llmner.normalization.evaluation import evaluate_linking, strict_id_scores
 from llmner.normalization.vocabularies import read_obo

@@ -93,7 +93,9 @@ def test_selector_drops_low_scores_and_attaches_scores():
     chunks = pipe.chunk(Document("a", TEXT))
     scored = pipe.score_chunks(chunks)
     assert sum(map(len, scored)) > sum(map(len, pipe.select(scored)))
-    assert all(e.start >= c.start and e.end <= c.end for c, ents in zip(chunks, scored) for e in ents)
+    # Chunk-level stages answer in the chunk frame: offsets into chunk.text.
+    assert any(c.start > 0 and ents for c, ents in zip(chunks, scored))
+    assert all(e.text == c.text[e.start:e.end] for c, ents in zip(chunks, scored) for e in ents)
 
 
 def test_selector_judges_only_its_languages_and_keeps_the_rest_unscored():
@@ -279,6 +281,22 @@ def test_pipeline_from_bundle_with_tiny_generator_and_selector(tiny_bundle):
     # Threshold 1.0 drops every scored candidate.
     strict = Pipeline.from_bundle(tiny_bundle, PipelineConfig(selector_backend="torch", selector_threshold=1.0))
     assert all(not r.entities or all(e.score >= 1.0 for e in r.entities) for r in strict.process(docs))
+
+
+def test_from_bundle_leaves_the_callers_config_as_passed(tiny_bundle, tmp_path):
+    import shutil
+
+    from llmner.bundle import write_manifest
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    manifest = load_manifest(bundle)
+    manifest.default_schemas, manifest.selector_languages = {"en": "ncbi_disease"}, ["en"]
+    write_manifest(bundle, manifest)
+    cfg = PipelineConfig(selector_backend="torch")
+    pipe = Pipeline.from_bundle(bundle, cfg)
+    assert pipe.config.default_schemas["en"] == "ncbi_disease" and pipe.config.selector_languages == ("en",)
+    assert cfg.default_schemas["en"] == "biomedical_en" and cfg.selector_languages is None
 
 
 def test_bundle_errors(tmp_path):

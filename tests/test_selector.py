@@ -11,10 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tiny_selector import build_tiny_bert
 
-from llmner.doc import Document, Entity
+from llmner.doc import Candidate, Document, Entity
 from llmner.errors import ConfigError, ValidationError
 from llmner.modeling.selector import SelectorConfig, SelectorModel, mark_candidate
-from llmner.runtime.base import Candidate
 from llmner.schema import EntitySchema, EntityType
 from llmner.training.negatives import (
     BOUNDARY_KINDS,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from llmner.doc import Candidate
 from llmner.modeling.selector import SelectorConfig, SelectorModel, resolve_encoder
-from llmner.runtime.base import Candidate
 
 pytestmark = pytest.mark.slow
 

@@ -37,8 +37,8 @@ from llmner.training.generator import (
     CorpusData,
     GeneratorTrainingConfig,
     batch_loss_sum,
-    bundle_size,
     evaluate_loss,
+    generator_size,
     read_curated_ids,
     resume_config,
     train_generator,
@@ -447,7 +447,7 @@ def test_training_card_contents(tmp_path: Path) -> None:
     assert card["trainable_parameters"] == result.model.trainable_parameters() > 0
     assert card["git_commit"] is None or len(card["git_commit"].split("-")[0]) == 40
     assert card["generator_config"]["schemas"] == ["ncbi_disease"]
-    assert bundle_size(cfg.output) < 2_000_000
+    assert generator_size(cfg.output) < 2_000_000
     history = [json.loads(line) for line in (Path(cfg.output) / "history.jsonl").read_text().splitlines()]
     assert [h["loss"] for h in history] == result.losses
     assert [h["step"] for h in history if "dev_loss" in h] == [3]

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from llmner.cli.main import app
 from llmner.modeling.generator import GeneratorModel
-from llmner.training.generator import bundle_size
+from llmner.training.generator import generator_size
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,7 @@ def test_train_generator_cli_on_the_packaged_model_then_curate(tmp_path: Path) -
     card = json.loads((out / "training_card.json").read_text())
     assert card["steps"] == 2 and card["corpora"]["ncbi_disease"]["documents"] == 3
     assert card["corpora"]["ncbi_disease"]["source_files"]["file_count"] > 0
-    assert bundle_size(out) < 30_000_000
+    assert generator_size(out) < 30_000_000
     loaded = GeneratorModel.from_pretrained(out)
     schema = loaded.schema("ncbi_disease")
     prompt = loaded.prompt_builder.prompt(loaded.tokenizer, "Ataxia telangiectasia is a recessive disorder.", schema)

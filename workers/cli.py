@@ -49,7 +49,6 @@ def _redis_errors_in_one_line(url: str) -> Iterator[None]:
 
 
 RUN_OUTPUT_FORMATS = ("records", "jsonl", "pubtator", "bioc", "bioc_json")
-_RUN_OUTPUT_EXTENSIONS = {".xml": "bioc", ".bioc": "bioc", ".json": "bioc_json", ".pubtator": "pubtator"}
 
 
 def run(
@@ -66,7 +65,9 @@ def run(
         raise DataNotFoundError(f"input file not found: {input}")
     if batch_size is not None and batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
-    fmt = output_format or (_RUN_OUTPUT_EXTENSIONS.get(output.suffix.lower(), "records") if output else "records")
+    from llmner.data_processing.corpora import guess_output_format
+
+    fmt = output_format or (guess_output_format(output, "records") if output else "records")
     if fmt not in RUN_OUTPUT_FORMATS:
         raise ConfigError(f"unknown output format {fmt!r} (expected one of {', '.join(RUN_OUTPUT_FORMATS)})")
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
@@ -93,8 +94,8 @@ def _run_to_documents(input: Path, output: Path, fmt: str, **run_options):
     checked before the workers start."""
     import tempfile
 
-    from llmner.cli.tag import check_writable
     from llmner.data_processing.corpora import (
+        check_writable,
         read_documents,
         read_result_records,
         write_documents,

@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from llmner.data_processing.chunking import Chunk
+from llmner.doc import Chunk
 from workers import heartbeat, metrics
 from workers.connections import REDIS_ERRORS
 from workers.context import WorkerContext

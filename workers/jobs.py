@@ -43,7 +43,7 @@ from typing import Any
 import orjson
 import redis
 
-from llmner.data_processing.chunking import Chunk
+from llmner.doc import Chunk
 from llmner.doc import Document, Entity
 from workers.connections import client
 from workers.payloads import encode_payload

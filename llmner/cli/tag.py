@@ -3,10 +3,11 @@
 Input formats (``--format``; guessed from the content when left out, by
 ``llmner.data_processing.corpora.guess_format``): any document format of the corpora package
 (``jsonl``, ``pubtator``, ``bioc``, ``bioc_json``, ``brat``, ``conll``...) or ``text`` (the whole file
-is one document, or one document per line with ``--lines``). Gold annotations in the input
+is one document, or one document per line with ``--lines``: ``corpora.read_plain_text``). Gold annotations in the input
 (entities, relations) are dropped: the output holds predictions only.
 
-Output formats (``--output-format``, from the extension of ``--output`` when left out, else jsonl):
+Output formats (``--output-format``, from the extension of ``--output`` when left out
+(``corpora.guess_output_format``), else jsonl; the corpora writers write the scores):
 
 - ``jsonl``: llmner documents (readable by every command) with entity scores, and the model ids,
   timings and the input's own metadata in ``metadata``;
@@ -25,7 +26,6 @@ tag, an output format that cannot hold the input) fails before any model loads.
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Annotated
@@ -37,7 +37,6 @@ from llmner.doc import LANGUAGES, Document, ResultRecord, guess_language
 from llmner.errors import ConfigError, ValidationError
 
 OUTPUT_FORMATS = ("jsonl", "pubtator", "bioc", "bioc_json")
-_OUTPUT_EXTENSIONS = {".xml": "bioc", ".bioc": "bioc", ".json": "bioc_json", ".pubtator": "pubtator"}
 
 console = Console(stderr=True)
 
@@ -46,19 +45,18 @@ def read_input(path: Path, fmt: str | None, lines: bool = False, language: str |
     """The documents to tag, without gold annotations. ``language`` forces every document's
     language; left out, plain text gets the language its script shows and the other formats keep
     their documents' own."""
-    from llmner.data_processing.corpora import PLAIN_TEXT, guess_format, read_documents
-    from llmner.data_processing.corpora._io import lines_of, read_text
+    from llmner.data_processing.corpora import (
+        PLAIN_TEXT,
+        guess_format,
+        read_documents,
+        read_plain_text,
+    )
 
     if language is not None and language not in LANGUAGES:
         raise ConfigError(f"unknown language {language!r} (expected one of {', '.join(LANGUAGES)})")
     fmt = fmt or guess_format(path)
     if fmt == PLAIN_TEXT:
-        text = read_text(path)
-        pieces = [(f"{path.stem}-{i}", line) for i, line in enumerate(lines_of(text), 1)] if lines else [(path.stem, text)]
-        docs = [Document(doc_id, piece, language or guess_language(piece) or "en") for doc_id, piece in pieces if piece.strip()]
-        if not docs:
-            raise ValidationError(f"{path}: no text in it; nothing to do")
-        return docs
+        return read_plain_text(path, one_per_line=lines, language=language)
     if lines:
         raise ConfigError(f"--lines splits plain text, but {path} is {fmt} (pass --format text to read it as text)")
     if fmt == "records":
@@ -71,18 +69,12 @@ def read_input(path: Path, fmt: str | None, lines: bool = False, language: str |
 
 
 def output_format_for(output: Path, output_format: str | None) -> str:
-    fmt = output_format or _OUTPUT_EXTENSIONS.get(output.suffix.lower(), "jsonl")
+    from llmner.data_processing.corpora import guess_output_format
+
+    fmt = output_format or guess_output_format(output, "jsonl")
     if fmt not in OUTPUT_FORMATS:
         raise ConfigError(f"unknown output format {fmt!r} (expected one of {', '.join(OUTPUT_FORMATS)})")
     return fmt
-
-
-def check_writable(docs: list[Document], fmt: str) -> None:
-    """Raise now, not after tagging, when format ``fmt`` cannot hold these documents (PubTator and
-    line breaks, XML and control characters...): a dry run of the writer."""
-    from llmner.data_processing.corpora import write_documents
-
-    write_documents(docs, os.devnull, fmt)
 
 
 def warn_on_language_mismatch(docs: list[Document], forced: bool) -> None:
@@ -145,6 +137,8 @@ def tag(
             d.metadata["schema"] = schema
     if keep_dropped and out_fmt != "jsonl":
         raise ConfigError("--keep-dropped needs jsonl output (the other formats have no place for candidates)")
+    from llmner.data_processing.corpora import check_writable
+
     check_writable(docs, out_fmt)
     warn_on_language_mismatch(docs, forced=language is not None)
 

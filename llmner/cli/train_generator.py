@@ -38,7 +38,7 @@ def export_checkpoint_command(
 
 def train_generator_command(
     corpus: list[str] | None = typer.Option(None, "--corpus", help="Corpus name (repeatable), e.g. ncbi_disease, genia, cmeee."),
-    output: Path | None = typer.Option(None, "--output", "-o", help="Bundle directory to write (checkpoints go under it)."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Generator directory to write (checkpoints go under it)."),
     config: Path | None = typer.Option(None, "--config", help="YAML/JSON file with GeneratorTrainingConfig keys."),
     base: str | None = typer.Option(None, "--base", help="Base model: packaged name (smollm2-135m-instruct) or local dir."),
     split: str | None = typer.Option(None, "--split", help="Corpus split to train on (default train)."),
@@ -51,7 +51,7 @@ def train_generator_command(
     max_length: int | None = typer.Option(None, "--max-length", help="Longest example in tokens; longer ones are skipped."),
     entity_free_ratio: float | None = typer.Option(None, "--entity-free-ratio", help="Entity-free chunks per entity chunk (<0: all)."),
     curated: Path | None = typer.Option(None, "--curated", help="Subset file written by `llmner curate`."),
-    init_from: Path | None = typer.Option(None, "--init-from", help="Start from this generator bundle's LoRA weights."),
+    init_from: Path | None = typer.Option(None, "--init-from", help="Start from the LoRA weights of this generator directory."),
     lora_r: int | None = typer.Option(None, "--lora-r", help="LoRA rank."),
     lora_alpha: int | None = typer.Option(None, "--lora-alpha", help="LoRA alpha."),
     lora_dropout: float | None = typer.Option(None, "--lora-dropout", help="LoRA dropout."),
@@ -72,7 +72,7 @@ def train_generator_command(
     gradient_checkpointing: bool | None = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar (else one log line per step)."),
 ) -> None:
-    """LoRA-train the generator; writes a bundle (adapter, config, schemas, training card)."""
+    """LoRA-train the generator; writes a generator directory (adapter, config, schemas, training card)."""
     from llmner.training.generator import (
         GeneratorTrainingConfig,
         resume_config,

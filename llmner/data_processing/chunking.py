@@ -1,7 +1,5 @@
-"""Sentence splitting and tokenizer-aware chunking with exact offsets back to the document.
-
-OWNED BY the codecs/chunking helper: the dataclass and signatures below are the contract used by
-the pipeline and the workers.
+"""Tokenizer-aware chunking with exact offsets back to the document, and the merge of chunk
+entities into document entities.
 
 How a document becomes chunks (``chunk_document``):
 
@@ -30,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from llmner.data_processing.sentences import split_sentences
-from llmner.doc import Document, Entity, dedupe_entities
+from llmner.doc import Chunk, ChunkEntities, Document, Entity, dedupe_entities
 from llmner.errors import ConfigError, ValidationError
 
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
@@ -46,26 +44,6 @@ def approximate_token_count(text: str) -> int:
     for match in _HEURISTIC_TOKEN.finditer(text):
         total += math.ceil((match.end() - match.start()) / 4) if match.group().isalnum() else 1
     return total
-
-
-@dataclass(frozen=True, slots=True)
-class Chunk:
-    """A window of a document: ``text == document.text[start:end]``."""
-
-    doc_id: str
-    index: int
-    start: int
-    end: int
-    text: str
-    language: str = "en"
-
-    def to_dict(self) -> dict:
-        return {"doc_id": self.doc_id, "index": self.index, "start": self.start, "end": self.end,
-                "text": self.text, "language": self.language}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Chunk:
-        return cls(**data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,10 +140,12 @@ def chunk_document(
     return [Chunk(doc.id, i, a, b, text[a:b], doc.language) for i, (a, b) in enumerate(spans)]
 
 
-def merge_chunk_entities(chunks: Sequence[Chunk], per_chunk: Sequence[Sequence[Entity]], text: str) -> list[Entity]:
-    """Entities in chunk offsets -> document offsets, overlaps deduped, nesting kept.
+def merge_chunk_entities(chunks: Sequence[Chunk], per_chunk: Sequence[ChunkEntities], text: str) -> list[Entity]:
+    """The document entities of ``per_chunk`` (one chunk-frame list per chunk): shifted to document
+    offsets, overlaps deduped, nesting kept. The one place where chunk entities change frame and are
+    deduplicated (the pipeline and the workers both merge through it).
 
-    Rules: each entity is shifted by its chunk's start (surface text taken from ``text``);
+    Rules: each entity is shifted by its chunk's start (surface text cut from the document ``text``);
     identical (start, end, type) found in several chunks are kept once (highest score); nested and
     crossing entities are all kept. An entity that touches a *cut edge* of its chunk (an edge that
     lies strictly inside another, overlapping chunk: a window boundary inside a sentence) is

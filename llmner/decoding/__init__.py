@@ -3,17 +3,16 @@ valid inline tags) and ``speculative`` (the same output as ``constrained`` with 
 """
 
 from llmner.decoding.constraint import CopyConstraint, CopyState
-from llmner.decoding.decoder import (
+from llmner.decoding.tag_generator import (
     MODES,
-    DecodeConfig,
-    DecodeOutput,
-    Decoder,
-    decode_batch,
+    TagGeneration,
+    TagGenerationConfig,
+    TagGenerator,
     eos_token_ids,
 )
 from llmner.decoding.vocab import TokenVocab, token_bytes_table, vocab_for
 
 __all__ = [
-    "MODES", "CopyConstraint", "CopyState", "DecodeConfig", "DecodeOutput", "Decoder", "TokenVocab",
-    "decode_batch", "eos_token_ids", "token_bytes_table", "vocab_for",
+    "MODES", "CopyConstraint", "CopyState", "TagGenerationConfig", "TagGeneration", "TagGenerator", "TokenVocab",
+    "eos_token_ids", "token_bytes_table", "vocab_for",
 ]

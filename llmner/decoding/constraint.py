@@ -9,7 +9,7 @@ From a state a byte is allowed when it copies the next source byte, or (at a pie
 never split an escape like ``&amp;`` or a UTF-8 character) it starts or continues a marker that is
 valid there: an open marker of a schema type, or the close marker of the innermost open tag.
 Markers are also kept out of words (see ``boundary``) unless ``tags_inside_words``.
-Rules that keep every state finishable (FIELD_NOTES: dead ends and ``<T></T>`` loops):
+Rules that keep every state finishable (without them a model can reach dead ends or loop on ``<T></T>``):
   - no empty tags: a tag closes only after at least one source byte since it opened;
   - no open after the last source byte (it could never be closed non-empty);
   - at most ``max_depth`` open tags, and the same type never opens twice at the same position.

@@ -5,7 +5,7 @@ reference (``packaged:smollm2`` or a local directory), the LoRA settings, the co
 configuration and the schemas it was trained on. ``GeneratorModel`` holds (model, tokenizer, config)
 and round-trips through ``save_pretrained(dir)`` / ``from_pretrained(dir)``.
 
-A bundle directory holds only small files; the base weights stay where the reference points:
+A generator directory (one part of a model bundle, ``llmner.bundle``) holds only small files; the base weights stay where the reference points:
 
     generator_config.json      GeneratorConfig
     adapter/                   peft adapter (adapter_config.json + adapter_model.safetensors)
@@ -42,7 +42,7 @@ class GeneratorConfig:
     """How to rebuild a generator (no weights).
 
     ``lora_r = 0`` means no adapter (the base model as is). ``schemas`` names the schemas the model
-    was trained with; their full definitions are saved beside the config in the bundle.
+    was trained with; their full definitions are saved beside the config in the generator directory.
     """
 
     base_model: str = "smollm2-135m-instruct"   # a packaged model name (llmner.modeling.loading) or a local dir
@@ -138,23 +138,23 @@ class GeneratorModel:
     @classmethod
     def from_pretrained(cls, path: str | Path, base: tuple[Any, Any] | None = None,
                         device: str | None = None, dtype: Any = None, is_trainable: bool = False) -> GeneratorModel:
-        """Load a bundle written by ``save_pretrained``; ``base`` overrides the base model reference
+        """Load a generator directory written by ``save_pretrained``; ``base`` overrides the base model reference
         with an in-memory (model, tokenizer) (tests, or a base already loaded by the caller)."""
         root = Path(path)
         if not root.is_dir():
-            raise DataNotFoundError(f"generator bundle not found: {root}")
+            raise DataNotFoundError(f"generator directory not found: {root}")
         config = GeneratorConfig.load(root / CONFIG_NAME)
         schemas = {}
         for name in config.schemas:
             schema_file = root / SCHEMAS_DIR / f"{name}.json"
             if not schema_file.is_file():
-                raise DataNotFoundError(f"generator bundle {root}: schema file {schema_file.name} is missing")
+                raise DataNotFoundError(f"generator directory {root}: schema file {schema_file.name} is missing")
             schemas[name] = EntitySchema.load(schema_file)
         model, tokenizer = base if base is not None else load_base(config.base_model, device=device, dtype=dtype)
         if config.lora_r:
             adapter = root / ADAPTER_DIR
             if not (adapter / "adapter_config.json").is_file():
-                raise DataNotFoundError(f"generator bundle {root}: adapter/adapter_config.json is missing")
+                raise DataNotFoundError(f"generator directory {root}: adapter/adapter_config.json is missing")
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, str(adapter), is_trainable=is_trainable)
@@ -167,7 +167,7 @@ class GeneratorModel:
     # -- saving ------------------------------------------------------------------------------
 
     def save_pretrained(self, path: str | Path, card: Mapping[str, Any] | None = None) -> Path:
-        """Write the bundle (config, adapter, schemas, card); never the base weights."""
+        """Write the generator directory (config, adapter, schemas, card); never the base weights."""
         root = Path(path)
         root.mkdir(parents=True, exist_ok=True)
         if card is not None:
@@ -230,14 +230,15 @@ class GeneratorModel:
         return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
 
 
-def merged_weights_dir(bundle: str | Path) -> Path:
-    """A merged (base + adapter) transformers directory for ``bundle``, built on first use into the
-    user cache (``LLMNER_CACHE_DIR``) and reused: keyed by the hashes of the bundle's config and adapter."""
+def merged_weights_dir(generator_dir: str | Path) -> Path:
+    """A merged (base + adapter) transformers directory for the generator directory ``generator_dir``,
+    built on first use into the user cache (``LLMNER_CACHE_DIR``) and reused: keyed by the hashes of
+    its config and adapter."""
     import hashlib
 
     from llmner.cache import cache_dir, publish_directory
 
-    root = Path(bundle)
+    root = Path(generator_dir)
     h = hashlib.sha256()
     for part in (root / CONFIG_NAME, root / ADAPTER_DIR / "adapter_config.json", root / ADAPTER_DIR / "adapter_model.safetensors"):
         if part.is_file():
@@ -257,7 +258,7 @@ def _float32() -> Any:
 
 def _drop_quantizer_state(model: Any) -> None:
     # A GGUF-loaded model refuses save_pretrained ("quantized with gguf"); its weights are plain
-    # fp32 tensors after loading, so clearing the quantizer bookkeeping is enough (FIELD_NOTES).
+    # fp32 tensors after loading, so clearing the quantizer bookkeeping is enough.
     if getattr(model, "hf_quantizer", None) is not None:
         model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):

@@ -10,7 +10,7 @@ needed and the ONNX graph is the stock encoder. The head reads the ``[CLS]`` sta
 of the states of the span's tokens (``span_mask``), and returns one logit; the probability is its
 sigmoid.
 
-Bundle size: MiniLM-L6 is ~90 MB in fp32, too big to ship next to the generator adapter. Only
+Size: MiniLM-L6 is ~90 MB in fp32, too big to ship next to the generator adapter. Only
 the top ``trainable_layers`` encoder layers and the head are trained; ``save_pretrained`` writes
 just those weights (the encoder layers in fp16, the head in fp32: ~7 MB for 2 layers) plus a
 reference to the frozen base encoder (``packaged:minilm`` or a directory) and a fingerprint of its
@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from llmner.doc import Candidate
 from llmner.errors import ConfigError, DataNotFoundError, ValidationError
-from llmner.runtime.base import Candidate
 
 log = logging.getLogger(__name__)
 

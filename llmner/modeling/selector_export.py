@@ -1,11 +1,11 @@
 """ONNX export of a selector: fp32 graph, BERT fusion, int8 (CPU) and fp16 (CUDA) variants.
 
 Split of responsibilities: this module is the core and lives in the library because the ONNX
-runtime (``llmner.runtime.onnx_selector``) builds the derived files from a bundle on first use,
+runtime (``llmner.runtime.onnx_selector``) builds the derived files from a selector directory on first use,
 and the library must work without the ``export/`` package. ``export/onnx_selector.py`` is only the
 command-line layer over these functions (explicit builds, parity and agreement reports).
 
-Facts this relies on (measured, see FIELD_NOTES): the TorchScript exporter with eager attention
+Facts this relies on (measured; ``tests/test_export_selector.py`` checks parity): the TorchScript exporter with eager attention
 gives a graph that ``onnxruntime.transformers`` fuses fully (EmbedLayerNormalization, Attention,
 SkipLayerNormalization, BiasGelu); int8 must be per-channel (per-tensor loses accuracy) and fused
 models need ``DefaultTensorType`` for quantization.
@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from llmner.doc import Candidate
 from llmner.errors import ConfigError
 from llmner.modeling.selector import ONNX_INPUT_NAMES, ONNX_OUTPUT_NAMES, SelectorModel
-from llmner.runtime.base import Candidate
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Entity normalization: link each entity to a database identifier (a CURIE) or NIL.
+"""Entity normalization: link each entity to a database identifier (a CURIE, ``llmner.curie``) or NIL.
 
 >>> from llmner.normalization import load_normalizer
 >>> norm = load_normalizer("bundle/normalizer")           # per-type dictionary normalizers
@@ -10,7 +10,6 @@ n-gram nearest neighbour with a NIL threshold), routed per entity type by :class
 """
 
 from llmner.normalization.base import NIL, Link, Normalizer, TypedNormalizer
-from llmner.normalization.curie import concept_set, same_concepts, to_curie
 from llmner.normalization.dictionary import (
     Dictionary,
     DictionaryConfig,
@@ -28,6 +27,6 @@ from llmner.normalization.text import abbreviations, string_key
 
 __all__ = [
     "NIL", "Dictionary", "DictionaryConfig", "DictionaryNormalizer", "Link", "Normalizer", "NormalizerSpec",
-    "TypeSpec", "TypedNormalizer", "abbreviations", "build_from_corpora", "concept_set", "dictionaries_from_documents",
-    "load_normalizer", "same_concepts", "save_normalizer", "string_key", "to_curie",
+    "TypeSpec", "TypedNormalizer", "abbreviations", "build_from_corpora", "dictionaries_from_documents",
+    "load_normalizer", "save_normalizer", "string_key",
 ]

@@ -1,7 +1,7 @@
 """Scoring a normalizer: accuracy@1 on gold mentions, and strict (span, type, identifier) F1.
 
 Gold mentions without an identifier (BC5CDR's ``-1``) are not scored for accuracy. An identifier is
-right when it names the same set of concepts as the gold one (:func:`~llmner.normalization.curie.same_concepts`);
+right when it names the same set of concepts as the gold one (:func:`~llmner.curie.same_concepts`);
 NIL is always wrong. ``in_dictionary`` counts the gold mentions whose concepts all appear somewhere
 in the normalizer's dictionary: the accuracy a perfect matcher could reach with that vocabulary.
 """
@@ -12,10 +12,10 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from llmner.curie import concept_set, same_concepts
 from llmner.doc import Document
 from llmner.evaluation.scorer import Counts
 from llmner.normalization.base import TypedNormalizer
-from llmner.normalization.curie import concept_set, same_concepts
 
 
 @dataclass(slots=True)

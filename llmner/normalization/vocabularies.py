@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
 
+from llmner.curie import component_curie
 from llmner.errors import ConfigError, DataNotFoundError
-from llmner.normalization.curie import component_curie
 
 Entry = tuple[str, str]   # (curie, name)
 

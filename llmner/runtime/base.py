@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from llmner.codecs.base import Diagnostics
-from llmner.doc import Entity
+from llmner.doc import Candidate, ChunkEntities
 from llmner.schema import EntitySchema
 
 
@@ -27,7 +27,7 @@ class TagRequest:
 
 @dataclass(slots=True)
 class TagResult:
-    entities: list[Entity]                  # in chunk offsets, surface text filled in, score None
+    entities: ChunkEntities                 # chunk frame, surface text filled in, score None
     output: str                             # the raw generated string
     diagnostics: Diagnostics = field(default_factory=Diagnostics)
     forward_passes: int = 0
@@ -42,17 +42,6 @@ class GeneratorRuntime(ABC):
     @abstractmethod
     def tag(self, requests: Sequence[TagRequest]) -> list[TagResult]:
         """Tag a batch; the result for a request does not depend on the batch it came in."""
-
-
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """A (span, type) proposal over a chunk, scored by the selector."""
-
-    text: str
-    start: int
-    end: int
-    type: str
-    definition: str = ""
 
 
 class SelectorRuntime(ABC):

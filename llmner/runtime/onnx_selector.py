@@ -1,9 +1,9 @@
 """SelectorRuntime on ONNX Runtime: fp16 on CUDA, int8 (per-channel dynamic) on CPU.
 
-The ONNX files are derived from the selector bundle on first use and cached under
+The ONNX files are derived from the selector directory on first use and cached under
 ``$LLMNER_CACHE_DIR/selector-onnx/<key>/`` (default ``~/.cache/llmner``); the key hashes the
 selector's config and weights, the base encoder fingerprint and the export code version, so a new
-bundle never reuses a stale graph. Files are written atomically (temp file + rename) under a lock,
+selector never reuses a stale graph. Files are written atomically (temp file + rename) under a lock,
 so concurrent workers build once and never read half a file. The export itself lives in
 ``llmner.modeling.selector_export``; ``export/`` is the command-line layer over it.
 
@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from llmner.cache import cache_dir as llmner_cache_dir
+from llmner.doc import Candidate
 from llmner.errors import ConfigError, DataNotFoundError
 from llmner.modeling.selector import (
     CONFIG_NAME,
@@ -34,7 +35,7 @@ from llmner.modeling.selector import (
     quiet_transformers,
     resolve_encoder,
 )
-from llmner.runtime.base import Candidate, SelectorRuntime
+from llmner.runtime.base import SelectorRuntime
 from llmner.runtime.torch_selector import length_order
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
 
-def bundle_key(selector_dir: str | Path) -> str:
+def selector_key(selector_dir: str | Path) -> str:
     """Content hash of a saved selector (config + weights + export recipe version)."""
     src = Path(selector_dir)
     h = hashlib.sha256(EXPORT_VERSION.encode())
@@ -75,12 +76,12 @@ def choose_provider(prefer: str = "auto") -> str:
 
 
 def ensure_onnx(selector_dir: str | Path, variant: str, cache_dir: str | Path | None = None) -> Path:
-    """The cached ONNX file of ``variant`` for a selector bundle, built on first use."""
+    """The cached ONNX file of ``variant`` for a selector directory, built on first use."""
     from llmner.modeling.selector_export import VARIANTS
 
     if variant not in VARIANTS:
         raise ConfigError(f"unknown ONNX variant {variant!r} (expected {', '.join(VARIANTS)})")
-    out_dir = Path(cache_dir or llmner_cache_dir()) / "selector-onnx" / bundle_key(selector_dir)
+    out_dir = Path(cache_dir or llmner_cache_dir()) / "selector-onnx" / selector_key(selector_dir)
     target = out_dir / f"selector.{variant}.onnx"
     if target.is_file():
         return target

@@ -1,7 +1,8 @@
-"""PyTorch generator runtime: prompt -> batched decoding -> codec decode into candidate entities.
+"""PyTorch generator runtime: prompt -> batched tag generation (``llmner.decoding``) -> the codec's
+``decode`` parses the generated text into candidate entities.
 
 Construct it from a plain (model, tokenizer) or with ``from_generator`` (a
-``llmner.modeling.generator.GeneratorModel``: base + LoRA bundle), ``from_pretrained`` (a bundle
+``llmner.modeling.generator.GeneratorModel``: base + LoRA adapter), ``from_pretrained`` (a generator
 directory) or ``from_base`` (a base model reference: packaged name, local directory or .gguf).
 """
 
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from llmner.codecs.base import Diagnostics
-from llmner.decoding.decoder import MODES, DecodeConfig, Decoder
+from llmner.decoding.tag_generator import MODES, TagGenerationConfig, TagGenerator
 from llmner.errors import ConfigError
 from llmner.prompts import PromptBuilder, PromptConfig
 from llmner.runtime.base import GeneratorRuntime, TagRequest, TagResult
@@ -32,7 +33,7 @@ class TorchGeneratorRuntime(GeneratorRuntime):
         codec: str | None = None,
         mode: str = "speculative",
         batch_size: int = 8,
-        decode_config: DecodeConfig | None = None,
+        generation_config: TagGenerationConfig | None = None,
         model_id: str = "",
     ) -> None:
         self.prompt_builder = prompt_builder or PromptBuilder(PromptConfig(codec=codec or "inline"))
@@ -52,36 +53,36 @@ class TorchGeneratorRuntime(GeneratorRuntime):
         self.mode = mode
         self.batch_size = batch_size
         self.tokenizer = tokenizer
-        self.decoder = Decoder(model, tokenizer, decode_config)
+        self.tag_generator = TagGenerator(model, tokenizer, generation_config)
         self.model_id = model_id or str(getattr(getattr(model, "config", None), "name_or_path", "") or "")
 
     # -- constructors -----------------------------------------------------------------------------
     @classmethod
     def from_generator(cls, generator: Any, mode: str = "speculative", batch_size: int = 8,
-                       decode_config: DecodeConfig | None = None, model_id: str = "") -> TorchGeneratorRuntime:
+                       generation_config: TagGenerationConfig | None = None, model_id: str = "") -> TorchGeneratorRuntime:
         """From a ``GeneratorModel`` (its prompt config and codec are used)."""
         return cls(generator.model, generator.tokenizer, generator.prompt_builder, generator.config.codec,
-                   mode, batch_size, decode_config, model_id or str(getattr(generator, "card", {}).get("name", "")))
+                   mode, batch_size, generation_config, model_id or str(getattr(generator, "card", {}).get("name", "")))
 
     @classmethod
     def from_pretrained(cls, path: str | Path, mode: str = "speculative", batch_size: int = 8,
-                        decode_config: DecodeConfig | None = None, device: str | None = None) -> TorchGeneratorRuntime:
-        """From a generator bundle directory written by ``GeneratorModel.save_pretrained``."""
+                        generation_config: TagGenerationConfig | None = None, device: str | None = None) -> TorchGeneratorRuntime:
+        """From a generator directory written by ``GeneratorModel.save_pretrained``."""
         from llmner.modeling.generator import GeneratorModel
 
         generator = GeneratorModel.from_pretrained(path, device=device)
-        return cls.from_generator(generator, mode, batch_size, decode_config, model_id=str(path))
+        return cls.from_generator(generator, mode, batch_size, generation_config, model_id=str(path))
 
     @classmethod
     def from_base(cls, reference: str | Path | None = None, prompt_config: PromptConfig | None = None,
-                  mode: str = "speculative", batch_size: int = 8, decode_config: DecodeConfig | None = None,
+                  mode: str = "speculative", batch_size: int = 8, generation_config: TagGenerationConfig | None = None,
                   device: str | None = None) -> TorchGeneratorRuntime:
         """An untuned base model (packaged SmolLM2 by default): useful as a zero-shot baseline."""
         from llmner.modeling.loading import DEFAULT_BASE_MODEL, load_base_model
 
         model, tokenizer = load_base_model(reference, device=device)
         config = prompt_config or PromptConfig()
-        return cls(model, tokenizer, PromptBuilder(config), config.codec, mode, batch_size, decode_config,
+        return cls(model, tokenizer, PromptBuilder(config), config.codec, mode, batch_size, generation_config,
                    model_id=str(reference or DEFAULT_BASE_MODEL))
 
     # -- tagging ----------------------------------------------------------------------------------
@@ -105,11 +106,11 @@ class TorchGeneratorRuntime(GeneratorRuntime):
             for start in range(0, len(indices), self.batch_size):
                 batch = indices[start : start + self.batch_size]
                 texts = [requests[i].text for i in batch]
-                outputs = self.decoder.decode(prefix, [t + suffix for t in texts], texts, [types] * len(batch), self.mode)
+                outputs = self.tag_generator.generate(prefix, [t + suffix for t in texts], texts, [types] * len(batch), self.mode)
                 for i, text, out in zip(batch, texts, outputs):
-                    decoded = codec.decode(out.text, text, types)
-                    diagnostics = decoded.diagnostics
+                    parsed = codec.decode(out.text, text, types)
+                    diagnostics = parsed.diagnostics
                     if not out.finished:
                         diagnostics = diagnostics.merge(Diagnostics(notes=["token budget exhausted"]))
-                    results[i] = TagResult(decoded.entities, out.text, diagnostics, out.forward_passes, out.output_tokens)
+                    results[i] = TagResult(parsed.entities, out.text, diagnostics, out.forward_passes, out.output_tokens)
         return [r for r in results if r is not None]

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from llmner.doc import Candidate
 from llmner.modeling.selector import SelectorModel
-from llmner.runtime.base import Candidate, SelectorRuntime
+from llmner.runtime.base import SelectorRuntime
 
 
 def length_order(candidates: Sequence[Candidate], context_chars: int) -> list[int]:

@@ -1,4 +1,4 @@
-"""Training card facts: file hashes, hardware, git commit. The card says what produced a bundle."""
+"""Training card facts: file hashes, hardware, git commit. The card says what produced a generator or selector directory."""
 
 from __future__ import annotations
 

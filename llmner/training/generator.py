@@ -4,7 +4,7 @@ Joint training over corpora (temperature sampling, ``sampling.py``), prompt toke
 (``examples.py``), AdamW with linear warmup and decay, gradient accumulation with an exact
 token-level mean over the whole accumulated batch, fixed seeds, CUDA + bf16 autocast when present
 (fp32 on CPU, where bf16 is slower), periodic checkpoints and an exact ``resume``. The result is a
-bundle directory (``GeneratorModel.save_pretrained``) with a training card.
+generator directory (``GeneratorModel.save_pretrained``) with a training card.
 
 Runs may be cut into segments: ``stop_after`` ends a run at that step with a checkpoint, and
 ``resume`` continues from the newest checkpoint as if the run had never stopped.
@@ -72,7 +72,7 @@ class GeneratorTrainingConfig:
     chunk_max_tokens: int = 256
     curated: str | None = None
     max_documents: int | None = None          # per corpus, for smoke runs
-    init_from: str | None = None              # generator bundle whose LoRA weights start this run (curriculum stages)
+    init_from: str | None = None              # generator directory whose LoRA weights start this run (curriculum stages)
     exclude_test_overlap: bool = True         # drop training documents whose text is in any corpus's test split
     # schema-robust training (llmner.training.schema_variation): each batch sees a varied schema
     vary_schema: bool = True
@@ -268,7 +268,7 @@ def train_generator(
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> TrainingResult:
-    """Train (or resume) and write the bundle to ``config.output``; ``corpora`` and ``base`` may be
+    """Train (or resume) and write the generator directory to ``config.output``; ``corpora`` and ``base`` may be
     given in memory (tests), otherwise they are read from the registry and ``config.base_model``."""
     import torch
 
@@ -394,7 +394,7 @@ def train_generator(
         generator.save_pretrained(output, card=card)
         # A finished run cannot be extended (the schedule ends at ``steps``): its checkpoints only cost disk.
         shutil.rmtree(checkpoints, ignore_errors=True)
-        log(f"bundle written to {output} ({bundle_size(output) / 1e6:.1f} MB, {loop.state.step} steps, "
+        log(f"generator written to {output} ({generator_size(output) / 1e6:.1f} MB, {loop.state.step} steps, "
             f"{time.perf_counter() - started:.0f} s this segment)")
     return TrainingResult(output, loop.state.step, [h["loss"] for h in history], finished, card, generator)
 
@@ -478,33 +478,33 @@ def training_card(config: GeneratorTrainingConfig, corpora: Sequence[CorpusData]
     return card
 
 
-def load_adapter_weights(model: Any, bundle: str | Path) -> Path:
-    """Copy the LoRA weights of the generator bundle ``bundle`` into the peft ``model`` (a warm
+def load_adapter_weights(model: Any, generator_dir: str | Path) -> Path:
+    """Copy the LoRA weights of the generator directory ``generator_dir`` into the peft ``model`` (a warm
     start: a later curriculum stage continues from an earlier stage's adapter with a fresh
     optimizer and schedule). The adapter shapes must match: same rank and target modules."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    adapter = Path(bundle) / "adapter"
+    adapter = Path(generator_dir) / "adapter"
     weights = adapter / "adapter_model.safetensors"
     if not weights.is_file():
-        raise DataNotFoundError(f"--init-from {bundle}: {weights} not found (expected a generator bundle with an adapter)")
+        raise DataNotFoundError(f"--init-from {generator_dir}: {weights} not found (expected a generator directory with an adapter)")
     saved = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
     current = model.peft_config["default"]
     if int(saved.get("r", -1)) != current.r or set(saved.get("target_modules") or ()) != set(current.target_modules):
-        raise ConfigError(f"--init-from {bundle}: adapter has r={saved.get('r')} on {sorted(saved.get('target_modules') or ())}, "
+        raise ConfigError(f"--init-from {generator_dir}: adapter has r={saved.get('r')} on {sorted(saved.get('target_modules') or ())}, "
                           f"this run has r={current.r} on {sorted(current.target_modules)}")
     result = set_peft_model_state_dict(model, load_file(str(weights)))
     missing = [k for k in result.missing_keys if "lora_" in k]
     if missing or result.unexpected_keys:
-        raise ConfigError(f"--init-from {bundle}: adapter weights do not fit this model "
+        raise ConfigError(f"--init-from {generator_dir}: adapter weights do not fit this model "
                           f"({len(missing)} missing, {len(result.unexpected_keys)} unexpected, e.g. "
                           f"{(missing or list(result.unexpected_keys))[0]})")
     return weights
 
 
-def bundle_size(path: str | Path) -> int:
-    """Bytes on disk of a bundle, checkpoints and history excluded."""
+def generator_size(path: str | Path) -> int:
+    """Bytes on disk of a generator directory, checkpoints and history excluded."""
     root = Path(path)
     return sum(p.stat().st_size for p in root.rglob("*")
                if p.is_file() and CHECKPOINT_DIR not in p.relative_to(root).parts and p.name != HISTORY_NAME)
@@ -665,7 +665,7 @@ __all__ = [
     "GeneratorTrainingConfig",
     "TrainingResult",
     "batch_loss_sum",
-    "bundle_size",
+    "generator_size",
     "evaluate_loss",
     "freeze_lower_layers",
     "length_segments",

@@ -30,10 +30,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from llmner.doc import Document, Entity
+from llmner.doc import Candidate, Document, Entity
 from llmner.errors import ConfigError, ValidationError
 from llmner.modeling.selector import SelectorConfig, SelectorModel
-from llmner.runtime.base import Candidate
 from llmner.schema import EntitySchema
 from llmner.training.loop import LoopSettings, TrainingLoop, seed_everything
 from llmner.training.negatives import DocumentNegatives, NegativeConfig, build_negatives

@@ -63,7 +63,7 @@ CREATE TABLE IF NOT EXISTS synonyms (
 def node_ids(normalized_id: str | None, etype: str, text: str) -> list[str]:
     """The node(s) an entity belongs to: one per concept of its CURIE, else its text key."""
     if normalized_id:
-        from llmner.normalization import concept_set
+        from llmner.curie import concept_set
 
         concepts = sorted(concept_set(normalized_id))
         if concepts:

@@ -1,12 +1,15 @@
 """Every file format by name: a reader ``(path) -> list[Document]`` and a writer ``(docs, path) -> None``;
-and ``guess_format``, the one format guesser of every command.
+``guess_format``, the one format guesser of every command's input (from the content), and
+``guess_output_format``, the one for an output file (from its extension: it does not exist yet).
 
 Every command that reads documents goes through ``read_documents`` (format given, or guessed from the
-content) and every writer through ``write_documents``.
+content) and every writer through ``write_documents``; the writers write everything their format can
+hold (scores, identifiers, model ids) themselves.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -86,12 +89,20 @@ def write_documents(docs: Iterable[Document], path: str | Path, fmt: str) -> Non
     get_format(fmt).writer(list(docs), path)
 
 
+def check_writable(docs: Iterable[Document], fmt: str) -> None:
+    """Raise now, not after tagging, when format ``fmt`` cannot hold these documents (PubTator and
+    line breaks, XML and control characters...): a dry run of the writer."""
+    write_documents(docs, os.devnull, fmt)
+
+
 # ---- format guessing --------------------------------------------------------------------------------
 
 PLAIN_TEXT = "text"   # what guess_format says of a file in none of FORMATS (``llmner tag`` tags it as is)
 _SNIFF_BYTES = 1 << 16
 _PUBTATOR_TITLE = re.compile(r"[^\t|]+\|[ta]\|")
 _CONLL_LINE = re.compile(r"\S+(?:[\t ]\S+)*[\t ](?:O|[BIES]-\S+)")
+# An output file's format from its extension, when none is given.
+_OUTPUT_EXTENSIONS = {".xml": "bioc", ".bioc": "bioc", ".json": "bioc_json", ".pubtator": "pubtator"}
 # The extension decides only when the content says nothing more (e.g. a single-line file).
 _EXTENSIONS = {".pubtator": "pubtator", ".xml": "bioc", ".bioc": "bioc", ".jsonl": "jsonl", ".tsv": "conll",
                ".conll": "conll", ".iob": "conll", ".iob2": "conll", ".bio": "conll"}
@@ -132,6 +143,12 @@ def guess_format(path: str | Path) -> str:
     if len(lines) > 1 and all(_CONLL_LINE.fullmatch(line) or line.startswith("-DOCSTART-") for line in lines[:50]):
         return "conll"
     return _EXTENSIONS.get(p.suffix.lower(), PLAIN_TEXT)
+
+
+def guess_output_format(path: str | Path, default: str) -> str:
+    """The format to write ``path`` in: BioC XML for ``.xml`` / ``.bioc``, BioC JSON for ``.json``,
+    PubTator for ``.pubtator``, else ``default`` (a command's own: documents or result records)."""
+    return _OUTPUT_EXTENSIONS.get(Path(path).suffix.lower(), default)
 
 
 def _guess_json(p: Path, first: str, head: str) -> str:

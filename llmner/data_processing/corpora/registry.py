@@ -43,6 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmner.curie import to_curie
 from llmner.data_processing.corpora.brat import read_brat
 from llmner.data_processing.corpora.cblue import read_cblue
 from llmner.data_processing.corpora.conll import read_conll
@@ -50,7 +51,6 @@ from llmner.data_processing.corpora.genia import read_genia_jsonl
 from llmner.data_processing.corpora.pubtator import NCBI_DISEASE_CLASSES, read_pubtator
 from llmner.doc import Document
 from llmner.errors import DataNotFoundError, ValidationError
-from llmner.normalization.curie import to_curie
 from llmner.schema import EntitySchema, get_schema
 
 DATA_DIR_ENV = "LLMNER_DATA_DIR"

@@ -1,4 +1,4 @@
-"""The constrained decoder's outputs take the inline codec's exact fast path (clean diagnostics)."""
+"""The constrained tag generator's outputs take the inline codec's exact fast path (clean diagnostics)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 from tiny_models import tiny_causal_lm
 
 from llmner.codecs import get_codec
-from llmner.decoding import DecodeConfig, Decoder
+from llmner.decoding import TagGenerationConfig, TagGenerator
 from llmner.prompts import PromptBuilder
 from llmner.schema import EntitySchema, EntityType
 
@@ -22,10 +22,10 @@ TYPES = ["Disease", "Chemical", "protein"]
 
 def test_constrained_outputs_decode_cleanly():
     model, tokenizer = tiny_causal_lm(seed=1)
-    decoder = Decoder(model, tokenizer, DecodeConfig(budget_factor=4, budget_extra=16))
+    tag_generator = TagGenerator(model, tokenizer, TagGenerationConfig(budget_factor=4, budget_extra=16))
     schema = EntitySchema("test", "en", tuple(EntityType(t, f"{t} mentions") for t in TYPES))
     prefix, suffix = PromptBuilder().split(tokenizer, "", schema)
-    outputs = decoder.decode(prefix, [t + suffix for t in TEXTS], TEXTS, [TYPES] * len(TEXTS), "constrained")
+    outputs = tag_generator.generate(prefix, [t + suffix for t in TEXTS], TEXTS, [TYPES] * len(TEXTS), "constrained")
     codec = get_codec("inline")
     tags = 0
     for text, out in zip(TEXTS, outputs):

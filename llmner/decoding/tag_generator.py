@@ -1,4 +1,6 @@
-"""Batched greedy decoding in three modes: ``free``, ``constrained`` and ``speculative``.
+"""Batched greedy generation of the tagged copy of each chunk, in three decoding modes: ``free``,
+``constrained`` and ``speculative``. (Parsing the generated text into entities is the codecs'
+``decode``; this module only generates.)
 
 One loop serves all modes. Each pass feeds, per row, a lead -- the row's own prompt part on the first
 pass, afterwards the token chosen last (not yet in the KV cache) -- whose last token is the root of a
@@ -45,14 +47,14 @@ MODES: tuple[str, ...] = ("free", "constrained", "speculative")
 
 
 @dataclass(frozen=True, slots=True)
-class DecodeConfig:
+class TagGenerationConfig:
     # Token budget per row: max_new_tokens if set, else budget_factor * source tokens + budget_extra.
     # An untuned model in free mode may ramble to the budget; constrained modes stop when the copy is done.
     max_new_tokens: int | None = None
     budget_factor: float = 2.0
     budget_extra: int = 32
-    draft_tokens: int = 32          # trunk per row, at most; adaptive (Decoder._adapt_trunk): long drafts
-                                    # waste compute on rejected tails (FIELD_NOTES)
+    draft_tokens: int = 32          # trunk per row, at most; adaptive (TagGenerator._adapt_trunk): long drafts
+                                    # waste compute on rejected tails
     draft_budget: int = 64          # draft tokens (trunks and branches) per pass over the whole batch: a
                                     # pass costs about its batch x width tokens, so wide batches draft
                                     # shorter (8 rows -> 8 each, no branches)
@@ -65,7 +67,7 @@ class DecodeConfig:
 
 
 @dataclass(slots=True)
-class DecodeOutput:
+class TagGeneration:
     text: str                       # the generated string (EOS excluded)
     token_ids: list[int]
     forward_passes: int             # passes this row took part in (its prompt prefill included)
@@ -101,13 +103,14 @@ def eos_token_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
     return tuple(ids)
 
 
-class Decoder:
-    """Holds a model, its tokenizer's precomputed vocabulary and the KV caches of prompt prefixes."""
+class TagGenerator:
+    """Generates tagged copies of source texts: holds a model, its tokenizer's precomputed vocabulary
+    and the KV caches of prompt prefixes."""
 
-    def __init__(self, model: Any, tokenizer: Any, config: DecodeConfig | None = None) -> None:
+    def __init__(self, model: Any, tokenizer: Any, config: TagGenerationConfig | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
-        self.config = config or DecodeConfig()
+        self.config = config or TagGenerationConfig()
         self.vocab: TokenVocab = vocab_for(tokenizer, eos_token_ids(model, tokenizer))
         self.device = next(model.parameters()).device
         self._prefixes: dict[str, tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]]] = {}
@@ -166,28 +169,28 @@ class Decoder:
             self._prefixes[prefix] = hit
         return hit
 
-    # -- decoding ---------------------------------------------------------------------------------
-    def decode(
+    # -- generation -------------------------------------------------------------------------------
+    def generate(
         self,
         prefix: str,
         prompts: Sequence[str],
         sources: Sequence[str],
         types: Sequence[Sequence[str]],
         mode: Mode = "speculative",
-    ) -> list[DecodeOutput]:
+    ) -> list[TagGeneration]:
         """Greedy outputs for rows whose prompt is ``prefix + prompts[i]`` and whose source text is
         ``sources[i]`` (tags allowed: ``types[i]``)."""
         if mode not in MODES:
             raise ConfigError(f"unknown decoding mode {mode!r} (expected one of {', '.join(MODES)})")
         if not (len(prompts) == len(sources) == len(types)):
-            raise ConfigError("decode: prompts, sources and types must have the same length")
+            raise ConfigError("generate: prompts, sources and types must have the same length")
         if not prompts:
             return []
         with torch.inference_mode():
-            return self._decode(prefix, list(prompts), list(sources), list(types), mode)
+            return self._generate(prefix, list(prompts), list(sources), list(types), mode)
 
-    def _decode(self, prefix: str, prompts: list[str], sources: list[str], types: list[Sequence[str]],
-                mode: str) -> list[DecodeOutput]:
+    def _generate(self, prefix: str, prompts: list[str], sources: list[str], types: list[Sequence[str]],
+                mode: str) -> list[TagGeneration]:
         from transformers import DynamicCache
 
         cfg = self.config
@@ -385,7 +388,7 @@ class Decoder:
             if len(memory) > 32:  # the most recent spans
                 memory.pop(next(iter(memory)))
 
-    def _output(self, row: _Row) -> DecodeOutput:
+    def _output(self, row: _Row) -> TagGeneration:
         if row.constraint is None:
             text = self.tokenizer.decode(row.out, skip_special_tokens=True)
         else:
@@ -394,18 +397,4 @@ class Decoder:
                 assert row.state is not None
                 data += row.constraint.completion(row.state)
             text = data.decode("utf-8", errors="replace")
-        return DecodeOutput(text, list(row.out), row.passes, len(row.out), row.finished)
-
-
-def decode_batch(
-    model: Any,
-    tokenizer: Any,
-    prefix: str,
-    prompts: Sequence[str],
-    sources: Sequence[str],
-    types: Sequence[Sequence[str]],
-    mode: Mode = "speculative",
-    config: DecodeConfig | None = None,
-) -> list[DecodeOutput]:
-    """One-shot convenience over :class:`Decoder` (keep a Decoder to reuse prefix KV across calls)."""
-    return Decoder(model, tokenizer, config).decode(prefix, prompts, sources, types, mode)
+        return TagGeneration(text, list(row.out), row.passes, len(row.out), row.finished)
