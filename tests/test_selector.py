@@ -24,9 +24,9 @@ from llmner.training.negatives import (
     tokenize,
     whole_tokens_in,
 )
+from llmner.evaluation.thresholds import best_threshold
 from llmner.training.selector import (
     SelectorTrainingConfig,
-    best_threshold,
     loss_for,
     train_selector,
 )
