@@ -358,12 +358,12 @@ class SurfaceSelector(SelectorRuntime):
         return np.array([0.9 if c.text[c.start:c.end] in self.surfaces else 0.1 for c in candidates], dtype=np.float32)
 
 
-def test_evaluate_corpus_scores_with_and_without_selector():
+def test_corpus_evaluation_scores_with_and_without_selector():
     from rich.console import Console
 
     from llmner.cli.evaluate import print_corpus_evaluation
-    from llmner.data_processing.corpora import data_dir, load_corpus
-    from llmner.evaluation.corpus_eval import evaluate_corpus
+    from llmner.data_processing.corpora import corpus_schema, data_dir, load_corpus
+    from llmner.evaluation.corpus_eval import evaluate_documents, labeled_documents
 
     if not (data_dir() / "ncbi_disease").is_dir():
         pytest.skip("NCBI-Disease not available")
@@ -371,7 +371,8 @@ def test_evaluate_corpus_scores_with_and_without_selector():
     surfaces = {e.text for d in gold for e in d.entities}
     pipe = Pipeline(SurfaceGenerator(surfaces), SurfaceSelector(surfaces))
     done = []
-    evaluation = evaluate_corpus(pipe, "ncbi_disease", "dev", limit=3, batch_documents=2, on_batch=done.append)
+    evaluation = evaluate_documents(pipe, labeled_documents("ncbi_disease", "dev", limit=3), corpus_schema("ncbi_disease"),
+                                    "ncbi_disease", "dev", batch_documents=2, on_batch=done.append)
     assert done == [2, 3] and [d.id for d in evaluation.alone] == [d.id for d in gold]
     result = evaluation.to_dict()
     assert result["documents"] == 3

@@ -97,12 +97,3 @@ def evaluate_documents(pipe: Pipeline, gold: Sequence[Document], schema: EntityS
     return CorpusEvaluation(corpus=corpus, split=split, gold=list(gold), alone=alone, selected=selected,
                             without_selector=score(gold, alone), with_selector=with_selector, threshold=threshold,
                             model_ids=pipe.model_ids, seconds=seconds)
-
-
-def evaluate_corpus(pipe: Pipeline, corpus: str, split: str = "test", limit: int | None = None,
-                    batch_documents: int = 8, on_batch: Callable[[int], None] | None = None) -> CorpusEvaluation:
-    """``evaluate_documents`` on the (first ``limit``) gold documents of a built-in corpus split, under its schema."""
-    from llmner.data_processing.corpora import corpus_schema
-
-    gold = labeled_documents(corpus, split, limit)
-    return evaluate_documents(pipe, gold, corpus_schema(corpus), corpus, split, batch_documents, on_batch)
