@@ -32,7 +32,12 @@ from typing import TYPE_CHECKING, Any
 
 from llmner.data_processing.corpora import CORPUS_NAMES
 from llmner.evaluation.bootstrap import macro_f1_comparison, per_document_counts
-from llmner.evaluation.reports import CORPUS_LABELS, bundle_fingerprint, cached_row, store_row
+from llmner.evaluation.reports import (
+    CORPUS_LABELS,
+    bundle_fingerprint,
+    cached_row,
+    store_row,
+)
 from llmner.evaluation.subsets import EvalSubset, evaluation_subset
 
 if TYPE_CHECKING:

@@ -37,8 +37,18 @@ from pathlib import Path
 from typing import Any
 
 from llmner.data_processing.corpora import CORPUS_NAMES
-from llmner.evaluation.bootstrap import bootstrap_f1, paired_bootstrap_difference, per_document_counts
-from llmner.evaluation.reports import CORPUS_LABELS, bundle_fingerprint, cached_row, files_fingerprint, store_row
+from llmner.evaluation.bootstrap import (
+    bootstrap_f1,
+    paired_bootstrap_difference,
+    per_document_counts,
+)
+from llmner.evaluation.reports import (
+    CORPUS_LABELS,
+    bundle_fingerprint,
+    cached_row,
+    files_fingerprint,
+    store_row,
+)
 from llmner.evaluation.subsets import REPORT_SPLITS, EvalSubset, evaluation_subset
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -141,7 +151,8 @@ def run_peer(model_dir: Path, subset: EvalSubset, sentences: int, min_gold: int,
     corpus = model_dir.name
     command = [sys.executable, str(PEER_SCRIPT), "--evaluate-only", "--corpus", corpus, "--output", str(model_dir.parent),
                "--eval-sentences", str(sentences), "--eval-min-gold", str(min_gold)]
-    proc = subprocess.run(command + (["--threads", str(threads)] if threads else []), capture_output=True, text=True)
+    proc = subprocess.run(command + (["--threads", str(threads)] if threads else []), capture_output=True, text=True,
+                          check=False)
     print(proc.stdout, end="", file=sys.stderr)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{proc.stderr}")

@@ -76,9 +76,10 @@ def test_eval_unknown_extension(tmp_path):
 
 
 def test_eval_corpus_runs_the_bundle_and_writes_the_evaluation(monkeypatch, tmp_path):
+    from test_pipeline import LexiconGenerator
+
     from llmner.data_processing.corpora import data_dir
     from llmner.pipeline import Pipeline
-    from test_pipeline import LexiconGenerator
 
     if not (data_dir() / "ncbi_disease").is_dir():
         pytest.skip("NCBI-Disease not available")

@@ -13,6 +13,7 @@ from tiny_selector import build_tiny_bert
 
 from llmner.doc import Document, Entity
 from llmner.errors import ConfigError, ValidationError
+from llmner.evaluation.thresholds import best_threshold
 from llmner.modeling.selector import SelectorConfig, SelectorModel, mark_candidate
 from llmner.runtime.base import Candidate
 from llmner.schema import EntitySchema, EntityType
@@ -24,7 +25,6 @@ from llmner.training.negatives import (
     tokenize,
     whole_tokens_in,
 )
-from llmner.evaluation.thresholds import best_threshold
 from llmner.training.selector import (
     SelectorTrainingConfig,
     loss_for,

@@ -22,7 +22,11 @@ def generator_predictions_fn(generator: Path, schemas: list[Any], limit: int | N
     with a progress bar; ``limit`` applies per schema (the first N documents of each corpus)."""
     from rich.progress import Progress
 
-    from llmner.training.selector import first_per_schema, generator_candidates, generator_pipeline
+    from llmner.training.selector import (
+        first_per_schema,
+        generator_candidates,
+        generator_pipeline,
+    )
 
     pipe = generator_pipeline(generator, schemas)
 

@@ -97,8 +97,7 @@ def macro_f1_comparison(per_document: Mapping[str, Mapping[str, Sequence[Sequenc
         boot[name] = macro_samples
         out[name] = {"per_corpus": per_corpus, "macro_f1": float(np.mean([per_corpus[c]["f1"] for c in corpora])),
                      "macro_f1_ci": [float(v) for v in np.percentile(macro_samples, [2.5, 97.5])]}
-    for name in out:
-        diff = boot[name] - boot[reference]
-        out[name]["diff_vs_reference"] = out[name]["macro_f1"] - out[reference]["macro_f1"]
-        out[name]["diff_ci"] = [float(v) for v in np.percentile(diff, [2.5, 97.5])]
+    for name, summary in out.items():
+        summary["diff_vs_reference"] = summary["macro_f1"] - out[reference]["macro_f1"]
+        summary["diff_ci"] = [float(v) for v in np.percentile(boot[name] - boot[reference], [2.5, 97.5])]
     return out
