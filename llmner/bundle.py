@@ -121,13 +121,5 @@ def write_manifest(root: str | Path, manifest: BundleManifest) -> Path:
     return root
 
 
-def write_calibration(root: str | Path, calibration: dict[str, Any]) -> Path:
-    """Write ``calibration.json`` beside ``bundle.json``: every number behind the per-schema
-    ``selector_thresholds`` that ``llmner calibrate`` chose (settings and one entry per schema)."""
-    path = Path(root) / "calibration.json"
-    path.write_text(json.dumps(calibration, indent=2))
-    return path
-
-
 def bundle_size_bytes(path: str | Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
