@@ -100,6 +100,7 @@ def evaluate_one(adapter: str, corpora: list[str], sentences: int) -> dict:
     """Dev F1 (own schema, generator only) of the shipped generator with ``adapter``'s LoRA weights."""
     from llmner.bundle import GENERATOR_DIR, default_bundle_path
     from llmner.data_processing.corpora import corpus_schema, load_corpus
+    from llmner.evaluation.bootstrap import per_document_counts
     from llmner.evaluation.predict import predict_documents
     from llmner.evaluation.scorer import score
     from llmner.evaluation.subsets import leading_documents
@@ -121,10 +122,8 @@ def evaluate_one(adapter: str, corpora: list[str], sentences: int) -> dict:
         started = time.perf_counter()
         predicted = predict_documents(pipe, docs, corpus_schema(corpus))
         strict = score(docs, predicted).strict
-        per_document = []          # strict (tp, fp, fn) per document, for a paired bootstrap
-        for gold, pred in zip(docs, predicted):
-            one = score([gold], [pred]).strict
-            per_document.append([one.tp, one.fp, one.fn])
+        # strict (tp, fp, fn) per document, for a paired bootstrap
+        per_document = [counts["all"] for counts in per_document_counts(docs, predicted)]
         result[corpus] = {"f1": strict.f1, "precision": strict.precision, "recall": strict.recall,
                           "documents": len(docs), "sentences": n_sentences, "seconds": round(time.perf_counter() - started, 1),
                           "per_document": per_document}

@@ -28,12 +28,20 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from llmner.data_processing.corpora import CORPUS_NAMES
+from llmner.evaluation.bootstrap import macro_f1_comparison, per_document_counts
+from llmner.evaluation.reports import (
+    CORPUS_LABELS,
+    bundle_fingerprint,
+    cached_row,
+    store_row,
+)
+from llmner.evaluation.subsets import EvalSubset, evaluation_subset
 
-from _eval_subset import EvalSubset, evaluation_subset, per_document_counts
-from quality import CORPUS_LABELS, CORPUS_ORDER, bundle_fingerprint, cached, f1_of, store
+if TYPE_CHECKING:
+    from llmner.pipeline import Pipeline
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -69,56 +77,30 @@ def parse_candidate(text: str) -> Candidate:
     return Candidate(name, bundle)
 
 
-def run_candidate(pipe: Any, subset: EvalSubset, batch_documents: int) -> dict[str, Any]:
+def run_candidate(pipe: Pipeline, subset: EvalSubset, batch_documents: int) -> dict[str, Any]:
     """Generator-alone predictions on the subset, as per-document strict counts."""
     from llmner.data_processing.corpora import corpus_schema
-    from llmner.doc import Document
+    from llmner.evaluation.predict import predict_documents
 
-    schema = corpus_schema(subset.corpus)
-    pipe.add_schema(schema)
-    docs = [dataclasses.replace(d, metadata={**d.metadata, "schema": schema.name}, entities=[]) for d in subset.documents]
     started = time.perf_counter()
-    records = []
-    for i in range(0, len(docs), batch_documents):
-        records.extend(pipe.process(docs[i : i + batch_documents], select=False))
+    predicted = predict_documents(pipe, subset.documents, corpus_schema(subset.corpus), batch_documents)
     seconds = time.perf_counter() - started
-    predicted = [Document(d.id, d.text, d.language, {}, list(r.entities)) for d, r in zip(subset.documents, records)]
-    return {"corpus": subset.corpus, "split": subset.split, "documents": len(docs), "sentences": subset.sentences,
+    return {"corpus": subset.corpus, "split": subset.split, "documents": len(subset.documents), "sentences": subset.sentences,
             "gold_mentions": subset.gold_mentions, "seconds": seconds,
             "per_document": [c["all"] for c in per_document_counts(subset.documents, predicted)]}
 
 
 def summarise(results: dict[str, dict[str, dict[str, Any]]], corpora: Sequence[str], reference: str,
               samples: int, seed: int = 0) -> dict[str, dict[str, Any]]:
-    """Per candidate: P/R/F1 per corpus, macro F1 with its 95% interval, and the paired interval of
-    its macro-F1 difference from the reference candidate."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    # One resample of each corpus's documents, shared by every candidate (paired).
-    draws = {c: rng.integers(0, len(results[reference][c]["per_document"]), size=(samples, len(results[reference][c]["per_document"])))
-             for c in corpora}
-    boot: dict[str, Any] = {}
-    out: dict[str, dict[str, Any]] = {}
-    for name, rows in results.items():
-        per_corpus = {}
-        macro_samples = np.zeros(samples)
-        for c in corpora:
-            counts = np.array(rows[c]["per_document"], dtype=np.float64)
-            tp, fp, fn = counts.sum(axis=0)
-            per_corpus[c] = {"tp": int(tp), "fp": int(fp), "fn": int(fn),
-                             "precision": tp / (tp + fp) if tp + fp else 0.0, "recall": tp / (tp + fn) if tp + fn else 0.0,
-                             "f1": float(f1_of(counts.sum(axis=0)))}
-            macro_samples += f1_of(counts[draws[c]].sum(axis=1)) / len(corpora)
-        boot[name] = macro_samples
-        out[name] = {"per_corpus": per_corpus, "macro_f1": float(np.mean([per_corpus[c]["f1"] for c in corpora])),
-                     "macro_f1_ci": [float(v) for v in np.percentile(macro_samples, [2.5, 97.5])],
-                     "sentences_per_second": sum(rows[c]["sentences"] for c in corpora) / max(1e-9, sum(rows[c]["seconds"] for c in corpora))}
-    for name in out:
-        diff = boot[name] - boot[reference]
-        out[name]["diff_vs_reference"] = out[name]["macro_f1"] - out[reference]["macro_f1"]
-        out[name]["diff_ci"] = [float(v) for v in np.percentile(diff, [2.5, 97.5])]
-    return out
+    """Per candidate: P/R/F1 per corpus, macro F1 with its 95% interval, the paired interval of its
+    macro-F1 difference from the reference candidate (``macro_f1_comparison``), and its speed."""
+    per_document = {name: {c: rows[c]["per_document"] for c in corpora} for name, rows in results.items()}
+    compared = macro_f1_comparison(per_document, corpora, reference, samples, seed)
+    return {name: {"per_corpus": s["per_corpus"], "macro_f1": s["macro_f1"], "macro_f1_ci": s["macro_f1_ci"],
+                   "sentences_per_second": sum(results[name][c]["sentences"] for c in corpora)
+                   / max(1e-9, sum(results[name][c]["seconds"] for c in corpora)),
+                   "diff_vs_reference": s["diff_vs_reference"], "diff_ci": s["diff_ci"]}
+            for name, s in compared.items()}
 
 
 def markdown(summary: dict[str, dict[str, Any]], candidates: Sequence[Candidate], corpora: Sequence[str],
@@ -142,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--candidate", action="append", required=True, help="NAME=BUNDLE_DIR (repeatable)")
     parser.add_argument("--reference", default=None, help="candidate the differences are taken from (default: the first)")
-    parser.add_argument("--corpus", action="append", default=None, help=f"default: {' '.join(CORPUS_ORDER)}")
+    parser.add_argument("--corpus", action="append", default=None, help=f"default: {' '.join(CORPUS_NAMES)}")
     parser.add_argument("--sentences", type=int, default=30, help="dev sentences per corpus (the split's last documents)")
     parser.add_argument("--min-gold", type=int, default=20, help="extend a subset until it holds this many gold mentions")
     parser.add_argument("--mode", default="speculative", help="decoding mode (all modes give the same output but free)")
@@ -164,10 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     reference = args.reference or names[0]
     if reference not in names:
         raise SystemExit(f"--reference {reference!r} is not a candidate ({', '.join(names)})")
-    corpora = args.corpus or list(CORPUS_ORDER)
-    unknown = sorted(set(corpora) - set(CORPUS_ORDER))
+    corpora = args.corpus or list(CORPUS_NAMES)
+    unknown = sorted(set(corpora) - set(CORPUS_NAMES))
     if unknown:
-        raise SystemExit(f"unknown corpus {', '.join(unknown)} (known: {', '.join(CORPUS_ORDER)})")
+        raise SystemExit(f"unknown corpus {', '.join(unknown)} (known: {', '.join(CORPUS_NAMES)})")
 
     subsets = {c: evaluation_subset(c, args.sentences, split="dev", min_gold=args.min_gold, from_end=True) for c in corpora}
     for s in subsets.values():
@@ -182,13 +164,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         results[cand.name] = {}
         for corpus, subset in subsets.items():
             path = args.work_dir / "rows" / f"{cand.name}__{corpus}__dev-tail{len(subset.documents)}__{args.mode}__{fingerprint}.json"
-            row = cached(path)
+            row = cached_row(path)
             if row is None:
                 if pipe is None:
                     pipe = Pipeline.from_bundle(cand.bundle, PipelineConfig(decoding_mode=args.mode,
                                                                             generator_batch_size=args.batch_documents))
                 row = run_candidate(pipe, subset, args.batch_documents)
-                store(path, row)
+                store_row(path, row)
                 print(f"{cand.name} {corpus}: {row['seconds']:.0f} s", file=sys.stderr)
             results[cand.name][corpus] = row
 

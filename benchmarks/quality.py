@@ -9,11 +9,12 @@ Rows: NCBI-Disease test, BC5CDR test (Chemical, Disease, overall), GENIA test (n
 BC2GM test, LINNAEUS test, S800 test, CMeEE dev (its test set has no labels); plus NCBI-Disease with
 ``free`` decoding and NCBI-Disease zero-shot with the protocol-(b) bundle (trained without it).
 
-llmner rows go through llmner's own evaluation path (``llmner.evaluation.corpus_eval.evaluate_corpus``
+llmner rows go through llmner's own evaluation path (``llmner.evaluation.corpus_eval.evaluate_documents``
 with a ``Pipeline.from_bundle`` pipeline): one generator pass per row, scored without and with the
 selector. The peer rows come from ``benchmarks/peer_baseline.py`` models (``--peer-dir``, trained
-beforehand). Every system is scored on the same deterministic subset: the first documents of each
-split holding ``--sentences`` sentences (``benchmarks/_eval_subset.py``). Each finished row is cached
+beforehand), scored by that script (``--evaluate-only``). Every system is scored on the same
+deterministic subset: the first documents of each split holding ``--sentences`` sentences
+(``llmner.evaluation.subsets``); the intervals come from ``llmner.evaluation.bootstrap``. Each finished row is cached
 as JSON under ``--work-dir``, so an interrupted run resumes where it stopped.
 
 Usage:
@@ -25,29 +26,33 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _eval_subset import (
-    REPORT_SPLITS,
-    EvalSubset,
-    evaluation_subset,
+from llmner.data_processing.corpora import CORPUS_NAMES
+from llmner.evaluation.bootstrap import (
+    bootstrap_f1,
+    paired_bootstrap_difference,
     per_document_counts,
 )
+from llmner.evaluation.reports import (
+    CORPUS_LABELS,
+    bundle_fingerprint,
+    cached_row,
+    files_fingerprint,
+    store_row,
+)
+from llmner.evaluation.subsets import REPORT_SPLITS, EvalSubset, evaluation_subset
 
 RESULTS = Path(__file__).resolve().parent / "results"
-CORPUS_ORDER = ("ncbi_disease", "bc5cdr", "genia", "jnlpba", "bc2gm", "linnaeus", "s800", "cmeee")
-CORPUS_LABELS = {"ncbi_disease": "NCBI-Disease", "bc5cdr": "BC5CDR", "genia": "GENIA (nested)", "jnlpba": "JNLPBA",
-                 "bc2gm": "BC2GM", "linnaeus": "LINNAEUS", "s800": "S800", "cmeee": "CMeEE"}
+PEER_SCRIPT = Path(__file__).resolve().parent / "peer_baseline.py"
 # Scopes reported per corpus: "all" is the strict micro score; a type name is that type's strict score.
 CORPUS_SCOPES = {"bc5cdr": ("Chemical", "Disease", "all")}
 # Published strict F1 on the FULL test sets (other papers' protocols; see the notes in the report).
@@ -77,96 +82,15 @@ class LlmnerSystem:
 
 
 # ---- fingerprints and the row cache ------------------------------------------------------------
-def _hash_files(paths: Sequence[Path]) -> str:
-    h = hashlib.sha256()
-    for p in paths:
-        h.update(str(p).encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()[:12]
-
-
-def bundle_fingerprint(bundle: Path) -> str:
-    """Changes when the bundle's manifest, generator card/config or selector config change."""
-    bundle = bundle.resolve()
-    files = [bundle / "bundle.json", bundle / "generator" / "training_card.json", bundle / "generator" / "generator_config.json",
-             bundle / "selector" / "selector_config.json", bundle / "selector" / "training_card.json"]
-    return _hash_files(files)
-
-
 def peer_fingerprint(model_dir: Path) -> str:
-    return _hash_files([model_dir.resolve() / "peer_card.json", model_dir.resolve() / "config.json"])
+    return files_fingerprint([model_dir.resolve() / "peer_card.json", model_dir.resolve() / "config.json"])
 
 
 def row_cache_path(work_dir: Path, system: str, subset: EvalSubset, fingerprint: str) -> Path:
     return work_dir / "rows" / f"{system}__{subset.corpus}__{subset.split}__d{len(subset.documents)}__{fingerprint}.json"
 
 
-def cached(path: Path) -> dict[str, Any] | None:
-    if path.is_file():
-        try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError:
-            return None
-    return None
-
-
-def store(path: Path, result: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, path)
-
-
 # ---- scoring helpers ---------------------------------------------------------------------------
-def f1_of(counts: Any) -> Any:
-    """Strict F1 from [..., 3] arrays of summed (tp, fp, fn)."""
-    import numpy as np
-
-    tp, fp, fn = counts[..., 0], counts[..., 1], counts[..., 2]
-    denom = 2 * tp + fp + fn
-    return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
-
-
-def _document_counts(per_document: Sequence[dict[str, list[int]]], scope: str) -> Any:
-    import numpy as np
-
-    return np.array([d.get(scope, [0, 0, 0]) for d in per_document], dtype=np.float64)
-
-
-def _resamples(n: int, samples: int, seed: int) -> Any:
-    import numpy as np
-
-    return np.random.default_rng(seed).integers(0, n, size=(samples, n))
-
-
-def bootstrap_f1(per_document: Sequence[dict[str, list[int]]], scope: str, samples: int = 1000,
-                 seed: int = 0) -> tuple[float, float] | None:
-    """95% percentile interval of strict micro F1 over documents resampled with replacement."""
-    import numpy as np
-
-    if samples <= 0 or len(per_document) < 2:
-        return None
-    counts = _document_counts(per_document, scope)
-    lo, hi = np.percentile(f1_of(counts[_resamples(len(counts), samples, seed)].sum(axis=1)), [2.5, 97.5])
-    return float(lo), float(hi)
-
-
-def paired_bootstrap_difference(first: Sequence[dict[str, list[int]]], second: Sequence[dict[str, list[int]]],
-                                scope: str, samples: int = 1000, seed: int = 0) -> tuple[float, float] | None:
-    """95% interval of F1(first) - F1(second), both scored on the same resampled documents (paired:
-    the document-to-document variation both systems share cancels out). Needs per-document counts
-    of the same documents in the same order."""
-    import numpy as np
-
-    if samples <= 0 or len(first) < 2 or len(first) != len(second):
-        return None
-    a, b = _document_counts(first, scope), _document_counts(second, scope)
-    idx = _resamples(len(a), samples, seed)
-    lo, hi = np.percentile(f1_of(a[idx].sum(axis=1)) - f1_of(b[idx].sum(axis=1)), [2.5, 97.5])
-    return float(lo), float(hi)
-
-
 def scope_counts(report: dict[str, Any], scope: str) -> dict[str, float] | None:
     """P/R/F1 + counts of one scope of a scorer report dict (``Report.to_dict``)."""
     if scope == "all":
@@ -196,39 +120,15 @@ class PipelineCache:
 
 
 def run_llmner(system: LlmnerSystem, subset: EvalSubset, pipes: PipelineCache, batch_documents: int) -> dict[str, Any]:
-    """``evaluate_corpus`` on the subset; the pipeline's records are kept for per-document counts."""
-    from rich.console import Console
-
-    from llmner.doc import Document
-    from llmner.evaluation.corpus_eval import evaluate_corpus
+    """The subset's evaluation (``llmner.evaluation.corpus_eval``), with per-document counts for the intervals."""
+    from llmner.data_processing.corpora import corpus_schema
+    from llmner.evaluation.corpus_eval import evaluate_documents
 
     pipe = pipes.get(system)
-    records: list[Any] = []
-    original = pipe.process
-
-    def recording_process(docs: Sequence[Document], select: bool = True) -> list[Any]:
-        out = original(docs, select=select)
-        records.extend(out)
-        return out
-
-    pipe.process = recording_process
-    try:
-        result = evaluate_corpus(subset.corpus, subset.split, limit=len(subset.documents), batch_documents=batch_documents,
-                                 pipeline=pipe, console=Console(stderr=True, width=120), progress=False)
-    finally:
-        pipe.process = original
     gold = subset.documents
-    if [r.document_id for r in records] != [d.id for d in gold]:
-        raise RuntimeError(f"{subset.corpus}: evaluate_corpus scored other documents than the report subset")
-
-    from llmner.data_processing.corpora import corpus_schema
-
-    schema = corpus_schema(subset.corpus).name
-
-    def predicted(with_selector: bool) -> list[Document]:
-        return [Document(d.id, d.text, d.language, {}, [e for e in r.entities if not with_selector or pipe.keeps(e, schema)])
-                for d, r in zip(gold, records)]
-
+    evaluation = evaluate_documents(pipe, gold, corpus_schema(subset.corpus), subset.corpus, subset.split,
+                                    batch_documents=batch_documents)
+    result = evaluation.to_dict()
     seconds = float(result["seconds"])
     out: dict[str, Any] = {
         "system": system.key, "bundle": str(system.bundle), "mode": system.mode, "corpus": subset.corpus,
@@ -236,19 +136,29 @@ def run_llmner(system: LlmnerSystem, subset: EvalSubset, pipes: PipelineCache, b
         "seconds": seconds, "documents_per_second": len(gold) / seconds if seconds > 0 else 0.0,
         "sentences_per_second": subset.sentences / seconds if seconds > 0 else 0.0,
         "model_ids": result["model_ids"], "without_selector": result["without_selector"],
-        "per_document": {"without_selector": per_document_counts(gold, predicted(False))},
+        "per_document": {"without_selector": per_document_counts(gold, evaluation.alone)},
     }
-    if "with_selector" in result:
+    if evaluation.selected is not None:
         out["with_selector"] = result["with_selector"]
         out["threshold"] = result["threshold"]
-        out["per_document"]["with_selector"] = per_document_counts(gold, predicted(True))
+        out["per_document"]["with_selector"] = per_document_counts(gold, evaluation.selected)
     return out
 
 
-def run_peer(model_dir: Path, subset: EvalSubset) -> dict[str, Any]:
-    from peer_baseline import evaluate_peer
-
-    result = evaluate_peer(model_dir, subset)
+def run_peer(model_dir: Path, subset: EvalSubset, sentences: int, min_gold: int, threads: int | None) -> dict[str, Any]:
+    """A saved peer model scored on ``subset`` (drawn with ``sentences`` and ``min_gold``) by
+    ``peer_baseline.py --evaluate-only``, which draws the same subset."""
+    corpus = model_dir.name
+    command = [sys.executable, str(PEER_SCRIPT), "--evaluate-only", "--corpus", corpus, "--output", str(model_dir.parent),
+               "--eval-sentences", str(sentences), "--eval-min-gold", str(min_gold)]
+    proc = subprocess.run(command + (["--threads", str(threads)] if threads else []), capture_output=True, text=True,
+                          check=False)
+    print(proc.stdout, end="", file=sys.stderr)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{proc.stderr}")
+    result = json.loads((model_dir / "peer_result.json").read_text())
+    if (result["split"], result["documents"], result["gold_mentions"]) != (subset.split, len(subset.documents), subset.gold_mentions):
+        raise RuntimeError(f"{corpus}: the peer baseline scored other documents than {subset.describe()}")
     result["per_document"] = {"peer": result["per_document"]}
     return result
 
@@ -567,7 +477,7 @@ Generated by `benchmarks/quality.py` on {settings['generated']} ({settings['mach
 - Bundle (b), trained without NCBI-Disease (zero-shot row): `{settings.get('zero_shot_bundle') or '— (not given)'}`.
 - Peer baseline models: `{settings.get('peer_dir') or '— (not given)'}`{(' — ' + peer_card) if peer_card else ''}.
 - Evaluation subset: the first documents of each split holding at least {settings['sentences']} sentences
-  and {settings['min_gold']} gold mentions (`benchmarks/_eval_subset.py`; the same documents for every system); 95% CI = percentile bootstrap over
+  and {settings['min_gold']} gold mentions (`llmner.evaluation.subsets`; the same documents for every system); 95% CI = percentile bootstrap over
   documents ({settings['bootstrap']} resamples).
 
 {table}
@@ -617,7 +527,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bundle", type=Path, default=None, help="protocol (a) bundle (default: the shipped default bundle)")
     parser.add_argument("--zero-shot-bundle", type=Path, default=None, help="protocol (b) bundle (trained without NCBI-Disease)")
     parser.add_argument("--peer-dir", type=Path, default=None, help="peer models (peer_baseline.py --output DIR)")
-    parser.add_argument("--corpus", action="append", choices=CORPUS_ORDER, help="repeatable; default: all 8")
+    parser.add_argument("--corpus", action="append", choices=CORPUS_NAMES, help="repeatable; default: all 8")
     parser.add_argument("--sentences", type=int, default=200, help="sentences per corpus subset (0 = the whole split)")
     parser.add_argument("--min-gold", type=int, default=0,
                         help="extend each subset until it holds this many gold mentions (LINNAEUS is sparse)")
@@ -650,7 +560,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     mode = args.mode or manifest.decoding_mode
     main_system = LlmnerSystem("a", bundle, mode)
     free_corpora = [c for c in (args.free_corpus or ["ncbi_disease"]) if c != "none"]
-    corpora = [c for c in CORPUS_ORDER if c in (args.corpus or CORPUS_ORDER)]
+    corpora = [c for c in CORPUS_NAMES if c in (args.corpus or CORPUS_NAMES)]
     extra: list[tuple[LlmnerSystem, str, str]] = []
     if mode != "free":
         extra += [(LlmnerSystem("a", bundle, "free"), c, f"{CORPUS_LABELS[c]} {REPORT_SPLITS[c]}, free decoding")
@@ -673,11 +583,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for system, corpus in jobs:
         subset = subsets[corpus]
         path = row_cache_path(args.work_dir, f"{system.key}-{args.selector_backend}", subset, fingerprints[str(system.bundle)])
-        result = cached(path)
+        result = cached_row(path)
         if result is None:
             print(f"running {system.key} on {subset.describe()}", file=sys.stderr)
             result = run_llmner(system, subset, pipes, args.batch_documents)
-            store(path, result)
+            store_row(path, result)
         else:
             print(f"cached: {path.name}", file=sys.stderr)
         llmner_results[(system.key, corpus)] = result
@@ -690,11 +600,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         subset = subsets[corpus]
         path = row_cache_path(args.work_dir, "peer", subset, peer_fingerprint(model_dir))
-        result = cached(path)
+        result = cached_row(path)
         if result is None:
             print(f"running peer on {subset.describe()}", file=sys.stderr)
-            result = run_peer(model_dir, subset)
-            store(path, result)
+            result = run_peer(model_dir, subset, args.sentences, args.min_gold, args.threads)
+            store_row(path, result)
         peers[corpus] = result
 
     rows = build_rows(llmner_results, peers, subsets, main_system, extra, args.bootstrap)

@@ -170,14 +170,14 @@ def breakdown(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     from llmner.codecs.inline import TYPE_NAME
     from llmner.training.examples import IGNORE_INDEX, collate, render_examples
-    from llmner.training.generator import _body_and_head, _shared_prefix_length, _tail, length_segments
+    from llmner.training.generator import body_and_head, length_segments, prompt_tail, shared_prefix_length
     from llmner.training.schema_variation import SchemaVariation
 
     setup = _setup(args)
     generator, pools, tokenizer, codec = setup["generator"], setup["pools"], setup["tokenizer"], setup["codec"]
     model = generator.model
     model.train()
-    body, head = _body_and_head(model)
+    body, head = body_and_head(model)
     variation, rng = SchemaVariation(), random.Random(0)
     names = list(pools)
     kinds = {"shared prefix": 0, "prompt tail": 0, "answer: copied text": 0, "answer: tag tokens": 0, "padding": 0}
@@ -190,14 +190,14 @@ def breakdown(args: argparse.Namespace) -> None:
         batch_texts = rng.sample(pools[name], min(args.batch_size, len(pools[name])))
         variant = variation.draw(setup["schemas"][name], f"breakdown/{b}")
         examples = render_examples(batch_texts, variant, codec, tokenizer, generator.prompt_builder)
-        prefix = _shared_prefix_length(examples)
-        tails = [_tail(e, prefix) for e in examples]
+        prefix = shared_prefix_length(examples)
+        tails = [prompt_tail(e, prefix) for e in examples]
         batch = collate(tails, tokenizer.pad_token_id)
         width = batch.input_ids.size(1)
         kinds["shared prefix"] += prefix
         kinds["padding"] += len(tails) * width - sum(len(t) for t in tails)
         for segment in length_segments(examples):
-            seg_prefix = _shared_prefix_length(segment) if len(segment) > 1 else 0
+            seg_prefix = shared_prefix_length(segment) if len(segment) > 1 else 0
             segmented_padding += len(segment) * (max(map(len, segment)) - seg_prefix) - sum(len(e) - seg_prefix for e in segment)
         for e in examples:
             target_ids = e.input_ids[e.prompt_length:]

@@ -221,7 +221,7 @@ class Pipeline:
 
         def tagged(batch: list[Document]) -> list[Document]:
             with library_noise_hidden(self.verbose):
-                return documents_from_records(batch, self.process(batch))
+                return [r.to_document(d.text) for d, r in zip(batch, self.process(batch))]
 
         batch: list[Document] = []
         for index, item in enumerate(items):
@@ -381,13 +381,6 @@ def as_document(item: str | Mapping[str, Any] | Document, index: int = 0) -> Doc
             data["language"] = guess_language(data["text"]) or "en"
         return Document.from_dict(data).without_annotations()
     raise ConfigError(f"cannot tag a {type(item).__name__}: pass a string, a dict with 'text', or a Document")
-
-
-def documents_from_records(docs: Sequence[Document], records: Sequence[ResultRecord]) -> list[Document]:
-    """Predicted documents from result records: each input document's id, text and language, its
-    metadata without gold annotations, the predicted entities, and the model ids, timings and chunk
-    count in ``metadata``."""
-    return [r.to_document(d.text) for d, r in zip(docs, records)]
 
 
 def describe(pipe: Pipeline) -> dict[str, Any]:

@@ -376,28 +376,33 @@ class SurfaceSelector(SelectorRuntime):
         return np.array([0.9 if c.text[c.start:c.end] in self.surfaces else 0.1 for c in candidates], dtype=np.float32)
 
 
-def test_evaluate_corpus_scores_with_and_without_selector(tmp_path):
+def test_corpus_evaluation_scores_with_and_without_selector():
     from rich.console import Console
 
-    from llmner.data_processing.corpora import data_dir, load_corpus
-    from llmner.evaluation.corpus_eval import evaluate_corpus
+    from llmner.cli.evaluate import print_corpus_evaluation
+    from llmner.data_processing.corpora import corpus_schema, data_dir, load_corpus
+    from llmner.evaluation.corpus_eval import evaluate_documents, labeled_documents
 
     if not (data_dir() / "ncbi_disease").is_dir():
         pytest.skip("NCBI-Disease not available")
     gold = load_corpus("ncbi_disease", "dev")[:3]
     surfaces = {e.text for d in gold for e in d.entities}
-    console = Console(record=True, width=140)
     pipe = Pipeline(SurfaceGenerator(surfaces), SurfaceSelector(surfaces))
-    result = evaluate_corpus("ncbi_disease", "dev", pipeline=pipe, limit=3, console=console, progress=False,
-                             json_out=tmp_path / "r.json")
+    done = []
+    evaluation = evaluate_documents(pipe, labeled_documents("ncbi_disease", "dev", limit=3), corpus_schema("ncbi_disease"),
+                                    "ncbi_disease", "dev", batch_documents=2, on_batch=done.append)
+    assert done == [2, 3] and [d.id for d in evaluation.alone] == [d.id for d in gold]
+    result = evaluation.to_dict()
     assert result["documents"] == 3
     alone, with_sel = result["without_selector"], result["with_selector"]
     effect = result["selector_effect"]
     assert alone["predicted_entities"] > with_sel["predicted_entities"] > 0
+    assert sum(len(d.entities) for d in evaluation.selected) == with_sel["predicted_entities"]
     assert effect["dropped_candidates"] == alone["predicted_entities"] - with_sel["predicted_entities"]
     # The selector removed only boundary errors: precision up, recall unchanged.
     assert effect["precision"] > 0 and effect["recall"] == 0 and effect["dropped_true_positives"] == 0
     assert with_sel["strict"]["micro"]["recall"] > 0.5
+    console = Console(record=True, width=140)
+    print_corpus_evaluation(evaluation, console)
     text = console.export_text()
     assert "generator alone" in text and "selector effect" in text and "Disease" in text
-    assert json.loads((tmp_path / "r.json").read_text())["corpus"] == "ncbi_disease"

@@ -1,4 +1,5 @@
-"""The quality report machinery (benchmarks/quality.py, benchmarks/peer_baseline.py) on tiny random models.
+"""The quality report machinery (benchmarks/quality.py, benchmarks/peer_baseline.py, benchmarks/mixture.py and
+the evaluation subsets and intervals they share) on tiny random models.
 
 The peer baseline trains a tiny random BERT token classifier for a few steps; the report runs end to
 end on two corpora (a few sentences each) with the tiny bundle, then again from its row cache.
@@ -18,10 +19,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import mixture
 import peer_baseline
 import quality
-from _eval_subset import count_sentences, evaluation_subset
 
 from llmner.data_processing.corpora import load_corpus
 from llmner.doc import Entity
+from llmner.evaluation.bootstrap import paired_bootstrap_difference
+from llmner.evaluation.subsets import count_sentences, evaluation_subset
 
 
 def tiny_tagger(labels: list[str], seed: int = 0):
@@ -169,15 +171,15 @@ def test_paired_difference_interval_and_the_summary_that_reads_it() -> None:
     # Ten documents; "good" finds every gold mention, "poor" half of them with as many false positives.
     good = [{"all": [2, 0, 0]} for _ in range(10)]
     poor = [{"all": [1, 1, 1]} for _ in range(10)]
-    lo, hi = quality.paired_bootstrap_difference(good, poor, "all", samples=200)
+    lo, hi = paired_bootstrap_difference(good, poor, "all", samples=200)
     assert lo == hi == pytest.approx(0.5)                        # every resample: 1.0 - 0.5
-    assert quality.paired_bootstrap_difference(good, good, "all", samples=200) == (0.0, 0.0)
-    assert quality.paired_bootstrap_difference(good, poor[:9], "all") is None          # not the same documents
-    assert quality.paired_bootstrap_difference(good[:1], poor[:1], "all") is None      # nothing to resample
+    assert paired_bootstrap_difference(good, good, "all", samples=200) == (0.0, 0.0)
+    assert paired_bootstrap_difference(good, poor[:9], "all") is None          # not the same documents
+    assert paired_bootstrap_difference(good[:1], poor[:1], "all") is None      # nothing to resample
     # Mixed: the two systems trade documents, so the interval holds 0.
     mixed_a = [{"all": [2, 0, 0]} if i % 2 else {"all": [0, 2, 2]} for i in range(10)]
     mixed_b = [{"all": [0, 2, 2]} if i % 2 else {"all": [2, 0, 0]} for i in range(10)]
-    lo, hi = quality.paired_bootstrap_difference(mixed_a, mixed_b, "all", samples=500)
+    lo, hi = paired_bootstrap_difference(mixed_a, mixed_b, "all", samples=500)
     assert lo < 0 < hi
 
     def row(corpus: str, ours: float, peer: float, ci: tuple[float, float] | None) -> dict:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llmner.doc import Document, Entity
+from llmner.doc import Document, Entity, ResultRecord
 from llmner.evaluation.predict import predict_documents
 from llmner.evaluation.schema_check import (
     NONE,
@@ -51,19 +51,16 @@ def test_type_confusion_diagonal_missed_and_spurious() -> None:
 def test_predict_documents_tags_under_the_given_schema_and_drops_gold() -> None:
     seen: list[str] = []
 
-    class Record:
-        def __init__(self) -> None:
-            self.entities = [Entity(0, 4, "Gene")]
-
     class RecordingPipeline:
         def add_schema(self, schema):
             seen.append(schema.name)
 
         def process(self, docs, select=True):
             assert not select and all(d.metadata["schema"] == "biomedical_en" and not d.entities for d in docs)
-            return [Record() for _ in docs]
+            return [ResultRecord(d.id, [Entity(0, 4, "Gene")], {"generator": "g"}, language=d.language) for d in docs]
 
     done: list[int] = []
     out = predict_documents(RecordingPipeline(), _gold(), get_schema("biomedical_en"), batch_documents=1, on_batch=done.append)
     assert seen == ["biomedical_en"] and done == [1]
     assert out[0].id == "d1" and out[0].text == TEXT and [e.type for e in out[0].entities] == ["Gene"]
+    assert out[0].metadata["model_ids"] == {"generator": "g"}

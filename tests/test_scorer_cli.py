@@ -75,12 +75,20 @@ def test_eval_unknown_extension(tmp_path):
     assert "plain text, not one of the document formats" in str(result.exception)
 
 
-def test_eval_corpus_delegates_to_corpus_eval(monkeypatch, tmp_path):
-    from llmner.evaluation import corpus_eval
+def test_eval_corpus_runs_the_bundle_and_writes_the_evaluation(monkeypatch, tmp_path):
+    from test_pipeline import LexiconGenerator
 
-    calls = []
-    monkeypatch.setattr(corpus_eval, "evaluate_corpus", lambda **kwargs: calls.append(kwargs) or {})
+    from llmner.data_processing.corpora import data_dir
+    from llmner.pipeline import Pipeline
+
+    if not (data_dir() / "ncbi_disease").is_dir():
+        pytest.skip("NCBI-Disease not available")
+    loaded = []
+    monkeypatch.setattr(Pipeline, "from_bundle", lambda model: loaded.append(model) or Pipeline(LexiconGenerator(), None))
     result = CliRunner().invoke(app, ["eval", "--corpus", "ncbi_disease", "--split", "dev", "--model", str(tmp_path),
                                       "--limit", "3", "--json", str(tmp_path / "r.json")])
     assert result.exit_code == 0, result.output
-    assert calls == [{"corpus": "ncbi_disease", "split": "dev", "model": tmp_path, "limit": 3, "json_out": tmp_path / "r.json"}]
+    assert loaded == [tmp_path]
+    assert "generator alone" in result.output and "no selector in this model" in result.output
+    written = json.loads((tmp_path / "r.json").read_text())
+    assert written["corpus"] == "ncbi_disease" and written["documents"] == 3 and "with_selector" not in written

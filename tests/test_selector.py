@@ -13,6 +13,7 @@ from tiny_selector import build_tiny_bert
 
 from llmner.doc import Candidate, Document, Entity
 from llmner.errors import ConfigError, ValidationError
+from llmner.evaluation.thresholds import best_threshold
 from llmner.modeling.selector import SelectorConfig, SelectorModel, mark_candidate
 from llmner.schema import EntitySchema, EntityType
 from llmner.training.negatives import (
@@ -25,7 +26,6 @@ from llmner.training.negatives import (
 )
 from llmner.training.selector import (
     SelectorTrainingConfig,
-    best_threshold,
     loss_for,
     train_selector,
 )

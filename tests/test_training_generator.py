@@ -252,9 +252,9 @@ def test_shared_prompt_prefix_gives_the_same_loss_and_gradients() -> None:
             torch.nn.init.normal_(p, std=0.05)
     examples = _examples_for(generator, disease_docs(5))["ncbi_disease"]
     assert len({len(e) for e in examples}) > 1, "rows of different lengths exercise the padding"
-    from llmner.training.generator import _shared_prefix_length
+    from llmner.training.generator import shared_prefix_length
 
-    assert _shared_prefix_length(examples) >= min(e.prompt_length for e in examples) // 2
+    assert shared_prefix_length(examples) >= min(e.prompt_length for e in examples) // 2
 
     def loss_and_grads(share: bool, supervised_only: bool = False):
         model.zero_grad()

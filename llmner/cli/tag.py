@@ -96,9 +96,9 @@ def warn_on_language_mismatch(docs: list[Document], forced: bool) -> None:
 def write_output(docs: list[Document], records: list[ResultRecord], path: Path, fmt: str) -> None:
     """The predicted documents (input text, predicted entities, model ids) in format ``fmt``."""
     from llmner.data_processing.corpora import write_documents
-    from llmner.pipeline import documents_from_records
+    from llmner.evaluation.predict import predicted_documents
 
-    write_documents(documents_from_records(docs, records), path, fmt)
+    write_documents(predicted_documents(docs, records), path, fmt)
 
 
 def tag(

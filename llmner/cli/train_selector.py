@@ -4,52 +4,37 @@ own false positives as negatives), choose the threshold on dev, write the select
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from llmner.cli.output import say
-from llmner.errors import ConfigError
+
+if TYPE_CHECKING:
+    from llmner.doc import Document, Entity
 
 
-def generator_predictions_fn(generator: Path, schemas: list[Any], limit: int | None, batch_documents: int = 8):
-    """``docs -> {doc_id: [Entity]}`` from a model bundle or a generator directory (selector off).
-    Each document is tagged with the schema named by its ``metadata["schema"]``; ``limit`` applies
-    per schema (the first N documents of each corpus)."""
-    from llmner.pipeline import Pipeline, PipelineConfig
+def generator_predictions_fn(generator: Path, schemas: list[Any], limit: int | None,
+                             batch_documents: int = 8) -> Callable[[Sequence[Document]], dict[str, list[Entity]]]:
+    """``docs -> {doc_id: [Entity]}`` from a model bundle or a generator directory (selector off),
+    with a progress bar; ``limit`` applies per schema (the first N documents of each corpus)."""
+    from rich.progress import Progress
 
-    if (generator / "bundle.json").is_file():
-        pipe = Pipeline.from_bundle(generator, PipelineConfig(selector_backend="none"))
-    elif (generator / "generator_config.json").is_file():
-        from llmner.runtime.torch_generator import TorchGeneratorRuntime
+    from llmner.training.selector import (
+        first_per_schema,
+        generator_candidates,
+        generator_pipeline,
+    )
 
-        pipe = Pipeline(TorchGeneratorRuntime.from_pretrained(generator), None)
-    else:
-        raise ConfigError(f"--generator {generator}: neither a model bundle (bundle.json) nor a generator directory")
-    for schema in schemas:
-        pipe.add_schema(schema)
+    pipe = generator_pipeline(generator, schemas)
 
-    def predict(docs):
-        from rich.progress import Progress
-
-        taken: dict[str, int] = {}
-        chosen = []
-        for d in docs:
-            name = d.metadata["schema"]
-            if limit is None or taken.get(name, 0) < limit:
-                taken[name] = taken.get(name, 0) + 1
-                chosen.append(d)
-        tagged = [dataclasses.replace(d, entities=[]) for d in chosen]
-        out = {}
+    def predict(docs: Sequence[Document]) -> dict[str, list[Entity]]:
+        chosen = first_per_schema(docs, limit)
         with Progress() as bar:
-            task = bar.add_task("generator candidates", total=len(tagged))
-            for i in range(0, len(tagged), batch_documents):
-                batch = tagged[i : i + batch_documents]
-                for d, r in zip(batch, pipe.process(batch, select=False)):
-                    out[d.id] = r.entities
-                bar.update(task, advance=len(batch))
-        return out
+            task = bar.add_task("generator candidates", total=len(chosen))
+            return generator_candidates(pipe, chosen, batch_documents, on_batch=lambda done: bar.update(task, completed=done))
 
     return predict
 

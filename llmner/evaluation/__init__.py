@@ -1,4 +1,6 @@
-"""Evaluation: entity-level scoring (``scorer``) and whole-corpus evaluation of a model bundle."""
+"""Evaluation: the prediction runner (``predict``), entity-level scoring (``scorer``), corpus evaluation
+(``corpus_eval``), threshold choice and calibration (``thresholds``, ``calibration``), report subsets
+(``subsets``), bootstrap intervals (``bootstrap``) and the benchmark reports' row cache (``reports``)."""
 
 from llmner.evaluation.scorer import Counts, Report, score
 

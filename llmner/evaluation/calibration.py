@@ -24,10 +24,15 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmner.errors import ValidationError
+from llmner.evaluation.predict import predict
 from llmner.evaluation.subsets import leading_documents
+from llmner.evaluation.thresholds import best_threshold
+
+if TYPE_CHECKING:
+    from llmner.pipeline import Pipeline
 
 
 @dataclass(slots=True)
@@ -105,8 +110,6 @@ class _CandidatePool:
         return strict_f1(int(keep.sum()) + self.unscored, int(self.hits[keep].sum()) + self.unscored_correct, self.gold)
 
     def best_threshold(self) -> float:
-        from llmner.training.selector import best_threshold
-
         chosen, _ = best_threshold(self.scores, self.hits, total_gold=self.gold,
                                    always_kept=self.unscored, always_correct=self.unscored_correct)
         return min(max(chosen, 0.0), 1.0)
@@ -136,19 +139,15 @@ def out_of_bag_evidence(docs: Sequence[_DocumentCandidates], global_threshold: f
     return float((g > 0).mean()), float(g.mean())
 
 
-def calibrate_schema(pipe: Any, corpus: str, config: CalibrationConfig) -> SchemaCalibration:
+def calibrate_schema(pipe: Pipeline, corpus: str, config: CalibrationConfig) -> SchemaCalibration:
     """Run ``pipe`` on the last dev documents of ``corpus`` and choose its schema's threshold."""
     from llmner.data_processing.corpora import corpus_schema, is_labeled, load_corpus
 
     if not is_labeled(corpus, config.split):
         raise ValidationError(f"calibration: {corpus}/{config.split} has no gold labels")
     schema = corpus_schema(corpus)
-    pipe.add_schema(schema)
     gold_docs, _ = leading_documents(load_corpus(corpus, config.split), config.sentences, config.min_gold, from_end=True)
-    docs = [dataclasses.replace(d, metadata={**d.metadata, "schema": schema.name}, entities=[]) for d in gold_docs]
-    records = []
-    for i in range(0, len(docs), config.batch_documents):
-        records.extend(pipe.process(docs[i : i + config.batch_documents], select=False))
+    records = predict(pipe, gold_docs, schema, config.batch_documents)
     per_doc = []
     for doc, record in zip(gold_docs, records):
         gold = {(e.start, e.end, e.type) for e in doc.entities}
@@ -173,14 +172,14 @@ def calibrate_schema(pipe: Any, corpus: str, config: CalibrationConfig) -> Schem
     chosen = best if moves else None
     global_f1 = pool.f1_at(global_threshold)
     return SchemaCalibration(
-        schema=schema.name, corpus=corpus, documents=len(docs), gold=pool.gold, candidates=len(pool.scores),
+        schema=schema.name, corpus=corpus, documents=len(gold_docs), gold=pool.gold, candidates=len(pool.scores),
         global_threshold=global_threshold, global_f1=global_f1,
         best_threshold=best, best_f1=pool.f1_at(best) if best is not None else global_f1,
         evidence=evidence, oob_gain=oob_gain, threshold=chosen,
         f1=pool.f1_at(chosen) if chosen is not None else global_f1, keep_all_f1=pool.f1_at(0.0))
 
 
-def calibrate(pipe: Any, config: CalibrationConfig,
+def calibrate(pipe: Pipeline, config: CalibrationConfig,
               log: Callable[[str], None] = print) -> list[SchemaCalibration]:
     """One calibration per corpus (its schema); the pipeline must have a selector."""
     if pipe.selector is None:

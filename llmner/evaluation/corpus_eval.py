@@ -1,95 +1,51 @@
-"""Evaluate a model bundle on a built-in corpus split, with and without its selector.
+"""Evaluate a pipeline on labelled documents, with and without its selector.
 
-One generator pass: every candidate is kept with its selector score, then scored twice with the
-strict scorer (``llmner.evaluation.scorer``): all candidates (generator alone) and the candidates at
-or above the threshold (generator + selector). The difference is the selector's effect on
-precision and recall. Used by ``llmner eval --corpus NAME --split SPLIT [--model BUNDLE] [--limit N]``.
+One generator pass (``llmner.evaluation.predict``): every candidate is kept with its selector
+score, then scored twice with the strict scorer (``llmner.evaluation.scorer``): all candidates
+(generator alone) and the candidates the selector keeps (generator + selector). The difference is
+the selector's effect on precision and recall. ``llmner eval --corpus NAME --split SPLIT`` prints
+and writes the ``CorpusEvaluation`` this returns; the benchmarks keep its predicted documents.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from pathlib import Path
-from typing import Any
-
-from rich.console import Console
-from rich.table import Table
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from llmner.doc import Document
 from llmner.errors import ValidationError
+from llmner.evaluation.predict import predict, predicted_documents
+from llmner.evaluation.scorer import Report, score
+from llmner.schema import EntitySchema
 
-
-def evaluate_corpus(corpus: str, split: str = "test", model: str | Path | None = None, limit: int | None = None,
-                    batch_documents: int = 8, pipeline: Any = None, console: Console | None = None,
-                    json_out: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
-    """Run the pipeline on ``corpus``/``split`` and print strict P/R/F1 per type with and without the
-    selector; returns the numbers as a dict (also written to ``json_out`` when given)."""
-    from llmner.data_processing.corpora import corpus_schema, is_labeled, load_corpus
-    from llmner.evaluation.scorer import score
+if TYPE_CHECKING:
     from llmner.pipeline import Pipeline
 
-    if console is None:
-        console = Console()
-        if not console.is_terminal:   # piped to a file: don't squeeze the tables into 80 columns
-            console = Console(width=120)
-    if not is_labeled(corpus, split):
-        raise ValidationError(f"corpus {corpus!r} split {split!r} has no gold labels to evaluate against")
-    gold = load_corpus(corpus, split)
-    if limit is not None:
-        if limit < 1:
-            raise ValidationError(f"--limit must be >= 1, got {limit}")
-        gold = gold[:limit]
-    schema = corpus_schema(corpus)
-    pipe = pipeline if pipeline is not None else Pipeline.from_bundle(model)
-    pipe.add_schema(schema)
-    docs = [dataclasses.replace(d, metadata={**d.metadata, "schema": schema.name}, entities=[]) for d in gold]
 
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
+@dataclass(slots=True)
+class CorpusEvaluation:
+    """Gold documents, what the pipeline predicted on them, and the scores of both views."""
 
-    started = time.perf_counter()
-    records = []
-    with Progress(TextColumn(f"eval {corpus}/{split}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, disable=not progress, transient=True) as bar:
-        task = bar.add_task("docs", total=len(docs))
-        for i in range(0, len(docs), batch_documents):
-            batch = docs[i : i + batch_documents]
-            records.extend(pipe.process(batch, select=False))
-            bar.update(task, advance=len(batch))
-    seconds = time.perf_counter() - started
+    corpus: str
+    split: str
+    gold: list[Document]
+    alone: list[Document]              # predicted documents, every candidate (the generator alone)
+    selected: list[Document] | None    # ... the candidates the selector keeps (None: no selector)
+    without_selector: Report
+    with_selector: Report | None
+    threshold: float | None            # the selector threshold of the corpus's schema (None: no selector)
+    model_ids: dict[str, str]
+    seconds: float                     # prediction time
 
-    def predicted(with_selector: bool) -> list[Document]:
-        out = []
-        for d, r in zip(gold, records):
-            ents = r.entities
-            if with_selector:
-                ents = [e for e in ents if pipe.keeps(e, schema)]
-            out.append(Document(d.id, d.text, d.language, {}, list(ents)))
-        return out
-
-    without = score(gold, predicted(False))
-    result: dict[str, Any] = {
-        "corpus": corpus, "split": split, "documents": len(gold), "model_ids": pipe.model_ids,
-        "seconds": round(seconds, 1), "without_selector": without.to_dict(),
-    }
-    console.print(f"[bold]{corpus}/{split}[/]: {len(gold)} documents, {sum(len(d.entities) for d in gold)} gold mentions, "
-                  f"{seconds:.1f} s; models: {', '.join(f'{k}={v}' for k, v in pipe.model_ids.items())}")
-    console.print(without.to_table(title="generator alone (all candidates)"))
-    if pipe.selector is None:
-        console.print("no selector in this model: scores above are the generator alone")
-    else:
-        with_sel = score(gold, predicted(True))
-        result["with_selector"] = with_sel.to_dict()
-        result["threshold"] = pipe.threshold_for(schema)
-        console.print(with_sel.to_table(title=f"generator + selector (threshold {pipe.threshold_for(schema):.3f})"))
-        console.print(effect_table(without, with_sel))
-        result["selector_effect"] = {
+    @property
+    def selector_effect(self) -> dict[str, float] | None:
+        """Strict micro P/R/F1 change from the generator alone to generator + selector, and what it dropped."""
+        without, with_sel = self.without_selector, self.with_selector
+        if with_sel is None:
+            return None
+        return {
             "precision": with_sel.strict.precision - without.strict.precision,
             "recall": with_sel.strict.recall - without.strict.recall,
             "f1": with_sel.strict.f1 - without.strict.f1,
@@ -97,30 +53,47 @@ def evaluate_corpus(corpus: str, split: str = "test", model: str | Path | None =
             "dropped_true_positives": without.strict.tp - with_sel.strict.tp,
             "dropped_false_positives": without.strict.fp - with_sel.strict.fp,
         }
-    if json_out is not None:
-        import orjson
 
-        Path(json_out).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
-    return result
+    def to_dict(self) -> dict[str, Any]:
+        """The numbers, as ``llmner eval --corpus ... --json`` writes them."""
+        out: dict[str, Any] = {
+            "corpus": self.corpus, "split": self.split, "documents": len(self.gold), "model_ids": self.model_ids,
+            "seconds": round(self.seconds, 1), "without_selector": self.without_selector.to_dict(),
+        }
+        if self.with_selector is not None:
+            out["with_selector"] = self.with_selector.to_dict()
+            out["threshold"] = self.threshold
+            out["selector_effect"] = self.selector_effect
+        return out
 
 
-def effect_table(without: Any, with_sel: Any) -> Table:
-    """Strict micro and per-type P/R/F1: generator alone -> with the selector (change)."""
-    from llmner.evaluation.scorer import Counts
+def labeled_documents(corpus: str, split: str, limit: int | None = None) -> list[Document]:
+    """The gold documents of ``corpus``/``split`` (the first ``limit`` ones); an error names a split
+    without labels or a limit below 1 before any model is loaded."""
+    from llmner.data_processing.corpora import is_labeled, load_corpus
 
-    table = Table(title="selector effect (strict): alone -> +selector (change)")
-    table.add_column("scope", no_wrap=True)
-    for name in ("precision", "recall", "F1"):
-        table.add_column(name, justify="right", no_wrap=True)
+    if not is_labeled(corpus, split):
+        raise ValidationError(f"corpus {corpus!r} split {split!r} has no gold labels to evaluate against")
+    gold = load_corpus(corpus, split)
+    if limit is not None:
+        if limit < 1:
+            raise ValidationError(f"--limit must be >= 1, got {limit}")
+        gold = gold[:limit]
+    return gold
 
-    def row(label: str, a: Any, b: Any) -> None:
-        cells = []
-        for metric in ("precision", "recall", "f1"):
-            x, y = getattr(a, metric), getattr(b, metric)
-            cells.append(f"{x:.3f}->{y:.3f} ({y - x:+.3f})")
-        table.add_row(label, *cells)
 
-    row("micro", without.strict, with_sel.strict)
-    for etype in sorted(set(without.per_type) | set(with_sel.per_type)):
-        row(etype, without.per_type.get(etype, Counts()), with_sel.per_type.get(etype, Counts()))
-    return table
+def evaluate_documents(pipe: Pipeline, gold: Sequence[Document], schema: EntitySchema, corpus: str, split: str,
+                       batch_documents: int = 8, on_batch: Callable[[int], None] | None = None) -> CorpusEvaluation:
+    """Predict ``gold`` under ``schema`` (every candidate kept) and score it without and with the selector."""
+    started = time.perf_counter()
+    records = predict(pipe, gold, schema, batch_documents, on_batch=on_batch)
+    seconds = time.perf_counter() - started
+    alone = predicted_documents(gold, records)
+    selected = threshold = with_selector = None
+    if pipe.selector is not None:
+        selected = predicted_documents(gold, records, keep=lambda e: pipe.keeps(e, schema))
+        with_selector = score(gold, selected)
+        threshold = pipe.threshold_for(schema)
+    return CorpusEvaluation(corpus=corpus, split=split, gold=list(gold), alone=alone, selected=selected,
+                            without_selector=score(gold, alone), with_selector=with_selector, threshold=threshold,
+                            model_ids=pipe.model_ids, seconds=seconds)

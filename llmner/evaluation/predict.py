@@ -1,8 +1,11 @@
-"""Run a pipeline over documents in batches and return the predicted documents.
+"""Run a pipeline over documents in batches: the one prediction runner of the library.
 
-Evaluation needs the pipeline's raw output (every candidate with its selector score) on gold
-documents, under a schema chosen by the evaluator; scoring and reporting are separate steps
-(``llmner.evaluation.scorer``).
+Corpus evaluation, calibration, selector training and the benchmarks all tag gold documents the
+same way: gold entities dropped, a schema chosen by the caller, every candidate kept with its
+selector score (``select=False``) so that one generator pass serves scoring with and without the
+selector. ``predict`` returns the pipeline's result records; ``predicted_documents`` turns them
+back into documents (the one conversion, ``ResultRecord.to_document``); scoring and reporting are
+separate steps (``llmner.evaluation.scorer``, ``llmner.evaluation.corpus_eval``).
 """
 
 from __future__ import annotations
@@ -10,33 +13,55 @@ from __future__ import annotations
 import dataclasses
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
-from llmner.doc import Document
+from llmner.doc import Document, Entity, ResultRecord
 from llmner.schema import EntitySchema
 
+if TYPE_CHECKING:
+    from llmner.pipeline import Pipeline
 
-def predict_documents(pipe: Any, docs: Sequence[Document], schema: EntitySchema | None = None,
-                      batch_documents: int = 8, select: bool = False,
-                      on_batch: Callable[[int], None] | None = None) -> list[Document]:
-    """``docs`` as the pipeline tags them: same ids and texts, predicted entities (gold dropped).
+
+def predict(pipe: Pipeline, docs: Sequence[Document], schema: EntitySchema | None = None,
+            batch_documents: int = 8, select: bool = False,
+            on_batch: Callable[[int], None] | None = None) -> list[ResultRecord]:
+    """The pipeline's result record of each of ``docs``, in order (gold entities are not shown to it).
 
     ``schema``: tag every document under it (registered with the pipeline); None keeps each
     document's own ``metadata['schema']`` or the language default. ``select=False`` keeps every
-    candidate with its score, so that one run serves scoring with and without the selector.
+    candidate with its score. ``batch_documents`` documents go to each ``process`` call;
     ``on_batch(n)`` is called after each batch with the number of documents done (progress)."""
     if schema is not None:
         pipe.add_schema(schema)
     inputs = [dataclasses.replace(d, metadata={**d.metadata, **({"schema": schema.name} if schema else {})}, entities=[])
               for d in docs]
-    out: list[Document] = []
+    records: list[ResultRecord] = []
     for i in range(0, len(inputs), batch_documents):
-        batch = inputs[i : i + batch_documents]
-        for doc, record in zip(batch, pipe.process(batch, select=select)):
-            out.append(Document(doc.id, doc.text, doc.language, {}, list(record.entities)))
+        records.extend(pipe.process(inputs[i : i + batch_documents], select=select))
         if on_batch is not None:
-            on_batch(len(out))
+            on_batch(len(records))
+    return records
+
+
+def predicted_documents(docs: Sequence[Document], records: Sequence[ResultRecord],
+                        keep: Callable[[Entity], bool] | None = None) -> list[Document]:
+    """Each of ``docs`` as predicted (``ResultRecord.to_document``: its text, the record's entities,
+    the model ids in metadata); ``keep`` filters the entities (e.g. ``Pipeline.keeps`` for the
+    selector's cut of a ``select=False`` run)."""
+    out = []
+    for doc, record in zip(docs, records, strict=True):
+        predicted = record.to_document(doc.text)
+        if keep is not None:
+            predicted.entities = [e for e in predicted.entities if keep(e)]
+        out.append(predicted)
     return out
+
+
+def predict_documents(pipe: Pipeline, docs: Sequence[Document], schema: EntitySchema | None = None,
+                      batch_documents: int = 8, select: bool = False,
+                      on_batch: Callable[[int], None] | None = None) -> list[Document]:
+    """``docs`` as the pipeline tags them: ``predict`` then ``predicted_documents``."""
+    return predicted_documents(docs, predict(pipe, docs, schema, batch_documents, select, on_batch))
 
 
 def stderr_progress(label: str, total: int) -> Callable[[int], None]:
@@ -47,4 +72,4 @@ def stderr_progress(label: str, total: int) -> Callable[[int], None]:
     return report
 
 
-__all__ = ["predict_documents", "stderr_progress"]
+__all__ = ["predict", "predict_documents", "predicted_documents", "stderr_progress"]

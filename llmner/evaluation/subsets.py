@@ -2,13 +2,19 @@
 
 Full splits take hours on a CPU, so calibration and the benchmark reports score a fixed slice:
 documents in split order until they hold at least ``sentences`` sentences (llmner's own splitter)
-and ``min_gold`` gold mentions. ``from_end`` takes the slice from the end of the split (kept in
-split order), to stay apart from a slice that a report scores from the start.
+and ``min_gold`` gold mentions. Sentence corpora (GENIA, JNLPBA, BC2GM, LINNAEUS: one document per
+sentence) give their first ``sentences`` documents; document corpora (NCBI-Disease, BC5CDR, S800
+abstracts, CMeEE records) their first whole documents until those hold enough sentences.
+``min_gold`` extends a subset until it holds that many gold mentions (LINNAEUS has 19 in its first
+200 test sentences). ``from_end`` takes the slice from the end of the split (kept in split order),
+to stay apart from a slice that a report scores from the start. Every system a report compares is
+scored on exactly the same documents (``EvalSubset``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from llmner.data_processing.sentences import split_sentences
 from llmner.doc import Document
@@ -35,3 +41,46 @@ def leading_documents(docs: Sequence[Document], sentences: int | None, min_gold:
     if from_end:
         chosen.reverse()
     return chosen, total
+
+
+# The split each corpus is reported on: CMeEE's test set has no labels, so its dev set stands in.
+REPORT_SPLITS: dict[str, str] = {
+    "ncbi_disease": "test", "bc5cdr": "test", "genia": "test", "jnlpba": "test", "bc2gm": "test",
+    "linnaeus": "test", "s800": "test", "cmeee": "dev",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class EvalSubset:
+    """The first (or last) ``len(documents)`` documents of ``corpus``/``split`` (gold entities attached)."""
+
+    corpus: str
+    split: str
+    documents: list[Document]
+    sentences: int           # sentences in those documents (llmner's splitter)
+    split_documents: int     # documents in the whole split
+
+    @property
+    def gold_mentions(self) -> int:
+        return sum(len(d.entities) for d in self.documents)
+
+    def describe(self) -> str:
+        return (f"{self.corpus}/{self.split}: first {len(self.documents)} of {self.split_documents} documents, "
+                f"{self.sentences} sentences, {self.gold_mentions} gold mentions")
+
+
+def evaluation_subset(corpus: str, sentences: int | None, split: str | None = None, min_gold: int = 0,
+                      from_end: bool = False) -> EvalSubset:
+    """The first documents of the split (default: ``REPORT_SPLITS``) holding at least ``sentences``
+    sentences (None: the whole split) and at least ``min_gold`` gold mentions (sparse corpora such as
+    LINNAEUS need more sentences). ``from_end`` takes the last documents instead (kept in split
+    order): the mixture ablation selects on the tail of each dev split, apart from CMeEE dev's head,
+    which the quality report scores."""
+    from llmner.data_processing.corpora import is_labeled, load_corpus
+
+    split = split or REPORT_SPLITS.get(corpus, "test")
+    if not is_labeled(corpus, split):
+        raise ValueError(f"{corpus}/{split} has no gold labels")
+    docs = load_corpus(corpus, split)
+    chosen, total = leading_documents(docs, sentences, min_gold, from_end)
+    return EvalSubset(corpus, split, chosen, total, len(docs))

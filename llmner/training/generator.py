@@ -528,7 +528,7 @@ def batch_loss_sum(model: Any, examples: Sequence[TokenizedExample], pad_id: int
     """
     import torch
 
-    prefix = _shared_prefix_length(examples) if share_prefix and len(examples) > 1 else 0
+    prefix = shared_prefix_length(examples) if share_prefix and len(examples) > 1 else 0
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
         if prefix < 2:
             batch = collate(examples, pad_id)
@@ -537,7 +537,7 @@ def batch_loss_sum(model: Any, examples: Sequence[TokenizedExample], pad_id: int
         head = torch.tensor([examples[0].input_ids[:prefix]], dtype=torch.long, device=device)
         cache = model(input_ids=head, use_cache=True, logits_to_keep=1).past_key_values
         cache.batch_repeat_interleave(len(examples))
-        tails = [_tail(e, prefix) for e in examples]
+        tails = [prompt_tail(e, prefix) for e in examples]
         batch = collate(tails, pad_id)
         width = batch.input_ids.size(1)
         attention = torch.cat([torch.ones((len(examples), prefix), dtype=torch.long), batch.attention_mask], dim=1)
@@ -548,7 +548,7 @@ def batch_loss_sum(model: Any, examples: Sequence[TokenizedExample], pad_id: int
 
 
 def _summed_loss(model: Any, inputs: Mapping[str, Any], labels: Any, supervised_logits_only: bool) -> Any:
-    parts = _body_and_head(model) if supervised_logits_only else None
+    parts = body_and_head(model) if supervised_logits_only else None
     if parts is None:
         return _summed_token_loss(model(**inputs).logits, labels)
     import torch.nn.functional as F
@@ -565,7 +565,7 @@ def _summed_loss(model: Any, inputs: Mapping[str, Any], labels: Any, supervised_
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
 
 
-def _body_and_head(model: Any) -> tuple[Any, Any] | None:
+def body_and_head(model: Any) -> tuple[Any, Any] | None:
     """(transformer body, LM head) of a causal LM whose logits are exactly ``head(body(x))``."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     config = getattr(base, "config", None)
@@ -613,7 +613,7 @@ def length_segments(examples: Sequence[TokenizedExample], share_prefix: bool = T
         return [list(examples)]
     ordered = sorted(examples, key=len)
     lengths = [len(e) for e in ordered]
-    prefix = _shared_prefix_length(ordered) if share_prefix else 0
+    prefix = shared_prefix_length(ordered) if share_prefix else 0
     extra = prefix + _CALL_OVERHEAD_TOKENS
 
     def cost(i: int, j: int) -> int:          # rows i..j-1 as one segment (sorted: row j-1 is the longest)
@@ -635,7 +635,7 @@ def length_segments(examples: Sequence[TokenizedExample], share_prefix: bool = T
     return segments[::-1]
 
 
-def _shared_prefix_length(examples: Sequence[TokenizedExample]) -> int:
+def shared_prefix_length(examples: Sequence[TokenizedExample]) -> int:
     """Longest common token prefix, kept one token short of the shortest prompt so that the first
     token after it is still a prompt token (its prediction, from the prefix, is not supervised)."""
     first = examples[0].input_ids
@@ -646,7 +646,8 @@ def _shared_prefix_length(examples: Sequence[TokenizedExample]) -> int:
     return n
 
 
-def _tail(example: TokenizedExample, start: int) -> TokenizedExample:
+def prompt_tail(example: TokenizedExample, start: int) -> TokenizedExample:
+    """``example`` from token ``start`` on (what is left to run after a shared prefix)."""
     return replace(example, input_ids=example.input_ids[start:], labels=example.labels[start:],
                    prompt_length=example.prompt_length - start)
 
@@ -665,13 +666,16 @@ __all__ = [
     "GeneratorTrainingConfig",
     "TrainingResult",
     "batch_loss_sum",
+    "body_and_head",
     "generator_size",
     "evaluate_loss",
     "freeze_lower_layers",
     "length_segments",
     "load_corpora",
+    "prompt_tail",
     "read_curated_ids",
     "resume_config",
+    "shared_prefix_length",
     "train_generator",
     "training_card",
 ]

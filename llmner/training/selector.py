@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -32,10 +32,15 @@ import torch.nn.functional as F
 
 from llmner.doc import Candidate, Document, Entity
 from llmner.errors import ConfigError, ValidationError
+from llmner.evaluation.predict import predict
+from llmner.evaluation.thresholds import best_threshold
 from llmner.modeling.selector import SelectorConfig, SelectorModel
 from llmner.schema import EntitySchema
 from llmner.training.loop import LoopSettings, TrainingLoop, seed_everything
 from llmner.training.negatives import DocumentNegatives, NegativeConfig, build_negatives
+
+if TYPE_CHECKING:
+    from llmner.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -120,34 +125,6 @@ def loss_for(logits: torch.Tensor, labels: torch.Tensor, group_sizes: Sequence[i
     return loss, float(nce.detach()), float(bce.detach())
 
 
-def best_threshold(scores: np.ndarray, labels: np.ndarray, total_gold: int | None = None,
-                   always_kept: int = 0, always_correct: int = 0) -> tuple[float, dict[str, float]]:
-    """Threshold with the best F1 when keeping candidates with score >= threshold.
-
-    ``total_gold`` (default: positives among the candidates) is the recall denominator, so gold
-    mentions the candidates never proposed count as misses. ``always_kept`` candidates (of which
-    ``always_correct`` are right) pass whatever the threshold: ones the selector does not judge.
-    """
-    if scores.size == 0:
-        raise ValidationError("no dev candidates to choose a threshold on")
-    total = int(labels.sum()) + always_correct if total_gold is None else total_gold
-    order = np.argsort(-scores, kind="stable")
-    s, y = scores[order], labels[order]
-    tp = np.cumsum(y) + always_correct
-    kept = np.arange(1, len(s) + 1) + always_kept
-    precision = tp / kept
-    recall = tp / max(total, 1)
-    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
-    # Only cut where the score changes (ties must be kept or dropped together).
-    valid = np.append(s[1:] < s[:-1], True)
-    f1 = np.where(valid, f1, -1.0)
-    i = int(np.argmax(f1))
-    # Midway to the next lower score: robust to tiny numeric differences (ONNX, int8).
-    threshold = float(s[i]) if i + 1 >= len(s) else float((s[i] + s[i + 1]) / 2)
-    return threshold, {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-                       "candidates": len(s), "gold": total}
-
-
 def dev_candidates(docs: Sequence[Document], schemas: SchemaChoice, config: NegativeConfig,
                    predictions: dict[str, list[Entity]] | None = None) -> tuple[list[Candidate], np.ndarray, int]:
     """Dev candidates with labels. With generator predictions: exactly those (the pipeline's view);
@@ -172,6 +149,44 @@ def dev_candidates(docs: Sequence[Document], schemas: SchemaChoice, config: Nega
             cands.append(candidate(doc, schema, n.start, n.end, n.type))
             labels.append(0.0)
     return cands, np.asarray(labels, dtype=np.float32), total_gold
+
+
+def generator_pipeline(path: Path, schemas: Sequence[EntitySchema]) -> Pipeline:
+    """The generator whose false positives become selector negatives, as a pipeline without a
+    selector: a model bundle's (``bundle.json``) or a generator directory's (``generator_config.json``)."""
+    from llmner.pipeline import Pipeline, PipelineConfig
+
+    if (path / "bundle.json").is_file():
+        pipe = Pipeline.from_bundle(path, PipelineConfig(selector_backend="none"))
+    elif (path / "generator_config.json").is_file():
+        from llmner.runtime.torch_generator import TorchGeneratorRuntime
+
+        pipe = Pipeline(TorchGeneratorRuntime.from_pretrained(path), None)
+    else:
+        raise ConfigError(f"--generator {path}: neither a model bundle (bundle.json) nor a generator directory")
+    for schema in schemas:
+        pipe.add_schema(schema)
+    return pipe
+
+
+def first_per_schema(docs: Sequence[Document], limit: int | None) -> list[Document]:
+    """The first ``limit`` documents of each schema (``metadata["schema"]``), in order; None: all."""
+    taken: dict[str, int] = {}
+    chosen = []
+    for d in docs:
+        name = d.metadata["schema"]
+        if limit is None or taken.get(name, 0) < limit:
+            taken[name] = taken.get(name, 0) + 1
+            chosen.append(d)
+    return chosen
+
+
+def generator_candidates(pipe: Pipeline, docs: Sequence[Document], batch_documents: int = 8,
+                         on_batch: Callable[[int], None] | None = None) -> dict[str, list[Entity]]:
+    """``{doc_id: [Entity]}``: every candidate ``pipe`` proposes on ``docs`` (each under the schema
+    its ``metadata["schema"]`` names), the ``generator_predictions`` of ``train_selector``."""
+    records = predict(pipe, docs, batch_documents=batch_documents, on_batch=on_batch)
+    return {d.id: r.entities for d, r in zip(docs, records, strict=True)}
 
 
 def _load_weights(model: SelectorModel, checkpoint: Path) -> None:

@@ -1,0 +1,57 @@
+"""What the benchmark reports share: corpus labels, model fingerprints and the resumable row cache.
+
+A report row (one system on one corpus subset) takes minutes to hours on a CPU, so each finished row
+is stored as JSON under a name that holds the subset and a fingerprint of the models behind it; a
+rerun reads it back instead of computing it again, and a changed model gets a new name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+# How the reports name each corpus (CORPUS_NAMES order).
+CORPUS_LABELS: dict[str, str] = {
+    "ncbi_disease": "NCBI-Disease", "bc5cdr": "BC5CDR", "genia": "GENIA (nested)", "jnlpba": "JNLPBA",
+    "bc2gm": "BC2GM", "linnaeus": "LINNAEUS", "s800": "S800", "cmeee": "CMeEE",
+}
+
+
+def files_fingerprint(paths: Sequence[Path]) -> str:
+    """12 hex digits over the paths and the bytes of those that exist."""
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(str(p).encode())
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def bundle_fingerprint(bundle: Path) -> str:
+    """Changes when the bundle's manifest, generator card/config or selector config change."""
+    bundle = bundle.resolve()
+    files = [bundle / "bundle.json", bundle / "generator" / "training_card.json", bundle / "generator" / "generator_config.json",
+             bundle / "selector" / "selector_config.json", bundle / "selector" / "training_card.json"]
+    return files_fingerprint(files)
+
+
+def cached_row(path: Path) -> dict[str, Any] | None:
+    """The row stored at ``path``, or None when there is none (or it was cut off mid-write)."""
+    if path.is_file():
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError:
+            return None
+    return None
+
+
+def store_row(path: Path, row: dict[str, Any]) -> None:
+    """Write ``row`` to ``path`` atomically (a reader never sees half a row)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(row, indent=1))
+    os.replace(tmp, path)
