@@ -34,7 +34,7 @@ from llmner.normalization import (
     TypeSpec,
     save_normalizer,
 )
-from llmner.normalization.evaluation import evaluate_linking, strict_id_scores
+from llmner.evaluation.normalization import evaluate_linking, strict_id_scores
 from llmner.normalization.vocabularies import load_vocabulary
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -25,7 +25,7 @@ from llmner.normalization import (
     save_normalizer,
     string_key,
 )
-from llmner.normalization.evaluation import evaluate_linking, strict_id_scores
+from llmner.evaluation.normalization import evaluate_linking, strict_id_scores
 from llmner.normalization.vocabularies import read_obo
 from llmner.pipeline import Pipeline
 

@@ -15,8 +15,8 @@ from llmner.training.schema_variation import (
     SchemaVariation,
     SchemaVariationConfig,
     identity_variant,
-    load_type_namings,
 )
+from llmner.type_namings import load_type_namings
 from tests.tiny_models import tiny_causal_tokenizer
 
 CORPORA = ("ncbi_disease", "bc5cdr", "genia", "jnlpba", "bc2gm", "linnaeus", "s800", "cmeee")

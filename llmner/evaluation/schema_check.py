@@ -23,7 +23,7 @@ from typing import Any
 from llmner.doc import Document, Entity
 from llmner.evaluation.scorer import Report, score
 from llmner.schema import EntitySchema, get_schema
-from llmner.training.schema_variation import TypeNamings, load_type_namings
+from llmner.type_namings import TypeNamings, load_type_namings
 
 NONE = "—"
 DEFAULT_SCHEMAS = {"en": "biomedical_en", "zh": "clinical_zh"}
