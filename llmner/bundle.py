@@ -7,6 +7,9 @@
       selector/          a selector directory (llmner.modeling.selector), optional
       normalizer/        entity normalizer (llmner.normalization.store), optional: used when present
 
+This module writes the bundle's own files (``bundle.json``, ``calibration.json``) and assembles the
+parts; each part's directory is written by its model class.
+
 The threshold in ``bundle.json`` (when set) overrides the selector's own, so a bundle can be
 re-tuned without touching the selector weights (the ONNX cache key does not change either).
 ``selector_thresholds`` holds per-schema thresholds that ``llmner calibrate`` chose on each corpus's
@@ -28,6 +31,7 @@ from typing import Any
 from llmner.errors import ConfigError, DataNotFoundError
 
 MANIFEST_NAME = "bundle.json"
+CALIBRATION_NAME = "calibration.json"
 BUNDLE_FORMAT_VERSION = 1
 GENERATOR_DIR = "generator"
 SELECTOR_DIR = "selector"
@@ -115,11 +119,22 @@ def save_bundle(path: str | Path, generator_dir: str | Path, selector_dir: str |
 
 def write_manifest(root: str | Path, manifest: BundleManifest) -> Path:
     """(Re)write ``bundle.json`` of the bundle at ``root`` (atomically: a reader never sees half a file)."""
-    root = Path(root)
-    tmp = root / (MANIFEST_NAME + ".tmp")
-    tmp.write_text(json.dumps(manifest.to_dict(), indent=2))
-    tmp.replace(root / MANIFEST_NAME)
-    return root
+    _write_json(Path(root) / MANIFEST_NAME, manifest.to_dict())
+    return Path(root)
+
+
+def write_calibration(root: str | Path, calibration: dict[str, Any]) -> Path:
+    """(Re)write ``calibration.json`` of the bundle at ``root``: the record of a ``llmner calibrate`` run
+    (its settings and every schema's numbers), kept beside the thresholds it wrote into ``bundle.json``."""
+    path = Path(root) / CALIBRATION_NAME
+    _write_json(path, calibration)
+    return path
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
 
 
 def bundle_size_bytes(path: str | Path) -> int:

@@ -9,7 +9,6 @@ that records every number. ``--dry-run`` prints without writing.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Annotated
@@ -36,7 +35,7 @@ def calibrate_command(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the thresholds, write nothing")] = False,
 ) -> None:
     """Choose a selector threshold per schema on the bundle's own dev candidates and store it in the bundle."""
-    from llmner.bundle import load_manifest, write_manifest
+    from llmner.bundle import load_manifest, write_calibration, write_manifest
     from llmner.data_processing.corpora import CORPUS_NAMES
     from llmner.errors import ConfigError
     from llmner.evaluation.calibration import (
@@ -65,8 +64,8 @@ def calibrate_command(
         return
     manifest.selector_thresholds = chosen
     write_manifest(bundle, manifest)
-    (bundle / "calibration.json").write_text(json.dumps({
+    calibration = write_calibration(bundle, {
         "split": split, "sentences": sentences, "min_gold": min_gold, "min_candidates": min_candidates,
         "bootstrap": bootstrap, "min_evidence": min_evidence, "selector_backend": selector_backend,
-        "global_threshold": pipe.threshold, "schemas": [r.to_dict() for r in results]}, indent=2))
-    say(f"wrote selector_thresholds into {bundle / 'bundle.json'} and {bundle / 'calibration.json'}")
+        "global_threshold": pipe.threshold, "schemas": [r.to_dict() for r in results]})
+    say(f"wrote selector_thresholds into {bundle / 'bundle.json'} and {calibration}")
