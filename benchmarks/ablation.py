@@ -136,22 +136,39 @@ def _mean(values: list[float]) -> float:
 
 
 def write_report(args: argparse.Namespace, arms: dict[str, dict], scores: dict[str, dict], seconds: float) -> Path:
+    from llmner.evaluation.bootstrap import macro_f1_comparison
+
     corpora = list(next(iter(scores.values())))
     names = (["start"] if "start" in scores else []) + list(arms)
     mean = {n: _mean([scores[n][c]["f1"] for c in corpora]) for n in names}
+    reference = next(iter(arms))      # the first arm: every other is compared with it, document-paired
+    compared = macro_f1_comparison({n: {c: scores[n][c]["per_document"] for c in corpora} for n in names},
+                                   corpora, reference, samples=2000)
     lines = [f"# Ablation: {args.name}", "",
              f"`python benchmarks/ablation.py {' '.join(sys.argv[1:])}`", "",
-             f"Each arm: {args.cpu_minutes:g} CPU-minutes of training, {args.threads} thread(s), arms side by side from "
+             f"Each arm: {args.cpu_minutes:g} CPU-minutes of training, {args.threads} thread(s) each, from "
              f"`{args.init_from}`; dev F1 = strict F1 of the corpus's own types under its own schema, generator only, "
-             f"on the leading dev documents with {args.sentences}+ sentences per corpus. Wall time {seconds / 60:.0f} min.", "",
-             "| arm | overrides | steps | examples | examples / CPU-min | target tokens | loss first / last 20 steps | mean dev F1 |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"on the last dev documents with {args.sentences}+ sentences per corpus. This invocation took "
+             f"{seconds / 60:.0f} min (arms and evaluations finished earlier are reused)."
+             + (f" {args.note}" if args.note else ""), "",
+             (f"Macro dev F1: every corpus weighted the same, 95% document-bootstrap interval; the difference from "
+              f"{reference} is paired (both scored on the same resampled documents, 2,000 draws)."), "",
+             ("| arm | overrides | steps | examples | examples / CPU-min | target tokens | loss first / last 20 steps | "
+              f"macro dev F1 (95% CI) | minus {reference} (paired 95% CI) |"),
+             "|---|---|---|---|---|---|---|---|---|"]
+
+    def f1_cells(n: str) -> str:
+        c = compared[n]
+        diff = "—" if n == reference else (f"{c['diff_vs_reference'] * 100:+.1f} "
+                                            f"({c['diff_ci'][0] * 100:+.1f} to {c['diff_ci'][1] * 100:+.1f})")
+        return f"{c['macro_f1'] * 100:.1f} ({c['macro_f1_ci'][0] * 100:.1f}–{c['macro_f1_ci'][1] * 100:.1f}) | {diff}"
+
     if "start" in scores:
-        lines.append(f"| start | (the starting adapter) | 0 | 0 | — | 0 | — | {mean['start'] * 100:.1f} |")
+        lines.append(f"| start | (the starting adapter) | 0 | 0 | — | 0 | — | {f1_cells('start')} |")
     for n, a in arms.items():
         over = ", ".join(f"{k}={v}" for k, v in a["overrides"].items()) or "(config as is)"
         lines.append(f"| {n} | {over} | {a['steps']} | {a['examples']} | {a['examples'] / max(a['cpu_s'] / 60, 1e-9):.1f} | "
-                     f"{a['target_tokens']} | {a['first_loss']:.3f} / {a['last_loss']:.3f} | {mean[n] * 100:.1f} |")
+                     f"{a['target_tokens']} | {a['first_loss']:.3f} / {a['last_loss']:.3f} | {f1_cells(n)} |")
     lines += ["", "Dev F1 per corpus (strict, own schema; documents / sentences):", "",
               "| corpus | docs / sents | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
     for c in corpora:
@@ -161,6 +178,7 @@ def write_report(args: argparse.Namespace, arms: dict[str, dict], scores: dict[s
     out = RESULTS / f"ablation_{args.name}.md"
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     out.with_suffix(".json").write_text(json.dumps({"arms": arms, "dev": scores, "mean_dev_f1": mean,
+                                                    "compared": compared,
                                                     "cpu_minutes": args.cpu_minutes, "sentences": args.sentences},
                                                    indent=2) + "\n", encoding="utf-8")
     print("\n".join(lines))
@@ -179,6 +197,7 @@ def main() -> None:
     parser.add_argument("--corpus", action="append", default=None)
     parser.add_argument("--work", type=Path, default=Path("runs/ablation"))
     parser.add_argument("--no-start", action="store_true", help="do not score the starting adapter")
+    parser.add_argument("--note", default="", help="a sentence for the report (e.g. which checkpoint --init-from was)")
     parser.add_argument("--evaluate", metavar="ADAPTER", help=argparse.SUPPRESS)   # one evaluation process
     parser.add_argument("--out-json", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
