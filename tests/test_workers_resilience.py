@@ -88,6 +88,9 @@ def test_kill_9_of_infer_worker_mid_batch_loses_nothing(stack, tmp_path, bundle_
         in_flight_chunks = sum(r.llen(k) for k in inflight_keys)
         infer_a.kill9()
         published_before_kill = r.xlen(s.results_stream)
+        # The batch may have finished between the check and the kill (a race on a loaded machine):
+        # only chunks still in flight after the kill must be re-run.
+        killed_chunks = sum(r.llen(k) for k in inflight_keys)
         infer_b = WorkerProcess(s, [s.infer_queue], str(bundle_dir), "infer-b", tmp_path)
         started.append(infer_b)
         infer_b.start()
@@ -96,7 +99,7 @@ def test_kill_9_of_infer_worker_mid_batch_loses_nothing(stack, tmp_path, bundle_
     entries = r.xlen(s.results_stream)
     unique = len({e for e in handled})
     print(f"\nkill -9 test: documents {len(docs)}, published before the kill {published_before_kill}, "
-          f"chunks in flight at the kill {in_flight_chunks}, result entries {entries}, unique documents {unique}, "
+          f"chunks in flight at the kill {in_flight_chunks} (after it {killed_chunks}), result entries {entries}, unique documents {unique}, "
           f"duplicates in stream {entries - unique}, consumer handled {stats.handled}, "
           f"consumer dropped duplicates {stats.duplicates}, missing {len(docs) - unique}, dead {len(dead)}")
     assert dead == {}
@@ -106,7 +109,8 @@ def test_kill_9_of_infer_worker_mid_batch_loses_nothing(stack, tmp_path, bundle_
     # The killed batch's chunks were re-run: by the restarted worker when it got the redelivered message
     # first, or through the retry list when a live worker's sweeper saw the dead one stop beating first
     # (a race on a loaded machine: infer-b's models can take longer to load than LLMNER_HEARTBEAT_TTL).
-    assert "re-running" in infer_b.log() or "stopped beating" in ingest.log() + infer_b.log()
+    if killed_chunks:
+        assert "re-running" in infer_b.log() or "stopped beating" in ingest.log() + infer_b.log()
     assert ingest.alive() and infer_b.alive()
 
 
