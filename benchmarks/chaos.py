@@ -18,7 +18,7 @@ stream throughout, reconnecting when Redis is away. At the end it prints
     seconds from the moment the last fault was over (the worker or Redis back) to the last result.
 
 ``--pipeline stub`` (default) runs the library Pipeline around the rule-based generator of
-tests/workers_helpers.py with an artificial 1 s per batch of 4 chunks (LLMNER_TEST_INFER_DELAY) and
+workers/testing.py with an artificial 1 s per batch of 4 chunks (LLMNER_TEST_INFER_DELAY) and
 0.3 s per note to chunk (LLMNER_TEST_INGEST_DELAY), so that kills land mid-task; ``real``
 runs the packaged model bundle (or ``--bundle``). The test suite runs a short stub version
 (tests/test_chaos.py).
@@ -44,7 +44,7 @@ from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+sys.path.insert(0, str(REPO))   # run from a checkout: llmner/ and workers/ beside benchmarks/
 
 
 def _free_port() -> int:
@@ -189,17 +189,16 @@ def run(docs: int = 100, kills: int = 10, redis_restarts: int = 2, pipeline: str
 def _run(server: RedisServer, tmp: Path, docs: int, kills: int, redis_restarts: int, pipeline: str,
          bundle: str | None, rng: random.Random, say, timeout: float, infer_workers: int,
          heartbeat_interval: float, heartbeat_ttl: float) -> dict:
-    from workers_helpers import WorkerProcess, configured, note_payloads
-
     from workers.jobs import decode_fields
     from workers.settings import Settings
+    from workers.testing import WorkerProcess, configured, note_payloads
 
     s = Settings(redis_url=server.url, metrics_port=0, heartbeat_interval=heartbeat_interval,
                  heartbeat_ttl=heartbeat_ttl).with_prefix(f"chaos-{uuid.uuid4().hex[:8]}:")
     extra_env: dict[str, str] = {}
     if pipeline == "stub":
         # Small batches of a slow stub: work is in flight when the faults strike.
-        s = dataclasses.replace(s, pipeline_factory="workers_helpers:slow_lexicon_pipeline", infer_batch_size=4)
+        s = dataclasses.replace(s, pipeline_factory="workers.testing:slow_lexicon_pipeline", infer_batch_size=4)
         extra_env["LLMNER_TEST_INFER_DELAY"] = os.environ.get("LLMNER_TEST_INFER_DELAY", "1.0")
         extra_env["LLMNER_TEST_INGEST_DELAY"] = os.environ.get("LLMNER_TEST_INGEST_DELAY", "0.3")
     bundle_arg = bundle or ""

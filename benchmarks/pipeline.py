@@ -12,7 +12,7 @@ the queue itself, C vs A adds the cost of smaller generation batches. All paths 
 and noisy) and the table shows medians.
 
 Without ``--model`` the model is a tiny random LoRA Llama + BERT selector bundle built in a
-temporary directory (tests/tiny_models.py): it does real constrained generation, so model time
+temporary directory (llmner/testing.py): it does real constrained generation, so model time
 dominates as with a real model. A second section uses a rule-based generator (milliseconds per
 document) to show the fixed queue cost per document on its own.
 """
@@ -30,7 +30,7 @@ import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+sys.path.insert(0, str(REPO))   # run from a checkout: llmner/ and workers/ beside benchmarks/
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
@@ -164,10 +164,10 @@ def main() -> int:
     import logging
 
     logging.basicConfig(level=logging.ERROR)
-    from workers_helpers import build_tiny_bundle, lexicon_pipeline
-
     from llmner.pipeline import Pipeline
+    from llmner.testing import build_tiny_bundle
     from workers.embedded import EmbeddedRedis
+    from workers.testing import lexicon_pipeline
 
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis() as embedded:
         redis_url = args.redis_url or embedded.url

@@ -14,13 +14,13 @@ import time
 
 import orjson
 import pytest
-from workers_helpers import (
+
+from workers.testing import (
     REPO,
     cleanup,
     isolated_settings,
     lexicon_pipeline,
     note_payloads,
-    require_redis,
 )
 
 pytestmark = pytest.mark.redis
@@ -83,7 +83,7 @@ def _raw_broker_item(rng: random.Random, i: int) -> bytes:
     return rng.choice(kinds)()
 
 
-def test_fuzz_200_malformed_payloads_through_every_entry_point_good_notes_all_published(tmp_path):
+def test_fuzz_200_malformed_payloads_through_every_entry_point_good_notes_all_published(tmp_path, require_redis):
     """submit(), the inbox stream and raw broker items: every malformed input is dead-lettered, the
     worker stays up, and every good note interleaved with them is published."""
     from workers.client import submit
@@ -92,7 +92,6 @@ def test_fuzz_200_malformed_payloads_through_every_entry_point_good_notes_all_pu
     from workers.inbox import InboxBridge
     from workers.jobs import decode_fields
 
-    require_redis()
     s = isolated_settings(tmp_path, infer_batch_size=4, max_doc_chars=2000)
     rng = random.Random(1616)
     good_docs = note_payloads(20, seed=1616)

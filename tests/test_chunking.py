@@ -189,10 +189,9 @@ def test_merge_dedupes_keeps_nesting_and_drops_cut_mentions():
 
 @pytest.mark.parametrize("corpus, split", [("ncbi_disease", "dev"), ("cmeee", "dev")])
 def test_chunking_real_documents_with_a_subword_tokenizer(corpus, split):
-    from tiny_models import tiny_causal_tokenizer
-
     from llmner.data_processing.corpora import load_corpus
     from llmner.errors import DataNotFoundError
+    from llmner.testing import tiny_causal_tokenizer
 
     try:
         docs = load_corpus(corpus, split=split)[:20]

@@ -36,14 +36,14 @@ def cli(*args: str):
 
 def subprocess_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
+           "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-m", "llmner.cli.main", *map(str, args)], capture_output=True, text=True,
                           env=env, cwd=cwd, check=False, timeout=300)
 
 
 @pytest.fixture(scope="module")
 def tiny_bundle(tmp_path_factory):
-    from tiny_models import build_tiny_bundle
+    from llmner.testing import build_tiny_bundle
 
     return build_tiny_bundle(tmp_path_factory.mktemp("cli") / "bundle")
 

@@ -23,11 +23,11 @@ def test_streaming_commands_are_discovered_through_the_entry_point():
 
 
 def test_bundle_command_assembles_a_bundle_the_pipeline_loads(tmp_path) -> None:
-    from tiny_models import build_tiny_bundle
     from typer.testing import CliRunner
 
     from llmner.bundle import load_manifest
     from llmner.cli.main import app
+    from llmner.testing import build_tiny_bundle
 
     parts = build_tiny_bundle(tmp_path / "tiny").parent / "tiny-parts"
     (parts / "sel" / "training_card.json").write_text('{"model_id": "sel-from-card"}')

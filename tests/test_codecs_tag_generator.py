@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import re
 
-from tiny_models import tiny_causal_lm
-
 from llmner.codecs import get_codec
 from llmner.decoding import TagGenerationConfig, TagGenerator
 from llmner.prompts import PromptBuilder
 from llmner.schema import EntitySchema, EntityType
+from llmner.testing import tiny_causal_lm
 
 TEXTS = [
     "Patients (n = 12) & controls < 5 years.",

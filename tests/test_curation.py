@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 from test_training_generator import disease_docs, ncbi, quiet, tiny_base, train_config
-from tiny_models import tiny_causal_tokenizer, tiny_llama
 
 from llmner.codecs import get_codec
 from llmner.errors import ConfigError
 from llmner.prompts import PromptBuilder, PromptConfig
 from llmner.schema import get_schema
+from llmner.testing import tiny_causal_tokenizer, tiny_llama
 from llmner.training.curation import (
     CurationConfig,
     ScoredExample,

@@ -13,12 +13,12 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tiny_models import synthetic_sentences, tiny_causal_lm
 
 from llmner.codecs.inline import UNESCAPES
 from llmner.decoding import TagGenerationConfig, TagGenerator
 from llmner.prompts import PromptBuilder
 from llmner.schema import EntitySchema, EntityType
+from llmner.testing import synthetic_sentences, tiny_causal_lm
 
 MARKER = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9_\-]*)>")
 TYPES = ["Disease", "Chemical", "protein", "DNA", "cell_type"]
@@ -209,7 +209,7 @@ class ScriptedLM(torch.nn.Module):
 
 
 def scripted_run(output: str, source: str, types: list[str], config: TagGenerationConfig):
-    from tiny_models import tiny_causal_tokenizer
+    from llmner.testing import tiny_causal_tokenizer
 
     tokenizer = tiny_causal_tokenizer()
     prefix, suffix = PromptBuilder().split(tokenizer, "", schema_of(types))
@@ -247,10 +247,9 @@ def drafted_sequences(tree) -> list[list[int]]:
 
 
 def draft_for(source: str, types: list[str], written: str, memory: dict[bytes, str], opened: bool = False):
-    from tiny_models import tiny_causal_tokenizer
-
     from llmner.decoding import CopyConstraint, vocab_for
     from llmner.decoding.drafting import DraftLimits, draft_tree
+    from llmner.testing import tiny_causal_tokenizer
 
     tokenizer = tiny_causal_tokenizer()
     vocab = vocab_for(tokenizer)

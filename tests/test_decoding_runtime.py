@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import pytest
-from tiny_models import tiny_causal_lm, tiny_llama
 
 from llmner.decoding import TagGenerationConfig, TagGenerator, token_bytes_table
 from llmner.errors import ConfigError
@@ -13,6 +12,7 @@ from llmner.prompts import PromptBuilder, PromptConfig
 from llmner.runtime.base import TagRequest
 from llmner.runtime.torch_generator import TorchGeneratorRuntime
 from llmner.schema import EntitySchema, EntityType, get_schema
+from llmner.testing import tiny_causal_lm, tiny_llama
 
 TEXTS = [
     "BRCA1 is mutated in breast cancer.",

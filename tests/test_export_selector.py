@@ -6,7 +6,6 @@ import logging
 
 import numpy as np
 import pytest
-from tiny_selector import build_tiny_bert
 
 from llmner.doc import Candidate
 from llmner.errors import ConfigError
@@ -25,6 +24,7 @@ from llmner.runtime.onnx_selector import (
     ensure_onnx,
 )
 from llmner.runtime.torch_selector import TorchSelectorRuntime
+from llmner.testing import build_tiny_bert
 
 TEXT = ("Germline mutations in the BRCA1 gene predispose women to breast cancer and ovarian cancer, "
         "and cisplatin treatment of (familial) tumours was studied in 12 patients.")

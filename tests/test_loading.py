@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_models import tiny_causal_lm
 
 from llmner.errors import ConfigError, DataNotFoundError
 from llmner.modeling import loading
+from llmner.testing import tiny_causal_lm
 
 
 def _permute(w: np.ndarray, n_head: int) -> np.ndarray:

@@ -204,10 +204,10 @@ def test_writers_carry_identifiers(tmp_path):
 
 
 def test_tag_cli_normalize_needs_a_bundle_normalizer(tmp_path):
-    from tiny_models import build_tiny_bundle
     from typer.testing import CliRunner
 
     from llmner.cli.main import app
+    from llmner.testing import build_tiny_bundle
 
     bundle = build_tiny_bundle(tmp_path / "b")
     src = tmp_path / "notes.txt"

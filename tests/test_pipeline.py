@@ -254,7 +254,7 @@ def test_biomedical_default_schema_has_the_six_types():
 @pytest.fixture(scope="module")
 def tiny_bundle(tmp_path_factory):
     """A real bundle: a tiny Llama generator (GeneratorModel, LoRA) + a tiny BERT selector."""
-    from tiny_models import build_tiny_bundle
+    from llmner.testing import build_tiny_bundle
 
     return build_tiny_bundle(tmp_path_factory.mktemp("bundle") / "bundle", selector_threshold=0.3)
 

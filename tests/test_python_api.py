@@ -19,7 +19,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 @pytest.fixture(scope="module")
 def tiny_bundle(tmp_path_factory):
-    from tiny_models import build_tiny_bundle
+    from llmner.testing import build_tiny_bundle
 
     return build_tiny_bundle(tmp_path_factory.mktemp("api") / "bundle")
 

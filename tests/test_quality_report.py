@@ -28,8 +28,9 @@ from llmner.evaluation.subsets import count_sentences, evaluation_subset
 
 def tiny_tagger(labels: list[str], seed: int = 0):
     import torch
-    from tiny_models import tiny_bert_tokenizer
     from transformers import BertConfig, BertForTokenClassification
+
+    from llmner.testing import tiny_bert_tokenizer
 
     tokenizer = tiny_bert_tokenizer()
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -105,7 +106,7 @@ def test_peer_baseline_trains_and_scores_a_tiny_tagger(tmp_path: Path) -> None:
 
 def test_quality_report_end_to_end_and_resumed(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from tiny_models import build_tiny_bundle
+    from llmner.testing import build_tiny_bundle
 
     bundle = build_tiny_bundle(tmp_path / "bundle")
     model, tokenizer = tiny_tagger(peer_baseline.bio_labels(["Disease"]))
@@ -196,7 +197,7 @@ def test_paired_difference_interval_and_the_summary_that_reads_it() -> None:
 
 def test_mixture_ablation_scores_candidates_pairs_them_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    from tiny_models import build_tiny_bundle
+    from llmner.testing import build_tiny_bundle
 
     first, second = build_tiny_bundle(tmp_path / "first"), build_tiny_bundle(tmp_path / "second")
     out = tmp_path / "out"

@@ -10,6 +10,7 @@ from llmner.codecs import get_codec
 from llmner.doc import Entity
 from llmner.errors import ValidationError
 from llmner.schema import EntitySchema, get_schema
+from llmner.testing import tiny_causal_tokenizer
 from llmner.training.examples import TextExample, render_examples
 from llmner.training.schema_variation import (
     SchemaVariation,
@@ -17,7 +18,6 @@ from llmner.training.schema_variation import (
     identity_variant,
 )
 from llmner.type_namings import load_type_namings
-from tests.tiny_models import tiny_causal_tokenizer
 
 CORPORA = ("ncbi_disease", "bc5cdr", "genia", "jnlpba", "bc2gm", "linnaeus", "s800", "cmeee")
 CJK = re.compile(r"[\u4e00-\u9fff]")

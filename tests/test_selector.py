@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tiny_selector import build_tiny_bert
 
 from llmner.doc import Candidate, Document, Entity
 from llmner.errors import ConfigError, ValidationError
 from llmner.evaluation.thresholds import best_threshold
 from llmner.modeling.selector import SelectorConfig, SelectorModel, mark_candidate
 from llmner.schema import EntitySchema, EntityType
+from llmner.testing import build_tiny_bert
 from llmner.training.negatives import (
     BOUNDARY_KINDS,
     NegativeConfig,

@@ -1,5 +1,5 @@
 """Generator training: examples and masks, temperature sampling, LoRA steps, bundle round trip,
-exact resume, training card. Tiny random Llama from tests/tiny_models.py (seconds, no files)."""
+exact resume, training card. Tiny random Llama from llmner/testing.py (seconds, no files)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_models import tiny_causal_tokenizer, tiny_llama
 
 from llmner.codecs import get_codec
 from llmner.doc import Document, Entity
@@ -23,6 +22,7 @@ from llmner.modeling.generator import (
 )
 from llmner.prompts import PromptBuilder, PromptConfig
 from llmner.schema import get_schema
+from llmner.testing import tiny_causal_tokenizer, tiny_llama
 from llmner.training.card import documents_sha256
 from llmner.training.examples import (
     IGNORE_INDEX,

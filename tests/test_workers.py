@@ -23,21 +23,20 @@ from pathlib import Path
 
 import orjson
 import pytest
-from workers_helpers import (
+
+from llmner.doc import Document, ResultRecord
+from llmner.testing import build_tiny_bundle
+from workers.testing import (
     REPO,
     TEST_REDIS_URL,
-    build_tiny_bundle,
     cleanup,
     isolated_settings,
     lexicon_pipeline,
     note_payloads,
     payload_lines,
-    require_redis,
     wait_for,
     wait_for_jobs,
 )
-
-from llmner.doc import Document, ResultRecord
 
 pytestmark = pytest.mark.redis
 
@@ -71,8 +70,7 @@ def pipeline():
 
 
 @pytest.fixture
-def settings(tmp_path):
-    require_redis()
+def settings(tmp_path, require_redis):
     s = isolated_settings(tmp_path, infer_batch_size=4, max_doc_chars=2000)
     yield s
     cleanup(s)
@@ -381,7 +379,7 @@ def test_llmner_run_embedded_end_to_end_and_cleans_up(bundle_dir, tiny_pipeline,
     # run's server only; other `llmner run`s on the machine create and remove theirs in /tmp meanwhile.
     run_tmp = Path(tempfile.mkdtemp(prefix="llmner-run-test-"))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "LLMNER_METRICS_PORT": "0", "TMPDIR": str(run_tmp),
-           "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     env.pop("LLMNER_REDIS_URL", None)
     try:
         proc = subprocess.Popen([sys.executable, "-m", "llmner.cli.main", "run", str(notes), "--output", str(out),
@@ -463,8 +461,7 @@ def test_pickle_payloads_are_refused():
         loads(b"\x80\x04K\x01.", "application/x-python-serialize", "binary", accept=app.conf.accept_content)
 
 
-def test_health_check_exit_codes(tmp_path):
-    require_redis()
+def test_health_check_exit_codes(tmp_path, require_redis):
     ready = tmp_path / "ready"
     env = {**os.environ, "LLMNER_READY_FILE": str(ready), "LLMNER_REDIS_URL": TEST_REDIS_URL,
            "PYTHONPATH": str(REPO)}

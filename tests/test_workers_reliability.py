@@ -18,7 +18,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-from workers_helpers import (
+
+from workers.jobs import Keys
+from workers.testing import (
     REPO,
     WorkerProcess,
     cleanup,
@@ -27,13 +29,10 @@ from workers_helpers import (
     lexicon_pipeline,
     note_payloads,
     payload_lines,
-    require_redis,
     stream_entries,
     wait_for,
     wait_for_jobs,
 )
-
-from workers.jobs import Keys
 
 pytestmark = pytest.mark.redis
 
@@ -46,8 +45,7 @@ def pipeline():
 
 
 @pytest.fixture
-def settings(tmp_path):
-    require_redis()
+def settings(tmp_path, require_redis):
     s = isolated_settings(tmp_path, infer_batch_size=4, max_doc_chars=2000, heartbeat_interval=0.5,
                           heartbeat_ttl=2.0)
     yield s
@@ -214,7 +212,7 @@ def test_sigkilled_infer_worker_recovered_within_seconds_at_the_default_visibili
     from workers.client import submit_many
     from workers.connections import client
 
-    s = dataclasses.replace(settings, pipeline_factory="workers_helpers:slow_lexicon_pipeline", infer_batch_size=4)
+    s = dataclasses.replace(settings, pipeline_factory="workers.testing:slow_lexicon_pipeline", infer_batch_size=4)
     assert s.visibility_timeout == 3600
     r = client(s)
     ingest = WorkerProcess(s, [s.ingest_queue], "", "ingest", tmp_path).start()
@@ -249,7 +247,7 @@ def test_chunk_that_kills_its_worker_reaches_the_dead_stream_in_seconds(settings
     from workers.client import submit_many
     from workers.connections import client
 
-    s = dataclasses.replace(settings, pipeline_factory="workers_helpers:killer_lexicon_pipeline", infer_batch_size=4,
+    s = dataclasses.replace(settings, pipeline_factory="workers.testing:killer_lexicon_pipeline", infer_batch_size=4,
                             max_deliveries=2)
     r = client(s)
     ingest = WorkerProcess(s, [s.ingest_queue], "", "ingest", tmp_path).start()
@@ -343,7 +341,7 @@ def test_planted_marker_appears_in_no_log_and_no_task_event(settings, tmp_path):
     from workers.celery import app
     from workers.connections import client
 
-    s = dataclasses.replace(settings, pipeline_factory="workers_helpers:lexicon_pipeline")
+    s = dataclasses.replace(settings, pipeline_factory="workers.testing:lexicon_pipeline")
     events: list[dict] = []
     r = client(s)
     w = WorkerProcess(s, [s.ingest_queue, s.infer_queue], "", "phi", tmp_path).start()
@@ -554,7 +552,7 @@ def test_hanging_chunk_is_stopped_by_the_task_time_limit_and_dead_lettered(setti
     """Defect 8: there was no task time limit; a chunk whose inference hangs held its worker forever."""
     from workers.client import submit_many
 
-    s = dataclasses.replace(settings, pipeline_factory="workers_helpers:killer_lexicon_pipeline", infer_batch_size=4,
+    s = dataclasses.replace(settings, pipeline_factory="workers.testing:killer_lexicon_pipeline", infer_batch_size=4,
                             max_deliveries=2)
     w = WorkerProcess(s, [s.ingest_queue, s.infer_queue], "", "hang", tmp_path,
                       extra_env={"LLMNER_TASK_TIME_LIMIT": "3"}).start()

@@ -11,16 +11,16 @@ import sys
 import time
 
 import pytest
-from workers_helpers import (
+
+from llmner.testing import build_tiny_bundle
+from workers.testing import (
     REPO,
     WorkerProcess,
-    build_tiny_bundle,
     cleanup,
     configured,
     isolated_settings,
     lexicon_pipeline,
     note_payloads,
-    require_redis,
     wait_for,
     wait_for_jobs,
 )
@@ -34,9 +34,8 @@ def bundle_dir(tmp_path_factory):
 
 
 @pytest.fixture
-def stack(tmp_path):
+def stack(tmp_path, require_redis):
     """Started worker processes are stopped and the run's keys deleted, whatever happens."""
-    require_redis()
     started: list[WorkerProcess] = []
     settings_used: list = []
     yield started, settings_used
@@ -178,7 +177,7 @@ def test_thousand_documents_two_worker_processes_each_published_exactly_once(sta
     from workers.connections import client
 
     started, used = stack
-    s = isolated_settings(tmp_path, infer_batch_size=16, pipeline_factory="workers_helpers:lexicon_pipeline")
+    s = isolated_settings(tmp_path, infer_batch_size=16, pipeline_factory="workers.testing:lexicon_pipeline")
     used.append(s)
     workers = [WorkerProcess(s, [s.ingest_queue, s.infer_queue], "", f"w{i}", tmp_path) for i in range(2)]
     started += workers

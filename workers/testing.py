@@ -1,5 +1,10 @@
-"""Shared helpers for the worker tests: a real Redis (skipped cleanly without one), isolated key
-prefixes, worker processes started exactly as users start them, and stream readers."""
+"""Harness for running the streaming workers outside a deployment (the worker tests and the queue
+benchmarks): isolated key prefixes on a Redis, worker processes started exactly as deployments start
+them, stream readers, synthetic notes, and rule-based pipelines for ``LLMNER_PIPELINE_FACTORY``
+(``workers.testing:lexicon_pipeline``, ``:slow_lexicon_pipeline``, ``:killer_lexicon_pipeline``).
+
+Nothing here needs pytest; the tests' skip-without-Redis fixture lives in tests/conftest.py.
+The tiny random model bundle is ``llmner.testing.build_tiny_bundle``."""
 
 from __future__ import annotations
 
@@ -14,7 +19,6 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import orjson
-import pytest
 
 from workers.settings import Settings
 
@@ -30,12 +34,14 @@ def redis_client():
     return redis.Redis.from_url(redis_py_url(TEST_REDIS_URL), socket_connect_timeout=1)
 
 
-def require_redis() -> None:
+def redis_problem() -> str | None:
+    """None when the Redis at TEST_REDIS_URL answers, else why not (with how to start one)."""
     try:
         redis_client().ping()
     except Exception as exc:  # noqa: BLE001
-        pytest.skip(f"no Redis server at {TEST_REDIS_URL} ({type(exc).__name__}); start one "
-                    "(redis-server --port 6379 --save '') or set LLMNER_TEST_REDIS_URL")
+        return (f"no Redis server at {TEST_REDIS_URL} ({type(exc).__name__}); start one "
+                "(redis-server --port 6379 --save '') or set LLMNER_TEST_REDIS_URL")
+    return None
 
 
 def isolated_settings(tmp_path: Path, **overrides) -> Settings:
@@ -84,7 +90,7 @@ class WorkerProcess:
         self.log_path = log_dir / f"{name}.log"
         env = {**os.environ, **settings.to_env(), "LLMNER_BUNDLE": bundle, "LLMNER_READY_FILE": self.ready_file,
                "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-               "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]),
+               "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
                **(extra_env or {})}
         self.cmd = [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", ",".join(queues),
                     "--pool", "solo", "-n", f"{name}-{uuid.uuid4().hex[:6]}@test", "--without-heartbeat",
@@ -146,13 +152,6 @@ def note_payloads(n: int, seed: int = 0) -> list[dict]:
 
 def payload_lines(docs: list[dict]) -> bytes:
     return b"".join(orjson.dumps(d) + b"\n" for d in docs)
-
-
-def build_tiny_bundle(directory: Path) -> Path:
-    """A real model bundle of tiny random models (see tests/tiny_models.py)."""
-    from tiny_models import build_tiny_bundle as build
-
-    return build(directory)
 
 
 # A rule-based generator runtime: the real Pipeline (chunking, schema per chunk, merge to document

@@ -1,4 +1,5 @@
-"""Tiny, deterministic, file-free models and tokenizers for tests (shared by every helper's tests).
+"""Tiny, deterministic random models and tokenizers, built in memory or in a temporary directory in
+seconds with no download: for tests and for benchmarks that need a real model of the right shape.
 
 - ``tiny_llama()`` / ``tiny_causal_tokenizer()``: a 2-layer random Llama (hidden 64) and a byte-level BPE
   tokenizer trained in memory (~0.2 s) on synthetic biomedical-ish sentences that include inline tags,
@@ -6,14 +7,19 @@
   ChatML chat template, EOS ``<|im_end|>``, pad ``<|pad|>``, left padding.
 - ``tiny_bert()`` / ``tiny_bert_tokenizer()``: a 2-layer random BERT (hidden 32) with a WordPiece
   tokenizer trained in memory (``[CLS] a [SEP] b [SEP]`` pairs).
+- ``build_tiny_bert(dir)``: a random BERT encoder directory (selector tests).
+- ``build_tiny_bundle(dir)``: a real model bundle of the above (LoRA Llama generator + BERT selector).
 
 Builders return fresh objects each call (tests may train them); the trained tokenizer JSON is memoised.
+The models are random: their output has the right form, never the right entities.
 """
 
 from __future__ import annotations
 
 import random
+import string
 from functools import lru_cache
+from pathlib import Path
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
@@ -158,14 +164,35 @@ def tiny_bert(tokenizer=None, seed: int = 0, layers: int = 2, hidden: int = 32):
     return model
 
 
-def build_tiny_bundle(directory, selector_threshold: float = 0.0):
+_BERT_WORDS = ["the", "cancer", "disease", "gene", "patients", "with", "and", "of", "in", "type", "e", "ovarian",
+               "breast", "syndrome", "a", "is", "chemical", "species", "cell", "line"]
+
+
+def build_tiny_bert(directory: str | Path, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
+    """Write a randomly initialised BERT + fast WordPiece tokenizer to ``directory``; return it."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    chars = [c for c in string.printable if not c.isspace()]
+    chars += [chr(c) for c in range(0x4E00, 0x4E00 + 64)]  # a few CJK characters for zh texts
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + _BERT_WORDS + chars + ["##" + c for c in chars]
+    vocab = list(dict.fromkeys(vocab))
+    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = BertTokenizerFast(vocab={tok: i for i, tok in enumerate(vocab)}, do_lower_case=True)
+    tokenizer.save_pretrained(str(directory))
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+                        intermediate_size=2 * hidden, max_position_embeddings=256, type_vocab_size=2)
+    BertModel(config).save_pretrained(str(directory))
+    return directory
+
+
+def build_tiny_bundle(directory: str | Path, selector_threshold: float = 0.0) -> Path:
     """A real model bundle of tiny random models in ``directory``: a LoRA Llama generator
     (GeneratorModel) and a tiny BERT selector. The bundle threshold is 0 so the selector keeps what
     the random generator tags (tests compare entity lists, which should not be empty)."""
-    from pathlib import Path
-
-    from tiny_selector import build_tiny_bert
-
     from llmner.bundle import BundleManifest, save_bundle
     from llmner.modeling.generator import GeneratorConfig, GeneratorModel
     from llmner.modeling.selector import SelectorConfig, SelectorModel
