@@ -98,22 +98,15 @@ def evaluate_adapters(adapters: dict[str, str], args: argparse.Namespace, work: 
 
 def evaluate_one(adapter: str, corpora: list[str], sentences: int) -> dict:
     """Dev F1 (own schema, generator only) of the shipped generator with ``adapter``'s LoRA weights."""
-    from llmner.bundle import GENERATOR_DIR, default_bundle_path
     from llmner.data_processing.corpora import corpus_schema, load_corpus
     from llmner.evaluation.bootstrap import per_document_counts
     from llmner.evaluation.predict import predict_documents
     from llmner.evaluation.scorer import score
     from llmner.evaluation.subsets import leading_documents
-    from llmner.modeling.generator import GeneratorModel
     from llmner.pipeline import Pipeline, PipelineConfig
-    from llmner.runtime.torch_generator import TorchGeneratorRuntime
-    from llmner.training.generator import load_adapter_weights
 
-    generator = GeneratorModel.from_pretrained(default_bundle_path() / GENERATOR_DIR)
-    load_adapter_weights(generator.model, adapter)
-    generator.model.eval()
-    pipe = Pipeline(TorchGeneratorRuntime.from_generator(generator, mode="speculative"), None,
-                    PipelineConfig(selector_backend="none"))
+    pipe = Pipeline.from_bundle(None, PipelineConfig(decoding_mode="speculative", selector_backend="none", normalize=False),
+                                generator_adapter=adapter)
     result = {}
     for corpus in corpora:
         # The tail of each dev split, as benchmarks/mixture.py: the quality report scores CMeEE on its

@@ -28,21 +28,17 @@ def build_pipeline(model: str | None, adapter: str | None, threads: int):
     import torch
 
     torch.set_num_threads(threads)
-    from llmner.bundle import GENERATOR_DIR, default_bundle_path
-    from llmner.modeling.generator import GeneratorModel
+    from llmner.bundle import default_bundle_path
     from llmner.pipeline import Pipeline, PipelineConfig
-    from llmner.runtime.torch_generator import TorchGeneratorRuntime
-    from llmner.training.generator import load_adapter_weights
 
     root = Path(model) if model else default_bundle_path()
-    generator = GeneratorModel.from_pretrained(root / GENERATOR_DIR)
-    name = root.name
-    if adapter:
-        load_adapter_weights(generator.model, adapter)
-        name = f"{root.name} + {adapter}"
-    generator.model.eval()
-    runtime = TorchGeneratorRuntime.from_generator(generator, mode="speculative")
-    return Pipeline(runtime, None, PipelineConfig(selector_backend="none"), model_ids={"generator": name}), name
+    if root is None:
+        raise SystemExit("no default model bundle is installed: pass --model BUNDLE")
+    pipe = Pipeline.from_bundle(root, PipelineConfig(decoding_mode="speculative", selector_backend="none", normalize=False),
+                                generator_adapter=adapter or None)
+    name = f"{root.name} + {adapter}" if adapter else root.name
+    pipe.model_ids["generator"] = name
+    return pipe, name
 
 
 def main() -> None:

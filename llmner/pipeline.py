@@ -36,6 +36,10 @@ Details:
 - ``Pipeline.from_bundle(None)``: the shipped default bundle (``llmner/bundles/default``) if it
   exists, otherwise the base SmolLM2 zero-shot with constrained decoding and no selector (a warning
   is logged: expect low scores).
+- ``Pipeline.from_bundle(path, generator_adapter=CHECKPOINT)``: the bundle with the LoRA weights of a
+  training checkpoint (``<run>/checkpoints/step-N``, a portable checkpoint or a generator directory of
+  the same rank and target modules) in place of its generator's own, to score a run while it trains;
+  the generator's model id names both.
 """
 
 from __future__ import annotations
@@ -127,7 +131,8 @@ class Pipeline:
 
     # ---- construction ----------------------------------------------------------------------------
     @classmethod
-    def from_bundle(cls, path: str | Path | None = None, config: PipelineConfig | None = None) -> Pipeline:
+    def from_bundle(cls, path: str | Path | None = None, config: PipelineConfig | None = None,
+                    generator_adapter: str | Path | None = None) -> Pipeline:
         from llmner.bundle import (
             GENERATOR_DIR,
             NORMALIZER_DIR,
@@ -141,6 +146,8 @@ class Pipeline:
         root = Path(path) if path is not None else default_bundle_path()
         if root is None and config.normalize:
             raise ConfigError("normalization needs a model bundle with a normalizer/ folder (none is installed)")
+        if root is None and generator_adapter is not None:
+            raise ConfigError(f"generator adapter {generator_adapter}: no model bundle is installed to put it in (pass a bundle)")
         if root is None:
             log.warning("no default model bundle is installed (llmner/bundles/default): using the base SmolLM2 "
                         "zero-shot with constrained decoding and NO selector; expect low scores (pass --model BUNDLE)")
@@ -151,9 +158,12 @@ class Pipeline:
         manifest = load_manifest(root)
         mode = config.decoding_mode or manifest.decoding_mode
         generator = TorchGeneratorRuntime.from_pretrained(root / GENERATOR_DIR, mode=mode,
-                                                          batch_size=config.generator_batch_size, device=config.device)
+                                                          batch_size=config.generator_batch_size, device=config.device,
+                                                          adapter=generator_adapter)
         if manifest.generator_id:
             generator.model_id = manifest.generator_id
+        if generator_adapter is not None:
+            generator.model_id = f"{manifest.generator_id or root.name} + {generator_adapter}"
         selector = None
         if manifest.has_selector and config.selector_backend != "none":
             selector = load_selector(root / SELECTOR_DIR, config)

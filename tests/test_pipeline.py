@@ -299,6 +299,74 @@ def test_from_bundle_leaves_the_callers_config_as_passed(tiny_bundle, tmp_path):
     assert cfg.default_schemas["en"] == "biomedical_en" and cfg.selector_languages is None
 
 
+def test_from_bundle_puts_a_training_checkpoints_adapter_in_place_of_the_generators(tiny_bundle, tmp_path,
+                                                                                     monkeypatch):
+    """``generator_adapter``: the bundle with a checkpoint's LoRA weights (how benchmarks/schemas.py and
+    benchmarks/ablation.py score a run's checkpoints on the shipped generator)."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    from llmner import bundle as bundle_module
+    from llmner.bundle import GENERATOR_DIR
+    from llmner.modeling.generator import GeneratorModel
+    from llmner.training.checkpoint import save_checkpoint
+
+    def lora(pipe: Pipeline) -> dict:
+        return {k: v for k, v in pipe.generator.tag_generator.model.state_dict().items() if "lora_" in k}
+
+    # A checkpoint as a training run writes one: the bundle's generator, its LoRA weights moved.
+    trained = GeneratorModel.from_pretrained(tiny_bundle / GENERATOR_DIR)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, param in trained.model.named_parameters():
+            if "lora_" in name:
+                param.add_(torch.randn_like(param) * 0.5)
+    checkpoint = save_checkpoint(tmp_path / "run" / "checkpoints", 7, trained.model, {})
+    want = {k: v for k, v in trained.model.state_dict().items() if "lora_" in k}
+
+    cfg = PipelineConfig(selector_backend="none", normalize=False)
+    stock = lora(Pipeline.from_bundle(tiny_bundle, cfg))
+    grafted = Pipeline.from_bundle(tiny_bundle, cfg, generator_adapter=checkpoint)
+    assert stock.keys() == want.keys() == lora(grafted).keys()
+    assert all(torch.equal(lora(grafted)[k], want[k]) for k in want)
+    assert not all(torch.equal(stock[k], want[k]) for k in want)
+    assert grafted.model_ids["generator"] == f"gen-tiny + {checkpoint}"
+    docs = [Document("a", "BRCA1 is mutated in breast cancer.")]
+    assert len(grafted.process(docs)) == 1
+
+    # None: the default bundle, as benchmarks/ablation.py loads it; benchmarks/schemas.py's loader.
+    monkeypatch.setattr(bundle_module, "default_bundle_path", lambda: Path(tiny_bundle))
+    assert all(torch.equal(v, want[k]) for k, v in lora(Pipeline.from_bundle(None, cfg, generator_adapter=checkpoint)).items())
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    sys.modules.pop("schemas", None)
+    from schemas import build_pipeline
+
+    threads = torch.get_num_threads()
+    try:
+        pipe, name = build_pipeline(str(tiny_bundle), str(checkpoint), threads=1)
+    finally:
+        torch.set_num_threads(threads)
+    assert name == f"{Path(tiny_bundle).name} + {checkpoint}" and pipe.model_ids["generator"] == name
+    assert pipe.selector is None and pipe.normalizer is None and pipe.generator.mode == "speculative"
+    assert all(torch.equal(v, want[k]) for k, v in lora(pipe).items())
+
+    # An adapter of another shape, a directory without one, and no bundle to put it in are refused.
+    other = tmp_path / "other"
+    shutil.copytree(checkpoint, other)
+    config_file = other / "adapter" / "adapter_config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "r": 3}))
+    with pytest.raises(ConfigError, match="r=3"):
+        Pipeline.from_bundle(tiny_bundle, cfg, generator_adapter=other)
+    with pytest.raises(DataNotFoundError, match="adapter_model.safetensors"):
+        Pipeline.from_bundle(tiny_bundle, cfg, generator_adapter=tmp_path / "nowhere")
+    monkeypatch.setattr(bundle_module, "default_bundle_path", lambda: None)
+    with pytest.raises(ConfigError, match="no model bundle"):
+        Pipeline.from_bundle(None, cfg, generator_adapter=checkpoint)
+
+
 def test_bundle_errors(tmp_path):
     with pytest.raises(DataNotFoundError, match="not a model bundle"):
         load_manifest(tmp_path)

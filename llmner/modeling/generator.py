@@ -11,11 +11,18 @@ A generator directory (one part of a model bundle, ``llmner.bundle``) holds only
     adapter/                   peft adapter (adapter_config.json + adapter_model.safetensors)
     schemas/<name>.json        every schema the generator was trained with
     training_card.json         what produced the adapter (corpora, hashes, steps, loss, hardware)
+
+``load_adapter_weights`` copies another directory's LoRA weights (a generator directory, or a training
+checkpoint ``<run>/checkpoints/step-N`` or portable checkpoint: anything with an ``adapter/``) into a
+loaded model of the same rank and target modules: ``from_pretrained(..., adapter=CHECKPOINT)`` loads a
+bundle's generator with a checkpoint's adapter in place of its own (``Pipeline.from_bundle(...,
+generator_adapter=...)``); training starts a stage from an earlier stage's adapter with it.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -137,9 +144,12 @@ class GeneratorModel:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, base: tuple[Any, Any] | None = None,
-                        device: str | None = None, dtype: Any = None, is_trainable: bool = False) -> GeneratorModel:
+                        device: str | None = None, dtype: Any = None, is_trainable: bool = False,
+                        adapter: str | Path | None = None) -> GeneratorModel:
         """Load a generator directory written by ``save_pretrained``; ``base`` overrides the base model reference
-        with an in-memory (model, tokenizer) (tests, or a base already loaded by the caller)."""
+        with an in-memory (model, tokenizer) (tests, or a base already loaded by the caller). ``adapter``: a
+        generator directory or training checkpoint whose LoRA weights replace this directory's (same rank
+        and target modules; see ``load_adapter_weights``)."""
         root = Path(path)
         if not root.is_dir():
             raise DataNotFoundError(f"generator directory not found: {root}")
@@ -152,12 +162,16 @@ class GeneratorModel:
             schemas[name] = EntitySchema.load(schema_file)
         model, tokenizer = base if base is not None else load_base(config.base_model, device=device, dtype=dtype)
         if config.lora_r:
-            adapter = root / ADAPTER_DIR
-            if not (adapter / "adapter_config.json").is_file():
+            adapter_dir = root / ADAPTER_DIR
+            if not (adapter_dir / "adapter_config.json").is_file():
                 raise DataNotFoundError(f"generator directory {root}: adapter/adapter_config.json is missing")
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(model, str(adapter), is_trainable=is_trainable)
+            model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=is_trainable)
+        if adapter is not None:
+            if not config.lora_r:
+                raise ConfigError(f"generator directory {root} has no LoRA adapter (lora_r = 0) for {adapter} to replace")
+            load_adapter_weights(model, adapter, what="adapter")
         card = orjson.loads((root / CARD_NAME).read_bytes()) if (root / CARD_NAME).is_file() else {}
         out = cls(model, tokenizer, config, schemas, card)
         if not is_trainable:
@@ -228,6 +242,31 @@ class GeneratorModel:
 
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+
+
+def load_adapter_weights(model: Any, generator_dir: str | Path, what: str = "adapter") -> Path:
+    """Copy the LoRA weights of ``generator_dir`` (a generator directory or a training checkpoint: its
+    ``adapter/``) into the peft ``model``; return the weights file. The adapter shapes must match: same
+    rank and target modules. ``what`` names the source in errors (``--init-from`` for training)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    adapter = Path(generator_dir) / ADAPTER_DIR
+    weights = adapter / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise DataNotFoundError(f"{what} {generator_dir}: {weights} not found (expected a generator directory with an adapter)")
+    saved = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
+    current = model.peft_config["default"]
+    if int(saved.get("r", -1)) != current.r or set(saved.get("target_modules") or ()) != set(current.target_modules):
+        raise ConfigError(f"{what} {generator_dir}: adapter has r={saved.get('r')} on {sorted(saved.get('target_modules') or ())}, "
+                          f"this model has r={current.r} on {sorted(current.target_modules)}")
+    result = set_peft_model_state_dict(model, load_file(str(weights)))
+    missing = [k for k in result.missing_keys if "lora_" in k]
+    if missing or result.unexpected_keys:
+        raise ConfigError(f"{what} {generator_dir}: adapter weights do not fit this model "
+                          f"({len(missing)} missing, {len(result.unexpected_keys)} unexpected, e.g. "
+                          f"{(missing or list(result.unexpected_keys))[0]})")
+    return weights
 
 
 def merged_weights_dir(generator_dir: str | Path) -> Path:

@@ -66,12 +66,15 @@ class TorchGeneratorRuntime(GeneratorRuntime):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, mode: str = "speculative", batch_size: int = 8,
-                        generation_config: TagGenerationConfig | None = None, device: str | None = None) -> TorchGeneratorRuntime:
-        """From a generator directory written by ``GeneratorModel.save_pretrained``."""
+                        generation_config: TagGenerationConfig | None = None, device: str | None = None,
+                        adapter: str | Path | None = None) -> TorchGeneratorRuntime:
+        """From a generator directory written by ``GeneratorModel.save_pretrained``; ``adapter``: a generator
+        directory or training checkpoint whose LoRA weights replace the directory's own."""
         from llmner.modeling.generator import GeneratorModel
 
-        generator = GeneratorModel.from_pretrained(path, device=device)
-        return cls.from_generator(generator, mode, batch_size, generation_config, model_id=str(path))
+        generator = GeneratorModel.from_pretrained(path, device=device, adapter=adapter)
+        model_id = str(path) if adapter is None else f"{path} + {adapter}"
+        return cls.from_generator(generator, mode, batch_size, generation_config, model_id=model_id)
 
     @classmethod
     def from_base(cls, reference: str | Path | None = None, prompt_config: PromptConfig | None = None,

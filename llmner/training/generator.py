@@ -23,7 +23,12 @@ from typing import Any
 
 from llmner.doc import Document
 from llmner.errors import ConfigError, DataNotFoundError
-from llmner.modeling.generator import LLAMA_PROJECTIONS, GeneratorConfig, GeneratorModel
+from llmner.modeling.generator import (
+    LLAMA_PROJECTIONS,
+    GeneratorConfig,
+    GeneratorModel,
+    load_adapter_weights,
+)
 from llmner.prompts import PromptConfig
 from llmner.schema import EntitySchema
 from llmner.training import card as cardlib
@@ -287,7 +292,7 @@ def train_generator(
                                          device=device, dtype=torch.float32)
     model, tokenizer = generator.model, generator.tokenizer
     if config.init_from and not config.resume:
-        log(f"LoRA weights initialised from {load_adapter_weights(model, config.init_from)}")
+        log(f"LoRA weights initialised from {load_adapter_weights(model, config.init_from, what='--init-from')}")
     model.to(device)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -476,31 +481,6 @@ def training_card(config: GeneratorTrainingConfig, corpora: Sequence[CorpusData]
         card["curated"] = {"file": str(config.curated), "sha256": cardlib.file_sha256(config.curated),
                            "ids": len(keep_ids or ())}
     return card
-
-
-def load_adapter_weights(model: Any, generator_dir: str | Path) -> Path:
-    """Copy the LoRA weights of the generator directory ``generator_dir`` into the peft ``model`` (a warm
-    start: a later curriculum stage continues from an earlier stage's adapter with a fresh
-    optimizer and schedule). The adapter shapes must match: same rank and target modules."""
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    adapter = Path(generator_dir) / "adapter"
-    weights = adapter / "adapter_model.safetensors"
-    if not weights.is_file():
-        raise DataNotFoundError(f"--init-from {generator_dir}: {weights} not found (expected a generator directory with an adapter)")
-    saved = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
-    current = model.peft_config["default"]
-    if int(saved.get("r", -1)) != current.r or set(saved.get("target_modules") or ()) != set(current.target_modules):
-        raise ConfigError(f"--init-from {generator_dir}: adapter has r={saved.get('r')} on {sorted(saved.get('target_modules') or ())}, "
-                          f"this run has r={current.r} on {sorted(current.target_modules)}")
-    result = set_peft_model_state_dict(model, load_file(str(weights)))
-    missing = [k for k in result.missing_keys if "lora_" in k]
-    if missing or result.unexpected_keys:
-        raise ConfigError(f"--init-from {generator_dir}: adapter weights do not fit this model "
-                          f"({len(missing)} missing, {len(result.unexpected_keys)} unexpected, e.g. "
-                          f"{(missing or list(result.unexpected_keys))[0]})")
-    return weights
 
 
 def generator_size(path: str | Path) -> int:
