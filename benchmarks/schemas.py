@@ -10,7 +10,9 @@ within 5 F1 points of (a), and no type absorbing another. Writes benchmarks/resu
     .venv/bin/python benchmarks/schemas.py [--model BUNDLE] [--adapter CHECKPOINT] [--sentences 40]
 
 ``--adapter`` grafts a training checkpoint's LoRA weights (``<run>/checkpoints/step-N`` or a portable
-checkpoint) onto the bundle's generator, to check a run while it trains.
+checkpoint) onto the bundle's generator, to check a run while it trains. ``--cache DIR`` keeps each
+corpus and condition's predictions there, so that a check killed part way (a session's end) resumes
+where it stopped when rerun with the same arguments.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=40, help="leading dev sentences per corpus")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS / "schemas.md")
+    parser.add_argument("--cache", type=Path, default=None, help="directory keeping predictions, to resume a killed check")
     args = parser.parse_args()
 
     from llmner.data_processing.corpora import corpus_schema, load_corpus
@@ -62,14 +65,19 @@ def main() -> None:
     from llmner.evaluation.subsets import leading_documents
 
     pipe, model_name = build_pipeline(args.model, args.adapter, args.threads)
+    cache = PredictionCache(args.cache, {"model": model_name, "sentences": args.sentences}) if args.cache else None
     rows, confusions = [], []
     started = time.perf_counter()
     for corpus in args.corpus or CORPORA:
         docs, sentences = leading_documents(load_corpus(corpus, "dev"), args.sentences)
         results = []
         for naming in namings_for(corpus_schema(corpus)):
-            predicted = predict_documents(pipe, docs, naming.schema,
-                                          on_batch=stderr_progress(f"{corpus} {naming.condition}", len(docs)))
+            predicted = cache.get(corpus, naming.condition) if cache else None
+            if predicted is None:
+                predicted = predict_documents(pipe, docs, naming.schema,
+                                              on_batch=stderr_progress(f"{corpus} {naming.condition}", len(docs)))
+                if cache:
+                    cache.put(corpus, naming.condition, predicted)
             results.append(check_condition(naming, docs, predicted))
         gold = sum(len(d.entities) for d in docs)
         row = summary_row(corpus, results, len(docs), gold)
@@ -109,6 +117,33 @@ def main() -> None:
     args.out.with_suffix(".json").write_text(json.dumps({"model": model_name, "sentences": args.sentences,
                                                          "rows": rows, "seconds": round(elapsed)}, indent=2) + "\n")
     print("\n".join(lines[:len(rows) + 9]))
+
+
+class PredictionCache:
+    """Predicted documents per (corpus, condition) as JSONL in one directory, for one model and slice
+    size (``key.json``; a directory made for another key is refused rather than mixed)."""
+
+    def __init__(self, root: Path, key: dict) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        stored = root / "key.json"
+        if stored.is_file() and json.loads(stored.read_text()) != key:
+            raise SystemExit(f"{root} holds predictions of {stored.read_text().strip()}, not {key}: use another --cache")
+        stored.write_text(json.dumps(key) + "\n")
+        self.root = root
+
+    def get(self, corpus: str, condition: str):
+        from llmner.doc import Document
+
+        path = self.root / f"{corpus}.{condition}.jsonl"
+        if not path.is_file():
+            return None
+        return [Document.from_dict(json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines()]
+
+    def put(self, corpus: str, condition: str, predicted) -> None:
+        path = self.root / f"{corpus}.{condition}.jsonl"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(d.to_dict(), ensure_ascii=False) + "\n" for d in predicted), encoding="utf-8")
+        tmp.replace(path)   # whole files only: a kill mid-write leaves no half file
 
 
 def _argv() -> list[str]:

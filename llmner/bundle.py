@@ -13,7 +13,10 @@ parts; each part's directory is written by its model class.
 The threshold in ``bundle.json`` (when set) overrides the selector's own, so a bundle can be
 re-tuned without touching the selector weights (the ONNX cache key does not change either).
 ``selector_thresholds`` holds per-schema thresholds that ``llmner calibrate`` chose on each corpus's
-dev candidates; schemas without one use the global threshold.
+dev candidates; schemas without one use the global threshold. ``generator_thresholds`` does the same
+for schemas whose language the selector does not judge (Chinese with the MiniLM selector): there the
+cut is on the generator's own probability of the entity's tags (``Entity.generator_score``), and a
+schema without one keeps every candidate.
 
 The default bundle is ``llmner/bundles/default/`` inside the installed package when it exists
 (shipped with a release). Without it ``Pipeline.from_bundle(None)`` falls back to the base
@@ -47,6 +50,8 @@ class BundleManifest:
     decoding_mode: str = "speculative"      # free | constrained | speculative (constrained output, faster)
     selector_threshold: float | None = None  # None: the selector's own (chosen on dev)
     selector_thresholds: dict[str, float] = field(default_factory=dict)  # schema -> threshold (llmner calibrate)
+    generator_thresholds: dict[str, float] = field(default_factory=dict)  # schema -> generator_score threshold for
+                                                                          # candidates the selector does not judge
     has_selector: bool = True
     default_schemas: dict[str, str] = field(default_factory=dict)   # language -> schema name override
     selector_languages: list[str] = field(default_factory=list)     # languages the selector judges ([]: all)
@@ -66,12 +71,13 @@ class BundleManifest:
         threshold = data.get("selector_threshold")
         if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
             raise ConfigError(f"{where}: selector_threshold must be in [0, 1], got {threshold}")
-        per_schema = data.get("selector_thresholds") or {}
-        if not isinstance(per_schema, dict):
-            raise ConfigError(f"{where}: selector_thresholds must map schema names to thresholds")
-        for schema, value in per_schema.items():
-            if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
-                raise ConfigError(f"{where}: selector_thresholds[{schema!r}] must be a number in [0, 1], got {value!r}")
+        for key in ("selector_thresholds", "generator_thresholds"):
+            per_schema = data.get(key) or {}
+            if not isinstance(per_schema, dict):
+                raise ConfigError(f"{where}: {key} must map schema names to thresholds")
+            for schema, value in per_schema.items():
+                if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= float(value) <= 1.0:
+                    raise ConfigError(f"{where}: {key}[{schema!r}] must be a number in [0, 1], got {value!r}")
         return cls(**data)
 
 

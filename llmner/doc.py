@@ -38,7 +38,10 @@ class Entity:
     """A typed mention ``text[start:end]`` of the text of its frame (a document's, or a chunk's in
     ``ChunkEntities``; see the module docstring).
 
-    ``score`` is the selector's probability when one ran (``None`` otherwise); ``normalized_id``
+    ``score`` is the selector's probability when one ran (``None`` otherwise); ``generator_score`` is
+    the generator's own probability of the tags that made the entity (its open and close markers,
+    type included), set by codecs that can locate them (the inline codec) -- the only confidence of
+    entities in languages the selector does not judge; ``normalized_id``
     holds a database identifier as a CURIE (``MESH:D009203``, ``OMIM:...``, ``NCBITaxon:9606``) when the
     corpus provides one or a normalizer linked the entity; ``normalized_score`` is the normalizer's
     confidence, set whenever one ran (so ``normalized_score`` set with ``normalized_id`` None is NIL).
@@ -51,6 +54,7 @@ class Entity:
     score: float | None = field(default=None, compare=False)
     normalized_id: str | None = field(default=None, compare=False)
     normalized_score: float | None = field(default=None, compare=False)
+    generator_score: float | None = field(default=None, compare=False)
 
     @property
     def key(self) -> tuple[int, int, str]:
@@ -63,6 +67,8 @@ class Entity:
         out: dict[str, Any] = {"start": self.start, "end": self.end, "type": self.type, "text": self.text}
         if self.score is not None:
             out["score"] = self.score
+        if self.generator_score is not None:
+            out["generator_score"] = self.generator_score
         if self.normalized_id is not None:
             out["normalized_id"] = self.normalized_id
         if self.normalized_score is not None:
@@ -71,7 +77,8 @@ class Entity:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "entity") -> Entity:
-        _reject_unknown(data, {"start", "end", "type", "text", "score", "normalized_id", "normalized_score"}, where)
+        _reject_unknown(data, {"start", "end", "type", "text", "score", "generator_score", "normalized_id",
+                                 "normalized_score"}, where)
         for name in ("start", "end", "type"):
             if name not in data:
                 raise ValidationError(f"{where}: missing field '{name}'")
@@ -80,20 +87,21 @@ class Entity:
             raise ValidationError(f"{where}: start and end must be integers, got {start!r} and {end!r}")
         if not isinstance(etype, str) or not etype:
             raise ValidationError(f"{where}: type must be a non-empty string, got {etype!r}")
-        score = data.get("score")
-        if score is not None and not isinstance(score, (int, float)):
-            raise ValidationError(f"{where}: score must be a number, got {score!r}")
-        norm_score = data.get("normalized_score")
-        if norm_score is not None and not isinstance(norm_score, (int, float)):
-            raise ValidationError(f"{where}: normalized_score must be a number, got {norm_score!r}")
+        numbers: dict[str, float | None] = {}
+        for name in ("score", "generator_score", "normalized_score"):
+            value = data.get(name)
+            if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+                raise ValidationError(f"{where}: {name} must be a number, got {value!r}")
+            numbers[name] = None if value is None else float(value)
         return cls(
             start=start,
             end=end,
             type=etype,
             text=str(data.get("text", "")),
-            score=None if score is None else float(score),
+            score=numbers["score"],
+            generator_score=numbers["generator_score"],
             normalized_id=data.get("normalized_id"),
-            normalized_score=None if norm_score is None else float(norm_score),
+            normalized_score=numbers["normalized_score"],
         )
 
 
@@ -253,11 +261,12 @@ def validate_document(doc: Document) -> None:
 
 
 def dedupe_entities(entities: Iterable[Entity]) -> list[Entity]:
-    """Sorted unique entities by (start, end, type); the highest score wins among duplicates."""
+    """Sorted unique entities by (start, end, type); among duplicates the highest score wins (then
+    the highest generator score)."""
     best: dict[tuple[int, int, str], Entity] = {}
     for ent in entities:
         prev = best.get(ent.key)
-        if prev is None or (ent.score or 0.0) > (prev.score or 0.0):
+        if prev is None or (ent.score or 0.0, ent.generator_score or 0.0) > (prev.score or 0.0, prev.generator_score or 0.0):
             best[ent.key] = ent
     return sorted(best.values(), key=lambda e: (e.start, -e.end, e.type))
 

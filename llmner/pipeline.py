@@ -114,6 +114,9 @@ class Pipeline:
         # Per-schema thresholds calibrated on each corpus's dev candidates (``llmner calibrate``); an
         # explicit PipelineConfig.selector_threshold overrides them all.
         self.thresholds: dict[str, float] = {}
+        # The same for candidates the selector does not judge, on their generator_score; a schema
+        # without one keeps them all.
+        self.generator_thresholds: dict[str, float] = {}
         if count_tokens is None and getattr(generator, "tokenizer", None) is not None:
             tokenizer = generator.tokenizer  # type: ignore[attr-defined]
             count_tokens = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -190,6 +193,7 @@ class Pipeline:
         pipe = cls(generator, selector, config, model_ids={"bundle": manifest.name}, normalizer=normalizer)
         if selector is not None and config.selector_threshold is None:
             pipe.thresholds = dict(manifest.selector_thresholds)
+        pipe.generator_thresholds = dict(manifest.generator_thresholds)
         return pipe
 
     # ---- schemas ---------------------------------------------------------------------------------
@@ -279,8 +283,13 @@ class Pipeline:
         return self.thresholds.get(name, self.threshold) if name is not None else self.threshold
 
     def keeps(self, entity: Entity, schema: str | EntitySchema | None) -> bool:
-        """Whether selection keeps ``entity`` (unscored candidates are always kept)."""
-        return entity.score is None or entity.score >= self.threshold_for(schema)
+        """Whether selection keeps ``entity``: by its selector score when the selector judged it, else by
+        its generator score where the schema has a generator threshold; otherwise it is kept."""
+        if entity.score is not None:
+            return entity.score >= self.threshold_for(schema)
+        name = schema.name if isinstance(schema, EntitySchema) else schema
+        cut = self.generator_thresholds.get(name) if name is not None else None
+        return cut is None or entity.generator_score is None or entity.generator_score >= cut
 
     def select(self, per_chunk: Sequence[ChunkEntities],
                schemas: Sequence[str | EntitySchema] | None = None) -> list[ChunkEntities]:
@@ -351,7 +360,7 @@ class Pipeline:
 
 def _trimmed(entities: ChunkEntities, text: str, schema: EntitySchema) -> ChunkEntities:
     """Generator entities of the schema (chunk frame, ``text`` the chunk's) with whitespace trimmed
-    from both edges, unscored; blank ones dropped (a model can open a tag before a space; the scorer
+    from both edges, with no selector score; blank ones dropped (a model can open a tag before a space; the scorer
     compares exact offsets)."""
     out = []
     for ent in entities:
@@ -363,7 +372,8 @@ def _trimmed(entities: ChunkEntities, text: str, schema: EntitySchema) -> ChunkE
         while end > start and text[end - 1].isspace():
             end -= 1
         if start < end:
-            out.append(Entity(start, end, ent.type, text[start:end], normalized_id=ent.normalized_id))
+            out.append(Entity(start, end, ent.type, text[start:end], normalized_id=ent.normalized_id,
+                              generator_score=ent.generator_score))
     return out
 
 
@@ -391,9 +401,3 @@ def as_document(item: str | Mapping[str, Any] | Document, index: int = 0) -> Doc
             data["language"] = guess_language(data["text"]) or "en"
         return Document.from_dict(data).without_annotations()
     raise ConfigError(f"cannot tag a {type(item).__name__}: pass a string, a dict with 'text', or a Document")
-
-
-def describe(pipe: Pipeline) -> dict[str, Any]:
-    return {"model_ids": pipe.model_ids, "threshold": pipe.threshold if pipe.selector else None,
-            "thresholds": dict(pipe.thresholds) if pipe.selector else {},
-            "selector": type(pipe.selector).__name__ if pipe.selector else None}

@@ -40,6 +40,8 @@ def _title(ent: Entity, dropped: bool) -> str:
     parts = [ent.type]
     if ent.score is not None:
         parts.append(f"score {ent.score:.3f}")
+    if ent.generator_score is not None:
+        parts.append(f"generator {ent.generator_score:.3f}")
     if ent.normalized_id:
         norm = f" ({ent.normalized_score:.2f})" if ent.normalized_score is not None else ""
         parts.append(f"id {ent.normalized_id}{norm}")

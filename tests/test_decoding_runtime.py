@@ -168,3 +168,64 @@ def test_sentencepiece_style_tokenizer_constrained_copy():
     for out, src in zip(con, texts):
         plain = MARKER.sub("", out.text).replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
         assert plain == src
+
+
+def test_generator_scores_are_the_probabilities_of_each_entitys_markers(lm):
+    """Each inline entity carries the product of the probabilities of the tokens that wrote its open
+    and close markers (Chinese text included, where tokens split characters' bytes)."""
+    from llmner.codecs.inline import _TOKEN
+
+    model, tokenizer = lm
+    schema = genia_like()
+    requests = [TagRequest(t, schema) for t in TEXTS]
+    runtime = TorchGeneratorRuntime(model, tokenizer, mode="constrained", batch_size=2)
+    generator = runtime.tag_generator
+    prefix, suffix = runtime.prompt_builder.split(tokenizer, "", schema)
+    outputs = generator.generate(prefix, [t + suffix for t in TEXTS], TEXTS, [list(schema.type_names)] * len(TEXTS),
+                                 "constrained")
+    scored = 0
+    for req, out, res in zip(requests, outputs, runtime.tag(requests)):
+        assert len(out.token_probs) == len(out.token_ids)
+        assert all(0.0 < p <= 1.0 for p in out.token_probs)
+        assert out.char_tokens is not None and len(out.char_tokens) == len(out.text)
+        # The characters of each token, in order, are the token's bytes.
+        for index, token in enumerate(out.token_ids):
+            chars = "".join(c for c, owner in zip(out.text, out.char_tokens) if owner == index)
+            piece = generator.vocab.token_bytes[token] or b""
+            assert piece.decode("utf-8", errors="ignore") in chars or chars.encode() in piece or not piece
+        # Recompute every entity's score from the markers in the output.
+        markers = [m for m in _TOKEN.finditer(out.text) if m.group(2)]
+        expected: dict[str, list[float]] = {}
+        stack: dict[str, list[float]] = {}
+        for m in markers:
+            p = out.span_probability(m.start(), m.end())
+            assert p is not None and 0.0 < p <= 1.0
+            if m.group(1):
+                expected.setdefault(m.group(2), []).append(stack[m.group(2)].pop() * p)
+            else:
+                stack.setdefault(m.group(2), []).append(p)
+        got = sorted(e.generator_score for e in res.entities)
+        assert got == pytest.approx(sorted(p for ps in expected.values() for p in ps), rel=1e-4)  # batch layout
+        assert all(e.score is None for e in res.entities)
+        scored += len(got)
+    assert scored > 0
+
+
+def test_speculative_generator_scores_equal_constrained(lm):
+    model, tokenizer = lm
+    requests = [TagRequest(t, genia_like()) for t in TEXTS]
+    constrained = TorchGeneratorRuntime(model, tokenizer, mode="constrained", batch_size=2).tag(requests)
+    speculative = TorchGeneratorRuntime(model, tokenizer, mode="speculative", batch_size=2).tag(requests)
+    for a, b in zip(constrained, speculative):
+        assert a.entities == b.entities
+        assert [e.generator_score for e in a.entities] == pytest.approx([e.generator_score for e in b.entities], rel=1e-3)
+
+
+def test_char_token_indices_map_split_characters_and_refuse_other_text():
+    from llmner.decoding.tag_generator import char_token_indices
+
+    pieces = ["发".encode()[:2], "发".encode()[2:] + b"<", b"a>"]  # a character split across two tokens
+    assert char_token_indices(pieces, b"", "发<a>") == [0, 1, 2, 2]
+    assert char_token_indices(pieces, b"x", "发<a>x") == [0, 1, 2, 2, -1]
+    assert char_token_indices(pieces, b"", "发<b>") is None
+    assert char_token_indices([b"\xe5\x8f"], b"", "\ufffd") is None  # invalid UTF-8 was replaced

@@ -54,3 +54,13 @@ def test_result_record_is_versioned_and_round_trips():
     data["schema_version"] = 99
     with pytest.raises(ValidationError, match="schema_version"):
         ResultRecord.from_dict(data)
+
+
+def test_generator_score_round_trips_and_breaks_ties():
+    ent = Entity(0, 4, "Disease", "gout", generator_score=0.25)
+    assert Entity.from_dict(ent.to_dict()).generator_score == 0.25
+    assert "generator_score" not in Entity(0, 4, "Disease", "gout").to_dict()
+    with pytest.raises(ValidationError):
+        Entity.from_dict({"start": 0, "end": 4, "type": "Disease", "generator_score": "high"})
+    low, high = Entity(0, 4, "D", "gout", generator_score=0.1), Entity(0, 4, "D", "gout", generator_score=0.9)
+    assert dedupe_entities([low, high])[0].generator_score == 0.9

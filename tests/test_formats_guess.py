@@ -138,3 +138,13 @@ def test_a_gold_document_is_tagged_without_its_annotations():
 def test_jsonl_documents_still_round_trip(tmp_path):
     write_jsonl(sample_docs(), tmp_path / "a.jsonl")
     assert [d.to_dict() for d in read_jsonl(tmp_path / "a.jsonl")] == [d.to_dict() for d in sample_docs()]
+
+
+@pytest.mark.parametrize("fmt", ["bioc", "bioc_json", "jsonl"])
+def test_generator_scores_round_trip_through_prediction_formats(tmp_path, fmt):
+    doc = Document("z", "患者有高血压。", language="zh")
+    doc.entities = [doc.span(3, 6, "疾病", generator_score=0.8125)]
+    path = tmp_path / f"out.{fmt}"
+    write_documents([doc], path, fmt)
+    (back,) = read_documents(path, fmt)
+    assert back.entities[0].generator_score == 0.8125 and back.entities[0].score is None

@@ -168,14 +168,49 @@ def test_calibration_picks_the_best_threshold_per_schema_on_dev(monkeypatch):
     few = calibrate(pipe, CalibrationConfig(corpora=["bc5cdr"], sentences=2, min_gold=0, min_candidates=10_000), log=lambda _: None)
     assert few[0].threshold is None and few[0].best_threshold is None and few[0].evidence is None
     assert thresholds_of(few) == {} and few[0].f1 == few[0].global_f1
-    with pytest.raises(calibration.ValidationError, match="needs a bundle with a selector"):
-        calibrate(Pipeline(LexiconGenerator(), None), CalibrationConfig(corpora=["bc5cdr"]))
+    # Without a selector the generator's own scores judge (the lexicon double has none: all kept).
+    (unjudged,) = calibrate(Pipeline(LexiconGenerator(), None), config, log=lambda _: None)
+    assert unjudged.judge == "generator" and unjudged.candidates == 0 and unjudged.threshold is None
     with pytest.raises(calibration.ValidationError, match="at least one corpus"):
         CalibrationConfig(corpora=[])
     with pytest.raises(calibration.ValidationError, match=r"min_evidence must be in \[0, 1\], got 1.5"):
         CalibrationConfig(corpora=["bc5cdr"], min_evidence=1.5)
     with pytest.raises(calibration.ValidationError, match="bootstrap must be >= 1"):
         CalibrationConfig(corpora=["bc5cdr"], bootstrap=0)
+
+
+class ScoredLexiconGenerator(LexiconGenerator):
+    """The lexicon double with a generator score per entity (span length / 10, like LengthSelector)."""
+
+    def tag(self, requests):
+        return [TagResult([dataclasses_replace(e, generator_score=min(1.0, (e.end - e.start) / 10)) for e in r.entities],
+                          r.output) for r in super().tag(requests)]
+
+
+def test_generator_scores_judge_the_languages_the_selector_does_not(monkeypatch):
+    from llmner.evaluation.calibration import CalibrationConfig, calibrate, thresholds_of
+
+    docs = _gold_docs(TEXT, 12)
+    monkeypatch.setattr("llmner.data_processing.corpora.load_corpus", lambda corpus, split: docs)
+    monkeypatch.setattr("llmner.data_processing.corpora.is_labeled", lambda corpus, split: True)
+    # The selector judges only Chinese here, so BC5CDR's English candidates are judged by their
+    # generator scores, against keeping them all.
+    pipe = Pipeline(ScoredLexiconGenerator(), LengthSelector(), PipelineConfig(selector_languages=("zh",)))
+    config = CalibrationConfig(corpora=["bc5cdr"], sentences=1000, min_gold=0, min_candidates=5, bootstrap=50)
+    (r,) = calibrate(pipe, config, log=lambda _: None)
+    assert r.judge == "generator" and r.global_threshold == 0.0 and r.global_f1 == r.keep_all_f1 < 1.0
+    assert 0.6 < r.threshold <= 0.9 and r.f1 == 1.0 and r.evidence == 1.0
+    assert thresholds_of([r], "generator") == {"bc5cdr": r.threshold} and thresholds_of([r]) == {}
+    # The pipeline applies it to unjudged candidates of that schema only, and never to judged ones.
+    doc = Document("d", TEXT, metadata={"schema": "bc5cdr"})
+    before = {e.text for e in pipe.process([doc])[0].entities}
+    pipe.generator_thresholds = {"bc5cdr": r.threshold}
+    (rec,) = pipe.process([doc])
+    assert "cancer" in before and {e.text for e in rec.entities} == {"breast cancer", "cisplatin"}
+    assert all(e.score is None and e.generator_score >= r.threshold for e in rec.entities)
+    judged = Pipeline(ScoredLexiconGenerator(), LengthSelector())
+    judged.generator_thresholds = {"bc5cdr": 0.99}
+    assert "cisplatin" in {e.text for e in judged.process([doc])[0].entities}      # selector 0.9 >= 0.5
 
 
 def test_calibration_keeps_the_global_threshold_when_one_document_decides(monkeypatch):
@@ -216,6 +251,7 @@ def test_calibrate_cli_writes_thresholds_the_pipeline_then_uses(tiny_bundle, tmp
                                  "--bootstrap", "20"])
     assert result.exit_code == 0, result.output
     written = load_manifest(bundle).selector_thresholds
+    assert load_manifest(bundle).generator_thresholds == {}
     card = json.loads((bundle / "calibration.json").read_text())
     (entry,) = card["schemas"]
     assert entry["schema"] == "ncbi_disease" and entry["documents"] >= 1

@@ -4,7 +4,9 @@ Runs the bundle (generator + selector) on the last dev documents of every corpus
 threshold with the best strict F1 for that corpus's schema (``llmner.evaluation.calibration``), keeps
 it only when out-of-bag resamples show the choice beating the global threshold (``--min-evidence``), and
 writes them into the bundle's ``bundle.json`` (``selector_thresholds``) beside a ``calibration.json``
-that records every number. ``--dry-run`` prints without writing.
+that records every number. A corpus whose language the selector does not judge (CMeEE) is calibrated on
+the generator's own entity scores against keeping every candidate (``generator_thresholds``).
+``--dry-run`` prints without writing.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ def register(app: typer.Typer) -> None:
 
 
 def calibrate_command(
-    bundle: Annotated[Path, typer.Argument(help="model bundle directory (with a selector)")],
+    bundle: Annotated[Path, typer.Argument(help="model bundle directory")],
     corpus: Annotated[list[str], typer.Option("--corpus", help="corpus whose dev split calibrates its schema (repeatable)")],
     sentences: Annotated[int, typer.Option("--sentences", help="dev sentences per corpus, from the end of the split")] = 80,
     min_gold: Annotated[int, typer.Option("--min-gold", help="extend a corpus's documents until they hold this many gold mentions")] = 40,
@@ -34,7 +36,7 @@ def calibrate_command(
     selector_backend: Annotated[str, typer.Option("--selector-backend", help="onnx (as served) or torch")] = "onnx",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the thresholds, write nothing")] = False,
 ) -> None:
-    """Choose a selector threshold per schema on the bundle's own dev candidates and store it in the bundle."""
+    """Choose a threshold per schema (selector, or generator score where the selector does not judge) on the bundle's own dev candidates and store it in the bundle."""
     from llmner.bundle import load_manifest, write_calibration, write_manifest
     from llmner.data_processing.corpora import CORPUS_NAMES
     from llmner.errors import ConfigError
@@ -49,23 +51,26 @@ def calibrate_command(
     if unknown:
         raise ConfigError(f"unknown corpus {', '.join(unknown)} (known: {', '.join(CORPUS_NAMES)})")
     manifest = load_manifest(bundle)
-    if not manifest.has_selector:
-        raise ConfigError(f"bundle {bundle} has no selector: there is no threshold to calibrate")
     config = CalibrationConfig(corpora=list(corpus), split=split, sentences=sentences, min_gold=min_gold,
                                min_candidates=min_candidates, bootstrap=bootstrap, min_evidence=min_evidence)
     pipe = Pipeline.from_bundle(bundle, PipelineConfig(selector_backend=selector_backend))
-    pipe.thresholds = {}   # calibrate against the global threshold: earlier per-schema ones must not leak in
+    # Calibrate against the global threshold (selector) or keeping all (generator): earlier per-schema
+    # thresholds must not leak in.
+    pipe.thresholds, pipe.generator_thresholds = {}, {}
     started = time.perf_counter()
     results = calibrate(pipe, config, log=say)
-    chosen = thresholds_of(results)
-    say(f"{len(chosen)} of {len(results)} schemas calibrated in {time.perf_counter() - started:.0f} s: "
-        + (", ".join(f"{k}={v:.3f}" for k, v in chosen.items()) or "none"))
+    chosen = thresholds_of(results, "selector")
+    by_generator = thresholds_of(results, "generator")
+    say(f"{len(chosen) + len(by_generator)} of {len(results)} schemas calibrated in {time.perf_counter() - started:.0f} s: "
+        + (", ".join([f"{k}={v:.3f}" for k, v in chosen.items()]
+                     + [f"{k}={v:.3f} (generator score)" for k, v in by_generator.items()]) or "none"))
     if dry_run:
         return
     manifest.selector_thresholds = chosen
+    manifest.generator_thresholds = by_generator
     write_manifest(bundle, manifest)
     calibration = write_calibration(bundle, {
         "split": split, "sentences": sentences, "min_gold": min_gold, "min_candidates": min_candidates,
         "bootstrap": bootstrap, "min_evidence": min_evidence, "selector_backend": selector_backend,
         "global_threshold": pipe.threshold, "schemas": [r.to_dict() for r in results]})
-    say(f"wrote selector_thresholds into {bundle / 'bundle.json'} and {calibration}")
+    say(f"wrote selector_thresholds and generator_thresholds into {bundle / 'bundle.json'} and {calibration}")

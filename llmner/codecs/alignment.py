@@ -132,9 +132,9 @@ def aligned_boundaries(copy: str, text: str) -> tuple[list[int], list[int], int,
 
 
 def align_mentions(
-    copy: str, text: str, mentions: Iterable[tuple[int, int, str]], diagnostics: Diagnostics
+    copy: str, text: str, mentions: Iterable[tuple[int, int, str, float | None]], diagnostics: Diagnostics
 ) -> list[Entity]:
-    """Entities over ``text`` for ``(start, end, type)`` mentions in ``copy`` offsets.
+    """Entities over ``text`` for ``(start, end, type, generator_score)`` mentions in ``copy`` offsets.
 
     Exact copy: offsets unchanged. Otherwise boundaries are mapped through the alignment
     (``inserted_chars``/``deleted_chars`` added to ``diagnostics``), then trimmed of whitespace at
@@ -142,12 +142,12 @@ def align_mentions(
     Identical results are returned once, sorted by (start, -end, type).
     """
     if copy == text:
-        return dedupe_entities(Entity(s, e, t, text[s:e]) for s, e, t in mentions)
+        return dedupe_entities(Entity(s, e, t, text[s:e], generator_score=g) for s, e, t, g in mentions)
     start_map, end_map, inserted, deleted = aligned_boundaries(copy, text)
     diagnostics.inserted_chars += inserted
     diagnostics.deleted_chars += deleted
     entities = []
-    for s, e, t in mentions:
+    for s, e, t, g in mentions:
         start, end = start_map[s], end_map[e]
         while start < end and text[start].isspace():
             start += 1
@@ -156,5 +156,5 @@ def align_mentions(
         if start >= end:
             diagnostics.unplaced_mentions += 1
             continue
-        entities.append(Entity(start, end, t, text[start:end]))
+        entities.append(Entity(start, end, t, text[start:end], generator_score=g))
     return dedupe_entities(entities)

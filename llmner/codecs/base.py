@@ -8,10 +8,13 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from llmner.doc import Entity
+
+# Probability that the model wrote output[start:end]; None when unknown.
+SpanConfidence = Callable[[int, int], float | None]
 
 
 @dataclass(slots=True)
@@ -73,5 +76,10 @@ class Codec(ABC):
         return self.encode_with_report(text, entities).target
 
     @abstractmethod
-    def decode(self, output: str, text: str, types: Collection[str] | None = None) -> DecodeResult:
-        """Entities over ``text`` from a (possibly broken) model ``output``; ``types`` = allowed types."""
+    def decode(self, output: str, text: str, types: Collection[str] | None = None,
+               confidence: SpanConfidence | None = None) -> DecodeResult:
+        """Entities over ``text`` from a (possibly broken) model ``output``; ``types`` = allowed types.
+
+        ``confidence(start, end)`` is the model's probability of having written ``output[start:end]``
+        (``TagGeneration.span_probability``); a codec that can point at the output characters that
+        decided an entity sets the entity's ``generator_score`` from it, the others leave it None."""

@@ -31,7 +31,7 @@ import re
 from collections.abc import Collection, Sequence
 
 from llmner.codecs.alignment import align_mentions
-from llmner.codecs.base import Codec, DecodeResult, Diagnostics, EncodeResult
+from llmner.codecs.base import Codec, DecodeResult, Diagnostics, EncodeResult, SpanConfidence
 from llmner.doc import Entity
 from llmner.schema import TYPE_NAME_PATTERN
 
@@ -147,15 +147,16 @@ class InlineCodec(Codec):
         out.append(escape_text(text[cursor:]))
         return EncodeResult("".join(out), diagnostics)
 
-    def decode(self, output: str, text: str, types: Collection[str] | None = None) -> DecodeResult:
+    def decode(self, output: str, text: str, types: Collection[str] | None = None,
+               confidence: SpanConfidence | None = None) -> DecodeResult:
         diagnostics = Diagnostics()
         allowed = None if types is None else set(types)
         pieces: list[str] = []
         length = 0           # length of the unescaped, marker-free copy so far
         cursor = 0
-        open_stack: dict[str, list[int]] = {}
+        open_stack: dict[str, list[tuple[int, float | None]]] = {}  # type -> (copy offset, open marker's probability)
         open_count = 0
-        mentions: list[tuple[int, int, str]] = []
+        mentions: list[tuple[int, int, str, float | None]] = []
         for match in _TOKEN.finditer(output):
             if match.start() > cursor:
                 literal = output[cursor : match.start()]
@@ -169,16 +170,19 @@ class InlineCodec(Codec):
                 elif match.group(1):  # close
                     stack = open_stack.get(etype)
                     if stack:
-                        start = stack.pop()
+                        start, opened = stack.pop()
                         open_count -= 1
                         if start == length:
                             diagnostics.empty_mentions += 1
                         else:
-                            mentions.append((start, length, etype))
+                            closed = confidence(match.start(), match.end()) if confidence else None
+                            score = opened * closed if opened is not None and closed is not None else None
+                            mentions.append((start, length, etype, score))
                     else:
                         diagnostics.unbalanced_markers += 1
                 else:
-                    open_stack.setdefault(etype, []).append(length)
+                    opened = confidence(match.start(), match.end()) if confidence else None
+                    open_stack.setdefault(etype, []).append((length, opened))
                     open_count += 1
             elif match.group(3) is not None:
                 pieces.append(_ESCAPE_CHAR[match.group(3)])

@@ -28,7 +28,7 @@ import re
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from llmner.codecs.base import Codec, DecodeResult, Diagnostics, EncodeResult
+from llmner.codecs.base import Codec, DecodeResult, Diagnostics, EncodeResult, SpanConfidence
 from llmner.doc import Entity, dedupe_entities
 
 _STRING = r'"((?:[^"\\]|\\.)*)"'
@@ -132,7 +132,8 @@ class JsonCodec(Codec):
         payload = [{"entity": e.type, "name": text[e.start : e.end]} for e in kept]
         return EncodeResult(json.dumps(payload, ensure_ascii=False), diagnostics)
 
-    def decode(self, output: str, text: str, types: Collection[str] | None = None) -> DecodeResult:
+    def decode(self, output: str, text: str, types: Collection[str] | None = None,
+               confidence: SpanConfidence | None = None) -> DecodeResult:
         diagnostics = Diagnostics()
         allowed = None if types is None else set(types)
         next_search: dict[tuple[str, str], int] = {}

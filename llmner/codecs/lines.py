@@ -31,7 +31,7 @@ import re
 from collections.abc import Collection, Sequence
 
 from llmner.codecs.alignment import align_mentions
-from llmner.codecs.base import Codec, DecodeResult, Diagnostics, EncodeResult
+from llmner.codecs.base import Codec, DecodeResult, Diagnostics, EncodeResult, SpanConfidence
 from llmner.codecs.inline import expressible_entities
 from llmner.doc import Entity, dedupe_entities
 from llmner.schema import TYPE_NAME_PATTERN
@@ -111,7 +111,8 @@ class LinesCodec(Codec):
         lines = [etype + TYPE_SEPARATOR + _bracketed_line(text, spans) for etype, spans in by_type.items()]
         return EncodeResult(LINE_SEPARATOR.join(lines), Diagnostics(inexpressible_spans=dropped, notes=notes))
 
-    def decode(self, output: str, text: str, types: Collection[str] | None = None) -> DecodeResult:
+    def decode(self, output: str, text: str, types: Collection[str] | None = None,
+               confidence: SpanConfidence | None = None) -> DecodeResult:
         diagnostics = Diagnostics()
         allowed = None if types is None else set(types)
         entities: list[Entity] = []
@@ -131,5 +132,5 @@ class LinesCodec(Codec):
                 diagnostics.unknown_types += 1
                 continue
             copy, spans = _parse_line(line[prefix.end() :], diagnostics)
-            entities.extend(align_mentions(copy, text, [(s, e, etype) for s, e in spans], diagnostics))
+            entities.extend(align_mentions(copy, text, [(s, e, etype, None) for s, e in spans], diagnostics))
         return DecodeResult(dedupe_entities(entities), diagnostics)

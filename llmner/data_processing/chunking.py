@@ -21,6 +21,7 @@ tokenizer); the default ``approximate_token_count`` is a fast heuristic.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import itertools
 import math
 import re
@@ -166,7 +167,7 @@ def merge_chunk_entities(chunks: Sequence[Chunk], per_chunk: Sequence[ChunkEntit
                     f"merge: entity [{ent.start}, {ent.end}) {ent.type} is outside chunk {chunk.index} ({len(chunk.text)} characters)"
                 )
             start, end = ent.start + chunk.start, ent.end + chunk.start
-            found.append((Entity(start, end, ent.type, text[start:end], ent.score, ent.normalized_id), ci))
+            found.append((dataclasses.replace(ent, start=start, end=end, text=text[start:end]), ci))
 
     # An edge x is cut when some chunk has start < x < end: the largest end among chunks starting
     # before x exceeds x (a chunk never cuts its own edges).

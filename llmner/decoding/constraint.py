@@ -155,20 +155,24 @@ class CopyConstraint:
         self._allowed[s] = hit
         return hit
 
-    def choose(self, s: CopyState, vector: torch.Tensor, head: torch.Tensor | None = None) -> int:
-        """Constrained greedy: the allowed token with the highest logit (lowest id on ties).
+    def choose(self, s: CopyState, vector: torch.Tensor, head: torch.Tensor | None = None) -> tuple[int, float]:
+        """Constrained greedy: the allowed token with the highest logit (lowest id on ties), and its
+        probability among the allowed tokens (1.0 when it was the only one).
 
         ``vector`` is a row of logits, or -- when ``head`` (the output embedding matrix) is given -- the
         final hidden state: then only the allowed rows of the output layer are computed, which makes
-        the output layer (49k x 576 for SmolLM2, a fifth of the model) nearly free."""
+        the output layer (49k x 576 for SmolLM2, a fifth of the model) nearly free. The probability is
+        over the allowed tokens because they are the model's real alternatives here (copy the next
+        character, open a tag of one of the types, close one)."""
         ids, t = self.allowed(s)
         if len(ids) == 1:
-            return ids[0]
+            return ids[0], 1.0
         if head is None:
-            scores = vector.index_select(0, t)
+            scores = vector.index_select(0, t).float()
         else:
             scores = head.index_select(0, t).float() @ vector.float()
-        return ids[int(torch.argmax(scores))]
+        best = int(torch.argmax(scores))
+        return ids[best], float(torch.softmax(scores, dim=0)[best])
 
     # -- drafting ----------------------------------------------------------------------------------
     def pick_marker(self, s: CopyState, guess_type: int | None) -> tuple[bytes, int, bool] | None:
@@ -203,9 +207,6 @@ class CopyConstraint:
         if s.pos + limit >= len(self.target):
             out += b"".join(self.closes[i] for i, _ in reversed(stack))
         return out
-
-    def output_bytes(self, token_ids: Sequence[int]) -> bytes:
-        return b"".join(self.vocab.token_bytes[t] or b"" for t in token_ids if t not in self.vocab.eos_ids)
 
     def completion(self, s: CopyState) -> bytes:
         """Bytes that finish a state without the model (used only when the token budget runs out)."""

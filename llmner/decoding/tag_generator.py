@@ -73,6 +73,37 @@ class TagGeneration:
     forward_passes: int             # passes this row took part in (its prompt prefill included)
     output_tokens: int
     finished: bool = True           # False: the token budget ran out (constrained modes then copy the rest)
+    token_probs: list[float] = field(default_factory=list)  # per token of token_ids, its probability when
+                                    # chosen (constrained modes: among the allowed tokens)
+    char_tokens: list[int] | None = None  # per character of text, the index of the token that wrote it
+                                    # (-1: completed without the model); None when the text can't be mapped
+
+    def span_probability(self, start: int, end: int) -> float | None:
+        """Probability the model gave to writing ``text[start:end]``: the product over the distinct
+        tokens that wrote those characters (None when characters can't be mapped to tokens)."""
+        if self.char_tokens is None or not (0 <= start < end <= len(self.char_tokens)):
+            return None
+        prob = 1.0
+        for index in dict.fromkeys(self.char_tokens[start:end]):
+            if index >= 0:
+                prob *= self.token_probs[index]
+        return prob
+
+
+def char_token_indices(pieces: Sequence[bytes], tail: bytes, text: str) -> list[int] | None:
+    """Per character of ``text`` (the UTF-8 decoding of ``pieces`` + ``tail``), the index of the piece
+    holding its first byte (-1 for ``tail``); None when ``text`` is not that decoding."""
+    owners = [i for i, piece in enumerate(pieces) for _ in piece] + [-1] * len(tail)
+    data = b"".join(pieces) + tail
+    out: list[int] = []
+    i = 0
+    for char in text:
+        width = len(char.encode("utf-8"))
+        if data[i : i + width] != char.encode("utf-8"):
+            return None  # invalid UTF-8 was replaced, or the text was not decoded from these bytes
+        out.append(owners[i])
+        i += width
+    return out if i == len(data) else None
 
 
 @dataclass(slots=True)
@@ -82,6 +113,7 @@ class _Row:
     constraint: CopyConstraint | None
     state: CopyState | None
     out: list[int] = field(default_factory=list)
+    probs: list[float] = field(default_factory=list)  # per token of out
     pending: int = -1
     passes: int = 0
     done: bool = False
@@ -349,9 +381,10 @@ class TagGenerator:
             step_logits = logits[col]
             if row.constraint is None:
                 token = int(torch.argmax(step_logits))
+                prob = float(torch.softmax(step_logits.float(), dim=0)[token])
             else:
                 assert row.state is not None
-                token = row.constraint.choose(row.state, step_logits, head)
+                token, prob = row.constraint.choose(row.state, step_logits, head)
             if token in eos:
                 row.done = True
                 return path
@@ -365,6 +398,7 @@ class TagGenerator:
                 elif len(row.state.stack) < len(prev.stack):
                     self._remember(row.constraint, prev.stack[-1], row.state.pos, memory)
             row.out.append(token)
+            row.probs.append(prob)
             if row.constraint is not None and row.constraint.is_complete(row.state):
                 row.done = True  # EOS is then the only allowed token: no pass needed for it
                 return path
@@ -389,12 +423,14 @@ class TagGenerator:
                 memory.pop(next(iter(memory)))
 
     def _output(self, row: _Row) -> TagGeneration:
+        pieces = [b"" if t in self.vocab.eos_ids else self.vocab.token_bytes[t] or b"" for t in row.out]
+        tail = b""
         if row.constraint is None:
             text = self.tokenizer.decode(row.out, skip_special_tokens=True)
         else:
-            data = row.constraint.output_bytes(row.out)
             if not row.finished:
                 assert row.state is not None
-                data += row.constraint.completion(row.state)
-            text = data.decode("utf-8", errors="replace")
-        return TagGeneration(text, list(row.out), row.passes, len(row.out), row.finished)
+                tail = row.constraint.completion(row.state)
+            text = (b"".join(pieces) + tail).decode("utf-8", errors="replace")
+        return TagGeneration(text, list(row.out), row.passes, len(row.out), row.finished, list(row.probs),
+                             char_token_indices(pieces, tail, text))

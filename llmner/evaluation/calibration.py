@@ -17,6 +17,11 @@ compared with the global threshold on the documents left out (out of bag). The s
 which it wins (ties count as no win) is the evidence; below ``min_evidence`` the global threshold
 stays. Out-of-bag testing judges the whole pick-the-best procedure, which an interval around the
 dev-best threshold's own gain cannot do: that gain is measured on the documents that chose it.
+
+A schema whose language the selector does not judge (Chinese, with the English MiniLM selector) is
+calibrated the same way on the generator's own probability of each entity's tags
+(``Entity.generator_score``), against keeping every candidate (threshold 0) instead of the global
+selector threshold; its threshold goes to ``BundleManifest.generator_thresholds``.
 """
 
 from __future__ import annotations
@@ -62,10 +67,11 @@ class CalibrationConfig:
 class SchemaCalibration:
     schema: str
     corpus: str
+    judge: str                       # "selector" (scores: Entity.score) or "generator" (Entity.generator_score)
     documents: int
     gold: int
-    candidates: int                  # scored candidates (the selector judged them)
-    global_threshold: float
+    candidates: int                  # scored candidates (the judge scored them)
+    global_threshold: float          # the selector's global threshold; 0 (keep all) for the generator judge
     global_f1: float                 # strict F1 on these documents at the global threshold
     best_threshold: float | None     # the dev-best threshold (None: too few candidates to choose)
     best_f1: float                   # strict F1 at it (= global_f1 when None)
@@ -86,10 +92,10 @@ def strict_f1(kept: int, correct: int, gold: int) -> float:
 @dataclass(slots=True)
 class _DocumentCandidates:
     """One dev document's candidates as calibration needs them."""
-    scores: list[float]              # scored candidates (the selector judged them)
+    scores: list[float]              # scored candidates (the judge scored them)
     hits: list[bool]                 # ... and whether each is a gold mention
     gold: int
-    unscored: int = 0                # candidates the selector does not judge: always kept
+    unscored: int = 0                # candidates the judge has no score for: always kept
     unscored_correct: int = 0
 
 
@@ -146,6 +152,8 @@ def calibrate_schema(pipe: Pipeline, corpus: str, config: CalibrationConfig) -> 
     if not is_labeled(corpus, config.split):
         raise ValidationError(f"calibration: {corpus}/{config.split} has no gold labels")
     schema = corpus_schema(corpus)
+    languages = pipe.config.selector_languages
+    judge = "selector" if pipe.selector is not None and (not languages or schema.language in languages) else "generator"
     gold_docs, _ = leading_documents(load_corpus(corpus, config.split), config.sentences, config.min_gold, from_end=True)
     records = predict(pipe, gold_docs, schema, config.batch_documents)
     per_doc = []
@@ -154,15 +162,16 @@ def calibrate_schema(pipe: Pipeline, corpus: str, config: CalibrationConfig) -> 
         d = _DocumentCandidates(scores=[], hits=[], gold=len(doc.entities))
         for e in record.entities:
             hit = (e.start, e.end, e.type) in gold
-            if e.score is None:          # a language the selector does not judge: always kept
+            score = e.score if judge == "selector" else e.generator_score
+            if score is None:            # nothing to judge it by: always kept
                 d.unscored, d.unscored_correct = d.unscored + 1, d.unscored_correct + hit
             else:
-                d.scores.append(e.score)
+                d.scores.append(score)
                 d.hits.append(hit)
         per_doc.append(d)
     pool = _CandidatePool(per_doc)
 
-    global_threshold = pipe.threshold
+    global_threshold = pipe.threshold if judge == "selector" else 0.0
     best: float | None = None
     evidence = oob_gain = None
     if len(pool.scores) >= config.min_candidates:
@@ -172,7 +181,8 @@ def calibrate_schema(pipe: Pipeline, corpus: str, config: CalibrationConfig) -> 
     chosen = best if moves else None
     global_f1 = pool.f1_at(global_threshold)
     return SchemaCalibration(
-        schema=schema.name, corpus=corpus, documents=len(gold_docs), gold=pool.gold, candidates=len(pool.scores),
+        schema=schema.name, corpus=corpus, judge=judge, documents=len(gold_docs), gold=pool.gold,
+        candidates=len(pool.scores),
         global_threshold=global_threshold, global_f1=global_f1,
         best_threshold=best, best_f1=pool.f1_at(best) if best is not None else global_f1,
         evidence=evidence, oob_gain=oob_gain, threshold=chosen,
@@ -181,13 +191,13 @@ def calibrate_schema(pipe: Pipeline, corpus: str, config: CalibrationConfig) -> 
 
 def calibrate(pipe: Pipeline, config: CalibrationConfig,
               log: Callable[[str], None] = print) -> list[SchemaCalibration]:
-    """One calibration per corpus (its schema); the pipeline must have a selector."""
-    if pipe.selector is None:
-        raise ValidationError("calibration needs a bundle with a selector")
+    """One calibration per corpus (its schema), judged by the selector where it judges the schema's
+    language, else by the generator's own scores."""
     out = []
     for corpus in config.corpora:
         result = calibrate_schema(pipe, corpus, config)
-        log(f"{corpus}: {result.candidates} scored candidates, {result.gold} gold; " + _verdict(result))
+        log(f"{corpus}: {result.candidates} candidates scored by the {result.judge}, {result.gold} gold; "
+            + _verdict(result))
         out.append(result)
     return out
 
@@ -202,6 +212,7 @@ def _verdict(r: SchemaCalibration) -> str:
     return f"F1 global {r.global_f1:.3f} -> {r.f1:.3f} at {r.threshold:.3f}, {won}"
 
 
-def thresholds_of(results: Sequence[SchemaCalibration]) -> dict[str, float]:
-    """schema -> chosen threshold, for ``BundleManifest.selector_thresholds``."""
-    return {r.schema: r.threshold for r in results if r.threshold is not None}
+def thresholds_of(results: Sequence[SchemaCalibration], judge: str = "selector") -> dict[str, float]:
+    """schema -> chosen threshold of ``judge``'s calibrations, for ``BundleManifest.selector_thresholds``
+    (judge "selector") or ``generator_thresholds`` (judge "generator")."""
+    return {r.schema: r.threshold for r in results if r.threshold is not None and r.judge == judge}

@@ -27,7 +27,8 @@ class TagRequest:
 
 @dataclass(slots=True)
 class TagResult:
-    entities: ChunkEntities                 # chunk frame, surface text filled in, score None
+    entities: ChunkEntities                 # chunk frame, surface text filled in, score None,
+                                            # generator_score where the codec can set it
     output: str                             # the raw generated string
     diagnostics: Diagnostics = field(default_factory=Diagnostics)
     forward_passes: int = 0

@@ -111,7 +111,7 @@ class TorchGeneratorRuntime(GeneratorRuntime):
                 texts = [requests[i].text for i in batch]
                 outputs = self.tag_generator.generate(prefix, [t + suffix for t in texts], texts, [types] * len(batch), self.mode)
                 for i, text, out in zip(batch, texts, outputs):
-                    parsed = codec.decode(out.text, text, types)
+                    parsed = codec.decode(out.text, text, types, out.span_probability)
                     diagnostics = parsed.diagnostics
                     if not out.finished:
                         diagnostics = diagnostics.merge(Diagnostics(notes=["token budget exhausted"]))

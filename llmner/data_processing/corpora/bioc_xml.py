@@ -40,6 +40,7 @@ _XML_INVALID = re.compile("[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd\U00010000-\U00
 # Predictions: the selector probability of an annotation, and the model ids of a document
 # (``model.generator``, ``model.selector``...), read back into Entity.score and metadata["model_ids"].
 SCORE_INFON = "score"
+GENERATOR_SCORE_INFON = "generator_score"   # the generator's own probability of the entity's tags
 MODEL_INFON_PREFIX = "model."
 
 ID_INFON_KEYS = ("identifier", "MESH", "Identifier", "NCBI Gene", "NCBI Taxonomy", "normalized_id")
@@ -108,6 +109,8 @@ def _read_document(p: Path, bdoc: bioc.BioCDocument, language: str, seen: dict[s
         entity = checked_entity(text, loc.offset, loc.offset + loc.length, etype, w, surface=ann.text, normalized_id=norm)
         if SCORE_INFON in ann.infons:
             entity = dataclasses.replace(entity, score=_parse_score(ann.infons[SCORE_INFON], w))
+        if GENERATOR_SCORE_INFON in ann.infons:
+            entity = dataclasses.replace(entity, generator_score=_parse_score(ann.infons[GENERATOR_SCORE_INFON], w))
         entities.append(entity)
     metadata: dict[str, object] = {"passages": passages_meta}
     model_ids = {k.removeprefix(MODEL_INFON_PREFIX): v for k, v in bdoc.infons.items() if k.startswith(MODEL_INFON_PREFIX)}
@@ -191,6 +194,8 @@ def _collection(docs: Iterable[Document]) -> bioc.BioCCollection:
                 ann.infons["identifier"] = ent.normalized_id
             if ent.score is not None:
                 ann.infons[SCORE_INFON] = f"{ent.score:.4f}"
+            if ent.generator_score is not None:
+                ann.infons[GENERATOR_SCORE_INFON] = f"{ent.generator_score:.4f}"
             ann.add_location(bioc.BioCLocation(ent.start, ent.end - ent.start))
             ann.text = doc.text[ent.start : ent.end]
             # The annotation lives in the passage where it starts.
