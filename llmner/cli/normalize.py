@@ -1,7 +1,8 @@
 """``llmner normalizer build``: a dictionary normalizer from identifier-annotated corpora and vocabularies.
 
 ``llmner normalizer build --corpus ncbi_disease --corpus bc5cdr --vocabulary Disease=mesh
---vocabulary Chemical=mesh --bundle llmner/bundles/default`` writes ``<bundle>/normalizer/``: one
+--vocabulary Chemical=mesh --rule Chemical=strip_salts --bundle llmner/bundles/default`` writes
+``<bundle>/normalizer/``: one
 dictionary per entity type from the gold mentions of the corpora's train and dev splits (never
 test), plus the named vocabularies each type loads at run time. ``--output DIR`` writes it elsewhere.
 """
@@ -14,6 +15,10 @@ from typing import Annotated
 import typer
 
 from llmner.errors import ConfigError
+
+# Matching rules a type can switch on (DictionaryConfig fields; benchmarks/results/normalization.md
+# has what each did on dev).
+RULES = ("strip_salts", "strip_modifiers", "disease_suffixes", "use_document")
 
 app = typer.Typer(help="Entity normalizers (identifiers for entities).", no_args_is_help=True)
 
@@ -32,6 +37,8 @@ def build(
     vocabulary: Annotated[list[str] | None, typer.Option("--vocabulary", help="TYPE=NAME: a vocabulary (mesh, or a .csv/.json/.obo file) loaded for TYPE (repeatable)")] = None,
     threshold: Annotated[float, typer.Option("--threshold", help="n-gram cosine below which the answer is NIL")] = 0.7,
     head_backoff: Annotated[list[str] | None, typer.Option("--head-backoff", help="TYPE: try the mention's head before the n-gram neighbour (repeatable)")] = None,
+    rule: Annotated[list[str] | None, typer.Option("--rule", help=f"TYPE=RULE: a matching rule for TYPE, one of {', '.join(RULES)} (repeatable)")] = None,
+    document_threshold: Annotated[float, typer.Option("--document-threshold", help="Dice below which the document step does not link")] = 0.6,
     notes: Annotated[str, typer.Option("--notes", help="free text kept in normalizer.json")] = "",
 ) -> None:
     """Build a dictionary normalizer (one dictionary per entity type)."""
@@ -59,6 +66,15 @@ def build(
         spec.types.setdefault(etype, TypeSpec(ngram_threshold=threshold))
     for etype in head_backoff or []:
         spec.types.setdefault(etype, TypeSpec(ngram_threshold=threshold)).use_head_backoff = True
+    for item in rule or []:
+        etype, _, name = item.partition("=")
+        if not etype or name not in RULES:
+            raise ConfigError(f"--rule {item!r}: expected TYPE=RULE with RULE one of {', '.join(RULES)}")
+        setattr(spec.types.setdefault(etype, TypeSpec(ngram_threshold=threshold)), name, True)
+    if not 0.0 <= document_threshold <= 1.0:
+        raise ConfigError("--document-threshold must be in [0, 1]")
+    for tspec in spec.types.values():
+        tspec.document_threshold = document_threshold
     if not spec.types:
         raise ConfigError(f"no identifier-annotated mentions in {', '.join(corpus)} and no --vocabulary: nothing to build")
     target = bundle / NORMALIZER_DIR if bundle is not None else output

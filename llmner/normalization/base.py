@@ -20,7 +20,8 @@ from llmner.doc import Document, Entity
 @dataclass(frozen=True, slots=True)
 class Link:
     """A normalizer's answer: ``curie`` (None = NIL), its ``score`` in [0, 1] and the matching step
-    that produced it (``exact``, ``normalized``, ``abbreviation``, ``ngram``, ``nil``)."""
+    that produced it (``exact``, ``normalized``, ``composite``, ``abbreviation``, ``expanded``,
+    ``stripped``, ``head``, ``document``, ``ngram`` or ``encoder``, ``nil``)."""
 
     curie: str | None
     score: float

@@ -7,14 +7,25 @@
 3. abbreviation: a short form defined in the document ("... myocardial infarction (MI) ...") is
    looked up through its long form; the document's definition is tried before the dictionary's own
    entry for the short form, because short forms are ambiguous across documents (APC, MS, PD);
+   then variants of the mention that keep its concept, each looked up as in step 2 (``expanded``:
+   in-document short forms inside a longer mention, "deficiency of ASPA" -> "deficiency of
+   aspartoacylase"; ``stripped``, per type: salt / hydrate words and stereo prefixes of a drug,
+   "metformin hydrochloride" -> "metformin"; modifiers and then the mode of inheritance of a disease,
+   "bilateral sporadic aniridia" -> "aniridia"; a generic head dropped or added, "Krabbe disease" ->
+   "Krabbe", "Reye" -> "Reye syndrome");
    (optional, ``use_head_backoff``) the longest word suffix that matches: the corpora link an unlisted
    specific mention ("nonocular tumors") to its head's concept;
 4. nearest neighbour: cosine similarity of character n-gram TF-IDF vectors between the mention and
    every name; at or above ``ngram_threshold`` it links, below it the answer is NIL.
+   Before it (optional, ``use_document``), the document's other mentions: a mention not linked by
+   steps 1-3 takes the identifier of a same-type mention of the document linked by name (steps 1-3)
+   that it abbreviates ("DVP" after "divalproex") or nearly spells ("tobramicyn" after "tobramycin";
+   character-trigram Dice at or above ``document_threshold``).
 
 A name linked to several identifiers (training mentions disagree, or a vocabulary repeats a name)
 answers with the most frequent one; the score is that identifier's share of the name's votes, times a
-step factor (exact 1.0, normalized 0.95, abbreviation 0.9), or the cosine for the n-gram step.
+step factor (exact 1.0, normalized 0.95, abbreviation and expanded 0.9, stripped 0.85), the cosine for
+the n-gram step, or 0.8 times the Dice coefficient (1.0 for a short form) for the document step.
 """
 
 from __future__ import annotations
@@ -28,11 +39,25 @@ from pathlib import Path
 from llmner.doc import Document, Entity
 from llmner.errors import ValidationError
 from llmner.normalization.base import NIL, Link
-from llmner.normalization.text import abbreviations, string_key, surface_key
+from llmner.normalization.text import (
+    INHERITANCE_WORDS,
+    MODIFIER_WORDS,
+    SALT_WORDS,
+    abbreviations,
+    char_trigrams,
+    expand_abbreviations,
+    is_short_form,
+    matches_short_form,
+    string_key,
+    strip_words,
+    surface_key,
+)
 
 # "X, Y and Z", "X and/or Y", "X or Y", "X/Y"
 _CONJUNCTION = re.compile(r"\s*,\s*(?:and/or|and|or)?\s*|\s+(?:and/or|and|or)\s+|\s*/\s*")
-_STEP_FACTOR = {"exact": 1.0, "normalized": 0.95, "abbreviation": 0.9, "head": 0.6}
+_GENERIC_HEADS = frozenset({"disease", "diseases", "syndrome", "syndromes", "disorder", "disorders"})
+_STEP_FACTOR = {"exact": 1.0, "normalized": 0.95, "abbreviation": 0.9, "expanded": 0.9, "stripped": 0.85,
+                "head": 0.6, "document": 0.8}
 
 
 @dataclass(slots=True)
@@ -46,6 +71,13 @@ class DictionaryConfig:
     min_ngram_chars: int = 5              # a shorter mention (an undefined acronym) has no useful n-gram neighbour
     neighbour: str = "ngram"              # step 4: "ngram" (character 3-gram TF-IDF) or "encoder" (sentence embeddings)
     encoder: str = "packaged:minilm"      # the encoder of neighbour="encoder"
+    expand_abbreviations: bool = True     # in-document short forms inside a longer mention ("deficiency of ASPA")
+    strip_salts: bool = False             # drop salt / hydrate words and stereo prefixes ("metformin hydrochloride")
+    strip_modifiers: bool = False         # drop modifiers that keep the concept ("sporadic aniridia"), then
+                                          # also the mode of inheritance ("autosomal dominant X")
+    disease_suffixes: bool = False        # "Krabbe disease" <-> "Krabbe", "Reye" <-> "Reye syndrome"
+    use_document: bool = False            # a NIL mention takes the link of a same-type mention of the document
+    document_threshold: float = 0.6       # ... whose character trigrams it shares this much (Dice), or whose short form it is
 
 
 class Dictionary:
@@ -158,6 +190,68 @@ class DictionaryNormalizer:
                 return Link("|".join(c for c in curies if c), score * _STEP_FACTOR["normalized"], "composite")
         return None
 
+    def _variants(self, text: str, defined: dict[str, str]) -> Link | None:
+        """The mention rewritten by the rules that keep its concept, each looked up as in step 2:
+        in-document short forms expanded inside it, then salt / stereo words or modifiers dropped."""
+        candidates: list[tuple[str, str]] = []
+        if self.config.expand_abbreviations:
+            expanded = expand_abbreviations(text, defined)
+            if expanded:
+                candidates.append((expanded, "expanded"))
+        for base in [text] + [c for c, _ in candidates]:
+            if self.config.strip_salts:
+                stripped = strip_words(base, SALT_WORDS, stereo=True)
+                if stripped:
+                    candidates.append((stripped, "stripped"))
+            if self.config.strip_modifiers:
+                stripped = strip_words(base, MODIFIER_WORDS)
+                if stripped:
+                    candidates.append((stripped, "stripped"))
+                stripped = strip_words(base, MODIFIER_WORDS | INHERITANCE_WORDS)
+                if stripped:
+                    candidates.append((stripped, "stripped"))
+        if self.config.disease_suffixes:
+            for base in [text] + [c for c, _ in candidates]:
+                words = base.split()
+                if len(words) > 1 and words[-1].casefold() in _GENERIC_HEADS:
+                    candidates.append((" ".join(words[:-1]), "stripped"))
+                else:
+                    candidates += [(f"{base} {head}", "stripped") for head in ("disease", "syndrome")]
+        for variant, method in candidates:
+            found = self._lookup(variant) or self._composite(variant)
+            if found is not None:
+                return Link(found.curie, found.score * _STEP_FACTOR[method], method)
+        return None
+
+    def _document(self, entities: Sequence[Entity], doc: Document, out: list[Link | None]) -> None:
+        """Before step 4 (``use_document``): a mention not linked by name takes the identifier of a
+        mention of the same document that it abbreviates ("DVP" after "divalproex") or nearly spells
+        ("tobramicyn" after "tobramycin": character-trigram Dice at or above ``document_threshold``).
+        The other mention must have been linked by name (steps 1-3)."""
+        linked = {}
+        for ent, link in zip(entities, out):
+            if link is not None and link.curie and link.method not in (self.config.neighbour, "document", "head"):
+                linked.setdefault(" ".join((ent.text or doc.text[ent.start : ent.end]).split()), link)
+        if not linked:
+            return
+        grams = {t: char_trigrams(t) for t in linked}
+        for i, ent in enumerate(entities):
+            if out[i] is not None:
+                continue
+            text = " ".join((ent.text or doc.text[ent.start : ent.end]).split())
+            best: tuple[float, str] | None = None
+            if is_short_form(text):
+                hits = {linked[t].curie for t in linked if matches_short_form(text, t)}
+                if len(hits) == 1:
+                    best = (1.0, next(iter(hits)))    # type: ignore[arg-type]
+            if best is None and len(text) >= self.config.min_ngram_chars:
+                g = char_trigrams(text)
+                scored = sorted(((2 * len(g & grams[t]) / (len(g) + len(grams[t])), t) for t in linked), reverse=True)
+                if scored and scored[0][0] >= self.config.document_threshold:
+                    best = (scored[0][0], linked[scored[0][1]].curie)   # type: ignore[assignment]
+            if best is not None:
+                out[i] = Link(best[1], best[0] * _STEP_FACTOR["document"], "document")
+
     def _head(self, text: str) -> Link | None:
         """The longest proper word suffix that matches ("nonocular tumors" -> "tumors"): the mention's
         head names its broader concept, which is how the corpora link an unlisted specific mention."""
@@ -252,12 +346,19 @@ class DictionaryNormalizer:
                 link = self._lookup(text)
             if link is None:
                 link = self._composite(text)
+            if link is None:
+                link = self._variants(text, defined)
             if link is None and self.config.use_head_backoff:
                 link = self._head(long_form or text)
             out.append(link)
             query = long_form or text
             if link is None and self.config.use_ngrams and len(surface_key(query)) >= self.config.min_ngram_chars:
                 pending.append((i, query, self.config.neighbour))
+        if self.config.use_document:
+            # Before the neighbour: a same-document mention is better evidence than the nearest
+            # name in the whole vocabulary (dev: both steps' links are right more often this way).
+            self._document(entities, doc, out)
+            pending = [p for p in pending if out[p[0]] is None]
         if pending:
             for (i, _, method), (curie, cos) in zip(pending, self.nearest([t for _, t, _ in pending])):
                 if curie is not None and cos >= self.config.ngram_threshold:

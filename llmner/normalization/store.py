@@ -39,10 +39,19 @@ class TypeSpec:
     use_ngrams: bool = True
     use_head_backoff: bool = False
     neighbour: str = "ngram"          # or "encoder" (sentence embeddings; ngram_threshold is then its cosine threshold)
+    expand_abbreviations: bool = True
+    strip_salts: bool = False
+    strip_modifiers: bool = False
+    disease_suffixes: bool = False
+    use_document: bool = False
+    document_threshold: float = 0.6
 
     def config(self) -> DictionaryConfig:
         return DictionaryConfig(ngram_threshold=self.ngram_threshold, use_abbreviations=self.use_abbreviations,
-                                use_ngrams=self.use_ngrams, use_head_backoff=self.use_head_backoff, neighbour=self.neighbour)
+                                use_ngrams=self.use_ngrams, use_head_backoff=self.use_head_backoff, neighbour=self.neighbour,
+                                expand_abbreviations=self.expand_abbreviations, strip_salts=self.strip_salts,
+                                strip_modifiers=self.strip_modifiers, disease_suffixes=self.disease_suffixes,
+                                use_document=self.use_document, document_threshold=self.document_threshold)
 
 
 @dataclass(slots=True)
@@ -66,8 +75,9 @@ class NormalizerSpec:
             if unknown:
                 raise ConfigError(f"{where}: types[{etype!r}]: unknown field(s) {sorted(unknown)}")
             types[etype] = TypeSpec(**spec)
-            if not 0.0 <= types[etype].ngram_threshold <= 1.0:
-                raise ConfigError(f"{where}: types[{etype!r}].ngram_threshold must be in [0, 1]")
+            for name in ("ngram_threshold", "document_threshold"):
+                if not 0.0 <= getattr(types[etype], name) <= 1.0:
+                    raise ConfigError(f"{where}: types[{etype!r}].{name} must be in [0, 1]")
         return cls(types=types, sources=list(data.get("sources", [])), notes=str(data.get("notes", "")))
 
 

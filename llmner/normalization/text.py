@@ -119,3 +119,83 @@ def abbreviations(text: str) -> dict[str, str]:
         if long_form and len(long_form) > len(sf) and sf.lower() not in long_form.lower().split():
             out[sf] = long_form
     return out
+
+
+# ---- removable words: variants of a name that keep its concept ----------------------------------------
+
+# Salt, hydrate and counter-ion words of a drug name ("metformin hydrochloride", "piperacillin sodium",
+# "bupropion HCl"): MeSH and the corpora link the salt to the parent compound unless the salt has its own name.
+SALT_WORDS = frozenset({
+    "hydrochloride", "dihydrochloride", "hcl", "hydrobromide", "hbr", "sodium", "disodium", "potassium",
+    "calcium", "magnesium", "sulfate", "sulphate", "bisulfate", "mesylate", "mesilate", "maleate", "fumarate",
+    "tartrate", "bitartrate", "citrate", "succinate", "besylate", "besilate", "tosylate", "phosphate",
+    "acetate", "lactate", "gluconate", "bromide", "chloride", "iodide", "nitrate", "isethionate",
+    "hydrate", "monohydrate", "dihydrate", "trihydrate", "anhydrous", "salt", "salts", "free", "base",
+})
+# Stereo and optical-rotation prefixes: "(+)-", "(-)-", "(±)-", "(R)-", "(S)-", "dl-", "d-", "l-".
+_STEREO = re.compile(r"^(?:\((?:[+\-±]|[RS]|[RS],[RS]|[+\-]/[+\-])\)-?|dl-|d-|l-|DL-)", re.IGNORECASE)
+
+# Modifiers of a disease mention that the corpora link to the unmodified concept ("sporadic aniridia",
+# "bilateral retinoblastoma", "primary lipomas", "isolated thrombocytopenia"): words about who has it,
+# where on the body's sides, or how it was found, not what it is. Never "acute", "chronic",
+# "hereditary", "congenital" or "malignant": MeSH has separate concepts for those.
+MODIFIER_WORDS = frozenset({
+    "sporadic", "bilateral", "unilateral", "primary", "isolated", "classical", "classic", "typical",
+    "atypical", "idiopathic", "severe", "mild", "moderate", "progressive", "recurrent", "multiple",
+    "adult", "adulthood", "childhood", "human", "clinical", "overt", "subclinical", "symptomatic",
+    "asymptomatic", "generalized", "generalised", "diffuse", "focal", "persistent", "transient",
+    "significant", "marked", "frank", "possible", "probable", "apparent", "documented", "fatal",
+})
+# How it is inherited ("autosomal dominant X", "familial X"): tried after MODIFIER_WORDS, since MeSH
+# names some inherited forms on their own ("Hereditary Breast and Ovarian Cancer Syndrome").
+INHERITANCE_WORDS = frozenset({"autosomal", "dominant", "recessive", "familial", "inherited", "hereditary",
+                               "dominantly", "recessively", "germline", "sporadic"})
+
+
+def strip_words(text: str, words: frozenset[str], stereo: bool = False) -> str | None:
+    """``text`` without the removable ``words`` (and, with ``stereo``, a leading stereo prefix); None
+    when nothing was removed or nothing would be left."""
+    t = " ".join(text.split())
+    changed = False
+    if stereo:
+        m = _STEREO.match(t)
+        if m and len(t) > m.end():
+            t, changed = t[m.end():], True
+    parts = re.split(r"(\s+|-)", t)
+    kept = [p for p in parts if p.casefold() not in words]
+    if len([p for p in kept if p.strip() and p != "-"]) < len([p for p in parts if p.strip() and p != "-"]):
+        changed = True
+    out = re.sub(r"\s+", " ", "".join(kept)).strip(" -")
+    return out if changed and out and any(c.isalpha() for c in out) else None
+
+
+def expand_abbreviations(text: str, defined: dict[str, str]) -> str | None:
+    """``text`` with each in-document short form among its words replaced by its long form
+    ("deficiency of ASPA" -> "deficiency of aspartoacylase", "HPT-JT syndrome" ->
+    "hyperparathyroidism-jaw tumor syndrome"); None when no word is a defined short form."""
+    if not defined:
+        return None
+    parts = re.split(r"(\s+|-|/)", text)
+    out = [defined.get(p, p) if p.strip() else p for p in parts]
+    return "".join(out) if out != parts else None
+
+
+def char_trigrams(text: str) -> set[str]:
+    t = f" {surface_key(text)} "
+    return {t[i : i + 3] for i in range(len(t) - 2)}
+
+
+def is_short_form(text: str) -> bool:
+    """An abbreviation-like mention: one token of at most 10 characters with a capital or a digit
+    after its first character ("DVP", "5,7-DHT", "NH4Ac")."""
+    t = text.strip()
+    return 2 <= len(t) <= 10 and " " not in t and any(c.isupper() or c.isdigit() for c in t[1:]) and any(c.isalpha() for c in t)
+
+
+def matches_short_form(short: str, long: str) -> bool:
+    """The short form's letters and digits occur in order in ``long``, its first at the start of a
+    word (Schwartz & Hearst's test, against a mention instead of a parenthesis)."""
+    if len(long) <= len(short):
+        return False
+    found = _best_long_form(short, long)
+    return found is not None and found.casefold() == " ".join(long.split()).casefold()
