@@ -55,7 +55,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from llmner.data_processing.corpora import corpus_schema, load_corpus
-    from llmner.evaluation.predict import predict_documents, stderr_progress
+    from llmner.evaluation.predict import PredictionCache, predict_documents, stderr_progress
     from llmner.evaluation.schema_check import (
         check_condition,
         confusion_markdown,
@@ -117,33 +117,6 @@ def main() -> None:
     args.out.with_suffix(".json").write_text(json.dumps({"model": model_name, "sentences": args.sentences,
                                                          "rows": rows, "seconds": round(elapsed)}, indent=2) + "\n")
     print("\n".join(lines[:len(rows) + 9]))
-
-
-class PredictionCache:
-    """Predicted documents per (corpus, condition) as JSONL in one directory, for one model and slice
-    size (``key.json``; a directory made for another key is refused rather than mixed)."""
-
-    def __init__(self, root: Path, key: dict) -> None:
-        root.mkdir(parents=True, exist_ok=True)
-        stored = root / "key.json"
-        if stored.is_file() and json.loads(stored.read_text()) != key:
-            raise SystemExit(f"{root} holds predictions of {stored.read_text().strip()}, not {key}: use another --cache")
-        stored.write_text(json.dumps(key) + "\n")
-        self.root = root
-
-    def get(self, corpus: str, condition: str):
-        from llmner.doc import Document
-
-        path = self.root / f"{corpus}.{condition}.jsonl"
-        if not path.is_file():
-            return None
-        return [Document.from_dict(json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines()]
-
-    def put(self, corpus: str, condition: str, predicted) -> None:
-        path = self.root / f"{corpus}.{condition}.jsonl"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(d.to_dict(), ensure_ascii=False) + "\n" for d in predicted), encoding="utf-8")
-        tmp.replace(path)   # whole files only: a kill mid-write leaves no half file
 
 
 def _argv() -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from llmner.doc import Document, Entity, ResultRecord
 from llmner.evaluation.predict import predict_documents
 from llmner.evaluation.schema_check import (
@@ -64,3 +66,19 @@ def test_predict_documents_tags_under_the_given_schema_and_drops_gold() -> None:
     assert seen == ["biomedical_en"] and done == [1]
     assert out[0].id == "d1" and out[0].text == TEXT and [e.type for e in out[0].entities] == ["Gene"]
     assert out[0].metadata["model_ids"] == {"generator": "g"}
+
+
+def test_prediction_cache_resumes_only_the_same_model_and_slice(tmp_path):
+    from llmner.errors import ConfigError
+    from llmner.evaluation.predict import PredictionCache
+
+    key = {"model": "bundle + step-400", "sentences": 100}
+    cache = PredictionCache(tmp_path / "c", key)
+    assert cache.get("cmeee", "own") is None
+    doc = Document("1", "患者有高血压。", "zh", {}, [Entity(3, 6, "疾病", "高血压", generator_score=0.5)])
+    cache.put("cmeee", "own", [doc])
+    (back,) = PredictionCache(tmp_path / "c", dict(key)).get("cmeee", "own")
+    assert back.entities == doc.entities and back.entities[0].generator_score == 0.5
+    assert not list((tmp_path / "c").glob("*.tmp"))
+    with pytest.raises(ConfigError, match="holds predictions of"):
+        PredictionCache(tmp_path / "c", {**key, "sentences": 40})

@@ -177,7 +177,7 @@ def test_bundle_normalizer_puts_curies_in_published_records(settings, bundle_dir
     save_normalizer(bundle / "normalizer", {"Disease": disease, "Chemical": chemical}, spec)
     docs = [{"id": "n1", "text": "Asthma and fever; metformin given.", "language": "en"},
             {"id": "n2", "text": "Breast cancer in a BRCA1 carrier; asthma again.", "language": "en"}]
-    active_settings = dataclasses.replace(settings, pipeline_factory="workers_helpers:lexicon_bundle_pipeline")
+    active_settings = dataclasses.replace(settings, pipeline_factory="workers.testing:lexicon_bundle_pipeline")
     with running_workers(active_settings, bundle=str(bundle)) as active:
         jobs = submit_many(docs, batch=2)
         results, dead = wait_for_jobs(active, jobs, timeout=60)
@@ -198,7 +198,7 @@ def test_bundle_normalizer_puts_curies_in_published_records(settings, bundle_dir
             else:                                         # linked or NIL, the normalizer always scores
                 assert e.get("normalized_score") is not None
     # The published records are the library's own answer for the same documents.
-    from workers_helpers import lexicon_bundle_pipeline
+    from workers.testing import lexicon_bundle_pipeline
 
     expected = {r.document_id: r for r in lexicon_bundle_pipeline(str(bundle)).process([Document.from_dict(d) for d in docs])}
     for job in jobs:

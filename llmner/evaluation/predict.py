@@ -11,11 +11,14 @@ separate steps (``llmner.evaluation.scorer``, ``llmner.evaluation.corpus_eval``)
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from llmner.doc import Document, Entity, ResultRecord
+from llmner.errors import ConfigError
 from llmner.schema import EntitySchema
 
 if TYPE_CHECKING:
@@ -72,4 +75,30 @@ def stderr_progress(label: str, total: int) -> Callable[[int], None]:
     return report
 
 
-__all__ = ["predict", "predict_documents", "predicted_documents", "stderr_progress"]
+
+class PredictionCache:
+    """Predicted documents per (corpus, condition) as JSONL in one directory, for one model and slice
+    size (``key.json``; a directory made for another key is refused rather than mixed)."""
+
+    def __init__(self, root: Path, key: dict[str, Any]) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        stored = root / "key.json"
+        if stored.is_file() and json.loads(stored.read_text()) != key:
+            raise ConfigError(f"{root} holds predictions of {stored.read_text().strip()}, not {key}: use another directory")
+        stored.write_text(json.dumps(key) + "\n")
+        self.root = root
+
+    def get(self, corpus: str, condition: str) -> list[Document] | None:
+        path = self.root / f"{corpus}.{condition}.jsonl"
+        if not path.is_file():
+            return None
+        return [Document.from_dict(json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines()]
+
+    def put(self, corpus: str, condition: str, predicted: Sequence[Document]) -> None:
+        path = self.root / f"{corpus}.{condition}.jsonl"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(d.to_dict(), ensure_ascii=False) + "\n" for d in predicted), encoding="utf-8")
+        tmp.replace(path)   # whole files only: a kill mid-write leaves no half file
+
+
+__all__ = ["PredictionCache", "predict", "predict_documents", "predicted_documents", "stderr_progress"]
