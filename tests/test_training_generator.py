@@ -568,3 +568,12 @@ def test_cpu_budget_ends_a_segment_with_a_checkpoint_and_resume_ignores_it(tmp_p
     assert latest_checkpoint(Path(budgeted.output) / "checkpoints").name == f"step-{second.steps:06d}"
     # The budget belongs to the segment, not to the run: resuming does not inherit it.
     assert resume_config(budgeted.output).cpu_budget_s is None
+
+
+def test_time_budget_ends_a_segment_and_is_not_inherited(tmp_path: Path) -> None:
+    cut = train_config(tmp_path / "run", steps=50, time_budget_s=0.0)
+    logs: list[str] = []
+    first = train_generator(cut, corpora=ncbi(), base=tiny_base(), progress=False, log=logs.append)
+    assert not first.finished and first.steps == 0
+    assert any("time budget of 0 s reached at step 0" in line for line in logs)
+    assert resume_config(cut.output).time_budget_s is None

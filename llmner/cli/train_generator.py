@@ -62,6 +62,7 @@ def train_generator_command(
     checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", help="Steps between checkpoints."),
     stop_after: int | None = typer.Option(None, "--stop-after", help="End this segment at this step (resume later)."),
     cpu_budget: float | None = typer.Option(None, "--cpu-budget", help="End this segment after this many seconds of process CPU time (equal-compute ablations)."),
+    time_budget: float | None = typer.Option(None, "--time-budget", help="End this segment after this many wall-clock seconds (a lent GPU's minutes)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint under --output."),
     resume_from: Path | None = typer.Option(None, "--resume-from", help="With --resume: a checkpoint (e.g. a portable one) to continue from when --output has none."),
     vary_schema: bool | None = typer.Option(None, "--vary-schema/--no-vary-schema", help="Show each batch a varied schema (order, subset, paraphrased names)."),
@@ -92,14 +93,13 @@ def train_generator_command(
         warmup_steps=warmup_steps, max_length=max_length, entity_free_ratio=entity_free_ratio,
         curated=str(curated) if curated else None, init_from=str(init_from) if init_from else None, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
         codec=codec, definitions=definitions, seed=seed, device=device, checkpoint_every=checkpoint_every,
-        stop_after=stop_after, cpu_budget_s=cpu_budget, resume=resume or None, dev_split=dev_split, eval_every=eval_every,
+        stop_after=stop_after, cpu_budget_s=cpu_budget, time_budget_s=time_budget, resume=resume or None, dev_split=dev_split, eval_every=eval_every,
         max_documents=max_documents, gradient_checkpointing=gradient_checkpointing,
         resume_from=str(resume_from) if resume_from else None, vary_schema=vary_schema, train_layers_from=train_layers_from,
     )
     result = train_generator(cfg, progress=progress, log=say)
     card = result.card
-    say(
-        f"steps {result.steps}/{cfg.steps}  final loss {card['final_loss']:.4f}  "
-        f"{card['tokens_per_s']:.0f} tokens/s  {card['seconds_per_step']:.2f} s/step"
-        + ("" if result.finished else "  (segment ended; rerun with --resume)")
-    )
+    # A segment whose budget ended it before its first step has no loss or speed to report.
+    numbers = (f"  final loss {card['final_loss']:.4f}  {card['tokens_per_s']:.0f} tokens/s  "
+               f"{card['seconds_per_step']:.2f} s/step" if card.get("final_loss") is not None else "")
+    say(f"steps {result.steps}/{cfg.steps}{numbers}" + ("" if result.finished else "  (segment ended; rerun with --resume)"))

@@ -112,6 +112,7 @@ class GeneratorTrainingConfig:
     keep_checkpoints: int = 2
     stop_after: int | None = None             # end this segment at this step (with a checkpoint)
     cpu_budget_s: float | None = None         # end this segment after this much process CPU time (equal-compute ablations)
+    time_budget_s: float | None = None        # end this segment after this many wall-clock seconds (a lent GPU)
     resume: bool = False
     resume_from: str | None = None            # a checkpoint (full or portable) to resume from when output has none
     dev_split: str | None = None              # e.g. "dev": mean dev loss every eval_every steps
@@ -247,7 +248,8 @@ def resume_config(output: str | Path, resume_from: str | Path | None = None) -> 
         data = json.loads((Path(resume_from) / CHECKPOINT_CONFIG_NAME).read_text(encoding="utf-8"))
     else:
         return None
-    return GeneratorTrainingConfig.from_dict({k: v for k, v in data.items() if k not in ("resume", "stop_after", "cpu_budget_s", "resume_from")})
+    return GeneratorTrainingConfig.from_dict({k: v for k, v in data.items() if k not in ("resume", "stop_after", "cpu_budget_s", "time_budget_s",
+                                                                                  "resume_from")})
 
 
 def read_curated_ids(path: str | Path) -> frozenset[str]:
@@ -360,7 +362,7 @@ def train_generator(
     loop = TrainingLoop(optimizer, params, LoopSettings(
         steps=config.steps, warmup=config.warmup, max_grad_norm=config.max_grad_norm,
         checkpoint_every=config.checkpoint_every, keep_checkpoints=config.keep_checkpoints, stop_after=config.stop_after,
-        cpu_budget_s=config.cpu_budget_s, log_every=config.log_every, name="train generator"), checkpoints, model,
+        cpu_budget_s=config.cpu_budget_s, time_budget_s=config.time_budget_s, log_every=config.log_every, name="train generator"), checkpoints, model,
         lambda path: load_adapter(path, model), progress, log)
     if config.resume:
         found = latest_checkpoint(checkpoints) or (Path(config.resume_from) if config.resume_from else None)

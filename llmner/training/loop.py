@@ -32,6 +32,8 @@ class LoopSettings:
     keep_checkpoints: int = 2
     stop_after: int | None = None
     cpu_budget_s: float | None = None   # end the segment once its steps used this much process CPU time
+    time_budget_s: float | None = None  # end the segment after this many wall-clock seconds (a lent GPU's
+                                        # minutes: on CUDA the CPU time of a step says little)
     log_every: int = 1
     name: str = "train"
 
@@ -147,6 +149,9 @@ class TrainingLoop:
             while state.step < end:
                 if s.cpu_budget_s is not None and time.process_time() - cpu_start >= s.cpu_budget_s:
                     self.log(f"CPU budget of {s.cpu_budget_s:.0f} s reached at step {state.step}")
+                    break
+                if s.time_budget_s is not None and time.perf_counter() - self._segment_start >= s.time_budget_s:
+                    self.log(f"time budget of {s.time_budget_s:.0f} s reached at step {state.step}")
                     break
                 t0 = time.perf_counter()
                 record = dict(step_fn(state.step))
