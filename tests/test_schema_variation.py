@@ -13,6 +13,7 @@ from llmner.schema import EntitySchema, get_schema
 from llmner.testing import tiny_causal_tokenizer
 from llmner.training.examples import TextExample, render_examples
 from llmner.training.schema_variation import (
+    MentionLexicon,
     SchemaVariation,
     SchemaVariationConfig,
     identity_variant,
@@ -142,3 +143,51 @@ def test_the_readme_schema_file_example_loads(tmp_path) -> None:
     (tmp_path / "clinic.yaml").write_text(block, encoding="utf-8")
     schema = get_schema(tmp_path / "clinic.yaml")
     assert schema.type_names == ("Medication", "Problem") and schema.language == "en"
+
+
+def test_distractor_types_come_from_concepts_the_corpus_does_not_cover() -> None:
+    namings = load_type_namings()
+    bc2gm = get_schema("bc2gm")
+    variation = SchemaVariation(SchemaVariationConfig(own_rate=0.0, drop_rate=0.0, distractor_rate=1.0, max_distractors=3))
+    held_out = {n.name for c in namings.concepts.values() for n in c.held_out}
+    gene_like = {n.name for k in ("gene", "protein", "dna", "rna") for n in namings.concepts[k].namings}
+    sizes = set()
+    for i in range(60):
+        variant = variation.draw(bc2gm, f"s/{i}")
+        names = [t.name for t in variant.schema.types]
+        extra = [n for n in names if n not in variant.rename.values()]
+        sizes.add(len(extra))
+        assert list(variant.rename) == ["GENE"] and 1 <= len(extra) <= 3
+        # Never another name of what the corpus annotates (a gene named twice), never a held-out name.
+        assert not set(extra) & (gene_like | held_out) and len(set(names)) == len(names)
+        assert variation.draw(bc2gm, f"s/{i}").schema == variant.schema
+    assert sizes == {1, 2, 3}
+    # Chinese has no concept outside CMeEE's own: no distractors there.
+    cmeee = variation.draw(get_schema("cmeee"), "s/0")
+    assert set(cmeee.rename.values()) == {t.name for t in cmeee.schema.types}
+
+
+def test_a_concept_the_batch_mentions_is_never_a_distractor() -> None:
+    lexicon = MentionLexicon({"species": ["human", "Mus musculus"], "chemical": ["cisplatin"], "disease": ["gout"]})
+    assert lexicon.mentioned(["Cisplatin-treated HUMAN cells."]) == {"species", "chemical"}
+    assert lexicon.mentioned(["humanized antibodies", "mus  musculus"]) == {"species"}   # whole words only
+    # Abbreviations keep their case: the disease ALL is not the word "all".
+    acronyms = MentionLexicon({"disease": ["ALL", "A-T"], "gene": ["p53"]})
+    assert acronyms.mentioned(["all of them, at a time"]) == set()
+    assert acronyms.mentioned(["children with ALL", "P53 levels"]) == {"disease", "gene"}
+    variation = SchemaVariation(SchemaVariationConfig(own_rate=0.0, drop_rate=0.0, distractor_rate=1.0),
+                                lexicon=lexicon)
+    namings = load_type_namings()
+    species = {n.name for n in namings.concepts["species"].namings}
+    chemical = {n.name for n in namings.concepts["chemical"].namings}
+    for i in range(40):
+        variant = variation.draw(get_schema("bc2gm"), f"s/{i}", ["BRCA1 is mutated in human cells given cisplatin."])
+        names = {t.name for t in variant.schema.types}
+        assert not names & (species | chemical)
+
+
+def test_without_distractors_variants_are_drawn_as_before() -> None:
+    plain, zero = SchemaVariation(SchemaVariationConfig()), SchemaVariation(SchemaVariationConfig(distractor_rate=0.0))
+    for corpus in CORPORA:
+        for i in range(20):
+            assert plain.draw(get_schema(corpus), f"x/{i}") == zero.draw(get_schema(corpus), f"x/{i}", ["human"])

@@ -577,3 +577,10 @@ def test_time_budget_ends_a_segment_and_is_not_inherited(tmp_path: Path) -> None
     assert not first.finished and first.steps == 0
     assert any("time budget of 0 s reached at step 0" in line for line in logs)
     assert resume_config(cut.output).time_budget_s is None
+
+
+def test_training_with_distractor_types_runs_and_is_a_trajectory_setting(tmp_path: Path) -> None:
+    config = train_config(tmp_path / "run", steps=2, own_schema_rate=0.0, distractor_type_rate=1.0)
+    result = train_generator(config, corpora=ncbi(), base=tiny_base(), progress=False, log=quiet)
+    assert result.finished and result.steps == 2
+    assert result.card["training"]["distractor_type_rate"] == 1.0

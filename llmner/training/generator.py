@@ -57,7 +57,8 @@ from llmner.training.loop import (
     seed_everything,
 )
 from llmner.training.sampling import TemperatureSampler
-from llmner.training.schema_variation import SchemaVariation, SchemaVariationConfig
+from llmner.training.schema_variation import MentionLexicon, SchemaVariation, SchemaVariationConfig
+from llmner.type_namings import load_type_namings
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -84,6 +85,7 @@ class GeneratorTrainingConfig:
     own_schema_rate: float = 0.25
     drop_type_rate: float = 0.4
     paraphrase_rate: float = 0.6
+    distractor_type_rate: float = 0.0         # varied schemas that also list types the corpus does not annotate
     # model
     lora_r: int = 8
     lora_alpha: int = 16
@@ -166,7 +168,8 @@ class GeneratorTrainingConfig:
 
     def schema_variation(self) -> SchemaVariationConfig:
         return SchemaVariationConfig(enabled=self.vary_schema, own_rate=self.own_schema_rate,
-                                     drop_rate=self.drop_type_rate, paraphrase_rate=self.paraphrase_rate)
+                                     drop_rate=self.drop_type_rate, paraphrase_rate=self.paraphrase_rate,
+                                     distractor_rate=self.distractor_type_rate)
 
     def generator_config(self) -> GeneratorConfig:
         return GeneratorConfig(
@@ -333,7 +336,11 @@ def train_generator(
     sampler = TemperatureSampler({k: len(v) for k, v in pools.items()}, config.temperature, config.seed)
     log("sampling probabilities: " + ", ".join(f"{k} {p:.3f}" for k, p in sorted(sampler.probabilities.items())))
 
-    variation = SchemaVariation(config.schema_variation())
+    variation_config = config.schema_variation()
+    lexicon = None
+    if variation_config.distractor_rate > 0:
+        lexicon = MentionLexicon.from_corpora(((c.name, c.documents) for c in corpora), load_type_namings())
+    variation = SchemaVariation(variation_config, lexicon=lexicon)
     schemas = {c.name: c.schema for c in corpora}
     if config.train_layers_from:
         log(f"LoRA frozen below layer {config.train_layers_from}: {freeze_lower_layers(model, config.train_layers_from)} tensors")
@@ -352,8 +359,9 @@ def train_generator(
                     grouped.setdefault(name, []).append(i)
                 groups = list(grouped.items())
             for name, indices in groups:
-                variant = variation.draw(schemas[name], f"{config.seed}/{name}/{step}/{m}")
-                out.append(render_examples([texts[name][i] for i in indices], variant, codec, tokenizer, builder))
+                batch = [texts[name][i] for i in indices]
+                variant = variation.draw(schemas[name], f"{config.seed}/{name}/{step}/{m}", [e.text for e in batch])
+                out.append(render_examples(batch, variant, codec, tokenizer, builder))
         return out
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -411,7 +419,7 @@ _TRAJECTORY_KEYS = ("corpora", "split", "base_model", "temperature", "entity_fre
                     "curated", "max_documents", "init_from", "exclude_test_overlap", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "codec",
                     "definitions", "steps", "batch_size", "grad_accum", "lr", "weight_decay", "warmup_steps",
                     "max_grad_norm", "share_prefix", "seed", "vary_schema", "own_schema_rate", "drop_type_rate",
-                    "paraphrase_rate", "batch_per_corpus", "train_layers_from")
+                    "paraphrase_rate", "distractor_type_rate", "batch_per_corpus", "train_layers_from")
 
 
 def _check_same_run(saved: Mapping[str, Any], config: GeneratorTrainingConfig, where: Path) -> None:
