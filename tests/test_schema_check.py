@@ -82,3 +82,6 @@ def test_prediction_cache_resumes_only_the_same_model_and_slice(tmp_path):
     assert not list((tmp_path / "c").glob("*.tmp"))
     with pytest.raises(ConfigError, match="holds predictions of"):
         PredictionCache(tmp_path / "c", {**key, "sentences": 40})
+    assert PredictionCache(tmp_path / "c").get("cmeee", "own")[0].entities == doc.entities   # read-only
+    with pytest.raises(ConfigError, match="no predictions kept"):
+        PredictionCache(tmp_path / "missing")

@@ -78,15 +78,20 @@ def stderr_progress(label: str, total: int) -> Callable[[int], None]:
 
 class PredictionCache:
     """Predicted documents per (corpus, condition) as JSONL in one directory, for one model and slice
-    size (``key.json``; a directory made for another key is refused rather than mixed)."""
+    size (``key.json``; a directory made for another key is refused rather than mixed). Without a key
+    it only reads an existing directory (comparing the predictions several runs kept)."""
 
-    def __init__(self, root: Path, key: dict[str, Any]) -> None:
+    def __init__(self, root: Path, key: dict[str, Any] | None = None) -> None:
+        self.root = root
+        if key is None:
+            if not root.is_dir():
+                raise ConfigError(f"no predictions kept in {root}")
+            return
         root.mkdir(parents=True, exist_ok=True)
         stored = root / "key.json"
         if stored.is_file() and json.loads(stored.read_text()) != key:
             raise ConfigError(f"{root} holds predictions of {stored.read_text().strip()}, not {key}: use another directory")
         stored.write_text(json.dumps(key) + "\n")
-        self.root = root
 
     def get(self, corpus: str, condition: str) -> list[Document] | None:
         path = self.root / f"{corpus}.{condition}.jsonl"
