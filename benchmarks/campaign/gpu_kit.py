@@ -8,7 +8,7 @@ included (about 29 MiB here, most of it the shipped adapters). So the base model
 and the Python packages its image lacks or holds in other versions travel as wheels for its Python
 3.12. ``benchmarks/campaign/gpu_segment.sh`` then joins, unpacks, installs and trains there.
 
-    .venv/bin/python benchmarks/campaign/gpu_kit.py [--config benchmarks/campaign/gen-top10/config.yaml]
+    .venv/bin/python benchmarks/campaign/gpu_kit.py [--config benchmarks/campaign/gen-distr/config.yaml]
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def pack(config_path: Path, carry: Path, part_mib: int) -> list[list[str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, default=REPO / "benchmarks/campaign/gen-top10/config.yaml")
+    parser.add_argument("--config", type=Path, default=REPO / "benchmarks/campaign/gen-distr/config.yaml")
     parser.add_argument("--carry", type=Path, default=REPO / ".carry")
     parser.add_argument("--part-mib", type=int, default=32)
     args = parser.parse_args()
