@@ -76,8 +76,10 @@ def train_arms(args: argparse.Namespace, work: Path) -> dict[str, dict]:
     return arms
 
 
-def evaluate_adapters(adapters: dict[str, str], args: argparse.Namespace, work: Path) -> dict[str, dict]:
-    """Each adapter scored in its own single-threaded process, side by side."""
+def evaluate_adapters(adapters: dict[str, str], args: argparse.Namespace, work: Path,
+                      per_chunk: dict[str, int] | None = None) -> dict[str, dict]:
+    """Each adapter scored in its own single-threaded process, side by side; ``per_chunk``: an arm's
+    sentences per chunk (inference chunks as its training did)."""
     procs = {}
     for name, adapter in adapters.items():
         out = work / f"eval-{name}.json"
@@ -85,7 +87,8 @@ def evaluate_adapters(adapters: dict[str, str], args: argparse.Namespace, work: 
             procs[name] = (out, None)
             continue
         log = (work / f"eval-{name}.log").open("w", encoding="utf-8")
-        cmd = [sys.executable, __file__, "--evaluate", adapter, "--out-json", str(out), "--sentences", str(args.sentences)]
+        cmd = [sys.executable, __file__, "--evaluate", adapter, "--out-json", str(out), "--sentences", str(args.sentences),
+               "--sentences-per-chunk", str((per_chunk or {}).get(name, 1))]
         cmd += [a for c in args.corpus or CORPORA for a in ("--corpus", c)]
         procs[name] = (out, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=single_threaded_env(args.threads)))
     scores = {}
@@ -96,8 +99,10 @@ def evaluate_adapters(adapters: dict[str, str], args: argparse.Namespace, work: 
     return scores
 
 
-def evaluate_one(adapter: str, corpora: list[str], sentences: int) -> dict:
-    """Dev F1 (own schema, generator only) of the shipped generator with ``adapter``'s LoRA weights."""
+def evaluate_one(adapter: str, corpora: list[str], sentences: int, sentences_per_chunk: int = 1) -> dict:
+    """Dev F1 (own schema, generator only) of the shipped generator with ``adapter``'s LoRA weights,
+    documents chunked as the arm was trained (``sentences_per_chunk``)."""
+    from llmner.data_processing.chunking import ChunkingConfig
     from llmner.data_processing.corpora import corpus_schema, load_corpus
     from llmner.evaluation.bootstrap import per_document_counts
     from llmner.evaluation.predict import predict_documents
@@ -105,20 +110,23 @@ def evaluate_one(adapter: str, corpora: list[str], sentences: int) -> dict:
     from llmner.evaluation.subsets import leading_documents
     from llmner.pipeline import Pipeline, PipelineConfig
 
-    pipe = Pipeline.from_bundle(None, PipelineConfig(decoding_mode="speculative", selector_backend="none", normalize=False),
+    pipe = Pipeline.from_bundle(None, PipelineConfig(decoding_mode="speculative", selector_backend="none", normalize=False,
+                                                     chunking=ChunkingConfig(sentences_per_chunk=sentences_per_chunk)),
                                 generator_adapter=adapter)
     result = {}
     for corpus in corpora:
         # The tail of each dev split, as benchmarks/mixture.py: the quality report scores CMeEE on its
         # dev split's first documents, and choices must not be made on what is reported.
         docs, n_sentences = leading_documents(load_corpus(corpus, "dev"), sentences, from_end=True)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         predicted = predict_documents(pipe, docs, corpus_schema(corpus))
+        cpu_s = time.process_time() - cpu_started
         strict = score(docs, predicted).strict
         # strict (tp, fp, fn) per document, for a paired bootstrap
         per_document = [counts["all"] for counts in per_document_counts(docs, predicted)]
         result[corpus] = {"f1": strict.f1, "precision": strict.precision, "recall": strict.recall,
                           "documents": len(docs), "sentences": n_sentences, "seconds": round(time.perf_counter() - started, 1),
+                          "cpu_seconds": round(cpu_s, 1),
                           "per_document": per_document}
         print(f"{corpus}: F1 {strict.f1 * 100:.1f}", flush=True)
     return result
@@ -168,6 +176,12 @@ def write_report(args: argparse.Namespace, arms: dict[str, dict], scores: dict[s
         first = scores[names[0]][c]
         lines.append(f"| {c} | {first['documents']} / {first['sentences']} | "
                      + " | ".join(f"{scores[n][c]['f1'] * 100:.1f}" for n in names) + " |")
+    if all("cpu_seconds" in scores[n][c] for n in names for c in corpora):
+        # Inference cost of the same dev documents (process CPU time, single-threaded): what chunking
+        # several sentences per prompt saves at serving time.
+        docs_total = sum(scores[names[0]][c]["documents"] for c in corpora)
+        lines.append(f"| inference CPU s ({docs_total} documents) | | "
+                     + " | ".join(f"{sum(scores[n][c]['cpu_seconds'] for c in corpora):.0f}" for n in names) + " |")
     out = RESULTS / f"ablation_{args.name}.md"
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     out.with_suffix(".json").write_text(json.dumps({"arms": arms, "dev": scores, "mean_dev_f1": mean,
@@ -193,9 +207,11 @@ def main() -> None:
     parser.add_argument("--note", default="", help="a sentence for the report (e.g. which checkpoint --init-from was)")
     parser.add_argument("--evaluate", metavar="ADAPTER", help=argparse.SUPPRESS)   # one evaluation process
     parser.add_argument("--out-json", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--sentences-per-chunk", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.evaluate:
-        args.out_json.write_text(json.dumps(evaluate_one(args.evaluate, args.corpus or CORPORA, args.sentences)),
+        args.out_json.write_text(json.dumps(evaluate_one(args.evaluate, args.corpus or CORPORA, args.sentences,
+                                                              args.sentences_per_chunk)),
                                  encoding="utf-8")
         return
     if not args.config or not args.init_from or not args.arm:
@@ -206,7 +222,10 @@ def main() -> None:
     adapters = {n: a["adapter"] for n, a in arms.items()}
     if not args.no_start:
         adapters = {"start": args.init_from, **adapters}
-    scores = evaluate_adapters(adapters, args, work)
+    base = yaml.safe_load(Path(args.config).read_text(encoding="utf-8"))
+    per_chunk = {n: int(a["overrides"].get("sentences_per_chunk", base.get("sentences_per_chunk", 1))) for n, a in arms.items()}
+    per_chunk["start"] = int(base.get("sentences_per_chunk", 1))
+    scores = evaluate_adapters(adapters, args, work, per_chunk)
     write_report(args, arms, scores, time.perf_counter() - started)
 
 

@@ -55,6 +55,7 @@ class BundleManifest:
     has_selector: bool = True
     default_schemas: dict[str, str] = field(default_factory=dict)   # language -> schema name override
     selector_languages: list[str] = field(default_factory=list)     # languages the selector judges ([]: all)
+    sentences_per_chunk: int = 1            # sentences per chunk the generator was trained on: the pipeline chunks alike
     notes: str = ""
     format_version: int = BUNDLE_FORMAT_VERSION
 
@@ -78,6 +79,9 @@ class BundleManifest:
             for schema, value in per_schema.items():
                 if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= float(value) <= 1.0:
                     raise ConfigError(f"{where}: {key}[{schema!r}] must be a number in [0, 1], got {value!r}")
+        per_chunk = data.get("sentences_per_chunk", 1)
+        if not isinstance(per_chunk, int) or isinstance(per_chunk, bool) or per_chunk < 1:
+            raise ConfigError(f"{where}: sentences_per_chunk must be an integer >= 1, got {per_chunk!r}")
         return cls(**data)
 
 

@@ -175,6 +175,9 @@ class Pipeline:
             if manifest.selector_threshold is not None and config.selector_threshold is None:
                 selector.threshold = manifest.selector_threshold
         overrides: dict[str, Any] = {}
+        if manifest.sentences_per_chunk != 1 and config.chunking == ChunkingConfig():
+            # Chunk as the generator was trained (a caller's own chunking settings win).
+            overrides["chunking"] = dataclasses.replace(config.chunking, sentences_per_chunk=manifest.sentences_per_chunk)
         if manifest.default_schemas:
             overrides["default_schemas"] = {**config.default_schemas, **manifest.default_schemas}
         if config.selector_languages is None and manifest.selector_languages:

@@ -335,6 +335,29 @@ def test_from_bundle_leaves_the_callers_config_as_passed(tiny_bundle, tmp_path):
     assert cfg.default_schemas["en"] == "biomedical_en" and cfg.selector_languages is None
 
 
+def test_bundle_sentences_per_chunk_sets_the_pipelines_chunking_unless_the_caller_chose(tiny_bundle, tmp_path):
+    """A generator trained on chunks of several sentences is served on chunks of as many."""
+    import shutil
+
+    from llmner.bundle import write_manifest
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    manifest = load_manifest(bundle)
+    manifest.sentences_per_chunk = 4
+    write_manifest(bundle, manifest)
+    assert load_manifest(bundle).sentences_per_chunk == 4
+    assert Pipeline.from_bundle(bundle, PipelineConfig(selector_backend="none")).config.chunking.sentences_per_chunk == 4
+    own = PipelineConfig(selector_backend="none", chunking=ChunkingConfig(max_tokens=64))
+    assert Pipeline.from_bundle(bundle, own).config.chunking == ChunkingConfig(max_tokens=64)
+    text = "APC causes cancer. BRCA1 too. So does TP53. And KRAS."
+    pipe = Pipeline.from_bundle(bundle, PipelineConfig(selector_backend="none"))
+    assert [c.text for c in pipe.chunk(Document("d", text))] == [text]
+    (bundle / "bundle.json").write_text(json.dumps({**manifest.to_dict(), "sentences_per_chunk": 0}))
+    with pytest.raises(ConfigError, match="sentences_per_chunk must be an integer >= 1"):
+        load_manifest(bundle)
+
+
 def test_from_bundle_puts_a_training_checkpoints_adapter_in_place_of_the_generators(tiny_bundle, tmp_path,
                                                                                      monkeypatch):
     """``generator_adapter``: the bundle with a checkpoint's LoRA weights (how benchmarks/schemas.py and

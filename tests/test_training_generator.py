@@ -140,6 +140,23 @@ def test_entity_free_ratio_and_curated_subset() -> None:
     assert {e.id for e in curated} == wanted and stats.not_in_curated_subset == len(keep_all) - 2
 
 
+def test_sentences_per_chunk_packs_consecutive_sentences_into_one_example() -> None:
+    text = "APC causes colon cancer. Nothing here. BRCA1 and breast cancer. Also ovarian cancer."
+    ents = [Entity(text.index(m), text.index(m) + len(m), "Disease", m)
+            for m in ("colon cancer", "breast cancer", "ovarian cancer")]
+    doc = Document("d", text, entities=ents)
+    codec = get_codec("inline")
+    single = text_examples([doc], "c", codec, ExampleConfig(entity_free_ratio=-1))
+    assert len(single) == 4 and sum(e.has_entities for e in single) == 3
+    packed = text_examples([doc], "c", codec, ExampleConfig(entity_free_ratio=-1, sentences_per_chunk=2))
+    assert [e.text for e in packed] == ["APC causes colon cancer. Nothing here.", "BRCA1 and breast cancer. Also ovarian cancer."]
+    for e in packed:                     # offsets are the chunk's: every entity still spells its mention
+        assert all(e.text[x.start : x.end] == x.text for x in e.entities)
+    assert [x.text for e in packed for x in e.entities] == ["colon cancer", "breast cancer", "ovarian cancer"]
+    with pytest.raises(ConfigError, match="sentences_per_chunk"):
+        ExampleConfig(sentences_per_chunk=0)
+
+
 def test_chunk_entities_are_shifted_and_crossing_chunks_counted() -> None:
     from llmner.training.examples import _chunk_entities
 

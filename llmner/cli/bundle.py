@@ -61,7 +61,8 @@ def bundle_command(
     manifest = BundleManifest(name=name, generator_id=str(card.get("name") or generator.name),
                               selector_id=str(selector_card.get("model_id") or (selector.name if selector else "")),
                               decoding_mode=decoding_mode, selector_threshold=threshold, notes=notes,
-                              selector_languages=list(selector_language or []), default_schemas=defaults)
+                              selector_languages=list(selector_language or []), default_schemas=defaults,
+                              sentences_per_chunk=int((card.get("training") or {}).get("sentences_per_chunk", 1)))
     root = save_bundle(output, generator, selector, manifest)
     load_manifest(root)          # what the pipeline will read back
     size = bundle_size_bytes(root)

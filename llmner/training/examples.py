@@ -84,17 +84,22 @@ class ExampleConfig:
     ``entity_free_ratio``: entity-free chunks kept per entity-containing chunk (0.5 = one for every
     two; a negative value keeps them all), sampled with ``seed``. ``chunk_max_tokens``: documents are
     cut into sentence chunks of at most this many text tokens, exactly as the pipeline does; 0 = one
-    example per document (corpora that are one sentence per document).
+    example per document (corpora that are one sentence per document). ``sentences_per_chunk``:
+    consecutive sentences packed into one chunk while they fit (one prompt per several sentences;
+    the pipeline must chunk the same way, ``BundleManifest.sentences_per_chunk``).
     """
 
     entity_free_ratio: float = 0.5
     max_length: int = 512
     chunk_max_tokens: int = 256
+    sentences_per_chunk: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.max_length <= 0:
             raise ConfigError(f"max_length must be positive, got {self.max_length}")
+        if self.sentences_per_chunk < 1:
+            raise ConfigError(f"sentences_per_chunk must be >= 1, got {self.sentences_per_chunk}")
 
 
 def text_examples(docs: Iterable[Document], corpus: str, codec: Any, config: ExampleConfig,
@@ -238,7 +243,8 @@ def _chunk_spans(doc: Document, config: ExampleConfig, tokenizer: Any) -> list[t
     count_tokens = None
     if tokenizer is not None:
         count_tokens = lambda s: len(tokenizer(s, add_special_tokens=False)["input_ids"])
-    chunks = chunk_document(doc, ChunkingConfig(max_tokens=config.chunk_max_tokens), count_tokens)
+    chunks = chunk_document(doc, ChunkingConfig(max_tokens=config.chunk_max_tokens,
+                                                  sentences_per_chunk=config.sentences_per_chunk), count_tokens)
     return [(c.start, c.end) for c in chunks if c.text.strip()]
 
 

@@ -76,6 +76,7 @@ class GeneratorTrainingConfig:
     entity_free_ratio: float = 0.5
     max_length: int = 512
     chunk_max_tokens: int = 256
+    sentences_per_chunk: int = 1              # sentences per training chunk (and per inference chunk of its bundle)
     curated: str | None = None
     max_documents: int | None = None          # per corpus, for smoke runs
     init_from: str | None = None              # generator directory whose LoRA weights start this run (curriculum stages)
@@ -312,7 +313,8 @@ def train_generator(
     builder = generator.prompt_builder
     keep_ids = read_curated_ids(config.curated) if config.curated else None
     example_config = ExampleConfig(entity_free_ratio=config.entity_free_ratio, max_length=config.max_length,
-                                   chunk_max_tokens=config.chunk_max_tokens, seed=config.seed)
+                                   chunk_max_tokens=config.chunk_max_tokens,
+                                   sentences_per_chunk=config.sentences_per_chunk, seed=config.seed)
     pools: dict[str, list[TokenizedExample]] = {}
     texts: dict[str, list[TextExample]] = {}
     stats: dict[str, ExampleStats] = {}
@@ -416,7 +418,7 @@ def train_generator(
 
 # Settings that change the training trajectory: a resumed run must use the checkpoint's values.
 _TRAJECTORY_KEYS = ("corpora", "split", "base_model", "temperature", "entity_free_ratio", "max_length", "chunk_max_tokens",
-                    "curated", "max_documents", "init_from", "exclude_test_overlap", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "codec",
+                    "sentences_per_chunk", "curated", "max_documents", "init_from", "exclude_test_overlap", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "codec",
                     "definitions", "steps", "batch_size", "grad_accum", "lr", "weight_decay", "warmup_steps",
                     "max_grad_norm", "share_prefix", "seed", "vary_schema", "own_schema_rate", "drop_type_rate",
                     "paraphrase_rate", "distractor_type_rate", "batch_per_corpus", "train_layers_from")
