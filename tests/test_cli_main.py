@@ -46,8 +46,12 @@ def test_bundle_command_assembles_a_bundle_the_pipeline_loads(tmp_path) -> None:
     assert manifest.selector_languages == ["en"] and manifest.default_schemas == {"en": "bc5cdr"}
     pipe = Pipeline.from_bundle(out, PipelineConfig(selector_backend="torch"))
     assert pipe.model_ids["bundle"] == "assembled" and pipe.config.selector_languages == ("en",)
+    assert manifest.sentences_per_chunk == 1
+    # A generator trained on chunks of several sentences: the bundle serves it on chunks of as many.
+    (parts / "gen" / "training_card.json").write_text('{"training": {"sentences_per_chunk": 4}}')
     no_sel = runner.invoke(app, ["bundle", "--generator", str(parts / "gen"), "--output", str(tmp_path / "g")])
     assert no_sel.exit_code == 0 and not load_manifest(tmp_path / "g").has_selector
+    assert load_manifest(tmp_path / "g").sentences_per_chunk == 4
     bad = runner.invoke(app, ["bundle", "--generator", str(parts / "sel"), "--output", str(tmp_path / "x")])
     assert bad.exit_code != 0 and "generator_config.json not found" in str(bad.exception)
     wrong = runner.invoke(app, ["bundle", "--generator", str(parts / "gen"), "--output", str(tmp_path / "z"),
