@@ -140,7 +140,8 @@ def write_report(args: argparse.Namespace, arms: dict[str, dict], scores: dict[s
     from llmner.evaluation.bootstrap import macro_f1_comparison
 
     corpora = list(next(iter(scores.values())))
-    names = (["start"] if "start" in scores else []) + list(arms)
+    references = [n for n in scores if n not in arms and n != "start"]
+    names = (["start"] if "start" in scores else []) + references + list(arms)
     mean = {n: _mean([scores[n][c]["f1"] for c in corpora]) for n in names}
     reference = next(iter(arms))      # the first arm: every other is compared with it, document-paired
     compared = macro_f1_comparison({n: {c: scores[n][c]["per_document"] for c in corpora} for n in names},
@@ -166,15 +167,18 @@ def write_report(args: argparse.Namespace, arms: dict[str, dict], scores: dict[s
 
     if "start" in scores:
         lines.append(f"| start | (the starting adapter) | 0 | 0 | — | 0 | — | {f1_cells('start')} |")
+    for n in references:
+        lines.append(f"| {n} | (reference: `{dict(args.reference)[n]}`) | — | — | — | — | — | {f1_cells(n)} |")
     for n, a in arms.items():
         over = ", ".join(f"{k}={v}" for k, v in a["overrides"].items()) or "(config as is)"
         lines.append(f"| {n} | {over} | {a['steps']} | {a['examples']} | {a['examples'] / max(a['cpu_s'] / 60, 1e-9):.1f} | "
                      f"{a['target_tokens']} | {a['first_loss']:.3f} / {a['last_loss']:.3f} | {f1_cells(n)} |")
-    lines += ["", "Dev F1 per corpus (strict, own schema; documents / sentences):", "",
-              "| corpus | docs / sents | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    lines += ["", "Dev F1 per corpus (strict, own schema; documents / sentences / gold mentions):", "",
+              "| corpus | docs / sents / gold | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
     for c in corpora:
         first = scores[names[0]][c]
-        lines.append(f"| {c} | {first['documents']} / {first['sentences']} | "
+        gold = sum(tp + fn for tp, _fp, fn in first["per_document"])
+        lines.append(f"| {c} | {first['documents']} / {first['sentences']} / {gold} | "
                      + " | ".join(f"{scores[n][c]['f1'] * 100:.1f}" for n in names) + " |")
     if all("cpu_seconds" in scores[n][c] for n in names for c in corpora):
         # Inference cost of the same dev documents (process CPU time, single-threaded): what chunking
@@ -204,6 +208,8 @@ def main() -> None:
     parser.add_argument("--corpus", action="append", default=None)
     parser.add_argument("--work", type=Path, default=Path("runs/ablation"))
     parser.add_argument("--no-start", action="store_true", help="do not score the starting adapter")
+    parser.add_argument("--reference", action="append", default=[], type=lambda t: tuple(t.split("=", 1)),
+                        metavar="NAME=ADAPTER", help="another adapter scored beside the arms (e.g. an earlier stage's)")
     parser.add_argument("--note", default="", help="a sentence for the report (e.g. which checkpoint --init-from was)")
     parser.add_argument("--evaluate", metavar="ADAPTER", help=argparse.SUPPRESS)   # one evaluation process
     parser.add_argument("--out-json", type=Path, help=argparse.SUPPRESS)
@@ -222,6 +228,7 @@ def main() -> None:
     adapters = {n: a["adapter"] for n, a in arms.items()}
     if not args.no_start:
         adapters = {"start": args.init_from, **adapters}
+    adapters = {**dict(args.reference), **adapters}
     base = yaml.safe_load(Path(args.config).read_text(encoding="utf-8"))
     per_chunk = {n: int(a["overrides"].get("sentences_per_chunk", base.get("sentences_per_chunk", 1))) for n, a in arms.items()}
     per_chunk["start"] = int(base.get("sentences_per_chunk", 1))
