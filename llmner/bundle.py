@@ -56,6 +56,7 @@ class BundleManifest:
     default_schemas: dict[str, str] = field(default_factory=dict)   # language -> schema name override
     selector_languages: list[str] = field(default_factory=list)     # languages the selector judges ([]: all)
     sentences_per_chunk: int = 1            # sentences per chunk the generator was trained on: the pipeline chunks alike
+    open_bias: dict[str, float] = field(default_factory=dict)  # schema -> logit bonus for opening a tag (chosen on dev)
     notes: str = ""
     format_version: int = BUNDLE_FORMAT_VERSION
 
@@ -79,6 +80,10 @@ class BundleManifest:
             for schema, value in per_schema.items():
                 if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= float(value) <= 1.0:
                     raise ConfigError(f"{where}: {key}[{schema!r}] must be a number in [0, 1], got {value!r}")
+        biases = data.get("open_bias") or {}
+        if not isinstance(biases, dict) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and -10.0 <= float(v) <= 10.0 for v in biases.values()):
+            raise ConfigError(f"{where}: open_bias must map schema names to numbers in [-10, 10], got {biases!r}")
         per_chunk = data.get("sentences_per_chunk", 1)
         if not isinstance(per_chunk, int) or isinstance(per_chunk, bool) or per_chunk < 1:
             raise ConfigError(f"{where}: sentences_per_chunk must be an integer >= 1, got {per_chunk!r}")

@@ -85,6 +85,7 @@ class PipelineConfig:
     selector_device: str = "auto"            # auto | cpu | cuda (ONNX backend)
     selector_batch_size: int = 32
     selector_threshold: float | None = None  # None: the bundle's, else the selector's own
+    open_bias: float | None = None           # logit bonus for opening a tag, every schema (None: the bundle's per schema)
     device: str | None = None                # generator device (None: auto)
     default_schemas: dict[str, str] = field(default_factory=lambda: {"en": "biomedical_en", "zh": "cmeee"})
     # Languages the selector judges; candidates in other languages are kept unscored. None: the
@@ -117,6 +118,9 @@ class Pipeline:
         # The same for candidates the selector does not judge, on their generator_score; a schema
         # without one keeps them all.
         self.generator_thresholds: dict[str, float] = {}
+        # Per-schema bonus for opening a tag in constrained decoding (recall against precision, chosen
+        # on dev); PipelineConfig.open_bias overrides them all.
+        self.open_biases: dict[str, float] = {}
         if count_tokens is None and getattr(generator, "tokenizer", None) is not None:
             tokenizer = generator.tokenizer  # type: ignore[attr-defined]
             count_tokens = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -197,6 +201,7 @@ class Pipeline:
         if selector is not None and config.selector_threshold is None:
             pipe.thresholds = dict(manifest.selector_thresholds)
         pipe.generator_thresholds = dict(manifest.generator_thresholds)
+        pipe.open_biases = dict(manifest.open_bias)
         return pipe
 
     # ---- schemas ---------------------------------------------------------------------------------
@@ -261,7 +266,7 @@ class Pipeline:
             return []
         per_schema = self._chunk_schemas(chunks, schemas)
         t0 = time.perf_counter()
-        results = self.generator.tag([TagRequest(c.text, s) for c, s in zip(chunks, per_schema)])
+        results = self.generator.tag([TagRequest(c.text, s, self.open_bias_for(s)) for c, s in zip(chunks, per_schema)])
         t1 = time.perf_counter()
         per_chunk = [_trimmed(result.entities, chunk.text, schema)
                      for chunk, schema, result in zip(chunks, per_schema, results)]
@@ -279,6 +284,12 @@ class Pipeline:
         t2 = time.perf_counter()
         self.last_timings_ms = {"generate": (t1 - t0) * 1000, "select": (t2 - t1) * 1000}
         return per_chunk
+
+    def open_bias_for(self, schema: EntitySchema) -> float:
+        """The logit bonus for opening a tag when generating under ``schema``."""
+        if self.config.open_bias is not None:
+            return self.config.open_bias
+        return self.open_biases.get(schema.name, 0.0)
 
     def threshold_for(self, schema: str | EntitySchema | None) -> float:
         """The selector threshold for candidates of ``schema`` (its calibrated one, else the global one)."""

@@ -4,6 +4,7 @@ commands whose stdout is data, ``--version``, flags that read as flags, language
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -105,6 +106,18 @@ def test_tag_reads_a_pubtator_txt_file_and_writes_pubtator_with_abstracts(tiny_b
     assert pred.text == "Copper toxicosis in terriers. Wilson disease is rare."
     gold_types = {"SpecificDisease", "Modifier"}
     assert pred.entities and not {e.type for e in pred.entities} & gold_types   # predictions, not the gold
+
+
+def test_tag_open_bias_finds_more_candidates(tiny_bundle, tmp_path):
+    src = tmp_path / "notes.txt"
+    src.write_text("Copper toxicosis in terriers and Wilson disease are rare in cats.\n")
+    counts = []
+    for extra in ([], ["--open-bias", "30"]):
+        out = tmp_path / f"pred{len(extra)}.jsonl"
+        result = cli("tag", src, "-o", out, "--model", tiny_bundle, "--selector-backend", "none", *extra)
+        assert result.exit_code == 0, result.output
+        counts.append(sum(len(json.loads(line)["entities"]) for line in out.read_text().splitlines()))
+    assert counts[1] > counts[0]
 
 
 def test_tag_of_a_bioc_file_holds_predictions_only(tiny_bundle, tmp_path):

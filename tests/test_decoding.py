@@ -289,3 +289,29 @@ def test_close_branches_at_the_next_word_boundaries():
     for mention in ("ilial", "ilial adenomatous", "ilial adenomatous polyposis", "ilial adenomatous polyposis coli"):
         assert any(t.startswith(mention + "</Disease>") for t in texts), (mention, texts)
     assert any(t.startswith("ilial adenomatous polyposis coli was seen .") for t in texts)  # the trunk
+
+
+def test_open_bias_moves_the_choice_to_an_open_marker_and_keeps_the_models_probability(lm):
+    from llmner.decoding import CopyConstraint, vocab_for
+
+    _, tokenizer = lm
+    vocab = vocab_for(tokenizer)
+    plain = CopyConstraint("cancer risk", ["Disease"], vocab)
+    biased = CopyConstraint("cancer risk", ["Disease"], vocab, open_bias=3.0)
+    state = plain.start()
+    ids, _ = plain.allowed(state)
+    opens = [i for i in ids if vocab.token_bytes[i][:1] == b"<"]
+    copies = [i for i in ids if i not in opens]
+    assert opens and copies
+    logits = torch.full((len(vocab.token_bytes),), -20.0)
+    logits[copies[0]], logits[opens[0]] = 2.0, 0.0           # copying wins by 2 logits
+    token, prob = plain.choose(state, logits)
+    assert token == copies[0]
+    token_b, prob_b = biased.choose(state, logits)
+    assert token_b == opens[0]                               # +3 beats the 2-logit margin
+    p_open = float(torch.softmax(logits[torch.tensor(ids)], 0)[ids.index(opens[0])])
+    assert prob_b == pytest.approx(p_open)                   # the unbiased probability of what was chosen
+    # Once a marker is pending, its remaining bytes get no bonus.
+    inside = biased.advance(biased.start(), min(opens, key=lambda i: len(vocab.token_bytes[i])))
+    assert inside is not None and inside.marker.startswith(b"<")
+    assert biased._open_bonus(inside, biased.allowed(inside)[0]) is None

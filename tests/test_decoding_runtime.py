@@ -229,3 +229,25 @@ def test_char_token_indices_map_split_characters_and_refuse_other_text():
     assert char_token_indices(pieces, b"x", "发<a>x") == [0, 1, 2, 2, -1]
     assert char_token_indices(pieces, b"", "发<b>") is None
     assert char_token_indices([b"\xe5\x8f"], b"", "\ufffd") is None  # invalid UTF-8 was replaced
+
+
+def test_open_bias_opens_more_tags_alike_in_constrained_and_speculative_decoding(lm):
+    """A logit bonus for opening a tag trades precision for recall. Speculative decoding verifies its
+    drafts with the same biased choice, so both modes still write the same output; scores stay the
+    model's own probabilities."""
+    model, tokenizer = lm
+    schema = get_schema("ncbi_disease")
+    plain = [TagRequest(t, schema) for t in TEXTS]
+    biased = [TagRequest(t, schema, open_bias=30.0) for t in TEXTS]
+    constrained = TorchGeneratorRuntime(model, tokenizer, mode="constrained", batch_size=2)
+    speculative = TorchGeneratorRuntime(model, tokenizer, mode="speculative", batch_size=2)
+    base = constrained.tag(plain)
+    more = constrained.tag(biased)
+    assert [r.output for r in more] == [r.output for r in speculative.tag(biased)]
+    assert sum(len(r.entities) for r in more) > sum(len(r.entities) for r in base)
+    for req, res in zip(biased, more):
+        assert MARKER.sub("", res.output).replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&") == req.text
+        assert all(e.generator_score is None or 0.0 <= e.generator_score <= 1.0 for e in res.entities)
+    # Mixed biases in one call are generated apart (the bias is part of the batch key), in request order.
+    mixed = constrained.tag([biased[0], plain[0]])
+    assert [r.output for r in mixed] == [more[0].output, base[0].output]

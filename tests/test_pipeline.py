@@ -335,6 +335,38 @@ def test_from_bundle_leaves_the_callers_config_as_passed(tiny_bundle, tmp_path):
     assert cfg.default_schemas["en"] == "biomedical_en" and cfg.selector_languages is None
 
 
+def test_open_bias_per_schema_from_the_bundle_and_the_configs_override(tiny_bundle, tmp_path):
+    """Each chunk's request carries its schema's calibrated bonus for opening a tag; the config's
+    value, when set, applies to every schema."""
+    import shutil
+
+    from llmner.bundle import write_manifest
+
+    class Recording(LexiconGenerator):
+        def tag(self, requests):
+            self.biases = [(r.schema.name, r.open_bias) for r in requests]
+            return super().tag(requests)
+
+    gen = Recording()
+    pipe = Pipeline(gen, None)
+    pipe.open_biases = {"ncbi_disease": 1.5}
+    pipe.process([Document("a", TEXT, metadata={"schema": "ncbi_disease"}), Document("b", TEXT, metadata={"schema": "bc5cdr"})])
+    assert set(gen.biases) == {("ncbi_disease", 1.5), ("bc5cdr", 0.0)}
+    forced = Pipeline(gen, None, PipelineConfig(open_bias=-0.5))
+    forced.open_biases = {"ncbi_disease": 1.5}
+    forced.process([Document("a", TEXT, metadata={"schema": "ncbi_disease"})])
+    assert set(gen.biases) == {("ncbi_disease", -0.5)}
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    manifest = load_manifest(bundle)
+    manifest.open_bias = {"cmeee": 1.0}
+    write_manifest(bundle, manifest)
+    assert Pipeline.from_bundle(bundle, PipelineConfig(selector_backend="none")).open_biases == {"cmeee": 1.0}
+    (bundle / "bundle.json").write_text(json.dumps({**manifest.to_dict(), "open_bias": {"cmeee": "high"}}))
+    with pytest.raises(ConfigError, match="open_bias must map schema names to numbers"):
+        load_manifest(bundle)
+
+
 def test_bundle_sentences_per_chunk_sets_the_pipelines_chunking_unless_the_caller_chose(tiny_bundle, tmp_path):
     """A generator trained on chunks of several sentences is served on chunks of as many."""
     import shutil

@@ -111,6 +111,7 @@ def tag(
     lines: Annotated[bool, typer.Option("--lines", help="text input: one document per line")] = False,
     language: Annotated[str | None, typer.Option("--language", help="force the language of every document (en or zh; default: text input is detected from its script, documents keep their own)")] = None,
     selector_backend: Annotated[str, typer.Option("--selector-backend", help="onnx, torch or none")] = "onnx",
+    open_bias: Annotated[float | None, typer.Option("--open-bias", help="logit bonus for opening a tag: more entities found, more of them wrong (default: the bundle's per schema, else 0)")] = None,
     batch_documents: Annotated[int, typer.Option("--batch-documents", help="documents per pipeline batch")] = 8,
     normalize: Annotated[bool, typer.Option("--normalize", help="link entities to identifiers with the bundle's normalizer")] = False,
     keep_dropped: Annotated[bool, typer.Option("--keep-dropped", help="jsonl: keep the selector's dropped candidates in metadata (llmner view --dropped)")] = False,
@@ -144,7 +145,8 @@ def tag(
 
     from llmner.pipeline import Pipeline, PipelineConfig
 
-    pipe = Pipeline.from_bundle(model, PipelineConfig(selector_backend=selector_backend, normalize=normalize))
+    pipe = Pipeline.from_bundle(model, PipelineConfig(selector_backend=selector_backend, normalize=normalize,
+                                                      open_bias=open_bias))
     for d in docs:
         pipe.schema_for(d)
     records: list[ResultRecord] = []

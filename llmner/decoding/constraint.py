@@ -43,7 +43,7 @@ class CopyConstraint:
     the token trie along the few bytes the automaton accepts, and memoised per state."""
 
     def __init__(self, source: str, types: Sequence[str], vocab: TokenVocab, max_depth: int = 4,
-                 tags_inside_words: bool = False) -> None:
+                 tags_inside_words: bool = False, open_bias: float = 0.0) -> None:
         pieces = [p.encode("utf-8") for p in escaped_pieces(source)]
         self.target = b"".join(pieces)
         # boundary[i]: a marker may be written at byte i. Between two pieces, and unless
@@ -64,7 +64,12 @@ class CopyConstraint:
         self.closes = [close_marker(t).encode("utf-8") for t in self.types]
         self.vocab = vocab
         self.max_depth = max_depth
+        # Added to the logit of every token that starts an open marker where copying could go on: a
+        # greedy decoder that misses entities (recall-limited, as on CMeEE) opens tags more readily.
+        # The token's reported probability stays the model's own (unbiased).
+        self.open_bias = float(open_bias)
         self._allowed: dict[CopyState, tuple[list[int], torch.Tensor]] = {}
+        self._bonus: dict[CopyState, torch.Tensor | None] = {}
 
     def start(self) -> CopyState:
         return CopyState(0, (), b"")
@@ -171,8 +176,22 @@ class CopyConstraint:
             scores = vector.index_select(0, t).float()
         else:
             scores = head.index_select(0, t).float() @ vector.float()
-        best = int(torch.argmax(scores))
+        bonus = self._open_bonus(s, ids) if self.open_bias else None
+        best = int(torch.argmax(scores if bonus is None else scores + bonus))
         return ids[best], float(torch.softmax(scores, dim=0)[best])
+
+    def _open_bonus(self, s: CopyState, ids: list[int]) -> torch.Tensor | None:
+        """``open_bias`` on the allowed tokens that start an open marker (``<`` not followed by ``/``)
+        at a state with no marker pending; None where there is none."""
+        if s in self._bonus:
+            return self._bonus[s]
+        bonus = None
+        if not s.marker:
+            opens = [tb[:1] == b"<" and tb[:2] != b"</" for tb in (self.vocab.token_bytes[i] for i in ids)]
+            if any(opens):
+                bonus = torch.tensor([self.open_bias if o else 0.0 for o in opens])
+        self._bonus[s] = bonus
+        return bonus
 
     # -- drafting ----------------------------------------------------------------------------------
     def pick_marker(self, s: CopyState, guess_type: int | None) -> tuple[bytes, int, bool] | None:

@@ -209,9 +209,11 @@ class TagGenerator:
         sources: Sequence[str],
         types: Sequence[Sequence[str]],
         mode: Mode = "speculative",
+        open_bias: float = 0.0,
     ) -> list[TagGeneration]:
         """Greedy outputs for rows whose prompt is ``prefix + prompts[i]`` and whose source text is
-        ``sources[i]`` (tags allowed: ``types[i]``)."""
+        ``sources[i]`` (tags allowed: ``types[i]``). ``open_bias``: a logit bonus for opening a tag
+        (constrained and speculative modes; ``CopyConstraint``)."""
         if mode not in MODES:
             raise ConfigError(f"unknown decoding mode {mode!r} (expected one of {', '.join(MODES)})")
         if not (len(prompts) == len(sources) == len(types)):
@@ -219,17 +221,18 @@ class TagGenerator:
         if not prompts:
             return []
         with torch.inference_mode():
-            return self._generate(prefix, list(prompts), list(sources), list(types), mode)
+            return self._generate(prefix, list(prompts), list(sources), list(types), mode, open_bias)
 
     def _generate(self, prefix: str, prompts: list[str], sources: list[str], types: list[Sequence[str]],
-                mode: str) -> list[TagGeneration]:
+                mode: str, open_bias: float = 0.0) -> list[TagGeneration]:
         from transformers import DynamicCache
 
         cfg = self.config
         rows: list[_Row] = []
         for i, (src, tps) in enumerate(zip(sources, types)):
             budget = cfg.max_new_tokens or int(cfg.budget_factor * len(self.encode(src)) + cfg.budget_extra)
-            constraint = CopyConstraint(src, tps, self.vocab, cfg.max_depth, cfg.tags_inside_words) if mode != "free" else None
+            constraint = (CopyConstraint(src, tps, self.vocab, cfg.max_depth, cfg.tags_inside_words, open_bias)
+                          if mode != "free" else None)
             rows.append(_Row(i, max(budget, 1), constraint, constraint.start() if constraint else None))
 
         # Prompt: shared prefix KV (expanded) + each row's own part, left-padded; the first pass feeds the

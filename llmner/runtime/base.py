@@ -23,6 +23,7 @@ class TagRequest:
 
     text: str
     schema: EntitySchema
+    open_bias: float = 0.0      # logit bonus for opening a tag (constrained decoding; the schema's calibrated one)
 
 
 @dataclass(slots=True)

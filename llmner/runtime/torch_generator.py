@@ -98,7 +98,7 @@ class TorchGeneratorRuntime(GeneratorRuntime):
         groups: dict[Any, list[int]] = {}
         schemas: dict[Any, Any] = {}
         for i, req in enumerate(requests):
-            key = (req.schema.name, req.schema.language, req.schema.types)  # metadata dicts are unhashable
+            key = (req.schema.name, req.schema.language, req.schema.types, req.open_bias)  # metadata dicts are unhashable
             groups.setdefault(key, []).append(i)
             schemas[key] = req.schema
         for key, indices in groups.items():
@@ -109,7 +109,8 @@ class TorchGeneratorRuntime(GeneratorRuntime):
             for start in range(0, len(indices), self.batch_size):
                 batch = indices[start : start + self.batch_size]
                 texts = [requests[i].text for i in batch]
-                outputs = self.tag_generator.generate(prefix, [t + suffix for t in texts], texts, [types] * len(batch), self.mode)
+                outputs = self.tag_generator.generate(prefix, [t + suffix for t in texts], texts, [types] * len(batch), self.mode,
+                                                      open_bias=requests[batch[0]].open_bias)
                 for i, text, out in zip(batch, texts, outputs):
                     parsed = codec.decode(out.text, text, types, out.span_probability)
                     diagnostics = parsed.diagnostics
