@@ -179,6 +179,39 @@ def test_calibration_picks_the_best_threshold_per_schema_on_dev(monkeypatch):
         CalibrationConfig(corpora=["bc5cdr"], bootstrap=0)
 
 
+class RecallLimitedGenerator(LexiconGenerator):
+    """A double whose recall grows with the bonus for opening a tag: "breast cancer" always,
+    "cisplatin" (right) from a bonus of 1, "cancer" inside "breast cancer" (wrong) from 2."""
+
+    def tag(self, requests):
+        out = []
+        for req, res in zip(requests, super().tag(requests)):
+            allowed = {"breast cancer"} | ({"cisplatin"} if req.open_bias >= 1 else set()) | ({"cancer"} if req.open_bias >= 2 else set())
+            out.append(TagResult([e for e in res.entities if e.text in allowed], res.output))
+        return out
+
+
+def test_open_bias_calibration_stores_the_dev_best_bonus_when_it_holds_out_of_bag(monkeypatch):
+    from llmner.evaluation.calibration import CalibrationConfig, calibrate_open_bias
+
+    docs = _gold_docs(TEXT, 12)           # gold: "breast cancer" and "cisplatin"
+    monkeypatch.setattr("llmner.data_processing.corpora.load_corpus", lambda corpus, split: docs)
+    monkeypatch.setattr("llmner.data_processing.corpora.is_labeled", lambda corpus, split: True)
+    pipe = Pipeline(RecallLimitedGenerator(), None)
+    pipe.open_biases = {"genia": 0.3}
+    config = CalibrationConfig(corpora=["bc5cdr"], sentences=1000, min_gold=0, bootstrap=50)
+    r = calibrate_open_bias(pipe, "bc5cdr", config, [2.0, 1.0])
+    assert list(r.f1_by_bias) == [0.0, 1.0, 2.0] and r.f1_by_bias[1.0] == 1.0
+    assert r.f1_by_bias[0.0] < 1.0 and r.f1_by_bias[2.0] < 1.0
+    assert r.best_bias == 1.0 and r.evidence == 1.0 and r.oob_gain > 0 and r.open_bias == 1.0
+    assert r.schema == "bc5cdr" and r.documents == 12 and r.to_dict()["f1_by_bias"]["1.0"] == 1.0
+    assert pipe.open_biases == {"genia": 0.3}          # the pipeline's own biases are left as they were
+    # A bonus of 2 finds cisplatin but adds as many wrong "cancer"s: F1 0.75 against 0.8, nothing stored.
+    worse = calibrate_open_bias(pipe, "bc5cdr", config, [2.0])
+    assert worse.f1_by_bias == pytest.approx({0.0: 0.8, 2.0: 0.75})
+    assert worse.best_bias == 0.0 and worse.open_bias == 0.0 and worse.evidence == 0.0
+
+
 class ScoredLexiconGenerator(LexiconGenerator):
     """The lexicon double with a generator score per entity (span length / 10, like LengthSelector)."""
 
@@ -267,6 +300,16 @@ def test_calibrate_cli_writes_thresholds_the_pipeline_then_uses(tiny_bundle, tmp
     assert forced.threshold_for("ncbi_disease") == 0.9
     bad = runner.invoke(app, ["calibrate", str(bundle), "--corpus", "nope"])
     assert bad.exit_code != 0 and "unknown corpus nope" in str(bad.exception)
+    # --open-bias-grid: the bonus is chosen first and written beside the thresholds.
+    result = runner.invoke(app, ["calibrate", str(bundle), "--corpus", "ncbi_disease", "--sentences", "2",
+                                 "--min-candidates", "1", "--selector-backend", "torch", "--min-evidence", "0",
+                                 "--bootstrap", "20", "--open-bias-grid", "1,30"])
+    assert result.exit_code == 0, result.output
+    (bias,) = json.loads((bundle / "calibration.json").read_text())["open_bias"]
+    assert set(bias["f1_by_bias"]) == {"0.0", "1.0", "30.0"} and bias["open_bias"] == bias["best_bias"]
+    assert load_manifest(bundle).open_bias == ({"ncbi_disease": bias["open_bias"]} if bias["open_bias"] else {})
+    bad_grid = runner.invoke(app, ["calibrate", str(bundle), "--corpus", "ncbi_disease", "--open-bias-grid", "1,x"])
+    assert bad_grid.exit_code != 0 and "expected numbers separated by commas" in str(bad_grid.exception)
 
 
 def test_schema_from_metadata_and_language_default():

@@ -6,6 +6,8 @@ it only when out-of-bag resamples show the choice beating the global threshold (
 writes them into the bundle's ``bundle.json`` (``selector_thresholds``) beside a ``calibration.json``
 that records every number. A corpus whose language the selector does not judge (CMeEE) is calibrated on
 the generator's own entity scores against keeping every candidate (``generator_thresholds``).
+``--open-bias-grid 0.5,1,2`` first chooses each schema's bonus for opening a tag the same way (against
+no bonus; ``open_bias``), then calibrates the thresholds on the candidates it produces.
 ``--dry-run`` prints without writing.
 """
 
@@ -34,6 +36,7 @@ def calibrate_command(
     min_evidence: Annotated[float, typer.Option("--min-evidence", help="share of resamples in which the dev-chosen threshold must beat the global one out of bag (0: always move)")] = 0.8,
     split: Annotated[str, typer.Option("--split", help="split to calibrate on")] = "dev",
     selector_backend: Annotated[str, typer.Option("--selector-backend", help="onnx (as served) or torch")] = "onnx",
+    open_bias_grid: Annotated[str | None, typer.Option("--open-bias-grid", help="also choose each schema's bonus for opening a tag among these values (e.g. 0.5,1,2; 0 is always a candidate), before the thresholds")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the thresholds, write nothing")] = False,
 ) -> None:
     """Choose a threshold per schema (selector, or generator score where the selector does not judge) on the bundle's own dev candidates and store it in the bundle."""
@@ -43,10 +46,15 @@ def calibrate_command(
     from llmner.evaluation.calibration import (
         CalibrationConfig,
         calibrate,
+        calibrate_open_bias,
         thresholds_of,
     )
     from llmner.pipeline import Pipeline, PipelineConfig
 
+    try:
+        grid = [float(v) for v in open_bias_grid.split(",")] if open_bias_grid else []
+    except ValueError:
+        raise ConfigError(f"--open-bias-grid {open_bias_grid!r}: expected numbers separated by commas, e.g. 0.5,1,2") from None
     unknown = sorted(set(corpus) - set(CORPUS_NAMES))
     if unknown:
         raise ConfigError(f"unknown corpus {', '.join(unknown)} (known: {', '.join(CORPUS_NAMES)})")
@@ -58,6 +66,16 @@ def calibrate_command(
     # thresholds must not leak in.
     pipe.thresholds, pipe.generator_thresholds = {}, {}
     started = time.perf_counter()
+    biases = []
+    if grid:
+        pipe.open_biases = {}
+        for name in corpus:
+            b = calibrate_open_bias(pipe, name, config, grid)
+            won = "no resample" if b.evidence is None else f"won {b.evidence:.0%} of resamples out of bag (mean gain {b.oob_gain:+.3f})"
+            say(f"{name}: open_bias F1 " + ", ".join(f"{v:g}: {f:.3f}" for v, f in b.f1_by_bias.items())
+                + f"; dev-best {b.best_bias:g} {won}; stored {b.open_bias:g}")
+            biases.append(b)
+        pipe.open_biases = {b.schema: b.open_bias for b in biases if b.open_bias}
     results = calibrate(pipe, config, log=say)
     chosen = thresholds_of(results, "selector")
     by_generator = thresholds_of(results, "generator")
@@ -68,9 +86,12 @@ def calibrate_command(
         return
     manifest.selector_thresholds = chosen
     manifest.generator_thresholds = by_generator
+    if grid:
+        manifest.open_bias = dict(pipe.open_biases)
     write_manifest(bundle, manifest)
     calibration = write_calibration(bundle, {
         "split": split, "sentences": sentences, "min_gold": min_gold, "min_candidates": min_candidates,
         "bootstrap": bootstrap, "min_evidence": min_evidence, "selector_backend": selector_backend,
-        "global_threshold": pipe.threshold, "schemas": [r.to_dict() for r in results]})
-    say(f"wrote selector_thresholds and generator_thresholds into {bundle / 'bundle.json'} and {calibration}")
+        "global_threshold": pipe.threshold, "schemas": [r.to_dict() for r in results],
+        "open_bias_grid": grid, "open_bias": [b.to_dict() for b in biases]})
+    say(f"wrote selector_thresholds, generator_thresholds{', open_bias' if grid else ''} into {bundle / 'bundle.json'} and {calibration}")

@@ -22,6 +22,12 @@ A schema whose language the selector does not judge (Chinese, with the English M
 calibrated the same way on the generator's own probability of each entity's tags
 (``Entity.generator_score``), against keeping every candidate (threshold 0) instead of the global
 selector threshold; its threshold goes to ``BundleManifest.generator_thresholds``.
+
+The generator's bonus for opening a tag (``open_bias``, constrained decoding) is chosen the same way
+(``calibrate_open_bias``): the bundle runs on the same dev documents once per value of a grid, each
+value is scored by the strict F1 of what the pipeline finally keeps, and the dev-best value is stored
+only when, out of bag, choosing it on a resample beats no bonus (0) on the documents left out often
+enough. It is chosen before the thresholds, which are then calibrated on the candidates it produces.
 """
 
 from __future__ import annotations
@@ -187,6 +193,73 @@ def calibrate_schema(pipe: Pipeline, corpus: str, config: CalibrationConfig) -> 
         best_threshold=best, best_f1=pool.f1_at(best) if best is not None else global_f1,
         evidence=evidence, oob_gain=oob_gain, threshold=chosen,
         f1=pool.f1_at(chosen) if chosen is not None else global_f1, keep_all_f1=pool.f1_at(0.0))
+
+
+@dataclass(frozen=True, slots=True)
+class OpenBiasCalibration:
+    schema: str
+    corpus: str
+    documents: int
+    gold: int
+    f1_by_bias: dict[float, float]   # strict F1 of the pipeline's output at each value of the grid
+    best_bias: float                 # the dev-best value (ties: the smallest)
+    evidence: float | None           # share of resamples where the in-bag choice beat 0 out of bag
+    oob_gain: float | None           # mean out-of-bag F1 gain of the in-bag choice over 0
+    open_bias: float                 # what the bundle stores: best_bias with enough evidence, else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "f1_by_bias": {str(k): v for k, v in self.f1_by_bias.items()}}
+
+
+def _micro_f1(counts: Any) -> float:
+    tp, fp, fn = (float(x) for x in counts.sum(axis=0))
+    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+
+
+def calibrate_open_bias(pipe: Pipeline, corpus: str, config: CalibrationConfig,
+                        grid: Sequence[float]) -> OpenBiasCalibration:
+    """Choose ``corpus``'s schema's ``open_bias`` from ``grid`` on the last dev documents (see module doc)."""
+    import numpy as np
+
+    from llmner.data_processing.corpora import corpus_schema, is_labeled, load_corpus
+    from llmner.evaluation.bootstrap import per_document_counts
+    from llmner.evaluation.predict import predicted_documents
+
+    if not is_labeled(corpus, config.split):
+        raise ValidationError(f"calibration: {corpus}/{config.split} has no gold labels")
+    values = sorted({0.0, *(float(b) for b in grid)})
+    schema = corpus_schema(corpus)
+    gold_docs, _ = leading_documents(load_corpus(corpus, config.split), config.sentences, config.min_gold, from_end=True)
+    saved = dict(pipe.open_biases)
+    counts = {}
+    try:
+        for value in values:
+            pipe.open_biases = {**saved, schema.name: value}
+            records = predict(pipe, gold_docs, schema, config.batch_documents, select=True)   # what is kept
+            predicted = predicted_documents(gold_docs, records)
+            counts[value] = np.array([c["all"] for c in per_document_counts(gold_docs, predicted)], dtype=np.float64)
+    finally:
+        pipe.open_biases = saved
+
+    def best_of(rows: Any) -> float:
+        return max(values, key=lambda v: (_micro_f1(counts[v][rows]), -v))
+
+    everything = np.arange(len(gold_docs))
+    best = best_of(everything)
+    rng = np.random.default_rng(config.seed)
+    gains = []
+    for _ in range(config.bootstrap):
+        drawn = rng.integers(0, len(gold_docs), len(gold_docs))
+        left_out = np.setdiff1d(everything, drawn)
+        if left_out.size:
+            gains.append(_micro_f1(counts[best_of(drawn)][left_out]) - _micro_f1(counts[0.0][left_out]))
+    evidence = float((np.array(gains) > 0).mean()) if gains else None
+    oob_gain = float(np.mean(gains)) if gains else None
+    moves = best != 0.0 and (config.min_evidence == 0.0 or (evidence is not None and evidence >= config.min_evidence))
+    return OpenBiasCalibration(schema=schema.name, corpus=corpus, documents=len(gold_docs),
+                               gold=int(counts[0.0][:, [0, 2]].sum()),
+                               f1_by_bias={v: _micro_f1(counts[v]) for v in values}, best_bias=best,
+                               evidence=evidence, oob_gain=oob_gain, open_bias=best if moves else 0.0)
 
 
 def calibrate(pipe: Pipeline, config: CalibrationConfig,
