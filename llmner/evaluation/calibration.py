@@ -212,8 +212,9 @@ class OpenBiasCalibration:
 
 
 def _micro_f1(counts: Any) -> float:
-    tp, fp, fn = (float(x) for x in counts.sum(axis=0))
-    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+    """Strict F1 of summed per-document (tp, fp, fn) rows."""
+    tp, fp, fn = (int(x) for x in counts.sum(axis=0))
+    return strict_f1(tp + fp, tp, tp + fn)
 
 
 def calibrate_open_bias(pipe: Pipeline, corpus: str, config: CalibrationConfig,
