@@ -30,9 +30,20 @@ CORPORA = ["ncbi_disease", "bc5cdr", "genia", "jnlpba", "bc2gm", "linnaeus", "s8
 
 
 def parse_arm(text: str) -> tuple[str, dict]:
+    """``NAME:KEY=VALUE,...``; a value may be a YAML flow list (``corpora=[a,b]``): commas inside brackets
+    do not separate pairs."""
     name, _, body = text.partition(":")
     overrides = {}
-    for pair in filter(None, body.split(",")):
+    pairs, depth, current = [], 0, ""
+    for char in body:
+        depth += {"[": 1, "{": 1, "]": -1, "}": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            pairs.append(current)
+            current = ""
+        else:
+            current += char
+    pairs.append(current)
+    for pair in filter(None, pairs):
         key, _, value = pair.partition("=")
         overrides[key.strip()] = yaml.safe_load(value)
     return name, overrides

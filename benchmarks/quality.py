@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from llmner.data_processing.corpora import CORPUS_NAMES
+from llmner.data_processing.corpora import EVALUATION_CORPORA
 from llmner.evaluation.bootstrap import (
     bootstrap_f1,
     paired_bootstrap_difference,
@@ -527,7 +527,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bundle", type=Path, default=None, help="protocol (a) bundle (default: the shipped default bundle)")
     parser.add_argument("--zero-shot-bundle", type=Path, default=None, help="protocol (b) bundle (trained without NCBI-Disease)")
     parser.add_argument("--peer-dir", type=Path, default=None, help="peer models (peer_baseline.py --output DIR)")
-    parser.add_argument("--corpus", action="append", choices=CORPUS_NAMES, help="repeatable; default: all 8")
+    parser.add_argument("--corpus", action="append", choices=EVALUATION_CORPORA, help="repeatable; default: all 8")
     parser.add_argument("--sentences", type=int, default=200, help="sentences per corpus subset (0 = the whole split)")
     parser.add_argument("--min-gold", type=int, default=0,
                         help="extend each subset until it holds this many gold mentions (LINNAEUS is sparse)")
@@ -560,7 +560,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     mode = args.mode or manifest.decoding_mode
     main_system = LlmnerSystem("a", bundle, mode)
     free_corpora = [c for c in (args.free_corpus or ["ncbi_disease"]) if c != "none"]
-    corpora = [c for c in CORPUS_NAMES if c in (args.corpus or CORPUS_NAMES)]
+    corpora = [c for c in EVALUATION_CORPORA if c in (args.corpus or EVALUATION_CORPORA)]
     extra: list[tuple[LlmnerSystem, str, str]] = []
     if mode != "free":
         extra += [(LlmnerSystem("a", bundle, "free"), c, f"{CORPUS_LABELS[c]} {REPORT_SPLITS[c]}, free decoding")

@@ -54,6 +54,12 @@ EXPECTED = {
                                               "ite": 2581, "mic": 1907, "equ": 888, "dep": 348}),
     ("cmeee", "dev"): (5000, None, 20300, None),
     ("cmeee", "test"): (3000, None, None, None),  # unlabeled
+    # BTC, @ + handle joined (the README's merged counts, train 7,364). Dev and test have one Person more
+    # than the README's 705 / 1,602: a handle chain tagged I-PER ('@ a @ b', the second '@' an I-) stays
+    # one mention here, as IOB2 says. Dev has 1,000 tweets, not 1,001: one block holds only an empty token.
+    ("btc", "train"): (6338, 6338, 7364, {"Person": 3101, "Organization": 2267, "Location": 1996}),
+    ("btc", "dev"): (1000, 1000, 1127, {"Person": 706, "Organization": 270, "Location": 151}),
+    ("btc", "test"): (2001, 2001, 2997, {"Person": 1603, "Organization": 792, "Location": 602}),
 }
 
 # Tokens per split of the corpora read from CoNLL-style tokens (README "tokens" column).
@@ -121,6 +127,25 @@ def test_token_counts_of_the_sentence_views(name, split):
     shared_data()
     sentences = load_sentences(name, split)
     assert sum(len(d.text.split(" ")) for d in sentences) == EXPECTED_TOKENS[name, split]
+
+
+def test_btc_joins_handles_and_repairs_tokens(tmp_path):
+    from llmner.data_processing.corpora.btc import read_btc
+
+    path = tmp_path / "btc.dev"
+    path.write_text("RT\tO\n@\tB-ORG\nSportsCenter\tB-ORG\n:\tO\n\tO\nAllen\tB-PER\nIverson \tI-PER\n"
+                    "ke s\tO\n@\tO\nbob\tO\n\nLondon\tB-LOC\n", encoding="utf-8")
+    first, second = read_btc(path, id_prefix="dev-")
+    assert first.text == "RT @SportsCenter : Allen Iverson ke s @bob"
+    assert [(e.text, e.type) for e in first.entities] == [("@SportsCenter", "Organization"), ("Allen Iverson", "Person")]
+    assert second.id == "dev-1" and [(e.text, e.type) for e in second.entities] == [("London", "Location")]
+
+
+def test_btc_is_auxiliary():
+    from llmner.data_processing.corpora import CORPUS_NAMES, EVALUATION_CORPORA
+
+    assert "btc" in CORPUS_NAMES and "btc" not in EVALUATION_CORPORA
+    assert set(EVALUATION_CORPORA) == set(CORPUS_NAMES) - {"btc"}
 
 
 def test_loading_returns_fresh_documents():

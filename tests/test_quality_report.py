@@ -231,3 +231,11 @@ def test_mixture_ablation_names_a_bad_candidate(tmp_path: Path) -> None:
         mixture.main(["--candidate", "nobundle"])
     with pytest.raises(SystemExit, match="is not a bundle"):
         mixture.main(["--candidate", f"x={tmp_path}"])
+
+
+def test_ablation_arms_take_yaml_lists() -> None:
+    import ablation
+
+    assert ablation.parse_arm("with_btc:seed=19,corpora=[ncbi_disease,btc],entity_free_ratio=0.2") == (
+        "with_btc", {"seed": 19, "corpora": ["ncbi_disease", "btc"], "entity_free_ratio": 0.2})
+    assert ablation.parse_arm("as_is:") == ("as_is", {})

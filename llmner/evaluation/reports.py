@@ -17,7 +17,7 @@ from typing import Any
 # How the reports name each corpus (CORPUS_NAMES order).
 CORPUS_LABELS: dict[str, str] = {
     "ncbi_disease": "NCBI-Disease", "bc5cdr": "BC5CDR", "genia": "GENIA (nested)", "jnlpba": "JNLPBA",
-    "bc2gm": "BC2GM", "linnaeus": "LINNAEUS", "s800": "S800", "cmeee": "CMeEE",
+    "bc2gm": "BC2GM", "linnaeus": "LINNAEUS", "s800": "S800", "cmeee": "CMeEE", "btc": "BTC",
 }
 
 

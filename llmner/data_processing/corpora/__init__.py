@@ -40,6 +40,7 @@ from llmner.data_processing.corpora.registry import (
     CORPORA,
     CORPUS_NAMES,
     DATA_DIR_ENV,
+    EVALUATION_CORPORA,
     SPLITS,
     clear_cache,
     corpus_schema,
@@ -52,7 +53,7 @@ from llmner.data_processing.corpora.registry import (
 from llmner.data_processing.corpora.text import read_plain_text
 
 __all__ = [
-    "CORPORA", "CORPUS_NAMES", "DATA_DIR_ENV", "FORMATS", "NCBI_DISEASE_CLASSES", "PLAIN_TEXT", "SPLITS",
+    "CORPORA", "CORPUS_NAMES", "DATA_DIR_ENV", "EVALUATION_CORPORA", "FORMATS", "NCBI_DISEASE_CLASSES", "PLAIN_TEXT", "SPLITS",
     "check_writable", "clear_cache", "corpus_schema", "data_dir", "get_format", "guess_format", "guess_output_format",
     "has_sentence_view", "is_labeled", "load_corpus", "load_sentences", "read_bc2gm", "read_bioc", "read_bioc_json", "read_brat", "read_cblue", "read_conll", "read_documents",
     "read_genia_jsonl", "read_jsonl", "read_plain_text", "read_pubtator", "read_result_records", "write_bc2gm", "write_bioc",

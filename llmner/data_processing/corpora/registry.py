@@ -23,6 +23,8 @@ bc2gm          ``conll/{train,devel,test}.tsv``, one Document per sentence      
 linnaeus       ``conll/{train,devel,test}.tsv``, one Document per sentence                  the same Documents
 s800           ``standoff/<pmid>.{txt,ann}`` listed in ``split/{train,devel,test}.txt``     none
 cmeee          ``v1_json/CMeEE_{train,dev,test}.json``; test is unlabeled                   none (records are the documents)
+btc            ``conll/btc.{train,dev,test}``, one Document per tweet, @handles joined      the same Documents
+               (``btc.py``); an auxiliary general-domain corpus, not an evaluation target
 =============  ===========================================================================  ===========================
 
 Identifiers become CURIEs at load time (the file readers keep the column verbatim, so that
@@ -45,6 +47,7 @@ from pathlib import Path
 
 from llmner.curie import to_curie
 from llmner.data_processing.corpora.brat import read_brat
+from llmner.data_processing.corpora.btc import read_btc
 from llmner.data_processing.corpora.cblue import read_cblue
 from llmner.data_processing.corpora.conll import read_conll
 from llmner.data_processing.corpora.genia import read_genia_jsonl
@@ -132,6 +135,10 @@ def _cmeee(root: Path, split: str, prefix: str) -> list[Document]:
     return read_cblue(_need(root / "v1_json" / f"CMeEE_{split}.json"), id_prefix=prefix)
 
 
+def _btc(root: Path, split: str, prefix: str) -> list[Document]:
+    return read_btc(_need(root / "conll" / f"btc.{split}"), id_prefix=prefix)
+
+
 _CONLL_FILES = {"train": "conll/train.tsv", "dev": "conll/devel.tsv", "test": "conll/test.tsv"}
 
 
@@ -144,6 +151,7 @@ class CorpusSpec:
     labeled_splits: tuple[str, ...] = SPLITS
     description: str = ""
     note: str = ""  # how the counts relate to the corpus README, shown by ``llmner data stats``
+    auxiliary: bool = False  # a general-domain corpus for multi-task training only: not in the quality report
 
 
 CORPORA: dict[str, CorpusSpec] = {
@@ -168,9 +176,14 @@ CORPORA: dict[str, CorpusSpec] = {
         CorpusSpec("s800", "s800", _s800, None, description="S800 BRAT standoff abstracts"),
         CorpusSpec("cmeee", "cmeee", _cmeee, None, labeled_splits=("train", "dev"), description="CMeEE v1 (CBLUE JSON), Chinese records",
                    note="the CBLUE test set has no labels"),
+        CorpusSpec("btc", "btc", _btc, _btc, description="Broad Twitter Corpus (PER/ORG/LOC tweets), one document per tweet",
+                   note="@ + handle joined into one token and one mention (the README's merged counts); empty-token lines skipped",
+                   auxiliary=True),
     )
 }
 CORPUS_NAMES: tuple[str, ...] = tuple(CORPORA)
+# The biomedical corpora the quality report and the ablations score (every corpus but the auxiliary ones).
+EVALUATION_CORPORA: tuple[str, ...] = tuple(n for n, spec in CORPORA.items() if not spec.auxiliary)
 
 
 def corpus_spec(name: str) -> CorpusSpec:
