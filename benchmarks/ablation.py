@@ -25,28 +25,10 @@ from pathlib import Path
 
 import yaml
 
+from llmner.evaluation.reports import named_settings
+
 RESULTS = Path(__file__).resolve().parent / "results"
 CORPORA = ["ncbi_disease", "bc5cdr", "genia", "jnlpba", "bc2gm", "linnaeus", "s800", "cmeee"]
-
-
-def parse_arm(text: str) -> tuple[str, dict]:
-    """``NAME:KEY=VALUE,...``; a value may be a YAML flow list (``corpora=[a,b]``): commas inside brackets
-    do not separate pairs."""
-    name, _, body = text.partition(":")
-    overrides = {}
-    pairs, depth, current = [], 0, ""
-    for char in body:
-        depth += {"[": 1, "{": 1, "]": -1, "}": -1}.get(char, 0)
-        if char == "," and depth == 0:
-            pairs.append(current)
-            current = ""
-        else:
-            current += char
-    pairs.append(current)
-    for pair in filter(None, pairs):
-        key, _, value = pair.partition("=")
-        overrides[key.strip()] = yaml.safe_load(value)
-    return name, overrides
 
 
 def single_threaded_env(threads: int) -> dict[str, str]:
@@ -57,7 +39,7 @@ def single_threaded_env(threads: int) -> dict[str, str]:
 def train_arms(args: argparse.Namespace, work: Path) -> dict[str, dict]:
     base = yaml.safe_load(Path(args.config).read_text(encoding="utf-8"))
     procs = {}
-    for name, overrides in map(parse_arm, args.arm):
+    for name, overrides in map(named_settings, args.arm):
         config = {**base, "init_from": args.init_from, "output": str(work / name / "run"), "resume": False,
                   "checkpoint_every": 0, "cpu_budget_s": args.cpu_minutes * 60, **overrides}
         if (work / name / "run" / "history.jsonl").is_file():

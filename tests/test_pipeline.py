@@ -148,7 +148,11 @@ def _gold_docs(text: str, n: int, prefix: str = "d") -> list[Document]:
 
 def test_calibration_picks_the_best_threshold_per_schema_on_dev(monkeypatch):
     from llmner.evaluation import calibration
-    from llmner.evaluation.calibration import CalibrationConfig, calibrate, thresholds_of
+    from llmner.evaluation.calibration import (
+        CalibrationConfig,
+        calibrate,
+        thresholds_of,
+    )
 
     # Of BC5CDR's types the generator proposes "breast cancer" (score 1.0), "cisplatin" (0.9) and
     # "cancer" (0.6, wrong) in every document: the best cut lies between 0.6 and 0.9, and every
@@ -221,7 +225,11 @@ class ScoredLexiconGenerator(LexiconGenerator):
 
 
 def test_generator_scores_judge_the_languages_the_selector_does_not(monkeypatch):
-    from llmner.evaluation.calibration import CalibrationConfig, calibrate, thresholds_of
+    from llmner.evaluation.calibration import (
+        CalibrationConfig,
+        calibrate,
+        thresholds_of,
+    )
 
     docs = _gold_docs(TEXT, 12)
     monkeypatch.setattr("llmner.data_processing.corpora.load_corpus", lambda corpus, split: docs)
@@ -451,6 +459,10 @@ def test_from_bundle_puts_a_training_checkpoints_adapter_in_place_of_the_generat
     def lora(pipe: Pipeline) -> dict:
         return {k: v for k, v in pipe.generator.tag_generator.model.state_dict().items() if "lora_" in k}
 
+    def folded(pipe: Pipeline) -> dict:
+        """The generator's weights with any adapter folded in (pipelines merge it by default)."""
+        return {k: v for k, v in pipe.generator.tag_generator.model.state_dict().items() if "proj" in k}
+
     # A checkpoint as a training run writes one: the bundle's generator, its LoRA weights moved.
     trained = GeneratorModel.from_pretrained(tiny_bundle / GENERATOR_DIR)
     torch.manual_seed(1)
@@ -460,8 +472,9 @@ def test_from_bundle_puts_a_training_checkpoints_adapter_in_place_of_the_generat
                 param.add_(torch.randn_like(param) * 0.5)
     checkpoint = save_checkpoint(tmp_path / "run" / "checkpoints", 7, trained.model, {})
     want = {k: v for k, v in trained.model.state_dict().items() if "lora_" in k}
+    want_folded = {k: v for k, v in trained.merged_model().state_dict().items() if "proj" in k}
 
-    cfg = PipelineConfig(selector_backend="none", normalize=False)
+    cfg = PipelineConfig(selector_backend="none", normalize=False, merge_adapter=False)
     stock = lora(Pipeline.from_bundle(tiny_bundle, cfg))
     grafted = Pipeline.from_bundle(tiny_bundle, cfg, generator_adapter=checkpoint)
     assert stock.keys() == want.keys() == lora(grafted).keys()
@@ -474,6 +487,10 @@ def test_from_bundle_puts_a_training_checkpoints_adapter_in_place_of_the_generat
     # None: the default bundle, as benchmarks/ablation.py loads it; benchmarks/schemas.py's loader.
     monkeypatch.setattr(bundle_module, "default_bundle_path", lambda: Path(tiny_bundle))
     assert all(torch.equal(v, want[k]) for k, v in lora(Pipeline.from_bundle(None, cfg, generator_adapter=checkpoint)).items())
+    # Merged (the default): no LoRA layers left, the checkpoint's weights folded into the projections.
+    merged = Pipeline.from_bundle(None, PipelineConfig(selector_backend="none", normalize=False), generator_adapter=checkpoint)
+    assert not lora(merged) and folded(merged).keys() == want_folded.keys()
+    assert all(torch.allclose(v, want_folded[k], atol=1e-6) for k, v in folded(merged).items())
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
     sys.modules.pop("schemas", None)
     from schemas import build_pipeline
@@ -485,7 +502,8 @@ def test_from_bundle_puts_a_training_checkpoints_adapter_in_place_of_the_generat
         torch.set_num_threads(threads)
     assert name == f"{Path(tiny_bundle).name} + {checkpoint}" and pipe.model_ids["generator"] == name
     assert pipe.selector is None and pipe.normalizer is None and pipe.generator.mode == "speculative"
-    assert all(torch.equal(v, want[k]) for k, v in lora(pipe).items())
+    assert folded(pipe).keys() == want_folded.keys()
+    assert all(torch.allclose(v, want_folded[k], atol=1e-6) for k, v in folded(pipe).items())
 
     # An adapter of another shape, a directory without one, and no bundle to put it in are refused.
     other = tmp_path / "other"
@@ -608,3 +626,28 @@ def test_corpus_evaluation_scores_with_and_without_selector():
     print_corpus_evaluation(evaluation, console)
     text = console.export_text()
     assert "generator alone" in text and "selector effect" in text and "Disease" in text
+
+
+def test_a_merged_adapter_tags_as_the_unmerged_one(tiny_bundle, tmp_path):
+    """``merge_adapter`` (the default) folds the LoRA into the weights: the same entities, faster."""
+    import torch
+
+    from llmner.bundle import GENERATOR_DIR
+    from llmner.modeling.generator import GeneratorModel
+    from llmner.training.checkpoint import save_checkpoint
+
+    trained = GeneratorModel.from_pretrained(tiny_bundle / GENERATOR_DIR)
+    torch.manual_seed(2)
+    with torch.no_grad():
+        for name, param in trained.model.named_parameters():
+            if "lora_" in name:
+                param.add_(torch.randn_like(param) * 0.5)   # an adapter that changes the output
+    checkpoint = save_checkpoint(tmp_path / "run" / "checkpoints", 3, trained.model, {})
+    texts = ["BRCA1 is mutated in breast cancer.", "Aspirin reduced fever in mice with influenza.",
+             "IL-2 gene expression in T cells requires NF-kappa B."]
+    outputs = {}
+    for merge in (False, True):
+        pipe = Pipeline.from_bundle(tiny_bundle, PipelineConfig(selector_backend="none", normalize=False, merge_adapter=merge),
+                                    generator_adapter=checkpoint)
+        outputs[merge] = [[(e.start, e.end, e.type) for e in d.entities] for d in pipe.pipe(texts)]
+    assert outputs[True] == outputs[False] and any(outputs[True])

@@ -233,9 +233,10 @@ def test_mixture_ablation_names_a_bad_candidate(tmp_path: Path) -> None:
         mixture.main(["--candidate", f"x={tmp_path}"])
 
 
-def test_ablation_arms_take_yaml_lists() -> None:
-    import ablation
+def test_named_settings_take_yaml_values_and_lists() -> None:
+    from llmner.evaluation.reports import named_settings
 
-    assert ablation.parse_arm("with_btc:seed=19,corpora=[ncbi_disease,btc],entity_free_ratio=0.2") == (
+    assert named_settings("with_btc:seed=19,corpora=[ncbi_disease,btc],entity_free_ratio=0.2") == (
         "with_btc", {"seed": 19, "corpora": ["ncbi_disease", "btc"], "entity_free_ratio": 0.2})
-    assert ablation.parse_arm("as_is:") == ("as_is", {})
+    assert named_settings("merged:") == ("merged", {})
+    assert named_settings("unmerged:merge_adapter=false") == ("unmerged", {"merge_adapter": False})

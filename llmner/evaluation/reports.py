@@ -1,4 +1,5 @@
-"""What the benchmark reports share: corpus labels, model fingerprints and the resumable row cache.
+"""What the benchmark reports share: corpus labels, named settings (arms, variants), model
+fingerprints and the resumable row cache.
 
 A report row (one system on one corpus subset) takes minutes to hours on a CPU, so each finished row
 is stored as JSON under a name that holds the subset and a fingerprint of the models behind it; a
@@ -55,3 +56,26 @@ def store_row(path: Path, row: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(row, indent=1))
     os.replace(tmp, path)
+
+
+def named_settings(text: str) -> tuple[str, dict[str, Any]]:
+    """``NAME:KEY=VALUE,KEY=VALUE`` -> (name, {key: value}), values parsed as YAML: how the ablation and
+    throughput benchmarks name an arm. A value may be a YAML flow list (``corpora=[a,b]``): commas inside
+    brackets do not separate pairs."""
+    import yaml
+
+    name, _, body = text.partition(":")
+    pairs, depth, current = [], 0, ""
+    for char in body:
+        depth += {"[": 1, "{": 1, "]": -1, "}": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            pairs.append(current)
+            current = ""
+        else:
+            current += char
+    pairs.append(current)
+    settings = {}
+    for pair in filter(None, pairs):
+        key, _, value = pair.partition("=")
+        settings[key.strip()] = yaml.safe_load(value)
+    return name, settings

@@ -210,6 +210,15 @@ class GeneratorModel:
         self.tokenizer.save_pretrained(str(root))
         return root
 
+    def merge_adapter(self) -> GeneratorModel:
+        """Fold the LoRA adapter into the base weights in place, for inference: each projection is
+        then one matmul instead of peft's three (base, A, B), about 1.2x faster per token on a CPU
+        (benchmarks/decoding.py). The generator can no longer be trained or saved as an adapter."""
+        if self.has_adapter:
+            self.model = self.model.merge_and_unload()
+            self.model.eval()
+        return self
+
     def merged_model(self) -> Any:
         """A copy of the model with the adapter folded into the weights (the wrapper is untouched)."""
         if not self.has_adapter:

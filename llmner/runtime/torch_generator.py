@@ -67,12 +67,15 @@ class TorchGeneratorRuntime(GeneratorRuntime):
     @classmethod
     def from_pretrained(cls, path: str | Path, mode: str = "speculative", batch_size: int = 8,
                         generation_config: TagGenerationConfig | None = None, device: str | None = None,
-                        adapter: str | Path | None = None) -> TorchGeneratorRuntime:
+                        adapter: str | Path | None = None, merge_adapter: bool = True) -> TorchGeneratorRuntime:
         """From a generator directory written by ``GeneratorModel.save_pretrained``; ``adapter``: a generator
-        directory or training checkpoint whose LoRA weights replace the directory's own."""
+        directory or training checkpoint whose LoRA weights replace the directory's own; ``merge_adapter``:
+        fold the LoRA weights into the base weights (faster; ``GeneratorModel.merge_adapter``)."""
         from llmner.modeling.generator import GeneratorModel
 
         generator = GeneratorModel.from_pretrained(path, device=device, adapter=adapter)
+        if merge_adapter:
+            generator.merge_adapter()
         model_id = str(path) if adapter is None else f"{path} + {adapter}"
         return cls.from_generator(generator, mode, batch_size, generation_config, model_id=model_id)
 
