@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmner.data_processing.corpora import CORPUS_NAMES
+from llmner.data_processing.corpora import EVALUATION_CORPORA
 from llmner.evaluation.bootstrap import macro_f1_comparison, per_document_counts
 from llmner.evaluation.reports import (
     CORPUS_LABELS,
@@ -124,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--candidate", action="append", required=True, help="NAME=BUNDLE_DIR (repeatable)")
     parser.add_argument("--reference", default=None, help="candidate the differences are taken from (default: the first)")
-    parser.add_argument("--corpus", action="append", default=None, help=f"default: {' '.join(CORPUS_NAMES)}")
+    parser.add_argument("--corpus", action="append", default=None, help=f"default: {' '.join(EVALUATION_CORPORA)}")
     parser.add_argument("--sentences", type=int, default=30, help="dev sentences per corpus (the split's last documents)")
     parser.add_argument("--min-gold", type=int, default=20, help="extend a subset until it holds this many gold mentions")
     parser.add_argument("--mode", default="speculative", help="decoding mode (all modes give the same output but free)")
@@ -146,10 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     reference = args.reference or names[0]
     if reference not in names:
         raise SystemExit(f"--reference {reference!r} is not a candidate ({', '.join(names)})")
-    corpora = args.corpus or list(CORPUS_NAMES)
-    unknown = sorted(set(corpora) - set(CORPUS_NAMES))
+    corpora = args.corpus or list(EVALUATION_CORPORA)
+    unknown = sorted(set(corpora) - set(EVALUATION_CORPORA))
     if unknown:
-        raise SystemExit(f"unknown corpus {', '.join(unknown)} (known: {', '.join(CORPUS_NAMES)})")
+        raise SystemExit(f"unknown corpus {', '.join(unknown)} (known: {', '.join(EVALUATION_CORPORA)})")
 
     subsets = {c: evaluation_subset(c, args.sentences, split="dev", min_gold=args.min_gold, from_end=True) for c in corpora}
     for s in subsets.values():

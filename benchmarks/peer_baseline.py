@@ -454,10 +454,10 @@ def _format_row(result: dict[str, Any]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from llmner.data_processing.corpora import CORPUS_NAMES
+    from llmner.data_processing.corpora import EVALUATION_CORPORA
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--corpus", action="append", choices=CORPUS_NAMES, help="repeatable; default: all 8")
+    parser.add_argument("--corpus", action="append", choices=EVALUATION_CORPORA, help="repeatable; default: all 8")
     parser.add_argument("--max-train-sentences", type=int, default=3000, help="training chunks per corpus (0 = all)")
     parser.add_argument("--epochs", type=float, default=2.0)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -481,7 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = PeerConfig(max_train_sentences=args.max_train_sentences or None, epochs=args.epochs,
                         batch_size=args.batch_size, lr=args.lr, max_tokens=args.max_tokens, seed=args.seed)
     rows = []
-    for corpus in args.corpus or list(CORPUS_NAMES):
+    for corpus in args.corpus or list(EVALUATION_CORPORA):
         target = args.output / corpus
         if args.evaluate_only:
             if not (target / "config.json").is_file():
