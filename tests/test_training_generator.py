@@ -436,6 +436,23 @@ def test_portable_checkpoint_resumes_on_a_fresh_machine_with_a_fresh_optimizer(t
         train_generator(replace(resumed_cfg, output=str(tmp_path / "third"), lr=1e-3), corpora=ncbi(),
                         base=tiny_base(), progress=False, log=quiet)
 
+    # The unfinished run's step-2 weights as a generator directory (to ship a campaign's checkpoint):
+    # the finished run's settings and base, the portable's LoRA weights, a card of the run so far.
+    from safetensors.torch import load_file
+
+    from llmner.modeling.generator import GeneratorModel
+    from llmner.training.checkpoint import export_generator
+
+    out = export_generator(portable, tmp_path / "elsewhere", tmp_path / "shipped", name="gen-step-2", base=tiny_base())
+    shipped = GeneratorModel.from_pretrained(out, base=tiny_base())
+    want = load_file(str(portable / "adapter" / "adapter_model.safetensors"))
+    got = {k: v for k, v in shipped.model.state_dict().items() if "lora_" in k}
+    assert len(got) == len(want) and all(torch.equal(got[k.replace(".weight", ".default.weight")], v) for k, v in want.items())
+    card = json.loads((out / "training_card.json").read_text())
+    assert card["name"] == "gen-step-2" and card["steps"] == 2 and card["examples_seen"] == 2 * cut.batch_size
+    assert card["exported_from"] == str(portable) and card["training"]["lr"] == cut.lr
+    assert card["first_loss"] == pytest.approx(sum(first.losses) / 2)
+
 
 def test_training_card_contents(tmp_path: Path) -> None:
     docs = disease_docs()

@@ -17,6 +17,7 @@ from llmner.cli.output import say
 def register(app: typer.Typer) -> None:
     app.command("generator")(train_generator_command)
     app.command("export-checkpoint")(export_checkpoint_command)
+    app.command("export-generator")(export_generator_command)
 
 
 def export_checkpoint_command(
@@ -34,6 +35,20 @@ def export_checkpoint_command(
     written = export_portable(found, dest)
     size = sum(p.stat().st_size for p in written.rglob("*") if p.is_file())
     say(f"{found.name} -> {written} ({size / 1e6:.1f} MB)")
+
+
+def export_generator_command(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint: step-N of a run, or a portable one (export-checkpoint)."),
+    like: Path = typer.Option(..., "--like", help="Generator directory whose settings, schemas and base model to use."),
+    output: Path = typer.Option(..., "--output", "-o", help="Generator directory to write."),
+    name: str = typer.Option(..., "--name", help="Generator name (the card's; bundle.json's generator_id)."),
+) -> None:
+    """Write a generator directory from a checkpoint of an unfinished run (for `llmner bundle`)."""
+    from llmner.training.checkpoint import export_generator
+
+    written = export_generator(checkpoint, like, output, name)
+    size = sum(p.stat().st_size for p in written.rglob("*") if p.is_file())
+    say(f"{checkpoint} -> {written} ({size / 1e6:.1f} MB)")
 
 
 def train_generator_command(

@@ -94,6 +94,49 @@ def export_portable(checkpoint: str | Path, dest: str | Path) -> Path:
     return dest
 
 
+def export_generator(checkpoint: str | Path, like: str | Path, dest: str | Path, name: str,
+                     base: tuple[Any, Any] | None = None) -> Path:
+    """A generator directory (what ``llmner bundle`` takes) from a checkpoint, full or portable, of a run
+    that has not finished its schedule: the settings, schemas and base model of generator directory
+    ``like`` (same LoRA rank and target modules), the checkpoint's LoRA weights, and a card of the run
+    so far (its training settings, step, examples and losses, where the weights came from). ``base``: an
+    in-memory (model, tokenizer) instead of ``like``'s base model reference."""
+    from datetime import UTC, datetime
+    from statistics import mean
+
+    from llmner.modeling.generator import GeneratorModel
+    from llmner.training import card as cardlib
+
+    checkpoint = Path(checkpoint)
+    if is_portable(checkpoint):
+        state = json.loads((checkpoint / PORTABLE_STATE_NAME).read_text(encoding="utf-8"))
+    else:
+        state = load_state(checkpoint)
+    generator = GeneratorModel.from_pretrained(like, base=base, adapter=checkpoint)
+    history = list(state.get("history") or [])
+    losses = [float(h["loss"]) for h in history if "loss" in h]
+    card = {
+        "kind": "llmner generator",
+        "name": name,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "base_model": generator.config.base_model,
+        "generator_config": generator.config.to_dict(),
+        "training": dict(state.get("config") or {}),
+        "steps": int(state["step"]),
+        "examples_seen": sum(int(h.get("examples", 0)) for h in history),   # this stage's (its history's) steps
+        "first_loss": mean(losses[:20]) if losses else None,
+        "final_loss": mean(losses[-20:]) if losses else None,
+        "final_loss_window": min(20, len(losses)),
+        "duration_s": state.get("elapsed_s"),
+        "fresh_optimizer_steps": list(state.get("fresh_optimizer_steps") or []),
+        "exported_from": str(checkpoint),
+        "settings_from": str(like),
+        "hardware": cardlib.hardware(),
+        "git_commit": cardlib.git_commit(),
+    }
+    return generator.save_pretrained(dest, card=card)
+
+
 def is_portable(path: str | Path) -> bool:
     return (Path(path) / PORTABLE_STATE_NAME).is_file()
 
