@@ -1,5 +1,8 @@
 """The encoder neighbour: cosine of mean-pooled sentence embeddings (default: the packaged
-all-MiniLM-L6-v2, the selector's base encoder), an alternative to character n-grams for step 4.
+all-MiniLM-L6-v2, the selector's base encoder; or a synonym encoder fine-tuned by
+:mod:`llmner.training.synonym_encoder`, a BERT-style directory), an alternative to character n-grams
+for step 4 (``neighbour="encoder"``: every dictionary name is encoded once) or a reranker of the
+n-gram neighbour's shortlist (``neighbour="rerank"``: only the shortlisted names are encoded).
 
 Embeddings are memoized per text within an :class:`Encoder`, so two dictionaries that share a
 vocabulary (MeSH under Disease and Chemical) encode its names once.
@@ -7,6 +10,7 @@ vocabulary (MeSH under Disease and Chemical) encode its names once.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -26,17 +30,24 @@ class Encoder:
         path = resolve_encoder(reference)
         with quiet_transformers():
             self.tokenizer = AutoTokenizer.from_pretrained(path)
-            self.model = AutoModel.from_pretrained(path).eval()
+            self.model = AutoModel.from_pretrained(path).float().eval()   # a float16 save is read as float32
         self.torch = torch
         self.batch_size = batch_size
         self.max_length = max_length
         self.reference = reference
         self._memo: dict[str, np.ndarray] = {}
+        self.encoded = 0              # texts encoded so far (the memo's misses) and the seconds it took
+        self.encode_seconds = 0.0
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """L2-normalized embeddings, one row per text."""
-        todo = list(dict.fromkeys(t for t in texts if t not in self._memo))
+    def encode(self, texts: Sequence[str], memo: bool = True) -> np.ndarray:
+        """L2-normalized embeddings, one row per text. ``memo=False`` (queries): texts not yet
+        memoized are encoded without being kept, so a long-running worker's memo stays bounded by
+        its dictionaries' names."""
+        # longest first, so a batch pads to about its own length (names are 2-20 tokens)
+        todo = sorted(dict.fromkeys(t for t in texts if t not in self._memo), key=len, reverse=True)
+        fresh: dict[str, np.ndarray] = {}
         torch = self.torch
+        started = time.perf_counter()
         for i in range(0, len(todo), self.batch_size):
             batch = todo[i : i + self.batch_size]
             enc = self.tokenizer(batch, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
@@ -46,9 +57,14 @@ class Encoder:
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)   # mean pooling, as the model was trained
             pooled = torch.nn.functional.normalize(pooled, dim=-1).numpy().astype(np.float32)
             for text, vec in zip(batch, pooled):
-                self._memo[text] = vec
+                fresh[text] = vec
+        if memo:
+            self._memo.update(fresh)
+        self.encoded += len(todo)
+        self.encode_seconds += time.perf_counter() - started
         dim = self.model.config.hidden_size
-        return np.stack([self._memo[t] for t in texts]) if texts else np.zeros((0, dim), np.float32)
+        return (np.stack([fresh[t] if t in fresh else self._memo[t] for t in texts]) if texts
+                else np.zeros((0, dim), np.float32))
 
 
 _SHARED: dict[str, Encoder] = {}
@@ -72,6 +88,24 @@ class EncoderIndex:
     def nearest(self, texts: Sequence[str]) -> list[tuple[str | None, float]]:
         if not len(self.ids) or not texts:
             return [(None, 0.0)] * len(texts)
-        sims = self.encoder.encode(list(texts)) @ self.matrix.T
+        sims = self.encoder.encode(list(texts), memo=False) @ self.matrix.T
         best = sims.argmax(axis=1)
         return [(self.ids[j], float(sims[i, j])) for i, j in enumerate(best)]
+
+
+def rerank(encoder: Encoder, texts: Sequence[str], shortlists: Sequence[Sequence[tuple[str, str]]]) -> list[tuple[str | None, float]]:
+    """For each text, the (identifier, cosine) of the shortlisted (name, identifier) closest to it
+    in the encoder's space; (None, 0.0) for an empty shortlist."""
+    names = [n for short in shortlists for n, _ in short]
+    queries = encoder.encode(list(texts), memo=False)
+    vecs = encoder.encode(names)
+    out, k = [], 0
+    for i, short in enumerate(shortlists):
+        if not short:
+            out.append((None, 0.0))
+            continue
+        sims = vecs[k : k + len(short)] @ queries[i]
+        j = int(sims.argmax())
+        out.append((short[j][1], float(sims[j])))
+        k += len(short)
+    return out
