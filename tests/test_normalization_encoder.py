@@ -138,3 +138,42 @@ def test_a_normalizer_folder_ships_its_encoder(tiny_encoder, tmp_path):
     assert loaded.link([doc.span(2, 22, "Disease")], doc)[0].method == "rerank"
     # An old spec without the field still loads with the packaged default (not loaded until used).
     assert TypeSpec().config().encoder == "packaged:minilm"
+
+
+def test_encoder_neighbour_keeps_the_names_embeddings_between_loads(tiny_encoder, tmp_path, monkeypatch):
+    import llmner.normalization.encoder as encoder_module
+
+    monkeypatch.setenv("LLMNER_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(encoder_module, "_SHARED", {})
+    shutil.copytree(tiny_encoder, tmp_path / "norm" / "encoder")
+    spec = NormalizerSpec(types={"Disease": TypeSpec(neighbour="encoder", encoder="encoder", ngram_threshold=0.0)})
+    save_normalizer(tmp_path / "norm", {"Disease": dictionary()}, spec)
+    first = load_normalizer(tmp_path / "norm").by_type["Disease"]
+    files = list((tmp_path / "cache" / "normalizer-embeddings").glob("*.npy"))
+    assert len(files) == 1 and not first._encoded.cached
+    monkeypatch.setattr(encoder_module, "_SHARED", {})          # a new process: no memo
+    second = load_normalizer(tmp_path / "norm").by_type["Disease"]
+    assert second._encoded.cached and second._encoded.encoder.encoded == 0
+    assert np.allclose(first._encoded.matrix, second._encoded.matrix)
+    doc = Document("d", "A myocardal infarctoin case.")
+    ents = [doc.span(2, 22, "Disease")]
+    assert first.link(ents, doc) == second.link(ents, doc) and second.link(ents, doc)[0].method == "encoder"
+
+
+def test_normalizer_build_cli_ships_an_encoder_for_one_type(tiny_encoder, tmp_path):
+    from corpora_helpers import shared_data
+    from typer.testing import CliRunner
+
+    from llmner.cli.main import app
+
+    shared_data()   # skips without ../shared/data
+    out = tmp_path / "n"
+    res = CliRunner().invoke(app, ["normalizer", "build", "--corpus", "ncbi_disease", "--split", "dev", "-o", str(out),
+                                   "--neighbour", "Disease=rerank", "--encoder", str(tiny_encoder), "--threshold", "0.8"])
+    assert res.exit_code == 0, res.output
+    assert (out / "encoder" / "config.json").is_file()
+    spec = json.loads((out / "normalizer.json").read_text())["types"]["Disease"]
+    assert (spec["neighbour"], spec["encoder"], spec["ngram_threshold"]) == ("rerank", "encoder", 0.8)
+    res = CliRunner().invoke(app, ["normalizer", "build", "--corpus", "ncbi_disease", "--split", "dev", "-o", str(out),
+                                   "--neighbour", "Disease=sapbert"])
+    assert res.exit_code != 0 and "sapbert" in str(res.exception)

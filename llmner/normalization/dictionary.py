@@ -78,6 +78,8 @@ class DictionaryConfig:
                                           # of every name) or "rerank" (the n-gram shortlist, closest by the encoder)
     encoder: str = "packaged:minilm"      # the encoder of neighbour="encoder" / "rerank" (a reference or a directory)
     rerank_k: int = 20                    # the n-gram shortlist that neighbour="rerank" reorders
+    embedding_cache: str = ""             # neighbour="encoder": a directory keeping the names' embeddings between
+                                          # processes ("" = none; load_normalizer uses the user cache)
     expand_abbreviations: bool = True     # in-document short forms inside a longer mention ("deficiency of ASPA")
     strip_salts: bool = False             # drop salt / hydrate words and stereo prefixes ("metformin hydrochloride")
     strip_modifiers: bool = False         # drop modifiers that keep the concept ("sporadic aniridia"), then
@@ -317,7 +319,7 @@ class DictionaryNormalizer:
                 shown.setdefault(name.casefold(), name)
             keys = sorted(folded)
             self._encoded = EncoderIndex([shown[k] for k in keys], [_best(folded[k])[0] for k in keys],
-                                         shared_encoder(self.config.encoder))
+                                         shared_encoder(self.config.encoder), cache=self.config.embedding_cache or None)
         return self._encoded
 
     def nearest(self, texts: Sequence[str]) -> list[tuple[str | None, float]]:

@@ -10,8 +10,12 @@ vocabulary (MeSH under Disease and Chemical) encode its names once.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -28,6 +32,8 @@ class Encoder:
         from transformers import AutoModel, AutoTokenizer
 
         path = resolve_encoder(reference)
+        self.path = path
+        self._key: str | None = None
         with quiet_transformers():
             self.tokenizer = AutoTokenizer.from_pretrained(path)
             self.model = AutoModel.from_pretrained(path).float().eval()   # a float16 save is read as float32
@@ -67,6 +73,21 @@ class Encoder:
                 else np.zeros((0, dim), np.float32))
 
 
+    @property
+    def key(self) -> str:
+        """A content hash of the encoder's files (weights, config, tokenizer): what its embeddings depend on."""
+        if self._key is None:
+            h = hashlib.sha256(b"mean-pool-l2/" + str(self.max_length).encode())
+            for file in sorted(self.path.iterdir()):
+                if file.is_file() and file.suffix in (".json", ".safetensors", ".bin", ".txt"):
+                    h.update(file.name.encode())
+                    with file.open("rb") as fh:
+                        for block in iter(lambda: fh.read(1 << 20), b""):
+                            h.update(block)
+            self._key = h.hexdigest()[:20]
+        return self._key
+
+
 _SHARED: dict[str, Encoder] = {}
 
 
@@ -80,10 +101,28 @@ def shared_encoder(reference: str = PACKAGED_MINILM) -> Encoder:
 class EncoderIndex:
     """Names with their identifiers; ``nearest`` answers (identifier, cosine) per query text."""
 
-    def __init__(self, names: Sequence[str], ids: Sequence[str], encoder: Encoder) -> None:
+    def __init__(self, names: Sequence[str], ids: Sequence[str], encoder: Encoder, cache: str | Path | None = None) -> None:
+        """``cache``: a directory where the names' embeddings are kept between processes, keyed by
+        the encoder's content hash and the names (a worker's start then reads them instead of
+        encoding every name again)."""
         self.ids = list(ids)
         self.encoder = encoder
+        self.cached = False
+        file = None
+        if cache:
+            digest = hashlib.sha256("\n".join(names).encode("utf-8")).hexdigest()[:20]
+            file = Path(cache) / f"{encoder.key}-{digest}.npy"
+            if file.is_file():
+                matrix = np.load(file, allow_pickle=False)
+                if matrix.shape == (len(names), encoder.model.config.hidden_size):
+                    self.matrix, self.cached = matrix, True
+                    return
         self.matrix = encoder.encode(list(names))
+        if file is not None:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=file.parent, suffix=".npy", delete=False) as tmp:
+                np.save(tmp, self.matrix, allow_pickle=False)
+            os.replace(tmp.name, file)   # atomic: a concurrent reader sees the old file or the whole new one
 
     def nearest(self, texts: Sequence[str]) -> list[tuple[str | None, float]]:
         if not len(self.ids) or not texts:

@@ -106,7 +106,12 @@ def load_normalizer(path: str | Path) -> TypedNormalizer:
         dictionary = Dictionary.load(root / tspec.dictionary) if tspec.dictionary else Dictionary()
         for vocab in tspec.vocabularies:
             dictionary.update(load_vocabulary(vocab))
-        by_type[etype] = DictionaryNormalizer(dictionary, tspec.config(root))
+        config = tspec.config(root)
+        if config.neighbour == "encoder":
+            from llmner.cache import cache_dir
+
+            config.embedding_cache = str(cache_dir() / "normalizer-embeddings")   # a worker's next start reads them
+        by_type[etype] = DictionaryNormalizer(dictionary, config)
         if tspec.use_ngrams:
             by_type[etype].warm()   # build the index (and load the encoder) now: a worker's first document must not pay for it
     return TypedNormalizer(by_type, name=root.name)
