@@ -34,6 +34,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=2e-5)
     ap.add_argument("--max-seconds", type=float, default=None)
     ap.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+    ap.add_argument("--seed", type=int, default=0, help="of the pair sampling (a second run from a trained encoder: another seed)")
     ap.add_argument("--hard", action="store_true", help="batches of concepts whose names share a head word (hard negatives)")
     ap.add_argument("--dry-run", action="store_true", help="only count the groups and pairs")
     args = ap.parse_args()
@@ -47,11 +48,11 @@ def main() -> None:
         counts[t] = {"identifiers": len(groups), "with_mentions": sum(1 for _, p in groups.values() if p),
                      "names": sum(len(n) for n, _ in groups.values())}
         # half the pairs per type; a batch mixes the two types (distinct identifiers either way)
-        pairs += sample_pairs(groups, args.steps * args.batch_size // len(TYPES), seed=i)
+        pairs += sample_pairs(groups, args.steps * args.batch_size // len(TYPES), seed=1000 * args.seed + i)
     import random
-    random.Random(0).shuffle(pairs)
+    random.Random(args.seed).shuffle(pairs)
     if args.hard:
-        pairs = by_head(pairs, args.batch_size)
+        pairs = by_head(pairs, args.batch_size, seed=args.seed)
     print(json.dumps(counts), len(pairs), "pairs", flush=True)
     if args.dry_run:
         for p in pairs[:20]:
