@@ -2,6 +2,7 @@
 F1, cost per document; writes benchmarks/results/normalization.{json,md}.
 
     python benchmarks/normalization.py [--e2e-docs 10] [--write-bundle llmner/bundles/default]
+        [--synonym-encoder runs/synonym-encoder ...]   # step-4 encoder ablation (benchmarks/train_synonym_encoder.py)
 
 Protocol (nothing here ever reads a test split to build or tune):
 1. n-gram threshold, per type: dictionaries from the train splits of NCBI-Disease and BC5CDR (+ the
@@ -11,7 +12,11 @@ Protocol (nothing here ever reads a test split to build or tune):
    runs before the n-gram neighbour).
    Every matching rule and vocabulary was kept only if it raised dev accuracy@1 (the "dev effect"
    table: train-only dictionaries, dev splits, each change added in turn).
-2. The scored normalizer: dictionaries from train + dev of both corpora (+ the vocabularies), those thresholds.
+   With ``--encoder`` / ``--synonym-encoder``: step 4 with sentence embeddings (the packaged MiniLM and
+   each synonym encoder, trained on the train splits only), as a reranker of the n-gram shortlist
+   (both types) or over every Disease name; each variant's threshold by the same rule, kept for a
+   type only if dev accuracy@1 rises (lower on no corpus of that type, higher on one).
+2. The scored normalizer (with the step 4 kept on dev): dictionaries from train + dev of both corpora (+ the vocabularies), those thresholds.
    ``--write-bundle`` saves exactly it as the bundle's normalizer/.
 3. Gold mentions of the test splits: accuracy@1, NIL rate, and coverage (gold concepts present in
    the dictionary at all: the ceiling the vocabulary sets).
@@ -98,16 +103,19 @@ def dictionaries(splits: tuple[str, ...], vocabs: dict[str, list[str]] = VOCABS)
 
 
 def typed(dicts: dict[str, Dictionary], thresholds: dict[str, float], head: dict[str, bool] = HEAD_BACKOFF,
-          neighbour: str = "ngram", rules: dict[str, dict] = RULES, doc_thresholds: dict[str, float] | None = None,
-          reuse: TypedNormalizer | None = None) -> TypedNormalizer:
+          neighbour: str | dict[str, str] = "ngram", rules: dict[str, dict] = RULES, doc_thresholds: dict[str, float] | None = None,
+          reuse: TypedNormalizer | None = None, encoder: str | dict[str, str] = "packaged:minilm") -> TypedNormalizer:
     """Per-type normalizers; ``reuse``: a normalizer over the same dictionaries whose n-gram indexes
-    are shared (building one over 200,000 chemical names takes seconds)."""
+    are shared (building one over 200,000 chemical names takes seconds). ``neighbour`` and
+    ``encoder``: one for every type, or per type."""
     by_type = {}
     for t in TYPES:
-        cfg = DictionaryConfig(ngram_threshold=thresholds[t], use_head_backoff=head[t], neighbour=neighbour,
+        nb = neighbour if isinstance(neighbour, str) else neighbour.get(t, "ngram")
+        enc = encoder if isinstance(encoder, str) else encoder.get(t, "packaged:minilm")
+        cfg = DictionaryConfig(ngram_threshold=thresholds[t], use_head_backoff=head[t], neighbour=nb, encoder=enc,
                                **rules.get(t, {}), **({"document_threshold": doc_thresholds[t]} if doc_thresholds else {}))
         norm = DictionaryNormalizer(dicts[t], cfg)
-        if reuse is not None and neighbour == "ngram":
+        if reuse is not None and nb in ("ngram", "rerank") and reuse.by_type[t].config.use_ngrams:   # type: ignore[attr-defined]
             norm._index = reuse.by_type[t]._ngram_index()   # type: ignore[attr-defined]
         by_type[t] = norm.warm()
     return TypedNormalizer(by_type, name="benchmark")
@@ -123,13 +131,14 @@ def lowest_precise(pairs: list[tuple[float, bool]], grid: list[float]) -> tuple[
     return (min(ok) if ok else 1.0), curve
 
 
-def method_hits(norm: TypedNormalizer, method: str, scale: float = 1.0) -> dict[str, list[tuple[float, bool]]]:
+def method_hits(norm: TypedNormalizer, method: str | dict[str, str], scale: float = 1.0) -> dict[str, list[tuple[float, bool]]]:
     hits: dict[str, list[tuple[float, bool]]] = {t: [] for t in TYPES}
     for corpus in CORPORA:
         for doc in docs_of(corpus, "dev"):
             ents = [e for e in doc.entities if e.type in TYPES and e.normalized_id]
             for ent, link in zip(ents, norm.link(ents, doc)):
-                if link is not None and link.method == method:
+                wanted = method if isinstance(method, str) else method.get(ent.type, "ngram")
+                if link is not None and link.method == wanted:
                     hits[ent.type].append((link.score / scale, same_concepts(link.curie, ent.normalized_id)))
     return hits
 
@@ -196,6 +205,105 @@ def dev_effects(thresholds: dict[str, float], doc_thresholds: dict[str, float], 
     return rows
 
 
+def encoder_label(ref: str) -> str:
+    return "packaged MiniLM" if ref.startswith("packaged:") else f"synonym encoder `{Path(ref).name}`"
+
+
+def encoder_variants(synonym_encoders: list[str]) -> list[dict]:
+    """Step 4 variants scored against the n-gram neighbour: the n-gram shortlist reranked by an
+    encoder (both types), and every dictionary name encoded (Disease only: the chemical dictionary's
+    200,000 names are too many to encode at each start on this CPU)."""
+    encoders = [(encoder_label(ref), ref) for ref in ["packaged:minilm", *synonym_encoders]]
+    out = []
+    for label, ref in encoders:
+        out.append({"label": f"n-gram top-20 reranked by {label}", "neighbour": {t: "rerank" for t in TYPES}, "encoder": ref})
+    for label, ref in encoders:
+        out.append({"label": f"{label}, all Disease names encoded (Chemical: n-grams)", "neighbour": {"Disease": "encoder"},
+                    "encoder": ref})
+    return out
+
+
+def dev_scores(norm: TypedNormalizer) -> dict[str, dict]:
+    out = {}
+    for corpus in CORPORA:
+        for t, sc in evaluate_linking(norm, docs_of(corpus, "dev")).items():
+            out[f"{corpus}/{t}"] = {"accuracy": round(sc.accuracy, 4), "correct": sc.correct, "mentions": sc.mentions,
+                                    "nil_rate": round(sc.nil_rate, 4), "methods": dict(sc.methods),
+                                    "correct_by_method": dict(sc.correct_by_method)}
+    return out
+
+
+def encoder_ablation(thresholds: dict[str, float], doc_thresholds: dict[str, float], train_norm: TypedNormalizer,
+                     synonym_encoders: list[str]) -> dict[str, object]:
+    """Each step-4 variant on dev (train-only dictionaries, the shipped rules and document thresholds):
+    its cosine threshold per type by the same rule as the n-gram one, then dev accuracy@1. A variant
+    is kept for a type only if it raises that type's dev accuracy@1 on no corpus less than the
+    n-gram neighbour and on one more; among those kept, the highest pooled dev accuracy wins."""
+    from llmner.normalization.encoder import shared_encoder
+
+    dicts = dictionaries(("train",))
+    base = dev_scores(typed(dicts, thresholds, doc_thresholds=doc_thresholds, reuse=train_norm))
+    rows = []
+    cost: dict[str, dict] = {}
+    variants = encoder_variants(synonym_encoders)
+    for v in variants:
+        if v["encoder"] not in cost:
+            t0 = time.perf_counter()
+            shared_encoder(v["encoder"])
+            cost[v["encoder"]] = {"load_s": round(time.perf_counter() - t0, 2)}
+    for v in variants:
+        enc = shared_encoder(v["encoder"])
+        n0, s0, c0 = enc.encoded, enc.encode_seconds, time.process_time()
+        nb = {t: v["neighbour"].get(t, "ngram") for t in TYPES}
+        loose = typed(dicts, {t: 0.0 for t in TYPES}, neighbour=nb, doc_thresholds=doc_thresholds, reuse=train_norm,
+                      encoder=v["encoder"])
+        hits = method_hits(loose, nb)
+        chosen, curves = {}, {}
+        for t in TYPES:
+            if nb[t] == "ngram":
+                chosen[t] = thresholds[t]
+            else:
+                chosen[t], curves[t] = lowest_precise(hits[t], THRESHOLDS)
+        dev = dev_scores(typed(dicts, chosen, neighbour=nb, doc_thresholds=doc_thresholds, reuse=train_norm,
+                               encoder=v["encoder"]))
+        kept = []
+        for t in TYPES:
+            if nb[t] == "ngram":
+                continue
+            keys = [k for k in dev if k.endswith(f"/{t}")]
+            if all(dev[k]["correct"] >= base[k]["correct"] for k in keys) and any(dev[k]["correct"] > base[k]["correct"] for k in keys):
+                kept.append(t)
+        rows.append({**v, "neighbour": nb, "thresholds": chosen, "threshold_curves": curves, "dev": dev, "raises_dev_for": kept,
+                     "texts_encoded": enc.encoded - n0, "encode_seconds": round(enc.encode_seconds - s0, 1),
+                     "cpu_seconds": round(time.process_time() - c0, 1)})
+        print(f"[encoder ablation] {v['label']}: thresholds {chosen}, dev "
+              + ", ".join(f"{k} {d['accuracy']}" for k, d in dev.items()) + f", encoded {enc.encoded - n0} texts", flush=True)
+    chosen_by_type: dict[str, dict | None] = {}
+    for t in TYPES:
+        best = None
+        for r in rows:
+            if t in r["raises_dev_for"]:
+                pooled = sum(d["correct"] for k, d in r["dev"].items() if k.endswith(f"/{t}"))
+                if best is None or pooled > best[0]:
+                    best = (pooled, r)
+        chosen_by_type[t] = None if best is None else {"label": best[1]["label"], "neighbour": best[1]["neighbour"][t],
+                                                       "encoder": best[1]["encoder"], "threshold": best[1]["thresholds"][t]}
+    for ref, c in cost.items():
+        enc = shared_encoder(ref)
+        c["texts_per_s"] = round(enc.encoded / enc.encode_seconds) if enc.encode_seconds else None
+    out: dict[str, object] = {"base_dev": base, "rows": rows, "kept": chosen_by_type,
+                              "cost": {encoder_label(r): c for r, c in cost.items()},
+                              "disease_names": len({n.casefold() for n in dicts["Disease"].names}), "synonym_encoders": []}
+    from llmner.training.synonym_encoder import CARD_NAME
+
+    for ref in synonym_encoders:
+        card = Path(ref) / CARD_NAME
+        out["synonym_encoders"].append({   # type: ignore[attr-defined]
+            "label": encoder_label(ref), "card": json.loads(card.read_text()) if card.is_file() else None,
+            "mb": round(sum(f.stat().st_size for f in Path(ref).iterdir() if f.is_file()) / 2**20, 1)})
+    return out
+
+
 def drift_count(norm: TypedNormalizer, docs: list[Document], etype: str) -> int:
     """Errors where the gold is a 2015 supplementary concept (MESH:C...) and the answer a descriptor
     created since (MESH:D0000..., ten digits) named like the mention: MeSH moved the concept, not the linker."""
@@ -248,7 +356,10 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=RESULTS / "normalization.json")
     ap.add_argument("--md", type=Path, default=RESULTS / "normalization.md")
     ap.add_argument("--from-json", action="store_true", help="only re-render the markdown from --json")
-    ap.add_argument("--encoder", action="store_true", help="also score step 4 with MiniLM sentence embeddings (minutes on CPU)")
+    ap.add_argument("--encoder", action="store_true",
+                    help="also score step 4 with sentence embeddings: the packaged MiniLM and --synonym-encoder (minutes on CPU)")
+    ap.add_argument("--synonym-encoder", type=Path, nargs="+", default=[],
+                    help="synonym encoders trained on the train splits (benchmarks/train_synonym_encoder.py); implies --encoder")
     args = ap.parse_args()
     if args.from_json:
         args.md.write_text(markdown(json.loads(args.json.read_text())))
@@ -262,16 +373,27 @@ def main() -> None:
         vocab_s[name] = round(time.perf_counter() - t0, 2)
     thresholds, curves, doc_thresholds, doc_curves, train_norm = choose_thresholds()
     effects = dev_effects(thresholds, doc_thresholds, train_norm)
+    ablation_enc = None
+    if args.encoder or args.synonym_encoder:
+        ablation_enc = encoder_ablation(thresholds, doc_thresholds, train_norm, [str(p.resolve()) for p in args.synonym_encoder])
+    kept = {t: k for t, k in (ablation_enc["kept"] if ablation_enc else {}).items() if k}
+    neighbour = {t: kept[t]["neighbour"] if t in kept else "ngram" for t in TYPES}
+    encoder = {t: kept[t]["encoder"] if t in kept else "packaged:minilm" for t in TYPES}
+    ngram_thresholds = dict(thresholds)
+    thresholds = {t: kept[t]["threshold"] if t in kept else thresholds[t] for t in TYPES}
     del train_norm
     dicts = dictionaries(("train", "dev"))
     t0 = time.perf_counter()
-    norm = typed(dicts, thresholds, doc_thresholds=doc_thresholds)
+    norm = typed(dicts, thresholds, doc_thresholds=doc_thresholds, neighbour=neighbour, encoder=encoder)
     build_s = time.perf_counter() - t0
-    flipped = typed(dicts, thresholds, {t: not HEAD_BACKOFF[t] for t in TYPES}, doc_thresholds=doc_thresholds, reuse=norm)
+    flipped = typed(dicts, thresholds, {t: not HEAD_BACKOFF[t] for t in TYPES}, doc_thresholds=doc_thresholds, reuse=norm,
+                    neighbour=neighbour, encoder=encoder)
     # The NIL policy's price: the lowest thresholds of the grids (links nearly everything it can).
-    loose = typed(dicts, {t: THRESHOLDS[0] for t in TYPES}, doc_thresholds={t: DOC_THRESHOLDS[0] for t in TYPES}, reuse=norm)
+    loose = typed(dicts, {t: THRESHOLDS[0] for t in TYPES}, doc_thresholds={t: DOC_THRESHOLDS[0] for t in TYPES}, reuse=norm,
+                  neighbour=neighbour, encoder=encoder)
     loose_rows = []
-    res: dict[str, object] = {"thresholds": thresholds, "threshold_curves": curves,
+    res: dict[str, object] = {"thresholds": thresholds, "ngram_thresholds": ngram_thresholds, "neighbour": neighbour,
+                              "threshold_curves": curves,
                               "document_thresholds": doc_thresholds, "document_threshold_curves": doc_curves,
                               "mesh_names": len(vocabulary("mesh")),
                               "vocabularies": {t: VOCABS[t] for t in TYPES},
@@ -281,14 +403,21 @@ def main() -> None:
                               "dictionary_names": {t: len(d) for t, d in dicts.items()},
                               "dictionary_identifiers": {t: len(d.identifiers()) for t, d in dicts.items()},
                               "load_seconds": {"vocabularies": vocab_s, "index": round(build_s, 2)}}
+    for t in TYPES:
+        if neighbour[t] == "encoder":
+            # The index above reused embeddings computed earlier in this run; a cold start encodes every name.
+            rate = ablation_enc["cost"][encoder_label(encoder[t])]["texts_per_s"]   # type: ignore[index]
+            n_names = len(norm.by_type[t]._encoded.ids)   # type: ignore[attr-defined]
+            res["load_seconds"][f"encoder_{t}"] = {"names": n_names, "texts_per_s": rate,   # type: ignore[index]
+                                                   "cold_s_estimate": round(n_names / rate, 1) if rate else None}
     rows, ablation, e2e_gold = [], [], []
     for corpus in CORPORA:
         test = load_corpus(corpus, "test")
         scores = evaluate_linking(norm, test)
         other = evaluate_linking(flipped, test)
         for t, sc in evaluate_linking(loose, test).items():
-            guessed = sc.methods.get("ngram", 0) + sc.methods.get("document", 0)
-            right = sc.correct_by_method.get("ngram", 0) + sc.correct_by_method.get("document", 0)
+            guessed = sc.methods.get(neighbour[t], 0) + sc.methods.get("document", 0)
+            right = sc.correct_by_method.get(neighbour[t], 0) + sc.correct_by_method.get("document", 0)
             loose_rows.append({"corpus": corpus, "type": t, "accuracy": round(sc.accuracy, 4), "nil_rate": round(sc.nil_rate, 4),
                                "neighbour_and_document_links": guessed, "right": right})
         for t in TYPES:
@@ -326,32 +455,40 @@ def main() -> None:
     species = Dictionary()
     for split in ("train", "dev"):
         species.add_mentions(load_corpus("s800", split), "Species")
-    sp = TypedNormalizer({"Species": DictionaryNormalizer(species, DictionaryConfig(ngram_threshold=thresholds["Disease"])).warm()})
+    sp = TypedNormalizer({"Species": DictionaryNormalizer(species, DictionaryConfig(ngram_threshold=ngram_thresholds["Disease"])).warm()})
     s800 = evaluate_linking(sp, load_corpus("s800", "test"))["Species"]
     rows.append({"corpus": "s800", "type": "Species", **s800.to_dict(), "head_backoff": False, "anchor_sapbert": None,
-                 "target": None, "dictionary": "S800 train+dev only", "ngram_threshold": thresholds["Disease"]})
-    if args.encoder:
-        # Step 4 with sentence embeddings (packaged MiniLM) instead of character n-grams, same protocol.
-        enc_thresholds, enc_curves, _, _, _ = choose_thresholds("encoder")
-        enc = typed(dicts, enc_thresholds, neighbour="encoder")
-        res["encoder"] = {"thresholds": enc_thresholds, "threshold_curves": enc_curves, "rows": []}
-        for corpus in CORPORA:
-            for t, sc in evaluate_linking(enc, load_corpus(corpus, "test")).items():
-                res["encoder"]["rows"].append({"corpus": corpus, "type": t, "accuracy": round(sc.accuracy, 4),
-                                               "nil_rate": round(sc.nil_rate, 4), "links": sc.methods.get("encoder", 0),
-                                               "right": sc.correct_by_method.get("encoder", 0)})
-    elif args.json.is_file() and "encoder" in (previous := json.loads(args.json.read_text())):
-        # Scoring the encoder over every dictionary name takes hours on this CPU now that the chemical
-        # dictionary holds 200,000 names: keep the last run's rows, marked with what they were run on.
-        res["encoder"] = {**previous["encoder"], "stale": previous["encoder"].get(
-            "stale", "MeSH descriptors only, before the vocabulary and matching changes")}
+                 "target": None, "dictionary": "S800 train+dev only", "ngram_threshold": ngram_thresholds["Disease"]})
+    if ablation_enc is not None:
+        # Each step-4 variant on test once, as chosen on dev (train + dev dictionaries, its dev thresholds).
+        for r in ablation_enc["rows"]:
+            test_norm = typed(dicts, r["thresholds"], neighbour=r["neighbour"], encoder=r["encoder"],
+                              doc_thresholds=doc_thresholds, reuse=norm)
+            r["test"] = {}
+            for corpus in CORPORA:
+                for t, sc in evaluate_linking(test_norm, load_corpus(corpus, "test")).items():
+                    m = r["neighbour"][t]
+                    r["test"][f"{corpus}/{t}"] = {"accuracy": round(sc.accuracy, 4), "nil_rate": round(sc.nil_rate, 4),
+                                                  "links": sc.methods.get(m, 0), "right": sc.correct_by_method.get(m, 0)}
+        res["encoder_ablation"] = ablation_enc
     res["gold_mentions"] = rows
     res["ablation_head_backoff"] = ablation
     res["ablation_lowest_thresholds"] = {"ngram": THRESHOLDS[0], "document": DOC_THRESHOLDS[0], "rows": loose_rows}
     res["gold_spans_predicted_ids"] = e2e_gold
     if args.write_bundle is not None:
+        shipped_encoders = {}
+        for t in TYPES:
+            if neighbour[t] != "ngram" and not encoder[t].startswith("packaged:"):
+                # the synonym encoder travels inside the normalizer folder (one copy for every type using it)
+                import shutil
+
+                target = args.write_bundle / "normalizer" / "encoder"
+                if not target.exists():
+                    shutil.copytree(encoder[t], target)
+                shipped_encoders[t] = "encoder"
         spec = NormalizerSpec(types={t: TypeSpec(vocabularies=list(VOCABS[t]), ngram_threshold=thresholds[t],
                                                  use_head_backoff=HEAD_BACKOFF[t], document_threshold=doc_thresholds[t],
+                                                 neighbour=neighbour[t], encoder=shipped_encoders.get(t, ""),
                                                  **RULES[t])
                                      for t in TYPES},
                               sources=[f"{c}/{s}" for c in CORPORA for s in ("train", "dev")],
@@ -370,6 +507,9 @@ def main() -> None:
         res["written_to"] = str(args.write_bundle / "normalizer")
     if args.e2e_docs > 0:
         res["pipeline"] = run_pipeline(args.e2e_docs)
+    elif args.json.is_file() and "pipeline" in (previous := json.loads(args.json.read_text())):
+        # --e2e-docs 0: the shipped-pipeline rows of the last run are kept, marked as such
+        res["pipeline"] = {**previous["pipeline"], "stale": previous["pipeline"].get("stale", "from the previous run of this script")}
     args.json.write_text(json.dumps(res, indent=2) + "\n")
     args.md.write_text(markdown(res))
     print(args.md.read_text())
@@ -380,27 +520,60 @@ def pct(x: float | None) -> str:
 
 
 def encoder_lines(res: dict) -> list[str]:
-    enc = res.get("encoder")
-    if not enc:
+    abl = res.get("encoder_ablation")
+    if not abl:
         return []
-    base = {(r["corpus"], r["type"]): r for r in res["gold_mentions"]}
-    out = ["Step 4 with the encoder instead (packaged all-MiniLM-L6-v2 sentence embeddings, thresholds by the same dev rule: "
-           + ", ".join(f"{t} {v}" for t, v in enc["thresholds"].items()) + "):", "",
-           "| corpus | type | accuracy@1 (encoder) | accuracy@1 (n-grams, above) | NIL rate (encoder) | encoder links (right) |",
-           "|---|---|---|---|---|---|"]
-    for r in enc["rows"]:
-        b = base.get((r["corpus"], r["type"]))
-        out.append(f"| {r['corpus']} | {r['type']} | {pct(r['accuracy'])} | {pct(b['accuracy']) if b else '–'} | "
-                   f"{pct(r['nil_rate'])} | {r['links']} ({r['right']}) |")
-    out += ["", ("The encoder raises accuracy@1, but on test its links are right less than half the time (links (right) "
-                 "above), and a worker would encode every dictionary name (about 34,000 per type) at each start; the "
-                 "default bundle keeps character n-grams."), ""]
-    if enc.get("stale"):
-        out[0] = (f"Step 4 with the encoder instead (not rerun: these rows are from an earlier run with dictionaries of "
-                  f"{enc['stale']}; the n-gram column is the current normalizer; encoding the 200,000 chemical names "
-                  "now in the dictionary takes too long on this CPU; thresholds by the same dev rule: "
-                  + ", ".join(f"{t} {v}" for t, v in enc["thresholds"].items()) + "):")
-    return out
+    cols = list(abl["base_dev"])
+    out = ["## Step 4 with an encoder: dev effect, then test", ""]
+    if abl.get("synonym_encoders"):
+        out += [("Synonym encoders (SapBERT-style, `llmner/training/synonym_encoder.py`, `benchmarks/train_synonym_encoder.py`): "
+                 "`all-MiniLM-L6-v2` fine-tuned with symmetric in-batch InfoNCE (word embeddings frozen) on pairs of names "
+                 "sharing an identifier in the **train-only** dictionaries (gold mentions of NCBI-Disease and BC5CDR train + "
+                 "the vocabularies above; no dev or test mention); the same encoder is scored on dev and on test:"), ""]
+        for enc in abl["synonym_encoders"]:
+            card = enc["card"] or {}
+            base = card.get("base", "?")
+            base = "packaged MiniLM" if str(base).startswith("packaged:") else f"`{Path(str(base)).name}`"
+            out.append(f"- {enc['label']}: from {base}, {card.get('pairs', 0):,} pairs, {card.get('steps')} steps of batch "
+                       f"{card.get('batch_size')}{''.join(f' ({x})' for x in card.get('sources', []) if x.startswith('batches'))}, "
+                       f"lr {card.get('learning_rate')}, cosine × {card.get('scale')}; {card.get('seconds', 0):.0f} s wall / "
+                       f"{card.get('cpu_seconds', 0):.0f} CPU s on one thread; saved with `save_pretrained` as {card.get('dtype')}, "
+                       f"{enc['mb']} MB.")
+        out.append("")
+    out += [("Dev splits, train-only dictionaries, the shipped rules and document thresholds; each variant's cosine "
+             "threshold per type by the same rule as the n-gram one (lowest whose dev links are right ≥ 50% of the time). "
+             "A variant is kept for a type only if its dev accuracy@1 is lower on no corpus of that type and higher on one."), "",
+            "| step 4 | thresholds | " + " | ".join(c.replace("/", " ") for c in cols) + " | raises dev for | texts encoded (s) |",
+            "|---|---|" + "---|" * len(cols) + "---|---|"]
+    base = abl["base_dev"]
+    out.append("| character 3-gram neighbour (as shipped before) | " + ", ".join(f"{t} {v}" for t, v in res["ngram_thresholds"].items())
+               + " | " + " | ".join(pct(base[c]["accuracy"]) for c in cols) + " | – | – |")
+    for r in abl["rows"]:
+        cells = [f"{pct(r['dev'][c]['accuracy'])} ({100 * (r['dev'][c]['accuracy'] - base[c]['accuracy']):+.2f})" for c in cols]
+        th = ", ".join(f"{t} {v}" + ("" if r["neighbour"][t] != "ngram" else " (n-gram)") for t, v in r["thresholds"].items())
+        out.append(f"| {r['label']} | {th} | " + " | ".join(cells) + f" | {', '.join(r['raises_dev_for']) or 'none'} | "
+                   f"{r['texts_encoded']:,} ({r['encode_seconds']}) |")
+    kept = {t: k for t, k in abl["kept"].items() if k}
+    out += ["", ("Kept: " + ("; ".join(f"{t}: {k['label']} (threshold {k['threshold']})" for t, k in kept.items()) if kept
+                            else "none (every type keeps the character 3-gram neighbour)") + "."), "",
+            "Test (train + dev dictionaries, each variant at its dev thresholds; reported once, not used to choose):", "",
+            "| step 4 | " + " | ".join(c.replace("/", " ") for c in cols) + " |", "|---|" + "---|" * len(cols)]
+    gold = {f"{r['corpus']}/{r['type']}": r for r in res["gold_mentions"]}
+    out.append("| table above (shipped) | " + " | ".join(pct(gold[c]["accuracy"]) if c in gold else "–" for c in cols) + " |")
+    for r in abl["rows"]:
+        cells = []
+        for c in cols:
+            x = r["test"].get(c)
+            cells.append("–" if x is None else f"{pct(x['accuracy'])} (NIL {pct(x['nil_rate'])}; links {x['links']}, {x['right']} right)")
+        out.append(f"| {r['label']} | " + " | ".join(cells) + " |")
+    cost = abl.get("cost")
+    if cost:
+        out += ["", ("Cost: " + "; ".join(f"{k}: loading {v['load_s']} s, encoding {v['texts_per_s']} names/s on one thread"
+                                          for k, v in cost.items())
+                     + ". Encoding every Disease name (about " + f"{abl.get('disease_names', 0):,}"
+                     + ") at each start is what `neighbour=\"encoder\"` costs; `rerank` encodes only the shortlisted names "
+                       "of the mentions that reach step 4 (memoized per process).")]
+    return out + [""]
 
 
 def dev_effect_lines(res: dict) -> list[str]:
@@ -452,6 +625,16 @@ def vocabulary_lines(res: dict) -> list[str]:
     return out
 
 
+def neighbour_lines(res: dict) -> list[str]:
+    """The step 4 each type uses in the table below, where an encoder variant was kept on dev."""
+    kept = {t: k for t, k in (res.get("encoder_ablation") or {}).get("kept", {}).items() if k}
+    if not kept:
+        return []
+    return ["Step 4 kept on dev (see the encoder section): " + "; ".join(
+        f"{t}: {k['label']}, cosine threshold {k['threshold']} (same rule)" for t, k in kept.items())
+        + ". The table below uses it for those types.", ""]
+
+
 def markdown(res: dict) -> str:
     lines = ["# Entity normalization", "",
              ("Generated by `benchmarks/normalization.py` (do not edit by hand). Dictionary normalizer "
@@ -466,7 +649,8 @@ def markdown(res: dict) -> str:
              "concepts and synonyms come from gilda's mappings and PubChem)."), "",
              *vocabulary_lines(res),
              "n-gram thresholds (lowest cosine whose dev links are right ≥ 50% of the time, train-only dictionaries): "
-             + ", ".join(f"{t} {v}" for t, v in res["thresholds"].items()) + ".", "",
+             + ", ".join(f"{t} {v}" for t, v in res.get("ngram_thresholds", res["thresholds"]).items()) + ".", "",
+             *neighbour_lines(res),
              "## Gold mentions of the test splits (accuracy@1 of the identifier)", "",
              "| corpus | type | mentions | accuracy@1 | before (MeSH descriptors only) | NIL rate | coverage (gold concepts in the dictionary) | target | SapBERT anchor (full vocabularies) |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -504,6 +688,8 @@ def markdown(res: dict) -> str:
                      f"{pct(r['recall'])} | {pct(r['f1'])} | {r['ms_per_document']} |")
     pipe = res.get("pipeline")
     if pipe:
+        if pipe.get("stale"):
+            lines.append(f"| (shipped pipeline rows not rerun: {pipe['stale']}) | | | | | | |")
         for corpus in CORPORA:
             r = pipe[corpus]
             s = r["strict_id"]
@@ -515,7 +701,12 @@ def markdown(res: dict) -> str:
               "strict-identifier counts, so that F1 can exceed the strict span F1 beside it."), "",
               (("Cost: loading the vocabularies " + ", ".join(f"{k} {v} s" for k, v in res["load_seconds"]["vocabularies"].items())
                if "vocabularies" in res["load_seconds"] else f"Cost: loading the MeSH CSV {res['load_seconds'].get('mesh_csv')} s")
-              + f" and building both n-gram indexes {res['load_seconds']['index']} s once per process; then the per-document times above "
+              + f" and building both n-gram indexes {res['load_seconds']['index']} s once per process"
+              + "".join(f"; with the encoder neighbour ({t}), encoding its {v['names']:,} names at a cold start: about "
+                        f"{v['cold_s_estimate']} s at the {v['texts_per_s']} names/s measured here on one thread (read back "
+                        "from the user cache at later starts: `LLMNER_CACHE_DIR`/normalizer-embeddings)"
+                        for t, v in ((k.removeprefix("encoder_"), v) for k, v in res["load_seconds"].items() if k.startswith("encoder_")))
+              + "; then the per-document times above "
               "(gold spans: the whole test split; pipeline: its documents; 2-core CPU shared "
               "with other jobs)."), ""]
     return "\n".join(lines)

@@ -5,6 +5,10 @@
 ``<bundle>/normalizer/``: one
 dictionary per entity type from the gold mentions of the corpora's train and dev splits (never
 test), plus the named vocabularies each type loads at run time. ``--output DIR`` writes it elsewhere.
+``--neighbour Disease=encoder --encoder runs/synonym-encoder`` makes step 4 of a type use sentence
+embeddings (``rerank``: the n-gram shortlist reordered by them) and copies that encoder (a
+``save_pretrained`` directory, e.g. from ``benchmarks/train_synonym_encoder.py``) into the normalizer;
+``--threshold`` is then that type's cosine threshold.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ def build(
     head_backoff: Annotated[list[str] | None, typer.Option("--head-backoff", help="TYPE: try the mention's head before the n-gram neighbour (repeatable)")] = None,
     rule: Annotated[list[str] | None, typer.Option("--rule", help=f"TYPE=RULE: a matching rule for TYPE, one of {', '.join(RULES)} (repeatable)")] = None,
     document_threshold: Annotated[float, typer.Option("--document-threshold", help="Dice below which the document step does not link")] = 0.6,
+    neighbour: Annotated[list[str] | None, typer.Option("--neighbour", help="TYPE=ngram|encoder|rerank: step 4 of TYPE (repeatable)")] = None,
+    encoder: Annotated[Path | None, typer.Option("--encoder", help="encoder directory copied into the normalizer for --neighbour encoder/rerank (default: the packaged MiniLM)")] = None,
     notes: Annotated[str, typer.Option("--notes", help="free text kept in normalizer.json")] = "",
 ) -> None:
     """Build a dictionary normalizer (one dictionary per entity type)."""
@@ -75,11 +81,28 @@ def build(
         raise ConfigError("--document-threshold must be in [0, 1]")
     for tspec in spec.types.values():
         tspec.document_threshold = document_threshold
+    from llmner.normalization.dictionary import NEIGHBOURS
+
+    for item in neighbour or []:
+        etype, _, name = item.partition("=")
+        if not etype or name not in NEIGHBOURS:
+            raise ConfigError(f"--neighbour {item!r}: expected TYPE=NAME with NAME one of {', '.join(NEIGHBOURS)}")
+        tspec = spec.types.setdefault(etype, TypeSpec(ngram_threshold=threshold))
+        tspec.neighbour = name
+        if encoder is not None and name != "ngram":
+            tspec.encoder = "encoder"
+    if encoder is not None and not (encoder / "config.json").is_file():
+        raise ConfigError(f"--encoder {encoder}: not a save_pretrained directory (no config.json)")
     if not spec.types:
         raise ConfigError(f"no identifier-annotated mentions in {', '.join(corpus)} and no --vocabulary: nothing to build")
     target = bundle / NORMALIZER_DIR if bundle is not None else output
     assert target is not None
     save_normalizer(target, dictionaries, spec)
+    if any(t.encoder == "encoder" for t in spec.types.values()):
+        import shutil
+
+        shutil.rmtree(target / "encoder", ignore_errors=True)
+        shutil.copytree(encoder, target / "encoder")   # type: ignore[arg-type]
     for etype, tspec in spec.types.items():
         d = dictionaries.get(etype)
         typer.echo(f"{etype}: {len(d) if d else 0} names, {len(d.identifiers()) if d else 0} identifiers from "

@@ -16,7 +16,11 @@
    (optional, ``use_head_backoff``) the longest word suffix that matches: the corpora link an unlisted
    specific mention ("nonocular tumors") to its head's concept;
 4. nearest neighbour: cosine similarity of character n-gram TF-IDF vectors between the mention and
-   every name; at or above ``ngram_threshold`` it links, below it the answer is NIL.
+   every name; at or above ``ngram_threshold`` it links, below it the answer is NIL. Or
+   (``neighbour="encoder"``) the cosine of sentence embeddings of the mention and every name, or
+   (``neighbour="rerank"``) the n-gram neighbour's ``rerank_k`` nearest names reordered by that
+   cosine, which then meets the threshold (see :mod:`llmner.normalization.encoder`; a synonym
+   encoder is trained by :mod:`llmner.training.synonym_encoder`).
    Before it (optional, ``use_document``), the document's other mentions: a mention not linked by
    steps 1-3 takes the identifier of a same-type mention of the document linked by name (steps 1-3)
    that it abbreviates ("DVP" after "divalproex") or nearly spells ("tobramicyn" after "tobramycin";
@@ -56,6 +60,7 @@ from llmner.normalization.text import (
 # "X, Y and Z", "X and/or Y", "X or Y", "X/Y"
 _CONJUNCTION = re.compile(r"\s*,\s*(?:and/or|and|or)?\s*|\s+(?:and/or|and|or)\s+|\s*/\s*")
 _GENERIC_HEADS = frozenset({"disease", "diseases", "syndrome", "syndromes", "disorder", "disorders"})
+NEIGHBOURS = ("ngram", "encoder", "rerank")
 _STEP_FACTOR = {"exact": 1.0, "normalized": 0.95, "abbreviation": 0.9, "expanded": 0.9, "stripped": 0.85,
                 "head": 0.6, "document": 0.8}
 
@@ -69,8 +74,12 @@ class DictionaryConfig:
     use_head_backoff: bool = False        # try the mention's head (a word suffix) before the n-gram neighbour
     min_name_length: int = 2              # shorter names are too ambiguous to keep
     min_ngram_chars: int = 5              # a shorter mention (an undefined acronym) has no useful n-gram neighbour
-    neighbour: str = "ngram"              # step 4: "ngram" (character 3-gram TF-IDF) or "encoder" (sentence embeddings)
-    encoder: str = "packaged:minilm"      # the encoder of neighbour="encoder"
+    neighbour: str = "ngram"              # step 4: "ngram" (character 3-gram TF-IDF), "encoder" (sentence embeddings
+                                          # of every name) or "rerank" (the n-gram shortlist, closest by the encoder)
+    encoder: str = "packaged:minilm"      # the encoder of neighbour="encoder" / "rerank" (a reference or a directory)
+    rerank_k: int = 20                    # the n-gram shortlist that neighbour="rerank" reorders
+    embedding_cache: str = ""             # neighbour="encoder": a directory keeping the names' embeddings between
+                                          # processes ("" = none; load_normalizer uses the user cache)
     expand_abbreviations: bool = True     # in-document short forms inside a longer mention ("deficiency of ASPA")
     strip_salts: bool = False             # drop salt / hydrate words and stereo prefixes ("metformin hydrochloride")
     strip_modifiers: bool = False         # drop modifiers that keep the concept ("sporadic aniridia"), then
@@ -156,8 +165,8 @@ class DictionaryNormalizer:
         self.folded = dict(folded)
         self._index = None   # built on the first n-gram query (most mentions never need it)
         self._encoded = None
-        if self.config.neighbour not in ("ngram", "encoder"):
-            raise ValidationError(f"unknown neighbour {self.config.neighbour!r} (expected ngram or encoder)")
+        if self.config.neighbour not in NEIGHBOURS:
+            raise ValidationError(f"unknown neighbour {self.config.neighbour!r} (expected one of {', '.join(NEIGHBOURS)})")
 
     # ---- steps ---------------------------------------------------------------------------------
     def _lookup(self, text: str) -> Link | None:
@@ -272,14 +281,17 @@ class DictionaryNormalizer:
             from sklearn.preprocessing import normalize
 
             surfaces: dict[str, Counter[str]] = defaultdict(Counter)
-            for name, votes in self.exact.items():
-                surfaces[surface_key(name)].update(votes)
+            shown: dict[str, str] = {}     # the name the reranker encodes for a surface: its first, sorted
+            for name in sorted(self.exact):
+                key = surface_key(name)
+                surfaces[key].update(self.exact[name])
+                shown.setdefault(key, name)
             names = [n for n in sorted(surfaces) if n]
             # norm=None: queries are normalized by hand, counting the n-grams no name has (see nearest()).
             vec = TfidfVectorizer(analyzer="char_wb", ngram_range=self.config.ngram_range, lowercase=False,
                                   sublinear_tf=True, dtype=np.float32, norm=None)
             matrix = normalize(vec.fit_transform(names)) if names else None
-            self._index = (vec, matrix, [_best(surfaces[n])[0] for n in names])
+            self._index = (vec, matrix, [_best(surfaces[n])[0] for n in names], [shown[n] for n in names])
         return self._index
 
     def warm(self) -> DictionaryNormalizer:
@@ -287,14 +299,27 @@ class DictionaryNormalizer:
             self._encoder_index()
         else:
             self._ngram_index()
+            if self.config.neighbour == "rerank":
+                self._encoder()
         return self
+
+    def _encoder(self):
+        from llmner.normalization.encoder import shared_encoder
+
+        return shared_encoder(self.config.encoder)
 
     def _encoder_index(self):
         if self._encoded is None:
             from llmner.normalization.encoder import EncoderIndex, shared_encoder
 
-            names = sorted(self.exact)
-            self._encoded = EncoderIndex(names, [_best(self.exact[n])[0] for n in names], shared_encoder(self.config.encoder))
+            folded: dict[str, Counter[str]] = defaultdict(Counter)
+            shown: dict[str, str] = {}
+            for name in sorted(self.exact):   # the encoders here are uncased: one row per case-folded name
+                folded[name.casefold()].update(self.exact[name])
+                shown.setdefault(name.casefold(), name)
+            keys = sorted(folded)
+            self._encoded = EncoderIndex([shown[k] for k in keys], [_best(folded[k])[0] for k in keys],
+                                         shared_encoder(self.config.encoder), cache=self.config.embedding_cache or None)
         return self._encoded
 
     def nearest(self, texts: Sequence[str]) -> list[tuple[str | None, float]]:
@@ -307,7 +332,11 @@ class DictionaryNormalizer:
 
         if self.config.neighbour == "encoder":
             return self._encoder_index().nearest(texts)
-        vec, matrix, ids = self._ngram_index()
+        if self.config.neighbour == "rerank":
+            from llmner.normalization.encoder import rerank
+
+            return rerank(self._encoder(), texts, self.shortlists(texts, self.config.rerank_k))
+        vec, matrix, ids, _ = self._ngram_index()
         if matrix is None or not texts:
             return [(None, 0.0)] * len(texts)
         keys = [surface_key(t) for t in texts]
@@ -327,6 +356,22 @@ class DictionaryNormalizer:
                 continue
             j = r.indices[r.data.argmax()]
             out.append((ids[j], float(r.data.max()) / norm))
+        return out
+
+    def shortlists(self, texts: Sequence[str], k: int) -> list[list[tuple[str, str]]]:
+        """The ``k`` names nearest each text by character n-grams (one per surface key), as
+        (name, identifier), nearest first; names sharing no n-gram with the text are left out."""
+        import numpy as np
+
+        vec, matrix, ids, shown = self._ngram_index()
+        if matrix is None or not texts:
+            return [[] for _ in texts]
+        sims = (vec.transform([surface_key(t) for t in texts]) @ matrix.T).tocsr()
+        out = []
+        for row in range(len(texts)):
+            r = sims.getrow(row)
+            top = r.indices[np.argsort(-r.data, kind="stable")[:k]]
+            out.append([(shown[j], ids[j]) for j in top])
         return out
 
     # ---- the interface -------------------------------------------------------------------------

@@ -3,6 +3,8 @@
     normalizer/
       normalizer.json    NormalizerSpec: per entity type, its dictionary file, named vocabularies, thresholds
       <Type>.tsv         the corpus dictionary of that type (``curie<TAB>votes<TAB>name``)
+      <encoder>/         optional: a synonym encoder (``save_pretrained`` directory) for neighbour
+                         "encoder" or "rerank", named by ``TypeSpec.encoder`` relative to this folder
 
 Vocabularies are named (``"mesh"``) rather than copied, so a bundle stays small; loading one needs
 its package installed (see :mod:`llmner.normalization.vocabularies`).
@@ -26,6 +28,8 @@ from llmner.normalization.dictionary import (
 )
 from llmner.normalization.vocabularies import load_vocabulary
 
+PACKAGED_MINILM = "packaged:minilm"   # llmner.modeling.selector.PACKAGED_MINILM (not imported: it pulls in torch)
+
 SPEC_NAME = "normalizer.json"
 FORMAT_VERSION = 1
 
@@ -38,7 +42,9 @@ class TypeSpec:
     use_abbreviations: bool = True
     use_ngrams: bool = True
     use_head_backoff: bool = False
-    neighbour: str = "ngram"          # or "encoder" (sentence embeddings; ngram_threshold is then its cosine threshold)
+    neighbour: str = "ngram"          # or "encoder" / "rerank" (sentence embeddings; ngram_threshold is then their cosine threshold)
+    encoder: str = ""                 # "" = the packaged MiniLM; a folder of the normalizer, or an encoder reference
+    rerank_k: int = 20                # the n-gram shortlist of neighbour="rerank"
     expand_abbreviations: bool = True
     strip_salts: bool = False
     strip_modifiers: bool = False
@@ -46,8 +52,13 @@ class TypeSpec:
     use_document: bool = False
     document_threshold: float = 0.6
 
-    def config(self) -> DictionaryConfig:
+    def config(self, root: Path | None = None) -> DictionaryConfig:
+        """``root``: the normalizer folder, against which a relative ``encoder`` folder is resolved."""
+        encoder = self.encoder or PACKAGED_MINILM
+        if self.encoder and root is not None and not self.encoder.startswith("packaged:") and not Path(self.encoder).is_absolute():
+            encoder = str(root / self.encoder)
         return DictionaryConfig(ngram_threshold=self.ngram_threshold, use_abbreviations=self.use_abbreviations,
+                                encoder=encoder, rerank_k=self.rerank_k,
                                 use_ngrams=self.use_ngrams, use_head_backoff=self.use_head_backoff, neighbour=self.neighbour,
                                 expand_abbreviations=self.expand_abbreviations, strip_salts=self.strip_salts,
                                 strip_modifiers=self.strip_modifiers, disease_suffixes=self.disease_suffixes,
@@ -95,9 +106,14 @@ def load_normalizer(path: str | Path) -> TypedNormalizer:
         dictionary = Dictionary.load(root / tspec.dictionary) if tspec.dictionary else Dictionary()
         for vocab in tspec.vocabularies:
             dictionary.update(load_vocabulary(vocab))
-        by_type[etype] = DictionaryNormalizer(dictionary, tspec.config())
+        config = tspec.config(root)
+        if config.neighbour == "encoder":
+            from llmner.cache import cache_dir
+
+            config.embedding_cache = str(cache_dir() / "normalizer-embeddings")   # a worker's next start reads them
+        by_type[etype] = DictionaryNormalizer(dictionary, config)
         if tspec.use_ngrams:
-            by_type[etype].warm()   # build the n-gram index now: a worker's first document must not pay for it
+            by_type[etype].warm()   # build the index (and load the encoder) now: a worker's first document must not pay for it
     return TypedNormalizer(by_type, name=root.name)
 
 
