@@ -72,7 +72,6 @@ class Encoder:
         return (np.stack([fresh[t] if t in fresh else self._memo[t] for t in texts]) if texts
                 else np.zeros((0, dim), np.float32))
 
-
     @property
     def key(self) -> str:
         """A content hash of the encoder's files (weights, config, tokenizer): what its embeddings depend on."""

@@ -28,8 +28,6 @@ from llmner.normalization.dictionary import (
 )
 from llmner.normalization.vocabularies import load_vocabulary
 
-PACKAGED_MINILM = "packaged:minilm"   # llmner.modeling.selector.PACKAGED_MINILM (not imported: it pulls in torch)
-
 SPEC_NAME = "normalizer.json"
 FORMAT_VERSION = 1
 
@@ -54,11 +52,12 @@ class TypeSpec:
 
     def config(self, root: Path | None = None) -> DictionaryConfig:
         """``root``: the normalizer folder, against which a relative ``encoder`` folder is resolved."""
-        encoder = self.encoder or PACKAGED_MINILM
-        if self.encoder and root is not None and not self.encoder.startswith("packaged:") and not Path(self.encoder).is_absolute():
-            encoder = str(root / self.encoder)
+        encoder = {}   # "" keeps DictionaryConfig's default encoder (the packaged MiniLM)
+        if self.encoder:
+            relative = root is not None and not self.encoder.startswith("packaged:") and not Path(self.encoder).is_absolute()
+            encoder["encoder"] = str(root / self.encoder) if relative else self.encoder
         return DictionaryConfig(ngram_threshold=self.ngram_threshold, use_abbreviations=self.use_abbreviations,
-                                encoder=encoder, rerank_k=self.rerank_k,
+                                rerank_k=self.rerank_k, **encoder,
                                 use_ngrams=self.use_ngrams, use_head_backoff=self.use_head_backoff, neighbour=self.neighbour,
                                 expand_abbreviations=self.expand_abbreviations, strip_salts=self.strip_salts,
                                 strip_modifiers=self.strip_modifiers, disease_suffixes=self.disease_suffixes,
