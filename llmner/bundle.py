@@ -18,6 +18,12 @@ for schemas whose language the selector does not judge (Chinese with the MiniLM 
 cut is on the generator's own probability of the entity's tags (``Entity.generator_score``), and a
 schema without one keeps every candidate.
 
+``prompt_schemas`` lets a schema be asked for under one naming and generated under another: with
+``{"clinical_zh": "cmeee"}`` a Chinese note is prompted with CMeEE's type codes, the naming the generator
+tags best (measured on dev), and its entities are reported under ``clinical_zh``'s readable names, of
+which those codes are aliases. Thresholds and the open bias are looked up under the prompted schema,
+the one they were calibrated on.
+
 The default bundle is ``llmner/bundles/default/`` inside the installed package when it exists
 (shipped with a release). Without it ``Pipeline.from_bundle(None)`` falls back to the base
 SmolLM2 zero-shot with constrained decoding and no selector, and logs a warning saying so.
@@ -57,6 +63,7 @@ class BundleManifest:
     selector_languages: list[str] = field(default_factory=list)     # languages the selector judges ([]: all)
     sentences_per_chunk: int = 1            # sentences per chunk the generator was trained on: the pipeline chunks alike
     open_bias: dict[str, float] = field(default_factory=dict)  # schema -> logit bonus for opening a tag (chosen on dev)
+    prompt_schemas: dict[str, str] = field(default_factory=dict)  # schema -> schema whose names prompt the generator
     notes: str = ""
     format_version: int = BUNDLE_FORMAT_VERSION
 
@@ -84,6 +91,10 @@ class BundleManifest:
         if not isinstance(biases, dict) or not all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) and -10.0 <= float(v) <= 10.0 for v in biases.values()):
             raise ConfigError(f"{where}: open_bias must map schema names to numbers in [-10, 10], got {biases!r}")
+        prompts = data.get("prompt_schemas") or {}
+        if not isinstance(prompts, dict) or not all(isinstance(k, str) and isinstance(v, str) and v and k != v
+                                                     for k, v in prompts.items()):
+            raise ConfigError(f"{where}: prompt_schemas must map schema names to other schema names, got {prompts!r}")
         per_chunk = data.get("sentences_per_chunk", 1)
         if not isinstance(per_chunk, int) or isinstance(per_chunk, bool) or per_chunk < 1:
             raise ConfigError(f"{where}: sentences_per_chunk must be an integer >= 1, got {per_chunk!r}")

@@ -66,10 +66,10 @@ from llmner.doc import (
     ResultRecord,
     guess_language,
 )
-from llmner.errors import ConfigError
+from llmner.errors import ConfigError, ValidationError
 from llmner.normalization.base import TypedNormalizer
 from llmner.runtime.base import GeneratorRuntime, SelectorRuntime, TagRequest
-from llmner.schema import EntitySchema, get_schema
+from llmner.schema import EntitySchema, get_schema, type_correspondence
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,10 @@ class Pipeline:
         # Per-schema bonus for opening a tag in constrained decoding (recall against precision, chosen
         # on dev); PipelineConfig.open_bias overrides them all.
         self.open_biases: dict[str, float] = {}
+        # Schemas generated under another schema's names (BundleManifest.prompt_schemas): requested name ->
+        # prompted name. Thresholds and biases are keyed by the prompted one, the schema they were calibrated on.
+        self.prompt_schemas: dict[str, str] = {}
+        self._prompted: dict[str, tuple[EntitySchema, dict[str, str]]] = {}
         if count_tokens is None and getattr(generator, "tokenizer", None) is not None:
             tokenizer = generator.tokenizer  # type: ignore[attr-defined]
             count_tokens = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -203,6 +207,12 @@ class Pipeline:
             pipe.thresholds = dict(manifest.selector_thresholds)
         pipe.generator_thresholds = dict(manifest.generator_thresholds)
         pipe.open_biases = dict(manifest.open_bias)
+        pipe.prompt_schemas = dict(manifest.prompt_schemas)
+        for name in pipe.prompt_schemas:     # a bad pairing fails at load, not on the first note in that language
+            try:
+                pipe.prompted(pipe.schema_named(name))
+            except ValidationError as exc:
+                raise ConfigError(f"bundle {root}: prompt_schemas[{name!r}]: {exc}") from None
         return pipe
 
     # ---- schemas ---------------------------------------------------------------------------------
@@ -214,6 +224,21 @@ class Pipeline:
     def add_schema(self, schema: EntitySchema) -> None:
         """Make ``schema`` resolvable by name (e.g. a corpus schema, or one not shipped as a file)."""
         self._schemas[schema.name] = schema
+
+    def prompted(self, schema: EntitySchema) -> tuple[EntitySchema, dict[str, str]]:
+        """The schema the generator is prompted with for ``schema`` (itself, unless ``prompt_schemas`` names
+        another) and the map from the prompted type names to ``schema``'s."""
+        name = self.prompt_schemas.get(schema.name)
+        if name is None:
+            return schema, {t: t for t in schema.type_names}
+        if schema.name not in self._prompted:
+            prompt = self.schema_named(name)
+            self._prompted[schema.name] = (prompt, type_correspondence(schema, prompt))
+        return self._prompted[schema.name]
+
+    def calibration_key(self, name: str) -> str:
+        """The schema name thresholds and biases of ``name`` are stored under: the schema it is prompted with."""
+        return self.prompt_schemas.get(name, name)
 
     def schema_for(self, doc: Document) -> EntitySchema:
         name = doc.metadata.get("schema") if doc.metadata else None
@@ -266,11 +291,13 @@ class Pipeline:
         if not chunks:
             return []
         per_schema = self._chunk_schemas(chunks, schemas)
+        prompted = [self.prompted(s) for s in per_schema]
         t0 = time.perf_counter()
-        results = self.generator.tag([TagRequest(c.text, s, self.open_bias_for(s)) for c, s in zip(chunks, per_schema)])
+        results = self.generator.tag([TagRequest(c.text, p, self.open_bias_for(p)) for c, (p, _) in zip(chunks, prompted)])
         t1 = time.perf_counter()
-        per_chunk = [_trimmed(result.entities, chunk.text, schema)
-                     for chunk, schema, result in zip(chunks, per_schema, results)]
+        # Trimmed under the prompted schema, then renamed to the requested one (the same names unless mapped).
+        per_chunk = [[dataclasses.replace(e, type=names[e.type]) for e in _trimmed(result.entities, chunk.text, prompt)]
+                     for chunk, (prompt, names), result in zip(chunks, prompted, results)]
         languages = self.config.selector_languages
         judged = [(ci, k) for ci, entities in enumerate(per_chunk)
                   if not languages or chunks[ci].language in languages for k in range(len(entities))]
@@ -290,12 +317,12 @@ class Pipeline:
         """The logit bonus for opening a tag when generating under ``schema``."""
         if self.config.open_bias is not None:
             return self.config.open_bias
-        return self.open_biases.get(schema.name, 0.0)
+        return self.open_biases.get(self.calibration_key(schema.name), 0.0)
 
     def threshold_for(self, schema: str | EntitySchema | None) -> float:
         """The selector threshold for candidates of ``schema`` (its calibrated one, else the global one)."""
         name = schema.name if isinstance(schema, EntitySchema) else schema
-        return self.thresholds.get(name, self.threshold) if name is not None else self.threshold
+        return self.thresholds.get(self.calibration_key(name), self.threshold) if name is not None else self.threshold
 
     def keeps(self, entity: Entity, schema: str | EntitySchema | None) -> bool:
         """Whether selection keeps ``entity``: by its selector score when the selector judged it, else by
@@ -303,7 +330,7 @@ class Pipeline:
         if entity.score is not None:
             return entity.score >= self.threshold_for(schema)
         name = schema.name if isinstance(schema, EntitySchema) else schema
-        cut = self.generator_thresholds.get(name) if name is not None else None
+        cut = self.generator_thresholds.get(self.calibration_key(name)) if name is not None else None
         return cut is None or entity.generator_score is None or entity.generator_score >= cut
 
     def select(self, per_chunk: Sequence[ChunkEntities],

@@ -162,6 +162,29 @@ class EntitySchema:
 SCHEMA_YAML_SUFFIXES = (".yaml", ".yml")
 
 
+def type_correspondence(reported: EntitySchema, prompted: EntitySchema) -> dict[str, str]:
+    """``prompted``'s type -> ``reported``'s type, for a generator prompted with ``prompted``'s names whose
+    entities are reported under ``reported``'s (e.g. prompted with CMeEE's codes, reported as
+    ``clinical_zh``'s readable names, which list the codes as aliases). Each type of one schema must be
+    exactly one type of the other, by name or alias: a type without a partner would be silently lost or
+    never found."""
+    if reported.language != prompted.language:
+        raise ValidationError(f"schemas {reported.name!r} ({reported.language}) and {prompted.name!r} "
+                              f"({prompted.language}) are in different languages")
+    mapping: dict[str, str] = {}
+    for t in prompted.types:
+        partner = reported.canonical(t.name)
+        if partner is None:
+            raise ValidationError(f"type {t.name!r} of schema {prompted.name!r} is neither a type nor an alias "
+                                  f"in schema {reported.name!r}")
+        mapping[t.name] = partner
+    missing = sorted(set(reported.type_names) - set(mapping.values()))
+    if missing or len(set(mapping.values())) != len(mapping):
+        raise ValidationError(f"schema {prompted.name!r} does not name each type of {reported.name!r} exactly once "
+                              f"(unmatched: {', '.join(missing) or 'none'}; two types share a partner otherwise)")
+    return mapping
+
+
 def builtin_schema_names() -> list[str]:
     root = resources.files("llmner") / "schemas"
     return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".json"))

@@ -35,7 +35,8 @@ def test_bundle_command_assembles_a_bundle_the_pipeline_loads(tmp_path) -> None:
     out = tmp_path / "assembled"
     result = runner.invoke(app, ["bundle", "--generator", str(parts / "gen"), "--selector", str(parts / "sel"),
                                  "--output", str(out), "--name", "assembled", "--threshold", "0.25",
-                                 "--selector-language", "en", "--default-schema", "en=bc5cdr"])
+                                 "--selector-language", "en", "--default-schema", "en=bc5cdr",
+                                 "--default-schema", "zh=clinical_zh", "--prompt-schema", "clinical_zh=cmeee"])
     assert result.exit_code == 0, result.output
     assert "bundle" in result.output and "MB" in result.output
     manifest = load_manifest(out)
@@ -43,7 +44,8 @@ def test_bundle_command_assembles_a_bundle_the_pipeline_loads(tmp_path) -> None:
         ("assembled", "sel-from-card", 0.25, True)
     from llmner.pipeline import Pipeline, PipelineConfig
 
-    assert manifest.selector_languages == ["en"] and manifest.default_schemas == {"en": "bc5cdr"}
+    assert manifest.selector_languages == ["en"] and manifest.default_schemas == {"en": "bc5cdr", "zh": "clinical_zh"}
+    assert manifest.prompt_schemas == {"clinical_zh": "cmeee"}
     pipe = Pipeline.from_bundle(out, PipelineConfig(selector_backend="torch"))
     assert pipe.model_ids["bundle"] == "assembled" and pipe.config.selector_languages == ("en",)
     assert manifest.sentences_per_chunk == 1
@@ -57,6 +59,9 @@ def test_bundle_command_assembles_a_bundle_the_pipeline_loads(tmp_path) -> None:
     wrong = runner.invoke(app, ["bundle", "--generator", str(parts / "gen"), "--output", str(tmp_path / "z"),
                                 "--default-schema", "bc5cdr"])
     assert wrong.exit_code != 0 and "expected LANG=SCHEMA" in str(wrong.exception)
+    unpaired = runner.invoke(app, ["bundle", "--generator", str(parts / "gen"), "--output", str(tmp_path / "p"),
+                                   "--prompt-schema", "clinical_zh=bc5cdr"])
+    assert unpaired.exit_code != 0 and "different languages" in str(unpaired.exception)
     big = runner.invoke(app, ["bundle", "--generator", str(parts / "gen"), "--output", str(tmp_path / "y"),
                               "--max-bytes", "10"])
     assert big.exit_code != 0 and "over --max-bytes" in str(big.exception)

@@ -651,3 +651,60 @@ def test_a_merged_adapter_tags_as_the_unmerged_one(tiny_bundle, tmp_path):
                                     generator_adapter=checkpoint)
         outputs[merge] = [[(e.start, e.end, e.type) for e in d.entities] for d in pipe.pipe(texts)]
     assert outputs[True] == outputs[False] and any(outputs[True])
+
+
+def test_a_schema_prompted_under_another_naming_reports_its_own_type_names(tiny_bundle, tmp_path):
+    """prompt_schemas: the generator sees the prompted schema's names; entities come out under the requested
+    schema's names; thresholds and biases are those calibrated on the prompted schema."""
+    import shutil
+
+    from llmner.bundle import write_manifest
+    from llmner.schema import EntitySchema, EntityType
+
+    codes = EntitySchema("codes", "en", (EntityType("dis", "disease code"), EntityType("chem", "chemical code")))
+    readable = EntitySchema("readable", "en", (EntityType("Disease", "a disease", ("dis",)),
+                                               EntityType("Drug", "a drug or chemical", ("chem",))))
+
+    class CodeTagger(LexiconGenerator):
+        def tag(self, requests):
+            self.seen = [(r.schema.name, r.open_bias) for r in requests]
+            out = []
+            for req in requests:
+                ents = [Entity(m.start(), m.end(), code, m.group()) for surface, code in
+                        (("breast cancer", "dis"), ("cisplatin", "chem")) for m in re.finditer(surface, req.text)
+                        if code in req.schema]
+                out.append(TagResult(ents, req.text))
+            return out
+
+    class Definitions(LengthSelector):
+        def score(self, candidates):
+            self.definitions = {c.type: c.definition for c in candidates}
+            return super().score(candidates)
+
+    gen, selector = CodeTagger(), Definitions()
+    pipe = Pipeline(gen, selector)
+    pipe.add_schema(codes)
+    pipe.add_schema(readable)
+    pipe.prompt_schemas = {"readable": "codes"}
+    pipe.open_biases, pipe.thresholds = {"codes": 0.7}, {"codes": 0.95}
+    (record,) = pipe.process([Document("a", "breast cancer; cisplatin", metadata={"schema": "readable"})])
+    assert gen.seen == [("codes", 0.7)]
+    assert selector.definitions == {"Disease": "a disease", "Drug": "a drug or chemical"}
+    assert [(e.text, e.type) for e in record.entities] == [("breast cancer", "Disease")]   # cisplatin 0.9 < 0.95
+    assert pipe.threshold_for("readable") == 0.95 and pipe.open_bias_for(readable) == 0.7
+    (as_codes,) = pipe.process([Document("b", "breast cancer", metadata={"schema": "codes"})])
+    assert [e.type for e in as_codes.entities] == ["dis"]          # asked for the codes: codes come out
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    manifest = load_manifest(bundle)
+    manifest.prompt_schemas = {"clinical_zh": "cmeee"}
+    write_manifest(bundle, manifest)
+    assert Pipeline.from_bundle(bundle, PipelineConfig(selector_backend="none")).prompt_schemas == {"clinical_zh": "cmeee"}
+    manifest.prompt_schemas = {"clinical_zh": "bc5cdr"}
+    write_manifest(bundle, manifest)
+    with pytest.raises(ConfigError, match="different languages"):      # refused at load, not on the first note
+        Pipeline.from_bundle(bundle, PipelineConfig(selector_backend="none"))
+    (bundle / "bundle.json").write_text(json.dumps({**manifest.to_dict(), "prompt_schemas": {"clinical_zh": 3}}))
+    with pytest.raises(ConfigError, match="prompt_schemas must map schema names"):
+        load_manifest(bundle)

@@ -27,3 +27,23 @@ def test_type_names_must_be_tag_safe(name):
 def test_unknown_schema_is_a_clear_error():
     with pytest.raises(ValidationError, match="unknown schema 'nope'"):
         get_schema("nope")
+
+
+def test_type_correspondence_pairs_each_prompted_type_with_exactly_one_reported_type():
+    from llmner.schema import type_correspondence
+
+    assert type_correspondence(get_schema("clinical_zh"), get_schema("cmeee")) == {
+        "dis": "疾病", "sym": "临床表现", "dru": "药物", "equ": "医疗设备", "pro": "医疗程序",
+        "bod": "身体部位", "ite": "检验项目", "mic": "微生物", "dep": "科室"}
+    with pytest.raises(ValidationError, match="different languages"):
+        type_correspondence(get_schema("clinical_zh"), get_schema("bc5cdr"))
+    readable = EntitySchema("readable", "en", (EntityType("Disease", "d", ("dis",)), EntityType("Drug", "c", ("chem",))))
+    only_one = EntitySchema("codes", "en", (EntityType("dis", "d"),))
+    with pytest.raises(ValidationError, match="unmatched: Drug"):       # Drug could never be found
+        type_correspondence(readable, only_one)
+    stray = EntitySchema("codes", "en", (EntityType("dis", "d"), EntityType("chem", "c"), EntityType("gene", "g")))
+    with pytest.raises(ValidationError, match="'gene' of schema 'codes' is neither"):
+        type_correspondence(readable, stray)
+    doubled = EntitySchema("codes", "en", (EntityType("dis", "d"), EntityType("Disease", "d2")))
+    with pytest.raises(ValidationError, match="exactly once"):
+        type_correspondence(readable, doubled)

@@ -33,6 +33,7 @@ def bundle_command(
     threshold: Annotated[float | None, typer.Option("--threshold", help="selector threshold (default: the selector's dev-tuned one)")] = None,
     selector_language: Annotated[list[str] | None, typer.Option("--selector-language", help="language the selector judges (repeatable; default: all); other languages keep the generator's candidates")] = None,
     default_schema: Annotated[list[str] | None, typer.Option("--default-schema", help="LANG=SCHEMA: schema of documents in LANG that name none (repeatable), e.g. en=bc5cdr")] = None,
+    prompt_schema: Annotated[list[str] | None, typer.Option("--prompt-schema", help="SCHEMA=PROMPTED: generate SCHEMA's documents under PROMPTED's type names and report SCHEMA's (repeatable), e.g. clinical_zh=cmeee")] = None,
     notes: Annotated[str, typer.Option("--notes", help="free text kept in bundle.json")] = "",
     max_bytes: Annotated[int, typer.Option("--max-bytes", help="refuse a bundle larger than this (0: no limit)")] = MAX_SHIPPED_BYTES,
 ) -> None:
@@ -43,6 +44,7 @@ def bundle_command(
         load_manifest,
         save_bundle,
     )
+    from llmner.schema import get_schema, type_correspondence
 
     if decoding_mode not in ("free", "constrained", "speculative"):
         raise ConfigError(f"--decoding-mode must be free, constrained or speculative, got {decoding_mode!r}")
@@ -56,12 +58,20 @@ def bundle_command(
         if not language or not schema_name:
             raise ConfigError(f"--default-schema {item!r}: expected LANG=SCHEMA, e.g. en=bc5cdr")
         defaults[language] = schema_name
+    prompts = {}
+    for item in prompt_schema or []:
+        requested, _, prompted = item.partition("=")
+        if not requested or not prompted:
+            raise ConfigError(f"--prompt-schema {item!r}: expected SCHEMA=PROMPTED, e.g. clinical_zh=cmeee")
+        type_correspondence(get_schema(requested), get_schema(prompted))   # refused now, not at load
+        prompts[requested] = prompted
     card = _read_json(generator / "training_card.json")
     selector_card = _read_json(selector / "training_card.json") if selector is not None else {}
     manifest = BundleManifest(name=name, generator_id=str(card.get("name") or generator.name),
                               selector_id=str(selector_card.get("model_id") or (selector.name if selector else "")),
                               decoding_mode=decoding_mode, selector_threshold=threshold, notes=notes,
                               selector_languages=list(selector_language or []), default_schemas=defaults,
+                              prompt_schemas=prompts,
                               sentences_per_chunk=int((card.get("training") or {}).get("sentences_per_chunk", 1)))
     root = save_bundle(output, generator, selector, manifest)
     load_manifest(root)          # what the pipeline will read back
