@@ -79,7 +79,7 @@ class DictionaryConfig:
     encoder: str = "packaged:minilm"      # the encoder of neighbour="encoder" / "rerank" (a reference or a directory)
     rerank_k: int = 20                    # the n-gram shortlist that neighbour="rerank" reorders
     embedding_cache: str = ""             # neighbour="encoder": a directory keeping the names' embeddings between
-                                          # processes ("" = none; load_normalizer uses the user cache)
+                                          # processes ("" = none; load_normalizer uses store.embeddings_dir())
     expand_abbreviations: bool = True     # in-document short forms inside a longer mention ("deficiency of ASPA")
     strip_salts: bool = False             # drop salt / hydrate words and stereo prefixes ("metformin hydrochloride")
     strip_modifiers: bool = False         # drop modifiers that keep the concept ("sporadic aniridia"), then

@@ -13,11 +13,13 @@ its package installed (see :mod:`llmner.normalization.vocabularies`).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from llmner.cache import cache_dir
 from llmner.doc import Document
 from llmner.errors import ConfigError, DataNotFoundError
 from llmner.normalization.base import TypedNormalizer
@@ -30,6 +32,18 @@ from llmner.normalization.vocabularies import load_vocabulary
 
 SPEC_NAME = "normalizer.json"
 FORMAT_VERSION = 1
+
+
+def embeddings_dir() -> Path:
+    """Where the encoder neighbour keeps its names' embeddings between processes:
+    ``LLMNER_NORMALIZER_EMBEDDINGS``, default ``$LLMNER_CACHE_DIR/normalizer-embeddings``.
+
+    Its own variable because an image that computes them at build time must keep them outside the
+    cache volume, which a pod mounts empty over the image's files."""
+    configured = os.environ.get("LLMNER_NORMALIZER_EMBEDDINGS")
+    if configured:
+        return Path(configured).expanduser()
+    return cache_dir() / "normalizer-embeddings"
 
 
 @dataclass(slots=True)
@@ -107,9 +121,7 @@ def load_normalizer(path: str | Path) -> TypedNormalizer:
             dictionary.update(load_vocabulary(vocab))
         config = tspec.config(root)
         if config.neighbour == "encoder":
-            from llmner.cache import cache_dir
-
-            config.embedding_cache = str(cache_dir() / "normalizer-embeddings")   # a worker's next start reads them
+            config.embedding_cache = str(embeddings_dir())   # a worker's next start reads them
         by_type[etype] = DictionaryNormalizer(dictionary, config)
         if tspec.use_ngrams:
             by_type[etype].warm()   # build the index (and load the encoder) now: a worker's first document must not pay for it
