@@ -198,6 +198,43 @@ def test_an_unwritable_embeddings_directory_costs_the_next_start_not_this_one(ti
     assert loaded.link([doc.span(2, 22, "Disease")], doc)[0].method == "encoder"
 
 
+def test_normalizer_warm_stores_the_embeddings_a_fresh_start_reads(tiny_encoder, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import llmner.bundle as bundle_module
+    import llmner.normalization.encoder as encoder_module
+    from llmner.cli.main import app
+
+    monkeypatch.setenv("LLMNER_NORMALIZER_EMBEDDINGS", str(tmp_path / "baked"))
+    monkeypatch.setattr(encoder_module, "_SHARED", {})
+    bundle = tmp_path / "bundle"
+    encoder_normalizer_folder(tiny_encoder, bundle / "normalizer")
+    monkeypatch.setattr(bundle_module, "default_bundle_path", lambda: bundle)
+    res = CliRunner().invoke(app, ["normalizer", "warm"])          # no argument: the default bundle
+    assert res.exit_code == 0, res.output
+    (file,) = (tmp_path / "baked").glob("*.npy")
+    names = len({n.casefold() for n in dictionary().names})     # one row per case-folded name
+    assert res.stdout == "" and f"Disease: {names} names encoded in" in res.stderr and str(file) in res.stderr
+    monkeypatch.setattr(encoder_module, "_SHARED", {})            # a fresh worker
+    index = load_normalizer(bundle / "normalizer").by_type["Disease"]._encoded
+    assert index.cached and index.encoder.encoded == 0 and index.file == file
+    again = CliRunner().invoke(app, ["normalizer", "warm", str(bundle)])
+    assert again.exit_code == 0 and "already stored" in again.stderr
+
+
+def test_normalizer_warm_of_an_ngram_normalizer_stores_nothing_and_of_no_normalizer_fails(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from llmner.cli.main import app
+
+    monkeypatch.setenv("LLMNER_NORMALIZER_EMBEDDINGS", str(tmp_path / "baked"))
+    save_normalizer(tmp_path / "norm", {"Disease": dictionary()}, NormalizerSpec(types={"Disease": TypeSpec()}))
+    res = CliRunner().invoke(app, ["normalizer", "warm", str(tmp_path / "norm")])
+    assert res.exit_code == 0 and "nothing to store" in res.stderr and not (tmp_path / "baked").exists()
+    res = CliRunner().invoke(app, ["normalizer", "warm", str(tmp_path)])
+    assert res.exit_code != 0 and "has no normalizer" in str(res.exception)
+
+
 def test_normalizer_build_cli_ships_an_encoder_for_one_type(tiny_encoder, tmp_path):
     from corpora_helpers import shared_data
     from typer.testing import CliRunner
