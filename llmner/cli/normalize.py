@@ -9,6 +9,11 @@ test), plus the named vocabularies each type loads at run time. ``--output DIR``
 embeddings (``rerank``: the n-gram shortlist reordered by them) and copies that encoder (a
 ``save_pretrained`` directory, e.g. from ``benchmarks/train_synonym_encoder.py``) into the normalizer;
 ``--threshold`` is then that type's cosine threshold.
+
+``llmner normalizer warm [BUNDLE]`` encodes the names of the bundle's normalizer (the default bundle
+when omitted) whose step 4 encodes every name, and stores them where a worker's start reads them
+(``LLMNER_NORMALIZER_EMBEDDINGS``, default ``$LLMNER_CACHE_DIR/normalizer-embeddings``): the images
+run it at build time, so that no worker pays for it at start.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from typing import Annotated
 
 import typer
 
-from llmner.errors import ConfigError
+from llmner.cli.output import say
+from llmner.errors import ConfigError, DataNotFoundError
 
 # Matching rules a type can switch on (DictionaryConfig fields; benchmarks/results/normalization.md
 # has what each did on dev).
@@ -108,3 +114,29 @@ def build(
         typer.echo(f"{etype}: {len(d) if d else 0} names, {len(d.identifiers()) if d else 0} identifiers from "
                    f"{', '.join(sources)}; vocabularies: {', '.join(tspec.vocabularies) or 'none'}")
     typer.echo(f"normalizer -> {target}")
+
+
+@app.command("warm")
+def warm(
+    bundle: Annotated[Path | None, typer.Argument(help="model bundle (or normalizer folder) whose normalizer to warm; default: the default bundle")] = None,
+) -> None:
+    """Encode and store the names' embeddings of a bundle's normalizer, so that a fresh worker starts fast."""
+    from llmner.bundle import NORMALIZER_DIR, default_bundle_path
+    from llmner.normalization import embeddings_dir, warm_embeddings
+    from llmner.normalization.store import SPEC_NAME
+
+    if bundle is None:
+        bundle = default_bundle_path()
+        if bundle is None:
+            raise DataNotFoundError("no default bundle is installed: name a bundle, `llmner normalizer warm BUNDLE`")
+    folder = bundle if (bundle / SPEC_NAME).is_file() else bundle / NORMALIZER_DIR
+    if not (folder / SPEC_NAME).is_file():
+        raise DataNotFoundError(f"{bundle} has no normalizer ({NORMALIZER_DIR}/{SPEC_NAME})")
+    stored = warm_embeddings(folder)
+    if not stored:
+        say(f"{folder}: no type encodes its names (step 4 by character n-grams); nothing to store")
+        return
+    for s in stored:
+        done = f"encoded in {s.seconds:.1f} s" if s.encoded else f"already stored (read back in {s.seconds:.1f} s)"
+        say(f"{s.type}: {s.names:,} names {done} -> {s.file}")
+    say(f"normalizer embeddings in {embeddings_dir()}")

@@ -17,16 +17,19 @@ from llmner.normalization.dictionary import (
 )
 from llmner.normalization.store import (
     NormalizerSpec,
+    StoredEmbeddings,
     TypeSpec,
     build_from_corpora,
     dictionaries_from_documents,
+    embeddings_dir,
     load_normalizer,
     save_normalizer,
+    warm_embeddings,
 )
 from llmner.normalization.text import abbreviations, string_key
 
 __all__ = [
     "NIL", "Dictionary", "DictionaryConfig", "DictionaryNormalizer", "Link", "Normalizer", "NormalizerSpec",
-    "TypeSpec", "TypedNormalizer", "abbreviations", "build_from_corpora", "dictionaries_from_documents",
-    "load_normalizer", "save_normalizer", "string_key",
+    "StoredEmbeddings", "TypeSpec", "TypedNormalizer", "abbreviations", "build_from_corpora", "dictionaries_from_documents",
+    "embeddings_dir", "load_normalizer", "save_normalizer", "string_key", "warm_embeddings",
 ]

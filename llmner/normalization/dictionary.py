@@ -39,6 +39,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llmner.doc import Document, Entity
 from llmner.errors import ValidationError
@@ -56,6 +57,9 @@ from llmner.normalization.text import (
     strip_words,
     surface_key,
 )
+
+if TYPE_CHECKING:   # imported at run time only by the encoder neighbours (it loads the model stack)
+    from llmner.normalization.encoder import EncoderIndex
 
 # "X, Y and Z", "X and/or Y", "X or Y", "X/Y"
 _CONJUNCTION = re.compile(r"\s*,\s*(?:and/or|and|or)?\s*|\s+(?:and/or|and|or)\s+|\s*/\s*")
@@ -79,7 +83,7 @@ class DictionaryConfig:
     encoder: str = "packaged:minilm"      # the encoder of neighbour="encoder" / "rerank" (a reference or a directory)
     rerank_k: int = 20                    # the n-gram shortlist that neighbour="rerank" reorders
     embedding_cache: str = ""             # neighbour="encoder": a directory keeping the names' embeddings between
-                                          # processes ("" = none; load_normalizer uses the user cache)
+                                          # processes ("" = none; load_normalizer uses store.embeddings_dir())
     expand_abbreviations: bool = True     # in-document short forms inside a longer mention ("deficiency of ASPA")
     strip_salts: bool = False             # drop salt / hydrate words and stereo prefixes ("metformin hydrochloride")
     strip_modifiers: bool = False         # drop modifiers that keep the concept ("sporadic aniridia"), then
@@ -296,7 +300,7 @@ class DictionaryNormalizer:
 
     def warm(self) -> DictionaryNormalizer:
         if self.config.neighbour == "encoder":
-            self._encoder_index()
+            self.encoder_index()
         else:
             self._ngram_index()
             if self.config.neighbour == "rerank":
@@ -308,7 +312,9 @@ class DictionaryNormalizer:
 
         return shared_encoder(self.config.encoder)
 
-    def _encoder_index(self):
+    def encoder_index(self) -> EncoderIndex:
+        """Step 4's index of every name with neighbour="encoder" (built, or read back from
+        ``embedding_cache``, on the first call)."""
         if self._encoded is None:
             from llmner.normalization.encoder import EncoderIndex, shared_encoder
 
@@ -331,7 +337,7 @@ class DictionaryNormalizer:
         import numpy as np
 
         if self.config.neighbour == "encoder":
-            return self._encoder_index().nearest(texts)
+            return self.encoder_index().nearest(texts)
         if self.config.neighbour == "rerank":
             from llmner.normalization.encoder import rerank
 

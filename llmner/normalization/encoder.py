@@ -11,6 +11,7 @@ vocabulary (MeSH under Disease and Chemical) encode its names once.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 import time
@@ -24,6 +25,8 @@ from llmner.modeling.selector import (
     quiet_transformers,
     resolve_encoder,
 )
+
+log = logging.getLogger(__name__)
 
 
 class Encoder:
@@ -106,22 +109,35 @@ class EncoderIndex:
         encoding every name again)."""
         self.ids = list(ids)
         self.encoder = encoder
-        self.cached = False
-        file = None
+        self.cached = False          # read back from ``file`` rather than encoded
+        self.file: Path | None = None
         if cache:
             digest = hashlib.sha256("\n".join(names).encode("utf-8")).hexdigest()[:20]
-            file = Path(cache) / f"{encoder.key}-{digest}.npy"
-            if file.is_file():
-                matrix = np.load(file, allow_pickle=False)
+            self.file = Path(cache) / f"{encoder.key}-{digest}.npy"
+            if self.file.is_file():
+                matrix = np.load(self.file, allow_pickle=False)
                 if matrix.shape == (len(names), encoder.model.config.hidden_size):
                     self.matrix, self.cached = matrix, True
                     return
         self.matrix = encoder.encode(list(names))
-        if file is not None:
+        if self.file is not None:
+            self._store(self.file)
+
+    def _store(self, file: Path) -> None:
+        tmp = None
+        try:
             file.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=file.parent, suffix=".npy", delete=False) as tmp:
-                np.save(tmp, self.matrix, allow_pickle=False)
-            os.replace(tmp.name, file)   # atomic: a concurrent reader sees the old file or the whole new one
+            with tempfile.NamedTemporaryFile(dir=file.parent, suffix=".npy", delete=False) as handle:
+                tmp = handle.name
+                np.save(handle, self.matrix, allow_pickle=False)
+            os.replace(tmp, file)   # atomic: a concurrent reader sees the old file or the whole new one
+        except OSError as exc:
+            # A directory the process cannot write (an image's read-only root filesystem, when the
+            # embeddings baked into it are of another bundle) costs the next start the encoding again,
+            # not this worker its start: the embeddings are in memory already.
+            log.warning("normalizer embeddings not kept in %s: %s", file.parent, exc)
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
 
     def nearest(self, texts: Sequence[str]) -> list[tuple[str | None, float]]:
         if not len(self.ids) or not texts:

@@ -13,11 +13,14 @@ its package installed (see :mod:`llmner.normalization.vocabularies`).
 from __future__ import annotations
 
 import json
+import os
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from llmner.cache import cache_dir
 from llmner.doc import Document
 from llmner.errors import ConfigError, DataNotFoundError
 from llmner.normalization.base import TypedNormalizer
@@ -30,6 +33,18 @@ from llmner.normalization.vocabularies import load_vocabulary
 
 SPEC_NAME = "normalizer.json"
 FORMAT_VERSION = 1
+
+
+def embeddings_dir() -> Path:
+    """Where the encoder neighbour keeps its names' embeddings between processes:
+    ``LLMNER_NORMALIZER_EMBEDDINGS``, default ``$LLMNER_CACHE_DIR/normalizer-embeddings``.
+
+    Its own variable because an image that computes them at build time (``llmner normalizer warm``)
+    must keep them outside the cache volume, which a pod mounts empty over the image's files."""
+    configured = os.environ.get("LLMNER_NORMALIZER_EMBEDDINGS")
+    if configured:
+        return Path(configured).expanduser()
+    return cache_dir() / "normalizer-embeddings"
 
 
 @dataclass(slots=True)
@@ -91,29 +106,67 @@ class NormalizerSpec:
         return cls(types=types, sources=list(data.get("sources", [])), notes=str(data.get("notes", "")))
 
 
-def load_normalizer(path: str | Path) -> TypedNormalizer:
-    root = Path(path)
-    file = root / SPEC_NAME
+def read_spec(path: str | Path) -> NormalizerSpec:
+    """The ``normalizer.json`` of the normalizer folder ``path``."""
+    file = Path(path) / SPEC_NAME
     if not file.is_file():
         raise DataNotFoundError(f"not a normalizer: {file} missing")
     try:
-        spec = NormalizerSpec.from_dict(json.loads(file.read_text(encoding="utf-8")), str(file))
+        return NormalizerSpec.from_dict(json.loads(file.read_text(encoding="utf-8")), str(file))
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{file} is not valid JSON: {exc}") from None
+
+
+def _type_normalizer(root: Path, tspec: TypeSpec) -> DictionaryNormalizer:
+    """One type's normalizer as stored, its indexes not built yet."""
+    dictionary = Dictionary.load(root / tspec.dictionary) if tspec.dictionary else Dictionary()
+    for vocab in tspec.vocabularies:
+        dictionary.update(load_vocabulary(vocab))
+    config = tspec.config(root)
+    if config.neighbour == "encoder":
+        config.embedding_cache = str(embeddings_dir())   # a worker's next start reads them
+    return DictionaryNormalizer(dictionary, config)
+
+
+def load_normalizer(path: str | Path) -> TypedNormalizer:
+    root = Path(path)
+    spec = read_spec(root)
     by_type = {}
     for etype, tspec in spec.types.items():
-        dictionary = Dictionary.load(root / tspec.dictionary) if tspec.dictionary else Dictionary()
-        for vocab in tspec.vocabularies:
-            dictionary.update(load_vocabulary(vocab))
-        config = tspec.config(root)
-        if config.neighbour == "encoder":
-            from llmner.cache import cache_dir
-
-            config.embedding_cache = str(cache_dir() / "normalizer-embeddings")   # a worker's next start reads them
-        by_type[etype] = DictionaryNormalizer(dictionary, config)
+        by_type[etype] = _type_normalizer(root, tspec)
         if tspec.use_ngrams:
             by_type[etype].warm()   # build the index (and load the encoder) now: a worker's first document must not pay for it
     return TypedNormalizer(by_type, name=root.name)
+
+
+@dataclass(slots=True)
+class StoredEmbeddings:
+    """The names' embeddings of one entity type, as :func:`warm_embeddings` left them."""
+    type: str
+    names: int
+    file: Path
+    encoded: bool          # False: the file was there already and was only read back
+    seconds: float         # wall seconds: loading the encoder, then encoding the names (or reading the file back)
+
+
+def warm_embeddings(path: str | Path) -> list[StoredEmbeddings]:
+    """Encode and store in :func:`embeddings_dir` the names of every type of the normalizer folder
+    ``path`` whose step 4 encodes every name (``neighbour="encoder"``), where :func:`load_normalizer`
+    reads them back: run once (an image's build), it spares each worker's first start the encoding.
+    Types with another step 4 have nothing to store (an empty list when none has)."""
+    root = Path(path)
+    out = []
+    for etype, tspec in read_spec(root).types.items():
+        if tspec.neighbour != "encoder" or not tspec.use_ngrams:
+            continue
+        norm = _type_normalizer(root, tspec)
+        started = time.perf_counter()
+        index = norm.encoder_index()
+        seconds = time.perf_counter() - started
+        if index.file is None or not index.file.is_file():
+            raise ConfigError(f"{etype}: the names' embeddings could not be written into {embeddings_dir()}")
+        out.append(StoredEmbeddings(etype, len(index.ids), index.file, not index.cached, seconds))
+    return out
 
 
 def save_normalizer(path: str | Path, dictionaries: dict[str, Dictionary], spec: NormalizerSpec) -> Path:
