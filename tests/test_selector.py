@@ -26,6 +26,7 @@ from llmner.training.negatives import (
 )
 from llmner.training.selector import (
     SelectorTrainingConfig,
+    first_per_schema,
     loss_for,
     train_selector,
 )
@@ -284,3 +285,16 @@ def test_one_selector_trains_on_several_corpora_with_their_own_schemas(encoder_d
                        sel_cfg, cfg, progress=False)
     with pytest.raises(ValidationError, match="not unique"):
         train_selector(docs[:1] * 2, [], {"test": SCHEMA}, tmp_path / "dup", sel_cfg, cfg, progress=False)
+
+
+def test_first_per_schema_bounds_documents_and_characters_per_corpus() -> None:
+    # Generator candidates cost per character: a character budget takes many short sentences of one
+    # corpus and few abstracts of another, each corpus counted on its own.
+    sentences = [Document(f"s{i}", "x" * 100, metadata={"schema": "genia"}) for i in range(10)]
+    abstracts = [Document(f"a{i}", "y" * 1000, metadata={"schema": "ncbi"}) for i in range(5)]
+    docs = [d for pair in zip(sentences, abstracts) for d in pair] + sentences[5:]
+    chosen = first_per_schema(docs, None, max_chars=450)
+    assert [d.id for d in chosen if d.metadata["schema"] == "genia"] == ["s0", "s1", "s2", "s3", "s4"]
+    assert [d.id for d in chosen if d.metadata["schema"] == "ncbi"] == ["a0"]
+    assert [d.id for d in first_per_schema(docs, 2, max_chars=450)] == ["s0", "a0", "s1"]
+    assert first_per_schema(docs, None) == docs

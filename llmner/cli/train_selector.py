@@ -17,9 +17,9 @@ if TYPE_CHECKING:
 
 
 def generator_predictions_fn(generator: Path, schemas: list[Any], limit: int | None,
-                             batch_documents: int = 8) -> Callable[[Sequence[Document]], dict[str, list[Entity]]]:
+                             batch_documents: int = 8, max_chars: int | None = None) -> Callable[[Sequence[Document]], dict[str, list[Entity]]]:
     """``docs -> {doc_id: [Entity]}`` from a model bundle or a generator directory (selector off),
-    with a progress bar; ``limit`` applies per schema (the first N documents of each corpus)."""
+    with a progress bar; ``limit`` and ``max_chars`` apply per schema (the first documents of each corpus)."""
     from rich.progress import Progress
 
     from llmner.training.selector import (
@@ -31,7 +31,7 @@ def generator_predictions_fn(generator: Path, schemas: list[Any], limit: int | N
     pipe = generator_pipeline(generator, schemas)
 
     def predict(docs: Sequence[Document]) -> dict[str, list[Entity]]:
-        chosen = first_per_schema(docs, limit)
+        chosen = first_per_schema(docs, limit, max_chars)
         with Progress() as bar:
             task = bar.add_task("generator candidates", total=len(chosen))
             return generator_candidates(pipe, chosen, batch_documents, on_batch=lambda done: bar.update(task, completed=done))
@@ -48,6 +48,7 @@ def train_selector_command(
     max_documents: Annotated[int | None, typer.Option("--max-documents", help="first N training documents per corpus")] = None,
     dev_documents: Annotated[int | None, typer.Option("--dev-documents", help="first N dev documents per corpus")] = None,
     generator_documents: Annotated[int | None, typer.Option("--generator-documents", help="documents per corpus tagged by the generator (it is slow on CPU)")] = None,
+    generator_chars: Annotated[int | None, typer.Option("--generator-chars", help="characters per corpus tagged by the generator: the first documents until their texts hold this many")] = None,
     encoder: Annotated[str, typer.Option("--encoder", help="packaged:minilm or a local BERT-style directory")] = "packaged:minilm",
     trainable_layers: Annotated[int, typer.Option("--trainable-layers", help="top encoder layers trained (stored fp16)")] = 2,
     max_length: Annotated[int, typer.Option("--max-length")] = 160,
@@ -89,7 +90,8 @@ def train_selector_command(
     cfg = SelectorTrainingConfig(epochs=epochs, max_steps=steps, groups_per_step=groups_per_step, learning_rate=lr,
                                  head_learning_rate=head_lr, checkpoint_every=checkpoint_every, seed=seed,
                                  negatives=NegativeConfig(per_mention=per_mention, seed=seed))
-    predictions = generator_predictions_fn(generator, list(schemas.values()), generator_documents) if generator else None
+    predictions = (generator_predictions_fn(generator, list(schemas.values()), generator_documents, max_chars=generator_chars)
+                   if generator else None)
     chosen = schemas[corpora[0]] if len(corpora) == 1 else schemas
     result = train_selector(train_docs, dev_docs, chosen, output, sel_cfg, cfg, generator_predictions=predictions,
                             resume=resume, progress=progress,

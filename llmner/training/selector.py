@@ -169,15 +169,23 @@ def generator_pipeline(path: Path, schemas: Sequence[EntitySchema]) -> Pipeline:
     return pipe
 
 
-def first_per_schema(docs: Sequence[Document], limit: int | None) -> list[Document]:
-    """The first ``limit`` documents of each schema (``metadata["schema"]``), in order; None: all."""
+def first_per_schema(docs: Sequence[Document], limit: int | None, max_chars: int | None = None) -> list[Document]:
+    """The first documents of each schema (``metadata["schema"]``), in order: at most ``limit`` of them
+    and, with ``max_chars``, only while the schema's texts so far hold fewer than ``max_chars``
+    characters (generation costs per character: a budget in characters tags abstracts and single
+    sentences alike). None: no bound."""
     taken: dict[str, int] = {}
+    chars: dict[str, int] = {}
     chosen = []
     for d in docs:
         name = d.metadata["schema"]
-        if limit is None or taken.get(name, 0) < limit:
-            taken[name] = taken.get(name, 0) + 1
-            chosen.append(d)
+        if limit is not None and taken.get(name, 0) >= limit:
+            continue
+        if max_chars is not None and chars.get(name, 0) >= max_chars:
+            continue
+        taken[name] = taken.get(name, 0) + 1
+        chars[name] = chars.get(name, 0) + len(d.text)
+        chosen.append(d)
     return chosen
 
 
