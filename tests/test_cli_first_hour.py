@@ -108,6 +108,18 @@ def test_tag_reads_a_pubtator_txt_file_and_writes_pubtator_with_abstracts(tiny_b
     assert pred.entities and not {e.type for e in pred.entities} & gold_types   # predictions, not the gold
 
 
+def test_output_format_follows_the_input_when_the_extension_names_none(tmp_path):
+    # A new user ran `llmner tag NCBItestset_corpus.txt -o pred.txt` and got JSONL in a .txt file.
+    from llmner.cli.tag import output_format_for
+
+    assert output_format_for(tmp_path / "pred.txt", None, "pubtator") == "pubtator"
+    assert output_format_for(tmp_path / "pred", None, "bioc") == "bioc"
+    assert output_format_for(tmp_path / "pred.jsonl", None, "pubtator") == "jsonl"   # the extension says jsonl
+    assert output_format_for(tmp_path / "pred.xml", None, "pubtator") == "bioc"
+    assert output_format_for(tmp_path / "pred.txt", None, "text") == "jsonl"          # plain text: llmner documents
+    assert output_format_for(tmp_path / "pred.txt", "bioc_json", "pubtator") == "bioc_json"
+
+
 def test_tag_open_bias_finds_more_candidates(tiny_bundle, tmp_path):
     src = tmp_path / "notes.txt"
     src.write_text("Copper toxicosis in terriers and Wilson disease are rare in cats.\n")
@@ -147,7 +159,12 @@ def test_language_mismatch_is_warned_and_text_language_is_detected(tmp_path):
 
 def test_one_rule_for_formats_in_every_command(tmp_path):
     """A .txt file is read by its content in tag and eval alike; an output's extension names its format."""
-    from llmner.data_processing.corpora import PLAIN_TEXT, guess_format, guess_output_format, read_plain_text
+    from llmner.data_processing.corpora import (
+        PLAIN_TEXT,
+        guess_format,
+        guess_output_format,
+        read_plain_text,
+    )
 
     pubtator, plain = tmp_path / "corpus.txt", tmp_path / "note.txt"
     pubtator.write_text(PUBTATOR)

@@ -6,8 +6,9 @@ Input formats (``--format``; guessed from the content when left out, by
 is one document, or one document per line with ``--lines``: ``corpora.read_plain_text``). Gold annotations in the input
 (entities, relations) are dropped: the output holds predictions only.
 
-Output formats (``--output-format``, from the extension of ``--output`` when left out
-(``corpora.guess_output_format``), else jsonl; the corpora writers write the scores):
+Output formats (``--output-format``; left out, the one the extension of ``--output`` names
+(``corpora.guess_output_format``), else the input's own format when it is one of these (PubTator
+in ``.txt`` files stays PubTator), else jsonl; the corpora writers write the scores):
 
 - ``jsonl``: llmner documents (readable by every command) with entity scores, and the model ids,
   timings and the input's own metadata in ``metadata``;
@@ -68,10 +69,14 @@ def read_input(path: Path, fmt: str | None, lines: bool = False, language: str |
     return docs
 
 
-def output_format_for(output: Path, output_format: str | None) -> str:
+def output_format_for(output: Path, output_format: str | None, input_format: str | None = None) -> str:
+    """``--output-format``, else the one ``output``'s extension names, else the input's own format when
+    it is one llmner writes (a PubTator ``.txt`` in, PubTator out), else jsonl."""
     from llmner.data_processing.corpora import guess_output_format
 
-    fmt = output_format or guess_output_format(output, "jsonl")
+    fmt = output_format or guess_output_format(output, "")
+    if not fmt:
+        fmt = input_format if input_format in OUTPUT_FORMATS and output.suffix.lower() != ".jsonl" else "jsonl"
     if fmt not in OUTPUT_FORMATS:
         raise ConfigError(f"unknown output format {fmt!r} (expected one of {', '.join(OUTPUT_FORMATS)})")
     return fmt
@@ -105,7 +110,7 @@ def tag(
     input: Annotated[Path, typer.Argument(help="input file (or BRAT directory)")],
     output: Annotated[Path, typer.Option("--output", "-o", help="file to write")],
     fmt: Annotated[str | None, typer.Option("--format", help="input format: text or a document format (default: guessed from the content)")] = None,
-    output_format: Annotated[str | None, typer.Option("--output-format", help=f"{', '.join(OUTPUT_FORMATS)} (default: from --output's extension, else jsonl)")] = None,
+    output_format: Annotated[str | None, typer.Option("--output-format", help=f"{', '.join(OUTPUT_FORMATS)} (default: from --output's extension, else the input's format when it is one of these, else jsonl)")] = None,
     model: Annotated[Path | None, typer.Option("--model", help="model bundle directory (default: the shipped default bundle)")] = None,
     schema: Annotated[str | None, typer.Option("--schema", help="schema name or file for every document (default: per language)")] = None,
     lines: Annotated[bool, typer.Option("--lines", help="text input: one document per line")] = False,
@@ -126,9 +131,11 @@ def tag(
         TimeRemainingColumn,
     )
 
+    from llmner.data_processing.corpora import guess_format
     from llmner.schema import get_schema
 
-    out_fmt = output_format_for(output, output_format)
+    fmt = fmt or guess_format(input)
+    out_fmt = output_format_for(output, output_format, fmt)
     if batch_documents < 1:
         raise ConfigError(f"--batch-documents must be >= 1, got {batch_documents}")
     docs = read_input(input, fmt, lines, language)
