@@ -179,6 +179,29 @@ def test_temperature_probabilities_follow_n_to_the_one_over_t() -> None:
         temperature_probabilities(sizes, 0.0)
 
 
+def test_corpus_weights_raise_one_corpus_share_and_are_part_of_the_stream() -> None:
+    sizes = {"big": 900, "small": 100}
+    # p ∝ w · n^(1/T): at T=2 the small corpus gets 10/40; weight 3 gives it 30/60.
+    assert temperature_probabilities(sizes, 2.0, {"small": 3.0}) == pytest.approx({"big": 0.5, "small": 0.5})
+    assert temperature_probabilities(sizes, 2.0, {}) == temperature_probabilities(sizes, 2.0)
+    for bad in ({"unknown": 2.0}, {"small": 0.0}):
+        with pytest.raises(ConfigError):
+            temperature_probabilities(sizes, 2.0, bad)
+    weighted = TemperatureSampler(sizes, 2.0, seed=7, corpus_weights={"small": 3.0})
+    counts = Counter(name for name, _ in weighted.take(10000))
+    assert abs(counts["small"] / 10000 - 0.5) < 0.02
+    # A checkpoint remembers its weights: resuming under other weights is refused (a new stage instead);
+    # a checkpoint written before weights existed resumes an unweighted run.
+    with pytest.raises(ConfigError, match="weights"):
+        TemperatureSampler(sizes, 2.0, seed=7).load_state_dict(weighted.state_dict())
+    plain = TemperatureSampler(sizes, 2.0, seed=7)
+    plain.take(50)
+    old_state = {k: v for k, v in plain.state_dict().items() if k != "corpus_weights"}
+    resumed = TemperatureSampler(sizes, 2.0, seed=7)
+    resumed.load_state_dict(old_state)
+    assert resumed.take(20) == plain.take(20)
+
+
 def test_sampler_proportions_passes_seed_and_resume() -> None:
     sizes = {"a": 400, "b": 100, "c": 25}
     sampler = TemperatureSampler(sizes, temperature=2.0, seed=7)

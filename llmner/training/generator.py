@@ -73,6 +73,7 @@ class GeneratorTrainingConfig:
     base_model: str = "smollm2-135m-instruct"
     # data
     temperature: float = 2.0
+    corpus_weights: dict[str, float] = field(default_factory=dict)   # p ∝ weight · n^(1/T); 1 when absent (sampling.py)
     entity_free_ratio: float = 0.5
     max_length: int = 512
     chunk_max_tokens: int = 256
@@ -335,7 +336,8 @@ def train_generator(
             dev_examples = text_examples(corpus.dev_documents, corpus.name, codec, dev_cfg, None, tokenizer)
             dev_pools[corpus.name] = tokenize_examples(dev_examples[: config.dev_max_examples], tokenizer, builder,
                                                        corpus.schema, config.max_length)
-    sampler = TemperatureSampler({k: len(v) for k, v in pools.items()}, config.temperature, config.seed)
+    sampler = TemperatureSampler({k: len(v) for k, v in pools.items()}, config.temperature, config.seed,
+                                 config.corpus_weights)
     log("sampling probabilities: " + ", ".join(f"{k} {p:.3f}" for k, p in sorted(sampler.probabilities.items())))
 
     variation_config = config.schema_variation()
@@ -417,7 +419,7 @@ def train_generator(
 
 
 # Settings that change the training trajectory: a resumed run must use the checkpoint's values.
-_TRAJECTORY_KEYS = ("corpora", "split", "base_model", "temperature", "entity_free_ratio", "max_length", "chunk_max_tokens",
+_TRAJECTORY_KEYS = ("corpora", "split", "base_model", "temperature", "corpus_weights", "entity_free_ratio", "max_length", "chunk_max_tokens",
                     "sentences_per_chunk", "curated", "max_documents", "init_from", "exclude_test_overlap", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "codec",
                     "definitions", "steps", "batch_size", "grad_accum", "lr", "weight_decay", "warmup_steps",
                     "max_grad_norm", "share_prefix", "seed", "vary_schema", "own_schema_rate", "drop_type_rate",

@@ -1,8 +1,9 @@
 """Joint training over several corpora: temperature sampling of the corpus, then the next example.
 
-The corpus of each draw is chosen with probability p_i ∝ n_i^(1/T) (n_i = examples of corpus i):
-T = 1 samples proportionally to size, larger T flattens towards uniform so that small corpora (and
-the Chinese one) are not drowned. Within a corpus, examples come in a seeded shuffled order, a new
+The corpus of each draw is chosen with probability p_i ∝ w_i · n_i^(1/T) (n_i = examples of corpus
+i, w_i its weight, 1 unless given): T = 1 samples proportionally to size, larger T flattens towards
+uniform so that small corpora are not drowned; a weight raises one corpus's share beyond what its
+size gives it (a language the base model barely knows needs more than its share of examples). Within a corpus, examples come in a seeded shuffled order, a new
 permutation per pass. ``next_batch(n)`` draws the corpus once for n examples (one schema per batch, so
 its prompt prefix runs once). The whole stream is a pure function of (sizes, temperature, seed): the
 state is the number of draws so far, and restoring it replays the stream to that point (exact resume).
@@ -17,11 +18,20 @@ from typing import Any
 from llmner.errors import ConfigError
 
 
-def temperature_probabilities(sizes: Mapping[str, int], temperature: float) -> dict[str, float]:
-    """p_i = n_i^(1/T) / sum_j n_j^(1/T) over the corpora with at least one example."""
+def temperature_probabilities(sizes: Mapping[str, int], temperature: float,
+                              corpus_weights: Mapping[str, float] | None = None) -> dict[str, float]:
+    """p_i = w_i n_i^(1/T) / sum_j w_j n_j^(1/T) over the corpora with at least one example (w_i: the
+    corpus's weight in ``corpus_weights``, 1 when absent)."""
     if temperature <= 0:
         raise ConfigError(f"sampling temperature must be > 0, got {temperature}")
-    weights = {name: float(n) ** (1.0 / temperature) for name, n in sizes.items() if n > 0}
+    given = dict(corpus_weights or {})
+    unknown = sorted(set(given) - set(sizes))
+    if unknown:
+        raise ConfigError(f"corpus weights for corpora that are not trained on: {', '.join(unknown)}")
+    bad = {name: w for name, w in given.items() if not w > 0}
+    if bad:
+        raise ConfigError(f"corpus weights must be > 0, got {bad}")
+    weights = {name: given.get(name, 1.0) * float(n) ** (1.0 / temperature) for name, n in sizes.items() if n > 0}
     if not weights:
         raise ConfigError("no training examples: every corpus is empty")
     total = sum(weights.values())
@@ -31,11 +41,13 @@ def temperature_probabilities(sizes: Mapping[str, int], temperature: float) -> d
 class TemperatureSampler:
     """An endless, seeded stream of (corpus, index into that corpus's examples)."""
 
-    def __init__(self, sizes: Mapping[str, int], temperature: float = 1.0, seed: int = 0) -> None:
+    def __init__(self, sizes: Mapping[str, int], temperature: float = 1.0, seed: int = 0,
+                 corpus_weights: Mapping[str, float] | None = None) -> None:
         self.sizes = {name: int(n) for name, n in sizes.items() if n > 0}
         self.temperature = float(temperature)
         self.seed = int(seed)
-        self.probabilities = temperature_probabilities(self.sizes, self.temperature)
+        self.corpus_weights = {name: float(w) for name, w in (corpus_weights or {}).items() if name in self.sizes}
+        self.probabilities = temperature_probabilities(self.sizes, self.temperature, corpus_weights)
         self._names = sorted(self.probabilities)
         self._cumulative: list[float] = []
         acc = 0.0
@@ -93,14 +105,16 @@ class TemperatureSampler:
 
     def state_dict(self) -> dict[str, Any]:
         return {"sizes": dict(self.sizes), "temperature": self.temperature, "seed": self.seed, "drawn": self.drawn,
-                "batches": self.batches, "batch_size": self.batch_size}
+                "batches": self.batches, "batch_size": self.batch_size, "corpus_weights": dict(self.corpus_weights)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if dict(state["sizes"]) != self.sizes or float(state["temperature"]) != self.temperature or int(state["seed"]) != self.seed:
+        weights = dict(state.get("corpus_weights", {}))   # checkpoints from before weights existed: none
+        if (dict(state["sizes"]) != self.sizes or float(state["temperature"]) != self.temperature
+                or int(state["seed"]) != self.seed or weights != self.corpus_weights):
             raise ConfigError(
-                "cannot resume: the checkpoint's sampler was built on other corpora sizes, temperature or seed "
-                f"({dict(state['sizes'])}, T={state['temperature']}, seed={state['seed']}) than this run "
-                f"({self.sizes}, T={self.temperature}, seed={self.seed})"
+                "cannot resume: the checkpoint's sampler was built on other corpora sizes, temperature, weights or seed "
+                f"({dict(state['sizes'])}, T={state['temperature']}, weights={weights}, seed={state['seed']}) than this run "
+                f"({self.sizes}, T={self.temperature}, weights={self.corpus_weights}, seed={self.seed})"
             )
         self._reset()
         batches, batch_size = int(state.get("batches", 0)), int(state.get("batch_size", 0))
