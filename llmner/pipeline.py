@@ -225,12 +225,12 @@ class Pipeline:
         """Make ``schema`` resolvable by name (e.g. a corpus schema, or one not shipped as a file)."""
         self._schemas[schema.name] = schema
 
-    def prompted(self, schema: EntitySchema) -> tuple[EntitySchema, dict[str, str]]:
+    def prompted(self, schema: EntitySchema) -> tuple[EntitySchema, dict[str, str] | None]:
         """The schema the generator is prompted with for ``schema`` (itself, unless ``prompt_schemas`` names
-        another) and the map from the prompted type names to ``schema``'s."""
+        another) and the map from the prompted type names to ``schema``'s (None: the names are the same)."""
         name = self.prompt_schemas.get(schema.name)
         if name is None:
-            return schema, {t: t for t in schema.type_names}
+            return schema, None
         if schema.name not in self._prompted:
             prompt = self.schema_named(name)
             self._prompted[schema.name] = (prompt, type_correspondence(schema, prompt))
@@ -295,9 +295,10 @@ class Pipeline:
         t0 = time.perf_counter()
         results = self.generator.tag([TagRequest(c.text, p, self.open_bias_for(p)) for c, (p, _) in zip(chunks, prompted)])
         t1 = time.perf_counter()
-        # Trimmed under the prompted schema, then renamed to the requested one (the same names unless mapped).
-        per_chunk = [[dataclasses.replace(e, type=names[e.type]) for e in _trimmed(result.entities, chunk.text, prompt)]
-                     for chunk, (prompt, names), result in zip(chunks, prompted, results)]
+        # Trimmed under the prompted schema, then renamed to the requested one where prompt_schemas maps it.
+        per_chunk = [_trimmed(result.entities, chunk.text, prompt) for chunk, (prompt, _), result in zip(chunks, prompted, results)]
+        per_chunk = [entities if names is None else [dataclasses.replace(e, type=names[e.type]) for e in entities]
+                     for entities, (_, names) in zip(per_chunk, prompted)]
         languages = self.config.selector_languages
         judged = [(ci, k) for ci, entities in enumerate(per_chunk)
                   if not languages or chunks[ci].language in languages for k in range(len(entities))]

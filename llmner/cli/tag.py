@@ -74,9 +74,9 @@ def output_format_for(output: Path, output_format: str | None, input_format: str
     it is one llmner writes (a PubTator ``.txt`` in, PubTator out), else jsonl."""
     from llmner.data_processing.corpora import guess_output_format
 
-    fmt = output_format or guess_output_format(output, "")
-    if not fmt:
-        fmt = input_format if input_format in OUTPUT_FORMATS and output.suffix.lower() != ".jsonl" else "jsonl"
+    # ``.jsonl`` is not among the extensions guess_output_format maps (`llmner run` writes records there).
+    follows_input = input_format in OUTPUT_FORMATS and output.suffix.lower() != ".jsonl"
+    fmt = output_format or guess_output_format(output, input_format if follows_input else "jsonl")
     if fmt not in OUTPUT_FORMATS:
         raise ConfigError(f"unknown output format {fmt!r} (expected one of {', '.join(OUTPUT_FORMATS)})")
     return fmt

@@ -3,9 +3,10 @@
 The corpus of each draw is chosen with probability p_i ∝ w_i · n_i^(1/T) (n_i = examples of corpus
 i, w_i its weight, 1 unless given): T = 1 samples proportionally to size, larger T flattens towards
 uniform so that small corpora are not drowned; a weight raises one corpus's share beyond what its
-size gives it (a language the base model barely knows needs more than its share of examples). Within a corpus, examples come in a seeded shuffled order, a new
-permutation per pass. ``next_batch(n)`` draws the corpus once for n examples (one schema per batch, so
-its prompt prefix runs once). The whole stream is a pure function of (sizes, temperature, seed): the
+size gives it (a language the base model barely knows needs more than its share of examples).
+Within a corpus, examples come in a seeded shuffled order, a new permutation per pass.
+``next_batch(n)`` draws the corpus once for n examples (one schema per batch, so its prompt prefix
+runs once). The whole stream is a pure function of (sizes, temperature, weights, seed): the
 state is the number of draws so far, and restoring it replays the stream to that point (exact resume).
 """
 
@@ -46,8 +47,8 @@ class TemperatureSampler:
         self.sizes = {name: int(n) for name, n in sizes.items() if n > 0}
         self.temperature = float(temperature)
         self.seed = int(seed)
-        self.corpus_weights = {name: float(w) for name, w in (corpus_weights or {}).items() if name in self.sizes}
-        self.probabilities = temperature_probabilities(self.sizes, self.temperature, corpus_weights)
+        self.probabilities = temperature_probabilities(self.sizes, self.temperature, corpus_weights)  # validates them
+        self.corpus_weights = {name: float(w) for name, w in (corpus_weights or {}).items()}
         self._names = sorted(self.probabilities)
         self._cumulative: list[float] = []
         acc = 0.0
