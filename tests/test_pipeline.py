@@ -628,6 +628,40 @@ def test_corpus_evaluation_scores_with_and_without_selector():
     assert "generator alone" in text and "selector effect" in text and "Disease" in text
 
 
+def test_corpus_evaluation_in_parts_resumes_from_stored_parts(tmp_path):
+    """A whole split takes hours: parts are stored as they finish, and a rerun reads them back instead
+    of predicting again, with the same scores as one uninterrupted pass."""
+    from llmner.data_processing.corpora import corpus_schema, data_dir, load_corpus
+    from llmner.evaluation.corpus_eval import evaluate_documents
+
+    if not (data_dir() / "ncbi_disease").is_dir():
+        pytest.skip("NCBI-Disease not available")
+    gold = load_corpus("ncbi_disease", "dev")[:5]
+    surfaces = {e.text for d in gold for e in d.entities}
+    schema = corpus_schema("ncbi_disease")
+    whole = evaluate_documents(Pipeline(SurfaceGenerator(surfaces), SurfaceSelector(surfaces)), gold, schema,
+                               "ncbi_disease", "dev")
+    parts = tmp_path / "parts"
+    first = evaluate_documents(Pipeline(SurfaceGenerator(surfaces), SurfaceSelector(surfaces)), gold[:3], schema,
+                               "ncbi_disease", "dev", parts_dir=parts, part_documents=2)
+    assert sorted(p.name for p in parts.iterdir()) == ["part-0000000.json", "part-0000002.json"]
+    # An interrupted run: the first part is kept; the second held only 1 document then and is redone.
+
+    class CountingGenerator(SurfaceGenerator):
+        calls = 0
+
+        def tag(self, requests):
+            CountingGenerator.calls += len(requests)
+            return super().tag(requests)
+
+    pipe = Pipeline(CountingGenerator(surfaces), SurfaceSelector(surfaces))
+    resumed = evaluate_documents(pipe, gold, schema, "ncbi_disease", "dev", parts_dir=parts, part_documents=2)
+    assert 0 < CountingGenerator.calls < sum(len(pipe.chunk(d)) for d in gold)   # part 1 read back, parts 2-3 predicted
+    assert resumed.to_dict()["without_selector"] == whole.to_dict()["without_selector"]
+    assert resumed.to_dict()["with_selector"] == whole.to_dict()["with_selector"]
+    assert [d.entities for d in resumed.alone[:3]] == [d.entities for d in first.alone]
+
+
 def test_a_merged_adapter_tags_as_the_unmerged_one(tiny_bundle, tmp_path):
     """``merge_adapter`` (the default) folds the LoRA into the weights: the same entities, faster."""
     import torch

@@ -12,11 +12,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmner.doc import Document
 from llmner.errors import ValidationError
-from llmner.evaluation.predict import predict, predicted_documents
+from llmner.evaluation.predict import predict, predict_in_parts, predicted_documents
 from llmner.evaluation.scorer import Report, score
 from llmner.schema import EntitySchema
 
@@ -83,11 +84,19 @@ def labeled_documents(corpus: str, split: str, limit: int | None = None) -> list
 
 
 def evaluate_documents(pipe: Pipeline, gold: Sequence[Document], schema: EntitySchema, corpus: str, split: str,
-                       batch_documents: int = 8, on_batch: Callable[[int], None] | None = None) -> CorpusEvaluation:
-    """Predict ``gold`` under ``schema`` (every candidate kept) and score it without and with the selector."""
-    started = time.perf_counter()
-    records = predict(pipe, gold, schema, batch_documents, on_batch=on_batch)
-    seconds = time.perf_counter() - started
+                       batch_documents: int = 8, on_batch: Callable[[int], None] | None = None,
+                       parts_dir: Path | None = None, part_documents: int = 100) -> CorpusEvaluation:
+    """Predict ``gold`` under ``schema`` (every candidate kept) and score it without and with the selector.
+
+    ``parts_dir``: predict in parts of ``part_documents`` documents stored there, resuming from the
+    parts an interrupted run left (``predict_in_parts``); the directory must belong to this pipeline's
+    models and settings alone."""
+    if parts_dir is None:
+        started = time.perf_counter()
+        records = predict(pipe, gold, schema, batch_documents, on_batch=on_batch)
+        seconds = time.perf_counter() - started
+    else:
+        records, seconds = predict_in_parts(pipe, gold, schema, parts_dir, part_documents, batch_documents, on_batch)
     alone = predicted_documents(gold, records)
     selected = threshold = with_selector = None
     if pipe.selector is not None:
