@@ -17,10 +17,17 @@ evaluated against ALL gold mentions, which shows what a flat tagger misses in ne
 An entity whose edge falls inside a tokenizer word is tagged on the whole word (counted as
 ``misaligned`` in the training stats): a word-level tagger cannot predict it exactly.
 
+Training data, one of:
+  --max-train-sentences N   a seeded sample of N chunks per corpus (documents in a seeded order until N
+                            chunks; 0 = every chunk of the training split: the full-data peer);
+  --train-documents FILE    every chunk of the training documents FILE lists for the corpus, nothing
+                            else (``benchmarks/trained_documents.py``: the documents the generator drew,
+                            for an equal-data comparison). The card records the file, its sha256 and counts.
+
 Usage:
   python benchmarks/peer_baseline.py --corpus ncbi_disease [--corpus bc5cdr ...] \\
-      --max-train-sentences 3000 --epochs 2 --batch-size 16 --lr 5e-4 --eval-sentences 200 \\
-      --output benchmarks/results/quality_work/peer [--threads 1]
+      [--max-train-sentences 3000 | --train-documents FILE] --epochs 2 --batch-size 16 --lr 5e-4 \\
+      --eval-sentences 200 --output benchmarks/results/quality_work/peer [--threads 1]
 A corpus whose model already exists under --output is evaluated without retraining (--retrain
 forces training; --evaluate-only never trains, as ``benchmarks/quality.py`` runs it). Prints one
 table row per corpus and writes ``<output>/<corpus>/peer_result.json`` (per-document counts included).
@@ -29,6 +36,7 @@ table row per corpus and writes ``<output>/<corpus>/peer_result.json`` (per-docu
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import random
@@ -64,6 +72,47 @@ class PeerConfig:
     max_tokens: int = 128                    # chunk size in encoder word pieces (special tokens excluded)
     seed: int = 13
     eval_batch_size: int = 32
+
+
+@dataclass(frozen=True, slots=True)
+class TrainDocuments:
+    """The training documents a peer is restricted to (``--train-documents``): per corpus, ids of its
+    training split, as ``benchmarks/trained_documents.py`` writes them."""
+
+    file: str
+    sha256: str
+    documents: dict[str, list[str]]
+
+    @classmethod
+    def read(cls, path: str | Path) -> TrainDocuments:
+        """The file's ``documents`` mapping (or the file itself when it is a bare ``{corpus: [ids]}``)."""
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"--train-documents {p}: no such file")
+        raw = p.read_bytes()
+        data = json.loads(raw)
+        mapping = data.get("documents", data) if isinstance(data, dict) else None
+        if not isinstance(mapping, dict) or not all(
+                isinstance(ids, list) and all(isinstance(i, str) for i in ids) for ids in mapping.values()):
+            raise ValueError(f"--train-documents {p}: expected {{corpus: [document ids]}} (or under \"documents\")")
+        return cls(str(p), hashlib.sha256(raw).hexdigest(), {c: list(ids) for c, ids in mapping.items()})
+
+    def select(self, corpus: str, docs: Sequence[Document]) -> list[Document]:
+        """The listed documents of ``corpus`` among ``docs``, in split order; a corpus the file does not
+        list, or an id the split lacks, is an error (the list was made from other data)."""
+        if corpus not in self.documents:
+            raise ValueError(f"--train-documents {self.file} lists no documents for {corpus}")
+        wanted = set(self.documents[corpus])
+        chosen = [d for d in docs if d.id in wanted]
+        missing = wanted - {d.id for d in chosen}
+        if missing:
+            raise ValueError(f"--train-documents {self.file}: {len(missing)} {corpus} id(s) not in its training split (test documents of any corpus removed), "
+                             f"e.g. {sorted(missing)[:3]}")
+        return chosen
+
+    def card(self, corpus: str, split_documents: int) -> dict[str, Any]:
+        return {"file": self.file, "sha256": self.sha256, "documents": len(set(self.documents[corpus])),
+                "split_documents": split_documents}
 
 
 @dataclass(slots=True)
@@ -389,17 +438,27 @@ def save_peer_model(model: Any, tokenizer: Any, target: Path, card: dict[str, An
 
 
 def train_corpus(corpus: str, output: Path, config: PeerConfig, encoder: str | Path | None = None,
-                 log: Callable[[str], None] = print) -> Path:
-    """Train the peer tagger of ``corpus`` on its train split and save it to ``output/<corpus>``."""
-    from llmner.data_processing.corpora import corpus_schema, load_corpus
+                 log: Callable[[str], None] = print, train_documents: TrainDocuments | None = None) -> Path:
+    """Train the peer tagger of ``corpus`` on its train split and save it to ``output/<corpus>``; with
+    ``train_documents``, on every chunk of the documents it lists for ``corpus`` and on nothing else
+    (``config.max_train_sentences`` must then be None)."""
+    from llmner.data_processing.corpora import corpus_schema, load_corpus, without_test_overlap
 
-    train_docs = load_corpus(corpus, "train")
+    split_docs = load_corpus(corpus, "train")
+    # As the generator's trainer: no training document that is also a test document of any corpus.
+    train_docs = without_test_overlap(split_docs)
+    test_overlap_dropped = len(split_docs) - len(train_docs)
+    if train_documents is not None:
+        if config.max_train_sentences is not None:
+            raise ValueError("train_documents takes every chunk of the listed documents: max_train_sentences must be None")
+        train_docs = train_documents.select(corpus, train_docs)   # a listed test document is an error there
     labels = bio_labels(corpus_schema(corpus).type_names)
     model, tokenizer = load_encoder_for_tagging(labels, encoder)
     stats = TrainingStats()
     chunks = training_chunks(train_docs, tokenizer, config, stats)
-    log(f"{corpus}: training on {stats.chunks_used} chunks from {stats.documents} of {len(train_docs)} documents "
-        f"({stats.mentions} mentions, "
+    log(f"{corpus}: training on {stats.chunks_used} chunks from {stats.documents} of {len(split_docs)} documents "
+        + (f"(listed in {train_documents.file}) " if train_documents is not None else "")
+        + f"({stats.mentions} mentions, "
         f"{stats.dropped_nested_or_crossing} nested/crossing mentions dropped), {config.epochs} epochs")
     started = time.perf_counter()
     history = train_tagger(model, tokenizer, chunks, config, stats, log=log)
@@ -408,9 +467,11 @@ def train_corpus(corpus: str, output: Path, config: PeerConfig, encoder: str | P
 
     card = {"corpus": corpus, "recipe": "AutoModelForTokenClassification + BIO, first sub-token labelled",
             "encoder": str(encoder or "packaged:minilm"), "labels": labels, "config": asdict(config),
-            "stats": asdict(stats), "steps": len(history), "train_seconds": round(seconds, 1),
+            "stats": asdict(stats), "test_overlap_dropped": test_overlap_dropped, "steps": len(history), "train_seconds": round(seconds, 1),
             "torch_threads": torch.get_num_threads(),
             "loss_first": history[0]["loss"], "loss_last_mean10": sum(h["loss"] for h in history[-10:]) / min(10, len(history))}
+    if train_documents is not None:
+        card["train_documents"] = train_documents.card(corpus, len(split_docs))
     target = save_peer_model(model, tokenizer, output / corpus, card, history)
     log(f"{corpus}: trained {len(history)} steps in {seconds:.0f} s -> {target} "
         f"(misaligned mentions {stats.misaligned}, truncated chunks {stats.truncated})")
@@ -458,7 +519,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", action="append", choices=EVALUATION_CORPORA, help="repeatable; default: all 8")
-    parser.add_argument("--max-train-sentences", type=int, default=3000, help="training chunks per corpus (0 = all)")
+    parser.add_argument("--max-train-sentences", type=int, default=None,
+                        help="training chunks per corpus, a seeded sample (default 3000; 0 = all: the full-data peer)")
+    parser.add_argument("--train-documents", type=Path, default=None,
+                        help="JSON {corpus: [document ids]} (benchmarks/trained_documents.py): train on every chunk "
+                             "of the listed documents only (the equal-data peer); excludes --max-train-sentences")
     parser.add_argument("--epochs", type=float, default=2.0)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=5e-4, help="on NCBI-Disease 1e-4 x 32 steps gave 6 F1, 5e-4 x 96 steps 68")
@@ -478,7 +543,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = PeerConfig(max_train_sentences=args.max_train_sentences or None, epochs=args.epochs,
+    train_documents = None
+    if args.train_documents is not None:
+        if args.max_train_sentences is not None:
+            parser.error("--train-documents trains on every chunk of the listed documents: drop --max-train-sentences")
+        try:
+            train_documents = TrainDocuments.read(args.train_documents)
+        except (OSError, ValueError) as exc:
+            parser.error(str(exc))
+        max_train = None
+    else:
+        max_train = 3000 if args.max_train_sentences is None else (args.max_train_sentences or None)
+    config = PeerConfig(max_train_sentences=max_train, epochs=args.epochs,
                         batch_size=args.batch_size, lr=args.lr, max_tokens=args.max_tokens, seed=args.seed)
     rows = []
     for corpus in args.corpus or list(EVALUATION_CORPORA):
@@ -487,9 +563,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not (target / "config.json").is_file():
                 parser.error(f"--evaluate-only: no peer model for {corpus} under {args.output}")
         elif args.retrain or not (target / PEER_CARD).is_file():
-            train_corpus(corpus, args.output, config)
+            train_corpus(corpus, args.output, config, train_documents=train_documents)
         else:
             print(f"{corpus}: reusing {target}")
+            listed = json.loads((target / PEER_CARD).read_text()).get("train_documents", {}).get("sha256")
+            if train_documents is not None and listed != train_documents.sha256:
+                print(f"{corpus}: warning: that model was not trained on {train_documents.file} (--retrain trains it anew)")
         subset = evaluation_subset(corpus, args.eval_sentences or None, min_gold=args.eval_min_gold)
         result = evaluate_peer(target, subset, batch_size=config.eval_batch_size)
         (target / PEER_RESULT).write_text(json.dumps(result, indent=2))

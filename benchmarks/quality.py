@@ -12,13 +12,17 @@ BC2GM test, LINNAEUS test, S800 test, CMeEE dev (its test set has no labels); pl
 llmner rows go through llmner's own evaluation path (``llmner.evaluation.corpus_eval.evaluate_documents``
 with a ``Pipeline.from_bundle`` pipeline): one generator pass per row, scored without and with the
 selector. The peer rows come from ``benchmarks/peer_baseline.py`` models (``--peer-dir``, trained
-beforehand), scored by that script (``--evaluate-only``). Every system is scored on the same
+beforehand), scored by that script (``--evaluate-only``): the peer llmner is compared with (paired
+intervals, the summary), meant to be trained on the documents the generator drew (equal data,
+``--train-documents``); ``--reference-peer-dir`` adds a peer trained on the full training data as
+reference columns (P/R/F1 and speed, no intervals). Every system is scored on the same
 deterministic subset: the first documents of each split holding ``--sentences`` sentences
 (``llmner.evaluation.subsets``); the intervals come from ``llmner.evaluation.bootstrap``. Each finished row is cached
 as JSON under ``--work-dir``, so an interrupted run resumes where it stopped.
 
 Usage:
   python benchmarks/quality.py --bundle BUNDLE_A [--zero-shot-bundle BUNDLE_B] [--peer-dir DIR] \\
+      [--reference-peer-dir DIR] \\
       [--sentences 200] [--corpus ncbi_disease ...] [--free-corpus ncbi_disease] [--threads 2]
 """
 
@@ -119,15 +123,17 @@ class PipelineCache:
         return self._pipes[system.key]
 
 
-def run_llmner(system: LlmnerSystem, subset: EvalSubset, pipes: PipelineCache, batch_documents: int) -> dict[str, Any]:
-    """The subset's evaluation (``llmner.evaluation.corpus_eval``), with per-document counts for the intervals."""
+def run_llmner(system: LlmnerSystem, subset: EvalSubset, pipes: PipelineCache, batch_documents: int,
+               parts_dir: Path | None = None, part_documents: int = 100) -> dict[str, Any]:
+    """The subset's evaluation (``llmner.evaluation.corpus_eval``), with per-document counts for the intervals;
+    predicted in parts stored under ``parts_dir`` (a whole test split takes hours: a rerun resumes mid-row)."""
     from llmner.data_processing.corpora import corpus_schema
     from llmner.evaluation.corpus_eval import evaluate_documents
 
     pipe = pipes.get(system)
     gold = subset.documents
     evaluation = evaluate_documents(pipe, gold, corpus_schema(subset.corpus), subset.corpus, subset.split,
-                                    batch_documents=batch_documents)
+                                    batch_documents=batch_documents, parts_dir=parts_dir, part_documents=part_documents)
     result = evaluation.to_dict()
     seconds = float(result["seconds"])
     out: dict[str, Any] = {
@@ -163,6 +169,35 @@ def run_peer(model_dir: Path, subset: EvalSubset, sentences: int, min_gold: int,
     return result
 
 
+def describe_peer(cards: Sequence[dict[str, Any]]) -> str | None:
+    """How the peer models of one directory were trained, from their training cards: on the
+    documents a list names (``--train-documents``, with the counts per corpus), on a seeded sample
+    of chunks, or on every chunk of the training split."""
+    if not cards:
+        return None
+    cfg = cards[0].get("config", {})
+    listed = [c for c in cards if c.get("train_documents")]
+    sampled = sorted({c.get("config", {}).get("max_train_sentences") for c in cards if not c.get("train_documents")},
+                     key=lambda n: (n is None, n or 0))
+    parts = []
+    if listed:
+        counts = ", ".join(f"{CORPUS_LABELS.get(c.get('corpus', '?'), c.get('corpus', '?'))} "
+                           f"{c['train_documents']['documents']:,} of {c['train_documents']['split_documents']:,}"
+                           for c in listed)
+        parts.append(f"trained on every chunk of the training documents listed in `{listed[0]['train_documents']['file']}` "
+                     f"(the documents the generator drew; documents per corpus: {counts})")
+    if None in sampled:
+        parts.append("trained on every chunk of the training split (full data)" if not listed
+                     else "the others on every chunk of the training split")
+    if any(n is not None for n in sampled):
+        sizes = "/".join(str(n) for n in sampled if n is not None)
+        parts.append(f"trained on a seeded sample of up to {sizes} training chunks per corpus")
+    chunks = sum(c.get("stats", {}).get("chunks_used", 0) for c in cards)
+    return ("; ".join(parts) + f"; {chunks:,} training chunks in all, {cfg.get('epochs', '?')} epochs, "
+            f"batch {cfg.get('batch_size', '?')}, lr {cfg.get('lr', '?')}; training time "
+            f"{sum(c.get('train_seconds', 0) for c in cards):.0f} s in all (torch threads {cards[0].get('torch_threads', '?')})")
+
+
 # ---- the table ---------------------------------------------------------------------------------
 def fmt_prf(c: dict[str, float] | None) -> str:
     if c is None:
@@ -182,8 +217,11 @@ def fmt_rate(result: dict[str, Any] | None) -> str:
 
 def build_rows(llmner: dict[tuple[str, str], dict[str, Any]], peers: dict[str, dict[str, Any]],
                subsets: dict[str, EvalSubset], main: LlmnerSystem, extra: Sequence[tuple[LlmnerSystem, str, str]],
-               bootstrap: int) -> list[dict[str, Any]]:
-    """One dict per table row (numbers in percent); ``extra`` = (system, corpus, label) rows."""
+               bootstrap: int, reference_peers: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """One dict per table row (numbers in percent); ``extra`` = (system, corpus, label) rows.
+    ``reference_peers``: the full-data peer's results per corpus (its scores and speed on the main
+    rows, no intervals)."""
+    reference_peers = reference_peers or {}
     rows: list[dict[str, Any]] = []
 
     def llmner_cells(result: dict[str, Any] | None, scope: str) -> dict[str, Any]:
@@ -196,7 +234,7 @@ def build_rows(llmner: dict[tuple[str, str], dict[str, Any]], peers: dict[str, d
                 "rate": result, "shipped": with_sel or alone, "per_document": result["per_document"][which]}
 
     def add(label: str, corpus: str, scope: str, result: dict[str, Any] | None, peer: dict[str, Any] | None,
-            published: tuple[str, float] | None, kind: str) -> None:
+            published: tuple[str, float] | None, kind: str, reference: dict[str, Any] | None = None) -> None:
         subset = subsets[corpus]
         cells = llmner_cells(result, scope)
         peer_scores = scope_counts(peer["report"], scope) if peer else None
@@ -211,6 +249,8 @@ def build_rows(llmner: dict[tuple[str, str], dict[str, Any]], peers: dict[str, d
             "peer_rate": _rate(peer), "published": published,
             "llmner_minus_peer_ci": (paired_bootstrap_difference(cells["per_document"], peer["per_document"]["peer"], scope, bootstrap)
                                      if peer and cells["per_document"] is not None else None),
+            "reference_peer": scope_counts(reference["report"], scope) if reference else None,
+            "reference_peer_rate": _rate(reference),
         })
 
     for corpus, subset in subsets.items():
@@ -218,7 +258,8 @@ def build_rows(llmner: dict[tuple[str, str], dict[str, Any]], peers: dict[str, d
             label = f"{CORPUS_LABELS[corpus]} {subset.split}" + ("" if scope == "all" else f" ({scope})")
             if corpus in CORPUS_SCOPES and scope == "all":
                 label += " (overall)"
-            add(label, corpus, scope, llmner.get((main.key, corpus)), peers.get(corpus), PUBLISHED.get((corpus, scope)), "main")
+            add(label, corpus, scope, llmner.get((main.key, corpus)), peers.get(corpus), PUBLISHED.get((corpus, scope)), "main",
+                reference_peers.get(corpus))
     for system, corpus, label in extra:
         if corpus in subsets:
             published = PUBLISHED_ZERO_SHOT if system.name == "b" else None
@@ -227,16 +268,19 @@ def build_rows(llmner: dict[tuple[str, str], dict[str, Any]], peers: dict[str, d
     return rows
 
 
-def carry_over(rows: list[dict[str, Any]], previous: dict[str, Any], peer_run: bool, zero_shot_run: bool) -> list[str]:
+def carry_over(rows: list[dict[str, Any]], previous: dict[str, Any], peer_run: bool, zero_shot_run: bool,
+               reference_peer_run: bool = True) -> list[str]:
     """Fill what this run did not compute from an earlier ``quality.json`` scored on the same documents:
-    the peer cells (no ``--peer-dir``) and the zero-shot row (no ``--zero-shot-bundle``). Carried
-    cells are marked in ``row["carried"]``; returns the labels of the rows that took something."""
+    the peer cells (no ``--peer-dir``), the full-data peer cells (no ``--reference-peer-dir``) and the
+    zero-shot row (no ``--zero-shot-bundle``). Carried cells are marked in ``row["carried"]``; returns
+    the labels of the rows that took something."""
     def same_documents(a: dict[str, Any], b: dict[str, Any]) -> bool:
         return all(a[k] == b[k] for k in ("corpus", "split", "scope", "documents", "sentences", "gold_mentions"))
 
     settings = previous["settings"]
     origin = {"generated": settings["generated"], "command": settings["command"],
-              "zero_shot_bundle": settings.get("zero_shot_bundle"), "peer_dir": settings.get("peer_dir")}
+              "zero_shot_bundle": settings.get("zero_shot_bundle"), "peer_dir": settings.get("peer_dir"),
+              "reference_peer_dir": settings.get("reference_peer_dir")}
     before = {r["label"]: r for r in previous["rows"]}
     taken = []
     if not peer_run:
@@ -244,8 +288,17 @@ def carry_over(rows: list[dict[str, Any]], previous: dict[str, Any], peer_run: b
             old = before.get(row["label"])
             if row["peer"] is None and old and old.get("peer") and same_documents(row, old):
                 row.update(peer=old["peer"], peer_f1_ci=old["peer_f1_ci"], peer_rate=old["peer_rate"],
-                           carried=["peer"], carried_from=old.get("carried_from") or origin)
+                           carried=[*row.get("carried", []), "peer"], carried_from=old.get("carried_from") or origin)
                 taken.append(row["label"])
+    if not reference_peer_run:
+        for row in rows:
+            old = before.get(row["label"])
+            if row.get("reference_peer") is None and old and old.get("reference_peer") and same_documents(row, old):
+                row.update(reference_peer=old["reference_peer"], reference_peer_rate=old.get("reference_peer_rate"),
+                           carried=[*row.get("carried", []), "reference_peer"],
+                           carried_from=row.get("carried_from") or old.get("carried_from") or origin)
+                if row["label"] not in taken:
+                    taken.append(row["label"])
     if not zero_shot_run:
         main_docs = {(r["corpus"], r["scope"]): r for r in rows if r["kind"] == "main"}
         for old in previous["rows"]:
@@ -268,17 +321,35 @@ MD_HEADER = ["corpus (split, scope)", "docs / sents / gold", "llmner generator P
              "peer P / R / F1", "peer F1 95% CI", "peer docs/s (sents/s)", "published F1"]
 
 
-def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
-    lines = ["| " + " | ".join(MD_HEADER) + " |", "|" + "---|" * len(MD_HEADER)]
+REFERENCE_PEER_NAME = "peer, full data"
+
+
+def has_reference_peer(rows: Sequence[dict[str, Any]]) -> bool:
+    return any(r.get("reference_peer") for r in rows)
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], peer_name: str = "peer") -> str:
+    """The report table; ``peer_name`` heads the compared peer's columns, and when a row has a
+    full-data peer (``reference_peer``) two columns after the compared peer's hold it."""
+    reference = has_reference_peer(rows)
+    header = [h.replace("peer", peer_name, 1) if h.startswith("peer") else h for h in MD_HEADER]
+    if reference:
+        at = header.index(f"{peer_name} docs/s (sents/s)") + 1
+        header[at:at] = [f"{REFERENCE_PEER_NAME} P / R / F1", f"{REFERENCE_PEER_NAME} docs/s (sents/s)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         pub = f"{r['published'][1]:.2f} ({r['published'][0]})" if r["published"] else "—"
         carried = r.get("carried", [])
-        lines.append("| " + " | ".join([
+        cells = [
             r["label"] + (" †" if "llmner" in carried else ""), f"{r['documents']} / {r['sentences']} / {r['gold_mentions']}",
             fmt_prf(r["llmner_alone"]), fmt_prf(r["llmner_selector"]), fmt_ci(r["llmner_f1_ci"]),
             fmt_rate(r["llmner_rate"]), fmt_prf(r["peer"]) + (" †" if "peer" in carried else ""), fmt_ci(r["peer_f1_ci"]),
-            fmt_rate(r["peer_rate"]), pub,
-        ]) + " |")
+            fmt_rate(r["peer_rate"]),
+        ]
+        if reference:
+            cells += [fmt_prf(r.get("reference_peer")) + (" †" if "reference_peer" in carried else ""),
+                      fmt_rate(r.get("reference_peer_rate"))]
+        lines.append("| " + " | ".join([*cells, pub]) + " |")
     return "\n".join(lines)
 
 
@@ -304,7 +375,23 @@ def comparison_summary(rows: Sequence[dict[str, Any]]) -> str:
                           f"({100 * r['llmner_minus_peer_ci'][0]:+.1f} to {100 * r['llmner_minus_peer_ci'][1]:+.1f})" for r in with_ci)
         text += (f" Paired document bootstrap of llmner − peer F1 (95% interval): llmner above on {names(above)}; "
                  f"peer above on {names(below)}; the interval holds 0 on {names(unclear)}.\n\nDifferences, F1 points: {diffs}.")
-    return text
+    return text + reference_summary(rows)
+
+
+def reference_summary(rows: Sequence[dict[str, Any]]) -> str:
+    """The shipped llmner configuration against the peer trained on the full training data (a
+    reference: no interval), per corpus; empty when no row has that peer."""
+    compared = [r for r in rows if r["kind"] == "main" and r["scope"] == "all" and r["llmner_shipped"]
+                and r.get("reference_peer")]
+    if not compared:
+        return ""
+    wins = [r for r in compared if r["llmner_shipped"]["f1"] > r["reference_peer"]["f1"]]
+    diffs = "; ".join(f"{CORPUS_LABELS[r['corpus']]} {100 * (r['llmner_shipped']['f1'] - r['reference_peer']['f1']):+.1f}"
+                      for r in compared)
+    return (f"\n\nReference, the peer trained on the full training data ({REFERENCE_PEER_NAME}; no interval): llmner above it "
+            f"on {len(wins)} of {len(compared)} corpora"
+            + (f" ({', '.join(CORPUS_LABELS[r['corpus']] for r in wins)})" if wins else "")
+            + f". llmner − full-data peer F1, points: {diffs}.")
 
 
 # ---- plots -------------------------------------------------------------------------------------
@@ -320,7 +407,7 @@ def plot_label(row: dict[str, Any]) -> str:
     return name
 
 
-def plot_f1(rows: Sequence[dict[str, Any]], path: Path) -> Path:
+def plot_f1(rows: Sequence[dict[str, Any]], path: Path, peer_name: str = "peer") -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -330,19 +417,23 @@ def plot_f1(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     shown = [r for r in rows if r["kind"] in ("main", "zero-shot")]
     labels = [plot_label(r) for r in shown]
     series = [("llmner", [100 * r["llmner_shipped"]["f1"] if r["llmner_shipped"] else np.nan for r in shown], "#1f77b4"),
-              ("peer baseline (MiniLM BIO)", [100 * r["peer"]["f1"] if r["peer"] else np.nan for r in shown], "#ff7f0e"),
-              ("published", [r["published"][1] if r["published"] else np.nan for r in shown], "#7f7f7f")]
+              ("peer baseline (MiniLM BIO)" if peer_name == "peer" else f"{peer_name} (MiniLM BIO)",
+               [100 * r["peer"]["f1"] if r["peer"] else np.nan for r in shown], "#ff7f0e")]
+    if has_reference_peer(shown):
+        series.append((f"{REFERENCE_PEER_NAME} (MiniLM BIO)",
+                       [100 * r["reference_peer"]["f1"] if r.get("reference_peer") else np.nan for r in shown], "#ffbb78"))
+    series.append(("published", [r["published"][1] if r["published"] else np.nan for r in shown], "#7f7f7f"))
     x = np.arange(len(shown))
-    width = 0.27
+    width = 0.8 / len(series)
     fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(shown)), 4.8))
     for i, (name, values, color) in enumerate(series):
-        ax.bar(x + (i - 1) * width, values, width, label=name, color=color)
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width, label=name, color=color)
     ax.set_xticks(x)
     ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("strict F1 (%)")
     ax.set_ylim(0, 100)
     ax.set_title("Strict F1 per corpus (llmner and peer on the report subsets; published = full test sets)", fontsize=9)
-    ax.legend(fontsize=8, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.28), frameon=False)
+    ax.legend(fontsize=8, ncol=len(series), loc="upper center", bbox_to_anchor=(0.5, -0.28), frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -367,8 +458,10 @@ def _moving_average(values: Sequence[float], window: int) -> list[float]:
     return out
 
 
-def training_curves(bundles: dict[str, Path], peer_dir: Path | None) -> dict[str, Any]:
-    """Loss histories found on disk: generator history.jsonl per bundle, selector history/card, peers."""
+def training_curves(bundles: dict[str, Path], peer_dir: Path | None,
+                    reference_peer_dir: Path | None = None) -> dict[str, Any]:
+    """Loss histories found on disk: generator history.jsonl per bundle, selector history/card, peers
+    (the full-data peers' as "<corpus> (full data)")."""
     curves: dict[str, Any] = {"generator": {}, "selector": {}, "peer": {}}
     for name, bundle in bundles.items():
         history = read_jsonl(bundle / "generator" / "history.jsonl")
@@ -379,11 +472,12 @@ def training_curves(bundles: dict[str, Path], peer_dir: Path | None) -> dict[str
         card = json.loads(card_file.read_text()) if card_file.is_file() else None
         if (bundle / "selector").is_dir():
             curves["selector"][name] = {"history": selector_history, "card": card}
-    if peer_dir is not None and peer_dir.is_dir():
-        for sub in sorted(p for p in peer_dir.iterdir() if p.is_dir()):
-            history = read_jsonl(sub / "history.jsonl")
-            if history:
-                curves["peer"][sub.name] = history
+    for directory, suffix in ((peer_dir, ""), (reference_peer_dir, " (full data)")):
+        if directory is not None and directory.is_dir():
+            for sub in sorted(p for p in directory.iterdir() if p.is_dir()):
+                history = read_jsonl(sub / "history.jsonl")
+                if history:
+                    curves["peer"][sub.name + suffix] = history
     return curves
 
 
@@ -440,7 +534,7 @@ def plot_training(curves: dict[str, Any], path: Path) -> Path:
 # ---- the report --------------------------------------------------------------------------------
 def write_report(rows: Sequence[dict[str, Any]], settings: dict[str, Any], curves: dict[str, Any],
                  output: Path, f1_png: Path, training_png: Path) -> Path:
-    table = markdown_table(rows)
+    table = markdown_table(rows, settings.get("peer_name", "peer"))
     selector_lines = []
     for name, sel in curves["selector"].items():
         card = sel["card"] or {}
@@ -461,9 +555,17 @@ def write_report(rows: Sequence[dict[str, Any]], settings: dict[str, Any], curve
     origins = {json.dumps(r["carried_from"], sort_keys=True): r["carried_from"] for r in rows if r.get("carried_from")}
     carried_note = "".join(
         f"\n† carried over unchanged from the run of {o['generated']} on the same documents (`{o['command']}`; "
-        f"zero-shot bundle `{o.get('zero_shot_bundle') or '—'}`, peer models `{o.get('peer_dir') or '—'}`): this run "
+        f"zero-shot bundle `{o.get('zero_shot_bundle') or '—'}`, peer models `{o.get('peer_dir') or '—'}`, "
+        f"full-data peer models `{o.get('reference_peer_dir') or '—'}`): this run "
         f"was not given the models behind those cells.\n" for o in origins.values())
     peer_card = settings.get("peer_settings")
+    reference_card = settings.get("reference_peer_settings")
+    subset_text = ("the whole report split of each corpus" if not settings["sentences"] else
+                   f"the first documents of each split holding at least {settings['sentences']} sentences\n"
+                   f"  and {settings['min_gold']} gold mentions")
+    reference_line = (f"- Reference peer, full training data (`{REFERENCE_PEER_NAME}` columns, no intervals): "
+                      f"`{settings['reference_peer_dir']}`{(' — ' + reference_card) if reference_card else ''}.\n"
+                      if settings.get("reference_peer_dir") or reference_card else "")
     unknown = settings.get("peer_unknown_token_rate", {})
     cmeee_unknown = (f" ({100 * unknown['cmeee']:.0f}% of the word pieces of the CMeEE subset are `[UNK]`)"
                      if "cmeee" in unknown else "")
@@ -475,9 +577,8 @@ Generated by `benchmarks/quality.py` on {settings['generated']} ({settings['mach
 
 - Bundle (a), all training corpora: `{settings['bundle']}` (models: {settings.get('model_ids_a', '?')}), decoding mode `{settings['mode']}`.
 - Bundle (b), trained without NCBI-Disease (zero-shot row): `{settings.get('zero_shot_bundle') or '— (not given)'}`.
-- Peer baseline models: `{settings.get('peer_dir') or '— (not given)'}`{(' — ' + peer_card) if peer_card else ''}.
-- Evaluation subset: the first documents of each split holding at least {settings['sentences']} sentences
-  and {settings['min_gold']} gold mentions (`llmner.evaluation.subsets`; the same documents for every system); 95% CI = percentile bootstrap over
+- Peer baseline models (compared, with intervals): `{settings.get('peer_dir') or '— (not given)'}`{(' — ' + peer_card) if peer_card else ''}.
+{reference_line}- Evaluation subset: {subset_text} (`llmner.evaluation.subsets`; the same documents for every system); 95% CI = percentile bootstrap over
   documents ({settings['bootstrap']} resamples).
 
 {table}
@@ -499,7 +600,9 @@ GENIA, JNLPBA, BC2GM and LINNAEUS, a record for CMeEE), sentences/s in brackets.
   110 M-parameter encoders; W2NER; LLMNER zero-shot with a 9 B model). Our rows are on the subsets above, so the
   comparison is indicative: see the confidence intervals.
 - **Peer baseline**: `AutoModelForTokenClassification` on the same MiniLM-L6 encoder as the selector, BIO tags on
-  the tokenizer's words (first sub-token labelled), trained per corpus (`benchmarks/peer_baseline.py`). GENIA is
+  the tokenizer's words (first sub-token labelled), trained per corpus (`benchmarks/peer_baseline.py`; how each
+  peer was trained is stated above, from its training card: the peer compared with llmner is meant to see the
+  same training documents as the generator, the full-data peer every training document). GENIA is
   nested (and CMeEE nests some mentions too): the peer trains on the outermost mentions only and is scored against
   all gold mentions, so inner mentions count as misses. CMeEE: MiniLM's uncased English WordPiece vocabulary splits Chinese into single
   characters but lacks most of them{cmeee_unknown}: measured on the first 300 CMeEE dev records, 65% of the
@@ -526,7 +629,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", type=Path, default=None, help="protocol (a) bundle (default: the shipped default bundle)")
     parser.add_argument("--zero-shot-bundle", type=Path, default=None, help="protocol (b) bundle (trained without NCBI-Disease)")
-    parser.add_argument("--peer-dir", type=Path, default=None, help="peer models (peer_baseline.py --output DIR)")
+    parser.add_argument("--peer-dir", type=Path, default=None,
+                        help="peer models compared with llmner, paired intervals (peer_baseline.py --output DIR; "
+                             "trained with --train-documents: the documents the generator drew)")
+    parser.add_argument("--reference-peer-dir", type=Path, default=None,
+                        help="peer models trained on the full training data (peer_baseline.py --max-train-sentences 0): "
+                             "reference columns, no intervals")
     parser.add_argument("--corpus", action="append", choices=EVALUATION_CORPORA, help="repeatable; default: all 8")
     parser.add_argument("--sentences", type=int, default=200, help="sentences per corpus subset (0 = the whole split)")
     parser.add_argument("--min-gold", type=int, default=0,
@@ -537,13 +645,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--selector-backend", default="onnx", choices=("onnx", "torch", "none"))
     parser.add_argument("--batch-documents", type=int, default=8, help="documents per pipeline call")
     parser.add_argument("--generator-batch", type=int, default=8, help="chunks per generation batch")
+    parser.add_argument("--part-documents", type=int, default=100,
+                        help="documents per stored part of a row (an interrupted row resumes from its parts)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the F1 CI (0 = none)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     parser.add_argument("--work-dir", type=Path, default=RESULTS / "quality_work", help="row cache (resumable)")
     parser.add_argument("--output-dir", type=Path, default=RESULTS)
     parser.add_argument("--carry-over", type=Path, default=None,
                         help="earlier quality.json: take its peer cells and zero-shot row where this run has no "
-                             "--peer-dir / --zero-shot-bundle (same documents only; marked † in the report)")
+                             "--peer-dir / --reference-peer-dir / --zero-shot-bundle (same documents only; marked † "
+                             "in the report)")
     args = parser.parse_args(argv)
 
     import torch
@@ -586,57 +697,63 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = cached_row(path)
         if result is None:
             print(f"running {system.key} on {subset.describe()}", file=sys.stderr)
-            result = run_llmner(system, subset, pipes, args.batch_documents)
+            result = run_llmner(system, subset, pipes, args.batch_documents, path.with_suffix(".parts"), args.part_documents)
             store_row(path, result)
         else:
             print(f"cached: {path.name}", file=sys.stderr)
         llmner_results[(system.key, corpus)] = result
 
-    peers: dict[str, dict[str, Any]] = {}
-    for corpus in corpora if args.peer_dir is not None else []:
-        model_dir = args.peer_dir / corpus
-        if not (model_dir / "config.json").is_file():
-            print(f"no peer model for {corpus} under {args.peer_dir}: peer cells left empty", file=sys.stderr)
-            continue
-        subset = subsets[corpus]
-        path = row_cache_path(args.work_dir, "peer", subset, peer_fingerprint(model_dir))
-        result = cached_row(path)
-        if result is None:
-            print(f"running peer on {subset.describe()}", file=sys.stderr)
-            result = run_peer(model_dir, subset, args.sentences, args.min_gold, args.threads)
-            store_row(path, result)
-        peers[corpus] = result
+    def score_peers(peer_dir: Path | None) -> dict[str, dict[str, Any]]:
+        scored: dict[str, dict[str, Any]] = {}
+        for corpus in corpora if peer_dir is not None else []:
+            model_dir = peer_dir / corpus
+            if not (model_dir / "config.json").is_file():
+                print(f"no peer model for {corpus} under {peer_dir}: its cells left empty", file=sys.stderr)
+                continue
+            subset = subsets[corpus]
+            path = row_cache_path(args.work_dir, "peer", subset, peer_fingerprint(model_dir))
+            result = cached_row(path)
+            if result is None:
+                print(f"running peer {model_dir} on {subset.describe()}", file=sys.stderr)
+                result = run_peer(model_dir, subset, args.sentences, args.min_gold, args.threads)
+                store_row(path, result)
+            scored[corpus] = result
+        return scored
 
-    rows = build_rows(llmner_results, peers, subsets, main_system, extra, args.bootstrap)
+    peers = score_peers(args.peer_dir)
+    reference_peers = score_peers(args.reference_peer_dir)
+
+    rows = build_rows(llmner_results, peers, subsets, main_system, extra, args.bootstrap, reference_peers)
     previous = None
     if args.carry_over is not None:
         if not args.carry_over.is_file():
             parser.error(f"--carry-over {args.carry_over}: no such file")
         previous = json.loads(args.carry_over.read_text())
-        taken = carry_over(rows, previous, args.peer_dir is not None, args.zero_shot_bundle is not None)
+        taken = carry_over(rows, previous, args.peer_dir is not None, args.zero_shot_bundle is not None,
+                           args.reference_peer_dir is not None)
         print(f"carried over from {args.carry_over}: {', '.join(taken) or 'nothing (no matching rows)'}", file=sys.stderr)
     out_dir = args.output_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     bundles = {"a": bundle} | ({"b": args.zero_shot_bundle} if args.zero_shot_bundle is not None else {})
-    curves = training_curves(bundles, args.peer_dir)
-    f1_png = plot_f1(rows, out_dir / "quality_f1.png")
+    curves = training_curves(bundles, args.peer_dir, args.reference_peer_dir)
     training_png = plot_training(curves, out_dir / "quality_training.png")
     first_main = next((r for (k, _), r in llmner_results.items() if k == main_system.key), None)
     peer_cards = [p["card"] for p in peers.values() if p.get("card")]
-    peer_settings = None
-    if peer_cards:
-        cfg = peer_cards[0].get("config", {})
-        peer_settings = (f"up to {cfg.get('max_train_sentences', '?')} training sentences per corpus, "
-                         f"{cfg.get('epochs', '?')} epochs, batch {cfg.get('batch_size', '?')}, lr {cfg.get('lr', '?')}; "
-                         f"training time {sum(c.get('train_seconds', 0) for c in peer_cards):.0f} s in all "
-                         f"(torch threads {peer_cards[0].get('torch_threads', '?')})")
+    peer_settings = describe_peer(peer_cards)
+    reference_settings = describe_peer([p["card"] for p in reference_peers.values() if p.get("card")])
+    peer_name = "peer"
+    if reference_peers or (previous or {}).get("settings", {}).get("reference_peer_dir"):
+        equal = bool(peer_cards) and all(c.get("train_documents") for c in peer_cards)
+        peer_name = "peer, equal data" if equal else "peer"
     settings = {
         "command": "python benchmarks/quality.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "generated": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "torch_threads": torch.get_num_threads(),
         "bundle": str(bundle), "mode": mode, "model_ids_a": first_main["model_ids"] if first_main else None,
         "zero_shot_bundle": str(args.zero_shot_bundle) if args.zero_shot_bundle else None,
-        "peer_dir": str(args.peer_dir) if args.peer_dir else None, "peer_settings": peer_settings,
+        "peer_dir": str(args.peer_dir) if args.peer_dir else None, "peer_settings": peer_settings, "peer_name": peer_name,
+        "reference_peer_dir": str(args.reference_peer_dir) if args.reference_peer_dir else None,
+        "reference_peer_settings": reference_settings,
         "peer_unknown_token_rate": {c: p["unknown_token_rate"] for c, p in peers.items() if "unknown_token_rate" in p},
         "carried_over": str(args.carry_over) if args.carry_over else None,
         "generator_batch": args.generator_batch, "sentences": args.sentences, "min_gold": args.min_gold, "bootstrap": args.bootstrap, "selector_backend": args.selector_backend,
@@ -648,9 +765,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.peer_dir is None:
             settings["peer_settings"] = old.get("peer_settings")
             settings["peer_unknown_token_rate"] = old.get("peer_unknown_token_rate", {})
+            settings["peer_name"] = old.get("peer_name", peer_name)
+        if args.reference_peer_dir is None and old.get("reference_peer_dir"):
+            settings["reference_peer_dir"] = old["reference_peer_dir"]
+            settings["reference_peer_settings"] = old.get("reference_peer_settings")
+    f1_png = plot_f1(rows, out_dir / "quality_f1.png", settings["peer_name"])
     md = write_report(rows, settings, curves, out_dir / "quality.md", f1_png, training_png)
     (out_dir / "quality.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=1))
-    print(markdown_table(rows))
+    print(markdown_table(rows, settings["peer_name"]))
     print()
     print(comparison_summary(rows))
     print(f"\nwrote {md}, {out_dir / 'quality.json'}, {f1_png}, {training_png}", file=sys.stderr)

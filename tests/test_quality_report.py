@@ -104,6 +104,81 @@ def test_peer_baseline_trains_and_scores_a_tiny_tagger(tmp_path: Path) -> None:
     assert result["documents_per_second"] > 0 and len(result["per_document"]) == 1
 
 
+def test_train_documents_restrict_the_peer_to_every_chunk_of_the_listed_documents(tmp_path: Path) -> None:
+    docs = load_corpus("ncbi_disease", "train")[:6]
+    listed = tmp_path / "trained_documents.json"
+    listed.write_text(json.dumps({"documents": {"ncbi_disease": [docs[4].id, docs[1].id]}, "counts": {}}))
+    chosen = peer_baseline.TrainDocuments.read(listed)
+    assert [d.id for d in chosen.select("ncbi_disease", docs)] == [docs[1].id, docs[4].id]   # split order
+    assert chosen.card("ncbi_disease", 593) == {"file": str(listed), "sha256": chosen.sha256, "documents": 2,
+                                                "split_documents": 593}
+    bare = tmp_path / "bare.json"   # a bare {corpus: [ids]} mapping reads the same
+    bare.write_text(json.dumps({"ncbi_disease": [docs[1].id]}))
+    assert peer_baseline.TrainDocuments.read(bare).documents == {"ncbi_disease": [docs[1].id]}
+    with pytest.raises(ValueError, match="lists no documents for bc5cdr"):
+        chosen.select("bc5cdr", docs)
+    with pytest.raises(ValueError, match="not in its training split"):
+        chosen.select("ncbi_disease", docs[:3])
+
+    _, tokenizer = tiny_tagger(peer_baseline.bio_labels(["Disease"]))
+    config = peer_baseline.PeerConfig(max_train_sentences=None, max_tokens=64)
+    stats = peer_baseline.TrainingStats()
+    chunks = peer_baseline.training_chunks(chosen.select("ncbi_disease", docs), tokenizer, config, stats)
+    every = [c for d in (docs[1], docs[4]) for c in peer_baseline.document_chunks(d, tokenizer, 64)]
+    assert [c.text for c in chunks] == [c.text for c in every] and stats.documents == 2 == len({d.id for d in (docs[1], docs[4])})
+    with pytest.raises(SystemExit):   # a document list takes all their chunks: no sample size beside it
+        peer_baseline.main(["--corpus", "ncbi_disease", "--train-documents", str(listed), "--max-train-sentences", "10",
+                            "--output", str(tmp_path / "peer")])
+
+
+def test_describe_peer_states_how_each_peer_was_trained() -> None:
+    def card(corpus: str, chunks: int, listed: int | None = None, sample: int | None = None) -> dict:
+        out = {"corpus": corpus, "config": {"max_train_sentences": sample, "epochs": 1.0, "batch_size": 16, "lr": 5e-4},
+               "stats": {"chunks_used": chunks}, "train_seconds": 10.0, "torch_threads": 1}
+        if listed is not None:
+            out["train_documents"] = {"file": "docs.json", "sha256": "x", "documents": listed, "split_documents": 593}
+        return out
+
+    equal = quality.describe_peer([card("ncbi_disease", 4000, listed=585), card("s800", 2000, listed=541)])
+    assert equal.startswith("trained on every chunk of the training documents listed in `docs.json`")
+    assert "NCBI-Disease 585 of 593" in equal and "6,000 training chunks in all, 1.0 epochs" in equal
+    assert quality.describe_peer([card("ncbi_disease", 5000)]).startswith("trained on every chunk of the training split (full data)")
+    assert quality.describe_peer([card("ncbi_disease", 1000, sample=1000)]).startswith(
+        "trained on a seeded sample of up to 1000 training chunks per corpus")
+    assert quality.describe_peer([]) is None
+
+
+def test_report_table_and_summary_show_the_full_data_peer_as_reference_columns() -> None:
+    def prf(f1: float) -> dict:
+        return {"precision": f1, "recall": f1, "f1": f1, "tp": 1, "fp": 0, "fn": 0}
+
+    def row(corpus: str, ours: float, peer: float, reference: float | None) -> dict:
+        return {"label": f"{corpus} test", "corpus": corpus, "split": "test", "scope": "all", "kind": "main",
+                "documents": 3, "sentences": 20, "gold_mentions": 30, "llmner_alone": prf(ours), "llmner_selector": None,
+                "llmner_f1_ci": (ours - 0.1, ours + 0.1), "llmner_shipped": prf(ours), "llmner_rate": None,
+                "peer": prf(peer), "peer_f1_ci": None, "peer_rate": None, "published": None,
+                "llmner_minus_peer_ci": (-0.05, 0.2), "reference_peer": prf(reference) if reference is not None else None,
+                "reference_peer_rate": {"documents_per_second": 12.5, "sentences_per_second": 80.0, "seconds": 1.0}
+                if reference is not None else None}
+
+    rows = [row("genia", 0.6, 0.5, 0.7), row("s800", 0.5, 0.4, 0.45)]
+    table = quality.markdown_table(rows, "peer, equal data").splitlines()
+    header = [h.strip() for h in table[0].strip("|").split("|")]
+    assert header[6:11] == ["peer, equal data P / R / F1", "peer, equal data F1 95% CI", "peer, equal data docs/s (sents/s)",
+                            "peer, full data P / R / F1", "peer, full data docs/s (sents/s)"]
+    assert header[-1] == "published F1" and len(header) == len(quality.MD_HEADER) + 2
+    first = [c.strip() for c in table[2].strip("|").split("|")]
+    assert len(first) == len(header) and first[9] == "70.0 / 70.0 / 70.0" and first[10] == "12.50 (80.0)"
+    summary = quality.comparison_summary(rows)
+    assert summary.startswith("llmner (shipped configuration) above the peer baseline on 2 of 2 corpora")
+    assert summary.endswith("llmner above it on 1 of 2 corpora (S800). llmner − full-data peer F1, points: "
+                            "GENIA (nested) -10.0; S800 +5.0.")
+    # Without a full-data peer the table and the summary are as before.
+    plain = [row("genia", 0.6, 0.5, None)]
+    assert quality.markdown_table(plain).splitlines()[0] == "| " + " | ".join(quality.MD_HEADER) + " |"
+    assert "full data" not in quality.comparison_summary(plain)
+
+
 def test_quality_report_end_to_end_and_resumed(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     from llmner.testing import build_tiny_bundle
@@ -114,8 +189,15 @@ def test_quality_report_end_to_end_and_resumed(tmp_path: Path, capsys: pytest.Ca
     peer_baseline.save_peer_model(model, tokenizer, peer_dir / "ncbi_disease",
                                   {"corpus": "ncbi_disease", "config": {"max_tokens": 64, "epochs": 1}, "train_seconds": 2.0},
                                   [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.5}])
+    full_dir = tmp_path / "peer_full"   # the full-data reference peer (another model: another row cache key)
+    model, tokenizer = tiny_tagger(peer_baseline.bio_labels(["Disease"]), seed=1)
+    peer_baseline.save_peer_model(model, tokenizer, full_dir / "ncbi_disease",
+                                  {"corpus": "ncbi_disease", "config": {"max_tokens": 64, "epochs": 1, "max_train_sentences": None},
+                                   "stats": {"chunks_used": 40}, "train_seconds": 3.0},
+                                  [{"step": 1, "loss": 1.2}, {"step": 2, "loss": 0.7}])
     out = tmp_path / "out"
     argv = ["--bundle", str(bundle), "--zero-shot-bundle", str(bundle), "--peer-dir", str(peer_dir),
+            "--reference-peer-dir", str(full_dir),
             "--corpus", "ncbi_disease", "--corpus", "bc5cdr", "--sentences", "2", "--selector-backend", "torch",
             "--bootstrap", "50", "--work-dir", str(tmp_path / "work"), "--output-dir", str(out)]
     assert quality.main(argv) == 0
@@ -135,11 +217,14 @@ def test_quality_report_end_to_end_and_resumed(tmp_path: Path, capsys: pytest.Ca
     bc5 = [by_label[f"BC5CDR test ({s})"] for s in ("Chemical", "Disease", "overall")]
     assert bc5[0]["gold_mentions"] + bc5[1]["gold_mentions"] == bc5[2]["gold_mentions"]
     assert by_label["NCBI-Disease test"]["peer"] is not None and by_label["BC5CDR test (overall)"]["peer"] is None
+    assert by_label["NCBI-Disease test"]["reference_peer"] is not None and by_label["NCBI-Disease test"]["reference_peer_rate"]
+    assert by_label["BC5CDR test (overall)"]["reference_peer"] is None
     assert by_label["NCBI-Disease test"]["published"] == ["BioBERT", 89.7]
     assert by_label["BC5CDR test (Chemical)"]["published"] == ["PubMedBERT", 93.3]
     assert by_label["NCBI-Disease test, zero-shot (bundle b, trained without it)"]["published"][1] == 69.15
     md = (out / "quality.md").read_text()
     assert "| NCBI-Disease test |" in md and "89.70 (BioBERT)" in md
+    assert "| peer, full data P / R / F1 |" in md and "trained on every chunk of the training split (full data)" in md
     for png in ("quality_f1.png", "quality_training.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -162,7 +247,8 @@ def test_quality_report_end_to_end_and_resumed(tmp_path: Path, capsys: pytest.Ca
     assert by_label_later[zero_shot]["carried"] == ["llmner"]
     assert by_label_later[zero_shot]["llmner_alone"] == by_label[zero_shot]["llmner_alone"]
     assert by_label_later["NCBI-Disease test"]["peer"] == by_label["NCBI-Disease test"]["peer"]
-    assert by_label_later["NCBI-Disease test"]["carried"] == ["peer"]
+    assert by_label_later["NCBI-Disease test"]["carried"] == ["peer", "reference_peer"]
+    assert by_label_later["NCBI-Disease test"]["reference_peer"] == by_label["NCBI-Disease test"]["reference_peer"]
     assert "carried" not in by_label_later["BC5CDR test (overall)"]
     md_later = (later / "quality.md").read_text()
     assert "zero-shot (bundle b, trained without it) †" in md_later and "† carried over unchanged" in md_later

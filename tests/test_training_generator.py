@@ -37,6 +37,8 @@ from llmner.training.generator import (
     CorpusData,
     GeneratorTrainingConfig,
     batch_loss_sum,
+    build_example_pools,
+    drawn_documents,
     evaluate_loss,
     generator_size,
     read_curated_ids,
@@ -435,6 +437,39 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path: Path) -> N
     assert w_full.keys() == w_cut.keys() and all(torch.equal(w_full[k], w_cut[k]) for k in w_full)
 
 
+@pytest.mark.parametrize("batch_per_corpus", [True, False])
+def test_drawn_documents_replays_the_examples_a_run_trained_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               batch_per_corpus: bool) -> None:
+    """The replay (no model) names the source documents of exactly the examples the trainer rendered,
+    with an over-long example dropped from the pool and entity-free examples subsampled."""
+    import llmner.training.generator as trainer
+
+    long_doc = Document("long", "APC is associated with leukemia. " * 40,
+                        entities=[Entity(23, 31, "Disease", "leukemia")])
+    cdr = [Document(f"c{i}", d.text, entities=d.entities) for i, d in enumerate(disease_docs(9, free_every=2))]
+    corpora = [*ncbi([*disease_docs(10), long_doc]), CorpusData("bc5cdr", cdr, get_schema("bc5cdr"))]
+    config = train_config(tmp_path, corpora=["ncbi_disease", "bc5cdr"], steps=5, batch_size=3, grad_accum=2,
+                          entity_free_ratio=0.25, max_length=400, batch_per_corpus=batch_per_corpus, seed=4)
+    rendered: Counter[tuple[str, str]] = Counter()
+    real_render = trainer.render_examples
+
+    def spy(examples, *args, **kwargs):
+        rendered.update((e.corpus, e.doc_id) for e in examples)
+        return real_render(examples, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "render_examples", spy)
+    train_generator(config, corpora=corpora, base=tiny_base(), progress=False, log=quiet)
+
+    pools = build_example_pools(config, corpora, tiny_causal_tokenizer(), PromptBuilder(config.generator_config().prompt),
+                                log=quiet)
+    assert pools.stats["ncbi_disease"].skipped_too_long == 1 and "long" not in {e.doc_id for e in pools.texts["ncbi_disease"]}
+    assert pools.stats["ncbi_disease"].entity_free_kept < pools.stats["ncbi_disease"].entity_free_available
+    replayed = drawn_documents(config, pools, config.steps)
+    assert set(replayed) == {"ncbi_disease", "bc5cdr"}
+    assert Counter({(c, d): n for c, docs in replayed.items() for d, n in docs.items()}) == rendered
+    assert sum(rendered.values()) == config.steps * config.grad_accum * config.batch_size
+
+
 def test_portable_checkpoint_resumes_on_a_fresh_machine_with_a_fresh_optimizer(tmp_path: Path) -> None:
     from llmner.training.checkpoint import export_portable, latest_checkpoint
 
@@ -593,7 +628,7 @@ def test_init_from_starts_a_stage_at_an_earlier_bundles_adapter(tmp_path: Path) 
 
 
 def test_training_documents_that_are_test_documents_elsewhere_are_dropped() -> None:
-    from llmner.data_processing.corpora import load_corpus
+    from llmner.data_processing.corpora import load_corpus, without_test_overlap
     from llmner.training.generator import load_corpora
 
     genia_test = {"".join(d.text.split()) for d in load_corpus("genia", "test")}
@@ -603,6 +638,8 @@ def test_training_documents_that_are_test_documents_elsewhere_are_dropped() -> N
     kept = load_corpora(GeneratorTrainingConfig(corpora=["jnlpba"], output="unused"))[0].documents
     assert len(kept) <= len(jnlpba_train) - leaked
     assert not any("".join(d.text.split()) in genia_test for d in kept)
+    # The one filter every trainer applies (the peer baseline of the quality report too).
+    assert [d.id for d in without_test_overlap(jnlpba_train)] == [d.id for d in kept]
     unfiltered = load_corpora(GeneratorTrainingConfig(corpora=["jnlpba"], output="unused", exclude_test_overlap=False))
     assert len(unfiltered[0].documents) == len(jnlpba_train)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
@@ -205,21 +206,18 @@ class TrainingResult:
 def load_corpora(config: GeneratorTrainingConfig) -> list[CorpusData]:
     """Read every corpus split named in the config (schema = the built-in schema of the same name).
 
-    With ``exclude_test_overlap`` a training document is dropped when its text (whitespace removed)
-    is also a document of the test split of any built-in corpus: corpora derived from the same
-    abstracts share sentences across their splits (JNLPBA's training sentences include 121 of
-    GENIA's 1,854 test sentences), and training on them would inflate the test scores."""
-    from llmner.data_processing.corpora import load_corpus
+    With ``exclude_test_overlap`` a training document is dropped when it is also a document of the
+    test split of any built-in corpus (``without_test_overlap``)."""
+    from llmner.data_processing.corpora import load_corpus, without_test_overlap
     from llmner.schema import get_schema
 
     if not config.corpora:
         raise ConfigError("no corpus given (use --corpus NAME, repeatable)")
-    held_out = _test_texts() if config.exclude_test_overlap and config.split != "test" else frozenset()
     out = []
     for name in config.corpora:
         docs = list(load_corpus(name, config.split))
-        if held_out:
-            docs = [d for d in docs if _squeezed(d.text) not in held_out]
+        if config.exclude_test_overlap and config.split != "test":
+            docs = without_test_overlap(docs)
         if config.max_documents is not None:
             docs = docs[: config.max_documents]
         dev = []
@@ -227,17 +225,6 @@ def load_corpora(config: GeneratorTrainingConfig) -> list[CorpusData]:
             dev = list(load_corpus(name, config.dev_split))
         out.append(CorpusData(name, docs, get_schema(name), cardlib.corpus_source_files(name), dev))
     return out
-
-
-def _squeezed(text: str) -> str:
-    return "".join(text.split())
-
-
-def _test_texts() -> frozenset[str]:
-    from llmner.data_processing.corpora import load_corpus
-    from llmner.data_processing.corpora.registry import CORPUS_NAMES
-
-    return frozenset(_squeezed(d.text) for name in CORPUS_NAMES for d in load_corpus(name, "test"))
 
 
 def resume_config(output: str | Path, resume_from: str | Path | None = None) -> GeneratorTrainingConfig | None:
@@ -271,6 +258,92 @@ def read_curated_ids(path: str | Path) -> frozenset[str]:
         except (json.JSONDecodeError, KeyError, TypeError):
             raise ConfigError(f"curated subset {p} line {n}: expected a JSON object with an 'id'") from None
     return frozenset(ids)
+
+
+def example_config(config: GeneratorTrainingConfig) -> ExampleConfig:
+    """How a run with ``config`` turns documents into examples (its entity-free subsample is seeded with the run's seed)."""
+    return ExampleConfig(entity_free_ratio=config.entity_free_ratio, max_length=config.max_length,
+                         chunk_max_tokens=config.chunk_max_tokens, sentences_per_chunk=config.sentences_per_chunk,
+                         seed=config.seed)
+
+
+@dataclass(slots=True)
+class ExamplePools:
+    """A run's training examples per corpus, in the order its sampler indexes them: index ``i`` of
+    corpus ``name`` is ``tokenized[name][i]``, built from ``texts[name][i]`` (whose ``doc_id`` names
+    the source document)."""
+
+    tokenized: dict[str, list[TokenizedExample]]
+    texts: dict[str, list[TextExample]]
+    stats: dict[str, ExampleStats]
+    keep_ids: frozenset[str] | None = None     # the curated subset, when the run has one
+
+    def sizes(self) -> dict[str, int]:
+        """Examples per corpus: the sizes the run's ``TemperatureSampler`` is built on."""
+        return {name: len(pool) for name, pool in self.tokenized.items()}
+
+
+def build_example_pools(config: GeneratorTrainingConfig, corpora: Sequence[CorpusData], tokenizer: Any, builder: Any,
+                        codec: Any = None, log: Callable[[str], None] = print) -> ExamplePools:
+    """Every corpus's training examples exactly as ``train_generator`` builds them: its chunks, the
+    curated subset (``config.curated``), the entity-free subsample seeded with ``config.seed``, and
+    no example over ``config.max_length`` tokens. ``tokenizer`` and ``builder`` (a ``PromptBuilder``)
+    must be the run's: its base model's tokenizer and its prompt configuration; ``codec``: the
+    config's unless given."""
+    if codec is None:
+        from llmner.codecs import get_codec
+
+        codec = get_codec(config.codec)
+    keep_ids = read_curated_ids(config.curated) if config.curated else None
+    settings = example_config(config)
+    pools = ExamplePools({}, {}, {}, keep_ids)
+    for corpus in corpora:
+        st = ExampleStats()
+        examples = text_examples(corpus.documents, corpus.name, codec, settings, st, tokenizer, keep_ids)
+        pools.tokenized[corpus.name] = tokenize_examples(examples, tokenizer, builder, corpus.schema, config.max_length, st)
+        kept_ids = {e.id for e in pools.tokenized[corpus.name]}
+        pools.texts[corpus.name] = [e for e in examples if e.id in kept_ids]
+        pools.stats[corpus.name] = st
+        log(f"{corpus.name}: {st.documents} documents -> {len(pools.tokenized[corpus.name])} examples "
+            f"({st.with_entities} with entities, {st.entity_free_kept}/{st.entity_free_available} entity-free kept, "
+            f"{st.skipped_too_long} skipped over {config.max_length} tokens, {st.skipped_crossing_entity} chunks cut an entity"
+            + (f", {st.not_in_curated_subset} not in the curated subset" if keep_ids is not None else "") + ")")
+    return pools
+
+
+def training_sampler(config: GeneratorTrainingConfig, sizes: Mapping[str, int]) -> TemperatureSampler:
+    """The sampler of a run with ``config`` over corpora of ``sizes`` examples (``ExamplePools.sizes``)."""
+    return TemperatureSampler(sizes, config.temperature, config.seed, config.corpus_weights)
+
+
+def step_draws(sampler: TemperatureSampler, config: GeneratorTrainingConfig) -> list[list[tuple[str, list[int]]]]:
+    """One training step's draws, as the trainer makes them: per micro-batch (``grad_accum`` of them),
+    its (corpus, example indices) groups: one group with ``batch_per_corpus``, else the micro-batch's
+    draws grouped by corpus."""
+    out: list[list[tuple[str, list[int]]]] = []
+    for _ in range(config.grad_accum):
+        if config.batch_per_corpus:
+            out.append([sampler.next_batch(config.batch_size)])
+        else:
+            grouped: dict[str, list[int]] = {}
+            for name, i in sampler.take(config.batch_size):
+                grouped.setdefault(name, []).append(i)
+            out.append(list(grouped.items()))
+    return out
+
+
+def drawn_documents(config: GeneratorTrainingConfig, pools: ExamplePools, steps: int) -> dict[str, Counter[str]]:
+    """Per corpus, how many of the examples a run with ``config`` draws in its first ``steps`` steps
+    came from each source document (``TextExample.doc_id``). The sampler's stream is a pure
+    function of its sizes, temperature, weights and seed, so this replays it without a model; a
+    resumed run replays the same stream. Every corpus of ``pools`` has a (possibly empty) entry."""
+    sampler = training_sampler(config, pools.sizes())
+    counts: dict[str, Counter[str]] = {name: Counter() for name in pools.texts}
+    for _ in range(steps):
+        for groups in step_draws(sampler, config):
+            for name, indices in groups:
+                counts[name].update(pools.texts[name][i].doc_id for i in indices)
+    return counts
 
 
 def train_generator(
@@ -312,32 +385,16 @@ def train_generator(
 
     codec = get_codec(config.codec)
     builder = generator.prompt_builder
-    keep_ids = read_curated_ids(config.curated) if config.curated else None
-    example_config = ExampleConfig(entity_free_ratio=config.entity_free_ratio, max_length=config.max_length,
-                                   chunk_max_tokens=config.chunk_max_tokens,
-                                   sentences_per_chunk=config.sentences_per_chunk, seed=config.seed)
-    pools: dict[str, list[TokenizedExample]] = {}
-    texts: dict[str, list[TextExample]] = {}
-    stats: dict[str, ExampleStats] = {}
+    built = build_example_pools(config, corpora, tokenizer, builder, codec, log)
+    texts, stats, keep_ids = built.texts, built.stats, built.keep_ids
     dev_pools: dict[str, list[TokenizedExample]] = {}
     for corpus in corpora:
-        st = ExampleStats()
-        examples = text_examples(corpus.documents, corpus.name, codec, example_config, st, tokenizer, keep_ids)
-        pools[corpus.name] = tokenize_examples(examples, tokenizer, builder, corpus.schema, config.max_length, st)
-        kept_ids = {e.id for e in pools[corpus.name]}
-        texts[corpus.name] = [e for e in examples if e.id in kept_ids]
-        stats[corpus.name] = st
-        log(f"{corpus.name}: {st.documents} documents -> {len(pools[corpus.name])} examples "
-            f"({st.with_entities} with entities, {st.entity_free_kept}/{st.entity_free_available} entity-free kept, "
-            f"{st.skipped_too_long} skipped over {config.max_length} tokens, {st.skipped_crossing_entity} chunks cut an entity"
-            + (f", {st.not_in_curated_subset} not in the curated subset" if keep_ids is not None else "") + ")")
         if corpus.dev_documents:
-            dev_cfg = replace(example_config, entity_free_ratio=-1.0)
+            dev_cfg = replace(example_config(config), entity_free_ratio=-1.0)
             dev_examples = text_examples(corpus.dev_documents, corpus.name, codec, dev_cfg, None, tokenizer)
             dev_pools[corpus.name] = tokenize_examples(dev_examples[: config.dev_max_examples], tokenizer, builder,
                                                        corpus.schema, config.max_length)
-    sampler = TemperatureSampler({k: len(v) for k, v in pools.items()}, config.temperature, config.seed,
-                                 config.corpus_weights)
+    sampler = training_sampler(config, built.sizes())
     log("sampling probabilities: " + ", ".join(f"{k} {p:.3f}" for k, p in sorted(sampler.probabilities.items())))
 
     variation_config = config.schema_variation()
@@ -353,15 +410,7 @@ def train_generator(
         """This step's micro-batches, one list per (corpus, schema variant): the variant is a pure
         function of (seed, corpus, step, micro-batch), so a resumed run renders the same prompts."""
         out = []
-        for m in range(config.grad_accum):
-            if config.batch_per_corpus:
-                name, indices = sampler.next_batch(config.batch_size)
-                groups = [(name, indices)]
-            else:
-                grouped: dict[str, list[int]] = {}
-                for name, i in sampler.take(config.batch_size):
-                    grouped.setdefault(name, []).append(i)
-                groups = list(grouped.items())
+        for m, groups in enumerate(step_draws(sampler, config)):
             for name, indices in groups:
                 batch = [texts[name][i] for i in indices]
                 variant = variation.draw(schemas[name], f"{config.seed}/{name}/{step}/{m}", [e.text for e in batch])
@@ -657,10 +706,14 @@ def _summed_token_loss(logits: Any, labels: Any) -> Any:
 
 __all__ = [
     "CorpusData",
+    "ExamplePools",
     "GeneratorTrainingConfig",
     "TrainingResult",
     "batch_loss_sum",
     "body_and_head",
+    "build_example_pools",
+    "drawn_documents",
+    "example_config",
     "generator_size",
     "evaluate_loss",
     "freeze_lower_layers",
@@ -670,6 +723,8 @@ __all__ = [
     "read_curated_ids",
     "resume_config",
     "shared_prefix_length",
+    "step_draws",
     "train_generator",
     "training_card",
+    "training_sampler",
 ]

@@ -49,13 +49,14 @@ from llmner.data_processing.corpora.registry import (
     is_labeled,
     load_corpus,
     load_sentences,
+    without_test_overlap,
 )
 from llmner.data_processing.corpora.text import read_plain_text
 
 __all__ = [
     "CORPORA", "CORPUS_NAMES", "DATA_DIR_ENV", "EVALUATION_CORPORA", "FORMATS", "NCBI_DISEASE_CLASSES", "PLAIN_TEXT", "SPLITS",
     "check_writable", "clear_cache", "corpus_schema", "data_dir", "get_format", "guess_format", "guess_output_format",
-    "has_sentence_view", "is_labeled", "load_corpus", "load_sentences", "read_bc2gm", "read_bioc", "read_bioc_json", "read_brat", "read_cblue", "read_conll", "read_documents",
+    "has_sentence_view", "is_labeled", "load_corpus", "load_sentences", "without_test_overlap", "read_bc2gm", "read_bioc", "read_bioc_json", "read_brat", "read_cblue", "read_conll", "read_documents",
     "read_genia_jsonl", "read_jsonl", "read_plain_text", "read_pubtator", "read_result_records", "write_bc2gm", "write_bioc",
     "write_bioc_json", "write_brat", "write_cblue", "write_conll",
     "write_documents", "write_genia_jsonl", "write_jsonl", "write_pubtator", "write_result_records",
