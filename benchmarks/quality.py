@@ -87,7 +87,8 @@ class LlmnerSystem:
 
 # ---- fingerprints and the row cache ------------------------------------------------------------
 def peer_fingerprint(model_dir: Path) -> str:
-    return files_fingerprint([model_dir.resolve() / "peer_card.json", model_dir.resolve() / "config.json"])
+    root = model_dir.resolve()
+    return files_fingerprint([root / "peer_card.json", root / "config.json"], root=root)
 
 
 def row_cache_path(work_dir: Path, system: str, subset: EvalSubset, fingerprint: str) -> Path:

@@ -326,3 +326,21 @@ def test_named_settings_take_yaml_values_and_lists() -> None:
         "with_btc", {"seed": 19, "corpora": ["ncbi_disease", "btc"], "entity_free_ratio": 0.2})
     assert named_settings("merged:") == ("merged", {})
     assert named_settings("unmerged:merge_adapter=false") == ("unmerged", {"merge_adapter": False})
+
+
+def test_bundle_fingerprint_follows_content_not_location(tmp_path):
+    """A row cache committed in git must stay valid in another checkout: the key is the bundle's
+    content, not where it lies."""
+    import shutil
+
+    from llmner.evaluation.reports import bundle_fingerprint
+
+    first = tmp_path / "a" / "bundle"
+    (first / "generator").mkdir(parents=True)
+    (first / "bundle.json").write_text('{"name": "x"}')
+    (first / "generator" / "training_card.json").write_text('{"steps": 2880}')
+    moved = tmp_path / "elsewhere" / "copy"
+    shutil.copytree(first, moved)
+    assert bundle_fingerprint(first) == bundle_fingerprint(moved)
+    (moved / "generator" / "training_card.json").write_text('{"steps": 3000}')
+    assert bundle_fingerprint(first) != bundle_fingerprint(moved)

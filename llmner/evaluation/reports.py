@@ -22,22 +22,25 @@ CORPUS_LABELS: dict[str, str] = {
 }
 
 
-def files_fingerprint(paths: Sequence[Path]) -> str:
-    """12 hex digits over the paths and the bytes of those that exist."""
+def files_fingerprint(paths: Sequence[Path], root: Path | None = None) -> str:
+    """12 hex digits over the paths and the bytes of those that exist; with ``root``, the paths are
+    named relative to it, so that the same files elsewhere (another checkout, another machine) give
+    the same fingerprint and a row cache carried in git stays valid."""
     h = hashlib.sha256()
     for p in paths:
-        h.update(str(p).encode())
+        h.update(str(p.relative_to(root) if root is not None else p).encode())
         if p.is_file():
             h.update(p.read_bytes())
     return h.hexdigest()[:12]
 
 
 def bundle_fingerprint(bundle: Path) -> str:
-    """Changes when the bundle's manifest, generator card/config or selector config change."""
+    """Changes when the bundle's manifest, generator card/config or selector config change (not when
+    the bundle moves)."""
     bundle = bundle.resolve()
     files = [bundle / "bundle.json", bundle / "generator" / "training_card.json", bundle / "generator" / "generator_config.json",
              bundle / "selector" / "selector_config.json", bundle / "selector" / "training_card.json"]
-    return files_fingerprint(files)
+    return files_fingerprint(files, root=bundle)
 
 
 def cached_row(path: Path) -> dict[str, Any] | None:
