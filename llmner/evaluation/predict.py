@@ -13,12 +13,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmner.doc import Document, Entity, ResultRecord
 from llmner.errors import ConfigError
+from llmner.evaluation.reports import cached_row, store_row
 from llmner.schema import EntitySchema
 
 if TYPE_CHECKING:
@@ -56,8 +58,6 @@ def predict_in_parts(pipe: Pipeline, docs: Sequence[Document], schema: EntitySch
 
     ``parts_dir`` must be unique to the models and settings behind the records (the caller keys it,
     e.g. by bundle fingerprint): a part records only which documents it holds."""
-    import time
-
     if part_documents < 1:
         raise ConfigError(f"part_documents must be >= 1, got {part_documents}")
     parts_dir.mkdir(parents=True, exist_ok=True)
@@ -67,7 +67,7 @@ def predict_in_parts(pipe: Pipeline, docs: Sequence[Document], schema: EntitySch
         part = docs[start : start + part_documents]
         path = parts_dir / f"part-{start:07d}.json"
         ids = [d.id for d in part]
-        stored = _read_part(path)
+        stored = cached_row(path)
         if stored is not None and stored["document_ids"] == ids:
             part_records = [ResultRecord.from_dict(r) for r in stored["records"]]
             part_seconds = float(stored["seconds"])
@@ -75,22 +75,12 @@ def predict_in_parts(pipe: Pipeline, docs: Sequence[Document], schema: EntitySch
             started = time.perf_counter()
             part_records = predict(pipe, part, schema, batch_documents)
             part_seconds = time.perf_counter() - started
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"document_ids": ids, "seconds": part_seconds,
-                                       "records": [r.to_dict() for r in part_records]}), encoding="utf-8")
-            tmp.replace(path)
+            store_row(path, {"document_ids": ids, "seconds": part_seconds, "records": [r.to_dict() for r in part_records]})
         records.extend(part_records)
         seconds += part_seconds
         if on_batch is not None:
             on_batch(len(records))
     return records, seconds
-
-
-def _read_part(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
 
 
 def predicted_documents(docs: Sequence[Document], records: Sequence[ResultRecord],
