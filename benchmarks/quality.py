@@ -652,6 +652,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     parser.add_argument("--work-dir", type=Path, default=RESULTS / "quality_work", help="row cache (resumable)")
     parser.add_argument("--output-dir", type=Path, default=RESULTS)
+    parser.add_argument("--peers-only", action="store_true",
+                        help="only score the peer models (--peer-dir, --reference-peer-dir) into the row cache and "
+                             "print their F1; no llmner rows, no report (peer models are too big to keep: score them "
+                             "while they exist, the report reads the cached rows)")
     parser.add_argument("--carry-over", type=Path, default=None,
                         help="earlier quality.json: take its peer cells and zero-shot row where this run has no "
                              "--peer-dir / --reference-peer-dir / --zero-shot-bundle (same documents only; marked † "
@@ -691,7 +695,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         fingerprints[str(args.zero_shot_bundle)] = bundle_fingerprint(args.zero_shot_bundle)
 
     llmner_results: dict[tuple[str, str], dict[str, Any]] = {}
-    jobs = [(main_system, c) for c in corpora] + [(s, c) for s, c, _ in extra]
+    jobs = [] if args.peers_only else [(main_system, c) for c in corpora] + [(s, c) for s, c, _ in extra]
     for system, corpus in jobs:
         subset = subsets[corpus]
         path = row_cache_path(args.work_dir, f"{system.key}-{args.selector_backend}", subset, fingerprints[str(system.bundle)])
@@ -723,6 +727,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     peers = score_peers(args.peer_dir)
     reference_peers = score_peers(args.reference_peer_dir)
+    if args.peers_only:
+        for label, scored in (("peer", peers), ("reference peer", reference_peers)):
+            for corpus, result in scored.items():
+                f1 = scope_counts(result["report"], "all")["f1"]
+                print(f"{label} {corpus}: strict F1 {100 * f1:.1f} ({result['documents']} documents, cached)")
+        return 0
 
     rows = build_rows(llmner_results, peers, subsets, main_system, extra, args.bootstrap, reference_peers)
     previous = None

@@ -57,6 +57,7 @@ from llmner.data_processing.chunking import (
     chunk_document,
     merge_chunk_entities,
 )
+from llmner.decoding.consistency import ConsistencyConfig, propagate
 from llmner.doc import (
     Candidate,
     Chunk,
@@ -95,6 +96,9 @@ class PipelineConfig:
     # Entity normalization: None = when the bundle ships a normalizer; True = required (error without
     # one); False = never.
     normalize: bool | None = None
+    # Document-level consistency (llmner.decoding.consistency) after merging: None = the bundle's steps
+    # (off for a bundle that names none, and without a bundle).
+    consistency: ConsistencyConfig | None = None
 
     def __post_init__(self) -> None:
         if self.selector_backend not in SELECTOR_BACKENDS:
@@ -130,6 +134,7 @@ class Pipeline:
             tokenizer = generator.tokenizer  # type: ignore[attr-defined]
             count_tokens = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
         self.count_tokens = count_tokens
+        self.consistency = self.config.consistency or ConsistencyConfig.from_steps(())
         ids = {"generator": generator.model_id or "generator"}
         if selector is not None:
             ids["selector"] = selector.model_id or "selector"
@@ -191,6 +196,8 @@ class Pipeline:
             overrides["default_schemas"] = {**config.default_schemas, **manifest.default_schemas}
         if config.selector_languages is None and manifest.selector_languages:
             overrides["selector_languages"] = tuple(manifest.selector_languages)
+        if config.consistency is None:
+            overrides["consistency"] = ConsistencyConfig.from_steps(manifest.consistency)
         config = dataclasses.replace(config, **overrides)   # a copy: the caller's config stays as passed
         normalizer = None
         if config.normalize is not False:
@@ -351,9 +358,12 @@ class Pipeline:
     def assemble(self, doc: Document, chunks: Sequence[Chunk], per_chunk: Sequence[ChunkEntities],
                  timings_ms: dict[str, float] | None = None) -> ResultRecord:
         """The result record of ``doc`` from its chunks' entities (chunk frame, as ``infer_chunks``
-        returns them): merged into the document frame by ``merge_chunk_entities``, then normalized
-        when the pipeline has a normalizer."""
+        returns them): merged into the document frame by ``merge_chunk_entities``, made consistent
+        across the document (``llmner.decoding.consistency``, the steps ``self.consistency`` turns on),
+        then normalized when the pipeline has a normalizer."""
         entities = merge_chunk_entities(chunks, per_chunk, doc.text)
+        if self.consistency.enabled():
+            entities = propagate(doc.text, entities, self.consistency)
         timings = dict(timings_ms or {})
         if self.normalizer is not None:
             entities = self.normalizer.normalize(entities, doc)

@@ -344,3 +344,34 @@ def test_bundle_fingerprint_follows_content_not_location(tmp_path):
     assert bundle_fingerprint(first) == bundle_fingerprint(moved)
     (moved / "generator" / "training_card.json").write_text('{"steps": 3000}')
     assert bundle_fingerprint(first) != bundle_fingerprint(moved)
+
+
+def test_peers_only_caches_peer_rows_that_a_later_report_reads_without_the_weights(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from llmner.testing import build_tiny_bundle
+
+    bundle = build_tiny_bundle(tmp_path / "bundle")
+    model, tokenizer = tiny_tagger(peer_baseline.bio_labels(["Disease"]))
+    peer_dir = tmp_path / "peer"
+    peer_baseline.save_peer_model(model, tokenizer, peer_dir / "ncbi_disease",
+                                  {"corpus": "ncbi_disease", "config": {"max_tokens": 64, "epochs": 1}, "train_seconds": 2.0},
+                                  [{"step": 1, "loss": 1.0}])
+    common = ["--bundle", str(bundle), "--corpus", "ncbi_disease", "--sentences", "2", "--selector-backend", "torch",
+              "--bootstrap", "20", "--work-dir", str(tmp_path / "work")]
+    monkeypatch.setattr(quality, "run_llmner", lambda *a, **k: pytest.fail("peers-only ran llmner"))
+    assert quality.main(common + ["--peer-dir", str(peer_dir), "--peers-only", "--output-dir", str(tmp_path / "none")]) == 0
+    assert "peer ncbi_disease: strict F1" in capsys.readouterr().out
+    assert not (tmp_path / "none").exists()
+
+    # The weights are gone; the card and config (kept in git) still name the cached row.
+    kept = tmp_path / "kept" / "ncbi_disease"
+    kept.mkdir(parents=True)
+    for name in (peer_baseline.PEER_CARD, "config.json"):
+        shutil.copy(peer_dir / "ncbi_disease" / name, kept / name)
+    monkeypatch.undo()
+    monkeypatch.setattr(quality, "run_peer", lambda *a, **k: pytest.fail("peer row recomputed"))
+    assert quality.main(common + ["--peer-dir", str(kept.parent), "--output-dir", str(tmp_path / "out")]) == 0
+    rows = json.loads((tmp_path / "out" / "quality.json").read_text())["rows"]
+    assert rows[0]["peer"] is not None

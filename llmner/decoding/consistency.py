@@ -1,0 +1,125 @@
+"""Document-level consistency: a string the model tagged once is tagged wherever it recurs.
+
+The generator sees one chunk (a sentence or a few) at a time, so it tags "Wilson disease (WD)" in the
+first sentence and then misses the bare "WD" three sentences later, or tags "BRCA1" in one sentence
+and not in the next. Annotation guidelines of the biomedical corpora tag every occurrence of a
+mention, and a short form defined in parentheses carries its long form's type (Schwartz & Hearst,
+2003). Two steps, applied per whole document after the chunks are merged:
+
+1. abbreviations: for ``long form (SF)`` where the long form ends where a tagged entity ends and
+   ``SF`` abbreviates that entity's text, ``SF`` gets the entity's type (inside the parentheses, and
+   then everywhere, by step 2);
+2. repeats: every other occurrence of a tagged string (case-sensitive; whole words in scripts that
+   separate words, anywhere in Chinese or Japanese text) gets the type it was tagged with.
+
+A string tagged with two different types in the document is ambiguous and is not propagated. An
+occurrence that overlaps any entity already there is left alone: the model's own reading of that
+place wins. An added entity takes the scores of the entities it was copied from (their maximum), so a
+selector threshold applied afterwards treats it like its source.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from llmner.doc import Entity
+from llmner.normalization.text import matches_short_form
+
+_PAREN = re.compile(r"\(\s*([^()]{1,12}?)\s*\)")
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+
+STEPS = ("abbreviations", "repeats")
+
+
+@dataclass(frozen=True, slots=True)
+class ConsistencyConfig:
+    abbreviations: bool = True    # step 1: "long form (SF)" gives SF the long form's type
+    repeats: bool = True          # step 2: every recurrence of a tagged string gets its type
+    min_chars: int = 2            # shorter strings are never propagated (single letters recur by chance)
+
+    @classmethod
+    def from_steps(cls, steps: Sequence[str]) -> ConsistencyConfig:
+        """The config with exactly ``steps`` on (a bundle manifest's ``consistency`` list)."""
+        unknown = set(steps) - set(STEPS)
+        if unknown:
+            raise ValueError(f"unknown consistency step(s) {sorted(unknown)} (expected some of {list(STEPS)})")
+        return cls(abbreviations="abbreviations" in steps, repeats="repeats" in steps)
+
+    def enabled(self) -> bool:
+        return self.abbreviations or self.repeats
+
+
+def _word_bounded(text: str, start: int, end: int) -> bool:
+    """``text[start:end]`` is not part of a longer word (CJK text has no word boundaries to check)."""
+    if _CJK.search(text[start:end]):
+        return True
+    before = text[start - 1] if start > 0 else " "
+    after = text[end] if end < len(text) else " "
+    return not (before.isalnum() and text[start].isalnum()) and not (after.isalnum() and text[end - 1].isalnum())
+
+
+def _overlaps(spans: list[tuple[int, int]], start: int, end: int) -> bool:
+    return any(s < end and start < e for s, e in spans)
+
+
+def _copy(source: Entity, start: int, end: int, text: str) -> Entity:
+    return replace(source, start=start, end=end, text=text[start:end], normalized_id=None, normalized_score=None)
+
+
+def _best(entities: Sequence[Entity]) -> Entity:
+    """The source whose scores a copy takes: the highest-scored of the same string's entities."""
+    def rank(e: Entity) -> tuple[float, float]:
+        return (e.score if e.score is not None else -1.0, e.generator_score if e.generator_score is not None else -1.0)
+    return max(entities, key=rank)
+
+
+def propagate(text: str, entities: Sequence[Entity], config: ConsistencyConfig | None = None) -> list[Entity]:
+    """``entities`` (document frame, over ``text``) plus the entities the two steps add, sorted by
+    offsets. The input entities are returned unchanged."""
+    config = config or ConsistencyConfig()
+    out = list(entities)
+    if not config.enabled() or not out:
+        return sorted(out, key=lambda e: (e.start, -e.end, e.type))
+    spans = [(e.start, e.end) for e in out]
+    by_string: dict[str, list[Entity]] = {}
+    for e in out:
+        by_string.setdefault(text[e.start : e.end], []).append(e)
+
+    if config.abbreviations:
+        ends: dict[int, list[Entity]] = {}
+        for e in out:
+            ends.setdefault(e.end, []).append(e)
+        for m in _PAREN.finditer(text):
+            short = m.group(1)
+            if len(short) < config.min_chars or not any(c.isalpha() for c in short):
+                continue
+            gap_start = m.start()
+            while gap_start > 0 and text[gap_start - 1].isspace():
+                gap_start -= 1
+            longs = [e for e in ends.get(gap_start, []) if matches_short_form(short, text[e.start : e.end])]
+            if len({e.type for e in longs}) != 1:
+                continue
+            source = _best(longs)
+            start, end = m.start(1), m.end(1)
+            if not _overlaps(spans, start, end):
+                added = _copy(source, start, end, text)
+                out.append(added)
+                spans.append((start, end))
+                by_string.setdefault(short, []).append(added)
+
+    if config.repeats:
+        for string, sources in list(by_string.items()):
+            if len(string) < config.min_chars or len({e.type for e in sources}) != 1 or not string.strip():
+                continue
+            source = _best(sources)
+            at = text.find(string)
+            while at != -1:
+                end = at + len(string)
+                if _word_bounded(text, at, end) and not _overlaps(spans, at, end):
+                    out.append(_copy(source, at, end, text))
+                    spans.append((at, end))
+                at = text.find(string, at + 1)
+    return sorted(out, key=lambda e: (e.start, -e.end, e.type))

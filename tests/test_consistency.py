@@ -1,0 +1,120 @@
+"""Document-level consistency (``llmner.decoding.consistency.propagate``): abbreviations take their
+long form's type, recurrences of a tagged string are tagged, and nothing the model tagged changes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from llmner.data_processing.chunking import ChunkingConfig
+from llmner.decoding.consistency import ConsistencyConfig, propagate
+from llmner.doc import Document, Entity
+from llmner.pipeline import Pipeline, PipelineConfig
+from llmner.runtime.base import GeneratorRuntime, TagResult
+
+
+def ent(text: str, surface: str, type_: str, nth: int = 0, **scores: float) -> Entity:
+    start = -1
+    for _ in range(nth + 1):
+        start = text.index(surface, start + 1)
+    return Entity(start, start + len(surface), type_, surface, **scores)
+
+
+def spans(text: str, entities: list[Entity]) -> list[tuple[str, str]]:
+    return [(text[e.start : e.end], e.type) for e in entities]
+
+
+TEXT = ("Wilson disease (WD) is a copper storage disorder. Patients with WD carry ATP7B mutations. "
+        "ATP7B is a copper transporter; WDR and SWD are not WD.")
+
+
+def test_short_form_takes_the_long_forms_type_and_then_every_occurrence() -> None:
+    wilson = ent(TEXT, "Wilson disease", "Disease", score=0.9, generator_score=0.8)
+    out = propagate(TEXT, [wilson])
+    assert spans(TEXT, out) == [("Wilson disease", "Disease"), ("WD", "Disease"), ("WD", "Disease"), ("WD", "Disease")]
+    # "WDR" and "SWD" hold "WD" inside a longer word: not tagged.
+    assert all(TEXT[e.start - 1] in " (" for e in out[1:])
+    copies = out[1:]
+    assert all(e.score == 0.9 and e.generator_score == 0.8 for e in copies)
+    assert out[0] is wilson
+
+
+def test_a_tagged_string_is_tagged_where_it_recurs_with_the_best_sources_scores() -> None:
+    first = ent(TEXT, "ATP7B", "Gene", score=0.4)
+    out = propagate(TEXT, [first])
+    assert spans(TEXT, out) == [("ATP7B", "Gene"), ("ATP7B", "Gene")]
+    assert out[1].score == 0.4 and out[1].normalized_id is None
+
+
+def test_ambiguous_strings_and_occupied_places_are_left_alone() -> None:
+    text = "APC mutations cause APC. The APC gene and APC protein."
+    both = [ent(text, "APC", "Gene"), ent(text, "APC", "Disease", nth=1)]
+    assert propagate(text, both) == sorted(both, key=lambda e: (e.start, e.end))
+    # An occurrence inside an entity already there keeps the model's reading.
+    gene = ent(text, "APC gene", "Gene")
+    out = propagate(text, [ent(text, "APC", "Disease"), gene])
+    assert ("APC", "Disease") in spans(text, out) and gene in out
+    assert not any(e.start == gene.start and e.end == 32 for e in out)
+    assert len([e for e in out if e.start >= gene.start and e.end <= gene.end and e is not gene]) == 0
+
+
+def test_each_step_can_be_switched_off_and_short_strings_never_propagate() -> None:
+    wilson = ent(TEXT, "Wilson disease", "Disease")
+    only_abbrev = propagate(TEXT, [wilson], ConsistencyConfig(repeats=False))
+    assert spans(TEXT, only_abbrev) == [("Wilson disease", "Disease"), ("WD", "Disease")]
+    assert propagate(TEXT, [wilson], ConsistencyConfig(abbreviations=False, repeats=False)) == [wilson]
+    text = "A and B; A again."
+    assert len(propagate(text, [Entity(0, 1, "Gene", "A")])) == 1
+
+
+def test_chinese_text_needs_no_word_boundaries_and_offsets_stay_exact() -> None:
+    text = "患者有高血压，既往高血压病史，服用氨氯地平。"
+    out = propagate(text, [ent(text, "高血压", "dis")])
+    assert spans(text, out) == [("高血压", "dis"), ("高血压", "dis")]
+    assert all(text[e.start : e.end] == e.text for e in out)
+
+
+def test_no_entities_no_change() -> None:
+    assert propagate(TEXT, []) == []
+
+
+class FirstSentenceGenerator(GeneratorRuntime):
+    """A generator double that tags "Wilson disease" only in the chunk holding it: the short form and
+    the recurrences in other chunks are left for the consistency step."""
+
+    model_id = "first-v1"
+
+    def tag(self, requests):
+        out = []
+        for req in requests:
+            at = req.text.find("Wilson disease")
+            ents = [Entity(at, at + 14, "Disease", "Wilson disease")] if at >= 0 else []
+            out.append(TagResult(ents, req.text))
+        return out
+
+
+def test_the_pipeline_applies_the_steps_it_is_configured_with() -> None:
+    doc = Document("d", TEXT)
+    chunking = ChunkingConfig(max_tokens=12, overlap_tokens=0)
+    off = Pipeline(FirstSentenceGenerator(), None, PipelineConfig(chunking=chunking))
+    assert spans(TEXT, off.process([doc])[0].entities) == [("Wilson disease", "Disease")]
+    on = Pipeline(FirstSentenceGenerator(), None, PipelineConfig(chunking=chunking, consistency=ConsistencyConfig()))
+    assert [t for t, _ in spans(TEXT, on.process([doc])[0].entities)] == ["Wilson disease", "WD", "WD", "WD"]
+
+
+def test_a_bundle_names_its_steps_and_a_config_overrides_them(tmp_path) -> None:
+    from llmner.bundle import MANIFEST_NAME, BundleManifest
+    from llmner.errors import ConfigError
+    from llmner.testing import build_tiny_bundle
+
+    bundle = build_tiny_bundle(tmp_path / "b")
+    assert Pipeline.from_bundle(bundle, PipelineConfig(selector_backend="none")).consistency == ConsistencyConfig.from_steps(())
+    manifest = json.loads((bundle / MANIFEST_NAME).read_text())
+    (bundle / MANIFEST_NAME).write_text(json.dumps({**manifest, "consistency": ["repeats"]}))
+    pipe = Pipeline.from_bundle(bundle, PipelineConfig(selector_backend="none"))
+    assert pipe.consistency == ConsistencyConfig(abbreviations=False, repeats=True)
+    forced = Pipeline.from_bundle(bundle, PipelineConfig(selector_backend="none", consistency=ConsistencyConfig()))
+    assert forced.consistency.abbreviations
+    with pytest.raises(ConfigError, match="consistency"):
+        BundleManifest.from_dict({**manifest, "consistency": ["everything"]})
