@@ -3,7 +3,8 @@ forms of tagged long forms) raise strict F1? (``llmner.decoding.consistency``)
 
 One generator pass per corpus over its leading dev documents (every candidate kept, stored in parts
 under ``--work-dir`` so that a killed run resumes); then each variant post-processes the same records
-(off, abbreviations only, repeats only, both), the selector's cut is applied as the pipeline applies it,
+(off; abbreviations only; repeats of every tagged string; repeats only of strings the model tagged at
+``--min-share`` of their occurrences or more; both steps with that share), the selector's cut is applied as the pipeline applies it,
 and strict micro F1 is scored with a paired document-bootstrap interval of variant - off. Writes
 ``benchmarks/results/consistency.md`` and ``.json``. Usage:
 
@@ -31,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sentences", type=int, default=300, help="leading dev sentences per corpus")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("--min-share", type=float, default=0.5,
+                        help="the majority variants: a string is propagated where the model tagged at least this share "
+                             "of its occurrences")
     parser.add_argument("--work-dir", type=Path, default=Path("benchmarks/campaign/consistency_work"))
     parser.add_argument("--out", type=Path, default=RESULTS / "consistency.md")
     args = parser.parse_args(argv)
@@ -51,8 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     bundle = args.bundle or default_bundle_path()
     fingerprint = bundle_fingerprint(bundle)
     # The raw records: no consistency step inside the pipeline, so that every variant starts from them.
-    variants = {"off": ConsistencyConfig.from_steps(()), "abbreviations": ConsistencyConfig.from_steps(["abbreviations"]),
-                "repeats": ConsistencyConfig.from_steps(["repeats"]), "both": ConsistencyConfig.from_steps(STEPS)}
+    majority = {"min_share": args.min_share}
+    variants = {"off": ConsistencyConfig.from_steps(()),
+                "abbreviations": ConsistencyConfig.from_steps(["abbreviations"]),
+                "repeats (every)": dataclasses.replace(ConsistencyConfig.from_steps(["repeats"]), min_share=0.0),
+                f"repeats (share ≥ {args.min_share:g})": dataclasses.replace(ConsistencyConfig.from_steps(["repeats"]), **majority),
+                f"both (share ≥ {args.min_share:g})": dataclasses.replace(ConsistencyConfig.from_steps(STEPS), **majority)}
     pipe = Pipeline.from_bundle(bundle, PipelineConfig(normalize=False, consistency=variants["off"]))
     rows = []
     for corpus in args.corpus or CORPORA:

@@ -118,3 +118,16 @@ def test_a_bundle_names_its_steps_and_a_config_overrides_them(tmp_path) -> None:
     assert forced.consistency.abbreviations
     with pytest.raises(ConfigError, match="consistency"):
         BundleManifest.from_dict({**manifest, "consistency": ["everything"]})
+
+
+def test_a_minimum_share_keeps_a_one_off_slip_from_spreading() -> None:
+    text = "BRCA1 carriers. BRCA1 testing. BRCA1 and BRCA2. Wilson disease and Wilson disease again. Wilson disease."
+    slip = ent(text, "BRCA1", "Disease")
+    twice = [ent(text, "Wilson disease", "Disease"), ent(text, "Wilson disease", "Disease", nth=1)]
+    majority = ConsistencyConfig(abbreviations=False, min_share=0.5)
+    out = propagate(text, [slip, *twice], majority)
+    # "BRCA1": tagged at 1 of 3 places, below the share: left as the model wrote it; "Wilson disease":
+    # tagged at 2 of 3, so its third occurrence is tagged too.
+    assert spans(text, out).count(("BRCA1", "Disease")) == 1
+    assert spans(text, out).count(("Wilson disease", "Disease")) == 3
+    assert spans(text, propagate(text, [slip], ConsistencyConfig(abbreviations=False))).count(("BRCA1", "Disease")) == 3

@@ -39,6 +39,10 @@ class ConsistencyConfig:
     abbreviations: bool = True    # step 1: "long form (SF)" gives SF the long form's type
     repeats: bool = True          # step 2: every recurrence of a tagged string gets its type
     min_chars: int = 2            # shorter strings are never propagated (single letters recur by chance)
+    # Step 2 propagates a string only where the model itself tagged at least this share of its
+    # occurrences (free ones: those not inside another entity): a string tagged once among twenty
+    # ("BRCA1" read as a disease once) is more likely the model's slip than its reading.
+    min_share: float = 0.0
 
     @classmethod
     def from_steps(cls, steps: Sequence[str]) -> ConsistencyConfig:
@@ -59,6 +63,16 @@ def _word_bounded(text: str, start: int, end: int) -> bool:
     before = text[start - 1] if start > 0 else " "
     after = text[end] if end < len(text) else " "
     return not (before.isalnum() and text[start].isalnum()) and not (after.isalnum() and text[end - 1].isalnum())
+
+
+def _occurrences(text: str, string: str) -> list[int]:
+    """Start offsets of ``string`` in ``text`` that are whole words (``_word_bounded``)."""
+    out, at = [], text.find(string)
+    while at != -1:
+        if _word_bounded(text, at, at + len(string)):
+            out.append(at)
+        at = text.find(string, at + 1)
+    return out
 
 
 def _overlaps(spans: list[tuple[int, int]], start: int, end: int) -> bool:
@@ -115,11 +129,13 @@ def propagate(text: str, entities: Sequence[Entity], config: ConsistencyConfig |
             if len(string) < config.min_chars or len({e.type for e in sources}) != 1 or not string.strip():
                 continue
             source = _best(sources)
-            at = text.find(string)
-            while at != -1:
-                end = at + len(string)
-                if _word_bounded(text, at, end) and not _overlaps(spans, at, end):
-                    out.append(_copy(source, at, end, text))
-                    spans.append((at, end))
-                at = text.find(string, at + 1)
+            tagged = {(e.start, e.end) for e in sources}
+            free = [(at, at + len(string)) for at in _occurrences(text, string)
+                    if (at, at + len(string)) not in tagged and not _overlaps(spans, at, at + len(string))]
+            if not free or len(tagged) < config.min_share * (len(tagged) + len(free)):
+                continue
+            for start, end in free:
+                if not _overlaps(spans, start, end):
+                    out.append(_copy(source, start, end, text))
+                    spans.append((start, end))
     return sorted(out, key=lambda e: (e.start, -e.end, e.type))
