@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from llmner.bundle import default_bundle_path
     from llmner.data_processing.corpora import corpus_schema, load_corpus
-    from llmner.decoding.consistency import STEPS, ConsistencyConfig, propagate
+    from llmner.decoding.consistency import ConsistencyConfig, propagate
     from llmner.evaluation.bootstrap import paired_bootstrap_difference, per_document_counts
     from llmner.evaluation.predict import predict_in_parts, predicted_documents
     from llmner.evaluation.reports import bundle_fingerprint
@@ -55,12 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     bundle = args.bundle or default_bundle_path()
     fingerprint = bundle_fingerprint(bundle)
     # The raw records: no consistency step inside the pipeline, so that every variant starts from them.
-    majority = {"min_share": args.min_share}
-    variants = {"off": ConsistencyConfig.from_steps(()),
-                "abbreviations": ConsistencyConfig.from_steps(["abbreviations"]),
-                "repeats (every)": dataclasses.replace(ConsistencyConfig.from_steps(["repeats"]), min_share=0.0),
-                f"repeats (share ≥ {args.min_share:g})": dataclasses.replace(ConsistencyConfig.from_steps(["repeats"]), **majority),
-                f"both (share ≥ {args.min_share:g})": dataclasses.replace(ConsistencyConfig.from_steps(STEPS), **majority)}
+    variants = {"off": ConsistencyConfig.off(),
+                "abbreviations": ConsistencyConfig(abbreviations=True, repeats=False),
+                "repeats (every)": ConsistencyConfig(repeats=True, min_share=0.0),
+                f"repeats (share ≥ {args.min_share:g})": ConsistencyConfig(repeats=True, min_share=args.min_share),
+                f"both (share ≥ {args.min_share:g})": ConsistencyConfig(abbreviations=True, repeats=True, min_share=args.min_share)}
     pipe = Pipeline.from_bundle(bundle, PipelineConfig(normalize=False, consistency=variants["off"]))
     rows = []
     for corpus in args.corpus or CORPORA:

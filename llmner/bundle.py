@@ -67,8 +67,8 @@ class BundleManifest:
     sentences_per_chunk: int = 1            # sentences per chunk the generator was trained on: the pipeline chunks alike
     open_bias: dict[str, float] = field(default_factory=dict)  # schema -> logit bonus for opening a tag (chosen on dev)
     prompt_schemas: dict[str, str] = field(default_factory=dict)  # schema -> schema whose names prompt the generator
-    consistency: list[str] = field(default_factory=list)   # document-level steps on (llmner.decoding.consistency):
-                                                           # "abbreviations", "repeats"; [] = off (chosen on dev)
+    consistency: dict[str, Any] | None = None   # document-level consistency after merging (a ConsistencyConfig's
+                                                # fields, llmner.decoding.consistency); None = off
     notes: str = ""
     format_version: int = BUNDLE_FORMAT_VERSION
 
@@ -100,11 +100,15 @@ class BundleManifest:
         if not isinstance(prompts, dict) or not all(isinstance(k, str) and isinstance(v, str) and v and k != v
                                                      for k, v in prompts.items()):
             raise ConfigError(f"{where}: prompt_schemas must map schema names to other schema names, got {prompts!r}")
-        from llmner.decoding.consistency import STEPS
+        if data.get("consistency") is not None:
+            from llmner.decoding.consistency import ConsistencyConfig
 
-        steps = data.get("consistency") or []
-        if not isinstance(steps, list) or not set(steps) <= set(STEPS):
-            raise ConfigError(f"{where}: consistency must list steps among {list(STEPS)}, got {steps!r}")
+            if not isinstance(data["consistency"], dict):
+                raise ConfigError(f"{where}: consistency must be an object of settings or null, got {data['consistency']!r}")
+            try:
+                ConsistencyConfig.from_dict(data["consistency"])
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{where}: {exc}") from None
         per_chunk = data.get("sentences_per_chunk", 1)
         if not isinstance(per_chunk, int) or isinstance(per_chunk, bool) or per_chunk < 1:
             raise ConfigError(f"{where}: sentences_per_chunk must be an integer >= 1, got {per_chunk!r}")

@@ -96,8 +96,8 @@ class PipelineConfig:
     # Entity normalization: None = when the bundle ships a normalizer; True = required (error without
     # one); False = never.
     normalize: bool | None = None
-    # Document-level consistency (llmner.decoding.consistency) after merging: None = the bundle's steps
-    # (off for a bundle that names none, and without a bundle).
+    # Document-level consistency (llmner.decoding.consistency) after merging: None = the bundle's
+    # setting (off for a bundle without one, and without a bundle); ConsistencyConfig.off() = never.
     consistency: ConsistencyConfig | None = None
 
     def __post_init__(self) -> None:
@@ -134,7 +134,7 @@ class Pipeline:
             tokenizer = generator.tokenizer  # type: ignore[attr-defined]
             count_tokens = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
         self.count_tokens = count_tokens
-        self.consistency = self.config.consistency or ConsistencyConfig.from_steps(())
+        self.consistency = self.config.consistency or ConsistencyConfig.off()
         ids = {"generator": generator.model_id or "generator"}
         if selector is not None:
             ids["selector"] = selector.model_id or "selector"
@@ -197,7 +197,8 @@ class Pipeline:
         if config.selector_languages is None and manifest.selector_languages:
             overrides["selector_languages"] = tuple(manifest.selector_languages)
         if config.consistency is None:
-            overrides["consistency"] = ConsistencyConfig.from_steps(manifest.consistency)
+            overrides["consistency"] = (ConsistencyConfig.from_dict(manifest.consistency) if manifest.consistency is not None
+                                        else ConsistencyConfig.off())
         config = dataclasses.replace(config, **overrides)   # a copy: the caller's config stays as passed
         normalizer = None
         if config.normalize is not False:
