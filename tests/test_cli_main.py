@@ -53,6 +53,11 @@ def test_bundle_command_assembles_a_bundle_the_pipeline_loads(tmp_path) -> None:
     (parts / "gen" / "training_card.json").write_text('{"training": {"sentences_per_chunk": 4}}')
     no_sel = runner.invoke(app, ["bundle", "--generator", str(parts / "gen"), "--output", str(tmp_path / "g")])
     assert no_sel.exit_code == 0 and not load_manifest(tmp_path / "g").has_selector
+    assert load_manifest(tmp_path / "g").consistency is None      # off unless asked for
+    with_step = runner.invoke(app, ["bundle", "--generator", str(parts / "gen"), "--output", str(tmp_path / "c"),
+                                    "--consistency"])
+    assert with_step.exit_code == 0, with_step.output
+    assert Pipeline.from_bundle(tmp_path / "c", PipelineConfig(selector_backend="none")).consistency.repeats
     assert load_manifest(tmp_path / "g").sentences_per_chunk == 4
     bad = runner.invoke(app, ["bundle", "--generator", str(parts / "sel"), "--output", str(tmp_path / "x")])
     assert bad.exit_code != 0 and "generator_config.json not found" in str(bad.exception)

@@ -33,6 +33,7 @@ def bundle_command(
     selector_language: Annotated[list[str] | None, typer.Option("--selector-language", help="language the selector judges (repeatable; default: all); other languages keep the generator's candidates")] = None,
     default_schema: Annotated[list[str] | None, typer.Option("--default-schema", help="LANG=SCHEMA: schema of documents in LANG that name none (repeatable), e.g. en=bc5cdr")] = None,
     prompt_schema: Annotated[list[str] | None, typer.Option("--prompt-schema", help="SCHEMA=PROMPTED: generate SCHEMA's documents under PROMPTED's type names and report SCHEMA's (repeatable), e.g. clinical_zh=cmeee")] = None,
+    consistency: Annotated[bool, typer.Option("--consistency/--no-consistency", help="tag every recurrence of a string the generator tagged at half its places or more (the setting chosen on dev for the shipped bundle; check it on your dev data with benchmarks/consistency.py)")] = False,
     notes: Annotated[str, typer.Option("--notes", help="free text kept in bundle.json")] = "",
     max_bytes: Annotated[int, typer.Option("--max-bytes", help="refuse a bundle larger than this (0: no limit)")] = MAX_SHIPPED_BUNDLE_BYTES,
 ) -> None:
@@ -43,6 +44,7 @@ def bundle_command(
         load_manifest,
         save_bundle,
     )
+    from llmner.decoding.consistency import ConsistencyConfig
     from llmner.schema import get_schema, type_correspondence
 
     if decoding_mode not in ("free", "constrained", "speculative"):
@@ -71,6 +73,7 @@ def bundle_command(
                               decoding_mode=decoding_mode, selector_threshold=threshold, notes=notes,
                               selector_languages=list(selector_language or []), default_schemas=defaults,
                               prompt_schemas=prompts,
+                              consistency=ConsistencyConfig().to_dict() if consistency else None,
                               sentences_per_chunk=int((card.get("training") or {}).get("sentences_per_chunk", 1)))
     root = save_bundle(output, generator, selector, manifest)
     load_manifest(root)          # what the pipeline will read back
