@@ -107,7 +107,7 @@ class BundleManifest:
                 raise ConfigError(f"{where}: consistency must be an object of settings or null, got {data['consistency']!r}")
             try:
                 ConsistencyConfig.from_dict(data["consistency"])
-            except (TypeError, ValueError) as exc:
+            except ConfigError as exc:
                 raise ConfigError(f"{where}: {exc}") from None
         per_chunk = data.get("sentences_per_chunk", 1)
         if not isinstance(per_chunk, int) or isinstance(per_chunk, bool) or per_chunk < 1:

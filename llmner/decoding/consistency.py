@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from llmner.doc import Entity
+from llmner.errors import ConfigError
 from llmner.normalization.text import matches_short_form
 
 _PAREN = re.compile(r"\(\s*([^()]{1,12}?)\s*\)")
@@ -53,17 +54,16 @@ class ConsistencyConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ConsistencyConfig:
         """A bundle manifest's ``consistency`` object (unknown keys and bad values are errors)."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
+        unknown = set(data) - {f.name for f in fields(cls)}
         if unknown:
-            raise ValueError(f"unknown consistency field(s) {sorted(unknown)} (expected some of {sorted(known)})")
+            raise ConfigError(f"consistency: unknown field(s) {sorted(unknown)}")
         config = cls(**data)
         if not (isinstance(config.abbreviations, bool) and isinstance(config.repeats, bool)):
-            raise ValueError("consistency: abbreviations and repeats must be true or false")
+            raise ConfigError("consistency: abbreviations and repeats must be true or false")
         if not isinstance(config.min_share, (int, float)) or not 0.0 <= config.min_share <= 1.0:
-            raise ValueError(f"consistency: min_share must be a number in [0, 1], got {config.min_share!r}")
+            raise ConfigError(f"consistency: min_share must be a number in [0, 1], got {config.min_share!r}")
         if not isinstance(config.min_chars, int) or config.min_chars < 1:
-            raise ValueError(f"consistency: min_chars must be an integer >= 1, got {config.min_chars!r}")
+            raise ConfigError(f"consistency: min_chars must be an integer >= 1, got {config.min_chars!r}")
         return config
 
     def to_dict(self) -> dict[str, Any]:
