@@ -12,7 +12,8 @@ mention, and a short form defined in parentheses carries its long form's type (S
 2. repeats: every other occurrence of a tagged string (case-sensitive; whole words in scripts that
    separate words, anywhere in Chinese or Japanese text) gets the type it was tagged with.
 
-A string tagged with two different types in the document is ambiguous and is not propagated. An
+A string tagged with two different types in the document is ambiguous and is not propagated, nor is
+one the model tagged at fewer than ``min_share`` of its free places (a slip, not a reading). An
 occurrence that overlaps any entity already there is left alone: the model's own reading of that
 place wins. An added entity takes the scores of the entities it was copied from (their maximum), so a
 selector threshold applied afterwards treats it like its source.
@@ -92,8 +93,18 @@ def _occurrences(text: str, string: str) -> list[int]:
     return out
 
 
-def _overlaps(spans: list[tuple[int, int]], start: int, end: int) -> bool:
-    return any(s < end and start < e for s, e in spans)
+class _Occupied:
+    """The characters entities cover: an overlap test in the span's length, not the entity count
+    (a long document holds thousands of entities)."""
+
+    def __init__(self, size: int) -> None:
+        self._chars = bytearray(size)
+
+    def add(self, start: int, end: int) -> None:
+        self._chars[start:end] = b"\x01" * (end - start)
+
+    def overlaps(self, start: int, end: int) -> bool:
+        return any(self._chars[start:end])
 
 
 def _copy(source: Entity, start: int, end: int, text: str) -> Entity:
@@ -114,7 +125,9 @@ def propagate(text: str, entities: Sequence[Entity], config: ConsistencyConfig |
     out = list(entities)
     if not config.enabled() or not out:
         return sorted(out, key=lambda e: (e.start, -e.end, e.type))
-    spans = [(e.start, e.end) for e in out]
+    occupied = _Occupied(len(text))
+    for e in out:
+        occupied.add(e.start, e.end)
     by_string: dict[str, list[Entity]] = {}
     for e in out:
         by_string.setdefault(text[e.start : e.end], []).append(e)
@@ -135,10 +148,10 @@ def propagate(text: str, entities: Sequence[Entity], config: ConsistencyConfig |
                 continue
             source = _best(longs)
             start, end = m.start(1), m.end(1)
-            if not _overlaps(spans, start, end):
+            if not occupied.overlaps(start, end):
                 added = _copy(source, start, end, text)
                 out.append(added)
-                spans.append((start, end))
+                occupied.add(start, end)
                 by_string.setdefault(short, []).append(added)
 
     if config.repeats:
@@ -148,11 +161,11 @@ def propagate(text: str, entities: Sequence[Entity], config: ConsistencyConfig |
             source = _best(sources)
             tagged = {(e.start, e.end) for e in sources}
             free = [(at, at + len(string)) for at in _occurrences(text, string)
-                    if (at, at + len(string)) not in tagged and not _overlaps(spans, at, at + len(string))]
+                    if (at, at + len(string)) not in tagged and not occupied.overlaps(at, at + len(string))]
             if not free or len(tagged) < config.min_share * (len(tagged) + len(free)):
                 continue
             for start, end in free:
-                if not _overlaps(spans, start, end):
+                if not occupied.overlaps(start, end):
                     out.append(_copy(source, start, end, text))
-                    spans.append((start, end))
+                    occupied.add(start, end)
     return sorted(out, key=lambda e: (e.start, -e.end, e.type))
