@@ -78,8 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         base_counts = per_variant["off"][1]
         row = {"corpus": corpus, "documents": len(docs), "gold": sum(len(d.entities) for d in docs), "variants": {}}
         for name, (micro, counts) in per_variant.items():
-            cell = {"precision": micro.precision, "recall": micro.recall, "f1": micro.f1, "tp": micro.tp, "fp": micro.fp,
-                    "fn": micro.fn}
+            cell: dict = micro.to_dict()
             if name != "off":
                 cell["minus_off_ci"] = paired_bootstrap_difference(counts, base_counts, "all", args.bootstrap)
             row["variants"][name] = cell
