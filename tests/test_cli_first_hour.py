@@ -132,6 +132,24 @@ def test_tag_open_bias_finds_more_candidates(tiny_bundle, tmp_path):
     assert counts[1] > counts[0]
 
 
+def test_tag_consistency_flags_force_the_step_on_or_off_and_default_to_the_bundle(tmp_path, monkeypatch):
+    from llmner.decoding.consistency import ConsistencyConfig
+    from llmner.pipeline import Pipeline
+
+    src = tmp_path / "notes.txt"
+    src.write_text("Wilson disease is rare.\n")
+    seen = []
+
+    def capture(model, config):   # the config tag builds; stop before any model loads
+        seen.append(config.consistency)
+        raise LlmnerError("stopped after the config")
+
+    monkeypatch.setattr(Pipeline, "from_bundle", capture)
+    for extra in ([], ["--consistency"], ["--no-consistency"]):
+        cli("tag", src, "-o", tmp_path / "o.jsonl", "--model", NO_BUNDLE, *extra)
+    assert seen == [None, ConsistencyConfig(), ConsistencyConfig.off()]
+
+
 def test_tag_of_a_bioc_file_holds_predictions_only(tiny_bundle, tmp_path):
     gold = Document("p1", "Cisplatin causes nephrotoxicity in mice.", metadata={"relations": [["CID", "D002945", "D007674"]]})
     gold.entities = [gold.span(0, 9, "Chemical"), gold.span(17, 31, "Disease")]

@@ -119,7 +119,7 @@ def tag(
     open_bias: Annotated[float | None, typer.Option("--open-bias", help="logit bonus for opening a tag: more entities found, more of them wrong (default: the bundle's per schema, else 0)")] = None,
     batch_documents: Annotated[int, typer.Option("--batch-documents", help="documents per pipeline batch")] = 8,
     normalize: Annotated[bool, typer.Option("--normalize", help="link entities to identifiers with the bundle's normalizer")] = False,
-    consistency: Annotated[bool, typer.Option("--consistency/--no-consistency", help="tag every recurrence of a string the model tagged at half its places or more (default: as the bundle says; the shipped one does)")] = True,
+    consistency: Annotated[bool | None, typer.Option("--consistency/--no-consistency", help="tag every recurrence of a string the model tagged at half its places or more (default: as the bundle says; the shipped one does)")] = None,
     keep_dropped: Annotated[bool, typer.Option("--keep-dropped", help="jsonl: keep the selector's dropped candidates in metadata (llmner view --dropped)")] = False,
 ) -> None:
     """Tag documents: chunk -> generate -> select -> merge; writes entities, scores and model ids."""
@@ -151,13 +151,13 @@ def tag(
     check_writable(docs, out_fmt)
     warn_on_language_mismatch(docs, forced=language is not None)
 
+    from llmner.decoding.consistency import ConsistencyConfig
     from llmner.pipeline import Pipeline, PipelineConfig
 
-    from llmner.decoding.consistency import ConsistencyConfig
-
+    # None: the bundle's setting; the flags force the dev-chosen setting on, or the step off.
+    chosen = None if consistency is None else ConsistencyConfig() if consistency else ConsistencyConfig.off()
     pipe = Pipeline.from_bundle(model, PipelineConfig(selector_backend=selector_backend, normalize=normalize,
-                                                      open_bias=open_bias,
-                                                      consistency=None if consistency else ConsistencyConfig.off()))
+                                                      open_bias=open_bias, consistency=chosen))
     for d in docs:
         pipe.schema_for(d)
     records: list[ResultRecord] = []
