@@ -125,16 +125,19 @@ class PipelineCache:
 
 
 def run_llmner(system: LlmnerSystem, subset: EvalSubset, pipes: PipelineCache, batch_documents: int,
-               parts_dir: Path | None = None, part_documents: int = 100) -> dict[str, Any]:
+               parts_dir: Path | None = None, part_documents: int = 100,
+               parts_from_end: bool = False) -> dict[str, Any]:
     """The subset's evaluation (``llmner.evaluation.corpus_eval``), with per-document counts for the intervals;
-    predicted in parts stored under ``parts_dir`` (a whole test split takes hours: a rerun resumes mid-row)."""
+    predicted in parts stored under ``parts_dir`` (a whole test split takes hours: a rerun resumes mid-row;
+    ``parts_from_end``: a second process fills the same row's parts from the other end)."""
     from llmner.data_processing.corpora import corpus_schema
     from llmner.evaluation.corpus_eval import evaluate_documents
 
     pipe = pipes.get(system)
     gold = subset.documents
     evaluation = evaluate_documents(pipe, gold, corpus_schema(subset.corpus), subset.corpus, subset.split,
-                                    batch_documents=batch_documents, parts_dir=parts_dir, part_documents=part_documents)
+                                    batch_documents=batch_documents, parts_dir=parts_dir, part_documents=part_documents,
+                                    parts_from_end=parts_from_end)
     result = evaluation.to_dict()
     seconds = float(result["seconds"])
     out: dict[str, Any] = {
@@ -648,6 +651,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--generator-batch", type=int, default=8, help="chunks per generation batch")
     parser.add_argument("--part-documents", type=int, default=100,
                         help="documents per stored part of a row (an interrupted row resumes from its parts)")
+    parser.add_argument("--parts-from-end", action="store_true",
+                        help="predict each row's parts from the last one: a second process on the same --work-dir "
+                             "then shares a row with one going forward (they meet in the middle)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the F1 CI (0 = none)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     parser.add_argument("--work-dir", type=Path, default=RESULTS / "quality_work", help="row cache (resumable)")
@@ -702,7 +708,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = cached_row(path)
         if result is None:
             print(f"running {system.key} on {subset.describe()}", file=sys.stderr)
-            result = run_llmner(system, subset, pipes, args.batch_documents, path.with_suffix(".parts"), args.part_documents)
+            result = run_llmner(system, subset, pipes, args.batch_documents, path.with_suffix(".parts"), args.part_documents,
+                                args.parts_from_end)
             store_row(path, result)
         else:
             print(f"cached: {path.name}", file=sys.stderr)

@@ -662,6 +662,46 @@ def test_corpus_evaluation_in_parts_resumes_from_stored_parts(tmp_path):
     assert [d.entities for d in resumed.alone[:3]] == [d.entities for d in first.alone]
 
 
+def test_parts_filled_from_both_ends_give_one_pass_records_in_document_order(tmp_path):
+    """Two processes share a split: one goes forward, one from the end. Each reads back what the other
+    stored, and both return the records in document order, the same as one uninterrupted pass."""
+    from llmner.data_processing.corpora import corpus_schema, data_dir, load_corpus
+    from llmner.evaluation.predict import predict, predict_in_parts
+
+    if not (data_dir() / "ncbi_disease").is_dir():
+        pytest.skip("NCBI-Disease not available")
+    docs = load_corpus("ncbi_disease", "dev")[:5]
+    surfaces = {e.text for d in docs for e in d.entities}
+    schema = corpus_schema("ncbi_disease")
+
+    class OrderRecordingGenerator(SurfaceGenerator):
+        def __init__(self, surfaces):
+            super().__init__(surfaces)
+            self.first_chunks: list[str] = []
+
+        def tag(self, requests):
+            self.first_chunks.append(requests[0].text)
+            return super().tag(requests)
+
+    def outputs(records):
+        return [(r.document_id, r.to_dict()["entities"]) for r in records]
+
+    whole = outputs(predict(Pipeline(SurfaceGenerator(surfaces)), docs, schema))
+    parts = tmp_path / "parts"
+    backward_gen = OrderRecordingGenerator(surfaces)
+    backward, _ = predict_in_parts(Pipeline(backward_gen), docs, schema, parts, part_documents=2, from_end=True)
+    assert backward_gen.first_chunks[0] in docs[4].text   # it began with the last part
+    assert outputs(backward) == whole
+    # As if the backward process had stored only its first part (the last documents) when the forward
+    # one started:
+    (parts / "part-0000000.json").unlink()
+    (parts / "part-0000002.json").unlink()
+    forward_gen = OrderRecordingGenerator(surfaces)
+    forward, _ = predict_in_parts(Pipeline(forward_gen), docs, schema, parts, part_documents=2)
+    assert not any(c in docs[4].text for c in forward_gen.first_chunks)   # the last part was read back
+    assert outputs(forward) == whole
+
+
 def test_a_merged_adapter_tags_as_the_unmerged_one(tiny_bundle, tmp_path):
     """``merge_adapter`` (the default) folds the LoRA into the weights: the same entities, faster."""
     import torch

@@ -85,18 +85,21 @@ def labeled_documents(corpus: str, split: str, limit: int | None = None) -> list
 
 def evaluate_documents(pipe: Pipeline, gold: Sequence[Document], schema: EntitySchema, corpus: str, split: str,
                        batch_documents: int = 8, on_batch: Callable[[int], None] | None = None,
-                       parts_dir: Path | None = None, part_documents: int = 100) -> CorpusEvaluation:
+                       parts_dir: Path | None = None, part_documents: int = 100,
+                       parts_from_end: bool = False) -> CorpusEvaluation:
     """Predict ``gold`` under ``schema`` (every candidate kept) and score it without and with the selector.
 
     ``parts_dir``: predict in parts of ``part_documents`` documents stored there, resuming from the
     parts an interrupted run left (``predict_in_parts``); the directory must belong to this pipeline's
-    models and settings alone."""
+    models and settings alone. ``parts_from_end``: fill the parts from the last one (a second process on
+    the same split)."""
     if parts_dir is None:
         started = time.perf_counter()
         records = predict(pipe, gold, schema, batch_documents, on_batch=on_batch)
         seconds = time.perf_counter() - started
     else:
-        records, seconds = predict_in_parts(pipe, gold, schema, parts_dir, part_documents, batch_documents, on_batch)
+        records, seconds = predict_in_parts(pipe, gold, schema, parts_dir, part_documents, batch_documents, on_batch,
+                                            from_end=parts_from_end)
     alone = predicted_documents(gold, records)
     selected = threshold = with_selector = None
     if pipe.selector is not None:

@@ -50,20 +50,27 @@ def predict(pipe: Pipeline, docs: Sequence[Document], schema: EntitySchema | Non
 
 def predict_in_parts(pipe: Pipeline, docs: Sequence[Document], schema: EntitySchema | None, parts_dir: Path,
                      part_documents: int = 100, batch_documents: int = 8,
-                     on_batch: Callable[[int], None] | None = None) -> tuple[list[ResultRecord], float]:
+                     on_batch: Callable[[int], None] | None = None,
+                     from_end: bool = False) -> tuple[list[ResultRecord], float]:
     """``predict`` part by part, each part of ``part_documents`` documents stored in ``parts_dir`` as it
     finishes, so that a run over a whole split (hours on a CPU) resumes where it stopped: a stored part
     whose document ids match is read back instead of predicted. Returns the records and the prediction
     seconds of all parts (stored parts count the seconds they took when they ran).
 
     ``parts_dir`` must be unique to the models and settings behind the records (the caller keys it,
-    e.g. by bundle fingerprint): a part records only which documents it holds."""
+    e.g. by bundle fingerprint): a part records only which documents it holds.
+
+    ``from_end``: work through the parts from the last one. A second process started this way on the
+    same ``parts_dir`` fills the split from the other end and the two meet in the middle (each reads
+    back what the other stored; at most the part both reach at once is predicted twice). The records
+    come back in document order either way."""
     if part_documents < 1:
         raise ConfigError(f"part_documents must be >= 1, got {part_documents}")
     parts_dir.mkdir(parents=True, exist_ok=True)
-    records: list[ResultRecord] = []
+    starts = list(range(0, len(docs), part_documents))
+    by_start: dict[int, list[ResultRecord]] = {}
     seconds = 0.0
-    for start in range(0, len(docs), part_documents):
+    for start in reversed(starts) if from_end else starts:
         part = docs[start : start + part_documents]
         path = parts_dir / f"part-{start:07d}.json"
         ids = [d.id for d in part]
@@ -76,11 +83,11 @@ def predict_in_parts(pipe: Pipeline, docs: Sequence[Document], schema: EntitySch
             part_records = predict(pipe, part, schema, batch_documents)
             part_seconds = time.perf_counter() - started
             store_row(path, {"document_ids": ids, "seconds": part_seconds, "records": [r.to_dict() for r in part_records]})
-        records.extend(part_records)
+        by_start[start] = part_records
         seconds += part_seconds
         if on_batch is not None:
-            on_batch(len(records))
-    return records, seconds
+            on_batch(sum(map(len, by_start.values())))
+    return [r for start in starts for r in by_start[start]], seconds
 
 
 def predicted_documents(docs: Sequence[Document], records: Sequence[ResultRecord],
