@@ -332,6 +332,11 @@ def has_reference_peer(rows: Sequence[dict[str, Any]]) -> bool:
     return any(r.get("reference_peer") for r in rows)
 
 
+def _short(value: Any) -> str:
+    """A card's number for prose: 4 significant digits ('?' when the card lacks it)."""
+    return "?" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def markdown_table(rows: Sequence[dict[str, Any]], peer_name: str = "peer") -> str:
     """The report table; ``peer_name`` heads the compared peer's columns, and when a row has a
     full-data peer (``reference_peer``) two columns after the compared peer's hold it."""
@@ -546,8 +551,8 @@ def write_report(rows: Sequence[dict[str, Any]], settings: dict[str, Any], curve
             selector_lines.append(f"- bundle {name} selector: no training card or history in the bundle")
             continue
         selector_lines.append(
-            f"- bundle {name} selector: {card.get('steps', '?')} steps, loss {card.get('loss_first', '?')} -> "
-            f"{card.get('loss_last_mean10', '?')} (mean of last 10), threshold {card.get('threshold', '?')}, "
+            f"- bundle {name} selector: {card.get('steps', '?')} steps, loss {_short(card.get('loss_first'))} -> "
+            f"{_short(card.get('loss_last_mean10'))} (mean of last 10), threshold {_short(card.get('threshold'))}, "
             f"per-step history: {'yes' if sel['history'] else 'no (the selector trainer writes only its card)'}")
     generator_lines = []
     for name, history in curves["generator"].items():
@@ -564,6 +569,8 @@ def write_report(rows: Sequence[dict[str, Any]], settings: dict[str, Any], curve
         f"was not given the models behind those cells.\n" for o in origins.values())
     peer_card = settings.get("peer_settings")
     reference_card = settings.get("reference_peer_settings")
+    published_scope = ("Our rows are on the same whole splits." if not settings["sentences"] else
+                       "Our rows are on the subsets above, so the comparison is indicative: see the confidence intervals.")
     subset_text = ("the whole report split of each corpus" if not settings["sentences"] else
                    f"the first documents of each split holding at least {settings['sentences']} sentences\n"
                    f"  and {settings['min_gold']} gold mentions")
@@ -601,8 +608,7 @@ GENIA, JNLPBA, BC2GM and LINNAEUS, a record for CMeEE), sentences/s in brackets.
   `benchmarks/results/decoding.md` found 124 of 124 sentences identical), so one row covers both. `free` (unconstrained) decoding
   differs and has its own row(s).
 - **Published references** are other papers' full-test-set numbers with their own models (BioBERT, PubMedBERT:
-  110 M-parameter encoders; W2NER; LLMNER zero-shot with a 9 B model). Our rows are on the subsets above, so the
-  comparison is indicative: see the confidence intervals.
+  110 M-parameter encoders; W2NER; LLMNER zero-shot with a 9 B model). {published_scope}
 - **Peer baseline**: `AutoModelForTokenClassification` on the same MiniLM-L6 encoder as the selector, BIO tags on
   the tokenizer's words (first sub-token labelled), trained per corpus (`benchmarks/peer_baseline.py`; how each
   peer was trained is stated above, from its training card: the peer compared with llmner is meant to see the
