@@ -416,7 +416,7 @@ def plot_label(row: dict[str, Any]) -> str:
     return name
 
 
-def plot_f1(rows: Sequence[dict[str, Any]], path: Path, peer_name: str = "peer") -> Path:
+def plot_f1(rows: Sequence[dict[str, Any]], path: Path, peer_name: str = "peer", whole_splits: bool = False) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -441,7 +441,8 @@ def plot_f1(rows: Sequence[dict[str, Any]], path: Path, peer_name: str = "peer")
     ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("strict F1 (%)")
     ax.set_ylim(0, 100)
-    ax.set_title("Strict F1 per corpus (llmner and peer on the report subsets; published = full test sets)", fontsize=9)
+    scope = "on the whole splits" if whole_splits else "on the report subsets"
+    ax.set_title(f"Strict F1 per corpus (llmner and peer {scope}; published = full test sets)", fontsize=9)
     ax.legend(fontsize=8, ncol=len(series), loc="upper center", bbox_to_anchor=(0.5, -0.28), frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -793,7 +794,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.reference_peer_dir is None and old.get("reference_peer_dir"):
             settings["reference_peer_dir"] = old["reference_peer_dir"]
             settings["reference_peer_settings"] = old.get("reference_peer_settings")
-    f1_png = plot_f1(rows, out_dir / "quality_f1.png", settings["peer_name"])
+    f1_png = plot_f1(rows, out_dir / "quality_f1.png", settings["peer_name"], whole_splits=not settings["sentences"])
     md = write_report(rows, settings, curves, out_dir / "quality.md", f1_png, training_png)
     (out_dir / "quality.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=1))
     print(markdown_table(rows, settings["peer_name"]))
