@@ -191,3 +191,38 @@ def test_without_distractors_variants_are_drawn_as_before() -> None:
     for corpus in CORPORA:
         for i in range(20):
             assert plain.draw(get_schema(corpus), f"x/{i}") == zero.draw(get_schema(corpus), f"x/{i}", ["human"])
+
+
+def test_masked_names_are_opaque_labels_over_the_same_definitions_and_mentions() -> None:
+    schema = get_schema("genia")
+    example = _genia_example()
+    plain = SchemaVariation(SchemaVariationConfig(own_rate=0.0, distractor_rate=0.5))
+    masked = SchemaVariation(SchemaVariationConfig(own_rate=0.0, distractor_rate=0.5, mask_rate=1.0))
+    labels_seen = set()
+    for i in range(30):
+        seed = f"genia/{i}"
+        p, m = plain.draw(schema, seed, [example.text]), masked.draw(schema, seed, [example.text])
+        # The masking draw comes last: the unmasked variant underneath is the plain one, in the same order.
+        assert [t.definition for t in m.schema.types] == [t.definition for t in p.schema.types]
+        names = [t.name for t in m.schema.types]
+        assert all(re.fullmatch(r"Type_[A-Z]", n) for n in names) and len(set(names)) == len(names)
+        labels_seen.update(names)
+        # A dropped type's mentions stay dropped; the kept ones keep their offsets and text, under their label.
+        label_of = {t.name: m_t.name for t, m_t in zip(p.schema.types, m.schema.types)}
+        assert m.rename == {corpus_type: label_of[name] for corpus_type, name in p.rename.items()}
+        expected = [(e.start, e.end, label_of[e.type], e.text) for e in p.entities(example.entities)]
+        assert [(e.start, e.end, e.type, e.text) for e in m.entities(example.entities)] == expected
+    # Letters are drawn in a random order, so a label says nothing about the type it hides.
+    assert len(labels_seen) > 5
+
+
+def test_without_masking_variants_are_drawn_as_before() -> None:
+    plain, zero = SchemaVariation(SchemaVariationConfig(distractor_rate=0.5)), SchemaVariation(SchemaVariationConfig(distractor_rate=0.5, mask_rate=0.0))
+    for corpus in CORPORA:
+        for i in range(20):
+            assert plain.draw(get_schema(corpus), f"x/{i}") == zero.draw(get_schema(corpus), f"x/{i}")
+
+
+def test_mask_rate_must_be_a_share() -> None:
+    with pytest.raises(Exception, match="mask_rate"):
+        SchemaVariationConfig(mask_rate=1.5)

@@ -678,3 +678,15 @@ def test_training_with_distractor_types_runs_and_is_a_trajectory_setting(tmp_pat
     result = train_generator(config, corpora=ncbi(), base=tiny_base(), progress=False, log=quiet)
     assert result.finished and result.steps == 2
     assert result.card["training"]["distractor_type_rate"] == 1.0
+
+
+def test_training_with_masked_type_names_runs_and_a_resume_must_keep_the_rate(tmp_path: Path) -> None:
+    config = train_config(tmp_path / "run", steps=2, own_schema_rate=0.0, type_mask_rate=1.0)
+    result = train_generator(config, corpora=ncbi(), base=tiny_base(), progress=False, log=quiet)
+    assert result.finished and result.steps == 2
+    assert result.card["training"]["type_mask_rate"] == 1.0
+    cut = replace(config, output=str(tmp_path / "cut"), checkpoint_every=1, stop_after=1)
+    assert not train_generator(cut, corpora=ncbi(), base=tiny_base(), progress=False, log=quiet).finished
+    changed = replace(cut, stop_after=None, resume=True, type_mask_rate=0.0)
+    with pytest.raises(ConfigError, match="type_mask_rate"):
+        train_generator(changed, corpora=ncbi(), base=tiny_base(), progress=False, log=quiet)

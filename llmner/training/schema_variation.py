@@ -17,7 +17,12 @@ differently (``SchemaVariation.draw``):
   BC2GM's genes ``Chemical`` (the schema check at campaign step 400: 79-92 % of genes, 67 % of
   LINNAEUS species). A distractor's mentions would be unannotated in the text, and training would then
   teach the model to skip them; so a concept is a distractor only when none of the known mentions
-  of it (``MentionLexicon``: every training corpus's gold mentions) occurs in the batch's texts.
+  of it (``MentionLexicon``: every training corpus's gold mentions) occurs in the batch's texts;
+- with ``mask_rate``, every type of the variant renamed to an opaque label (``Type_C``, ``Type_A``,
+  letters in a random order), its definition kept: class-name masking, the regulariser of GoLLIE
+  (Sainz et al., 2024), so that the model must read the definitions instead of recognising names.
+  A held-out naming (``Illness``, ``Compound``) is a name the model never saw, and the schema check
+  shows it followed by what the name resembles (BC5CDR's ``Illness`` written as ``Compound``).
 
 The variant is an ordinary ``EntitySchema``: the prompt is rendered from it by the same
 ``PromptBuilder`` that renders a user's schema file at inference. The ``held_out`` namings of the
@@ -55,11 +60,12 @@ class SchemaVariationConfig:
     paraphrase_rate: float = 0.6
     distractor_rate: float = 0.0     # share of varied schemas that also list types the corpus does not annotate
     max_distractors: int = 3
+    mask_rate: float = 0.0           # share of varied schemas whose type names become opaque labels
 
     def __post_init__(self) -> None:
         if self.max_distractors < 1:
             raise ConfigError(f"schema variation: max_distractors must be >= 1, got {self.max_distractors}")
-        for name in ("own_rate", "drop_rate", "paraphrase_rate", "distractor_rate"):
+        for name in ("own_rate", "drop_rate", "paraphrase_rate", "distractor_rate", "mask_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"schema variation: {name} must be in [0, 1], got {value}")
@@ -178,6 +184,9 @@ class SchemaVariation:
                 shown.extend(extra)
                 if cfg.shuffle:
                     rng.shuffle(shown)
+        # Drawn after everything else, and only when enabled, for the same reason.
+        if cfg.mask_rate > 0 and rng.random() < cfg.mask_rate:
+            shown, rename = _masked(shown, rename, rng)
         return SchemaVariant(EntitySchema(f"{schema.name}~variant", schema.language, tuple(shown), schema.description),
                              rename)
 
@@ -202,6 +211,19 @@ class SchemaVariation:
                 used.add(naming.name)
                 out.append(EntityType(naming.name, naming.definition))
         return out
+
+
+MASK_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def _masked(shown: Sequence[EntityType], rename: Mapping[str, str],
+            rng: random.Random) -> tuple[list[EntityType], dict[str, str]]:
+    """Every shown type (distractors too) under an opaque label, ``Type_<letter>``, the letters drawn
+    in a random order so that a label says nothing about its type; definitions unchanged."""
+    letters = rng.sample(MASK_LETTERS, len(shown))
+    label = {t.name: f"Type_{letter}" for t, letter in zip(shown, letters)}
+    return ([EntityType(label[t.name], t.definition) for t in shown],
+            {corpus_type: label[name] for corpus_type, name in rename.items()})
 
 
 __all__ = [
