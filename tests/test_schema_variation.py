@@ -8,7 +8,7 @@ import pytest
 
 from llmner.codecs import get_codec
 from llmner.doc import Entity
-from llmner.errors import ValidationError
+from llmner.errors import ConfigError, ValidationError
 from llmner.schema import EntitySchema, get_schema
 from llmner.testing import tiny_causal_tokenizer
 from llmner.training.examples import TextExample, render_examples
@@ -224,5 +224,5 @@ def test_without_masking_variants_are_drawn_as_before() -> None:
 
 
 def test_mask_rate_must_be_a_share() -> None:
-    with pytest.raises(Exception, match="mask_rate"):
+    with pytest.raises(ConfigError, match="mask_rate"):
         SchemaVariationConfig(mask_rate=1.5)
