@@ -28,6 +28,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=2000)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--note", default="")
+    parser.add_argument("--condition", action="append", choices=list(CONDITIONS), default=None,
+                        help="conditions to compare (default: all three)")
     args = parser.parse_args()
 
     from llmner.data_processing.corpora import corpus_schema, load_corpus
@@ -46,6 +48,8 @@ def main() -> None:
              f"({args.samples} draws, paired across systems).", ""]
     summary = {}
     for condition, title in CONDITIONS.items():
+        if args.condition and condition not in args.condition:
+            continue
         per_document: dict[str, dict[str, list]] = {}
         for name, cache_dir in systems.items():
             cache = PredictionCache(Path(cache_dir))
