@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-CONDITIONS = {"own": "(a) own schema", "default": "(b) default schema", "held_out": "(c) held-out names"}
+TITLES = {"own": "(a) own schema", "default": "(b) default schema", "held_out": "(c) held-out names"}
 
 
 def main() -> None:
@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=2000)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--note", default="")
-    parser.add_argument("--condition", action="append", choices=list(CONDITIONS), default=None,
+    parser.add_argument("--condition", action="append", choices=list(TITLES), default=None,
                         help="conditions to compare (default: all three)")
     args = parser.parse_args()
 
@@ -47,7 +47,7 @@ def main() -> None:
              f"each corpus's own types, macro over {len(args.corpus)} corpora; 95% document-bootstrap intervals "
              f"({args.samples} draws, paired across systems).", ""]
     summary = {}
-    for condition, title in CONDITIONS.items():
+    for condition, title in TITLES.items():
         if args.condition and condition not in args.condition:
             continue
         per_document: dict[str, dict[str, list]] = {}

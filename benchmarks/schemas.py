@@ -24,7 +24,8 @@ import json
 import time
 from pathlib import Path
 
-CONDITIONS = ("own", "default", "held_out")
+from llmner.evaluation.schema_check import CONDITIONS
+
 CORPORA = ["ncbi_disease", "bc5cdr", "genia", "jnlpba", "bc2gm", "linnaeus", "s800", "cmeee"]
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -26,6 +26,7 @@ from llmner.schema import EntitySchema, get_schema
 from llmner.type_namings import TypeNamings, load_type_namings
 
 NONE = "—"
+CONDITIONS = ("own", "default", "held_out")   # the namings of namings_for, in its order
 DEFAULT_SCHEMAS = {"en": "biomedical_en", "zh": "clinical_zh"}
 
 
@@ -129,5 +130,5 @@ def summary_row(corpus: str, results: Sequence[ConditionResult], documents: int,
     return row
 
 
-__all__ = ["ConditionResult", "Naming", "check_condition", "confusion_markdown", "namings_for", "renamed_gold",
+__all__ = ["CONDITIONS", "ConditionResult", "Naming", "check_condition", "confusion_markdown", "namings_for", "renamed_gold",
            "summary_row", "type_confusion"]
