@@ -511,6 +511,19 @@ def test_portable_checkpoint_resumes_on_a_fresh_machine_with_a_fresh_optimizer(t
     assert card["exported_from"] == str(portable) and card["training"]["lr"] == cut.lr
     assert card["first_loss"] == pytest.approx(sum(first.losses) / 2)
 
+    # The finished run's own generator directory re-dressed the same way (its card and history stand in
+    # for the training state): the run's final weights, the run's settings and losses in the new card.
+    finished = export_generator(tmp_path / "elsewhere", tmp_path / "elsewhere", tmp_path / "final", name="gen-final",
+                                base=tiny_base())
+    final_card = json.loads((finished / "training_card.json").read_text())
+    assert final_card["name"] == "gen-final" and final_card["steps"] == 5
+    assert final_card["examples_seen"] == 5 * cut.batch_size and final_card["fresh_optimizer_steps"] == [2]
+    assert final_card["first_loss"] == pytest.approx(sum(second.losses[:5]) / 5)
+    want = load_file(str(tmp_path / "elsewhere" / "adapter" / "adapter_model.safetensors"))
+    got = {k: v for k, v in GeneratorModel.from_pretrained(finished, base=tiny_base()).model.state_dict().items()
+           if "lora_" in k}
+    assert all(torch.equal(got[k.replace(".weight", ".default.weight")], v) for k, v in want.items())
+
 
 def test_training_card_contents(tmp_path: Path) -> None:
     docs = disease_docs()

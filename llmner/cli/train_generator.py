@@ -38,12 +38,12 @@ def export_checkpoint_command(
 
 
 def export_generator_command(
-    checkpoint: Path = typer.Argument(..., help="A checkpoint: step-N of a run, or a portable one (export-checkpoint)."),
+    checkpoint: Path = typer.Argument(..., help="A checkpoint: step-N of a run, a portable one (export-checkpoint), or the generator directory a finished run wrote."),
     like: Path = typer.Option(..., "--like", help="Generator directory whose settings, schemas and base model to use."),
     output: Path = typer.Option(..., "--output", "-o", help="Generator directory to write."),
     name: str = typer.Option(..., "--name", help="Generator name (the card's; bundle.json's generator_id)."),
 ) -> None:
-    """Write a generator directory from a checkpoint of an unfinished run (for `llmner bundle`)."""
+    """Write a generator directory with another generator's settings (for `llmner bundle`) from a run's checkpoint or its finished generator."""
     from llmner.training.checkpoint import export_generator
 
     written = export_generator(checkpoint, like, output, name)

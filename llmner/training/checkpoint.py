@@ -97,7 +97,8 @@ def export_portable(checkpoint: str | Path, dest: str | Path) -> Path:
 def export_generator(checkpoint: str | Path, like: str | Path, dest: str | Path, name: str,
                      base: tuple[Any, Any] | None = None) -> Path:
     """A generator directory (what ``llmner bundle`` takes) from a checkpoint, full or portable, of a run
-    that has not finished its schedule: the settings, schemas and base model of generator directory
+    that has not finished its schedule, or from the generator directory a finished run wrote (whose own
+    settings are the training run's, not the shipped ones): the settings, schemas and base model of generator directory
     ``like`` (same LoRA rank and target modules), the checkpoint's LoRA weights, and a card of the run
     so far (its training settings, step, examples and losses, where the weights came from). ``base``: an
     in-memory (model, tokenizer) instead of ``like``'s base model reference."""
@@ -110,6 +111,8 @@ def export_generator(checkpoint: str | Path, like: str | Path, dest: str | Path,
     checkpoint = Path(checkpoint)
     if is_portable(checkpoint):
         state = json.loads((checkpoint / PORTABLE_STATE_NAME).read_text(encoding="utf-8"))
+    elif is_finished_generator(checkpoint):
+        state = finished_run_state(checkpoint)
     else:
         state = load_state(checkpoint)
     generator = GeneratorModel.from_pretrained(like, base=base, adapter=checkpoint)
@@ -135,6 +138,29 @@ def export_generator(checkpoint: str | Path, like: str | Path, dest: str | Path,
         "git_commit": cardlib.git_commit(),
     }
     return generator.save_pretrained(dest, card=card)
+
+
+def finished_run_state(generator_dir: str | Path) -> dict[str, Any]:
+    """What ``export_generator`` reads from a checkpoint, rebuilt from a finished run's generator directory:
+    its card (step, settings, elapsed time, fresh optimizer steps) and its ``history.jsonl``."""
+    from llmner.modeling.generator import CARD_NAME
+    from llmner.training.loop import HISTORY_NAME
+
+    generator_dir = Path(generator_dir)
+    card = json.loads((generator_dir / CARD_NAME).read_text(encoding="utf-8"))
+    history_file = generator_dir / HISTORY_NAME
+    history = ([json.loads(line) for line in history_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+               if history_file.is_file() else [])
+    return {"step": card["steps"], "config": card.get("training") or {}, "history": history,
+            "elapsed_s": card.get("duration_s"), "fresh_optimizer_steps": card.get("fresh_optimizer_steps") or []}
+
+
+def is_finished_generator(path: str | Path) -> bool:
+    """A generator directory that a finished run wrote: its settings and card, no training state."""
+    from llmner.modeling.generator import CARD_NAME, CONFIG_NAME
+
+    path = Path(path)
+    return not (path / STATE_NAME).is_file() and (path / CONFIG_NAME).is_file() and (path / CARD_NAME).is_file()
 
 
 def is_portable(path: str | Path) -> bool:
