@@ -70,8 +70,10 @@ def main() -> None:
     from llmner.modeling.selector_export import (
         batched_feeds,
         build_variants,
+        candidate_probabilities,
         check_agreement,
         check_parity,
+        graph_inputs,
     )
 
     torch.set_num_threads(args.threads)
@@ -84,14 +86,15 @@ def main() -> None:
 
     def run_torch():
         with torch.inference_mode():
-            return np.concatenate([model(**{k: torch.from_numpy(v) for k, v in f.items()})[1].numpy() for f in feeds])
+            return np.concatenate([candidate_probabilities(f, model(**{k: torch.from_numpy(v) for k, v in graph_inputs(f).items()})[1].numpy())
+                                   for f in feeds])
 
     def make_ort(path):
         so = ort.SessionOptions()
         so.intra_op_num_threads = args.threads
         so.inter_op_num_threads = 1
         sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        return lambda: np.concatenate([sess.run([ONNX_OUTPUT_NAMES[1]], f)[0] for f in feeds])
+        return lambda: np.concatenate([candidate_probabilities(f, sess.run([ONNX_OUTPUT_NAMES[1]], graph_inputs(f))[0]) for f in feeds])
 
     runners = {"PyTorch eager fp32": run_torch, "ORT fp32 (fused)": make_ort(paths["fp32"]),
                "ORT int8 (per-channel)": make_ort(paths["int8"])}

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         build_variants,
         check_agreement,
         check_parity,
-        onnx_probabilities,
+        onnx_scores,
     )
 
     try:
@@ -66,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         ok = parity.ok
         if "int8" in paths:
             feeds = batched_feeds(model, cands)
-            _, p32 = onnx_probabilities(paths["fp32"], feeds)
-            _, p8 = onnx_probabilities(paths["int8"], feeds)
+            p32 = onnx_scores(paths["fp32"], feeds)
+            p8 = onnx_scores(paths["int8"], feeds)
             agree = check_agreement(p32, p8, model.threshold)
             print(f"int8 vs fp32 on {agree.candidates} candidates at threshold {agree.threshold:.3f}: "
                   f"{agree.agreement:.2%} decisions agree, max |dp| {agree.max_abs_diff:.4f} -> {'OK' if agree.ok else 'BELOW 99%'}")

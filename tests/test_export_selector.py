@@ -15,7 +15,7 @@ from llmner.modeling.selector_export import (
     build_variants,
     check_agreement,
     check_parity,
-    onnx_probabilities,
+    onnx_scores,
 )
 from llmner.runtime import onnx_selector
 from llmner.runtime.onnx_selector import (
@@ -76,8 +76,8 @@ def test_fp32_parity_dynamic_axes_and_int8_agreement(selector_dir, tmp_path):
         assert report.ok and report.max_abs_diff_logit <= 1e-4, report
     feeds = batched_feeds(model, cands)
     assert len({f["input_ids"].shape[1] for f in batched_feeds(model, cands, 5)}) > 1
-    _, p32 = onnx_probabilities(paths["fp32"], feeds)
-    _, p8 = onnx_probabilities(paths["int8"], feeds)
+    p32 = onnx_scores(paths["fp32"], feeds)
+    p8 = onnx_scores(paths["int8"], feeds)
     scores = model.score(cands)
     assert scores.std() > 0.05  # the check below is meaningful only with spread-out scores
     agree = check_agreement(p32, p8, model.threshold)
@@ -166,3 +166,28 @@ def test_export_cli_prints_parity(selector_dir, tmp_path, capsys):
     assert main([str(selector_dir), str(tmp_path / "out"), "--variants", "fp32,int8"]) in (0, 1)
     out = capsys.readouterr().out
     assert "fp32 parity vs PyTorch" in out and "-> OK" in out and "decisions agree" in out
+
+
+def test_tokens_head_exports_and_the_onnx_runtime_matches_torch(tmp_path, monkeypatch):
+    """The tokens head's graph returns O/B/I per piece; both runtimes combine them per candidate alike."""
+    import torch
+
+    enc = build_tiny_bert(tmp_path / "enc", hidden=64, layers=2)
+    model = SelectorModel.from_encoder(SelectorConfig(encoder=str(enc), head="tokens", trainable_layers=1,
+                                                      save_dtype="float32", model_id="sel-tokens"))
+    with torch.no_grad():
+        model.head[-1].weight.mul_(20.0)    # a spread of piece labels, not a uniform 1/3
+    model.save_pretrained(tmp_path / "selector")
+    model = SelectorModel.from_pretrained(tmp_path / "selector")
+    paths = build_variants(model, tmp_path / "onnx", ("fp32", "int8"))
+    cands = candidates()
+    for bs in (1, 7, 32):
+        report = check_parity(model, paths["fp32"], cands, batch_size=bs)
+        assert report.ok and report.max_abs_diff_logit <= 1e-4, report
+    scores = model.score(cands)
+    assert scores.std() > 0.01
+    np.testing.assert_allclose(onnx_scores(paths["fp32"], batched_feeds(model, cands)), scores, atol=1e-4)
+    assert check_agreement(scores, onnx_scores(paths["int8"], batched_feeds(model, cands)), float(np.median(scores))).agreement >= 0.9
+    monkeypatch.setenv("LLMNER_CACHE_DIR", str(tmp_path / "cache"))
+    runtime = OnnxSelectorRuntime(tmp_path / "selector", device="cpu", variant="fp32")
+    np.testing.assert_allclose(runtime.score(cands), TorchSelectorRuntime.from_pretrained(tmp_path / "selector").score(cands), atol=1e-4)

@@ -298,3 +298,70 @@ def test_first_per_schema_bounds_documents_and_characters_per_corpus() -> None:
     assert [d.id for d in chosen if d.metadata["schema"] == "ncbi"] == ["a0"]
     assert [d.id for d in first_per_schema(docs, 2, max_chars=450)] == ["s0", "a0", "s1"]
     assert first_per_schema(docs, None) == docs
+
+
+# ---- the tokens head -----------------------------------------------------------------------------
+
+def tokens_model(encoder_dir, **kw):
+    return SelectorModel.from_encoder(SelectorConfig(encoder=str(encoder_dir), head="tokens", trainable_layers=1, **kw))
+
+
+def test_tokens_head_shares_one_row_per_window_and_type(encoder_dir):
+    model = tokens_model(encoder_dir)
+    text = "patients with ovarian cancer and breast cancer"
+    cands = [Candidate(text, 14, 28, "Disease", "a disease"), Candidate(text, 33, 46, "Disease", "a disease"),
+             Candidate(text, 14, 21, "Gene", "a gene")]
+    batch = model.featurize(cands)
+    assert batch.rows.tolist() == [0, 0, 1] and [w.type for w in batch.windows] == ["Disease", "Gene"]
+    toks = model.tokenizer.convert_ids_to_tokens(batch.inputs["input_ids"][0])
+    pick = lambda m: [t for t, x in zip(toks, m) if x]
+    assert pick(batch.first[0]) == ["ovarian"] and pick(batch.inner[0]) == ["cancer"] and pick(batch.after[0]) == ["and"]
+    assert pick(batch.first[1]) == ["breast"] and pick(batch.after[1]) == []      # the window's last piece
+    assert set(batch.inputs) == {"input_ids", "attention_mask", "token_type_ids"}
+    # Targets: the gold mentions of the row's type, B on the first piece, I on the rest, -100 off the text.
+    targets = batch.targets(by_window=[[(14, 28), (33, 46)], []])
+    assert [t for t, y in zip(toks, targets[0]) if y == 1] == ["ovarian", "breast"]
+    assert [t for t, y in zip(toks, targets[0]) if y == 2] == ["cancer", "cancer"]
+    assert (targets[0][np.array(batch.inputs["token_type_ids"][0]) == 0] == -100).all()   # the type prefix
+    assert set(targets[1][targets[1] != -100].tolist()) == {0}
+
+
+def test_tokens_head_score_is_the_geometric_mean_of_its_pieces(encoder_dir):
+    import torch
+
+    model = tokens_model(encoder_dir).eval()
+    p_o, p_b, p_i = 0.5, 0.3, 0.2      # the same O/B/I distribution on every piece
+    with torch.no_grad():
+        model.head[-1].weight.zero_()
+        model.head[-1].bias.copy_(torch.log(torch.tensor([p_o, p_b, p_i])))
+    text = "patients with ovarian cancer and breast cancer"
+    cands = [Candidate(text, 14, 28, "Disease", "a disease"), Candidate(text, 33, 46, "Disease", "a disease")]
+    got = model.score(cands)
+    np.testing.assert_allclose(got, [(p_b * p_i * (1 - p_i)) ** (1 / 3), (p_b * p_i) ** (1 / 2)], rtol=1e-5)
+    # The ONNX runtime's path (probabilities in, numpy out) gives the same numbers.
+    batch = model.featurize(cands)
+    with torch.no_grad():
+        probs = model(**{k: torch.from_numpy(v) for k, v in batch.inputs.items()})[1].numpy()
+    np.testing.assert_allclose(batch.scores(probs), got, rtol=1e-5)
+
+
+def test_tokens_head_round_trip_and_long_chunks(encoder_dir, tmp_path):
+    model = tokens_model(encoder_dir, context_chars=40)
+    model.round_to_save_dtype()
+    long_text = "word " * 30 + "ovarian cancer" + " word" * 30
+    cands = [Candidate(d.text, e.start, e.end, e.type, SCHEMA.definition(e.type)) for d in TEXTS for e in d.entities]
+    cands.append(Candidate(long_text, 150, 164, "Disease", "a disease"))
+    batch = model.featurize(cands)
+    window = batch.windows[batch.rows[-1]]
+    assert window.right - window.left < len(long_text) and long_text[window.left : window.right].count("ovarian cancer") == 1
+    before = model.score(cands)
+    assert before.shape == (len(cands),) and ((before > 0) & (before < 1)).all()
+    model.save_pretrained(tmp_path / "sel")
+    loaded = SelectorModel.from_pretrained(tmp_path / "sel")
+    assert loaded.config.head == "tokens"
+    np.testing.assert_allclose(loaded.score(cands), before, atol=1e-6)
+
+
+def test_selector_head_is_validated():
+    with pytest.raises(ConfigError, match="head"):
+        SelectorConfig(head="crf")

@@ -17,7 +17,7 @@ def test_packaged_minilm_selector_round_trip_size_and_onnx_parity(tmp_path):
         build_variants,
         check_agreement,
         check_parity,
-        onnx_probabilities,
+        onnx_scores,
     )
 
     path = resolve_encoder("packaged:minilm")
@@ -38,6 +38,6 @@ def test_packaged_minilm_selector_round_trip_size_and_onnx_parity(tmp_path):
     report = check_parity(loaded, paths["fp32"], cands)
     assert report.ok, report
     feeds = batched_feeds(loaded, cands)
-    _, p32 = onnx_probabilities(paths["fp32"], feeds)
-    _, p8 = onnx_probabilities(paths["int8"], feeds)
+    p32 = onnx_scores(paths["fp32"], feeds)
+    p8 = onnx_scores(paths["int8"], feeds)
     assert check_agreement(p32, p8, 0.5).max_abs_diff < 0.05

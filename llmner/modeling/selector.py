@@ -10,6 +10,17 @@ needed and the ONNX graph is the stock encoder. The head reads the ``[CLS]`` sta
 of the states of the span's tokens (``span_mask``), and returns one logit; the probability is its
 sigmoid.
 
+Two heads (``SelectorConfig.head``):
+
+- ``span`` (above): one pass per candidate, one logit.
+- ``tokens``: the window is not marked; the head labels every word piece of it O, B or I for the
+  type of the first segment, so one pass judges every candidate of that type in the window. A
+  candidate's probability is the geometric mean of P(B) at its first piece, P(I) at its other pieces
+  and 1 - P(I) at the piece after it (``TokenSpans``): a span the tagger would start elsewhere, stop
+  earlier or continue past scores low. Every word piece is supervised at training, which is why it
+  learns a corpus's conventions from far fewer CPU-seconds than the span head
+  (``benchmarks/campaign/selector_tokens/``).
+
 Size: MiniLM-L6 is ~90 MB in fp32, too big to ship next to the generator adapter. Only
 the top ``trainable_layers`` encoder layers and the head are trained; ``save_pretrained`` writes
 just those weights (the encoder layers in fp16, the head in fp32: ~7 MB for 2 layers) plus a
@@ -24,6 +35,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -44,8 +56,17 @@ SELECTOR_FORMAT_VERSION = 1
 PACKAGED_MINILM = "packaged:minilm"
 SPAN_OPEN = "[E]"
 SPAN_CLOSE = "[/E]"
+SELECTOR_HEADS = ("span", "tokens")
 ONNX_INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids", "span_mask")
 ONNX_OUTPUT_NAMES = ("logits", "probabilities")
+TOKEN_O, TOKEN_B, TOKEN_I = 0, 1, 2     # the tokens head's labels
+PROBABILITY_FLOOR = 1e-9                # pieces' probabilities are floored at this in the PyTorch and ONNX paths alike
+LOG_PROBABILITY_FLOOR = math.log(PROBABILITY_FLOOR)
+
+
+def onnx_input_names(head: str) -> tuple[str, ...]:
+    """The graph inputs of a selector with ``head`` (the tokens head needs no span mask)."""
+    return ONNX_INPUT_NAMES if head == "span" else ONNX_INPUT_NAMES[:3]
 
 
 def resolve_encoder(reference: str) -> Path:
@@ -106,6 +127,7 @@ class SelectorConfig:
     head_hidden: int = 256
     dropout: float = 0.1
     save_dtype: str = "float16"         # dtype of the saved encoder layers ("float16" or "float32")
+    head: str = "span"                  # "span" (one pass per marked candidate) or "tokens" (O/B/I per piece)
     encoder_fingerprint: str = ""       # filled on save; checked on load
     model_id: str = ""                  # e.g. "selector-ncbi-minilm-2026-11-24"
     format_version: int = SELECTOR_FORMAT_VERSION
@@ -117,6 +139,8 @@ class SelectorConfig:
             raise ConfigError(f"selector max_length must be >= 16, got {self.max_length}")
         if self.save_dtype not in ("float16", "float32"):
             raise ConfigError(f"selector save_dtype must be float16 or float32, got {self.save_dtype!r}")
+        if self.head not in SELECTOR_HEADS:
+            raise ConfigError(f"selector head must be one of {', '.join(SELECTOR_HEADS)}, got {self.head!r}")
         if self.trainable_layers < 0:
             raise ConfigError(f"selector trainable_layers must be >= 0, got {self.trainable_layers}")
 
@@ -134,24 +158,37 @@ class SelectorConfig:
         return cls(**data)
 
 
-def mark_candidate(candidate: Candidate, context_chars: int) -> tuple[str, int, int]:
-    """The chunk window with markers around the span, and the span's offsets in that string."""
+def context_window(candidate: Candidate, context_chars: int) -> tuple[int, int]:
+    """The part of the chunk the selector reads for ``candidate``: up to ``context_chars`` characters
+    on each side of the span, cut at whitespace so no word is split at the window edge."""
     text = candidate.text
     if not (0 <= candidate.start < candidate.end <= len(text)):
         raise ValidationError(f"candidate offsets [{candidate.start}, {candidate.end}) out of range for a {len(text)}-character text")
     left = max(0, candidate.start - context_chars)
     right = min(len(text), candidate.end + context_chars)
-    # Cut at whitespace so no word is split at the window edge.
     if left > 0:
         cut = text.find(" ", left, candidate.start)
         left = cut + 1 if cut >= 0 else left
     if right < len(text):
         cut = text.rfind(" ", candidate.end, right)
         right = cut if cut >= 0 else right
+    return left, right
+
+
+def mark_candidate(candidate: Candidate, context_chars: int) -> tuple[str, int, int]:
+    """The chunk window with markers around the span, and the span's offsets in that string."""
+    text = candidate.text
+    left, right = context_window(candidate, context_chars)
     before = text[left : candidate.start] + SPAN_OPEN + " "
     span = text[candidate.start : candidate.end]
     marked = before + span + " " + SPAN_CLOSE + text[candidate.end : right]
     return marked, len(before), len(before) + len(span)
+
+
+def type_prefix(candidate: Candidate, definition_chars: int) -> str:
+    """The first segment of the selector's input: "Type: definition" (the definition cut)."""
+    definition = candidate.definition[:definition_chars]
+    return f"{candidate.type}: {definition}" if definition else candidate.type
 
 
 class SelectorFeaturizer:
@@ -164,8 +201,7 @@ class SelectorFeaturizer:
         self.config = config
 
     def type_prefix(self, candidate: Candidate) -> str:
-        definition = candidate.definition[: self.config.definition_chars]
-        return f"{candidate.type}: {definition}" if definition else candidate.type
+        return type_prefix(candidate, self.config.definition_chars)
 
     def __call__(self, candidates: Sequence[Candidate]) -> dict[str, np.ndarray]:
         if not candidates:
@@ -199,6 +235,123 @@ class SelectorFeaturizer:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class TokenWindow:
+    """One pass of the tokens head: a window of a chunk read for one type."""
+
+    text: str            # the chunk
+    left: int            # the window is text[left:right]
+    right: int
+    type: str
+    prefix: str          # "Type: definition", the first segment
+
+
+@dataclass(slots=True)
+class TokenBatch:
+    """The tokens head's inputs for a list of candidates: one row per (window, type), and where each
+    candidate lies in its row (``first``: its first piece, ``inner``: its other pieces, ``after``: the
+    piece after it; [candidates, pieces] weights)."""
+
+    inputs: dict[str, np.ndarray]
+    windows: list[TokenWindow]
+    offsets: np.ndarray   # [rows, pieces, 2] character offsets of each piece in its window, (0, 0) outside it
+    rows: np.ndarray      # [candidates] the row of each candidate
+    first: np.ndarray
+    inner: np.ndarray
+    after: np.ndarray
+
+    def log_scores(self, token_log_probs: torch.Tensor) -> torch.Tensor:
+        """Each candidate's mean log-probability (its score's log) from the rows' O/B/I log-probabilities."""
+        lp = token_log_probs[torch.from_numpy(self.rows)]
+        log_b, log_i = lp[..., TOKEN_B], lp[..., TOKEN_I]
+        log_not_i = torch.log1p(-log_i.exp().clamp(max=1.0 - 1e-6))
+        first, inner, after = (torch.from_numpy(m).to(lp.dtype) for m in (self.first, self.inner, self.after))
+        total = (first * log_b + inner * log_i + after * log_not_i).sum(-1)
+        return total / (first + inner + after).sum(-1).clamp(min=1.0)
+
+    def scores(self, token_probabilities: np.ndarray) -> np.ndarray:
+        """The candidates' probabilities from the rows' O/B/I probabilities (the ONNX graph's output)."""
+        lp = torch.from_numpy(np.log(np.clip(token_probabilities.astype(np.float32), PROBABILITY_FLOOR, 1.0)))
+        return self.log_scores(lp).exp().numpy().astype(np.float32)
+
+    def targets(self, gold: Sequence[tuple[int, int]] | None = None, by_window: Sequence[Sequence[tuple[int, int]]] | None = None) -> np.ndarray:
+        """O/B/I targets of each row (-100 outside the window's pieces) from the gold spans of its type,
+        in chunk offsets (``by_window[row]``): the first piece of a mention is B, its other pieces I."""
+        spans = by_window or [gold or ()] * len(self.windows)
+        out = np.full(self.offsets.shape[:2], -100, dtype=np.int64)
+        for row, (window, gold_spans) in enumerate(zip(self.windows, spans, strict=True)):
+            local = [(max(a, window.left) - window.left, min(b, window.right) - window.left) for a, b in gold_spans
+                     if a < window.right and b > window.left]
+            for j, (a, b) in enumerate(self.offsets[row]):
+                if b <= a:
+                    continue
+                label = TOKEN_O
+                for s, e in local:
+                    if a < e and b > s:
+                        label = TOKEN_B if a <= s else TOKEN_I
+                        break
+                out[row, j] = label
+        return out
+
+
+class TokenFeaturizer:
+    """Candidates -> the tokens head's rows: one per (window, type), shared by every candidate of that
+    type in that window. The window is the whole chunk when it is short, else the candidate's context
+    window (``context_window``)."""
+
+    def __init__(self, tokenizer: Any, config: SelectorConfig) -> None:
+        if not getattr(tokenizer, "is_fast", False):
+            raise ConfigError("the selector needs a fast tokenizer (offset mapping); the encoder directory lacks tokenizer.json")
+        self.tokenizer = tokenizer
+        self.config = config
+
+    def window(self, candidate: Candidate) -> TokenWindow:
+        if len(candidate.text) <= 2 * self.config.context_chars:
+            left, right = 0, len(candidate.text)
+            if not candidate.start < candidate.end <= right or candidate.start < 0:
+                raise ValidationError(f"candidate offsets [{candidate.start}, {candidate.end}) out of range for a {right}-character text")
+        else:
+            left, right = context_window(candidate, self.config.context_chars)
+        return TokenWindow(candidate.text, left, right, candidate.type, type_prefix(candidate, self.config.definition_chars))
+
+    def encode(self, windows: Sequence[TokenWindow]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The rows' encoder inputs and each piece's character offsets in its window ((0, 0) outside it)."""
+        enc = self.tokenizer([w.prefix for w in windows], [w.text[w.left : w.right] for w in windows],
+                             truncation="only_second", max_length=self.config.max_length, padding=True,
+                             return_offsets_mapping=True, return_token_type_ids=True, return_tensors="np")
+        offsets = np.array(enc["offset_mapping"], dtype=np.int64)
+        for i in range(len(windows)):
+            outside = np.array([sid != 1 for sid in enc.sequence_ids(i)])
+            offsets[i, outside] = 0
+        inputs = {name: enc[name].astype(np.int64) for name in ONNX_INPUT_NAMES[:3]}
+        return inputs, offsets
+
+    def __call__(self, candidates: Sequence[Candidate]) -> TokenBatch:
+        if not candidates:
+            raise ValidationError("no candidates to featurize")
+        row_of: dict[TokenWindow, int] = {}
+        rows = []
+        for cand in candidates:
+            rows.append(row_of.setdefault(self.window(cand), len(row_of)))
+        windows = list(row_of)
+        inputs, offsets = self.encode(windows)
+        n, length = len(candidates), offsets.shape[1]
+        first, inner, after = (np.zeros((n, length), dtype=np.float32) for _ in range(3))
+        for c, (cand, row) in enumerate(zip(candidates, rows, strict=True)):
+            w = windows[row]
+            s, e = cand.start - w.left, cand.end - w.left
+            a, b = offsets[row, :, 0], offsets[row, :, 1]
+            pieces = np.flatnonzero((b > a) & (a < e) & (b > s))
+            if not len(pieces):
+                continue        # the span fell beyond max_length: no evidence, probability 1 (kept, as if not judged)
+            first[c, pieces[0]] = 1.0
+            inner[c, pieces[1:]] = 1.0
+            nxt = pieces[-1] + 1
+            if nxt < length and offsets[row, nxt, 1] > offsets[row, nxt, 0]:
+                after[c, nxt] = 1.0
+        return TokenBatch(inputs, windows, offsets, np.asarray(rows, dtype=np.int64), first, inner, after)
+
+
 class SelectorModel(nn.Module):
     """Encoder + span head. ``forward`` returns logits; ``score`` returns probabilities."""
 
@@ -208,14 +361,19 @@ class SelectorModel(nn.Module):
         self.encoder = encoder
         self.tokenizer = tokenizer
         hidden = encoder.config.hidden_size
-        self.head = nn.Sequential(
-            nn.Dropout(config.dropout),
-            nn.Linear(2 * hidden, config.head_hidden),
-            nn.GELU(),
-            nn.Dropout(config.dropout),
-            nn.Linear(config.head_hidden, 1),
-        )
-        self.featurizer = SelectorFeaturizer(tokenizer, config)
+        self.featurizer: SelectorFeaturizer | TokenFeaturizer
+        if config.head == "tokens":
+            self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(hidden, 3))
+            self.featurizer = TokenFeaturizer(tokenizer, config)
+        else:
+            self.head = nn.Sequential(
+                nn.Dropout(config.dropout),
+                nn.Linear(2 * hidden, config.head_hidden),
+                nn.GELU(),
+                nn.Dropout(config.dropout),
+                nn.Linear(config.head_hidden, 1),
+            )
+            self.featurizer = SelectorFeaturizer(tokenizer, config)
         self._freeze_bottom()
 
     # ---- construction -------------------------------------------------------------------
@@ -264,21 +422,40 @@ class SelectorModel(nn.Module):
 
     # ---- inference -----------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor,
-                span_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                span_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Span head: a logit and a probability per row. Tokens head: O/B/I logits and probabilities
+        per piece ([rows, pieces, 3])."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
                               token_type_ids=token_type_ids).last_hidden_state
+        if self.config.head == "tokens":
+            logits = self.head(hidden)
+            return logits, logits.softmax(-1)
+        if span_mask is None:
+            raise ValidationError("the span head needs span_mask")
         cls_state = hidden[:, 0]
         weights = span_mask.unsqueeze(-1)
         span_state = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
         logits = self.head(torch.cat([cls_state, span_state], dim=-1)).squeeze(-1)
         return logits, torch.sigmoid(logits)
 
-    def featurize(self, candidates: Sequence[Candidate]) -> dict[str, np.ndarray]:
+    def featurize(self, candidates: Sequence[Candidate]) -> dict[str, np.ndarray] | TokenBatch:
+        """The span head's inputs (one row per candidate), or the tokens head's batch."""
         return self.featurizer(candidates)
 
     def logits_for(self, candidates: Sequence[Candidate]) -> torch.Tensor:
-        feats = {k: torch.from_numpy(v) for k, v in self.featurize(candidates).items()}
-        return self(**feats)[0]
+        """One logit per candidate (the log-odds of its probability), differentiable."""
+        feats = self.featurize(candidates)
+        if isinstance(feats, TokenBatch):
+            return self.span_logits(feats, self(**{k: torch.from_numpy(v) for k, v in feats.inputs.items()})[0])
+        return self(**{k: torch.from_numpy(v) for k, v in feats.items()})[0]
+
+    @staticmethod
+    def span_logits(batch: TokenBatch, token_logits: torch.Tensor) -> torch.Tensor:
+        """The candidates' log-odds from the rows' O/B/I logits (tokens head)."""
+        # The same floor as TokenBatch.scores (probabilities clipped at 1e-9), so both paths agree.
+        log_probs = torch.log_softmax(token_logits, dim=-1).clamp(min=LOG_PROBABILITY_FLOOR)
+        mean = batch.log_scores(log_probs).clamp(max=-1e-6)
+        return mean - torch.log(-torch.expm1(mean))
 
     @torch.inference_mode()
     def score(self, candidates: Sequence[Candidate], batch_size: int = 32) -> np.ndarray:

@@ -25,7 +25,12 @@ import torch
 
 from llmner.doc import Candidate
 from llmner.errors import ConfigError
-from llmner.modeling.selector import ONNX_INPUT_NAMES, ONNX_OUTPUT_NAMES, SelectorModel
+from llmner.modeling.selector import (
+    ONNX_OUTPUT_NAMES,
+    SelectorModel,
+    TokenBatch,
+    onnx_input_names,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +86,13 @@ def export_fp32(model: SelectorModel, path: str | Path) -> Path:
     """Plain fp32 ONNX graph with dynamic batch and sequence axes (no fusion)."""
     path = Path(path)
     model = model.eval()
-    feats = model.featurize(_SAMPLE)
-    args = tuple(torch.from_numpy(feats[name]) for name in ONNX_INPUT_NAMES)
-    axes = {name: {0: "batch", 1: "sequence"} for name in ONNX_INPUT_NAMES}
-    axes.update({name: {0: "batch"} for name in ONNX_OUTPUT_NAMES})
+    input_names = onnx_input_names(model.config.head)
+    feats = graph_inputs(model.featurize(_SAMPLE))
+    args = tuple(torch.from_numpy(feats[name]) for name in input_names)
+    axes = {name: {0: "batch", 1: "sequence"} for name in input_names}
+    # The span head returns one value per row; the tokens head three per piece.
+    out_axes = {0: "batch"} if model.config.head == "span" else {0: "batch", 1: "sequence"}
+    axes.update({name: out_axes for name in ONNX_OUTPUT_NAMES})
 
     def write(tmp: Path) -> None:
         import warnings
@@ -92,7 +100,7 @@ def export_fp32(model: SelectorModel, path: str | Path) -> Path:
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
             warnings.simplefilter("ignore")
             # TorchScript exporter: its eager-attention graph is what the BERT fusion matches.
-            torch.onnx.export(model, args, str(tmp), input_names=list(ONNX_INPUT_NAMES),
+            torch.onnx.export(model, args, str(tmp), input_names=list(input_names),
                               output_names=list(ONNX_OUTPUT_NAMES), dynamic_axes=axes, opset_version=OPSET,
                               dynamo=False)
 
@@ -164,35 +172,49 @@ def build_variants(model: SelectorModel, out_dir: str | Path, variants: Sequence
     return paths
 
 
-def onnx_probabilities(path: str | Path, feeds_list: Sequence[dict[str, np.ndarray]],
-                       providers: Sequence[str] = ("CPUExecutionProvider",)) -> tuple[np.ndarray, np.ndarray]:
+def graph_inputs(feats: dict[str, np.ndarray] | TokenBatch) -> dict[str, np.ndarray]:
+    """What the graph is fed for featurized candidates (the tokens head's rows, or the span head's)."""
+    return feats.inputs if isinstance(feats, TokenBatch) else feats
+
+
+def candidate_probabilities(feats: dict[str, np.ndarray] | TokenBatch, probabilities: np.ndarray) -> np.ndarray:
+    """One probability per candidate from the graph's output (the tokens head's are combined per span)."""
+    return feats.scores(probabilities) if isinstance(feats, TokenBatch) else probabilities
+
+
+def batched_feeds(model: SelectorModel, candidates: Sequence[Candidate], batch_size: int = 32) -> list[dict[str, np.ndarray] | TokenBatch]:
+    return [model.featurize(candidates[i : i + batch_size]) for i in range(0, len(candidates), batch_size)]
+
+
+def onnx_scores(path: str | Path, batches: Sequence[dict[str, np.ndarray] | TokenBatch],
+                providers: Sequence[str] = ("CPUExecutionProvider",)) -> np.ndarray:
+    """The candidates' probabilities under an ONNX graph."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=list(providers))
-    logits, probs = [], []
-    for feeds in feeds_list:
-        lg, pr = session.run(list(ONNX_OUTPUT_NAMES), feeds)
-        logits.append(lg)
-        probs.append(pr)
-    return np.concatenate(logits), np.concatenate(probs)
-
-
-def batched_feeds(model: SelectorModel, candidates: Sequence[Candidate], batch_size: int = 32) -> list[dict[str, np.ndarray]]:
-    return [model.featurize(candidates[i : i + batch_size]) for i in range(0, len(candidates), batch_size)]
+    return np.concatenate([candidate_probabilities(f, session.run([ONNX_OUTPUT_NAMES[1]], graph_inputs(f))[0])
+                           for f in batches])
 
 
 def check_parity(model: SelectorModel, onnx_path: str | Path, candidates: Sequence[Candidate] | None = None,
                  batch_size: int = 32) -> ParityReport:
-    """Max abs difference between PyTorch and an ONNX graph on the same inputs."""
+    """Max abs difference between PyTorch and an ONNX graph on the same inputs: of the candidates'
+    probabilities, and of the graph's raw logits (per row, or per piece for the tokens head)."""
+    import onnxruntime as ort
+
     candidates = list(candidates or _SAMPLE)
-    feeds = batched_feeds(model, candidates, batch_size)
+    batches = batched_feeds(model, candidates, batch_size)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     model.eval()
-    with torch.inference_mode():
-        torch_out = [model(**{k: torch.from_numpy(v) for k, v in f.items()}) for f in feeds]
-    t_logits = np.concatenate([o[0].numpy() for o in torch_out])
-    t_probs = np.concatenate([o[1].numpy() for o in torch_out])
-    o_logits, o_probs = onnx_probabilities(onnx_path, feeds)
-    return ParityReport(float(np.abs(t_probs - o_probs).max()), float(np.abs(t_logits - o_logits).max()), len(candidates))
+    d_prob = d_logit = 0.0
+    for feats in batches:
+        inputs = graph_inputs(feats)
+        with torch.inference_mode():
+            t_logits, t_probs = (t.numpy() for t in model(**{k: torch.from_numpy(v) for k, v in inputs.items()}))
+        o_logits, o_probs = session.run(list(ONNX_OUTPUT_NAMES), inputs)
+        d_logit = max(d_logit, float(np.abs(t_logits - o_logits).max()))
+        d_prob = max(d_prob, float(np.abs(candidate_probabilities(feats, t_probs) - candidate_probabilities(feats, o_probs)).max()))
+    return ParityReport(d_prob, d_logit, len(candidates))
 
 
 def check_agreement(reference: np.ndarray, other: np.ndarray, threshold: float) -> AgreementReport:

@@ -32,6 +32,7 @@ from llmner.modeling.selector import (
     WEIGHTS_NAME,
     SelectorConfig,
     SelectorFeaturizer,
+    TokenFeaturizer,
     quiet_transformers,
     resolve_encoder,
 )
@@ -124,7 +125,8 @@ class OnnxSelectorRuntime(SelectorRuntime):
 
         with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(str(resolve_encoder(self.config.encoder)))
-        self.featurizer = SelectorFeaturizer(tokenizer, self.config)
+        self.featurizer: SelectorFeaturizer | TokenFeaturizer = (
+            TokenFeaturizer(tokenizer, self.config) if self.config.head == "tokens" else SelectorFeaturizer(tokenizer, self.config))
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -137,6 +139,13 @@ class OnnxSelectorRuntime(SelectorRuntime):
             raise ConfigError(f"ONNX Runtime asked for {self.provider} but got {', '.join(got) or 'no provider'} (silent fallback)")
 
     def score(self, candidates: Sequence[Candidate]) -> np.ndarray:
+        if isinstance(self.featurizer, TokenFeaturizer):
+            # In order: a chunk's candidates come together, so each batch shares its (window, type) rows.
+            scores = []
+            for i in range(0, len(candidates), self.batch_size):
+                batch = self.featurizer(candidates[i : i + self.batch_size])
+                scores.append(batch.scores(self.session.run([ONNX_OUTPUT_NAMES[1]], batch.inputs)[0]))
+            return np.concatenate(scores) if scores else np.zeros(0, dtype=np.float32)
         out = np.zeros(len(candidates), dtype=np.float32)
         order = length_order(candidates, self.config.context_chars)
         for i in range(0, len(order), self.batch_size):

@@ -34,6 +34,9 @@ class TorchSelectorRuntime(SelectorRuntime):
 
     @torch.inference_mode()
     def score(self, candidates: Sequence[Candidate]) -> np.ndarray:
+        if self.model.config.head == "tokens":
+            # In order: a chunk's candidates come together, so each batch shares its (window, type) rows.
+            return self.model.score(candidates, self.batch_size)
         out = np.zeros(len(candidates), dtype=np.float32)
         order = length_order(candidates, self.model.config.context_chars)
         for i in range(0, len(order), self.batch_size):

@@ -1,17 +1,21 @@
 """Probe: would a token classifier's support, used as a judge of the generator's candidates, raise strict F1?
 Generator-only dev predictions (ship test caches, 200 leading dev sentences) against the equal-data peers."""
-import json, sys
+import json
+import sys
 from dataclasses import replace
 from pathlib import Path
+
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "benchmarks")); sys.path.insert(0, str(ROOT))
 import torch
+
 torch.set_num_threads(1)
-from llmner.doc import Document
-from llmner.data_processing.corpora import load_corpus
-from llmner.evaluation.subsets import leading_documents
-from llmner.evaluation.scorer import score
 from peer_baseline import load_trained, predict_documents
+
+from llmner.data_processing.corpora import load_corpus
+from llmner.doc import Document
+from llmner.evaluation.scorer import score
+from llmner.evaluation.subsets import leading_documents
 
 CACHE = ROOT / "benchmarks/campaign/gen-s4/checks/step2000-own200"
 def f1(gold, pred): return score(gold, pred).strict.f1 * 100

@@ -2,20 +2,43 @@
 7 English corpora, trained on the equal-data documents, used to score the generator's stored dev candidates
 (span score = geometric mean of P(B) at the first piece, P(I) inside, 1-P(I) after). Compared on the ship
 test's 200 leading dev sentences with the generator alone."""
-import json, math, random, sys, time
+import json
+import math
+import random
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
+
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "benchmarks")); sys.path.insert(0, str(ROOT))
-import numpy as np, torch
+import numpy as np
+import torch
+
 torch.set_num_threads(1)
-from llmner.doc import Document
-from llmner.data_processing.corpora import corpus_schema, load_corpus, without_test_overlap
-from llmner.evaluation.subsets import leading_documents
-from llmner.evaluation.scorer import score
-from peer_baseline import TrainDocuments, PeerConfig, TrainingStats, training_chunks, document_chunks, outermost_entities
+from peer_baseline import (
+    PeerConfig,
+    TrainDocuments,
+    TrainingStats,
+    document_chunks,
+    outermost_entities,
+    training_chunks,
+)
 from transformers import AutoModelForTokenClassification, AutoTokenizer
-from llmner.modeling.selector import resolve_encoder, PACKAGED_MINILM, quiet_transformers
+
+from llmner.data_processing.corpora import (
+    corpus_schema,
+    load_corpus,
+    without_test_overlap,
+)
+from llmner.doc import Document
+from llmner.evaluation.scorer import score
+from llmner.evaluation.subsets import leading_documents
+from llmner.modeling.selector import (
+    PACKAGED_MINILM,
+    quiet_transformers,
+    resolve_encoder,
+)
 
 # usage: probe.py OUT_DIR STEPS [TRAINABLE_LAYERS]
 OUT = Path(sys.argv[1]); STEPS = int(sys.argv[2]); LAYERS = int(sys.argv[3]) if len(sys.argv) > 3 else 6
