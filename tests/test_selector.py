@@ -365,3 +365,52 @@ def test_tokens_head_round_trip_and_long_chunks(encoder_dir, tmp_path):
 def test_selector_head_is_validated():
     with pytest.raises(ConfigError, match="head"):
         SelectorConfig(head="crf")
+
+
+def test_token_passes_cover_every_sentence_type_and_group():
+    from llmner.testing import tiny_bert_tokenizer
+    from llmner.training.negatives import build_negatives
+    from llmner.training.selector import token_passes
+
+    tok = tiny_bert_tokenizer()
+    d = doc("Ovarian cancer was seen. BRCA1 was mutated in breast cancer.", ("Ovarian cancer", "Disease"),
+            ("BRCA1", "Gene"), ("breast cancer", "Disease"))
+    item = build_negatives(d, SCHEMA, NegativeConfig(per_mention=6))
+    passes = token_passes([item], SCHEMA, tok, 64, 160, seed=3)
+    by = {(p.window.text, p.window.type): p for p in passes}
+    first, second = "Ovarian cancer was seen.", "BRCA1 was mutated in breast cancer."
+    # Each sentence is read for its own types and one type it does not mention.
+    assert {t for s, t in by if s == first} >= {"Disease"} and len({t for s, t in by if s == first}) == 2
+    assert {t for s, t in by if s == second} >= {"Disease", "Gene"} and len({t for s, t in by if s == second}) == 3
+    assert by[(second, "Disease")].gold == ((21, 34),) and by[(second, "Gene")].gold == ((0, 5),)
+    absent = next(p for (s, t), p in by.items() if s == first and t != "Disease")
+    assert absent.gold == () and absent.groups == ()
+    for p in passes:   # groups: the gold span first, then negatives of the pass's type inside the sentence
+        for group in p.groups:
+            assert group[0] in p.gold and len(group) > 1
+            assert all(0 <= s < e <= len(p.window.text) and (s, e) not in p.gold for s, e in group[1:])
+    assert p.window.prefix.startswith(p.window.type + ": ")
+
+
+def test_tokens_head_training_learns_and_resumes(encoder_dir, tmp_path):
+    docs = [Document(f"d{i}", d.text, entities=list(d.entities)) for i, d in enumerate(TEXTS * 4)]
+    sel_cfg = SelectorConfig(encoder=str(encoder_dir), head="tokens", trainable_layers=2, dropout=0.0, max_length=64)
+    cfg = SelectorTrainingConfig(max_steps=60, passes_per_step=4, checkpoint_every=30, learning_rate=2e-3,
+                                 head_learning_rate=1e-2, warmup_steps=1, negatives=NegativeConfig(per_mention=4))
+    out = tmp_path / "tokens"
+    result = train_selector(docs, TEXTS, SCHEMA, out, sel_cfg, cfg, progress=False)
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert {"token_ce", "nce"} <= set(history[0]) and len(history) == 60
+    assert np.mean(result.losses[-10:]) < 0.8 * np.mean(result.losses[:10])
+    card = json.loads((out / "training_card.json").read_text())
+    assert card["token_passes"] > 0 and card["selector_config"]["head"] == "tokens"
+    # A gold mention outranks its boundary shift on the training texts (type conditioning is beyond
+    # what this tiny encoder learns in 60 steps: the packaged-encoder probe showed it).
+    model = SelectorModel.from_pretrained(out)
+    text = TEXTS[0].text
+    gold = Candidate(text, 14, 28, "Disease", SCHEMA.definition("Disease"))
+    shifted = Candidate(text, 22, 28, "Disease", SCHEMA.definition("Disease"))
+    g, s = model.score([gold, shifted])
+    assert g > s
+    resumed = train_selector(docs, TEXTS, SCHEMA, out, sel_cfg, cfg, resume=True, progress=False)
+    np.testing.assert_allclose(resumed.losses[30:], result.losses[30:], rtol=1e-4)

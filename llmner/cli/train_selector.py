@@ -4,6 +4,7 @@ own false positives as negatives), choose the threshold on dev, write the select
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -46,15 +47,18 @@ def train_selector_command(
     split: Annotated[str, typer.Option("--split")] = "train",
     dev_split: Annotated[str, typer.Option("--dev-split", help="split for choosing the threshold ('' = none)")] = "dev",
     max_documents: Annotated[int | None, typer.Option("--max-documents", help="first N training documents per corpus")] = None,
+    train_documents: Annotated[Path | None, typer.Option("--train-documents", help="JSON {corpus: [document ids]} (or under \"documents\", as benchmarks/trained_documents.py writes): train on these documents only, e.g. the ones the generator drew")] = None,
     dev_documents: Annotated[int | None, typer.Option("--dev-documents", help="first N dev documents per corpus")] = None,
     generator_documents: Annotated[int | None, typer.Option("--generator-documents", help="documents per corpus tagged by the generator (it is slow on CPU)")] = None,
     generator_chars: Annotated[int | None, typer.Option("--generator-chars", help="characters per corpus tagged by the generator: the first documents until their texts hold this many")] = None,
     encoder: Annotated[str, typer.Option("--encoder", help="packaged:minilm or a local BERT-style directory")] = "packaged:minilm",
+    head: Annotated[str, typer.Option("--head", help="span (one pass per marked candidate) or tokens (O/B/I per piece for a type, one pass per sentence and type)")] = "span",
     trainable_layers: Annotated[int, typer.Option("--trainable-layers", help="top encoder layers trained (stored fp16)")] = 2,
     max_length: Annotated[int, typer.Option("--max-length")] = 160,
     epochs: Annotated[float, typer.Option("--epochs")] = 1.0,
     steps: Annotated[int, typer.Option("--steps", help="optimizer steps (0: from --epochs)")] = 0,
-    groups_per_step: Annotated[int, typer.Option("--groups-per-step", help="gold groups per step")] = 4,
+    groups_per_step: Annotated[int, typer.Option("--groups-per-step", help="gold groups per step (span head)")] = 4,
+    passes_per_step: Annotated[int, typer.Option("--passes-per-step", help="(sentence, type) passes per step (tokens head)")] = 16,
     per_mention: Annotated[int, typer.Option("--per-mention", help="negatives per gold mention")] = 8,
     lr: Annotated[float, typer.Option("--lr", help="encoder learning rate")] = 5e-5,
     head_lr: Annotated[float, typer.Option("--head-lr")] = 1e-3,
@@ -64,8 +68,12 @@ def train_selector_command(
     model_id: Annotated[str, typer.Option("--model-id", help="id written into results (default: selector-<corpus>)")] = "",
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
-    """Train the selector (InfoNCE + BCE), choose its threshold on dev, save it with a training card."""
-    from llmner.data_processing.corpora import corpus_schema, load_corpus
+    """Train the selector (span head: InfoNCE + BCE; tokens head: every piece's label + InfoNCE), choose its threshold on dev, save it with a training card."""
+    from llmner.data_processing.corpora import (
+        corpus_schema,
+        load_corpus,
+        without_test_overlap,
+    )
     from llmner.modeling.selector import SelectorConfig
     from llmner.training.negatives import NegativeConfig
     from llmner.training.selector import SelectorTrainingConfig, train_selector
@@ -77,17 +85,30 @@ def train_selector_command(
     corpora = list(dict.fromkeys(corpus))
     schemas = {name: corpus_schema(name) for name in corpora}
 
-    def read(name: str, which: str, limit: int | None) -> list[Any]:
-        # Ids are prefixed by corpus: sentence corpora reuse ids like "train-0".
-        return [dataclasses.replace(d, id=f"{name}:{d.id}", metadata={**d.metadata, "schema": name})
-                for d in load_corpus(name, which)[:limit]]
+    def read(name: str, which: str, limit: int | None, only: Sequence[str] | None = None) -> list[Any]:
+        # Ids are prefixed by corpus: sentence corpora reuse ids like "train-0". As every trainer, no
+        # training document that is also a test document of any corpus.
+        docs = load_corpus(name, which)
+        docs = without_test_overlap(docs) if which == "train" else docs
+        if only is not None:
+            wanted = set(only)
+            docs = [d for d in docs if d.id in wanted]
+        return [dataclasses.replace(d, id=f"{name}:{d.id}", metadata={**d.metadata, "schema": name}) for d in docs[:limit]]
 
-    train_docs = [d for name in corpora for d in read(name, split, max_documents)]
+    listed: dict[str, list[str]] | None = None
+    if train_documents is not None:
+        data = json.loads(train_documents.read_text())
+        listed = data.get("documents", data)
+        missing = sorted(set(corpora) - set(listed))
+        if missing:
+            raise typer.BadParameter(f"{train_documents} lists no documents for {', '.join(missing)}", param_hint="--train-documents")
+    train_docs = [d for name in corpora for d in read(name, split, max_documents, listed[name] if listed else None)]
     dev_docs = [d for name in corpora for d in read(name, dev_split, dev_documents)] if dev_split else []
     label = "+".join(corpora) if len(corpora) <= 3 else f"{len(corpora)}corpora"
-    sel_cfg = SelectorConfig(encoder=encoder, trainable_layers=trainable_layers, max_length=max_length,
+    sel_cfg = SelectorConfig(encoder=encoder, head=head, trainable_layers=trainable_layers, max_length=max_length,
                              model_id=model_id or f"selector-{label}-{Path(output).name}")
-    cfg = SelectorTrainingConfig(epochs=epochs, max_steps=steps, groups_per_step=groups_per_step, learning_rate=lr,
+    cfg = SelectorTrainingConfig(epochs=epochs, max_steps=steps, groups_per_step=groups_per_step,
+                                 passes_per_step=passes_per_step, learning_rate=lr,
                                  head_learning_rate=head_lr, checkpoint_every=checkpoint_every, seed=seed,
                                  negatives=NegativeConfig(per_mention=per_mention, seed=seed))
     predictions = (generator_predictions_fn(generator, list(schemas.values()), generator_documents, max_chars=generator_chars)

@@ -326,10 +326,12 @@ class TokenFeaturizer:
         inputs = {name: enc[name].astype(np.int64) for name in ONNX_INPUT_NAMES[:3]}
         return inputs, offsets
 
-    def __call__(self, candidates: Sequence[Candidate]) -> TokenBatch:
-        if not candidates:
+    def __call__(self, candidates: Sequence[Candidate], windows: Sequence[TokenWindow] = ()) -> TokenBatch:
+        """``windows``: rows to include whether or not a candidate lies in them (training passes that
+        are supervised on every piece); they come first, in order."""
+        if not candidates and not windows:
             raise ValidationError("no candidates to featurize")
-        row_of: dict[TokenWindow, int] = {}
+        row_of: dict[TokenWindow, int] = {w: i for i, w in enumerate(dict.fromkeys(windows))}
         rows = []
         for cand in candidates:
             rows.append(row_of.setdefault(self.window(cand), len(row_of)))

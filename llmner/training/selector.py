@@ -34,7 +34,12 @@ from llmner.doc import Candidate, Document, Entity
 from llmner.errors import ConfigError, ValidationError
 from llmner.evaluation.predict import predict
 from llmner.evaluation.thresholds import best_threshold
-from llmner.modeling.selector import SelectorConfig, SelectorModel
+from llmner.modeling.selector import (
+    SelectorConfig,
+    SelectorModel,
+    TokenWindow,
+    type_prefix,
+)
 from llmner.schema import EntitySchema
 from llmner.training.loop import LoopSettings, TrainingLoop, seed_everything
 from llmner.training.negatives import DocumentNegatives, NegativeConfig, build_negatives
@@ -45,6 +50,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CARD_NAME = "training_card.json"
+TYPE_PREFIX_TOKENS = 48     # room left in max_length for "Type: definition" when sentences are cut into passes
 
 
 @dataclass(slots=True)
@@ -59,6 +65,8 @@ class SelectorTrainingConfig:
     infonce_weight: float = 1.0
     bce_weight: float = 1.0
     temperature: float = 1.0
+    token_weight: float = 1.0         # tokens head: cross-entropy of every piece's O/B/I label
+    passes_per_step: int = 16         # tokens head: (sentence, type) passes per step
     max_steps: int = 0                # 0 = from epochs
     checkpoint_every: int = 200
     keep_checkpoints: int = 2
@@ -109,20 +117,90 @@ def group_candidates(item: DocumentNegatives, schema: EntitySchema) -> list[list
             for g in item.groups]
 
 
-def loss_for(logits: torch.Tensor, labels: torch.Tensor, group_sizes: Sequence[int],
-             config: SelectorTrainingConfig) -> tuple[torch.Tensor, float, float]:
-    """InfoNCE over groups (gold first in each) + BCE over every candidate. Returns (loss, nce, bce)."""
-    nce_terms = []
+def infonce(logits: torch.Tensor, group_sizes: Sequence[int], temperature: float) -> torch.Tensor:
+    """Mean of -log softmax(group)[0] over consecutive groups (the gold candidate first in each)."""
+    terms = []
     offset = 0
     for size in group_sizes:
         if size > 1:
-            group = logits[offset : offset + size] / config.temperature
-            nce_terms.append(-torch.log_softmax(group, dim=0)[0])
+            terms.append(-torch.log_softmax(logits[offset : offset + size] / temperature, dim=0)[0])
         offset += size
-    nce = torch.stack(nce_terms).mean() if nce_terms else logits.new_zeros(())
+    return torch.stack(terms).mean() if terms else logits.new_zeros(())
+
+
+def loss_for(logits: torch.Tensor, labels: torch.Tensor, group_sizes: Sequence[int],
+             config: SelectorTrainingConfig) -> tuple[torch.Tensor, float, float]:
+    """InfoNCE over groups (gold first in each) + BCE over every candidate. Returns (loss, nce, bce)."""
+    nce = infonce(logits, group_sizes, config.temperature)
     bce = F.binary_cross_entropy_with_logits(logits, labels)
     loss = config.infonce_weight * nce + config.bce_weight * bce
     return loss, float(nce.detach()), float(bce.detach())
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPass:
+    """A tokens-head training example: one sentence chunk read for one type, the type's gold mentions
+    in it (every piece is supervised) and its InfoNCE groups (a gold mention first, then negatives of
+    the same type in the chunk), spans in chunk offsets."""
+
+    window: TokenWindow
+    definition: str
+    gold: tuple[tuple[int, int], ...]
+    groups: tuple[tuple[tuple[int, int], ...], ...]
+
+
+def token_passes(items: Sequence[DocumentNegatives], schemas: SchemaChoice, tokenizer: Any, max_tokens: int,
+                 definition_chars: int, seed: int) -> list[TokenPass]:
+    """Every sentence chunk of the documents, read for each type it mentions and for one type of its
+    schema it does not (so that a type's absence is taught too)."""
+    from llmner.data_processing.chunking import ChunkingConfig, chunk_document
+
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    passes: list[TokenPass] = []
+    for item in items:
+        schema = schema_of(item.doc, schemas)
+        rng = random.Random(f"{seed}:passes:{item.doc.id}")
+        for chunk in chunk_document(item.doc, ChunkingConfig(max_tokens=max_tokens, sentences_per_chunk=1), count):
+            if not chunk.text.strip():
+                continue
+            inside = [e for e in item.doc.entities if e.type in schema and chunk.start <= e.start and e.end <= chunk.end]
+            present = sorted({e.type for e in inside})
+            absent = [t for t in schema.type_names if t not in present]
+            for etype in present + ([rng.choice(absent)] if absent else []):
+                gold = sorted({(e.start - chunk.start, e.end - chunk.start) for e in inside if e.type == etype})
+                groups = []
+                for g in item.groups:
+                    if g.gold.type != etype or not (chunk.start <= g.gold.start and g.gold.end <= chunk.end):
+                        continue
+                    negatives = [(n.start - chunk.start, n.end - chunk.start) for n in g.negatives
+                                 if n.type == etype and chunk.start <= n.start and n.end <= chunk.end]
+                    if negatives:
+                        groups.append(((g.gold.start - chunk.start, g.gold.end - chunk.start), *negatives))
+                definition = schema.definition(etype)
+                prefix = type_prefix(Candidate(chunk.text, 0, 1, etype, definition), definition_chars)
+                passes.append(TokenPass(TokenWindow(chunk.text, 0, len(chunk.text), etype, prefix), definition,
+                                        tuple(gold), tuple(groups)))
+    return passes
+
+
+def token_pass_loss(model: SelectorModel, passes: Sequence[TokenPass], config: SelectorTrainingConfig) -> tuple[torch.Tensor, float, float]:
+    """Cross-entropy of every piece's label in the passes + InfoNCE over their groups' span logits."""
+    candidates = [Candidate(p.window.text, s, e, p.window.type, p.definition) for p in passes for group in p.groups
+                  for s, e in group]
+    # A candidate shares its pass's row; in a sentence too long to read whole it gets a window of its own,
+    # supervised by the same gold mentions.
+    batch = model.featurizer(candidates, [p.window for p in passes])
+    gold_of = {(p.window.text, p.window.type): p.gold for p in passes}
+    targets = torch.from_numpy(batch.targets(by_window=[gold_of[(w.text, w.type)] for w in batch.windows]))
+    token_logits = model(**{k: torch.from_numpy(v) for k, v in batch.inputs.items()})[0]
+    ce = F.cross_entropy(token_logits.reshape(-1, token_logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+    sizes = [len(group) for p in passes for group in p.groups]
+    nce = (infonce(model.span_logits(batch, token_logits), sizes, config.temperature) if sizes
+           else token_logits.new_zeros(()))
+    loss = config.token_weight * ce + config.infonce_weight * nce
+    return loss, float(ce.detach()), float(nce.detach())
 
 
 def dev_candidates(docs: Sequence[Document], schemas: SchemaChoice, config: NegativeConfig,
@@ -265,12 +343,18 @@ def train_selector(
         for n in [n for g in item.groups for n in g.negatives] + item.unattached:
             kinds[n.kind] = kinds.get(n.kind, 0) + 1
 
-    steps_per_epoch = math.ceil(len(groups) / config.groups_per_step)
+    model = SelectorModel.from_encoder(selector_config or SelectorConfig())
+    model.train()
+    tokens_head = model.config.head == "tokens"
+    # The tokens head trains on (sentence, type) passes, every piece supervised; the span head on groups.
+    passes = (token_passes(items, schema, model.tokenizer, max(16, model.config.max_length - TYPE_PREFIX_TOKENS),
+                           model.config.definition_chars, config.seed) if tokens_head else [])
+    examples = len(passes) if tokens_head else len(groups)
+    per_step = config.passes_per_step if tokens_head else config.groups_per_step
+    steps_per_epoch = math.ceil(examples / per_step)
     total_steps = config.max_steps or max(1, round(config.epochs * steps_per_epoch))
 
     ckpt_root = output / "checkpoints"
-    model = SelectorModel.from_encoder(selector_config or SelectorConfig())
-    model.train()
     params_enc = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("encoder.")]
     params_head = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("encoder.")]
     optimizer = torch.optim.AdamW([{"params": params_enc, "lr": config.learning_rate},
@@ -284,17 +368,35 @@ def train_selector(
         loop.resume(ckpt.latest_checkpoint(ckpt_root), seed=config.seed)
     start_step = loop.state.step
 
-    # A fixed order per epoch derived from the seed: step s always sees the same groups, resumed or not.
-    def step_batch(step: int) -> tuple[list[list[Candidate]], list[Candidate]]:
+    # A fixed order per epoch derived from the seed: step s always sees the same examples, resumed or not.
+    def step_indices(step: int) -> list[int]:
         epoch, pos = divmod(step, steps_per_epoch)
-        order = list(range(len(groups)))
-        random.Random(f"{config.seed}:{epoch}").shuffle(order)
-        chosen = [groups[i][1] for i in order[pos * config.groups_per_step : (pos + 1) * config.groups_per_step]]
+        order = list(range(examples))
+        rng = random.Random(f"{config.seed}:{epoch}")
+        rng.shuffle(order)
+        if not tokens_head:
+            return order[pos * per_step : (pos + 1) * per_step]
+        # Passes of similar length per step (less padding on CPU): sorted within pools of 50 steps,
+        # then the steps shuffled.
+        pool = 50 * per_step
+        steps = []
+        for i in range(0, len(order), pool):
+            part = sorted(order[i : i + pool], key=lambda k: len(passes[k].window.text) + len(passes[k].window.prefix))
+            steps += [part[j : j + per_step] for j in range(0, len(part), per_step)]
+        rng.shuffle(steps)
+        return steps[pos]
+
+    def step_batch(step: int) -> tuple[list[list[Candidate]], list[Candidate]]:
+        chosen = [groups[i][1] for i in step_indices(step)]
         rng = random.Random(f"{config.seed}:u:{step}")
         extra = rng.sample(unattached, min(config.unattached_per_step, len(unattached)))
         return chosen, extra
 
     def train_step(step: int) -> dict[str, Any]:
+        if tokens_head:
+            loss, ce, nce = token_pass_loss(model, [passes[i] for i in step_indices(step)], config)
+            loss.backward()
+            return {"loss": float(loss.detach()), "token_ce": ce, "nce": nce}
         chosen, extra = step_batch(step)
         cands = [c for g in chosen for c in g] + extra
         labels = torch.tensor([1.0 if i == 0 else 0.0 for g in chosen for i in range(len(g))] + [0.0] * len(extra))
@@ -327,6 +429,7 @@ def train_selector(
         "train_documents": len(train_docs),
         "dev_documents": len(dev_docs),
         "groups": len(groups),
+        "token_passes": len(passes),
         "negatives_by_kind": kinds,
         "steps": total_steps,
         "resumed_from_step": start_step,
