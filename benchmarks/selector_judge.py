@@ -81,9 +81,9 @@ def main() -> None:
             print(f"{name} {corpus}: " + " ".join(f"{k} {v:.1f}" for k, v in row.items()), flush=True)
         rows[name]["_cpu_s"] = {"judging": time.process_time() - started}
         rows[name]["_threshold"] = {"own": selector.threshold}
-    lines = [f"# Selector as judge of the generator's candidates ({args.candidates})", "",
-             f"`python benchmarks/selector_judge.py {' '.join('--selector ' + str(s) for s in args.selector)} "
-             f"--candidates {args.candidates} --sentences {args.sentences}`", "",
+    command = (f"python benchmarks/selector_judge.py {' '.join('--selector ' + str(s) for s in args.selector)} "
+               f"--candidates {args.candidates} --sentences {args.sentences}")
+    lines = [f"# Selector as judge of the generator's candidates ({args.candidates})", "", f"`{command}`", "",
              "Strict F1 (%) of the candidates kept at each threshold, leading dev sentences of each corpus, own schema.", ""]
     for name, by_corpus in rows.items():
         own = by_corpus["_threshold"]["own"]
