@@ -21,6 +21,7 @@ from llmner.errors import DataNotFoundError
 STATE_NAME = "training_state.pt"
 PORTABLE_STATE_NAME = "portable_state.json"   # a portable checkpoint: adapter + this, no optimizer, no pickle
 CONFIG_NAME = "training_config.json"     # the run's settings, readable without torch
+HISTORY_NAME = "history.jsonl"           # one JSON record per step, written by the training loop
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
@@ -144,7 +145,6 @@ def finished_run_state(generator_dir: str | Path) -> dict[str, Any]:
     """What ``export_generator`` reads from a checkpoint, rebuilt from a finished run's generator directory:
     its card (step, settings, elapsed time, fresh optimizer steps) and its ``history.jsonl``."""
     from llmner.modeling.generator import CARD_NAME
-    from llmner.training.loop import HISTORY_NAME
 
     generator_dir = Path(generator_dir)
     card = json.loads((generator_dir / CARD_NAME).read_text(encoding="utf-8"))

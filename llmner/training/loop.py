@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from llmner.training import checkpoint as ckpt
-
-HISTORY_NAME = "history.jsonl"
+from llmner.training.checkpoint import HISTORY_NAME
 
 
 @dataclass(slots=True)
