@@ -191,8 +191,8 @@ def type_prefix(candidate: Candidate, definition_chars: int) -> str:
     return f"{candidate.type}: {definition}" if definition else candidate.type
 
 
-class SelectorFeaturizer:
-    """Candidates -> padded numpy inputs (shared by the PyTorch and ONNX runtimes)."""
+class _Featurizer:
+    """What both heads' featurizers share: a fast tokenizer (character offsets) and the settings."""
 
     def __init__(self, tokenizer: Any, config: SelectorConfig) -> None:
         if not getattr(tokenizer, "is_fast", False):
@@ -202,6 +202,10 @@ class SelectorFeaturizer:
 
     def type_prefix(self, candidate: Candidate) -> str:
         return type_prefix(candidate, self.config.definition_chars)
+
+
+class SelectorFeaturizer(_Featurizer):
+    """Candidates -> padded numpy inputs (shared by the PyTorch and ONNX runtimes)."""
 
     def __call__(self, candidates: Sequence[Candidate]) -> dict[str, np.ndarray]:
         if not candidates:
@@ -294,16 +298,10 @@ class TokenBatch:
         return out
 
 
-class TokenFeaturizer:
+class TokenFeaturizer(_Featurizer):
     """Candidates -> the tokens head's rows: one per (window, type), shared by every candidate of that
     type in that window. The window is the whole chunk when it is short, else the candidate's context
     window (``context_window``)."""
-
-    def __init__(self, tokenizer: Any, config: SelectorConfig) -> None:
-        if not getattr(tokenizer, "is_fast", False):
-            raise ConfigError("the selector needs a fast tokenizer (offset mapping); the encoder directory lacks tokenizer.json")
-        self.tokenizer = tokenizer
-        self.config = config
 
     def window(self, candidate: Candidate) -> TokenWindow:
         if len(candidate.text) <= 2 * self.config.context_chars:
@@ -312,7 +310,7 @@ class TokenFeaturizer:
                 raise ValidationError(f"candidate offsets [{candidate.start}, {candidate.end}) out of range for a {right}-character text")
         else:
             left, right = context_window(candidate, self.config.context_chars)
-        return TokenWindow(candidate.text, left, right, candidate.type, type_prefix(candidate, self.config.definition_chars))
+        return TokenWindow(candidate.text, left, right, candidate.type, self.type_prefix(candidate))
 
     def encode(self, windows: Sequence[TokenWindow]) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """The rows' encoder inputs and each piece's character offsets in its window ((0, 0) outside it)."""
