@@ -6,7 +6,14 @@ Per step: ``groups_per_step`` groups (each = one gold mention followed by its ne
     loss = infonce_weight * mean_g[-log softmax(logits_g)[gold]] + bce_weight * BCE(all candidates)
 
 InfoNCE teaches the ranking that matters (the exact span and type beat their near misses); BCE
-keeps the sigmoid calibrated so that one threshold works. After training the threshold is chosen
+keeps the sigmoid calibrated so that one threshold works.
+
+The tokens head (``SelectorConfig.head == "tokens"``) trains on (sentence, type) passes instead
+(``token_passes``): each sentence chunk read for every type it mentions and one it does not, every
+word piece supervised with its O/B/I label, plus the same InfoNCE over each gold mention and its
+negatives of that type in the sentence, whose span logits come from the same pass (``token_pass_loss``)::
+
+    loss = token_weight * CE(pieces) + infonce_weight * mean_g[-log softmax(span logits_g)[gold]] After training the threshold is chosen
 on dev for the best F1 (every gold mention counts in recall, so when the generator's predictions
 are the dev candidates this is the pipeline's F1) and stored in the selector config.
 
