@@ -278,12 +278,11 @@ class TokenBatch:
         lp = torch.from_numpy(np.log(np.clip(token_probabilities.astype(np.float32), PROBABILITY_FLOOR, 1.0)))
         return self.log_scores(lp).exp().numpy().astype(np.float32)
 
-    def targets(self, gold: Sequence[tuple[int, int]] | None = None, by_window: Sequence[Sequence[tuple[int, int]]] | None = None) -> np.ndarray:
+    def targets(self, by_window: Sequence[Sequence[tuple[int, int]]]) -> np.ndarray:
         """O/B/I targets of each row (-100 outside the window's pieces) from the gold spans of its type,
         in chunk offsets (``by_window[row]``): the first piece of a mention is B, its other pieces I."""
-        spans = by_window or [gold or ()] * len(self.windows)
         out = np.full(self.offsets.shape[:2], -100, dtype=np.int64)
-        for row, (window, gold_spans) in enumerate(zip(self.windows, spans, strict=True)):
+        for row, (window, gold_spans) in enumerate(zip(self.windows, by_window, strict=True)):
             local = [(max(a, window.left) - window.left, min(b, window.right) - window.left) for a, b in gold_spans
                      if a < window.right and b > window.left]
             for j, (a, b) in enumerate(self.offsets[row]):
@@ -304,12 +303,9 @@ class TokenFeaturizer(_Featurizer):
     window (``context_window``)."""
 
     def window(self, candidate: Candidate) -> TokenWindow:
+        left, right = context_window(candidate, self.config.context_chars)   # also checks the offsets
         if len(candidate.text) <= 2 * self.config.context_chars:
             left, right = 0, len(candidate.text)
-            if not candidate.start < candidate.end <= right or candidate.start < 0:
-                raise ValidationError(f"candidate offsets [{candidate.start}, {candidate.end}) out of range for a {right}-character text")
-        else:
-            left, right = context_window(candidate, self.config.context_chars)
         return TokenWindow(candidate.text, left, right, candidate.type, self.type_prefix(candidate))
 
     def encode(self, windows: Sequence[TokenWindow]) -> tuple[dict[str, np.ndarray], np.ndarray]:
