@@ -191,3 +191,29 @@ def test_tokens_head_exports_and_the_onnx_runtime_matches_torch(tmp_path, monkey
     monkeypatch.setenv("LLMNER_CACHE_DIR", str(tmp_path / "cache"))
     runtime = OnnxSelectorRuntime(tmp_path / "selector", device="cpu", variant="fp32")
     np.testing.assert_allclose(runtime.score(cands), TorchSelectorRuntime.from_pretrained(tmp_path / "selector").score(cands), atol=1e-4)
+
+
+@pytest.mark.parametrize("head", ["span", "tokens"])
+def test_int8_scores_do_not_depend_on_the_other_candidates_scored_with_them(head, tmp_path, monkeypatch):
+    """Dynamic int8 quantization scales each run by its own range: scored in batches, a candidate's score
+    moves with its neighbours. The runtime scores int8 row by row, so a score is the candidate's alone."""
+    import torch
+
+    enc = build_tiny_bert(tmp_path / "enc", hidden=64, layers=2)
+    model = SelectorModel.from_encoder(SelectorConfig(encoder=str(enc), head=head, trainable_layers=1,
+                                                      save_dtype="float32", model_id=f"sel-{head}"))
+    with torch.no_grad():
+        model.head[-1].weight.mul_(20.0)
+    model.save_pretrained(tmp_path / "selector")
+    monkeypatch.setenv("LLMNER_CACHE_DIR", str(tmp_path / "cache"))
+    runtime = OnnxSelectorRuntime(tmp_path / "selector", device="cpu", variant="int8", batch_size=16)
+    cands = candidates()
+    together = runtime.score(cands)
+    order = list(range(len(cands)))[::-1]
+    np.testing.assert_array_equal(runtime.score([cands[i] for i in order]), together[order])
+    alone = np.array([runtime.score([c])[0] for c in cands[:10]])
+    np.testing.assert_array_equal(alone, together[:10])
+    assert runtime.score([]).shape == (0,)
+    # Batched, the same graph gives scores that depend on the batch (what row by row avoids).
+    batched = runtime.score_in_batches(cands)
+    assert not np.array_equal([runtime.score_in_batches([c])[0] for c in cands[:10]], batched[:10])
