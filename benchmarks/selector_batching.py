@@ -15,6 +15,7 @@ import argparse
 import json
 import random
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -85,11 +86,11 @@ def main() -> None:
     }
     best = {name: min(t) for name, t in times.items()}
     lines = [
-        f"# int8 selector on a CPU: batched runs against one row per run",
+        "# int8 selector on a CPU: batched runs against one row per run",
         "",
-        f"`{' '.join(['benchmarks/selector_batching.py'] + [a for a in __import__('sys').argv[1:]])}`: selector `{selector}` "
-        f"({runtime.config.head} head), {len(candidates)} candidates from {args.documents} {args.corpus} dev documents "
-        f"(gold mentions and one-word-longer errors), one thread, best of {args.repeats} interleaved repeats.",
+        (f"`{' '.join(['benchmarks/selector_batching.py', *sys.argv[1:]])}`: selector `{selector}` "
+         f"({runtime.config.head} head), {len(candidates)} candidates from {args.documents} {args.corpus} dev documents "
+         f"(gold mentions and one-word-longer errors), one thread, best of {args.repeats} interleaved repeats."),
         "",
         "| scoring | seconds | candidates/s |",
         "|---|---|---|",
