@@ -1,0 +1,209 @@
+"""Judge stored predictions with another selector, without running the generator again.
+
+A report row over a whole test split costs hours of generation on a CPU, and the selector is the
+cheap part of a bundle: ``rescore_records`` gives the records another pipeline's selector would have
+produced from the same generator output. Evaluation keeps every candidate (``predict`` with
+``select=False``), so the records hold all of them; each is scored again in its own chunk's context,
+as ``Pipeline.score_chunks`` scores it.
+
+One thing is not stored: which entities document-level consistency added
+(``llmner.decoding.consistency``). A copy carries the scores of the highest-scored entity of its string,
+so in a stored record it is one of a cluster of same-string entities with identical scores, and which
+member of that cluster the generator found is not recorded. Its new score is the maximum over the
+string's generator-found entities, that member included. The point estimate takes the cluster's first
+member in document order as the found one; each entity also gets the interval its new score must lie
+in whichever member it was (``RescoredRecord.bounds``), and ``undetermined`` counts the entities whose
+keep decision at a threshold the interval leaves open. Zero means the rescored records select exactly
+what a rerun of the generator with the new bundle would (a score is a function of its candidate alone:
+the int8 ONNX selector scores row by row, ``OnnxSelectorRuntime.score_row_by_row``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llmner.doc import Candidate, Document, Entity, ResultRecord
+from llmner.errors import DataNotFoundError, ValidationError
+from llmner.evaluation.reports import cached_row, files_fingerprint, store_row
+from llmner.schema import EntitySchema
+
+if TYPE_CHECKING:
+    from llmner.pipeline import Pipeline
+
+
+# What a bundle's candidates depend on besides the generator's files: the manifest fields that change
+# what is generated, merged or judged. Thresholds are not among them: they are applied when scoring.
+GENERATION_FIELDS = ("codec", "decoding_mode", "sentences_per_chunk", "open_bias", "prompt_schemas", "consistency",
+                     "selector_languages")
+
+
+def same_generation(source: Path, target: Path) -> list[str]:
+    """How two bundles differ in what their generators produce (empty: ``target`` may rescore
+    ``source``'s stored records): the generator directory's files and the ``GENERATION_FIELDS``."""
+    from llmner.bundle import GENERATOR_DIR, load_manifest
+
+    differences = []
+    a, b = load_manifest(source).to_dict(), load_manifest(target).to_dict()
+    differences += [f"{name}: {a[name]!r} != {b[name]!r}" for name in GENERATION_FIELDS if a[name] != b[name]]
+
+    def files(root: Path) -> list[Path]:
+        return sorted(p for p in (root / GENERATOR_DIR).rglob("*") if p.is_file())
+
+    if files_fingerprint(files(source), root=source) != files_fingerprint(files(target), root=target):
+        differences.append(f"the files under {GENERATOR_DIR}/ differ")
+    return differences
+
+
+@dataclass(slots=True)
+class RescoredRecord:
+    """A record as the new selector scores it, and for each of its entities (same order) the interval
+    its score lies in (``(score, score)`` when it is exact; ``None`` for entities the selector does not
+    judge)."""
+
+    record: ResultRecord
+    bounds: list[tuple[float, float] | None]
+
+    def undetermined(self, keeps_at: Callable[[Entity], float | None]) -> int:
+        """Entities whose keep decision the interval leaves open at the threshold ``keeps_at`` gives
+        each (None: not decided by a selector score)."""
+        count = 0
+        for entity, bound in zip(self.record.entities, self.bounds):
+            threshold = keeps_at(entity)
+            if bound is not None and threshold is not None and bound[0] < threshold <= bound[1]:
+                count += 1
+        return count
+
+
+def _containing(chunk_spans: Sequence[tuple[int, int]], entity: Entity) -> list[int]:
+    return [i for i, (a, b) in enumerate(chunk_spans) if a <= entity.start and entity.end <= b]
+
+
+def _clusters(entities: Sequence[Entity]) -> list[list[int]]:
+    """Groups of entity indices that consistency may have copied one of: per string of a single type,
+    the entities that share the top (score, generator_score), when there are two or more."""
+    by_string: dict[str, list[int]] = {}
+    for i, e in enumerate(entities):
+        by_string.setdefault(e.text, []).append(i)
+    out = []
+    for members in by_string.values():
+        if len(members) < 2 or len({entities[i].type for i in members}) != 1:
+            continue
+        rank = {i: (entities[i].score if entities[i].score is not None else -1.0,
+                    entities[i].generator_score if entities[i].generator_score is not None else -1.0) for i in members}
+        top = max(rank.values())
+        cluster = [i for i in members if rank[i] == top]
+        if len(cluster) > 1:
+            out.append(cluster)
+    return out
+
+
+def rescore_records(pipe: Pipeline, docs: Sequence[Document], records: Sequence[ResultRecord],
+                    schema: EntitySchema) -> tuple[list[RescoredRecord], float]:
+    """``records`` (every candidate kept, as ``predict`` stores them) of ``docs`` with ``pipe``'s selector
+    scores, and the seconds the selector took. ``schema`` is the one the records were tagged under.
+    Entities the pipeline's selector does not judge (its ``selector_languages``) keep their stored scores."""
+    if pipe.selector is None:
+        raise ValidationError("rescoring needs a pipeline with a selector")
+    if len(docs) != len(records):
+        raise ValidationError(f"{len(docs)} documents but {len(records)} records")
+    languages = pipe.config.selector_languages
+    candidates: list[Candidate] = []
+    owners: list[tuple[int, int]] = []          # (record, entity) of each candidate
+    spans_per_doc: list[list[tuple[int, int]]] = []
+    for r, (doc, record) in enumerate(zip(docs, records)):
+        if doc.id != record.document_id:
+            raise ValidationError(f"record {r} is of document {record.document_id!r}, not {doc.id!r}")
+        chunks = pipe.chunk(doc)
+        spans_per_doc.append([(c.start, c.end) for c in chunks])
+        if languages and record.language not in languages:
+            continue
+        for k, entity in enumerate(record.entities):
+            if entity.score is None:
+                continue
+            for ci in _containing(spans_per_doc[-1], entity):
+                chunk = chunks[ci]
+                candidates.append(Candidate(chunk.text, entity.start - chunk.start, entity.end - chunk.start,
+                                            entity.type, schema.definition(entity.type)))
+                owners.append((r, k))
+    started = time.perf_counter()
+    scores = pipe.selector.score(candidates) if candidates else []
+    seconds = time.perf_counter() - started
+
+    # An entity's own score: the highest over the chunks that hold it (the merge keeps the highest when
+    # several chunks found it), within the interval of all of them.
+    own: dict[tuple[int, int], list[float]] = {}
+    for owner, score in zip(owners, scores):
+        own.setdefault(owner, []).append(float(score))
+    out = []
+    for r, record in enumerate(records):
+        entities = list(record.entities)
+        point: list[float | None] = [None] * len(entities)
+        bounds: list[tuple[float, float] | None] = [None] * len(entities)
+        for k in range(len(entities)):
+            values = own.get((r, k))
+            if values:
+                point[k], bounds[k] = max(values), (min(values), max(values))
+        for cluster in _clusters(entities):
+            scored = [k for k in cluster if point[k] is not None]
+            if not scored:
+                continue
+            others = [k for k in range(len(entities)) if entities[k].text == entities[cluster[0]].text
+                      and k not in cluster and point[k] is not None]
+            best_other = max((point[k] for k in others), default=-1.0)
+            found = scored[0]    # the point estimate's choice of the generator-found member
+            copy_point = max(point[found], best_other)
+            low = min(bounds[k][0] for k in scored)
+            high = max([bounds[k][1] for k in scored] + [bounds[k][1] for k in others])
+            for k in cluster:
+                point[k] = point[found] if k == found else copy_point
+                bounds[k] = (low, high)
+        judged = not languages or record.language in languages
+        for k, e in enumerate(entities):
+            if judged and e.score is not None and point[k] is None:
+                # The generator finds entities inside chunks, and only consistency's copies (clustered
+                # above) can lie elsewhere: these records were chunked differently from ``pipe``.
+                raise ValidationError(f"document {record.document_id!r}: entity [{e.start}, {e.end}) {e.type} lies in "
+                                      "no chunk of this pipeline's chunking; the records were made with another")
+        rescored = [dataclasses.replace(e, score=p) if p is not None else e for e, p in zip(entities, point)]
+        new = dataclasses.replace(record, entities=rescored, model_ids=dict(pipe.model_ids))
+        out.append(RescoredRecord(new, bounds))
+    return out, seconds
+
+
+def rescore_parts(pipe: Pipeline, docs: Sequence[Document], schema: EntitySchema, source_dir: Path,
+                  target_dir: Path, part_documents: int = 100) -> dict[str, Any]:
+    """Fill ``target_dir`` with the parts ``predict_in_parts`` would store for ``pipe`` from the complete
+    parts of another pipeline with the same generator in ``source_dir`` (``rescore_records`` on each).
+    A part's seconds are its source's with the old selector's time (the records' ``select`` timings)
+    replaced by the new selector's. Returns what the derivation found: documents, entities,
+    ``undetermined`` at ``pipe``'s threshold of ``schema`` (0: exact) and the new selector's seconds;
+    also stored as ``rescored.json`` beside the parts."""
+    pipe.add_schema(schema)
+    threshold = pipe.threshold_for(schema)
+    summary: dict[str, Any] = {"source": source_dir.name, "documents": 0, "entities": 0, "undetermined": 0,
+                               "threshold": threshold, "selector_seconds": 0.0, "replaced_selector_seconds": 0.0}
+    for start in range(0, len(docs), part_documents):
+        part = docs[start : start + part_documents]
+        name = f"part-{start:07d}.json"
+        stored = cached_row(source_dir / name)
+        ids = [d.id for d in part]
+        if stored is None or stored["document_ids"] != ids:
+            raise DataNotFoundError(f"{source_dir / name} is missing or holds other documents: the source row is not complete")
+        records = [ResultRecord.from_dict(r) for r in stored["records"]]
+        rescored, seconds = rescore_records(pipe, part, records, schema)
+        old_select = sum(r.timings_ms.get("select", 0.0) for r in records) / 1000
+        summary["documents"] += len(part)
+        summary["entities"] += sum(len(r.entities) for r in records)
+        summary["undetermined"] += sum(r.undetermined(lambda e: threshold if e.score is not None else None) for r in rescored)
+        summary["selector_seconds"] += seconds
+        summary["replaced_selector_seconds"] += old_select
+        store_row(target_dir / name, {"document_ids": ids, "seconds": float(stored["seconds"]) - old_select + seconds,
+                                      "records": [r.record.to_dict() for r in rescored],
+                                      "score_bounds": [r.bounds for r in rescored]})
+    store_row(target_dir / "rescored.json", summary)
+    return summary
