@@ -8,7 +8,7 @@ alone and of the candidates kept at each threshold, the macro over corpora, and 
 threshold's row. Usage:
 
     .venv/bin/python benchmarks/selector_judge.py --selector runs/sel_tokens \
-        --candidates benchmarks/campaign/gen-s4/checks/step2000-own200 --out benchmarks/results/selector_judge.md
+        --candidates benchmarks/campaign/gen-s4/checks/step2000-own200 --out benchmarks/results/selector_judge_runs/sel_tokens.md
 
 A candidate the consistency step added (a recurrence of a tagged string) is judged in its own chunk
 here, while the pipeline gives it its source's score: the numbers are the judge's, not the pipeline's.
