@@ -590,7 +590,9 @@ def write_report(rows: Sequence[dict[str, Any]], settings: dict[str, Any], curve
         "(`--rescore-from`, `llmner.evaluation.rescore`): each candidate judged again by this bundle's selector in its own "
         "chunk, docs/s with the selector's time replaced by this one's. Keep decisions the stored candidates leave open "
         "(which of a string's identically scored entities consistency copied is not stored): "
-        + ", ".join(f"{CORPUS_LABELS.get(c, c)} {r['undetermined']} of {r['entities']}" for c, r in rescored.items())
+        + ", ".join(f"{CORPUS_LABELS.get(c, c)} {r['undetermined']} of {r['entities']}"
+                    + (f" (F1 {100 * r['f1_range'][0]:.1f}-{100 * r['f1_range'][1]:.1f} with all of them dropped or kept)"
+                       if r.get("f1_range") else "") for c, r in rescored.items())
         + " (0 = exactly what running the generator again gives).\n")
     peer_card = settings.get("peer_settings")
     reference_card = settings.get("reference_peer_settings")
@@ -757,6 +759,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             store_row(path, result)
         else:
             print(f"cached: {path.name}", file=sys.stderr)
+        if result.get("rescored") and "f1_range" not in result["rescored"]:
+            from llmner.evaluation.rescore import undetermined_f1_range
+
+            result["rescored"]["f1_range"] = undetermined_f1_range(path.with_suffix(".parts"), subset.documents)
+            store_row(path, result)
         llmner_results[(system.key, corpus)] = result
 
     def score_peers(peer_dir: Path | None) -> dict[str, dict[str, Any]]:

@@ -167,3 +167,24 @@ def test_bundles_that_generate_alike_may_rescore_each_other(tmp_path):
     (target / "generator" / "adapter.bin").write_bytes(b"other weights")
     differences = same_generation(source, target)
     assert len(differences) == 2 and differences[0].startswith("open_bias")
+
+
+def test_the_f1_range_spans_the_open_keep_decisions(tmp_path):
+    from llmner.evaluation.rescore import undetermined_f1_range
+
+    gold = [Document(d.id, d.text, entities=[Entity(m.start(), m.end(), "Gene", "BRCA1")
+                                             for m in re.finditer("BRCA1", d.text)]) for d in DOCS]
+    source, target = tmp_path / "old.parts", tmp_path / "new.parts"
+    predict_in_parts(pipeline(ContextSelector("sel-a", 3)), gold, SCHEMA, source, part_documents=2)
+    new_pipe = pipeline(ContextSelector("sel-b", 11), threshold=0.0)
+    assert rescore_parts(new_pipe, gold, SCHEMA, source, target, part_documents=2)["undetermined"] == 0
+    low, high = undetermined_f1_range(target, gold)
+    assert low == high > 0    # nothing open: one value, every candidate kept at threshold 0
+    opened = pipeline(ContextSelector("sel-b", 11), threshold=0.5)
+    rescored, _ = rescore_records(opened, gold, predict(pipeline(ContextSelector("sel-a", 3)), gold, SCHEMA), SCHEMA)
+    middle = next((b[0] + b[1]) / 2 for r in rescored for b in r.bounds if b and b[0] < b[1])
+    summary = rescore_parts(pipeline(ContextSelector("sel-b", 11), threshold=middle), gold, SCHEMA, source,
+                            tmp_path / "open.parts", part_documents=2)
+    assert summary["undetermined"] >= 1
+    low, high = undetermined_f1_range(tmp_path / "open.parts", gold)
+    assert 0 <= low < high <= 1

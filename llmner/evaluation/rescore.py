@@ -207,3 +207,33 @@ def rescore_parts(pipe: Pipeline, docs: Sequence[Document], schema: EntitySchema
                                       "score_bounds": [r.bounds for r in rescored]})
     store_row(target_dir / "rescored.json", summary)
     return summary
+
+
+def undetermined_f1_range(parts_dir: Path, gold: Sequence[Document]) -> tuple[float, float]:
+    """Strict micro F1 of the parts ``rescore_parts`` wrote for ``gold`` (its threshold), with every
+    keep decision the stored records leave open dropped, and with every one kept: how far the unrecorded
+    consistency copies can move the row's F1 either way (the same value twice when nothing is open)."""
+    from llmner.evaluation.scorer import score
+
+    threshold = float(cached_row(parts_dir / "rescored.json")["threshold"])
+    by_id = {d.id: d for d in gold}
+    variants: tuple[list[Document], list[Document]] = ([], [])
+    ordered = []
+    for path in sorted(parts_dir.glob("part-*.json")):
+        part = cached_row(path)
+        for data, bounds in zip(part["records"], part["score_bounds"]):
+            record = ResultRecord.from_dict(data)
+            doc = by_id[record.document_id]
+            ordered.append(doc)
+            sure, open_ = [], []
+            for entity, bound in zip(record.entities, bounds):
+                if bound is not None and bound[0] < threshold <= bound[1]:
+                    open_.append(entity)
+                elif entity.score is None or entity.score >= threshold:
+                    sure.append(entity)
+            for variant, entities in zip(variants, (sure, sure + open_)):
+                predicted = record.to_document(doc.text)
+                predicted.entities = entities
+                variant.append(predicted)
+    low, high = (score(ordered, v).strict.f1 for v in variants)
+    return min(low, high), max(low, high)
