@@ -103,7 +103,9 @@ class WorkerProcess:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - the child writes to it until stop()
         self.proc = subprocess.Popen(self.cmd, cwd=str(REPO), env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
         wait_for(lambda: Path(self.ready_file).exists() or self.proc.poll() is not None, timeout, f"worker {self.name}")
-        if self.proc.poll() is not None:
+        # A worker that got ready has started, even if a job killed it since (a chunk that kills its worker
+        # can do so before this poll sees the ready file): its death is for the caller to see, via alive().
+        if not Path(self.ready_file).exists():
             raise AssertionError(f"worker {self.name} exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
         return self
 
