@@ -84,7 +84,7 @@ class PipelineConfig:
     generator_batch_size: int = 8
     selector_backend: str = "onnx"           # onnx (int8 on CPU, fp16 on CUDA) | torch | none
     selector_device: str = "auto"            # auto | cpu | cuda (ONNX backend)
-    selector_batch_size: int = 32             # candidates per selector run (torch, ONNX fp16/fp32; int8 runs row by row)
+    selector_batch_size: int = 32            # candidates per selector run (torch, ONNX fp16/fp32; int8 runs row by row)
     selector_threshold: float | None = None  # None: the bundle's, else the selector's own
     open_bias: float | None = None           # logit bonus for opening a tag, every schema (None: the bundle's per schema)
     device: str | None = None                # generator device (None: auto)
