@@ -488,16 +488,28 @@ def training_curves(bundles: dict[str, Path], peer_dir: Path | None,
                     reference_peer_dir: Path | None = None) -> dict[str, Any]:
     """Loss histories found on disk: generator history.jsonl per bundle, selector history/card, peers
     (the full-data peers' as "<corpus> (full data)")."""
-    curves: dict[str, Any] = {"generator": {}, "selector": {}, "peer": {}}
+    curves: dict[str, Any] = {"generator": {}, "selector": {}, "peer": {}, "generator_source": {}}
     for name, bundle in bundles.items():
         history = read_jsonl(bundle / "generator" / "history.jsonl")
+        if not history:
+            # An exported campaign generator carries its card, not its history: the card names the run
+            # directory (in this repository) whose history it was exported from.
+            card_file = bundle / "generator" / "training_card.json"
+            source = json.loads(card_file.read_text()).get("exported_from") if card_file.is_file() else None
+            if source and not Path(source).is_absolute():
+                history = read_jsonl(RESULTS.parent.parent / source / "history.jsonl")
+                if history:
+                    curves["generator_source"][name] = source
         if history:
             curves["generator"][name] = history
         selector_history = read_jsonl(bundle / "selector" / "history.jsonl")
         card_file = bundle / "selector" / "training_card.json"
         card = json.loads(card_file.read_text()) if card_file.is_file() else None
         if (bundle / "selector").is_dir():
-            curves["selector"][name] = {"history": selector_history, "card": card}
+            manifest = json.loads((bundle / "bundle.json").read_text()) if (bundle / "bundle.json").is_file() else {}
+            curves["selector"][name] = {"history": selector_history, "card": card,
+                                        "bundle_threshold": manifest.get("selector_threshold"),
+                                        "schema_thresholds": manifest.get("selector_thresholds") or {}}
     for directory, suffix in ((peer_dir, ""), (reference_peer_dir, " (full data)")):
         if directory is not None and directory.is_dir():
             for sub in sorted(p for p in directory.iterdir() if p.is_dir()):
@@ -569,7 +581,9 @@ def write_report(rows: Sequence[dict[str, Any]], settings: dict[str, Any], curve
             continue
         selector_lines.append(
             f"- bundle {name} selector: {card.get('steps', '?')} steps, loss {_short(card.get('loss_first'))} -> "
-            f"{_short(card.get('loss_last_mean10'))} (mean of last 10), threshold {_short(card.get('threshold'))}, "
+            f"{_short(card.get('loss_last_mean10'))} (mean of last 10), its dev threshold {_short(card.get('threshold'))}"
+            + (f", the bundle's {_short(sel['bundle_threshold'])}" if sel.get("bundle_threshold") is not None else "")
+            + "".join(f", {k} {_short(v)}" for k, v in sorted(sel.get("schema_thresholds", {}).items())) + ", "
             f"per-step history: {'yes' if sel['history'] else 'no (the selector trainer writes only its card)'}")
     generator_lines = []
     for name, history in curves["generator"].items():
@@ -577,7 +591,9 @@ def write_report(rows: Sequence[dict[str, Any]], settings: dict[str, Any], curve
         dev = [h["dev_loss"] for h in history if "dev_loss" in h]
         generator_lines.append(f"- bundle {name} generator: {len(history)} steps, loss {history[0]['loss']:.3f} -> "
                                f"{sum(tail) / len(tail):.3f} (mean of last 20)"
-                               + (f", dev loss {dev[0]:.3f} -> {dev[-1]:.3f}" if dev else ", no dev loss logged"))
+                               + (f", dev loss {dev[0]:.3f} -> {dev[-1]:.3f}" if dev else ", no dev loss logged")
+                               + (f" (the history of `{curves['generator_source'][name]}`, the run it was exported from)"
+                                  if name in curves.get("generator_source", {}) else ""))
     origins = {json.dumps(r["carried_from"], sort_keys=True): r["carried_from"] for r in rows if r.get("carried_from")}
     carried_note = "".join(
         f"\n† carried over unchanged from the run of {o['generated']} on the same documents (`{o['command']}`; "
