@@ -66,6 +66,11 @@ class BundleManifest:
     selector_languages: list[str] = field(default_factory=list)     # languages the selector judges ([]: all)
     sentences_per_chunk: int = 1            # sentences per chunk the generator was trained on: the pipeline chunks alike
     open_bias: dict[str, float] = field(default_factory=dict)  # schema -> logit bonus for opening a tag (chosen on dev)
+    # A tokens-head selector also proposes the spans it tags; one is kept when its score reaches the
+    # schema's proposal threshold (null there: no proposals for that schema), else the global one
+    # (null: no proposals). Chosen on dev by benchmarks/selector_proposals.py.
+    proposal_threshold: float | None = None
+    proposal_thresholds: dict[str, float | None] = field(default_factory=dict)
     prompt_schemas: dict[str, str] = field(default_factory=dict)  # schema -> schema whose names prompt the generator
     consistency: dict[str, Any] | None = None   # document-level consistency after merging (a ConsistencyConfig's
                                                 # fields, llmner.decoding.consistency); None = off
@@ -73,7 +78,12 @@ class BundleManifest:
     format_version: int = BUNDLE_FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        # Left out while unset, so that a bundle without proposals keeps the bytes (and the report
+        # fingerprint) it had before the field existed.
+        if out["proposal_threshold"] is None and not out["proposal_thresholds"]:
+            del out["proposal_threshold"], out["proposal_thresholds"]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "bundle.json") -> BundleManifest:
@@ -92,6 +102,15 @@ class BundleManifest:
             for schema, value in per_schema.items():
                 if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= float(value) <= 1.0:
                     raise ConfigError(f"{where}: {key}[{schema!r}] must be a number in [0, 1], got {value!r}")
+        proposal = data.get("proposal_threshold")
+        if proposal is not None and (not isinstance(proposal, (int, float)) or isinstance(proposal, bool)
+                                     or not 0.0 <= float(proposal) <= 1.0):
+            raise ConfigError(f"{where}: proposal_threshold must be a number in [0, 1] or null, got {proposal!r}")
+        proposals = data.get("proposal_thresholds") or {}
+        if not isinstance(proposals, dict) or not all(
+                v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= float(v) <= 1.0)
+                for v in proposals.values()):
+            raise ConfigError(f"{where}: proposal_thresholds must map schema names to numbers in [0, 1] or null, got {proposals!r}")
         biases = data.get("open_bias") or {}
         if not isinstance(biases, dict) or not all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) and -10.0 <= float(v) <= 10.0 for v in biases.values()):

@@ -55,6 +55,8 @@ class Entity:
     normalized_id: str | None = field(default=None, compare=False)
     normalized_score: float | None = field(default=None, compare=False)
     generator_score: float | None = field(default=None, compare=False)
+    source: str = field(default="generator", compare=False)   # who proposed it: "generator", or "selector"
+                                                             # (a tokens-head selector's own span)
 
     @property
     def key(self) -> tuple[int, int, str]:
@@ -73,12 +75,14 @@ class Entity:
             out["normalized_id"] = self.normalized_id
         if self.normalized_score is not None:
             out["normalized_score"] = self.normalized_score
+        if self.source != "generator":
+            out["source"] = self.source
         return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "entity") -> Entity:
         _reject_unknown(data, {"start", "end", "type", "text", "score", "generator_score", "normalized_id",
-                                 "normalized_score"}, where)
+                                 "normalized_score", "source"}, where)
         for name in ("start", "end", "type"):
             if name not in data:
                 raise ValidationError(f"{where}: missing field '{name}'")
@@ -102,7 +106,17 @@ class Entity:
             generator_score=numbers["generator_score"],
             normalized_id=data.get("normalized_id"),
             normalized_score=numbers["normalized_score"],
+            source=_source(data.get("source", "generator"), where),
         )
+
+
+ENTITY_SOURCES = ("generator", "selector")
+
+
+def _source(value: object, where: str) -> str:
+    if value not in ENTITY_SOURCES:
+        raise ValidationError(f"{where}: source must be one of {', '.join(ENTITY_SOURCES)}, got {value!r}")
+    return str(value)
 
 
 # The entities of one chunk, in that chunk's frame (offsets into ``Chunk.text``): what the

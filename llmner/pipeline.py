@@ -69,7 +69,7 @@ from llmner.doc import (
 )
 from llmner.errors import ConfigError, ValidationError
 from llmner.normalization.base import TypedNormalizer
-from llmner.runtime.base import GeneratorRuntime, SelectorRuntime, TagRequest
+from llmner.runtime.base import GeneratorRuntime, ProposalRequest, SelectorRuntime, TagRequest
 from llmner.schema import EntitySchema, get_schema, type_correspondence
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,8 @@ class PipelineConfig:
     # Document-level consistency (llmner.decoding.consistency) after merging: None = the bundle's
     # setting (off for a bundle without one, and without a bundle); ConsistencyConfig.off() = never.
     consistency: ConsistencyConfig | None = None
+    # A tokens-head selector's own spans, kept at the bundle's proposal thresholds (False: never proposed).
+    proposals: bool = True
 
     def __post_init__(self) -> None:
         if self.selector_backend not in SELECTOR_BACKENDS:
@@ -126,6 +128,10 @@ class Pipeline:
         # Per-schema bonus for opening a tag in constrained decoding (recall against precision, chosen
         # on dev); PipelineConfig.open_bias overrides them all.
         self.open_biases: dict[str, float] = {}
+        # The tokens-head selector's own spans (BundleManifest.proposal_threshold[s]): per schema (None:
+        # off for it), else the global one (None: off).
+        self.proposal_threshold: float | None = None
+        self.proposal_thresholds: dict[str, float | None] = {}
         # Schemas generated under another schema's names (BundleManifest.prompt_schemas): requested name ->
         # prompted name. Thresholds and biases are keyed by the prompted one, the schema they were calibrated on.
         self.prompt_schemas: dict[str, str] = {}
@@ -215,6 +221,8 @@ class Pipeline:
             pipe.thresholds = dict(manifest.selector_thresholds)
         pipe.generator_thresholds = dict(manifest.generator_thresholds)
         pipe.open_biases = dict(manifest.open_bias)
+        pipe.proposal_threshold = manifest.proposal_threshold
+        pipe.proposal_thresholds = dict(manifest.proposal_thresholds)
         pipe.prompt_schemas = dict(manifest.prompt_schemas)
         for name in pipe.prompt_schemas:     # a bad pairing fails at load, not on the first note in that language
             try:
@@ -294,8 +302,10 @@ class Pipeline:
 
     def score_chunks(self, chunks: Sequence[Chunk],
                      schemas: EntitySchema | Sequence[EntitySchema] | None = None) -> list[ChunkEntities]:
-        """Every generator candidate of every chunk, in the chunk frame, with its selector score
-        (None without a selector); nothing is filtered."""
+        """Every candidate of every chunk, in the chunk frame, with its selector score (None without a
+        selector); nothing is filtered. The candidates are the generator's, then, under a schema with a
+        proposal threshold, the spans the selector tags itself that the generator did not propose
+        (``source="selector"``)."""
         if not chunks:
             return []
         per_schema = self._chunk_schemas(chunks, schemas)
@@ -308,19 +318,40 @@ class Pipeline:
         per_chunk = [entities if names is None else [dataclasses.replace(e, type=names[e.type]) for e in entities]
                      for entities, (_, names) in zip(per_chunk, prompted)]
         languages = self.config.selector_languages
-        judged = [(ci, k) for ci, entities in enumerate(per_chunk)
-                  if not languages or chunks[ci].language in languages for k in range(len(entities))]
-        if self.selector is not None and judged:
-            candidates = []
-            for ci, k in judged:
-                ent = per_chunk[ci][k]
-                candidates.append(Candidate(chunks[ci].text, ent.start, ent.end, ent.type,
-                                            per_schema[ci].definition(ent.type)))
-            for (ci, k), score in zip(judged, self.selector.score(candidates)):
-                per_chunk[ci][k] = dataclasses.replace(per_chunk[ci][k], score=float(score))
+        judged_chunks = [ci for ci in range(len(chunks)) if not languages or chunks[ci].language in languages]
+        if self.selector is not None:
+            proposing = [ci for ci in judged_chunks if self.proposal_threshold_for(per_schema[ci]) is not None]
+            if proposing:
+                self._add_proposals(chunks, per_schema, per_chunk, proposing)
+            judged = [(ci, k) for ci in judged_chunks for k in range(len(per_chunk[ci])) if per_chunk[ci][k].score is None]
+            if judged:
+                candidates = [Candidate(chunks[ci].text, per_chunk[ci][k].start, per_chunk[ci][k].end, per_chunk[ci][k].type,
+                                        per_schema[ci].definition(per_chunk[ci][k].type)) for ci, k in judged]
+                for (ci, k), score in zip(judged, self.selector.score(candidates)):
+                    per_chunk[ci][k] = dataclasses.replace(per_chunk[ci][k], score=float(score))
         t2 = time.perf_counter()
         self.last_timings_ms = {"generate": (t1 - t0) * 1000, "select": (t2 - t1) * 1000}
         return per_chunk
+
+    def _add_proposals(self, chunks: Sequence[Chunk], per_schema: Sequence[EntitySchema],
+                       per_chunk: list[ChunkEntities], which: Sequence[int]) -> None:
+        """Append to ``per_chunk[ci]`` (ci in ``which``) the selector's own spans that the generator did not
+        propose, unscored (``score_chunks`` scores them with the rest, in the same runs)."""
+        assert self.selector is not None
+        requests = [ProposalRequest(chunks[ci].text, tuple((t, per_schema[ci].definition(t)) for t in per_schema[ci].type_names))
+                    for ci in which]
+        for ci, found in zip(which, self.selector.propose(requests), strict=True):
+            have = {e.key for e in per_chunk[ci]}
+            per_chunk[ci] = per_chunk[ci] + [Entity(c.start, c.end, c.type, c.text[c.start : c.end], source="selector")
+                                             for c in found if (c.start, c.end, c.type) not in have]
+
+    def proposal_threshold_for(self, schema: str | EntitySchema | None) -> float | None:
+        """The score at which the selector's own spans are kept under ``schema``; None: not proposed."""
+        if not self.config.proposals or self.selector is None or not self.selector.can_propose:
+            return None
+        name = schema.name if isinstance(schema, EntitySchema) else schema
+        key = self.calibration_key(name) if name is not None else None
+        return self.proposal_thresholds[key] if key in self.proposal_thresholds else self.proposal_threshold
 
     def open_bias_for(self, schema: EntitySchema) -> float:
         """The logit bonus for opening a tag when generating under ``schema``."""
@@ -334,8 +365,12 @@ class Pipeline:
         return self.thresholds.get(self.calibration_key(name), self.threshold) if name is not None else self.threshold
 
     def keeps(self, entity: Entity, schema: str | EntitySchema | None) -> bool:
-        """Whether selection keeps ``entity``: by its selector score when the selector judged it, else by
-        its generator score where the schema has a generator threshold; otherwise it is kept."""
+        """Whether selection keeps ``entity``: a span the selector proposed by the schema's proposal
+        threshold; a generator candidate by its selector score when the selector judged it, else by its
+        generator score where the schema has a generator threshold; otherwise it is kept."""
+        if entity.source == "selector":
+            cut = self.proposal_threshold_for(schema)
+            return cut is not None and entity.score is not None and entity.score >= cut
         if entity.score is not None:
             return entity.score >= self.threshold_for(schema)
         name = schema.name if isinstance(schema, EntitySchema) else schema

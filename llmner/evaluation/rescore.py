@@ -16,6 +16,11 @@ in whichever member it was (``RescoredRecord.bounds``), and ``undetermined`` cou
 keep decision at a threshold the interval leaves open. Zero means the rescored records select exactly
 what a rerun of the generator with the new bundle would (a score is a function of its candidate alone:
 the int8 ONNX selector scores row by row, ``OnnxSelectorRuntime.score_row_by_row``).
+
+Under a schema with a proposal threshold (``Pipeline.proposal_threshold_for``) the selector's own spans
+are added as the pipeline adds them: per chunk, those the stored candidates in that chunk do not already
+hold, with exact scores. What a rerun would add beyond them is not derived: consistency's copies of a
+proposed string elsewhere in the document.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmner.doc import Candidate, Document, Entity, ResultRecord
+from llmner.doc import Candidate, Chunk, Document, Entity, ResultRecord
 from llmner.errors import DataNotFoundError, ValidationError
 from llmner.evaluation.reports import cached_row, files_fingerprint, store_row
 from llmner.schema import EntitySchema
@@ -172,7 +177,46 @@ def rescore_records(pipe: Pipeline, docs: Sequence[Document], records: Sequence[
         rescored = [dataclasses.replace(e, score=p) if p is not None else e for e, p in zip(entities, point)]
         new = dataclasses.replace(record, entities=rescored, model_ids=dict(pipe.model_ids))
         out.append(RescoredRecord(new, bounds))
+    if pipe.proposal_threshold_for(schema) is not None:
+        started = time.perf_counter()
+        _add_proposals(pipe, docs, out, schema)
+        seconds += time.perf_counter() - started
     return out, seconds
+
+
+def _add_proposals(pipe: Pipeline, docs: Sequence[Document], rescored: list[RescoredRecord], schema: EntitySchema) -> None:
+    """Append to each judged record the selector's own spans, as ``Pipeline.score_chunks`` adds them (exact scores)."""
+    from llmner.runtime.base import ProposalRequest
+
+    assert pipe.selector is not None
+    languages = pipe.config.selector_languages
+    where: list[tuple[int, Chunk]] = []
+    for r, (doc, item) in enumerate(zip(docs, rescored)):
+        if not languages or item.record.language in languages:
+            where += [(r, chunk) for chunk in pipe.chunk(doc)]
+    types = tuple((t, schema.definition(t)) for t in schema.type_names)
+    found = pipe.selector.propose([ProposalRequest(chunk.text, types) for _, chunk in where])
+    new: list[tuple[int, Entity]] = []
+    candidates: list[Candidate] = []
+    for (r, chunk), proposals in zip(where, found, strict=True):
+        have = {(e.start - chunk.start, e.end - chunk.start, e.type) for e in rescored[r].record.entities
+                if chunk.start <= e.start and e.end <= chunk.end}
+        for c in proposals:
+            if (c.start, c.end, c.type) not in have:
+                candidates.append(c)
+                new.append((r, Entity(chunk.start + c.start, chunk.start + c.end, c.type,
+                                      docs[r].text[chunk.start + c.start : chunk.start + c.end], source="selector")))
+    scores = pipe.selector.score(candidates) if candidates else []
+    best: dict[tuple[int, int, int, str], float] = {}
+    for (r, entity), score in zip(new, scores):
+        key = (r, *entity.key)
+        best[key] = max(best.get(key, -1.0), float(score))
+    for (r, entity) in new:
+        key = (r, *entity.key)
+        if key in best:
+            value = best.pop(key)
+            rescored[r].record.entities.append(dataclasses.replace(entity, score=value))
+            rescored[r].bounds.append((value, value))
 
 
 def rescore_parts(pipe: Pipeline, docs: Sequence[Document], schema: EntitySchema, source_dir: Path,
@@ -186,7 +230,8 @@ def rescore_parts(pipe: Pipeline, docs: Sequence[Document], schema: EntitySchema
     pipe.add_schema(schema)
     threshold = pipe.threshold_for(schema)
     summary: dict[str, Any] = {"source": source_dir.name, "documents": 0, "entities": 0, "undetermined": 0,
-                               "threshold": threshold, "selector_seconds": 0.0, "replaced_selector_seconds": 0.0}
+                               "threshold": threshold, "proposal_threshold": pipe.proposal_threshold_for(schema),
+                               "proposed": 0, "selector_seconds": 0.0, "replaced_selector_seconds": 0.0}
     for start in range(0, len(docs), part_documents):
         part = docs[start : start + part_documents]
         name = f"part-{start:07d}.json"
@@ -199,7 +244,9 @@ def rescore_parts(pipe: Pipeline, docs: Sequence[Document], schema: EntitySchema
         old_select = sum(r.timings_ms.get("select", 0.0) for r in records) / 1000
         summary["documents"] += len(part)
         summary["entities"] += sum(len(r.entities) for r in records)
-        summary["undetermined"] += sum(r.undetermined(lambda e: threshold if e.score is not None else None) for r in rescored)
+        summary["undetermined"] += sum(r.undetermined(lambda e: threshold if e.score is not None and e.source == "generator"
+                                                      else None) for r in rescored)
+        summary["proposed"] += sum(e.source == "selector" for r in rescored for e in r.record.entities)
         summary["selector_seconds"] += seconds
         summary["replaced_selector_seconds"] += old_select
         store_row(target_dir / name, {"document_ids": ids, "seconds": float(stored["seconds"]) - old_select + seconds,
@@ -215,7 +262,9 @@ def undetermined_f1_range(parts_dir: Path, gold: Sequence[Document]) -> tuple[fl
     consistency copies can move the row's F1 either way (the same value twice when nothing is open)."""
     from llmner.evaluation.scorer import score
 
-    threshold = float(cached_row(parts_dir / "rescored.json")["threshold"])
+    summary = cached_row(parts_dir / "rescored.json")
+    threshold = float(summary["threshold"])
+    proposal = summary.get("proposal_threshold")
     by_id = {d.id: d for d in gold}
     variants: tuple[list[Document], list[Document]] = ([], [])
     ordered = []
@@ -227,7 +276,10 @@ def undetermined_f1_range(parts_dir: Path, gold: Sequence[Document]) -> tuple[fl
             ordered.append(doc)
             sure, open_ = [], []
             for entity, bound in zip(record.entities, bounds):
-                if bound is not None and bound[0] < threshold <= bound[1]:
+                if entity.source == "selector":     # exact scores, their own threshold
+                    if proposal is not None and entity.score is not None and entity.score >= proposal:
+                        sure.append(entity)
+                elif bound is not None and bound[0] < threshold <= bound[1]:
                     open_.append(entity)
                 elif entity.score is None or entity.score >= threshold:
                     sure.append(entity)

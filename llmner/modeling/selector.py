@@ -19,7 +19,9 @@ Two heads (``SelectorConfig.head``):
   and 1 - P(I) at the piece after it (``TokenSpans``): a span the tagger would start elsewhere, stop
   earlier or continue past scores low. Every word piece is supervised at training, which is why it
   learns a corpus's conventions from far fewer CPU-seconds than the span head
-  (``benchmarks/campaign/selector_tokens/``).
+  (``benchmarks/campaign/selector_tokens/``). Being a tagger, it can also propose the spans the
+  generator missed (``TokenFeaturizer.chunk_windows`` + ``decode_spans``): the pipeline adds those it
+  scores above a schema's proposal threshold (``Pipeline.propose_chunks``).
 
 Size: MiniLM-L6 is ~90 MB in fp32, too big to ship next to the generator adapter. Only
 the top ``trainable_layers`` encoder layers and the head are trained; ``save_pretrained`` writes
@@ -187,8 +189,12 @@ def mark_candidate(candidate: Candidate, context_chars: int) -> tuple[str, int, 
 
 def type_prefix(candidate: Candidate, definition_chars: int) -> str:
     """The first segment of the selector's input: "Type: definition" (the definition cut)."""
-    definition = candidate.definition[:definition_chars]
-    return f"{candidate.type}: {definition}" if definition else candidate.type
+    return prefix_of(candidate.type, candidate.definition, definition_chars)
+
+
+def prefix_of(type_name: str, definition: str, definition_chars: int) -> str:
+    definition = definition[:definition_chars]
+    return f"{type_name}: {definition}" if definition else type_name
 
 
 class _Featurizer:
@@ -297,6 +303,29 @@ class TokenBatch:
         return out
 
 
+def decode_spans(window: TokenWindow, offsets: np.ndarray, probabilities: np.ndarray) -> list[tuple[int, int]]:
+    """The spans a tokens-head row tags, in the chunk's frame: a piece labelled B (the most probable of
+    O/B/I) opens a span, the following I pieces continue it; a span ending inside a word runs on to
+    the word's last piece. ``offsets``/``probabilities``: the row's pieces ([pieces, 2], [pieces, 3])."""
+    labels = probabilities.argmax(-1)
+    real = offsets[:, 1] > offsets[:, 0]
+    text, spans, j, n = window.text, [], 0, len(offsets)
+    while j < n:
+        if not (real[j] and labels[j] == TOKEN_B):
+            j += 1
+            continue
+        k = j
+        while k + 1 < n and real[k + 1] and labels[k + 1] == TOKEN_I:
+            k += 1
+        # A word split into pieces belongs to the span whole (the scorer compares exact offsets).
+        while (k + 1 < n and real[k + 1] and offsets[k + 1, 0] == offsets[k, 1]
+               and window.left + offsets[k, 1] < len(text) and text[window.left + offsets[k, 1]].isalnum()):
+            k += 1
+        spans.append((window.left + int(offsets[j, 0]), window.left + int(offsets[k, 1])))
+        j = k + 1
+    return spans
+
+
 class TokenFeaturizer(_Featurizer):
     """Candidates -> the tokens head's rows: one per (window, type), shared by every candidate of that
     type in that window. The window is the whole chunk when it is short, else the candidate's context
@@ -307,6 +336,26 @@ class TokenFeaturizer(_Featurizer):
         if len(candidate.text) <= 2 * self.config.context_chars:
             left, right = 0, len(candidate.text)
         return TokenWindow(candidate.text, left, right, candidate.type, self.type_prefix(candidate))
+
+    def chunk_windows(self, text: str, type_name: str, definition: str) -> list[TokenWindow]:
+        """Rows that read all of ``text`` for one type, to propose spans: the whole chunk when it is
+        short (the window ``window`` gives a candidate there), else windows of ``2 * context_chars``
+        characters, cut at whitespace, each overlapping the one before by about a quarter."""
+        prefix = prefix_of(type_name, definition, self.config.definition_chars)
+        size = 2 * self.config.context_chars
+        if len(text) <= size:
+            return [TokenWindow(text, 0, len(text), type_name, prefix)]
+        out, left = [], 0
+        while True:
+            right = min(len(text), left + size)
+            if right < len(text):
+                cut = text.rfind(" ", left + size // 2, right)
+                right = cut if cut > 0 else right
+            out.append(TokenWindow(text, left, right, type_name, prefix))
+            if right >= len(text):
+                return out
+            cut = text.find(" ", max(left + 1, right - size // 4), right)
+            left = cut + 1 if cut > 0 else right
 
     def encode(self, windows: Sequence[TokenWindow]) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """The rows' encoder inputs and each piece's character offsets in its window ((0, 0) outside it)."""

@@ -34,6 +34,7 @@ from llmner.modeling.selector import (
     SelectorConfig,
     SelectorFeaturizer,
     TokenFeaturizer,
+    TokenWindow,
     quiet_transformers,
     resolve_encoder,
 )
@@ -180,4 +181,20 @@ class OnnxSelectorRuntime(SelectorRuntime):
                 out[idx] = batch.scores(self.session.run([ONNX_OUTPUT_NAMES[1]], batch.inputs)[0])
             else:
                 out[idx] = self.session.run([ONNX_OUTPUT_NAMES[1]], self.featurizer(members))[0].astype(np.float32)
+        return out
+
+    def token_featurizer(self) -> TokenFeaturizer | None:
+        return self.featurizer if isinstance(self.featurizer, TokenFeaturizer) else None
+
+    def token_probabilities(self, windows: Sequence[TokenWindow]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Row by row for the int8 graph (``score_row_by_row``: why), in batches otherwise."""
+        featurizer = self.token_featurizer()
+        if featurizer is None:
+            return super().token_probabilities(windows)
+        step = 1 if self.variant == "int8" else self.batch_size
+        out = []
+        for i in range(0, len(windows), step):
+            inputs, offsets = featurizer.encode(windows[i : i + step])
+            probs = self.session.run([ONNX_OUTPUT_NAMES[1]], inputs)[0].astype(np.float32)
+            out += list(zip(offsets, probs, strict=True))
         return out

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from llmner.doc import Candidate
-from llmner.modeling.selector import SelectorModel
+from llmner.modeling.selector import SelectorModel, TokenFeaturizer, TokenWindow
 from llmner.runtime.base import SelectorRuntime
 
 
@@ -44,4 +44,20 @@ class TorchSelectorRuntime(SelectorRuntime):
             feats = self.model.featurize([candidates[j] for j in idx])
             probs = self.model(**{k: torch.from_numpy(v) for k, v in feats.items()})[1]
             out[idx] = probs.float().numpy()
+        return out
+
+    def token_featurizer(self) -> TokenFeaturizer | None:
+        featurizer = self.model.featurizer
+        return featurizer if isinstance(featurizer, TokenFeaturizer) else None
+
+    @torch.inference_mode()
+    def token_probabilities(self, windows: Sequence[TokenWindow]) -> list[tuple[np.ndarray, np.ndarray]]:
+        featurizer = self.token_featurizer()
+        if featurizer is None:
+            return super().token_probabilities(windows)
+        out = []
+        for i in range(0, len(windows), self.batch_size):
+            inputs, offsets = featurizer.encode(windows[i : i + self.batch_size])
+            probs = self.model(**{k: torch.from_numpy(v) for k, v in inputs.items()})[1].float().numpy()
+            out += list(zip(offsets, probs, strict=True))
         return out

@@ -1,0 +1,198 @@
+"""A tokens-head selector proposes the spans it tags; the pipeline keeps those scored at a schema's
+proposal threshold, marks them ``source="selector"``, and rescoring derives them from stored parts."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from llmner.bundle import BundleManifest
+from llmner.decoding.consistency import ConsistencyConfig
+from llmner.doc import Candidate, Document, Entity
+from llmner.errors import ConfigError, ValidationError
+from llmner.evaluation.predict import predict
+from llmner.evaluation.rescore import rescore_records
+from llmner.modeling.selector import TOKEN_B, TOKEN_I, TOKEN_O, SelectorConfig, SelectorModel, TokenWindow, decode_spans
+from llmner.pipeline import Pipeline, PipelineConfig
+from llmner.runtime.base import GeneratorRuntime, ProposalRequest, SelectorRuntime, TagResult
+from llmner.runtime.onnx_selector import OnnxSelectorRuntime
+from llmner.runtime.torch_selector import TorchSelectorRuntime
+from llmner.schema import EntitySchema, EntityType
+from llmner.testing import build_tiny_bert
+
+SCHEMA = EntitySchema("toy", "en", (EntityType("Gene", "a gene or protein"), EntityType("Disease", "a disease")))
+
+
+def one_hot(labels: list[int]) -> np.ndarray:
+    return np.eye(3, dtype=np.float32)[labels]
+
+
+def test_decode_reads_b_then_i_and_runs_to_the_end_of_a_split_word():
+    text = "BRCA1 mutations cause breast cancer."
+    window = TokenWindow(text, 0, len(text), "Disease", "Disease")
+    # pieces: "brca" "1" "mutations" "cause" "breast" "can" "cer" "." and one padding piece
+    offsets = np.array([(0, 4), (4, 5), (6, 15), (16, 21), (22, 28), (29, 32), (32, 35), (35, 36), (0, 0)])
+    labels = [TOKEN_B, TOKEN_O, TOKEN_O, TOKEN_O, TOKEN_B, TOKEN_I, TOKEN_O, TOKEN_O, TOKEN_B]
+    spans = decode_spans(window, offsets, one_hot(labels))
+    # "BRCA" runs on to "BRCA1" (same word); "breast can" runs on to "cancer"; padding opens nothing.
+    assert [text[s:e] for s, e in spans] == ["BRCA1", "breast cancer"]
+    # A window that starts inside the chunk reports chunk offsets.
+    shifted = TokenWindow("xx " + text, 3, 3 + len(text), "Disease", "Disease")
+    assert decode_spans(shifted, offsets, one_hot(labels)) == [(s + 3, e + 3) for s, e in spans]
+
+
+@pytest.fixture(scope="module")
+def tokens_selector(tmp_path_factory):
+    import torch
+
+    root = tmp_path_factory.mktemp("proposals")
+    enc = build_tiny_bert(root / "enc", hidden=64, layers=2)
+    model = SelectorModel.from_encoder(SelectorConfig(encoder=str(enc), head="tokens", trainable_layers=1,
+                                                      save_dtype="float32", context_chars=40, model_id="sel-tokens"))
+    with torch.no_grad():
+        model.head[-1].weight.mul_(20.0)     # a spread of piece labels, so that some spans are tagged
+    model.save_pretrained(root / "selector")
+    return root / "selector"
+
+
+def test_windows_cover_a_long_chunk(tokens_selector):
+    featurizer = TorchSelectorRuntime.from_pretrained(tokens_selector).token_featurizer()
+    text = " ".join(f"word{i}" for i in range(60))
+    windows = featurizer.chunk_windows(text, "Gene", "a gene")
+    assert len(windows) > 1 and all(w.right - w.left <= 80 for w in windows)
+    covered = set().union(*(range(w.left, w.right) for w in windows))
+    assert covered == set(range(len(text)))
+    assert windows[0].prefix == "Gene: a gene"
+    assert featurizer.chunk_windows("short text", "Gene", "") == [TokenWindow("short text", 0, 10, "Gene", "Gene")]
+
+
+def test_torch_and_onnx_runtimes_propose_the_same_spans(tokens_selector, tmp_path, monkeypatch):
+    monkeypatch.setenv("LLMNER_CACHE_DIR", str(tmp_path / "cache"))
+    torch_rt = TorchSelectorRuntime.from_pretrained(tokens_selector)
+    onnx_rt = OnnxSelectorRuntime(tokens_selector, device="cpu", variant="fp32")
+    texts = ["BRCA1 mutations cause breast cancer in women.",
+             " ".join(f"The p{i} protein binds DNA and causes a syndrome." for i in range(6))]
+    requests = [ProposalRequest(t, (("Gene", "a gene"), ("Disease", "a disease"))) for t in texts]
+    found = torch_rt.propose(requests)
+    assert found == onnx_rt.propose(requests)
+    assert sum(map(len, found)) > 0
+    for text, cands in zip(texts, found):
+        keys = [(c.start, c.end, c.type) for c in cands]
+        assert len(keys) == len(set(keys))
+        for c in cands:
+            assert c.text == text and 0 <= c.start < c.end <= len(text) and c.text[c.start:c.end].strip() == c.text[c.start:c.end]
+            assert c.definition == ("a gene" if c.type == "Gene" else "a disease")
+    assert torch_rt.can_propose and onnx_rt.can_propose
+
+
+class Generator(GeneratorRuntime):
+    """Tags "cancer" as a disease, nothing else."""
+
+    model_id = "gen"
+
+    def tag(self, requests):
+        return [TagResult([Entity(m.start(), m.end(), "Disease", "cancer") for m in re.finditer("cancer", r.text)], r.text)
+                for r in requests]
+
+
+class ProposingSelector(SelectorRuntime):
+    """Proposes every "BRCA1" as a gene and every "cancer" as a disease; scores a gene 0.9 where the
+    chunk mentions mutations and 0.6 elsewhere, a disease 0.7."""
+
+    model_id = "proposing"
+    threshold = 0.5
+
+    def __init__(self) -> None:
+        self.proposed: list[ProposalRequest] = []
+
+    @property
+    def can_propose(self) -> bool:
+        return True
+
+    def propose(self, requests):
+        self.proposed += requests
+        return [[Candidate(r.text, m.start(), m.end(), t, d) for t, d in r.types
+                 for m in re.finditer("BRCA1" if t == "Gene" else "cancer", r.text)] for r in requests]
+
+    def score(self, candidates):
+        return np.array([0.7 if c.type == "Disease" else (0.9 if "mutations" in c.text else 0.6) for c in candidates],
+                        dtype=np.float32)
+
+
+DOCS = [Document("d1", "BRCA1 mutations cause cancer. BRCA1 was seen."), Document("d2", "No genes in this cancer note.")]
+
+
+def pipeline(proposal: float | None, per_schema: dict | None = None, **config) -> Pipeline:
+    pipe = Pipeline(Generator(), ProposingSelector(), PipelineConfig(consistency=ConsistencyConfig.off(), **config))
+    pipe.add_schema(SCHEMA)
+    pipe.proposal_threshold = proposal
+    pipe.proposal_thresholds = per_schema or {}
+    return pipe
+
+
+def genes(pipe: Pipeline) -> list[tuple[str, float, str]]:
+    out = []
+    for doc in DOCS:
+        doc = Document(doc.id, doc.text, metadata={"schema": "toy"})
+        for record in pipe.process([doc]):
+            out += [(e.text, round(e.score, 2), e.source) for e in record.entities if e.type == "Gene"]
+    return out
+
+
+def test_proposals_are_kept_at_the_schema_s_proposal_threshold():
+    assert genes(pipeline(0.8)) == [("BRCA1", 0.9, "selector")]
+    assert genes(pipeline(0.5)) == [("BRCA1", 0.9, "selector"), ("BRCA1", 0.6, "selector")]
+    # Per schema: its own threshold wins over the global one; None there turns proposals off.
+    assert genes(pipeline(0.8, {"toy": 0.5})) == [("BRCA1", 0.9, "selector"), ("BRCA1", 0.6, "selector")]
+    assert genes(pipeline(0.5, {"toy": None})) == []
+    assert genes(pipeline(None)) == [] and genes(pipeline(0.5, proposals=False)) == []
+
+
+def test_the_generator_s_own_candidates_are_not_proposed_twice():
+    pipe = pipeline(0.5)
+    records = pipe.process([Document("d1", DOCS[0].text, metadata={"schema": "toy"})], select=False)
+    diseases = [e for e in records[0].entities if e.type == "Disease"]
+    assert [(e.text, e.source) for e in diseases] == [("cancer", "generator")]
+    assert {e.source for e in records[0].entities if e.type == "Gene"} == {"selector"}
+    as_dict = records[0].entities[0].to_dict()
+    assert as_dict["source"] == "selector" and Entity.from_dict(as_dict).source == "selector"
+    assert "source" not in diseases[0].to_dict()
+    with pytest.raises(ValidationError, match="source"):
+        Entity.from_dict({"start": 0, "end": 1, "type": "Gene", "source": "oracle"})
+
+
+def test_a_span_head_selector_cannot_propose():
+    class Scorer(SelectorRuntime):
+        def score(self, candidates):
+            return np.zeros(len(candidates), dtype=np.float32)
+
+    assert not Scorer().can_propose
+    with pytest.raises(ConfigError, match="tokens head"):
+        Scorer().propose([ProposalRequest("text", (("Gene", ""),))])
+    # The pipeline never asks a selector that cannot propose.
+    pipe = Pipeline(Generator(), Scorer(), PipelineConfig(consistency=ConsistencyConfig.off()))
+    pipe.proposal_threshold = 0.1
+    assert pipe.proposal_threshold_for(SCHEMA) is None
+
+
+def test_rescoring_stored_records_adds_the_proposals_a_rerun_adds():
+    old = predict(pipeline(None), DOCS, SCHEMA)
+    assert all(e.source == "generator" for r in old for e in r.entities)
+    new_pipe = pipeline(0.5)
+    rerun = predict(new_pipe, DOCS, SCHEMA)
+    rescored, _ = rescore_records(new_pipe, DOCS, old, SCHEMA)
+    for got, want in zip(rescored, rerun):
+        key = lambda e: (e.start, e.end, e.type, e.source, round(e.score, 4))
+        assert sorted(map(key, got.record.entities)) == sorted(map(key, want.entities))
+        assert len(got.bounds) == len(got.record.entities)
+    assert any(e.source == "selector" for r in rescored for e in r.record.entities)
+
+
+def test_the_manifest_checks_proposal_thresholds():
+    fields = BundleManifest().to_dict()
+    assert BundleManifest.from_dict({**fields, "proposal_threshold": 0.8, "proposal_thresholds": {"a": None, "b": 0.7}})
+    for bad in ({"proposal_threshold": 1.5}, {"proposal_threshold": True}, {"proposal_thresholds": {"a": "x"}}):
+        with pytest.raises(ConfigError, match="proposal_threshold"):
+            BundleManifest.from_dict({**fields, **bad})
