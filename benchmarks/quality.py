@@ -715,6 +715,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="a bundle with the same generator whose rows are complete in --work-dir: a main row not yet "
                              "computed is derived from that bundle's stored candidates, judged by this bundle's selector "
                              "(llmner.evaluation.rescore), instead of running the generator again")
+    parser.add_argument("--zero-shot-rescore-from", type=Path, default=None,
+                        help="the same for the zero-shot row: a bundle with --zero-shot-bundle's generator whose row is complete")
     parser.add_argument("--carry-over", type=Path, default=None,
                         help="earlier quality.json: take its peer cells and zero-shot row where this run has no "
                              "--peer-dir / --reference-peer-dir / --zero-shot-bundle (same documents only; marked † "
@@ -754,6 +756,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         fingerprints[str(args.zero_shot_bundle)] = bundle_fingerprint(args.zero_shot_bundle)
 
     llmner_results: dict[tuple[str, str], dict[str, Any]] = {}
+    rescore_sources = {str(bundle): args.rescore_from}
+    if args.zero_shot_bundle is not None:
+        rescore_sources[str(args.zero_shot_bundle)] = args.zero_shot_rescore_from
     jobs = [] if args.peers_only else [(main_system, c) for c in corpora] + [(s, c) for s, c, _ in extra]
     for system, corpus in jobs:
         subset = subsets[corpus]
@@ -761,11 +766,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = cached_row(path)
         if result is None:
             rescored = None
-            if args.rescore_from is not None and system.bundle == bundle:
+            source_bundle = rescore_sources.get(str(system.bundle))
+            if source_bundle is not None:
                 source = row_cache_path(args.work_dir, f"{system.key}-{args.selector_backend}", subset,
-                                        bundle_fingerprint(args.rescore_from)).with_suffix(".parts")
+                                        bundle_fingerprint(source_bundle)).with_suffix(".parts")
                 print(f"deriving {system.key} on {subset.describe()} from {source.name}", file=sys.stderr)
-                rescored = rescore_row(system, subset, pipes, args.rescore_from, source, path.with_suffix(".parts"),
+                rescored = rescore_row(system, subset, pipes, source_bundle, source, path.with_suffix(".parts"),
                                        args.part_documents)
             print(f"running {system.key} on {subset.describe()}", file=sys.stderr)
             result = run_llmner(system, subset, pipes, args.batch_documents, path.with_suffix(".parts"), args.part_documents,

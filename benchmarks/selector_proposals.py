@@ -39,7 +39,12 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from llmner.bundle import MANIFEST_NAME, default_bundle_path, load_manifest, write_manifest
+    from llmner.bundle import (
+        MANIFEST_NAME,
+        default_bundle_path,
+        load_manifest,
+        write_manifest,
+    )
     from llmner.data_processing.corpora import corpus_schema, load_corpus
     from llmner.doc import Candidate, Document, Entity
     from llmner.evaluation.scorer import score

@@ -69,7 +69,12 @@ from llmner.doc import (
 )
 from llmner.errors import ConfigError, ValidationError
 from llmner.normalization.base import TypedNormalizer
-from llmner.runtime.base import GeneratorRuntime, ProposalRequest, SelectorRuntime, TagRequest
+from llmner.runtime.base import (
+    GeneratorRuntime,
+    ProposalRequest,
+    SelectorRuntime,
+    TagRequest,
+)
 from llmner.schema import EntitySchema, get_schema, type_correspondence
 
 log = logging.getLogger(__name__)
@@ -351,7 +356,7 @@ class Pipeline:
             return None
         name = schema.name if isinstance(schema, EntitySchema) else schema
         key = self.calibration_key(name) if name is not None else None
-        return self.proposal_thresholds[key] if key in self.proposal_thresholds else self.proposal_threshold
+        return self.proposal_thresholds.get(key, self.proposal_threshold) if key is not None else self.proposal_threshold
 
     def open_bias_for(self, schema: EntitySchema) -> float:
         """The logit bonus for opening a tag when generating under ``schema``."""

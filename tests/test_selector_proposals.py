@@ -14,9 +14,22 @@ from llmner.doc import Candidate, Document, Entity
 from llmner.errors import ConfigError, ValidationError
 from llmner.evaluation.predict import predict
 from llmner.evaluation.rescore import rescore_records
-from llmner.modeling.selector import TOKEN_B, TOKEN_I, TOKEN_O, SelectorConfig, SelectorModel, TokenWindow, decode_spans
+from llmner.modeling.selector import (
+    TOKEN_B,
+    TOKEN_I,
+    TOKEN_O,
+    SelectorConfig,
+    SelectorModel,
+    TokenWindow,
+    decode_spans,
+)
 from llmner.pipeline import Pipeline, PipelineConfig
-from llmner.runtime.base import GeneratorRuntime, ProposalRequest, SelectorRuntime, TagResult
+from llmner.runtime.base import (
+    GeneratorRuntime,
+    ProposalRequest,
+    SelectorRuntime,
+    TagResult,
+)
 from llmner.runtime.onnx_selector import OnnxSelectorRuntime
 from llmner.runtime.torch_selector import TorchSelectorRuntime
 from llmner.schema import EntitySchema, EntityType
@@ -196,3 +209,14 @@ def test_the_manifest_checks_proposal_thresholds():
     for bad in ({"proposal_threshold": 1.5}, {"proposal_threshold": True}, {"proposal_thresholds": {"a": "x"}}):
         with pytest.raises(ConfigError, match="proposal_threshold"):
             BundleManifest.from_dict({**fields, **bad})
+
+
+def test_evaluation_scores_the_generator_alone_without_the_selector_s_spans():
+    from llmner.evaluation.corpus_eval import evaluate_documents
+
+    gold = [Document(d.id, d.text, entities=[Entity(m.start(), m.end(), "Gene", "BRCA1") for m in re.finditer("BRCA1", d.text)])
+            for d in DOCS]
+    result = evaluate_documents(pipeline(0.5), gold, SCHEMA, "toy", "dev")
+    assert all(e.source == "generator" for d in result.alone for e in d.entities)
+    assert result.without_selector.strict.recall == 0.0          # the generator tags no gene
+    assert result.with_selector.strict.recall == 1.0             # the selector's own spans find both

@@ -168,6 +168,11 @@ def calibrate_schema(pipe: Pipeline, corpus: str, config: CalibrationConfig) -> 
         d = _DocumentCandidates(scores=[], hits=[], gold=len(doc.entities))
         for e in record.entities:
             hit = (e.start, e.end, e.type) in gold
+            if e.source == "selector":
+                # The selector's own spans have their own threshold: what it keeps is a given here.
+                if pipe.keeps(e, schema):
+                    d.unscored, d.unscored_correct = d.unscored + 1, d.unscored_correct + hit
+                continue
             score = e.score if judge == "selector" else e.generator_score
             if score is None:            # nothing to judge it by: always kept
                 d.unscored, d.unscored_correct = d.unscored + 1, d.unscored_correct + hit

@@ -100,7 +100,8 @@ def evaluate_documents(pipe: Pipeline, gold: Sequence[Document], schema: EntityS
     else:
         records, seconds = predict_in_parts(pipe, gold, schema, parts_dir, part_documents, batch_documents, on_batch,
                                             from_end=parts_from_end)
-    alone = predicted_documents(gold, records)
+    # The generator's candidates alone: the selector's own spans are part of what it selects.
+    alone = predicted_documents(gold, records, keep=lambda e: e.source == "generator")
     selected = threshold = with_selector = None
     if pipe.selector is not None:
         selected = predicted_documents(gold, records, keep=lambda e: pipe.keeps(e, schema))

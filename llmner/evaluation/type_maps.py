@@ -11,13 +11,14 @@ without a map gives 0. ``llmner eval --type-map`` takes, any number of times:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import orjson
 
 from llmner.data_processing.corpora.pubtator import NCBI_DISEASE_CLASSES
-from llmner.doc import Document, Entity
+from llmner.doc import Document
 from llmner.errors import ValidationError
 
 STANDARD_TYPE_MAPS: Mapping[str, Mapping[str, str]] = {"ncbi_disease": NCBI_DISEASE_CLASSES}
@@ -66,7 +67,7 @@ def _pairs(items: Iterable[str], where: str) -> dict[str, str]:
 def map_types(docs: Iterable[Document], mapping: Mapping[str, str]) -> list[Document]:
     """Copies of ``docs`` with entity types renamed by ``mapping`` (unmapped types kept)."""
     return [Document(d.id, d.text, d.language, d.metadata,
-                     [Entity(e.start, e.end, mapping.get(e.type, e.type), e.text, e.score, e.normalized_id) for e in d.entities])
+                     [dataclasses.replace(e, type=mapping.get(e.type, e.type)) for e in d.entities])
             for d in docs]
 
 
