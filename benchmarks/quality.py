@@ -509,7 +509,9 @@ def training_curves(bundles: dict[str, Path], peer_dir: Path | None,
             manifest = json.loads((bundle / "bundle.json").read_text()) if (bundle / "bundle.json").is_file() else {}
             curves["selector"][name] = {"history": selector_history, "card": card,
                                         "bundle_threshold": manifest.get("selector_threshold"),
-                                        "schema_thresholds": manifest.get("selector_thresholds") or {}}
+                                        "schema_thresholds": manifest.get("selector_thresholds") or {},
+                                        "proposal_threshold": manifest.get("proposal_threshold"),
+                                        "proposal_thresholds": manifest.get("proposal_thresholds") or {}}
     for directory, suffix in ((peer_dir, ""), (reference_peer_dir, " (full data)")):
         if directory is not None and directory.is_dir():
             for sub in sorted(p for p in directory.iterdir() if p.is_dir()):
@@ -583,7 +585,11 @@ def write_report(rows: Sequence[dict[str, Any]], settings: dict[str, Any], curve
             f"- bundle {name} selector: {card.get('steps', '?')} steps, loss {_short(card.get('loss_first'))} -> "
             f"{_short(card.get('loss_last_mean10'))} (mean of last 10), its dev threshold {_short(card.get('threshold'))}"
             + (f", the bundle's {_short(sel['bundle_threshold'])}" if sel.get("bundle_threshold") is not None else "")
-            + "".join(f", {k} {_short(v)}" for k, v in sorted(sel.get("schema_thresholds", {}).items())) + ", "
+            + "".join(f", {k} {_short(v)}" for k, v in sorted(sel.get("schema_thresholds", {}).items()))
+            + (("; its own spans kept from " + _short(sel["proposal_threshold"]) if sel.get("proposal_threshold") is not None
+                else "; its own spans not proposed")
+               + "".join(f", {k} {'none' if v is None else _short(v)}" for k, v in sorted(sel.get("proposal_thresholds", {}).items()))
+               if sel.get("proposal_threshold") is not None or sel.get("proposal_thresholds") else "") + ", "
             f"per-step history: {'yes' if sel['history'] else 'no (the selector trainer writes only its card)'}")
     generator_lines = []
     for name, history in curves["generator"].items():
@@ -602,14 +608,24 @@ def write_report(rows: Sequence[dict[str, Any]], settings: dict[str, Any], curve
         f"was not given the models behind those cells.\n" for o in origins.values())
     rescored = settings.get("rescored") or {}
     rescored_note = "" if not rescored else (
-        "\nRows of bundle (a) derived from the candidates another bundle with the same generator stored "
-        "(`--rescore-from`, `llmner.evaluation.rescore`): each candidate judged again by this bundle's selector in its own "
-        "chunk, docs/s with the selector's time replaced by this one's. Keep decisions the stored candidates leave open "
+        "\nRows derived from the candidates another bundle with the same generator stored "
+        "(`--rescore-from`, `--zero-shot-rescore-from`, `llmner.evaluation.rescore`): each candidate judged again by this "
+        "bundle's selector in its own chunk, and where the bundle has a proposal threshold the selector's own spans added "
+        "in each chunk as the pipeline adds them ("
+        + ", ".join(f"{CORPUS_LABELS.get(c, c)} {r['proposed']}" for c, r in rescored.items() if r.get("proposed"))
+        + " proposed, kept or not; consistency's copies of a proposed string are not derived), docs/s with the "
+        "selector's time replaced by this one's. Keep decisions the stored candidates leave open "
         "(which of a string's identically scored entities consistency copied is not stored): "
         + ", ".join(f"{CORPUS_LABELS.get(c, c)} {r['undetermined']} of {r['entities']}"
                     + (f" (F1 {100 * r['f1_range'][0]:.1f}-{100 * r['f1_range'][1]:.1f} with all of them dropped or kept)"
                        if r.get("f1_range") else "") for c, r in rescored.items())
         + " (0 = exactly what running the generator again gives).\n")
+    zero_shot = settings.get("zero_shot_rescored")
+    if zero_shot:
+        rescored_note += (f"The zero-shot row likewise, from {zero_shot['source']}: {zero_shot.get('proposed', 0)} of the "
+                          f"selector's own spans proposed; keep decisions left open {zero_shot['undetermined']} of "
+                          f"{zero_shot['entities']}" + (f" (F1 {100 * zero_shot['f1_range'][0]:.1f}-{100 * zero_shot['f1_range'][1]:.1f})"
+                                                         if zero_shot.get("f1_range") else "") + ".\n")
     peer_card = settings.get("peer_settings")
     reference_card = settings.get("reference_peer_settings")
     published_scope = ("Our rows are on the same whole splits." if not settings["sentences"] else
@@ -849,6 +865,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "carried_over": str(args.carry_over) if args.carry_over else None,
         "rescored": {corpus: r["rescored"] for (key, corpus), r in llmner_results.items()
                      if key == main_system.key and r.get("rescored")},
+        "zero_shot_rescored": next((r["rescored"] for (key, _), r in llmner_results.items()
+                                    if key.startswith("llmner-b-") and r.get("rescored")), None),
         "generator_batch": args.generator_batch, "sentences": args.sentences, "min_gold": args.min_gold, "bootstrap": args.bootstrap, "selector_backend": args.selector_backend,
         "subsets": {c: {"split": s.split, "documents": len(s.documents), "split_documents": s.split_documents,
                         "sentences": s.sentences, "gold_mentions": s.gold_mentions} for c, s in subsets.items()},
