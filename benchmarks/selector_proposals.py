@@ -113,7 +113,8 @@ def main() -> None:
               "cpu_s": round(time.process_time() - started, 1)}
 
     lines = ["# The selector's own spans (proposals), chosen on dev", "",
-             f"`python benchmarks/selector_proposals.py --candidates {args.candidates} --sentences {args.sentences}`", "",
+             f"`python benchmarks/selector_proposals.py --candidates {args.candidates} --sentences {args.sentences}"
+             + (f" --bundle {args.bundle}" if args.bundle else "") + "".join(f" --corpus {c}" for c in args.corpus or []) + "`", "",
              f"Strict F1 (%) on the leading {args.sentences} dev sentences of each corpus, own schema: the generator's stored "
              "candidates kept at the bundle's selector threshold, plus the selector's own spans (those the generator did not "
              f"propose) scored at or above each proposal threshold. {result['cpu_s']:.0f} CPU-s on one thread.", "",
