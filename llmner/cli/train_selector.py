@@ -65,6 +65,7 @@ def train_selector_command(
     head_lr: Annotated[float, typer.Option("--head-lr")] = 1e-3,
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every")] = 200,
     resume: Annotated[bool, typer.Option("--resume", help="continue from the newest checkpoint in --output")] = False,
+    init_from: Annotated[Path | None, typer.Option("--init-from", help="a saved selector to train further (its head and trained layers), instead of a fresh head; a fresh optimizer")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 13,
     model_id: Annotated[str, typer.Option("--model-id", help="id written into results (default: selector-<corpus>)")] = "",
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
@@ -116,7 +117,7 @@ def train_selector_command(
                    if generator else None)
     chosen = schemas[corpora[0]] if len(corpora) == 1 else schemas
     result = train_selector(train_docs, dev_docs, chosen, output, sel_cfg, cfg, generator_predictions=predictions,
-                            resume=resume, progress=progress,
+                            resume=resume, progress=progress, init_from=init_from,
                             card_extra={"corpus": corpora[0] if len(corpora) == 1 else corpora, "split": split, "dev_split": dev_split,
                                         "generator": str(generator) if generator else None})
     dev = result.dev

@@ -317,12 +317,15 @@ def train_selector(
     resume: bool = False,
     progress: bool = True,
     card_extra: dict[str, Any] | None = None,
+    init_from: str | Path | None = None,
 ) -> TrainingResult:
     """Train, choose the dev threshold, save the selector and its card to ``output``.
 
     ``generator_predictions(docs) -> {doc_id: [Entity]}`` supplies the generator's own predictions
     (document offsets); its false positives become negatives and on dev its predictions are the
-    candidates the threshold is tuned on.
+    candidates the threshold is tuned on. ``init_from``: a saved selector to continue training from (a
+    further epoch of a shipped one) instead of a fresh head; its head and trained layers must match
+    ``selector_config``'s.
     """
     from llmner.training import checkpoint as ckpt
 
@@ -350,7 +353,17 @@ def train_selector(
         for n in [n for g in item.groups for n in g.negatives] + item.unattached:
             kinds[n.kind] = kinds.get(n.kind, 0) + 1
 
-    model = SelectorModel.from_encoder(selector_config or SelectorConfig())
+    if init_from is not None:
+        model = SelectorModel.from_pretrained(init_from)
+        wanted = selector_config or SelectorConfig()
+        for name in ("head", "trainable_layers", "encoder_fingerprint"):
+            have, want = getattr(model.config, name), getattr(wanted, name)
+            if want and have != want:
+                raise ConfigError(f"--init-from {init_from}: its {name} is {have!r}, the run asks for {want!r}")
+        model.config.model_id = wanted.model_id or model.config.model_id
+        model.config.save_dtype = wanted.save_dtype
+    else:
+        model = SelectorModel.from_encoder(selector_config or SelectorConfig())
     model.train()
     tokens_head = model.config.head == "tokens"
     # The tokens head trains on (sentence, type) passes, every piece supervised; the span head on groups.
@@ -440,6 +453,7 @@ def train_selector(
         "negatives_by_kind": kinds,
         "steps": total_steps,
         "resumed_from_step": start_step,
+        "initialised_from": str(init_from) if init_from is not None else None,
         "loss_first": losses[0] if losses else None,
         "loss_last_mean10": float(np.mean(losses[-10:])) if losses else None,
         "threshold": model.config.threshold,
