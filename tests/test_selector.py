@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 
@@ -414,3 +415,20 @@ def test_tokens_head_training_learns_and_resumes(encoder_dir, tmp_path):
     assert g > s
     resumed = train_selector(docs, TEXTS, SCHEMA, out, sel_cfg, cfg, resume=True, progress=False)
     np.testing.assert_allclose(resumed.losses[30:], result.losses[30:], rtol=1e-4)
+
+
+def test_a_saved_selector_trains_further_from_its_own_weights(encoder_dir, tmp_path):
+    docs = [Document(f"d{i}", d.text, entities=list(d.entities)) for i, d in enumerate(TEXTS * 4)]
+    sel_cfg = SelectorConfig(encoder=str(encoder_dir), head="tokens", trainable_layers=2, dropout=0.0, max_length=64)
+    cfg = SelectorTrainingConfig(max_steps=30, passes_per_step=4, checkpoint_every=30, learning_rate=2e-3,
+                                 head_learning_rate=1e-2, warmup_steps=1, negatives=NegativeConfig(per_mention=4))
+    first = train_selector(docs, TEXTS, SCHEMA, tmp_path / "first", sel_cfg, cfg, progress=False)
+    again = train_selector(docs, TEXTS, SCHEMA, tmp_path / "again", sel_cfg, cfg, progress=False, init_from=tmp_path / "first")
+    fresh = train_selector(docs, TEXTS, SCHEMA, tmp_path / "fresh", sel_cfg, cfg, progress=False)
+    # Continued, its first step (before any update) starts from the trained weights, far below a fresh head's.
+    assert again.losses[0] < 0.7 * fresh.losses[0]
+    card = json.loads((tmp_path / "again" / "training_card.json").read_text())
+    assert card["initialised_from"] == str(tmp_path / "first")
+    with pytest.raises(ConfigError, match="trainable_layers"):
+        train_selector(docs, TEXTS, SCHEMA, tmp_path / "bad", dataclasses.replace(sel_cfg, trainable_layers=1), cfg,
+                       progress=False, init_from=tmp_path / "first")
