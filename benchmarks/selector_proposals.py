@@ -50,7 +50,6 @@ def main() -> None:
     from llmner.evaluation.scorer import score
     from llmner.evaluation.subsets import leading_documents
     from llmner.pipeline import Pipeline, PipelineConfig
-    from llmner.runtime.base import ProposalRequest
 
     bundle = args.bundle or default_bundle_path()
     pipe = Pipeline.from_bundle(bundle, PipelineConfig(selector_backend="torch"))
@@ -64,7 +63,6 @@ def main() -> None:
         schema = corpus_schema(corpus)
         pipe.add_schema(schema)
         keep_at = pipe.threshold_for(schema)
-        types = tuple((t, schema.definition(t)) for t in schema.type_names)
         docs, _ = leading_documents(load_corpus(corpus, "dev"), args.sentences)
         stored = {d["id"]: Document.from_dict(d, validate=False)
                   for d in map(json.loads, (args.candidates / f"{corpus}.own.jsonl").open())}
@@ -75,15 +73,15 @@ def main() -> None:
             chunks = pipe.chunk(doc.without_annotations())
             kept: list[Entity] = []
             found_here: list[tuple[Entity, float]] = []
-            proposals = selector.propose([ProposalRequest(c.text, types) for c in chunks])
-            for chunk, chunk_proposals in zip(chunks, proposals, strict=True):
-                inside = [e for e in pred.entities if chunk.start <= e.start and e.end <= chunk.end]
+            inside = [[e for e in pred.entities if c.start <= e.start and e.end <= c.end] for c in chunks]
+            proposals = pipe.selector_spans([c.text for c in chunks], [schema] * len(chunks),
+                                            [{(e.start - c.start, e.end - c.start, e.type) for e in ents}
+                                             for c, ents in zip(chunks, inside, strict=True)])
+            for chunk, ents, new in zip(chunks, inside, proposals, strict=True):
                 cands = [Candidate(chunk.text, e.start - chunk.start, e.end - chunk.start, e.type, schema.definition(e.type))
-                         for e in inside]
-                have = {(c.start, c.end, c.type) for c in cands}
-                new = [c for c in chunk_proposals if (c.start, c.end, c.type) not in have]
+                         for e in ents]
                 scores = selector.score(cands + new) if cands or new else []
-                kept += [e for e, p in zip(inside, scores[: len(cands)]) if p >= keep_at]
+                kept += [e for e, p in zip(ents, scores[: len(cands)]) if p >= keep_at]
                 found_here += [(Entity(chunk.start + c.start, chunk.start + c.end, c.type, "", source="selector"), float(p))
                                for c, p in zip(new, scores[len(cands):])]
             kept_docs.append(Document(pred.id, pred.text, pred.language, {}, kept))

@@ -47,7 +47,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -340,15 +340,25 @@ class Pipeline:
 
     def _add_proposals(self, chunks: Sequence[Chunk], per_schema: Sequence[EntitySchema],
                        per_chunk: list[ChunkEntities], which: Sequence[int]) -> None:
-        """Append to ``per_chunk[ci]`` (ci in ``which``) the selector's own spans that the generator did not
-        propose, unscored (``score_chunks`` scores them with the rest, in the same runs)."""
-        assert self.selector is not None
-        requests = [ProposalRequest(chunks[ci].text, tuple((t, per_schema[ci].definition(t)) for t in per_schema[ci].type_names))
-                    for ci in which]
-        for ci, found in zip(which, self.selector.propose(requests), strict=True):
-            have = {e.key for e in per_chunk[ci]}
+        """Append to ``per_chunk[ci]`` (ci in ``which``) the selector's own spans, unscored (``score_chunks``
+        scores them with the rest, in the same runs)."""
+        found = self.selector_spans([chunks[ci].text for ci in which], [per_schema[ci] for ci in which],
+                                    [{e.key for e in per_chunk[ci]} for ci in which])
+        for ci, candidates in zip(which, found, strict=True):
             per_chunk[ci] = per_chunk[ci] + [Entity(c.start, c.end, c.type, c.text[c.start : c.end], source="selector")
-                                             for c in found if (c.start, c.end, c.type) not in have]
+                                             for c in candidates]
+
+    def selector_spans(self, texts: Sequence[str], schemas: Sequence[EntitySchema],
+                       existing: Sequence[Collection[tuple[int, int, str]]]) -> list[list[Candidate]]:
+        """The spans the selector tags in each chunk text under its schema, less those ``existing[i]`` holds
+        ((start, end, type) in the chunk frame: the generator's candidates), as unscored candidates. The one
+        place proposals are made: the pipeline, rescoring and the dev benchmark all call it."""
+        if self.selector is None:
+            raise ConfigError("proposing spans needs a selector")
+        requests = [ProposalRequest(text, tuple((t, schema.definition(t)) for t in schema.type_names))
+                    for text, schema in zip(texts, schemas, strict=True)]
+        return [[c for c in found if (c.start, c.end, c.type) not in have]
+                for found, have in zip(self.selector.propose(requests), existing, strict=True)]
 
     def proposal_threshold_for(self, schema: str | EntitySchema | None) -> float | None:
         """The score at which the selector's own spans are kept under ``schema``; None: not proposed."""

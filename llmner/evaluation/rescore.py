@@ -186,26 +186,22 @@ def rescore_records(pipe: Pipeline, docs: Sequence[Document], records: Sequence[
 
 def _add_proposals(pipe: Pipeline, docs: Sequence[Document], rescored: list[RescoredRecord], schema: EntitySchema) -> None:
     """Append to each judged record the selector's own spans, as ``Pipeline.score_chunks`` adds them (exact scores)."""
-    from llmner.runtime.base import ProposalRequest
-
     assert pipe.selector is not None
     languages = pipe.config.selector_languages
     where: list[tuple[int, Chunk]] = []
     for r, (doc, item) in enumerate(zip(docs, rescored)):
         if not languages or item.record.language in languages:
             where += [(r, chunk) for chunk in pipe.chunk(doc)]
-    types = tuple((t, schema.definition(t)) for t in schema.type_names)
-    found = pipe.selector.propose([ProposalRequest(chunk.text, types) for _, chunk in where])
+    existing = [{(e.start - chunk.start, e.end - chunk.start, e.type) for e in rescored[r].record.entities
+                 if chunk.start <= e.start and e.end <= chunk.end} for r, chunk in where]
+    found = pipe.selector_spans([chunk.text for _, chunk in where], [schema] * len(where), existing)
     new: list[tuple[int, Entity]] = []
     candidates: list[Candidate] = []
     for (r, chunk), proposals in zip(where, found, strict=True):
-        have = {(e.start - chunk.start, e.end - chunk.start, e.type) for e in rescored[r].record.entities
-                if chunk.start <= e.start and e.end <= chunk.end}
         for c in proposals:
-            if (c.start, c.end, c.type) not in have:
-                candidates.append(c)
-                new.append((r, Entity(chunk.start + c.start, chunk.start + c.end, c.type,
-                                      docs[r].text[chunk.start + c.start : chunk.start + c.end], source="selector")))
+            candidates.append(c)
+            new.append((r, Entity(chunk.start + c.start, chunk.start + c.end, c.type,
+                                  docs[r].text[chunk.start + c.start : chunk.start + c.end], source="selector")))
     scores = pipe.selector.score(candidates) if candidates else []
     best: dict[tuple[int, int, int, str], float] = {}
     for (r, entity), score in zip(new, scores):

@@ -48,6 +48,9 @@ class GeneratorRuntime(ABC):
         """Tag a batch; the result for a request does not depend on the batch it came in."""
 
 
+CANNOT_PROPOSE = "this selector only scores candidates (span head): proposing spans needs the tokens head"
+
+
 @dataclass(frozen=True, slots=True)
 class ProposalRequest:
     """One chunk in which a tokens-head selector looks for spans of each type: (name, definition)."""
@@ -73,7 +76,7 @@ class SelectorRuntime(ABC):
 
     def token_probabilities(self, windows: Sequence[TokenWindow]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Each row's pieces: character offsets in its window ([pieces, 2]) and O/B/I probabilities ([pieces, 3])."""
-        raise ConfigError("this selector only scores candidates (span head): proposing spans needs the tokens head")
+        raise ConfigError(CANNOT_PROPOSE)
 
     @property
     def can_propose(self) -> bool:
@@ -84,7 +87,7 @@ class SelectorRuntime(ABC):
         order of type then position, each once)."""
         featurizer = self.token_featurizer()
         if featurizer is None:
-            raise ConfigError("this selector only scores candidates (span head): proposing spans needs the tokens head")
+            raise ConfigError(CANNOT_PROPOSE)
         rows: list[TokenWindow] = []
         owners: list[tuple[int, str]] = []
         for r, request in enumerate(requests):
