@@ -77,10 +77,10 @@ def main() -> None:
             proposals = pipe.selector_spans([c.text for c in chunks], [schema] * len(chunks),
                                             [{(e.start - c.start, e.end - c.start, e.type) for e in ents}
                                              for c, ents in zip(chunks, inside, strict=True)])
-            for chunk, ents, new in zip(chunks, inside, proposals, strict=True):
+            for chunk, ents, new in zip(chunks, inside, proposals.spans, strict=True):
                 cands = [Candidate(chunk.text, e.start - chunk.start, e.end - chunk.start, e.type, schema.definition(e.type))
                          for e in ents]
-                scores = selector.score(cands + new) if cands or new else []
+                scores = selector.score_with_rows(cands + new, proposals.rows) if cands or new else []
                 kept += [e for e, p in zip(ents, scores[: len(cands)]) if p >= keep_at]
                 found_here += [(Entity(chunk.start + c.start, chunk.start + c.end, c.type, "", source="selector"), float(p))
                                for c, p in zip(new, scores[len(cands):])]

@@ -68,10 +68,13 @@ from llmner.doc import (
     guess_language,
 )
 from llmner.errors import ConfigError, ValidationError
+from llmner.modeling.selector import TokenWindow
 from llmner.normalization.base import TypedNormalizer
 from llmner.runtime.base import (
     GeneratorRuntime,
     ProposalRequest,
+    Proposals,
+    RowProbabilities,
     SelectorRuntime,
     TagRequest,
 )
@@ -326,39 +329,42 @@ class Pipeline:
         judged_chunks = [ci for ci in range(len(chunks)) if not languages or chunks[ci].language in languages]
         if self.selector is not None:
             proposing = [ci for ci in judged_chunks if self.proposal_threshold_for(per_schema[ci]) is not None]
-            if proposing:
-                self._add_proposals(chunks, per_schema, per_chunk, proposing)
+            rows = self._add_proposals(chunks, per_schema, per_chunk, proposing) if proposing else {}
             judged = [(ci, k) for ci in judged_chunks for k in range(len(per_chunk[ci])) if per_chunk[ci][k].score is None]
             if judged:
                 candidates = [Candidate(chunks[ci].text, per_chunk[ci][k].start, per_chunk[ci][k].end, per_chunk[ci][k].type,
                                         per_schema[ci].definition(per_chunk[ci][k].type)) for ci, k in judged]
-                for (ci, k), score in zip(judged, self.selector.score(candidates)):
+                for (ci, k), score in zip(judged, self.selector.score_with_rows(candidates, rows)):
                     per_chunk[ci][k] = dataclasses.replace(per_chunk[ci][k], score=float(score))
         t2 = time.perf_counter()
         self.last_timings_ms = {"generate": (t1 - t0) * 1000, "select": (t2 - t1) * 1000}
         return per_chunk
 
     def _add_proposals(self, chunks: Sequence[Chunk], per_schema: Sequence[EntitySchema],
-                       per_chunk: list[ChunkEntities], which: Sequence[int]) -> None:
+                       per_chunk: list[ChunkEntities], which: Sequence[int]) -> dict[TokenWindow, RowProbabilities]:
         """Append to ``per_chunk[ci]`` (ci in ``which``) the selector's own spans, unscored (``score_chunks``
-        scores them with the rest, in the same runs)."""
+        scores them with the rest, off the rows returned here)."""
         found = self.selector_spans([chunks[ci].text for ci in which], [per_schema[ci] for ci in which],
                                     [{e.key for e in per_chunk[ci]} for ci in which])
-        for ci, candidates in zip(which, found, strict=True):
+        for ci, candidates in zip(which, found.spans, strict=True):
             per_chunk[ci] = per_chunk[ci] + [Entity(c.start, c.end, c.type, c.text[c.start : c.end], source="selector")
                                              for c in candidates]
+        return found.rows
 
     def selector_spans(self, texts: Sequence[str], schemas: Sequence[EntitySchema],
-                       existing: Sequence[Collection[tuple[int, int, str]]]) -> list[list[Candidate]]:
+                       existing: Sequence[Collection[tuple[int, int, str]]]) -> Proposals:
         """The spans the selector tags in each chunk text under its schema, less those ``existing[i]`` holds
-        ((start, end, type) in the chunk frame: the generator's candidates), as unscored candidates. The one
+        ((start, end, type) in the chunk frame: the generator's candidates), as unscored candidates, with
+        the rows they were read from (score candidates with ``selector.score_with_rows`` and them). The one
         place proposals are made: the pipeline, rescoring and the dev benchmark all call it."""
         if self.selector is None:
             raise ConfigError("proposing spans needs a selector")
         requests = [ProposalRequest(text, tuple((t, schema.definition(t)) for t in schema.type_names))
                     for text, schema in zip(texts, schemas, strict=True)]
-        return [[c for c in found if (c.start, c.end, c.type) not in have]
-                for found, have in zip(self.selector.propose(requests), existing, strict=True)]
+        found = self.selector.propose(requests)
+        found.spans = [[c for c in spans if (c.start, c.end, c.type) not in have]
+                       for spans, have in zip(found.spans, existing, strict=True)]
+        return found
 
     def proposal_threshold_for(self, schema: str | EntitySchema | None) -> float | None:
         """The score at which the selector's own spans are kept under ``schema``; None: not proposed."""

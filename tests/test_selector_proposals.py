@@ -27,6 +27,7 @@ from llmner.pipeline import Pipeline, PipelineConfig
 from llmner.runtime.base import (
     GeneratorRuntime,
     ProposalRequest,
+    Proposals,
     SelectorRuntime,
     TagResult,
 )
@@ -88,8 +89,8 @@ def test_torch_and_onnx_runtimes_propose_the_same_spans(tokens_selector, tmp_pat
     texts = ["BRCA1 mutations cause breast cancer in women.",
              " ".join(f"The p{i} protein binds DNA and causes a syndrome." for i in range(6))]
     requests = [ProposalRequest(t, (("Gene", "a gene"), ("Disease", "a disease"))) for t in texts]
-    found = torch_rt.propose(requests)
-    assert found == onnx_rt.propose(requests)
+    found = torch_rt.propose(requests).spans
+    assert found == onnx_rt.propose(requests).spans
     assert sum(map(len, found)) > 0
     for text, cands in zip(texts, found):
         keys = [(c.start, c.end, c.type) for c in cands]
@@ -99,6 +100,41 @@ def test_torch_and_onnx_runtimes_propose_the_same_spans(tokens_selector, tmp_pat
             assert c.definition == ("a gene" if c.type == "Gene" else "a disease")
     assert torch_rt.can_propose and onnx_rt.can_propose
 
+
+
+@pytest.mark.parametrize("backend", ["onnx-int8", "torch"])
+def test_candidates_are_read_off_the_rows_proposing_ran(tokens_selector, tmp_path, monkeypatch, backend):
+    monkeypatch.setenv("LLMNER_CACHE_DIR", str(tmp_path / "cache"))
+    runtime = (OnnxSelectorRuntime(tokens_selector, device="cpu", variant="int8") if backend == "onnx-int8"
+               else TorchSelectorRuntime.from_pretrained(tokens_selector))
+    short = "BRCA1 mutations cause breast cancer."                   # within 2 * context_chars: one row per type
+    long = " ".join(f"The p{i} protein binds DNA and causes a syndrome." for i in range(4))
+    types = (("Gene", "a gene"), ("Disease", "a disease"))
+    proposals = runtime.propose([ProposalRequest(short, types), ProposalRequest(long, types), ProposalRequest(short, types)])
+    # A repeated chunk is read once: 2 rows for the short chunk, and the long chunk's windows.
+    featurizer = runtime.token_featurizer()
+    assert len(proposals.rows) == 2 + sum(len(featurizer.chunk_windows(long, t, d)) for t, d in types)
+    assert proposals.spans[0] == proposals.spans[2]
+    words = [(m.start(), m.end()) for m in re.finditer(r"\w+", short)] + [(0, 15), (22, 35)]
+    candidates = [Candidate(short, s, e, t, d) for s, e in words for t, d in types]
+    candidates += [Candidate(long, m.start(), m.end(), "Gene", "a gene") for m in re.finditer(r"p\d", long)]
+    encoded: list[Candidate] = []
+    plain_score = runtime.score
+
+    def counting_score(cands):
+        encoded.extend(cands)
+        return plain_score(cands)
+
+    want = runtime.score(candidates)
+    monkeypatch.setattr(runtime, "score", counting_score)
+    got = runtime.score_with_rows(candidates, proposals.rows)
+    # Every candidate of the short chunk is read off its row; a long chunk's candidate window is its own.
+    assert encoded and all(c.text == long for c in encoded)
+    if backend == "onnx-int8":
+        np.testing.assert_array_equal(got, want)      # each row is encoded alone either way: the same bits
+    else:
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    assert np.ptp(want) > 0.01                      # the scores differ between candidates: the check can fail
 
 class Generator(GeneratorRuntime):
     """Tags "cancer" as a disease, nothing else."""
@@ -126,8 +162,8 @@ class ProposingSelector(SelectorRuntime):
 
     def propose(self, requests):
         self.proposed += requests
-        return [[Candidate(r.text, m.start(), m.end(), t, d) for t, d in r.types
-                 for m in re.finditer("BRCA1" if t == "Gene" else "cancer", r.text)] for r in requests]
+        return Proposals([[Candidate(r.text, m.start(), m.end(), t, d) for t, d in r.types
+                           for m in re.finditer("BRCA1" if t == "Gene" else "cancer", r.text)] for r in requests], {})
 
     def score(self, candidates):
         return np.array([0.7 if c.type == "Disease" else (0.9 if "mutations" in c.text else 0.6) for c in candidates],

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from llmner.doc import Candidate, Chunk, Document, Entity, ResultRecord
 from llmner.errors import DataNotFoundError, ValidationError
 from llmner.evaluation.reports import cached_row, files_fingerprint, store_row
+from llmner.runtime.base import Proposals
 from llmner.schema import EntitySchema
 
 if TYPE_CHECKING:
@@ -136,7 +137,10 @@ def rescore_records(pipe: Pipeline, docs: Sequence[Document], records: Sequence[
                                             entity.type, schema.definition(entity.type)))
                 owners.append((r, k))
     started = time.perf_counter()
-    scores = pipe.selector.score(candidates) if candidates else []
+    # Proposed first, as the pipeline does, so that the candidates are read off the rows proposing ran.
+    proposing = pipe.proposal_threshold_for(schema) is not None
+    where, proposals = _proposals(pipe, docs, records, schema) if proposing else ([], Proposals([], {}))
+    scores = pipe.selector.score_with_rows(candidates, proposals.rows) if candidates else []
     seconds = time.perf_counter() - started
 
     # An entity's own score: the highest over the chunks that hold it (the merge keeps the highest when
@@ -177,32 +181,40 @@ def rescore_records(pipe: Pipeline, docs: Sequence[Document], records: Sequence[
         rescored = [dataclasses.replace(e, score=p) if p is not None else e for e, p in zip(entities, point)]
         new = dataclasses.replace(record, entities=rescored, model_ids=dict(pipe.model_ids))
         out.append(RescoredRecord(new, bounds))
-    if pipe.proposal_threshold_for(schema) is not None:
+    if proposing:
         started = time.perf_counter()
-        _add_proposals(pipe, docs, out, schema)
+        _add_proposals(pipe, docs, out, where, proposals)
         seconds += time.perf_counter() - started
     return out, seconds
 
 
-def _add_proposals(pipe: Pipeline, docs: Sequence[Document], rescored: list[RescoredRecord], schema: EntitySchema) -> None:
-    """Append to each judged record the selector's own spans, as ``Pipeline.score_chunks`` adds them (exact scores)."""
-    assert pipe.selector is not None
+def _proposals(pipe: Pipeline, docs: Sequence[Document], records: Sequence[ResultRecord],
+               schema: EntitySchema) -> tuple[list[tuple[int, Chunk]], Proposals]:
+    """The selector's own spans in every judged chunk, less the records' entities, as ``Pipeline.score_chunks``
+    proposes them: (record, chunk) of each chunk proposed in, and what was found there."""
     languages = pipe.config.selector_languages
     where: list[tuple[int, Chunk]] = []
-    for r, (doc, item) in enumerate(zip(docs, rescored)):
-        if not languages or item.record.language in languages:
+    for r, (doc, record) in enumerate(zip(docs, records)):
+        if not languages or record.language in languages:
             where += [(r, chunk) for chunk in pipe.chunk(doc)]
-    existing = [{(e.start - chunk.start, e.end - chunk.start, e.type) for e in rescored[r].record.entities
+    existing = [{(e.start - chunk.start, e.end - chunk.start, e.type) for e in records[r].entities
                  if chunk.start <= e.start and e.end <= chunk.end} for r, chunk in where]
-    found = pipe.selector_spans([chunk.text for _, chunk in where], [schema] * len(where), existing)
+    return where, pipe.selector_spans([chunk.text for _, chunk in where], [schema] * len(where), existing)
+
+
+def _add_proposals(pipe: Pipeline, docs: Sequence[Document], rescored: list[RescoredRecord],
+                   where: Sequence[tuple[int, Chunk]], proposals: Proposals) -> None:
+    """Append to each judged record the selector's own spans (``_proposals``), scored as the pipeline
+    scores them (exact scores)."""
+    assert pipe.selector is not None
     new: list[tuple[int, Entity]] = []
     candidates: list[Candidate] = []
-    for (r, chunk), proposals in zip(where, found, strict=True):
-        for c in proposals:
+    for (r, chunk), spans in zip(where, proposals.spans, strict=True):
+        for c in spans:
             candidates.append(c)
             new.append((r, Entity(chunk.start + c.start, chunk.start + c.end, c.type,
                                   docs[r].text[chunk.start + c.start : chunk.start + c.end], source="selector")))
-    scores = pipe.selector.score(candidates) if candidates else []
+    scores = pipe.selector.score_with_rows(candidates, proposals.rows) if candidates else []
     best: dict[tuple[int, int, int, str], float] = {}
     for (r, entity), score in zip(new, scores):
         key = (r, *entity.key)

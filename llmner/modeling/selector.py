@@ -380,6 +380,16 @@ class TokenFeaturizer(_Featurizer):
             rows.append(row_of.setdefault(self.window(cand), len(row_of)))
         windows = list(row_of)
         inputs, offsets = self.encode(windows)
+        return self._placed(candidates, inputs, windows, offsets, rows)
+
+    def placed(self, candidates: Sequence[Candidate], window: TokenWindow, offsets: np.ndarray) -> TokenBatch:
+        """A batch of candidates that all lie in ``window``, a row already encoded (its pieces' ``offsets``,
+        [pieces, 2]): it has no inputs, only where each candidate lies, for ``TokenBatch.scores``."""
+        return self._placed(candidates, {}, [window], offsets[None], [0] * len(candidates))
+
+    @staticmethod
+    def _placed(candidates: Sequence[Candidate], inputs: dict[str, np.ndarray], windows: list[TokenWindow],
+                offsets: np.ndarray, rows: Sequence[int]) -> TokenBatch:
         n, length = len(candidates), offsets.shape[1]
         first, inner, after = (np.zeros((n, length), dtype=np.float32) for _ in range(3))
         for c, (cand, row) in enumerate(zip(candidates, rows, strict=True)):

@@ -7,7 +7,7 @@ style. All offsets are relative to the chunk text handed in.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -59,6 +59,19 @@ class ProposalRequest:
     types: tuple[tuple[str, str], ...]
 
 
+RowProbabilities = tuple[np.ndarray, np.ndarray]
+"""One tokens-head row's pieces: character offsets in its window ([pieces, 2]) and O/B/I probabilities ([pieces, 3])."""
+
+
+@dataclass(slots=True)
+class Proposals:
+    """What ``SelectorRuntime.propose`` found: each request's spans, and the rows it read them from, by
+    window (for ``score_with_rows``)."""
+
+    spans: list[list[Candidate]]
+    rows: dict[TokenWindow, RowProbabilities]
+
+
 class SelectorRuntime(ABC):
     """Scores candidates: probability that (span, type) is right. A tokens-head selector can also
     propose candidates (``propose``); the pipeline scores them with ``score`` like any other."""
@@ -74,31 +87,56 @@ class SelectorRuntime(ABC):
         """The tokens head's featurizer, or None when this selector cannot tag (the span head)."""
         return None
 
-    def token_probabilities(self, windows: Sequence[TokenWindow]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Each row's pieces: character offsets in its window ([pieces, 2]) and O/B/I probabilities ([pieces, 3])."""
+    def token_probabilities(self, windows: Sequence[TokenWindow]) -> list[RowProbabilities]:
+        """Each row's pieces, in order."""
         raise ConfigError(CANNOT_PROPOSE)
 
     @property
     def can_propose(self) -> bool:
         return self.token_featurizer() is not None
 
-    def propose(self, requests: Sequence[ProposalRequest]) -> list[list[Candidate]]:
+    def propose(self, requests: Sequence[ProposalRequest]) -> Proposals:
         """The spans the tagger finds in each chunk, per type, as unscored candidates (chunk frame, in
-        order of type then position, each once)."""
+        order of type then position, each once), with the rows it ran to find them."""
         featurizer = self.token_featurizer()
         if featurizer is None:
             raise ConfigError(CANNOT_PROPOSE)
-        rows: list[TokenWindow] = []
-        owners: list[tuple[int, str]] = []
-        for r, request in enumerate(requests):
-            for name, definition in request.types:
-                for window in featurizer.chunk_windows(request.text, name, definition):
-                    rows.append(window)
-                    owners.append((r, definition))
-        found: list[dict[tuple[int, int, str], str]] = [{} for _ in requests]
-        if rows:
-            for window, (r, definition), (offsets, probs) in zip(rows, owners, self.token_probabilities(rows), strict=True):
-                for start, end in decode_spans(window, offsets, probs):
-                    found[r].setdefault((start, end, window.type), definition)
-        return [[Candidate(request.text, s, e, t, d) for (s, e, t), d in spans.items()]
-                for request, spans in zip(requests, found, strict=True)]
+        per_request = [[(window, definition) for name, definition in request.types
+                        for window in featurizer.chunk_windows(request.text, name, definition)] for request in requests]
+        windows = list(dict.fromkeys(w for pairs in per_request for w, _ in pairs))    # a repeated chunk is read once
+        rows = dict(zip(windows, self.token_probabilities(windows), strict=True)) if windows else {}
+        decoded = {window: decode_spans(window, *rows[window]) for window in windows}
+        spans = []
+        for request, pairs in zip(requests, per_request, strict=True):
+            found: dict[tuple[int, int, str], str] = {}
+            for window, definition in pairs:
+                for start, end in decoded[window]:
+                    found.setdefault((start, end, window.type), definition)
+            spans.append([Candidate(request.text, s, e, t, d) for (s, e, t), d in found.items()])
+        return Proposals(spans, rows)
+
+    def score_with_rows(self, candidates: Sequence[Candidate], rows: Mapping[TokenWindow, RowProbabilities]) -> np.ndarray:
+        """``score``, but a candidate whose window is one of ``rows`` (those ``propose`` ran) is read off
+        that row instead of being encoded again. In a chunk of up to ``2 * context_chars`` characters every
+        candidate's window is the whole chunk, the row ``propose`` read for its type, so proposing costs no
+        encoder pass beyond it. The same scores as ``score`` where a row is encoded alone (the int8 graph,
+        row by row), and equal up to float rounding of the padding otherwise."""
+        featurizer = self.token_featurizer()
+        if featurizer is None or not rows:
+            return self.score(candidates)
+        out = np.zeros(len(candidates), dtype=np.float32)
+        known: dict[TokenWindow, list[int]] = {}
+        fresh: list[int] = []
+        for i, candidate in enumerate(candidates):
+            window = featurizer.window(candidate)
+            if window in rows:
+                known.setdefault(window, []).append(i)
+            else:
+                fresh.append(i)
+        if fresh:
+            out[fresh] = self.score([candidates[i] for i in fresh])
+        for window, idx in known.items():
+            offsets, probs = rows[window]
+            out[idx] = featurizer.placed([candidates[i] for i in idx], window, offsets).scores(probs[None])
+        return out
+
