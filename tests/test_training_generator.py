@@ -691,6 +691,10 @@ def test_training_with_distractor_types_runs_and_is_a_trajectory_setting(tmp_pat
     result = train_generator(config, corpora=ncbi(), base=tiny_base(), progress=False, log=quiet)
     assert result.finished and result.steps == 2
     assert result.card["training"]["distractor_type_rate"] == 1.0
+    assert result.card["training"]["max_distractor_types"] == 3
+    assert replace(config, max_distractor_types=6).schema_variation().max_distractors == 6
+    with pytest.raises(ConfigError, match="max_distractors"):
+        replace(config, max_distractor_types=0).schema_variation()
 
 
 def test_training_with_masked_type_names_runs_and_a_resume_must_keep_the_rate(tmp_path: Path) -> None:

@@ -89,6 +89,7 @@ class GeneratorTrainingConfig:
     drop_type_rate: float = 0.4
     paraphrase_rate: float = 0.6
     distractor_type_rate: float = 0.0         # varied schemas that also list types the corpus does not annotate
+    max_distractor_types: int = 3             # how many such types at most (1 to this many, drawn per schema)
     type_mask_rate: float = 0.0               # varied schemas whose type names become opaque labels (Type_A)
     # model
     lora_r: int = 8
@@ -173,7 +174,8 @@ class GeneratorTrainingConfig:
     def schema_variation(self) -> SchemaVariationConfig:
         return SchemaVariationConfig(enabled=self.vary_schema, own_rate=self.own_schema_rate,
                                      drop_rate=self.drop_type_rate, paraphrase_rate=self.paraphrase_rate,
-                                     distractor_rate=self.distractor_type_rate, mask_rate=self.type_mask_rate)
+                                     distractor_rate=self.distractor_type_rate, max_distractors=self.max_distractor_types,
+                                     mask_rate=self.type_mask_rate)
 
     def generator_config(self) -> GeneratorConfig:
         return GeneratorConfig(
@@ -473,7 +475,8 @@ _TRAJECTORY_KEYS = ("corpora", "split", "base_model", "temperature", "corpus_wei
                     "sentences_per_chunk", "curated", "max_documents", "init_from", "exclude_test_overlap", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "codec",
                     "definitions", "steps", "batch_size", "grad_accum", "lr", "weight_decay", "warmup_steps",
                     "max_grad_norm", "share_prefix", "seed", "vary_schema", "own_schema_rate", "drop_type_rate",
-                    "paraphrase_rate", "distractor_type_rate", "type_mask_rate", "batch_per_corpus", "train_layers_from")
+                    "paraphrase_rate", "distractor_type_rate", "max_distractor_types", "type_mask_rate", "batch_per_corpus",
+                    "train_layers_from")
 
 
 def _check_same_run(saved: Mapping[str, Any], config: GeneratorTrainingConfig, where: Path) -> None:
