@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -89,6 +90,8 @@ def main() -> None:
         return "yes" if r["same_scores"] else f"max difference {r['max_difference']:.1e}"
 
     lines = [f"# The selector's time when proposing: reading candidates off the proposing rows ({args.backend}, {args.threads} thread(s))",
+             "",
+             f"`python {' '.join(sys.argv)}`",
              "",
              (f"Bundle `{bundle}`; the generator's stored candidates of the {args.sentences} leading dev sentences per corpus "
               f"(`{args.candidates}`), plus the selector's own spans. Seconds of proposing and scoring, both ways in one run."),

@@ -74,7 +74,8 @@ class Proposals:
 
 class SelectorRuntime(ABC):
     """Scores candidates: probability that (span, type) is right. A tokens-head selector can also
-    propose candidates (``propose``); the pipeline scores them with ``score`` like any other."""
+    propose candidates (``propose``); the pipeline scores them like any other, with ``score_with_rows``
+    over the rows proposing read."""
 
     model_id: str = ""
     threshold: float = 0.5
