@@ -19,7 +19,6 @@ A wrongly kept span either overlaps a gold mention or is spurious.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import Counter
 from pathlib import Path
@@ -44,7 +43,8 @@ def main() -> None:
 
     from llmner.bundle import default_bundle_path
     from llmner.data_processing.corpora import corpus_schema, load_corpus
-    from llmner.doc import Candidate, Document
+    from llmner.evaluation.predict import PredictionCache
+    from llmner.evaluation.rescore import chunk_candidates
     from llmner.evaluation.subsets import leading_documents
     from llmner.pipeline import Pipeline, PipelineConfig
 
@@ -64,21 +64,15 @@ def main() -> None:
         pipe.add_schema(schema)
         threshold = pipe.threshold_for(schema)
         docs, _ = leading_documents(load_corpus(corpus, "dev"), args.sentences)
-        stored = {d["id"]: Document.from_dict(d, validate=False)
-                  for d in map(json.loads, (args.candidates / f"{corpus}.own.jsonl").open())}
+        stored = {d.id: d for d in PredictionCache(args.candidates).get(corpus, "own") or []}
         kinds: Counter[str] = Counter()
         wrong: Counter[str] = Counter()
         examples: dict[str, list[str]] = {"boundary": [], "never proposed": []}
         for doc in docs:
-            chunks = pipe.chunk(doc.without_annotations())
-            candidates, keys = [], []
-            for chunk in chunks:
-                for e in stored[doc.id].entities:
-                    if chunk.start <= e.start and e.end <= chunk.end:
-                        candidates.append(Candidate(chunk.text, e.start - chunk.start, e.end - chunk.start, e.type,
-                                                    schema.definition(e.type)))
-                        keys.append(e.key)
-            best: dict[tuple[int, int, str], float] = {}
+            parts = chunk_candidates(pipe, doc, stored[doc.id].entities, schema)
+            candidates = [c for p in parts for c in p.candidates]
+            keys = [e.key for p in parts for e in p.entities]
+            best: dict[tuple[int, int, str], float] = {}      # an entity's score: its best over the chunks holding it
             for key, score in zip(keys, pipe.selector.score(candidates) if candidates else [], strict=True):
                 best[key] = max(best.get(key, 0.0), float(score))
             kept = {k for k, s in best.items() if s >= threshold}

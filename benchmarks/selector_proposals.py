@@ -46,7 +46,9 @@ def main() -> None:
         write_manifest,
     )
     from llmner.data_processing.corpora import corpus_schema, load_corpus
-    from llmner.doc import Candidate, Document, Entity
+    from llmner.doc import Document, Entity
+    from llmner.evaluation.predict import PredictionCache
+    from llmner.evaluation.rescore import chunk_candidates
     from llmner.evaluation.scorer import score
     from llmner.evaluation.subsets import leading_documents
     from llmner.pipeline import Pipeline, PipelineConfig
@@ -64,24 +66,20 @@ def main() -> None:
         pipe.add_schema(schema)
         keep_at = pipe.threshold_for(schema)
         docs, _ = leading_documents(load_corpus(corpus, "dev"), args.sentences)
-        stored = {d["id"]: Document.from_dict(d, validate=False)
-                  for d in map(json.loads, (args.candidates / f"{corpus}.own.jsonl").open())}
+        stored = {d.id: d for d in PredictionCache(args.candidates).get(corpus, "own") or []}
         kept_docs, proposed = [], []
         corpus_started = time.process_time()
         for doc in docs:
             pred = stored[doc.id]
-            chunks = pipe.chunk(doc.without_annotations())
+            parts = chunk_candidates(pipe, doc, pred.entities, schema)
             kept: list[Entity] = []
             found_here: list[tuple[Entity, float]] = []
-            inside = [[e for e in pred.entities if c.start <= e.start and e.end <= c.end] for c in chunks]
-            proposals = pipe.selector_spans([c.text for c in chunks], [schema] * len(chunks),
-                                            [{(e.start - c.start, e.end - c.start, e.type) for e in ents}
-                                             for c, ents in zip(chunks, inside, strict=True)])
-            for chunk, ents, new in zip(chunks, inside, proposals.spans, strict=True):
-                cands = [Candidate(chunk.text, e.start - chunk.start, e.end - chunk.start, e.type, schema.definition(e.type))
-                         for e in ents]
+            proposals = pipe.selector_spans([p.chunk.text for p in parts], [schema] * len(parts),
+                                            [{(c.start, c.end, c.type) for c in p.candidates} for p in parts])
+            for part, new in zip(parts, proposals.spans, strict=True):
+                chunk, cands = part.chunk, part.candidates
                 scores = selector.score_with_rows(cands + new, proposals.rows) if cands or new else []
-                kept += [e for e, p in zip(ents, scores[: len(cands)]) if p >= keep_at]
+                kept += [e for e, p in zip(part.entities, scores[: len(cands)]) if p >= keep_at]
                 found_here += [(Entity(chunk.start + c.start, chunk.start + c.end, c.type, "", source="selector"), float(p))
                                for c, p in zip(new, scores[len(cands):])]
             kept_docs.append(Document(pred.id, pred.text, pred.language, {}, kept))
@@ -113,9 +111,9 @@ def main() -> None:
     lines = ["# The selector's own spans (proposals), chosen on dev", "",
              f"`python benchmarks/selector_proposals.py --candidates {args.candidates} --sentences {args.sentences}"
              + (f" --bundle {args.bundle}" if args.bundle else "") + "".join(f" --corpus {c}" for c in args.corpus or []) + "`", "",
-             f"Strict F1 (%) on the leading {args.sentences} dev sentences of each corpus, own schema: the generator's stored "
-             "candidates kept at the bundle's selector threshold, plus the selector's own spans (those the generator did not "
-             f"propose) scored at or above each proposal threshold. {result['cpu_s']:.0f} CPU-s on one thread.", "",
+             (f"Strict F1 (%) on the leading {args.sentences} dev sentences of each corpus, own schema: the generator's stored "
+              "candidates kept at the bundle's selector threshold, plus the selector's own spans (those the generator did not "
+              f"propose) scored at or above each proposal threshold. {result['cpu_s']:.0f} CPU-s on one thread."), "",
              "| corpus | gold | proposals | none | " + " | ".join(columns[1:]) + " | chosen |", "|---" * (len(columns) + 4) + "|"]
     for corpus in corpora:
         r = rows[corpus]
@@ -123,8 +121,8 @@ def main() -> None:
         lines.append(f"| {corpus} | {r['gold']} | {r['proposals']} | " + " | ".join(f"{r[c][2]:.1f}" for c in columns)   # type: ignore[index]
                      + f" | {'none' if chosen is None else f'{chosen:g}'} |")
     lines += ["| macro | | | " + " | ".join(f"**{macro[c]:.1f}**" for c in columns) + f" | {global_best} (global) |", "",
-              "Per corpus: the dev-best threshold, none where no threshold beats no proposals; global (schemas without "
-              "their own): the macro-best threshold.", ""]
+              ("Per corpus: the dev-best threshold, none where no threshold beats no proposals; global (schemas without "
+               "their own): the macro-best threshold."), ""]
     text = "\n".join(lines)
     print(text)
     if args.out:

@@ -24,15 +24,14 @@ from pathlib import Path
 ENGLISH = ["ncbi_disease", "bc5cdr", "genia", "jnlpba", "bc2gm", "linnaeus", "s800"]
 
 
-def propose_then_score(pipe, schema, chunks, inside, generated, reuse: bool):
-    """Propose in ``chunks`` (less the generator's candidates ``inside`` each), then score the generator's
-    candidates and the proposals, reading them off the proposing rows (``reuse``) or encoding them again:
-    (seconds, scores, how many)."""
+def propose_then_score(pipe, schema, parts, reuse: bool):
+    """Propose in the chunks of ``parts`` (``chunk_candidates``: less the generator's candidates in each),
+    then score the generator's candidates and the proposals, reading them off the proposing rows
+    (``reuse``) or encoding them again: (seconds, scores, how many)."""
     started = time.perf_counter()
-    found = pipe.selector_spans([c.text for c in chunks], [schema] * len(chunks),
-                                [{(e.start - c.start, e.end - c.start, e.type) for e in ents}
-                                 for c, ents in zip(chunks, inside, strict=True)])
-    candidates = generated + [c for spans in found.spans for c in spans]
+    found = pipe.selector_spans([p.chunk.text for p in parts], [schema] * len(parts),
+                                [{(c.start, c.end, c.type) for c in p.candidates} for p in parts])
+    candidates = [c for p in parts for c in p.candidates] + [c for spans in found.spans for c in spans]
     scores = pipe.selector.score_with_rows(candidates, found.rows) if reuse else pipe.selector.score(candidates)
     return time.perf_counter() - started, scores, len(candidates)
 
@@ -54,7 +53,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from llmner.bundle import default_bundle_path
     from llmner.data_processing.corpora import corpus_schema, load_corpus
-    from llmner.doc import Candidate, Document
+    from llmner.evaluation.predict import PredictionCache
+    from llmner.evaluation.rescore import chunk_candidates
     from llmner.evaluation.subsets import leading_documents
     from llmner.pipeline import Pipeline, PipelineConfig
 
@@ -68,18 +68,13 @@ def main() -> None:
         schema = corpus_schema(corpus)
         pipe.add_schema(schema)
         docs, _ = leading_documents(load_corpus(corpus, "dev"), args.sentences)
-        stored = {d["id"]: Document.from_dict(d, validate=False)
-                  for d in map(json.loads, (args.candidates / f"{corpus}.own.jsonl").open())}
-        chunks = [c for doc in docs for c in pipe.chunk(doc.without_annotations())]
-        by_doc = [stored[doc.id] for doc in docs for _ in pipe.chunk(doc.without_annotations())]
-        inside = [[e for e in pred.entities if c.start <= e.start and e.end <= c.end] for c, pred in zip(chunks, by_doc, strict=True)]
-        generated = [Candidate(c.text, e.start - c.start, e.end - c.start, e.type, schema.definition(e.type))
-                     for c, ents in zip(chunks, inside, strict=True) for e in ents]
+        stored = {d.id: d for d in PredictionCache(args.candidates).get(corpus, "own") or []}
+        parts = [p for doc in docs for p in chunk_candidates(pipe, doc, stored[doc.id].entities, schema)]
 
         order = (True, False) if n % 2 == 0 else (False, True)
-        timed = {reuse: propose_then_score(pipe, schema, chunks, inside, generated, reuse) for reuse in order}
+        timed = {reuse: propose_then_score(pipe, schema, parts, reuse) for reuse in order}
         (reused_s, reused, count), (again_s, again, _) = timed[True], timed[False]
-        rows[corpus] = {"chunks": len(chunks), "candidates": count, "encoded_again_s": round(again_s, 2),
+        rows[corpus] = {"chunks": len(parts), "candidates": count, "encoded_again_s": round(again_s, 2),
                         "reused_s": round(reused_s, 2), "speedup": round(again_s / reused_s, 2),
                         "same_scores": bool(np.array_equal(reused, again)),
                         "max_difference": float(np.abs(reused - again).max()) if count else 0.0}

@@ -188,3 +188,21 @@ def test_the_f1_range_spans_the_open_keep_decisions(tmp_path):
     assert summary["undetermined"] >= 1
     low, high = undetermined_f1_range(tmp_path / "open.parts", gold)
     assert 0 <= low < high <= 1
+
+
+def test_chunk_candidates_hand_each_stored_entity_to_the_selector_in_its_chunk():
+    from llmner.evaluation.rescore import chunk_candidates
+
+    pipe = pipeline(ContextSelector("sel-a", 3))
+    pipe.consistency = ConsistencyConfig.off()      # every entity then carries its own score, not a copy's
+    record = predict(pipe, DOCS[:1], SCHEMA)[0]
+    parts = chunk_candidates(pipe, DOCS[0], record.entities, SCHEMA)
+    assert len(parts) > 1 and [p.chunk for p in parts] == pipe.chunk(DOCS[0])
+    assert sorted(e.key for p in parts for e in p.entities) == sorted(e.key for e in record.entities)
+    for part in parts:
+        for entity, cand in zip(part.entities, part.candidates, strict=True):
+            assert part.chunk.start + cand.start == entity.start and cand.text[cand.start:cand.end] == entity.text
+            assert cand.definition == SCHEMA.definition(entity.type)
+    # The pipeline's own scores are the selector's on these candidates.
+    got = {e.key: float(s) for p in parts for e, s in zip(p.entities, pipe.selector.score(p.candidates))}
+    assert got == pytest.approx(scores(record))

@@ -89,6 +89,27 @@ def _containing(chunk_spans: Sequence[tuple[int, int]], entity: Entity) -> list[
     return [i for i, (a, b) in enumerate(chunk_spans) if a <= entity.start and entity.end <= b]
 
 
+@dataclass(frozen=True, slots=True)
+class ChunkCandidates:
+    """One chunk of a document, the stored entities (document frame) that lie in it, and the same
+    entities as the selector's candidates (chunk frame), in order."""
+
+    chunk: Chunk
+    entities: list[Entity]
+    candidates: list[Candidate]
+
+
+def chunk_candidates(pipe: Pipeline, doc: Document, entities: Sequence[Entity], schema: EntitySchema) -> list[ChunkCandidates]:
+    """Each chunk of ``doc`` under ``pipe``'s chunking with the stored ``entities`` inside it, as the
+    pipeline hands them to its selector (an entity in several chunks is in each)."""
+    out = []
+    for chunk in pipe.chunk(doc.without_annotations()):
+        inside = [e for e in entities if chunk.start <= e.start and e.end <= chunk.end]
+        out.append(ChunkCandidates(chunk, inside, [Candidate(chunk.text, e.start - chunk.start, e.end - chunk.start, e.type,
+                                                             schema.definition(e.type)) for e in inside]))
+    return out
+
+
 def _clusters(entities: Sequence[Entity]) -> list[list[int]]:
     """Groups of entity indices that consistency may have copied one of: per string of a single type,
     the entities that share the top (score, generator_score), when there are two or more."""
