@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         per_variant = {}
         for name, config in variants.items():
             propagated = [dataclasses.replace(r, entities=propagate(d.text, r.entities, config)) for d, r in zip(docs, records)]
-            predicted = predicted_documents(docs, propagated, keep=lambda e: pipe.keeps(e, schema))
+            predicted = predicted_documents(docs, propagated, select=lambda es: pipe.selection(es, schema))
             per_variant[name] = (score(docs, predicted).strict, per_document_counts(docs, predicted))
         base_counts = per_variant["off"][1]
         row = {"corpus": corpus, "documents": len(docs), "gold": sum(len(d.entities) for d in docs), "variants": {}}

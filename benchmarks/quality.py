@@ -511,7 +511,8 @@ def training_curves(bundles: dict[str, Path], peer_dir: Path | None,
                                         "bundle_threshold": manifest.get("selector_threshold"),
                                         "schema_thresholds": manifest.get("selector_thresholds") or {},
                                         "proposal_threshold": manifest.get("proposal_threshold"),
-                                        "proposal_thresholds": manifest.get("proposal_thresholds") or {}}
+                                        "proposal_thresholds": manifest.get("proposal_thresholds") or {},
+                                        "proposal_overlaps": manifest.get("proposal_overlaps") or {}}
     for directory, suffix in ((peer_dir, ""), (reference_peer_dir, " (full data)")):
         if directory is not None and directory.is_dir():
             for sub in sorted(p for p in directory.iterdir() if p.is_dir()):
@@ -589,7 +590,11 @@ def write_report(rows: Sequence[dict[str, Any]], settings: dict[str, Any], curve
             + (("; its own spans kept from " + _short(sel["proposal_threshold"]) if sel.get("proposal_threshold") is not None
                 else "; its own spans not proposed")
                + "".join(f", {k} {'none' if v is None else _short(v)}" for k, v in sorted(sel.get("proposal_thresholds", {}).items()))
-               if sel.get("proposal_threshold") is not None or sel.get("proposal_thresholds") else "") + ", "
+               if sel.get("proposal_threshold") is not None or sel.get("proposal_thresholds") else "")
+            + ("; where one overlaps a kept candidate of its type, "
+               + ", ".join(f"{k}: {'the ' + v + ' stays' if v != 'both' else 'both stay'}"
+                           for k, v in sorted(sel["proposal_overlaps"].items())) + " (llmner.decoding.overlaps)"
+               if sel.get("proposal_overlaps") else "") + ", "
             f"per-step history: {'yes' if sel['history'] else 'no (the selector trainer writes only its card)'}")
     generator_lines = []
     for name, history in curves["generator"].items():
@@ -611,7 +616,7 @@ def write_report(rows: Sequence[dict[str, Any]], settings: dict[str, Any], curve
         "\nRows derived from the candidates another bundle with the same generator stored "
         "(`--rescore-from`, `--zero-shot-rescore-from`, `llmner.evaluation.rescore`): each candidate judged again by this "
         "bundle's selector in its own chunk, and where the bundle has a proposal threshold the selector's own spans added "
-        "in each chunk as the pipeline adds them ("
+        "in each chunk as the pipeline adds them, and selected with the bundle's overlap rules ("
         + ", ".join(f"{CORPUS_LABELS.get(c, c)} {r['proposed']}" for c, r in rescored.items() if r.get("proposed"))
         + " proposed, kept or not; consistency's copies of a proposed string are not derived), docs/s with the "
         "selector's time replaced by this one's. Keep decisions the stored candidates leave open "

@@ -3,13 +3,21 @@
 A tokens-head selector labels every word piece O/B/I for a type, so besides judging the generator's
 candidates it can propose spans the generator missed (``SelectorRuntime.propose``). The pipeline adds
 a proposal when its score reaches the schema's proposal threshold (``BundleManifest.proposal_threshold``
-and ``proposal_thresholds``). This script chooses them on dev, on the generator's stored candidates of
-the leading dev sentences of each English corpus (the caches of ``benchmarks/selector_judge.py``), so no
-generator runs: for each threshold in the grid, the F1 of the generator's candidates kept at the
-bundle's selector threshold plus the proposals at or above it.
+and ``proposal_thresholds``), and where a kept proposal overlaps a kept generator candidate of its type
+the schema's overlap rule decides which stays (``proposal_overlap[s]``, ``llmner.decoding.overlaps``:
+both, the generator's, the selector's). This script chooses both on dev, on the generator's stored
+candidates of the leading dev sentences of each English corpus (the caches of
+``benchmarks/selector_judge.py``), so no generator runs: for each threshold of the grid and each rule,
+the F1 of the generator's candidates kept at the bundle's selector threshold plus the proposals at or
+above it, selected under the rule (``Pipeline.selection``).
 
-- per corpus: the dev-best threshold, or none when no threshold beats no proposals;
-- global (schemas with no threshold of their own, e.g. a user's): the threshold with the best macro F1.
+- per corpus: the dev-best threshold with both kept (none when no threshold beats no proposals), as
+  before rules existed; a rule other than both replaces that choice only when choosing threshold and rule
+  together beats choosing the threshold alone out of bag, on at least ``--min-evidence`` of the document
+  resamples (``llmner.evaluation.calibration.choice_evidence``): 200 dev sentences hold 100-450 gold
+  mentions, and a rule moves a few dozen of them;
+- global (schemas with no setting of their own, e.g. a user's): the threshold with the best macro F1,
+  both kept.
 
     python benchmarks/selector_proposals.py --candidates benchmarks/campaign/gen-s4/checks/step2000-own200 \
         --out benchmarks/results/selector_proposals.md [--write-bundle llmner/bundles/default]
@@ -23,6 +31,7 @@ import time
 from pathlib import Path
 
 GRID = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
+RULES = ("both", "generator", "selector")     # llmner.decoding.overlaps.OVERLAP_RULES, "both" first (ties)
 ENGLISH = ["ncbi_disease", "bc5cdr", "genia", "jnlpba", "bc2gm", "linnaeus", "s800"]
 
 
@@ -33,6 +42,8 @@ def main() -> None:
     parser.add_argument("--corpus", action="append", default=None, help="default: the 7 English corpora")
     parser.add_argument("--sentences", type=int, default=200, help="leading dev sentences (as the caches were made)")
     parser.add_argument("--out", type=Path, default=None, help="markdown file to write (and .json beside it)")
+    parser.add_argument("--min-evidence", type=float, default=0.8, help="share of resamples a rule must win out of bag")
+    parser.add_argument("--bootstrap", type=int, default=200, help="document resamples for the out-of-bag evidence")
     parser.add_argument("--write-bundle", type=Path, default=None, help="store the chosen thresholds in this bundle's bundle.json")
     args = parser.parse_args()
 
@@ -45,7 +56,12 @@ def main() -> None:
         load_manifest,
         write_manifest,
     )
+    import numpy as np
+
     from llmner.data_processing.corpora import corpus_schema, load_corpus
+    from llmner.decoding.overlaps import resolve_proposal_overlaps
+    from llmner.evaluation.bootstrap import per_document_counts
+    from llmner.evaluation.calibration import best_option, choice_evidence
     from llmner.doc import Document, Entity
     from llmner.evaluation.predict import PredictionCache
     from llmner.evaluation.rescore import chunk_candidates
@@ -87,42 +103,65 @@ def main() -> None:
         row: dict[str, object] = {"gold": sum(len(d.entities) for d in docs),
                                   "proposals": sum(len(p) for p in proposed),
                                   "cpu_s": round(time.process_time() - corpus_started, 1)}
-        base = score(docs, kept_docs).strict
-        row["none"] = [base.precision * 100, base.recall * 100, base.f1 * 100]
-        for threshold in GRID:
-            predicted = [Document(k.id, k.text, k.language, {}, k.entities + [e for e, p in found if p >= threshold])
+        # Every option: (threshold, rule); None: no proposals. Ordered for ties: none, then both first.
+        options = [(None, "both")] + [(t, rule) for rule in RULES for t in GRID]
+        counts = {}
+        for threshold, rule in options:
+            at = 2.0 if threshold is None else threshold       # None: no proposal is kept
+            predicted = [Document(k.id, k.text, k.language, {},
+                                  resolve_proposal_overlaps(k.entities + [e for e, p in found if p >= at], rule))
                          for k, found in zip(kept_docs, proposed, strict=True)]
             s = score(docs, predicted).strict
-            row[f"{threshold:g}"] = [s.precision * 100, s.recall * 100, s.f1 * 100]
+            row["none" if threshold is None else f"{threshold:g} {rule}"] = [s.precision * 100, s.recall * 100, s.f1 * 100]
+            counts[(threshold, rule)] = np.array([c["all"] for c in per_document_counts(docs, predicted)], dtype=np.float64)
+        alone = [o for o in options if o[1] == "both"]
+        everything = np.arange(len(docs))
+        plain, best = best_option(counts, alone, everything), best_option(counts, options, everything)
+        evidence, gain = choice_evidence(counts, options, alone, args.bootstrap)
+        row["plain"], row["best"], row["evidence"], row["oob_gain"] = list(plain), list(best), evidence, gain
+        moves = best[1] != "both" and evidence is not None and evidence >= args.min_evidence
+        row["chosen"] = list(best if moves else plain)
         rows[corpus] = row
-        print(f"{corpus}: " + " ".join(f"{k} {v[2]:.1f}" for k, v in row.items() if isinstance(v, list)), flush=True)
+        print(f"{corpus}: " + " ".join(f"{k} {v[2]:.1f}" for k, v in row.items() if isinstance(v, list) and len(v) == 3
+                                       and isinstance(v[2], float)) + f"; chosen {row['chosen']} (evidence {evidence})", flush=True)
 
-    columns = ["none", *[f"{t:g}" for t in GRID]]
+    columns = ["none", *[f"{t:g} both" for t in GRID]]
     macro = {c: sum(rows[k][c][2] for k in corpora) / len(corpora) for c in columns}   # type: ignore[index]
-    global_best = max(columns[1:], key=lambda c: macro[c])
-    per_corpus: dict[str, float | None] = {}
-    for corpus in corpora:
-        best = max(columns, key=lambda c: rows[corpus][c][2])   # type: ignore[index]
-        per_corpus[corpus] = None if best == "none" or rows[corpus][best][2] <= rows[corpus]["none"][2] else float(best)  # type: ignore[index]
+    global_best = max(GRID, key=lambda t: macro[f"{t:g} both"])
+    chosen = {corpus: rows[corpus]["chosen"] for corpus in corpora}
     result = {"candidates": str(args.candidates), "sentences": args.sentences, "bundle": str(bundle), "rows": rows,
-              "macro": macro, "global": float(global_best), "per_corpus": per_corpus,
+              "macro": macro, "global": float(global_best), "chosen": chosen, "min_evidence": args.min_evidence,
               "cpu_s": round(time.process_time() - started, 1)}
 
-    lines = ["# The selector's own spans (proposals), chosen on dev", "",
+    def label(option: list) -> str:
+        return "none" if option[0] is None else f"{option[0]:g}, {option[1]}"
+
+    lines = ["# The selector's own spans (proposals) and the overlap rule, chosen on dev", "",
              f"`python benchmarks/selector_proposals.py --candidates {args.candidates} --sentences {args.sentences}"
              + (f" --bundle {args.bundle}" if args.bundle else "") + "".join(f" --corpus {c}" for c in args.corpus or []) + "`", "",
              (f"Strict F1 (%) on the leading {args.sentences} dev sentences of each corpus, own schema: the generator's stored "
               "candidates kept at the bundle's selector threshold, plus the selector's own spans (those the generator did not "
               f"propose) scored at or above each proposal threshold. {result['cpu_s']:.0f} CPU-s on one thread."), "",
-             "| corpus | gold | proposals | none | " + " | ".join(columns[1:]) + " | chosen |", "|---" * (len(columns) + 4) + "|"]
+             "Both kept where a proposal overlaps a candidate of its type (the rule before rules existed):", "",
+             "| corpus | gold | proposals | none | " + " | ".join(f"{t:g}" for t in GRID) + " |", "|---" * (len(columns) + 3) + "|"]
     for corpus in corpora:
         r = rows[corpus]
-        chosen = per_corpus[corpus]
-        lines.append(f"| {corpus} | {r['gold']} | {r['proposals']} | " + " | ".join(f"{r[c][2]:.1f}" for c in columns)   # type: ignore[index]
-                     + f" | {'none' if chosen is None else f'{chosen:g}'} |")
-    lines += ["| macro | | | " + " | ".join(f"**{macro[c]:.1f}**" for c in columns) + f" | {global_best} (global) |", "",
-              ("Per corpus: the dev-best threshold, none where no threshold beats no proposals; global (schemas without "
-               "their own): the macro-best threshold."), ""]
+        lines.append(f"| {corpus} | {r['gold']} | {r['proposals']} | " + " | ".join(f"{r[c][2]:.1f}" for c in columns) + " |")   # type: ignore[index]
+    lines += ["| macro | | | " + " | ".join(f"**{macro[c]:.1f}**" for c in columns) + " |", "",
+              ("Each rule at its dev-best threshold (`generator`: a proposal that overlaps a kept candidate of its type goes; "
+               "`selector`: the candidates it overlaps go). Evidence: the share of document resamples in which choosing "
+               "threshold and rule on the drawn documents beat choosing the threshold alone (both kept), on the documents "
+               f"left out ({args.bootstrap} resamples); a rule is chosen at {args.min_evidence:.0%} or more."), "",
+              "| corpus | both | generator | selector | evidence (mean gain) | chosen |", "|---|---|---|---|---|---|"]
+    for corpus in corpora:
+        r = rows[corpus]
+        cells = []
+        for rule in RULES:
+            t = max(GRID, key=lambda t: r[f"{t:g} {rule}"][2])   # type: ignore[index]
+            cells.append(f"{r[f'{t:g} {rule}'][2]:.1f} ({t:g})")   # type: ignore[index]
+        evidence = "—" if r["evidence"] is None else f"{r['evidence']:.0%} ({r['oob_gain'] * 100:+.1f})"   # type: ignore[operator]
+        lines.append(f"| {corpus} | " + " | ".join(cells) + f" | {evidence} | {label(r['chosen'])} |")   # type: ignore[arg-type]
+    lines += ["", f"Global (schemas without their own): proposals kept from {global_best:g} (the macro-best threshold), both kept.", ""]
     text = "\n".join(lines)
     print(text)
     if args.out:
@@ -131,9 +170,12 @@ def main() -> None:
     if args.write_bundle:
         manifest = load_manifest(args.write_bundle)
         manifest.proposal_threshold = float(global_best)
-        manifest.proposal_thresholds = {corpus: per_corpus[corpus] for corpus in corpora}
+        manifest.proposal_thresholds = {corpus: chosen[corpus][0] for corpus in corpora}
+        manifest.proposal_overlap = "both"
+        manifest.proposal_overlaps = {corpus: chosen[corpus][1] for corpus in corpora if chosen[corpus][1] != "both"}
         write_manifest(args.write_bundle, manifest)
-        print(f"wrote proposal_threshold {global_best} and proposal_thresholds into {args.write_bundle / MANIFEST_NAME}")
+        print(f"wrote proposal_threshold {global_best}, proposal_thresholds and proposal_overlaps into "
+              f"{args.write_bundle / MANIFEST_NAME}")
 
 
 if __name__ == "__main__":

@@ -71,6 +71,11 @@ class BundleManifest:
     # (null: no proposals). Chosen on dev by benchmarks/selector_proposals.py.
     proposal_threshold: float | None = None
     proposal_thresholds: dict[str, float | None] = field(default_factory=dict)
+    # Where a kept proposal and a kept generator candidate of its type overlap, which stays: "both",
+    # "generator" or "selector" (llmner.decoding.overlaps), per schema, else the global rule. Chosen on dev
+    # by benchmarks/selector_proposals.py with the thresholds.
+    proposal_overlap: str = "both"
+    proposal_overlaps: dict[str, str] = field(default_factory=dict)
     prompt_schemas: dict[str, str] = field(default_factory=dict)  # schema -> schema whose names prompt the generator
     consistency: dict[str, Any] | None = None   # document-level consistency after merging (a ConsistencyConfig's
                                                 # fields, llmner.decoding.consistency); None = off
@@ -83,6 +88,8 @@ class BundleManifest:
         # fingerprint) it had before the field existed.
         if out["proposal_threshold"] is None and not out["proposal_thresholds"]:
             del out["proposal_threshold"], out["proposal_thresholds"]
+        if out["proposal_overlap"] == "both" and not out["proposal_overlaps"]:
+            del out["proposal_overlap"], out["proposal_overlaps"]
         return out
 
     @classmethod
@@ -111,6 +118,14 @@ class BundleManifest:
                 v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= float(v) <= 1.0)
                 for v in proposals.values()):
             raise ConfigError(f"{where}: proposal_thresholds must map schema names to numbers in [0, 1] or null, got {proposals!r}")
+        from llmner.decoding.overlaps import check_overlap_rule
+
+        check_overlap_rule(data.get("proposal_overlap", "both"), f"{where}: proposal_overlap")
+        rules = data.get("proposal_overlaps") or {}
+        if not isinstance(rules, dict):
+            raise ConfigError(f"{where}: proposal_overlaps must map schema names to rules, got {rules!r}")
+        for schema, rule in rules.items():
+            check_overlap_rule(rule, f"{where}: proposal_overlaps[{schema!r}]")
         biases = data.get("open_bias") or {}
         if not isinstance(biases, dict) or not all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) and -10.0 <= float(v) <= 10.0 for v in biases.values()):

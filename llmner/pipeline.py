@@ -58,6 +58,7 @@ from llmner.data_processing.chunking import (
     merge_chunk_entities,
 )
 from llmner.decoding.consistency import ConsistencyConfig, propagate
+from llmner.decoding.overlaps import resolve_proposal_overlaps
 from llmner.doc import (
     Candidate,
     Chunk,
@@ -140,6 +141,10 @@ class Pipeline:
         # off for it), else the global one (None: off).
         self.proposal_threshold: float | None = None
         self.proposal_thresholds: dict[str, float | None] = {}
+        # Where a kept proposal overlaps a kept generator candidate of its type, which stays
+        # (BundleManifest.proposal_overlap[s], llmner.decoding.overlaps): per schema, else the global rule.
+        self.proposal_overlap: str = "both"
+        self.proposal_overlaps: dict[str, str] = {}
         # Schemas generated under another schema's names (BundleManifest.prompt_schemas): requested name ->
         # prompted name. Thresholds and biases are keyed by the prompted one, the schema they were calibrated on.
         self.prompt_schemas: dict[str, str] = {}
@@ -231,6 +236,8 @@ class Pipeline:
         pipe.open_biases = dict(manifest.open_bias)
         pipe.proposal_threshold = manifest.proposal_threshold
         pipe.proposal_thresholds = dict(manifest.proposal_thresholds)
+        pipe.proposal_overlap = manifest.proposal_overlap
+        pipe.proposal_overlaps = dict(manifest.proposal_overlaps)
         pipe.prompt_schemas = dict(manifest.prompt_schemas)
         for name in pipe.prompt_schemas:     # a bad pairing fails at load, not on the first note in that language
             try:
@@ -374,6 +381,12 @@ class Pipeline:
         key = self.calibration_key(name) if name is not None else None
         return self.proposal_thresholds.get(key, self.proposal_threshold) if key is not None else self.proposal_threshold
 
+    def proposal_overlap_for(self, schema: str | EntitySchema | None) -> str:
+        """Which span stays where a kept proposal overlaps a kept generator candidate of its type under
+        ``schema`` (``llmner.decoding.overlaps``)."""
+        name = schema.name if isinstance(schema, EntitySchema) else schema
+        return self.proposal_overlaps.get(self.calibration_key(name), self.proposal_overlap) if name is not None else self.proposal_overlap
+
     def open_bias_for(self, schema: EntitySchema) -> float:
         """The logit bonus for opening a tag when generating under ``schema``."""
         if self.config.open_bias is not None:
@@ -398,14 +411,21 @@ class Pipeline:
         cut = self.generator_thresholds.get(self.calibration_key(name)) if name is not None else None
         return cut is None or entity.generator_score is None or entity.generator_score >= cut
 
+    def selection(self, entities: Sequence[Entity], schema: str | EntitySchema | None) -> list[Entity]:
+        """What selection keeps of one chunk's or one document's candidates under ``schema``: each one
+        ``keeps`` keeps, then the schema's proposal overlap rule (a kept proposal against the kept
+        candidates of its type). Any one frame; order kept."""
+        kept = [e for e in entities if self.keeps(e, schema)]
+        return resolve_proposal_overlaps(kept, self.proposal_overlap_for(schema))
+
     def select(self, per_chunk: Sequence[ChunkEntities],
                schemas: Sequence[str | EntitySchema] | None = None) -> list[ChunkEntities]:
-        """Drop candidates scored below their schema's threshold (``schemas``: one per chunk; None:
-        the global threshold). Frame in, same frame out."""
+        """``selection`` of each chunk's candidates under its schema (``schemas``: one per chunk; None:
+        the global threshold and rule). Frame in, same frame out."""
         per_schema = list(schemas) if schemas is not None else [None] * len(per_chunk)
         if len(per_schema) != len(per_chunk):
             raise ConfigError(f"{len(per_chunk)} chunks but {len(per_schema)} schemas")
-        return [[e for e in ents if self.keeps(e, schema)] for ents, schema in zip(per_chunk, per_schema)]
+        return [self.selection(ents, schema) for ents, schema in zip(per_chunk, per_schema)]
 
     def infer_chunks(self, chunks: Sequence[Chunk],
                      schemas: EntitySchema | Sequence[EntitySchema] | None = None) -> list[ChunkEntities]:

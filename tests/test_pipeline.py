@@ -782,3 +782,22 @@ def test_a_schema_prompted_under_another_naming_reports_its_own_type_names(tiny_
     (bundle / "bundle.json").write_text(json.dumps({**manifest.to_dict(), "prompt_schemas": {"clinical_zh": 3}}))
     with pytest.raises(ConfigError, match="prompt_schemas must map schema names"):
         load_manifest(bundle)
+
+
+def test_choice_evidence_compares_two_ways_of_choosing_out_of_bag():
+    import numpy as np
+
+    from llmner.evaluation.calibration import best_option, choice_evidence
+
+    rows = 30
+    plain = np.tile([3.0, 2.0, 2.0], (rows, 1))           # (tp, fp, fn) per document
+    better = np.tile([4.0, 1.0, 1.0], (rows, 1))
+    same = plain.copy()
+    counts = {"plain": plain, "better": better, "same": same}
+    assert best_option(counts, ["plain", "same"], np.arange(rows)) == "plain"          # ties: the earliest
+    assert choice_evidence(counts, ["plain", "better"], ["plain"], 50) == (1.0, pytest.approx(0.2))
+    assert choice_evidence(counts, ["plain", "same"], ["plain"], 50) == (0.0, 0.0)      # a tie never wins
+    # A better option on half the documents only, worse on the rest: the choice is rarely better out of bag.
+    mixed = np.vstack([np.tile([5.0, 0.0, 0.0], (rows // 2, 1)), np.tile([0.0, 5.0, 5.0], (rows - rows // 2, 1))])
+    share, gain = choice_evidence({"plain": plain, "mixed": mixed}, ["plain", "mixed"], ["plain"], 200)
+    assert share < 0.8 and gain < 0.05

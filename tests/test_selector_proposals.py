@@ -256,3 +256,81 @@ def test_evaluation_scores_the_generator_alone_without_the_selector_s_spans():
     assert all(e.source == "generator" for d in result.alone for e in d.entities)
     assert result.without_selector.strict.recall == 0.0          # the generator tags no gene
     assert result.with_selector.strict.recall == 1.0             # the selector's own spans find both
+
+
+class SpanGenerator(Generator):
+    """Also tags "BRCA1 mutations" as one gene: the proposal "BRCA1" overlaps it."""
+
+    def tag(self, requests):
+        out = super().tag(requests)
+        for request, result in zip(requests, out):
+            result.entities += [Entity(m.start(), m.end(), "Gene", m.group()) for m in re.finditer("BRCA1 mutations", request.text)]
+        return out
+
+
+def test_the_overlap_rule_decides_between_a_proposal_and_a_candidate_of_its_type():
+    def tagged(rule: str, per_schema: dict | None = None) -> list[tuple[str, str]]:
+        pipe = pipeline(0.5)
+        pipe.generator = SpanGenerator()
+        pipe.proposal_overlap, pipe.proposal_overlaps = rule, per_schema or {}
+        record = pipe.process([Document("d1", DOCS[0].text, metadata={"schema": "toy"})])[0]
+        return sorted((e.text, e.source) for e in record.entities)
+
+    cancer = ("cancer", "generator")     # another type: no rule touches it
+    both = [("BRCA1", "selector"), ("BRCA1", "selector"), ("BRCA1 mutations", "generator"), cancer]
+    assert tagged("both") == both
+    # The second sentence's "BRCA1" overlaps no candidate: every rule keeps it.
+    assert tagged("generator") == [("BRCA1", "selector"), ("BRCA1 mutations", "generator"), cancer]
+    assert tagged("selector") == [("BRCA1", "selector"), ("BRCA1", "selector"), cancer]
+    assert tagged("both", {"toy": "selector"}) == tagged("selector")     # the schema's own rule wins
+    assert tagged("selector", {"other": "generator"}) == tagged("selector")
+
+
+def test_resolving_overlaps_keeps_order_and_leaves_other_pairs_alone():
+    from llmner.decoding.overlaps import resolve_proposal_overlaps
+
+    gen_outer = Entity(0, 20, "Gene", "", source="generator")
+    gen_inner = Entity(5, 10, "Gene", "", source="generator")      # the generator's own nesting
+    gen_other_type = Entity(0, 20, "Disease", "", source="generator")
+    proposal = Entity(3, 8, "Gene", "", source="selector")
+    apart = Entity(30, 35, "Gene", "", source="selector")
+    kept = [gen_outer, proposal, gen_inner, gen_other_type, apart]
+    assert resolve_proposal_overlaps(kept, "both") == kept
+    assert resolve_proposal_overlaps(kept, "selector") == [proposal, gen_other_type, apart]
+    assert resolve_proposal_overlaps(kept, "generator") == [gen_outer, gen_inner, gen_other_type, apart]
+    touching = [Entity(0, 3, "Gene", "", source="generator"), Entity(3, 8, "Gene", "", source="selector")]
+    assert resolve_proposal_overlaps(touching, "selector") == touching     # adjacent is not overlapping
+    with pytest.raises(ConfigError, match="one of both, generator, selector"):
+        resolve_proposal_overlaps(kept, "longest")
+
+
+def test_the_manifest_checks_overlap_rules_and_leaves_the_default_out():
+    fields = BundleManifest().to_dict()
+    assert "proposal_overlap" not in fields and "proposal_overlaps" not in fields   # old bundles keep their bytes
+    manifest = BundleManifest.from_dict({**fields, "proposal_overlaps": {"bc5cdr": "selector", "linnaeus": "generator"}})
+    assert manifest.to_dict()["proposal_overlaps"] == {"bc5cdr": "selector", "linnaeus": "generator"}
+    for bad in ({"proposal_overlap": "longest"}, {"proposal_overlaps": {"a": "x"}}, {"proposal_overlaps": ["selector"]}):
+        with pytest.raises(ConfigError, match="proposal_overlap"):
+            BundleManifest.from_dict({**fields, **bad})
+
+
+def test_rows_derived_from_stored_parts_select_with_the_overlap_rule(tmp_path):
+    from llmner.evaluation.corpus_eval import evaluate_documents
+    from llmner.evaluation.predict import predict_in_parts
+    from llmner.evaluation.rescore import rescore_parts, undetermined_f1_range
+
+    gold = [Document(d.id, d.text, entities=[Entity(m.start(), m.end(), "Gene", "BRCA1") for m in re.finditer("BRCA1", d.text)])
+            for d in DOCS]
+    old = pipeline(None)
+    old.generator = SpanGenerator()
+    predict_in_parts(old, gold, SCHEMA, tmp_path / "old.parts", part_documents=1)
+    f1 = {}
+    for rule in ("both", "selector"):
+        new = pipeline(0.5)
+        new.generator = SpanGenerator()
+        new.proposal_overlaps = {"toy": rule}
+        rescore_parts(new, gold, SCHEMA, tmp_path / "old.parts", tmp_path / f"{rule}.parts", part_documents=1)
+        low, high = undetermined_f1_range(tmp_path / f"{rule}.parts", gold)
+        f1[rule] = evaluate_documents(new, gold, SCHEMA, "toy", "dev").with_selector.strict.f1
+        assert low == high == pytest.approx(f1[rule])       # the derived row selects as a rerun does
+    assert f1["selector"] > f1["both"]       # "BRCA1 mutations" is a boundary error the proposal replaces

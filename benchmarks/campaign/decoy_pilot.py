@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def evaluate(records, docs, schema):
         # Only the corpus's own types are scored: a decoy's predictions are dropped.
-        kept = predicted_documents(docs, records, keep=lambda e: e.type in schema and pipe.keeps(e, schema))
+        kept = predicted_documents(docs, records, select=lambda es: pipe.selection([e for e in es if e.type in schema], schema))
         return score(docs, kept).strict, per_document_counts(docs, kept)
 
     for corpus in args.corpus:

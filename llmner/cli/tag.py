@@ -170,8 +170,10 @@ def tag(
                 # One generator pass: every candidate with its score, then the selection the pipeline would make.
                 for doc, rec in zip(batch, pipe.process(batch, select=False)):
                     schema = pipe.schema_for(doc)
-                    dropped = [e for e in rec.entities if not pipe.keeps(e, schema)]
-                    rec.entities = [e for e in rec.entities if pipe.keeps(e, schema)]
+                    kept = pipe.selection(rec.entities, schema)
+                    chosen = {id(e) for e in kept}
+                    dropped = [e for e in rec.entities if id(e) not in chosen]
+                    rec.entities = kept
                     rec.metadata["dropped_candidates"] = [e.to_dict() for e in dropped]
                     records.append(rec)
             else:

@@ -33,7 +33,7 @@ enough. It is chosen before the thresholds, which are then calibrated on the can
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -166,13 +166,17 @@ def calibrate_schema(pipe: Pipeline, corpus: str, config: CalibrationConfig) -> 
     for doc, record in zip(gold_docs, records):
         gold = {(e.start, e.end, e.type) for e in doc.entities}
         d = _DocumentCandidates(scores=[], hits=[], gold=len(doc.entities))
+        # The selector's own spans have their own threshold, and the schema's overlap rule decides between
+        # a kept one and a kept candidate of its type: what they keep at the current thresholds is a given.
+        selected = {id(e) for e in pipe.selection(record.entities, schema)}
         for e in record.entities:
             hit = (e.start, e.end, e.type) in gold
             if e.source == "selector":
-                # The selector's own spans have their own threshold: what it keeps is a given here.
-                if pipe.keeps(e, schema):
+                if id(e) in selected:
                     d.unscored, d.unscored_correct = d.unscored + 1, d.unscored_correct + hit
                 continue
+            if id(e) not in selected and pipe.keeps(e, schema):
+                continue     # a kept proposal of its type overlaps it and wins (overlap rule "selector")
             score = e.score if judge == "selector" else e.generator_score
             if score is None:            # nothing to judge it by: always kept
                 d.unscored, d.unscored_correct = d.unscored + 1, d.unscored_correct + hit
@@ -222,6 +226,35 @@ def _micro_f1(counts: Any) -> float:
     return strict_f1(tp + fp, tp, tp + fn)
 
 
+def best_option(counts: Mapping[Hashable, Any], options: Sequence[Hashable], rows: Any) -> Hashable:
+    """The option of ``options`` with the best strict micro F1 over the documents ``rows`` (indices,
+    repeats allowed) of ``counts[option]``, per-document (tp, fp, fn) arrays; ties: the earliest."""
+    return max(options, key=lambda o: _micro_f1(counts[o][rows]))
+
+
+def choice_evidence(counts: Mapping[Hashable, Any], options: Sequence[Hashable], baseline: Sequence[Hashable],
+                    resamples: int, seed: int = 0) -> tuple[float | None, float | None]:
+    """Out-of-bag evidence for choosing among ``options`` rather than among ``baseline`` (a fixed value
+    when it is one option): in each document resample, each one's best option on the drawn documents
+    (``best_option``), scored on the documents left out. Returns (share of resamples where choosing among
+    ``options`` did better, mean F1 gain); (None, None) when no resample left documents out."""
+    import numpy as np
+
+    n = len(next(iter(counts.values())))
+    everything = np.arange(n)
+    rng = np.random.default_rng(seed)
+    gains = []
+    for _ in range(resamples):
+        drawn = rng.integers(0, n, n)
+        left_out = np.setdiff1d(everything, drawn)
+        if left_out.size:
+            gains.append(_micro_f1(counts[best_option(counts, options, drawn)][left_out])
+                         - _micro_f1(counts[best_option(counts, baseline, drawn)][left_out]))
+    if not gains:
+        return None, None
+    return float((np.array(gains) > 0).mean()), float(np.mean(gains))
+
+
 def calibrate_open_bias(pipe: Pipeline, corpus: str, config: CalibrationConfig,
                         grid: Sequence[float]) -> OpenBiasCalibration:
     """Choose ``corpus``'s schema's ``open_bias`` from ``grid`` on the last dev documents (see module doc)."""
@@ -247,20 +280,8 @@ def calibrate_open_bias(pipe: Pipeline, corpus: str, config: CalibrationConfig,
     finally:
         pipe.open_biases = saved
 
-    def best_of(rows: Any) -> float:
-        return max(values, key=lambda v: (_micro_f1(counts[v][rows]), -v))
-
-    everything = np.arange(len(gold_docs))
-    best = best_of(everything)
-    rng = np.random.default_rng(config.seed)
-    gains = []
-    for _ in range(config.bootstrap):
-        drawn = rng.integers(0, len(gold_docs), len(gold_docs))
-        left_out = np.setdiff1d(everything, drawn)
-        if left_out.size:
-            gains.append(_micro_f1(counts[best_of(drawn)][left_out]) - _micro_f1(counts[0.0][left_out]))
-    evidence = float((np.array(gains) > 0).mean()) if gains else None
-    oob_gain = float(np.mean(gains)) if gains else None
+    best = best_option(counts, values, np.arange(len(gold_docs)))    # ties: the smallest bonus
+    evidence, oob_gain = choice_evidence(counts, values, [0.0], config.bootstrap, config.seed)
     moves = best != 0.0 and (config.min_evidence == 0.0 or (evidence is not None and evidence >= config.min_evidence))
     return OpenBiasCalibration(schema=schema.name, corpus=corpus, documents=len(gold_docs),
                                gold=int(counts[0.0][:, [0, 2]].sum()),

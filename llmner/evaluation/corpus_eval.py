@@ -101,10 +101,10 @@ def evaluate_documents(pipe: Pipeline, gold: Sequence[Document], schema: EntityS
         records, seconds = predict_in_parts(pipe, gold, schema, parts_dir, part_documents, batch_documents, on_batch,
                                             from_end=parts_from_end)
     # The generator's candidates alone: the selector's own spans are part of what it selects.
-    alone = predicted_documents(gold, records, keep=lambda e: e.source == "generator")
+    alone = predicted_documents(gold, records, select=lambda es: [e for e in es if e.source == "generator"])
     selected = threshold = with_selector = None
     if pipe.selector is not None:
-        selected = predicted_documents(gold, records, keep=lambda e: pipe.keeps(e, schema))
+        selected = predicted_documents(gold, records, select=lambda es: pipe.selection(es, schema))
         with_selector = score(gold, selected)
         threshold = pipe.threshold_for(schema)
     return CorpusEvaluation(corpus=corpus, split=split, gold=list(gold), alone=alone, selected=selected,

@@ -91,15 +91,15 @@ def predict_in_parts(pipe: Pipeline, docs: Sequence[Document], schema: EntitySch
 
 
 def predicted_documents(docs: Sequence[Document], records: Sequence[ResultRecord],
-                        keep: Callable[[Entity], bool] | None = None) -> list[Document]:
+                        select: Callable[[list[Entity]], list[Entity]] | None = None) -> list[Document]:
     """Each of ``docs`` as predicted (``ResultRecord.to_document``: its text, the record's entities,
-    the model ids in metadata); ``keep`` filters the entities (e.g. ``Pipeline.keeps`` for the
-    selector's cut of a ``select=False`` run)."""
+    the model ids in metadata); ``select`` picks from each document's entities (e.g. ``Pipeline.selection``
+    for the selector's cut of a ``select=False`` run)."""
     out = []
     for doc, record in zip(docs, records, strict=True):
         predicted = record.to_document(doc.text)
-        if keep is not None:
-            predicted.entities = [e for e in predicted.entities if keep(e)]
+        if select is not None:
+            predicted.entities = select(predicted.entities)
         out.append(predicted)
     return out
 

@@ -19,7 +19,8 @@ the int8 ONNX selector scores row by row, ``OnnxSelectorRuntime.score_row_by_row
 
 Under a schema with a proposal threshold (``Pipeline.proposal_threshold_for``) the selector's own spans
 are added as the pipeline adds them: per chunk, those the stored candidates in that chunk do not already
-hold, with exact scores. What a rerun would add beyond them is not derived: consistency's copies of a
+hold, with exact scores, and a row selects them under the schema's overlap rule as a rerun does
+(``Pipeline.selection``). What a rerun would add beyond them is not derived: consistency's copies of a
 proposed string elsewhere in the document.
 """
 
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmner.decoding.overlaps import resolve_proposal_overlaps
 from llmner.doc import Candidate, Chunk, Document, Entity, ResultRecord
 from llmner.errors import DataNotFoundError, ValidationError
 from llmner.evaluation.reports import cached_row, files_fingerprint, store_row
@@ -260,6 +262,7 @@ def rescore_parts(pipe: Pipeline, docs: Sequence[Document], schema: EntitySchema
     threshold = pipe.threshold_for(schema)
     summary: dict[str, Any] = {"source": source_dir.name, "documents": 0, "entities": 0, "undetermined": 0,
                                "threshold": threshold, "proposal_threshold": pipe.proposal_threshold_for(schema),
+                               "proposal_overlap": pipe.proposal_overlap_for(schema),
                                "proposed": 0, "selector_seconds": 0.0, "replaced_selector_seconds": 0.0}
     for start in range(0, len(docs), part_documents):
         part = docs[start : start + part_documents]
@@ -294,6 +297,7 @@ def undetermined_f1_range(parts_dir: Path, gold: Sequence[Document]) -> tuple[fl
     summary = cached_row(parts_dir / "rescored.json")
     threshold = float(summary["threshold"])
     proposal = summary.get("proposal_threshold")
+    rule = summary.get("proposal_overlap", "both")
     by_id = {d.id: d for d in gold}
     variants: tuple[list[Document], list[Document]] = ([], [])
     ordered = []
@@ -314,7 +318,7 @@ def undetermined_f1_range(parts_dir: Path, gold: Sequence[Document]) -> tuple[fl
                     sure.append(entity)
             for variant, entities in zip(variants, (sure, sure + open_)):
                 predicted = record.to_document(doc.text)
-                predicted.entities = entities
+                predicted.entities = resolve_proposal_overlaps(entities, rule)
                 variant.append(predicted)
     low, high = (score(ordered, v).strict.f1 for v in variants)
     return min(low, high), max(low, high)
