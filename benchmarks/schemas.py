@@ -15,6 +15,11 @@ corpus and condition's predictions there, so that a check killed part way (a ses
 where it stopped when rerun with the same arguments. ``--condition own`` (repeatable) runs only the
 listed conditions; (a) is always among them, as the others are read against it: an own-schema check of
 more sentences in the time of a three-condition one (a checkpoint's ship test).
+
+``--selector`` checks what a user gets instead: the generator's candidates (cached or not) judged by the
+bundle's selector as the pipeline judges them under each condition's schema (``judge_stored``: its
+threshold for that schema, its own spans where the schema has a proposal threshold, the overlap rule;
+a user's schema, as (b) and (c) are, gets the global ones). It writes ``schemas_selected.md`` by default.
 """
 
 from __future__ import annotations
@@ -47,6 +52,14 @@ def build_pipeline(model: str | None, adapter: str | None, threads: int):
     return pipe, name
 
 
+def build_judge(model: str | None):
+    """The bundle's pipeline with its selector (ONNX Runtime, as shipped), to judge stored candidates."""
+    from llmner.bundle import default_bundle_path
+    from llmner.pipeline import Pipeline, PipelineConfig
+
+    return Pipeline.from_bundle(Path(model) if model else default_bundle_path(), PipelineConfig(normalize=False))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="bundle directory (default: the shipped bundle)")
@@ -56,13 +69,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS / "schemas.md")
     parser.add_argument("--cache", type=Path, default=None, help="directory keeping predictions, to resume a killed check")
+    parser.add_argument("--selector", action="store_true", help="judge the candidates with the bundle's selector")
     parser.add_argument("--condition", action="append", choices=CONDITIONS, default=None,
                         help="conditions to run (default: all three; own is always run)")
     args = parser.parse_args()
+    if args.selector and args.out == RESULTS / "schemas.md":
+        args.out = RESULTS / "schemas_selected.md"
     conditions = {"own", *(args.condition or CONDITIONS)}
 
     from llmner.data_processing.corpora import corpus_schema, load_corpus
+    from llmner.doc import Document
     from llmner.evaluation.predict import PredictionCache, predict_documents, stderr_progress
+    from llmner.evaluation.rescore import judge_stored
     from llmner.evaluation.schema_check import (
         check_condition,
         confusion_markdown,
@@ -72,6 +90,7 @@ def main() -> None:
     from llmner.evaluation.subsets import leading_documents
 
     pipe, model_name = build_pipeline(args.model, args.adapter, args.threads)
+    judge = build_judge(args.model) if args.selector else None
     cache = PredictionCache(args.cache, {"model": model_name, "sentences": args.sentences}) if args.cache else None
     rows, confusions = [], []
     started = time.perf_counter()
@@ -87,6 +106,11 @@ def main() -> None:
                                               on_batch=stderr_progress(f"{corpus} {naming.condition}", len(docs)))
                 if cache:
                     cache.put(corpus, naming.condition, predicted)
+            if judge is not None:
+                propose = judge.proposal_threshold_for(naming.schema) is not None
+                predicted = [Document(p.id, p.text, p.language, {},
+                                      judge.selection(judge_stored(judge, doc, p.entities, naming.schema, propose), naming.schema))
+                             for doc, p in zip(docs, predicted, strict=True)]
             results.append(check_condition(naming, docs, predicted))
         gold = sum(len(d.entities) for d in docs)
         row = summary_row(corpus, results, len(docs), gold)
@@ -105,7 +129,9 @@ def main() -> None:
 
     lines = [f"# Schema check: {model_name}", "",
              f"`python benchmarks/schemas.py {' '.join(_argv())}` — dev split, leading documents with "
-             f"{args.sentences}+ sentences per corpus, generator only (no selector), speculative decoding, "
+             f"{args.sentences}+ sentences per corpus, "
+             + ("generator candidates judged by the bundle's selector as the pipeline judges them under each schema"
+                if judge is not None else "generator only (no selector)") + ", speculative decoding, "
              f"{args.threads} threads, {elapsed / 60:.0f} min.", "",
              "Strict F1 of the corpus's own types; in brackets the difference to (a). Absorption: the largest share of a gold "
              "type's span-matched mentions labelled as one other type.", "",

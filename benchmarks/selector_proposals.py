@@ -62,9 +62,9 @@ def main() -> None:
     from llmner.decoding.overlaps import resolve_proposal_overlaps
     from llmner.evaluation.bootstrap import per_document_counts
     from llmner.evaluation.calibration import best_option, choice_evidence
-    from llmner.doc import Document, Entity
+    from llmner.doc import Document
     from llmner.evaluation.predict import PredictionCache
-    from llmner.evaluation.rescore import chunk_candidates
+    from llmner.evaluation.rescore import judge_stored
     from llmner.evaluation.scorer import score
     from llmner.evaluation.subsets import leading_documents
     from llmner.pipeline import Pipeline, PipelineConfig
@@ -87,19 +87,10 @@ def main() -> None:
         corpus_started = time.process_time()
         for doc in docs:
             pred = stored[doc.id]
-            parts = chunk_candidates(pipe, doc, pred.entities, schema)
-            kept: list[Entity] = []
-            found_here: list[tuple[Entity, float]] = []
-            proposals = pipe.selector_spans([p.chunk.text for p in parts], [schema] * len(parts),
-                                            [{(c.start, c.end, c.type) for c in p.candidates} for p in parts])
-            for part, new in zip(parts, proposals.spans, strict=True):
-                chunk, cands = part.chunk, part.candidates
-                scores = selector.score_with_rows(cands + new, proposals.rows) if cands or new else []
-                kept += [e for e, p in zip(part.entities, scores[: len(cands)]) if p >= keep_at]
-                found_here += [(Entity(chunk.start + c.start, chunk.start + c.end, c.type, "", source="selector"), float(p))
-                               for c, p in zip(new, scores[len(cands):])]
+            judged = judge_stored(pipe, doc, pred.entities, schema, propose=True)
+            kept = [e for e in judged if e.source != "selector" and e.score is not None and e.score >= keep_at]
             kept_docs.append(Document(pred.id, pred.text, pred.language, {}, kept))
-            proposed.append(found_here)
+            proposed.append([(e, e.score) for e in judged if e.source == "selector"])
         row: dict[str, object] = {"gold": sum(len(d.entities) for d in docs),
                                   "proposals": sum(len(p) for p in proposed),
                                   "cpu_s": round(time.process_time() - corpus_started, 1)}

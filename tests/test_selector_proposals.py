@@ -3,6 +3,7 @@ proposal threshold, marks them ``source="selector"``, and rescoring derives them
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import numpy as np
@@ -334,3 +335,20 @@ def test_rows_derived_from_stored_parts_select_with_the_overlap_rule(tmp_path):
         f1[rule] = evaluate_documents(new, gold, SCHEMA, "toy", "dev").with_selector.strict.f1
         assert low == high == pytest.approx(f1[rule])       # the derived row selects as a rerun does
     assert f1["selector"] > f1["both"]       # "BRCA1 mutations" is a boundary error the proposal replaces
+
+
+def test_judging_stored_candidates_gives_what_a_rerun_scores_and_proposes():
+    from llmner.evaluation.rescore import judge_stored
+
+    stored = predict(pipeline(None), DOCS, SCHEMA)          # the generator's candidates, unjudged
+    new_pipe = pipeline(0.5)
+    rerun = predict(new_pipe, DOCS, SCHEMA)                 # every candidate, scored, with the proposals
+    key = lambda e: (e.start, e.end, e.type, e.source, round(e.score, 4))
+    for doc, old, want in zip(DOCS, stored, rerun):
+        unscored = [dataclasses.replace(e, score=None) for e in old.entities]
+        got = judge_stored(new_pipe, doc, unscored, SCHEMA, propose=True)
+        assert sorted(map(key, got)) == sorted(map(key, want.entities))
+        assert all(e.source == "generator" for e in judge_stored(new_pipe, doc, unscored, SCHEMA))
+    # A language the selector does not judge is left as it is, as the pipeline leaves it.
+    new_pipe.config = dataclasses.replace(new_pipe.config, selector_languages=["zh"])
+    assert judge_stored(new_pipe, DOCS[-1], unscored, SCHEMA, propose=True) == unscored

@@ -112,6 +112,34 @@ def chunk_candidates(pipe: Pipeline, doc: Document, entities: Sequence[Entity], 
     return out
 
 
+def judge_stored(pipe: Pipeline, doc: Document, entities: Sequence[Entity], schema: EntitySchema,
+                 propose: bool = False) -> list[Entity]:
+    """``entities`` (``doc``'s stored generator candidates, document frame) scored by ``pipe``'s selector in
+    their chunks as ``Pipeline.score_chunks`` scores them (an entity in several chunks: its best score),
+    and with ``propose`` the selector's own spans in each chunk, scored (``source="selector"``). Nothing
+    is dropped: ``pipe.selection`` or a threshold grid decides what is kept. A document in a language the
+    selector does not judge (``selector_languages``) is returned as it is, as the pipeline leaves it."""
+    if pipe.selector is None:
+        raise ValidationError("judging stored candidates needs a pipeline with a selector")
+    languages = pipe.config.selector_languages
+    if languages and doc.language not in languages:
+        return list(entities)
+    parts = chunk_candidates(pipe, doc, entities, schema)
+    found = (pipe.selector_spans([p.chunk.text for p in parts], [schema] * len(parts),
+                                 [{(c.start, c.end, c.type) for c in p.candidates} for p in parts])
+             if propose else Proposals([[] for _ in parts], {}))
+    best: dict[int, float] = {}
+    proposed: list[Entity] = []
+    for part, new in zip(parts, found.spans, strict=True):
+        scores = pipe.selector.score_with_rows(part.candidates + new, found.rows) if part.candidates or new else []
+        for entity, score in zip(part.entities, scores[: len(part.candidates)]):
+            best[id(entity)] = max(best.get(id(entity), -1.0), float(score))
+        proposed += [Entity(part.chunk.start + c.start, part.chunk.start + c.end, c.type,
+                            doc.text[part.chunk.start + c.start : part.chunk.start + c.end], score=float(score),
+                            source="selector") for c, score in zip(new, scores[len(part.candidates):])]
+    return [dataclasses.replace(e, score=best[id(e)]) if id(e) in best else e for e in entities] + proposed
+
+
 def _clusters(entities: Sequence[Entity]) -> list[list[int]]:
     """Groups of entity indices that consistency may have copied one of: per string of a single type,
     the entities that share the top (score, generator_score), when there are two or more."""
