@@ -76,6 +76,11 @@ class BundleManifest:
     # by benchmarks/selector_proposals.py with the thresholds.
     proposal_overlap: str = "both"
     proposal_overlaps: dict[str, str] = field(default_factory=dict)
+    # The selector relabels each generator candidate with the schema type it scores highest (a schema
+    # the generator was not trained on, whose names it confuses), per schema, else the global setting.
+    # Chosen on dev by benchmarks/schemas.py --selector (docs/training.md).
+    relabel: bool = False
+    relabel_schemas: dict[str, bool] = field(default_factory=dict)
     prompt_schemas: dict[str, str] = field(default_factory=dict)  # schema -> schema whose names prompt the generator
     consistency: dict[str, Any] | None = None   # document-level consistency after merging (a ConsistencyConfig's
                                                 # fields, llmner.decoding.consistency); None = off
@@ -90,6 +95,8 @@ class BundleManifest:
             del out["proposal_threshold"], out["proposal_thresholds"]
         if out["proposal_overlap"] == "both" and not out["proposal_overlaps"]:
             del out["proposal_overlap"], out["proposal_overlaps"]
+        if not out["relabel"] and not out["relabel_schemas"]:
+            del out["relabel"], out["relabel_schemas"]
         return out
 
     @classmethod
@@ -126,6 +133,11 @@ class BundleManifest:
             raise ConfigError(f"{where}: proposal_overlaps must map schema names to rules, got {rules!r}")
         for schema, rule in rules.items():
             check_overlap_rule(rule, f"{where}: proposal_overlaps[{schema!r}]")
+        relabels = data.get("relabel_schemas") or {}
+        if not isinstance(data.get("relabel", False), bool) or not isinstance(relabels, dict) or not all(
+                isinstance(v, bool) for v in relabels.values()):
+            raise ConfigError(f"{where}: relabel must be true or false and relabel_schemas map schema names to true or "
+                              f"false, got {data.get('relabel')!r} and {relabels!r}")
         biases = data.get("open_bias") or {}
         if not isinstance(biases, dict) or not all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) and -10.0 <= float(v) <= 10.0 for v in biases.values()):

@@ -145,6 +145,10 @@ class Pipeline:
         # (BundleManifest.proposal_overlap[s], llmner.decoding.overlaps): per schema, else the global rule.
         self.proposal_overlap: str = "both"
         self.proposal_overlaps: dict[str, str] = {}
+        # Whether the selector relabels each generator candidate with the schema type it scores highest
+        # (BundleManifest.relabel[_schemas]): per schema, else the global setting.
+        self.relabel: bool = False
+        self.relabel_schemas: dict[str, bool] = {}
         # Schemas generated under another schema's names (BundleManifest.prompt_schemas): requested name ->
         # prompted name. Thresholds and biases are keyed by the prompted one, the schema they were calibrated on.
         self.prompt_schemas: dict[str, str] = {}
@@ -238,6 +242,8 @@ class Pipeline:
         pipe.proposal_thresholds = dict(manifest.proposal_thresholds)
         pipe.proposal_overlap = manifest.proposal_overlap
         pipe.proposal_overlaps = dict(manifest.proposal_overlaps)
+        pipe.relabel = manifest.relabel
+        pipe.relabel_schemas = dict(manifest.relabel_schemas)
         pipe.prompt_schemas = dict(manifest.prompt_schemas)
         for name in pipe.prompt_schemas:     # a bad pairing fails at load, not on the first note in that language
             try:
@@ -341,11 +347,41 @@ class Pipeline:
             if judged:
                 candidates = [Candidate(chunks[ci].text, per_chunk[ci][k].start, per_chunk[ci][k].end, per_chunk[ci][k].type,
                                         per_schema[ci].definition(per_chunk[ci][k].type)) for ci, k in judged]
-                for (ci, k), score in zip(judged, self.selector.score_with_rows(candidates, rows)):
-                    per_chunk[ci][k] = dataclasses.replace(per_chunk[ci][k], score=float(score))
+                relabel_in = [per_schema[ci] if self.relabels(per_schema[ci]) else None for ci, _ in judged]
+                for (ci, k), (etype, score) in zip(judged, self.judge_candidates(candidates, rows, relabel_in)):
+                    per_chunk[ci][k] = dataclasses.replace(per_chunk[ci][k], type=etype, score=score)
+                per_chunk = [_unique(entities) for entities in per_chunk]
         t2 = time.perf_counter()
         self.last_timings_ms = {"generate": (t1 - t0) * 1000, "select": (t2 - t1) * 1000}
         return per_chunk
+
+    def judge_candidates(self, candidates: Sequence[Candidate], rows: Mapping[TokenWindow, RowProbabilities],
+                         relabel_in: Sequence[EntitySchema | None]) -> list[tuple[str, float]]:
+        """The selector's (type, score) of each candidate: its own type and score, or where
+        ``relabel_in[i]`` is a schema, the type of that schema the selector scores highest on its span
+        (ties: its own type), with that score. ``rows``: those proposing read (``score_with_rows``)."""
+        assert self.selector is not None
+        expanded: list[Candidate] = []
+        for candidate, schema in zip(candidates, relabel_in, strict=True):
+            types = [candidate.type] + ([t for t in schema.type_names if t != candidate.type] if schema is not None else [])
+            expanded += [dataclasses.replace(candidate, type=t, definition=schema.definition(t)) if t != candidate.type
+                         else candidate for t in types]
+        scores = self.selector.score_with_rows(expanded, rows) if expanded else []
+        out, at = [], 0
+        for candidate, schema in zip(candidates, relabel_in):
+            n = 1 + (len([t for t in schema.type_names if t != candidate.type]) if schema is not None else 0)
+            best = max(range(n), key=lambda i: float(scores[at + i]))   # the first (its own type) on ties
+            out.append((expanded[at + best].type, float(scores[at + best])))
+            at += n
+        return out
+
+    def relabels(self, schema: str | EntitySchema | None) -> bool:
+        """Whether the selector relabels the generator's candidates under ``schema`` with the schema type
+        it scores highest (``BundleManifest.relabel[s]``: per schema, else the global setting)."""
+        if self.selector is None:
+            return False
+        name = schema.name if isinstance(schema, EntitySchema) else schema
+        return self.relabel_schemas.get(self.calibration_key(name), self.relabel) if name is not None else self.relabel
 
     def _add_proposals(self, chunks: Sequence[Chunk], per_schema: Sequence[EntitySchema],
                        per_chunk: list[ChunkEntities], which: Sequence[int]) -> dict[TokenWindow, RowProbabilities]:
@@ -531,3 +567,14 @@ def as_document(item: str | Mapping[str, Any] | Document, index: int = 0) -> Doc
             data["language"] = guess_language(data["text"]) or "en"
         return Document.from_dict(data).without_annotations()
     raise ConfigError(f"cannot tag a {type(item).__name__}: pass a string, a dict with 'text', or a Document")
+
+
+def _unique(entities: ChunkEntities) -> ChunkEntities:
+    """One entity per (start, end, type), the highest-scored (relabelling can give two candidates of a
+    span the same type, or a candidate a proposal's type); order kept."""
+    best: dict[tuple[int, int, str], Entity] = {}
+    for e in entities:
+        kept = best.get(e.key)
+        if kept is None or (e.score or 0.0) > (kept.score or 0.0):
+            best[e.key] = e
+    return [e for e in entities if best[e.key] is e] if len(best) < len(entities) else entities

@@ -352,3 +352,57 @@ def test_judging_stored_candidates_gives_what_a_rerun_scores_and_proposes():
     # A language the selector does not judge is left as it is, as the pipeline leaves it.
     new_pipe.config = dataclasses.replace(new_pipe.config, selector_languages=["zh"])
     assert judge_stored(new_pipe, DOCS[-1], unscored, SCHEMA, propose=True) == unscored
+
+
+def test_relabelling_gives_a_candidate_the_schema_type_the_selector_scores_highest():
+    def tagged(relabel: bool, per_schema: dict | None = None) -> list[tuple[str, str, str, float]]:
+        pipe = pipeline(None)
+        pipe.relabel, pipe.relabel_schemas = relabel, per_schema or {}
+        out = []
+        for doc in DOCS:
+            for record in pipe.process([Document(doc.id, doc.text, metadata={"schema": "toy"})], select=False):
+                out += [(doc.id, e.text, e.type, round(e.score, 2)) for e in record.entities]
+        return out
+
+    plain = [("d1", "cancer", "Disease", 0.7), ("d2", "cancer", "Disease", 0.7)]
+    assert tagged(False) == plain
+    # In d1's first sentence the selector scores a gene 0.9, above the disease's 0.7; in d2 a gene gets 0.6.
+    assert tagged(True) == [("d1", "cancer", "Gene", 0.9), ("d2", "cancer", "Disease", 0.7)]
+    assert tagged(True, {"toy": False}) == plain and tagged(False, {"toy": True}) == tagged(True)
+    # Stored scores cannot say which type a rerun would choose: deriving such a record is refused.
+    pipe = pipeline(None)
+    pipe.relabel = True
+    with pytest.raises(ValidationError, match="relabels"):
+        rescore_records(pipe, DOCS, predict(pipeline(None), DOCS, SCHEMA), SCHEMA)
+
+
+class TwoTypeGenerator(Generator):
+    """Tags "cancer" both as a disease and as a gene (the same span, two types)."""
+
+    def tag(self, requests):
+        out = super().tag(requests)
+        for result in out:
+            result.entities += [dataclasses.replace(e, type="Gene") for e in result.entities]
+        return out
+
+
+def test_relabelling_keeps_one_entity_per_span_and_type():
+    from llmner.evaluation.rescore import judge_stored
+
+    pipe = pipeline(None)
+    pipe.generator, pipe.relabel = TwoTypeGenerator(), True
+    doc = Document("d1", DOCS[0].text, metadata={"schema": "toy"})
+    record = pipe.process([doc], select=False)[0]
+    assert [(e.text, e.type, round(e.score, 2)) for e in record.entities] == [("cancer", "Gene", 0.9)]
+    both = [Entity(22, 28, "Disease", "cancer"), Entity(22, 28, "Gene", "cancer")]     # judging stored ones alike
+    assert [(e.type, round(e.score, 2)) for e in judge_stored(pipe, doc, both, SCHEMA)] == [("Gene", 0.9)]
+
+
+def test_the_manifest_checks_relabel_settings_and_leaves_the_default_out():
+    fields = BundleManifest().to_dict()
+    assert "relabel" not in fields and "relabel_schemas" not in fields
+    manifest = BundleManifest.from_dict({**fields, "relabel": True, "relabel_schemas": {"bc5cdr": False}})
+    assert manifest.relabel and manifest.to_dict()["relabel_schemas"] == {"bc5cdr": False}
+    for bad in ({"relabel": "yes"}, {"relabel_schemas": {"a": 1}}, {"relabel_schemas": ["a"]}):
+        with pytest.raises(ConfigError, match="relabel"):
+            BundleManifest.from_dict({**fields, **bad})

@@ -128,16 +128,19 @@ def judge_stored(pipe: Pipeline, doc: Document, entities: Sequence[Entity], sche
     found = (pipe.selector_spans([p.chunk.text for p in parts], [schema] * len(parts),
                                  [{(c.start, c.end, c.type) for c in p.candidates} for p in parts])
              if propose else Proposals([[] for _ in parts], {}))
-    best: dict[int, float] = {}
+    relabel = schema if pipe.relabels(schema) else None
+    best: dict[int, tuple[float, str]] = {}
     proposed: list[Entity] = []
     for part, new in zip(parts, found.spans, strict=True):
-        scores = pipe.selector.score_with_rows(part.candidates + new, found.rows) if part.candidates or new else []
-        for entity, score in zip(part.entities, scores[: len(part.candidates)]):
-            best[id(entity)] = max(best.get(id(entity), -1.0), float(score))
+        judged = pipe.judge_candidates(part.candidates + new, found.rows,
+                                       [relabel] * len(part.candidates) + [None] * len(new))
+        for entity, (etype, score) in zip(part.entities, judged[: len(part.candidates)]):
+            best[id(entity)] = max(best.get(id(entity), (-1.0, etype)), (score, etype))
         proposed += [Entity(part.chunk.start + c.start, part.chunk.start + c.end, c.type,
-                            doc.text[part.chunk.start + c.start : part.chunk.start + c.end], score=float(score),
-                            source="selector") for c, score in zip(new, scores[len(part.candidates):])]
-    return [dataclasses.replace(e, score=best[id(e)]) if id(e) in best else e for e in entities] + proposed
+                            doc.text[part.chunk.start + c.start : part.chunk.start + c.end], score=score,
+                            source="selector") for c, (_, score) in zip(new, judged[len(part.candidates):])]
+    out = [dataclasses.replace(e, score=best[id(e)][0], type=best[id(e)][1]) if id(e) in best else e for e in entities]
+    return list({e.key: e for e in sorted(out + proposed, key=lambda e: e.score or 0.0)}.values())
 
 
 def _clusters(entities: Sequence[Entity]) -> list[list[int]]:
@@ -166,6 +169,9 @@ def rescore_records(pipe: Pipeline, docs: Sequence[Document], records: Sequence[
     Entities the pipeline's selector does not judge (its ``selector_languages``) keep their stored scores."""
     if pipe.selector is None:
         raise ValidationError("rescoring needs a pipeline with a selector")
+    if pipe.relabels(schema):
+        raise ValidationError(f"the pipeline relabels candidates under {schema.name!r}: a relabelled record is not derived "
+                              "from stored scores; predict it again")
     if len(docs) != len(records):
         raise ValidationError(f"{len(docs)} documents but {len(records)} records")
     languages = pipe.config.selector_languages
