@@ -70,6 +70,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "schemas.md")
     parser.add_argument("--cache", type=Path, default=None, help="directory keeping predictions, to resume a killed check")
     parser.add_argument("--selector", action="store_true", help="judge the candidates with the bundle's selector")
+    parser.add_argument("--judge-model", default=None, help="with --selector: the bundle whose selector and settings judge "
+                        "(default: --model's), e.g. a copy with one setting changed, reading the same cached candidates")
     parser.add_argument("--condition", action="append", choices=CONDITIONS, default=None,
                         help="conditions to run (default: all three; own is always run)")
     args = parser.parse_args()
@@ -90,7 +92,7 @@ def main() -> None:
     from llmner.evaluation.subsets import leading_documents
 
     pipe, model_name = build_pipeline(args.model, args.adapter, args.threads)
-    judge = build_judge(args.model) if args.selector else None
+    judge = build_judge(args.judge_model or args.model) if args.selector else None
     cache = PredictionCache(args.cache, {"model": model_name, "sentences": args.sentences}) if args.cache else None
     rows, confusions = [], []
     started = time.perf_counter()
@@ -131,6 +133,8 @@ def main() -> None:
              f"`python benchmarks/schemas.py {' '.join(_argv())}` — dev split, leading documents with "
              f"{args.sentences}+ sentences per corpus, "
              + ("generator candidates judged by the bundle's selector as the pipeline judges them under each schema"
+                + (f" (relabelling {'on' if judge.relabel else 'off'}"
+                   + "".join(f", {k} {'on' if v else 'off'}" for k, v in sorted(judge.relabel_schemas.items())) + ")")
                 if judge is not None else "generator only (no selector)") + ", speculative decoding, "
              f"{args.threads} threads, {elapsed / 60:.0f} min.", "",
              "Strict F1 of the corpus's own types; in brackets the difference to (a). Absorption: the largest share of a gold "

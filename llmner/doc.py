@@ -157,6 +157,17 @@ class Candidate:
     definition: str = ""
 
 
+def one_per_key(entities: Sequence[Entity]) -> list[Entity]:
+    """One entity per (start, end, type): the highest-scored, the earliest on ties (relabelling can give
+    two candidates of a span the same type, or a generator candidate a proposal's); order kept."""
+    best: dict[tuple[int, int, str], Entity] = {}
+    for e in entities:
+        kept = best.get(e.key)
+        if kept is None or (e.score or 0.0) > (kept.score or 0.0):
+            best[e.key] = e
+    return [e for e in entities if best[e.key] is e]
+
+
 @dataclass(slots=True)
 class Document:
     """A text to tag, with optional gold ``entities`` (readers) or predictions (pipeline)."""

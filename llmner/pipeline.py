@@ -67,6 +67,7 @@ from llmner.doc import (
     Entity,
     ResultRecord,
     guess_language,
+    one_per_key,
 )
 from llmner.errors import ConfigError, ValidationError
 from llmner.modeling.selector import TokenWindow
@@ -350,7 +351,7 @@ class Pipeline:
                 relabel_in = [per_schema[ci] if self.relabels(per_schema[ci]) else None for ci, _ in judged]
                 for (ci, k), (etype, score) in zip(judged, self.judge_candidates(candidates, rows, relabel_in)):
                     per_chunk[ci][k] = dataclasses.replace(per_chunk[ci][k], type=etype, score=score)
-                per_chunk = [_unique(entities) for entities in per_chunk]
+                per_chunk = [one_per_key(entities) for entities in per_chunk]
         t2 = time.perf_counter()
         self.last_timings_ms = {"generate": (t1 - t0) * 1000, "select": (t2 - t1) * 1000}
         return per_chunk
@@ -568,13 +569,3 @@ def as_document(item: str | Mapping[str, Any] | Document, index: int = 0) -> Doc
         return Document.from_dict(data).without_annotations()
     raise ConfigError(f"cannot tag a {type(item).__name__}: pass a string, a dict with 'text', or a Document")
 
-
-def _unique(entities: ChunkEntities) -> ChunkEntities:
-    """One entity per (start, end, type), the highest-scored (relabelling can give two candidates of a
-    span the same type, or a candidate a proposal's type); order kept."""
-    best: dict[tuple[int, int, str], Entity] = {}
-    for e in entities:
-        kept = best.get(e.key)
-        if kept is None or (e.score or 0.0) > (kept.score or 0.0):
-            best[e.key] = e
-    return [e for e in entities if best[e.key] is e] if len(best) < len(entities) else entities

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmner.decoding.overlaps import resolve_proposal_overlaps
-from llmner.doc import Candidate, Chunk, Document, Entity, ResultRecord
+from llmner.doc import Candidate, Chunk, Document, Entity, ResultRecord, one_per_key
 from llmner.errors import DataNotFoundError, ValidationError
 from llmner.evaluation.reports import cached_row, files_fingerprint, store_row
 from llmner.runtime.base import Proposals
@@ -140,7 +140,7 @@ def judge_stored(pipe: Pipeline, doc: Document, entities: Sequence[Entity], sche
                             doc.text[part.chunk.start + c.start : part.chunk.start + c.end], score=score,
                             source="selector") for c, (_, score) in zip(new, judged[len(part.candidates):])]
     out = [dataclasses.replace(e, score=best[id(e)][0], type=best[id(e)][1]) if id(e) in best else e for e in entities]
-    return list({e.key: e for e in sorted(out + proposed, key=lambda e: e.score or 0.0)}.values())
+    return one_per_key(out + proposed)
 
 
 def _clusters(entities: Sequence[Entity]) -> list[list[int]]:
