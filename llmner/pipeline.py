@@ -363,17 +363,18 @@ class Pipeline:
         (ties: its own type), with that score. ``rows``: those proposing read (``score_with_rows``)."""
         assert self.selector is not None
         expanded: list[Candidate] = []
+        sizes: list[int] = []        # how many readings of each candidate: its own type first, then the others
         for candidate, schema in zip(candidates, relabel_in, strict=True):
-            types = [candidate.type] + ([t for t in schema.type_names if t != candidate.type] if schema is not None else [])
-            expanded += [dataclasses.replace(candidate, type=t, definition=schema.definition(t)) if t != candidate.type
-                         else candidate for t in types]
+            others = [] if schema is None else [dataclasses.replace(candidate, type=t, definition=schema.definition(t))
+                                                for t in schema.type_names if t != candidate.type]
+            expanded += [candidate, *others]
+            sizes.append(1 + len(others))
         scores = self.selector.score_with_rows(expanded, rows) if expanded else []
         out, at = [], 0
-        for candidate, schema in zip(candidates, relabel_in):
-            n = 1 + (len([t for t in schema.type_names if t != candidate.type]) if schema is not None else 0)
-            best = max(range(n), key=lambda i: float(scores[at + i]))   # the first (its own type) on ties
-            out.append((expanded[at + best].type, float(scores[at + best])))
-            at += n
+        for size in sizes:
+            best = max(range(at, at + size), key=lambda i: float(scores[i]))   # the first (its own type) on ties
+            out.append((expanded[best].type, float(scores[best])))
+            at += size
         return out
 
     def relabels(self, schema: str | EntitySchema | None) -> bool:
@@ -381,6 +382,9 @@ class Pipeline:
         it scores highest (``BundleManifest.relabel[s]``: per schema, else the global setting)."""
         if self.selector is None:
             return False
+        languages = self.config.selector_languages
+        if isinstance(schema, EntitySchema) and languages and schema.language not in languages:
+            return False      # the selector does not judge this language: nothing to relabel with
         name = schema.name if isinstance(schema, EntitySchema) else schema
         return self.relabel_schemas.get(self.calibration_key(name), self.relabel) if name is not None else self.relabel
 

@@ -374,6 +374,10 @@ def test_relabelling_gives_a_candidate_the_schema_type_the_selector_scores_highe
     pipe.relabel = True
     with pytest.raises(ValidationError, match="relabels"):
         rescore_records(pipe, DOCS, predict(pipeline(None), DOCS, SCHEMA), SCHEMA)
+    # A schema in a language the selector does not judge is never relabelled (nor refused).
+    pipe.config = dataclasses.replace(pipe.config, selector_languages=["zh"])
+    assert not pipe.relabels(SCHEMA)
+    rescore_records(pipe, DOCS, predict(pipeline(None), DOCS, SCHEMA), SCHEMA)
 
 
 class TwoTypeGenerator(Generator):
