@@ -45,7 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     from llmner.bundle import default_bundle_path
     from llmner.data_processing.corpora import corpus_schema, load_corpus
     from llmner.decoding.consistency import ConsistencyConfig, propagate
-    from llmner.evaluation.bootstrap import paired_bootstrap_difference, per_document_counts
+    from llmner.evaluation.bootstrap import (
+        paired_bootstrap_difference,
+        per_document_counts,
+    )
     from llmner.evaluation.predict import predict_in_parts, predicted_documents
     from llmner.evaluation.reports import bundle_fingerprint
     from llmner.evaluation.scorer import score
@@ -73,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         per_variant = {}
         for name, config in variants.items():
             propagated = [dataclasses.replace(r, entities=propagate(d.text, r.entities, config)) for d, r in zip(docs, records)]
-            predicted = predicted_documents(docs, propagated, select=lambda es: pipe.selection(es, schema))
+            predicted = predicted_documents(docs, propagated, select=lambda es, schema=schema: pipe.selection(es, schema))
             per_variant[name] = (score(docs, predicted).strict, per_document_counts(docs, predicted))
         base_counts = per_variant["off"][1]
         row = {"corpus": corpus, "documents": len(docs), "gold": sum(len(d.entities) for d in docs), "variants": {}}

@@ -81,7 +81,11 @@ def main() -> None:
 
     from llmner.data_processing.corpora import corpus_schema, load_corpus
     from llmner.doc import Document
-    from llmner.evaluation.predict import PredictionCache, predict_documents, stderr_progress
+    from llmner.evaluation.predict import (
+        PredictionCache,
+        predict_documents,
+        stderr_progress,
+    )
     from llmner.evaluation.rescore import judge_stored
     from llmner.evaluation.schema_check import (
         check_condition,

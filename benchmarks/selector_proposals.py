@@ -50,19 +50,19 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
+    import numpy as np
+
     from llmner.bundle import (
         MANIFEST_NAME,
         default_bundle_path,
         load_manifest,
         write_manifest,
     )
-    import numpy as np
-
     from llmner.data_processing.corpora import corpus_schema, load_corpus
     from llmner.decoding.overlaps import resolve_proposal_overlaps
+    from llmner.doc import Document
     from llmner.evaluation.bootstrap import per_document_counts
     from llmner.evaluation.calibration import best_option, choice_evidence
-    from llmner.doc import Document
     from llmner.evaluation.predict import PredictionCache
     from llmner.evaluation.rescore import judge_stored
     from llmner.evaluation.scorer import score

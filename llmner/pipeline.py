@@ -351,7 +351,8 @@ class Pipeline:
                 relabel_in = [per_schema[ci] if self.relabels(per_schema[ci]) else None for ci, _ in judged]
                 for (ci, k), (etype, score) in zip(judged, self.judge_candidates(candidates, rows, relabel_in)):
                     per_chunk[ci][k] = dataclasses.replace(per_chunk[ci][k], type=etype, score=score)
-                per_chunk = [one_per_key(entities) for entities in per_chunk]
+                if any(relabel_in):
+                    per_chunk = [one_per_key(entities) for entities in per_chunk]
         t2 = time.perf_counter()
         self.last_timings_ms = {"generate": (t1 - t0) * 1000, "select": (t2 - t1) * 1000}
         return per_chunk
@@ -385,8 +386,7 @@ class Pipeline:
         languages = self.config.selector_languages
         if isinstance(schema, EntitySchema) and languages and schema.language not in languages:
             return False      # the selector does not judge this language: nothing to relabel with
-        name = schema.name if isinstance(schema, EntitySchema) else schema
-        return self.relabel_schemas.get(self.calibration_key(name), self.relabel) if name is not None else self.relabel
+        return self._per_schema(self.relabel_schemas, schema, self.relabel)
 
     def _add_proposals(self, chunks: Sequence[Chunk], per_schema: Sequence[EntitySchema],
                        per_chunk: list[ChunkEntities], which: Sequence[int]) -> dict[TokenWindow, RowProbabilities]:
@@ -418,15 +418,12 @@ class Pipeline:
         """The score at which the selector's own spans are kept under ``schema``; None: not proposed."""
         if not self.config.proposals or self.selector is None or not self.selector.can_propose:
             return None
-        name = schema.name if isinstance(schema, EntitySchema) else schema
-        key = self.calibration_key(name) if name is not None else None
-        return self.proposal_thresholds.get(key, self.proposal_threshold) if key is not None else self.proposal_threshold
+        return self._per_schema(self.proposal_thresholds, schema, self.proposal_threshold)
 
     def proposal_overlap_for(self, schema: str | EntitySchema | None) -> str:
         """Which span stays where a kept proposal overlaps a kept generator candidate of its type under
         ``schema`` (``llmner.decoding.overlaps``)."""
-        name = schema.name if isinstance(schema, EntitySchema) else schema
-        return self.proposal_overlaps.get(self.calibration_key(name), self.proposal_overlap) if name is not None else self.proposal_overlap
+        return self._per_schema(self.proposal_overlaps, schema, self.proposal_overlap)
 
     def open_bias_for(self, schema: EntitySchema) -> float:
         """The logit bonus for opening a tag when generating under ``schema``."""
@@ -436,8 +433,12 @@ class Pipeline:
 
     def threshold_for(self, schema: str | EntitySchema | None) -> float:
         """The selector threshold for candidates of ``schema`` (its calibrated one, else the global one)."""
+        return self._per_schema(self.thresholds, schema, self.threshold)
+
+    def _per_schema(self, settings: Mapping[str, Any], schema: str | EntitySchema | None, default: Any) -> Any:
+        """``schema``'s own entry of ``settings`` (keyed by calibration key), else ``default``."""
         name = schema.name if isinstance(schema, EntitySchema) else schema
-        return self.thresholds.get(self.calibration_key(name), self.threshold) if name is not None else self.threshold
+        return settings.get(self.calibration_key(name), default) if name is not None else default
 
     def keeps(self, entity: Entity, schema: str | EntitySchema | None) -> bool:
         """Whether selection keeps ``entity``: a span the selector proposed by the schema's proposal
@@ -572,4 +573,3 @@ def as_document(item: str | Mapping[str, Any] | Document, index: int = 0) -> Doc
             data["language"] = guess_language(data["text"]) or "en"
         return Document.from_dict(data).without_annotations()
     raise ConfigError(f"cannot tag a {type(item).__name__}: pass a string, a dict with 'text', or a Document")
-
