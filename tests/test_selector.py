@@ -432,3 +432,29 @@ def test_a_saved_selector_trains_further_from_its_own_weights(encoder_dir, tmp_p
     with pytest.raises(ConfigError, match="trainable_layers"):
         train_selector(docs, TEXTS, SCHEMA, tmp_path / "bad", dataclasses.replace(sel_cfg, trainable_layers=1), cfg,
                        progress=False, init_from=tmp_path / "first")
+
+
+def test_token_passes_show_paraphrased_namings_never_held_out_ones():
+    from llmner.data_processing.corpora import corpus_schema
+    from llmner.testing import tiny_bert_tokenizer
+    from llmner.training.negatives import build_negatives
+    from llmner.training.selector import token_passes
+    from llmner.type_namings import load_type_namings
+
+    tok = tiny_bert_tokenizer()
+    schema = corpus_schema("bc5cdr")
+    docs = [doc(f"Cisplatin caused nephrotoxicity in patient {i}. No drug was given.", ("Cisplatin", "Chemical"),
+                ("nephrotoxicity", "Disease")) for i in range(12)]
+    items = [build_negatives(Document(f"d{i}", d.text, entities=list(d.entities)), schema, NegativeConfig(per_mention=4))
+             for i, d in enumerate(docs)]
+    plain = token_passes(items, schema, tok, 64, 160, seed=3)
+    varied = token_passes(items, schema, tok, 64, 160, seed=3, paraphrase_rate=1.0)
+    assert token_passes(items, schema, tok, 64, 160, seed=3, paraphrase_rate=1.0) == varied       # seeded
+    assert [(p.window.text, p.gold, p.groups) for p in plain] == [(p.window.text, p.gold, p.groups) for p in varied]
+    namings = load_type_namings()
+    allowed = {(n.name, n.definition) for t in schema.type_names for n in namings.concept_of("bc5cdr", t).namings}
+    held_out = {(n.name, n.definition) for t in schema.type_names for n in namings.concept_of("bc5cdr", t).held_out}
+    shown = {(p.window.type, p.definition) for p in varied}
+    assert shown <= allowed and not shown & held_out and len(shown) > 2       # several namings, none held out
+    assert all(p.window.prefix.startswith(p.window.type + ": ") for p in varied)
+    assert {p.window.type for p in plain} == set(schema.type_names)

@@ -60,6 +60,7 @@ def train_selector_command(
     groups_per_step: Annotated[int, typer.Option("--groups-per-step", help="gold groups per step (span head)")] = 4,
     passes_per_step: Annotated[int, typer.Option("--passes-per-step", help="(sentence, type) passes per step (tokens head)")] = 16,
     per_mention: Annotated[int, typer.Option("--per-mention", help="negatives per gold mention")] = 8,
+    paraphrase_rate: Annotated[float, typer.Option("--paraphrase-rate", help="share of passes that show the type under another of its training namings (tokens head)")] = 0.0,
     infonce_weight: Annotated[float, typer.Option("--infonce-weight", help="weight of InfoNCE over each gold mention and its negatives")] = 1.0,
     lr: Annotated[float, typer.Option("--lr", help="encoder learning rate")] = 5e-5,
     head_lr: Annotated[float, typer.Option("--head-lr")] = 1e-3,
@@ -110,7 +111,8 @@ def train_selector_command(
     sel_cfg = SelectorConfig(encoder=encoder, head=head, trainable_layers=trainable_layers, max_length=max_length,
                              model_id=model_id or f"selector-{label}-{Path(output).name}")
     cfg = SelectorTrainingConfig(epochs=epochs, max_steps=steps, groups_per_step=groups_per_step,
-                                 passes_per_step=passes_per_step, infonce_weight=infonce_weight, learning_rate=lr,
+                                 passes_per_step=passes_per_step, paraphrase_rate=paraphrase_rate,
+                                 infonce_weight=infonce_weight, learning_rate=lr,
                                  head_learning_rate=head_lr, checkpoint_every=checkpoint_every, seed=seed,
                                  negatives=NegativeConfig(per_mention=per_mention, seed=seed))
     predictions = (generator_predictions_fn(generator, list(schemas.values()), generator_documents, max_chars=generator_chars)

@@ -74,6 +74,10 @@ class SelectorTrainingConfig:
     temperature: float = 1.0
     token_weight: float = 1.0         # tokens head: cross-entropy of every piece's O/B/I label
     passes_per_step: int = 16         # tokens head: (sentence, type) passes per step
+    # Tokens head: the share of passes that show their type under another of its concept's training namings
+    # (name and definition, llmner/schemas/namings/type_namings.json; the held-out namings never), so that
+    # the selector judges and relabels under a user's names as under the corpus's own (issue 13).
+    paraphrase_rate: float = 0.0
     max_steps: int = 0                # 0 = from epochs
     checkpoint_every: int = 200
     keep_checkpoints: int = 2
@@ -85,6 +89,8 @@ class SelectorTrainingConfig:
             raise ConfigError(f"groups_per_step must be >= 1, got {self.groups_per_step}")
         if self.epochs <= 0 and self.max_steps <= 0:
             raise ConfigError("either epochs or max_steps must be positive")
+        if not 0.0 <= self.paraphrase_rate <= 1.0:
+            raise ConfigError(f"paraphrase_rate must be in [0, 1], got {self.paraphrase_rate}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -157,10 +163,14 @@ class TokenPass:
 
 
 def token_passes(items: Sequence[DocumentNegatives], schemas: SchemaChoice, tokenizer: Any, max_tokens: int,
-                 definition_chars: int, seed: int) -> list[TokenPass]:
+                 definition_chars: int, seed: int, paraphrase_rate: float = 0.0) -> list[TokenPass]:
     """Every sentence chunk of the documents, read for each type it mentions and for one type of its
-    schema it does not (so that a type's absence is taught too)."""
+    schema it does not (so that a type's absence is taught too); with ``paraphrase_rate``, that share of
+    the passes shows the type under one of its concept's training namings instead of its own."""
     from llmner.data_processing.chunking import ChunkingConfig, chunk_document
+    from llmner.type_namings import load_type_namings
+
+    namings = load_type_namings() if paraphrase_rate > 0 else None
 
     def count(text: str) -> int:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -185,9 +195,13 @@ def token_passes(items: Sequence[DocumentNegatives], schemas: SchemaChoice, toke
                                  if n.type == etype and chunk.start <= n.start and n.end <= chunk.end]
                     if negatives:
                         groups.append(((g.gold.start - chunk.start, g.gold.end - chunk.start), *negatives))
-                definition = schema.definition(etype)
-                prefix = type_prefix(Candidate(chunk.text, 0, 1, etype, definition), definition_chars)
-                passes.append(TokenPass(TokenWindow(chunk.text, 0, len(chunk.text), etype, prefix), definition,
+                shown, definition = etype, schema.definition(etype)
+                concept = namings.concept_of(schema.name, etype) if namings is not None else None
+                if concept is not None and concept.namings and rng.random() < paraphrase_rate:
+                    naming = rng.choice(concept.namings)
+                    shown, definition = naming.name, naming.definition
+                prefix = type_prefix(Candidate(chunk.text, 0, 1, shown, definition), definition_chars)
+                passes.append(TokenPass(TokenWindow(chunk.text, 0, len(chunk.text), shown, prefix), definition,
                                         tuple(gold), tuple(groups)))
     return passes
 
@@ -368,7 +382,7 @@ def train_selector(
     tokens_head = model.config.head == "tokens"
     # The tokens head trains on (sentence, type) passes, every piece supervised; the span head on groups.
     passes = (token_passes(items, schema, model.tokenizer, max(16, model.config.max_length - TYPE_PREFIX_TOKENS),
-                           model.config.definition_chars, config.seed) if tokens_head else [])
+                           model.config.definition_chars, config.seed, config.paraphrase_rate) if tokens_head else [])
     examples = len(passes) if tokens_head else len(groups)
     per_step = config.passes_per_step if tokens_head else config.groups_per_step
     steps_per_epoch = math.ceil(examples / per_step)
