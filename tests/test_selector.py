@@ -7,6 +7,7 @@ import json
 import random
 
 import numpy as np
+import torch
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -458,3 +459,43 @@ def test_token_passes_show_paraphrased_namings_never_held_out_ones():
     assert shown <= allowed and not shown & held_out and len(shown) > 2       # several namings, none held out
     assert all(p.window.prefix.startswith(p.window.type + ": ") for p in varied)
     assert {p.window.type for p in plain} == set(schema.type_names)
+
+
+def test_added_characters_train_rows_of_their_own_and_round_trip(encoder_dir, tmp_path):
+    """Characters the base vocabulary reads as [UNK] (Chinese for MiniLM) join it with trained rows; the
+    base rows stay the base encoder's, the saved file holds only the added rows, and ONNX agrees."""
+    from llmner.modeling.selector import ADDED_ROWS, WEIGHTS_NAME
+    from llmner.modeling.selector_export import build_variants, check_parity
+
+    zh = EntitySchema("zh_test", "zh", (EntityType("dis", "疾病"), EntityType("dru", "药物")))
+    text = "患者有高血压，服用氨氯地平。"
+    docs = [doc(text, ("高血压", "dis"), ("氨氯地平", "dru"), doc_id=f"z{i}") for i in range(4)]
+    base = SelectorModel.from_encoder(SelectorConfig(encoder=str(encoder_dir), head="tokens", trainable_layers=1, max_length=64))
+    unknown = {c for c in text if base.tokenizer.tokenize(c) == [base.tokenizer.unk_token]}
+    assert len(unknown) >= 8
+    cfg = SelectorTrainingConfig(max_steps=8, passes_per_step=2, checkpoint_every=8, warmup_steps=1,
+                                 add_characters_min_count=4, negatives=NegativeConfig(per_mention=2))
+    sel_cfg = SelectorConfig(encoder=str(encoder_dir), head="tokens", trainable_layers=1, max_length=64)
+    train_selector(docs, docs[:1], zh, tmp_path / "zh", sel_cfg, cfg, progress=False)
+
+    model = SelectorModel.from_pretrained(tmp_path / "zh")
+    assert set(model.config.added_pieces) == unknown
+    n_base = base.encoder.get_input_embeddings().num_embeddings
+    ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert model.tokenizer.unk_token_id not in ids and max(ids) >= n_base
+    rows = model.encoder.get_input_embeddings().weight.detach()
+    assert torch.equal(rows[:n_base], base.encoder.get_input_embeddings().weight.detach())
+    unk_row = rows[model.tokenizer.unk_token_id]
+    assert all(not torch.allclose(rows[i], unk_row) for i in range(n_base, rows.shape[0]))   # they learned
+    from safetensors.torch import load_file
+
+    saved = load_file(str(tmp_path / "zh" / WEIGHTS_NAME))
+    assert saved[ADDED_ROWS].shape == (len(unknown), rows.shape[1])
+    assert "encoder.embeddings.word_embeddings.weight" not in saved
+    onnx = build_variants(model, tmp_path / "onnx", ("fp32",))["fp32"]
+    assert check_parity(model, onnx).ok
+    from llmner.runtime.onnx_selector import OnnxSelectorRuntime
+
+    served = OnnxSelectorRuntime(tmp_path / "zh", device="cpu", variant="fp32", cache_dir=tmp_path / "cache")
+    candidates = [Candidate(text, 3, 6, "dis", "疾病"), Candidate(text, 9, 13, "dru", "药物")]
+    np.testing.assert_allclose(served.score(candidates), model.score(candidates), atol=1e-4)

@@ -61,6 +61,8 @@ def train_selector_command(
     passes_per_step: Annotated[int, typer.Option("--passes-per-step", help="(sentence, type) passes per step (tokens head)")] = 16,
     per_mention: Annotated[int, typer.Option("--per-mention", help="negatives per gold mention")] = 8,
     paraphrase_rate: Annotated[float, typer.Option("--paraphrase-rate", help="share of passes that show the type under another of its training namings (tokens head)")] = 0.0,
+    add_characters_min_count: Annotated[int, typer.Option("--add-characters-min-count", help="characters of the training texts the base vocabulary reads as [UNK] (e.g. Chinese for MiniLM), seen at least this often, get embedding rows of their own (0: none)")] = 0,
+    added_pieces_lr: Annotated[float, typer.Option("--added-pieces-lr", help="learning rate of the added characters' embedding rows")] = 1e-3,
     infonce_weight: Annotated[float, typer.Option("--infonce-weight", help="weight of InfoNCE over each gold mention and its negatives")] = 1.0,
     lr: Annotated[float, typer.Option("--lr", help="encoder learning rate")] = 5e-5,
     head_lr: Annotated[float, typer.Option("--head-lr")] = 1e-3,
@@ -112,6 +114,7 @@ def train_selector_command(
                              model_id=model_id or f"selector-{label}-{Path(output).name}")
     cfg = SelectorTrainingConfig(epochs=epochs, max_steps=steps, groups_per_step=groups_per_step,
                                  passes_per_step=passes_per_step, paraphrase_rate=paraphrase_rate,
+                                 add_characters_min_count=add_characters_min_count, added_pieces_learning_rate=added_pieces_lr,
                                  infonce_weight=infonce_weight, learning_rate=lr,
                                  head_learning_rate=head_lr, checkpoint_every=checkpoint_every, seed=seed,
                                  negatives=NegativeConfig(per_mention=per_mention, seed=seed))

@@ -39,7 +39,7 @@ import json
 import logging
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,8 @@ SELECTOR_HEADS = ("span", "tokens")
 ONNX_INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids", "span_mask")
 ONNX_OUTPUT_NAMES = ("logits", "probabilities")
 TOKEN_O, TOKEN_B, TOKEN_I = 0, 1, 2     # the tokens head's labels
+WORD_EMBEDDINGS = "encoder.embeddings.word_embeddings.weight"
+ADDED_ROWS = "encoder.embeddings.word_embeddings.added_rows"   # saved: the rows of the added pieces only
 PROBABILITY_FLOOR = 1e-9                # pieces' probabilities are floored at this in the PyTorch and ONNX paths alike
 LOG_PROBABILITY_FLOOR = math.log(PROBABILITY_FLOOR)
 
@@ -101,6 +103,64 @@ def quiet_transformers() -> Iterator[None]:
         hf_logging.enable_progress_bar()
 
 
+def selector_tokenizer(config: SelectorConfig) -> Any:
+    """The base encoder's tokenizer, with ``config.added_pieces`` appended to its vocabulary (ids from
+    the base vocabulary's size on, in order)."""
+    from transformers import AutoTokenizer
+
+    path = resolve_encoder(config.encoder)
+    with quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+    return with_added_pieces(tokenizer, config.added_pieces) if config.added_pieces else tokenizer
+
+
+def with_added_pieces(tokenizer: Any, pieces: Sequence[str]) -> Any:
+    """A copy of a WordPiece tokenizer whose vocabulary also holds ``pieces``.
+
+    The pieces join the WordPiece model's own vocabulary rather than being added tokens: BERT's
+    pre-tokenizer already isolates every CJK character, so a character piece is looked up exactly
+    like an English word, and the tokenizer's normalization and offsets stay as they were."""
+    import tempfile
+
+    from transformers import AutoTokenizer
+
+    with tempfile.TemporaryDirectory(prefix="llmner-tok-") as tmp:
+        tokenizer.save_pretrained(tmp)
+        spec_path = Path(tmp) / "tokenizer.json"
+        spec = json.loads(spec_path.read_text(encoding="utf-8"))
+        vocab = spec["model"]["vocab"]
+        if spec["model"].get("type") != "WordPiece":
+            raise ConfigError(f"added_pieces need a WordPiece tokenizer, not {spec['model'].get('type')!r}")
+        base = len(vocab)
+        clash = [p for p in pieces if p in vocab]
+        if clash:
+            raise ConfigError(f"added_pieces already in the base vocabulary, e.g. {clash[0]!r}")
+        for i, piece in enumerate(pieces):
+            vocab[piece] = base + i
+        spec_path.write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
+        vocab_txt = Path(tmp) / "vocab.txt"
+        if vocab_txt.is_file():
+            with vocab_txt.open("a", encoding="utf-8") as fh:
+                fh.writelines(f"{p}\n" for p in pieces)
+        with quiet_transformers():
+            extended = AutoTokenizer.from_pretrained(tmp)
+    if len(extended) != base + len(pieces):
+        raise ConfigError(f"extending the vocabulary gave {len(extended)} pieces, expected {base + len(pieces)}")
+    return extended
+
+
+def unknown_characters(tokenizer: Any, texts: Sequence[str], min_count: int) -> list[str]:
+    """The characters of ``texts`` that ``tokenizer`` reads as its unknown token, seen at least
+    ``min_count`` times, most frequent first (ties in code-point order)."""
+    counts: dict[str, int] = {}
+    for text in texts:
+        for ch in text:
+            counts[ch] = counts.get(ch, 0) + 1
+    unk = tokenizer.unk_token
+    found = [ch for ch, n in counts.items() if n >= min_count and not ch.isspace() and tokenizer.tokenize(ch) == [unk]]
+    return sorted(found, key=lambda ch: (-counts[ch], ch))
+
+
 def encoder_fingerprint(path: Path) -> str:
     """A cheap identity of the base encoder weights (size + hash of the first and last MiB)."""
     for name in ("model.safetensors", "pytorch_model.bin"):
@@ -133,6 +193,9 @@ class SelectorConfig:
     encoder_fingerprint: str = ""       # filled on save; checked on load
     model_id: str = ""                  # e.g. "selector-ncbi-minilm-2026-11-24"
     format_version: int = SELECTOR_FORMAT_VERSION
+    # Word pieces appended to the base vocabulary, in id order (e.g. the Chinese characters MiniLM's
+    # English vocabulary reads as [UNK]); their embedding rows are trained and saved with the layers.
+    added_pieces: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold <= 1.0:
@@ -145,6 +208,8 @@ class SelectorConfig:
             raise ConfigError(f"selector head must be one of {', '.join(SELECTOR_HEADS)}, got {self.head!r}")
         if self.trainable_layers < 0:
             raise ConfigError(f"selector trainable_layers must be >= 0, got {self.trainable_layers}")
+        if len(set(self.added_pieces)) != len(self.added_pieces):
+            raise ConfigError("selector added_pieces must be distinct")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -434,17 +499,46 @@ class SelectorModel(nn.Module):
     # ---- construction -------------------------------------------------------------------
     @classmethod
     def from_encoder(cls, config: SelectorConfig | None = None) -> SelectorModel:
-        """A fresh selector (untrained head) over the configured base encoder."""
-        from transformers import AutoModel, AutoTokenizer
+        """A fresh selector (untrained head) over the configured base encoder (with rows for its
+        ``added_pieces``, each starting as the unknown token's embedding)."""
+        from transformers import AutoModel
 
         config = config or SelectorConfig()
         path = resolve_encoder(config.encoder)
+        pieces, config.added_pieces = list(config.added_pieces), []
         with quiet_transformers():
-            tokenizer = AutoTokenizer.from_pretrained(str(path))
+            tokenizer = selector_tokenizer(config)
             # Eager attention exports to the pattern onnxruntime's BERT fusion recognises.
             encoder = AutoModel.from_pretrained(str(path), attn_implementation="eager", add_pooling_layer=False)
         config.encoder_fingerprint = config.encoder_fingerprint or encoder_fingerprint(path)
-        return cls(config, encoder, tokenizer)
+        model = cls(config, encoder, tokenizer)
+        if pieces:
+            model.add_pieces(pieces)
+        return model
+
+    def add_pieces(self, pieces: Sequence[str]) -> None:
+        """Append word pieces to the vocabulary, with trainable embedding rows that start as the unknown
+        token's: the selector first reads a new piece as it read it before (as [UNK])."""
+        if not pieces:
+            return
+        tokenizer = with_added_pieces(self.tokenizer, pieces)
+        embeddings = self.encoder.get_input_embeddings()
+        old = embeddings.weight.detach()
+        grown = nn.Embedding(old.shape[0] + len(pieces), old.shape[1], padding_idx=embeddings.padding_idx)
+        with torch.no_grad():
+            grown.weight[: old.shape[0]] = old
+            grown.weight[old.shape[0] :] = old[self.tokenizer.unk_token_id]
+        self.encoder.set_input_embeddings(grown)
+        self.encoder.config.vocab_size = grown.num_embeddings
+        self.config.added_pieces = [*self.config.added_pieces, *pieces]
+        self.tokenizer = tokenizer
+        self.featurizer = (TokenFeaturizer(tokenizer, self.config) if self.config.head == "tokens"
+                           else SelectorFeaturizer(tokenizer, self.config))
+        self._freeze_bottom()
+
+    @property
+    def _base_vocabulary(self) -> int:
+        return self.encoder.get_input_embeddings().num_embeddings - len(self.config.added_pieces)
 
     def _encoder_layers(self) -> list[nn.Module]:
         return list(self.encoder.encoder.layer)
@@ -457,14 +551,40 @@ class SelectorModel(nn.Module):
         for layer in layers[len(layers) - k :]:
             for p in layer.parameters():
                 p.requires_grad = True
+        if self.config.added_pieces:
+            # The whole table takes gradients, but the base rows' are zeroed, so only the added rows
+            # learn (the trainer gives this table no weight decay, so the base rows never move).
+            weight = self.encoder.get_input_embeddings().weight
+            weight.requires_grad = True
+            base = self._base_vocabulary
+            if not getattr(weight, "_llmner_base_rows_frozen", False):
+                weight.register_hook(lambda grad: torch.cat([torch.zeros_like(grad[:base]), grad[base:]]))
+                weight._llmner_base_rows_frozen = True  # type: ignore[attr-defined]
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """The weights that differ from the base encoder: trained encoder layers + head."""
+        """The weights that differ from the base encoder: trained encoder layers, the added pieces'
+        embedding rows, the head."""
         out: dict[str, torch.Tensor] = {}
         for name, p in self.named_parameters():
-            if p.requires_grad or name.startswith("head."):
+            if name == WORD_EMBEDDINGS and p.requires_grad:
+                out[ADDED_ROWS] = p.detach()[self._base_vocabulary :].clone().contiguous()
+            elif p.requires_grad or name.startswith("head."):
                 out[name] = p.detach().clone().contiguous()
         return out
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor], source: str | Path) -> None:
+        """The inverse of ``trainable_state_dict``: every tensor it names must be there, nothing else."""
+        state = dict(state)
+        missing = set(self.trainable_state_dict()) - set(state)
+        if missing:
+            raise ValidationError(f"selector weights at {source} lack {len(missing)} tensors, e.g. {min(missing)}")
+        added = state.pop(ADDED_ROWS, None)
+        if added is not None:
+            with torch.no_grad():
+                self.encoder.get_input_embeddings().weight[self._base_vocabulary :] = added.to(torch.float32)
+        result = self.load_state_dict(state, strict=False)
+        if result.unexpected_keys:
+            raise ValidationError(f"selector weights at {source} have unexpected tensors, e.g. {result.unexpected_keys[0]}")
 
     def round_to_save_dtype(self) -> None:
         """Round trained encoder weights to the saved dtype so that scores equal a reloaded model's."""
@@ -472,7 +592,10 @@ class SelectorModel(nn.Module):
             return
         with torch.no_grad():
             for name, p in self.named_parameters():
-                if p.requires_grad and name.startswith("encoder."):
+                if name == WORD_EMBEDDINGS and p.requires_grad:
+                    rows = p[self._base_vocabulary :]
+                    rows.copy_(rows.to(torch.float16).to(torch.float32))
+                elif p.requires_grad and name.startswith("encoder."):
                     p.copy_(p.to(torch.float16).to(torch.float32))
 
     # ---- inference -----------------------------------------------------------------------
@@ -559,12 +682,7 @@ class SelectorModel(nn.Module):
         config.encoder_fingerprint = ""
         model = cls.from_encoder(config)
         state = {k: v.to(torch.float32) for k, v in load_file(str(src / WEIGHTS_NAME)).items()}
-        missing = set(model.trainable_state_dict()) - set(state)
-        if missing:
-            raise ValidationError(f"selector weights at {src} lack {len(missing)} tensors, e.g. {min(missing)}")
-        result = model.load_state_dict(state, strict=False)
-        if result.unexpected_keys:
-            raise ValidationError(f"selector weights at {src} have unexpected tensors, e.g. {result.unexpected_keys[0]}")
+        model.load_trainable_state_dict(state, src)
         model.eval()
         return model
 

@@ -35,8 +35,7 @@ from llmner.modeling.selector import (
     SelectorFeaturizer,
     TokenFeaturizer,
     TokenWindow,
-    quiet_transformers,
-    resolve_encoder,
+    selector_tokenizer,
 )
 from llmner.runtime.base import SelectorRuntime
 from llmner.runtime.torch_selector import length_order
@@ -123,10 +122,7 @@ class OnnxSelectorRuntime(SelectorRuntime):
         self.provider = choose_provider(device)
         self.variant = variant or ("fp16" if self.provider == CUDA else "int8")
         self.path = ensure_onnx(self.selector_dir, self.variant, cache_dir)
-        from transformers import AutoTokenizer
-
-        with quiet_transformers():
-            tokenizer = AutoTokenizer.from_pretrained(str(resolve_encoder(self.config.encoder)))
+        tokenizer = selector_tokenizer(self.config)
         self.featurizer: SelectorFeaturizer | TokenFeaturizer = (
             TokenFeaturizer(tokenizer, self.config) if self.config.head == "tokens" else SelectorFeaturizer(tokenizer, self.config))
         options = ort.SessionOptions()

@@ -42,10 +42,12 @@ from llmner.errors import ConfigError, ValidationError
 from llmner.evaluation.predict import predict
 from llmner.evaluation.thresholds import best_threshold
 from llmner.modeling.selector import (
+    WORD_EMBEDDINGS,
     SelectorConfig,
     SelectorModel,
     TokenWindow,
     type_prefix,
+    unknown_characters,
 )
 from llmner.schema import EntitySchema
 from llmner.training.loop import LoopSettings, TrainingLoop, seed_everything
@@ -78,6 +80,10 @@ class SelectorTrainingConfig:
     # (name and definition, llmner/schemas/namings/type_namings.json; the held-out namings never), so that
     # the selector judges and relabels under a user's names as under the corpus's own (issue 13).
     paraphrase_rate: float = 0.0
+    # Characters of the training texts that the base vocabulary reads as [UNK] (Chinese, for MiniLM),
+    # seen at least this many times, join the vocabulary with rows of their own (0: none added).
+    add_characters_min_count: int = 0
+    added_pieces_learning_rate: float = 1e-3   # the added rows start as [UNK]'s and have everything to learn
     max_steps: int = 0                # 0 = from epochs
     checkpoint_every: int = 200
     keep_checkpoints: int = 2
@@ -89,6 +95,8 @@ class SelectorTrainingConfig:
             raise ConfigError(f"groups_per_step must be >= 1, got {self.groups_per_step}")
         if self.epochs <= 0 and self.max_steps <= 0:
             raise ConfigError("either epochs or max_steps must be positive")
+        if self.add_characters_min_count < 0:
+            raise ConfigError(f"add_characters_min_count must be >= 0, got {self.add_characters_min_count}")
         if not 0.0 <= self.paraphrase_rate <= 1.0:
             raise ConfigError(f"paraphrase_rate must be in [0, 1], got {self.paraphrase_rate}")
 
@@ -378,6 +386,8 @@ def train_selector(
         model.config.save_dtype = wanted.save_dtype
     else:
         model = SelectorModel.from_encoder(selector_config or SelectorConfig())
+    if config.add_characters_min_count:
+        model.add_pieces(unknown_characters(model.tokenizer, [d.text for d in train_docs], config.add_characters_min_count))
     model.train()
     tokens_head = model.config.head == "tokens"
     # The tokens head trains on (sentence, type) passes, every piece supervised; the span head on groups.
@@ -389,12 +399,16 @@ def train_selector(
     total_steps = config.max_steps or max(1, round(config.epochs * steps_per_epoch))
 
     ckpt_root = output / "checkpoints"
-    params_enc = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("encoder.")]
-    params_head = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("encoder.")]
-    optimizer = torch.optim.AdamW([{"params": params_enc, "lr": config.learning_rate},
-                                   {"params": params_head, "lr": config.head_learning_rate}],
-                                  weight_decay=config.weight_decay)
-    loop = TrainingLoop(optimizer, params_enc + params_head, LoopSettings(
+    trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params_rows = [p for n, p in trained if n == WORD_EMBEDDINGS]
+    params_enc = [p for n, p in trained if n.startswith("encoder.") and n != WORD_EMBEDDINGS]
+    params_head = [p for n, p in trained if not n.startswith("encoder.")]
+    param_groups = [{"params": params_enc, "lr": config.learning_rate}, {"params": params_head, "lr": config.head_learning_rate}]
+    if params_rows:
+        # No weight decay: the base rows get zero gradients and must stay the base encoder's exactly.
+        param_groups.append({"params": params_rows, "lr": config.added_pieces_learning_rate, "weight_decay": 0.0})
+    optimizer = torch.optim.AdamW(param_groups, weight_decay=config.weight_decay)
+    loop = TrainingLoop(optimizer, params_enc + params_head + params_rows, LoopSettings(
         steps=total_steps, warmup=config.warmup_steps, max_grad_norm=1.0, checkpoint_every=config.checkpoint_every,
         keep_checkpoints=config.keep_checkpoints, log_every=10, name="train selector"), ckpt_root,
         _Fp32Checkpoint(model), lambda path: _load_weights(model, path), progress, log.info)
