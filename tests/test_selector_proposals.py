@@ -58,6 +58,18 @@ def test_decode_reads_b_then_i_and_runs_to_the_end_of_a_split_word():
     assert decode_spans(shifted, offsets, one_hot(labels)) == [(s + 3, e + 3) for s, e in spans]
 
 
+def test_decode_never_runs_a_span_on_through_chinese_characters():
+    """Each CJK character is a word of its own: a span the tagger closes after 高血 stays 高血, and one
+    after 压 does not swallow the characters after it (there are no spaces to stop it)."""
+    text = "患者高血压病史"
+    window = TokenWindow(text, 0, len(text), "dis", "dis")
+    offsets = np.array([(i, i + 1) for i in range(len(text))])
+    labels = [TOKEN_O, TOKEN_O, TOKEN_B, TOKEN_I, TOKEN_I, TOKEN_O, TOKEN_O]
+    assert [text[s:e] for s, e in decode_spans(window, offsets, one_hot(labels))] == ["高血压"]
+    labels = [TOKEN_O, TOKEN_O, TOKEN_B, TOKEN_I, TOKEN_O, TOKEN_O, TOKEN_O]
+    assert [text[s:e] for s, e in decode_spans(window, offsets, one_hot(labels))] == ["高血"]
+
+
 @pytest.fixture(scope="module")
 def tokens_selector(tmp_path_factory):
     import torch

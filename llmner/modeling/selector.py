@@ -368,6 +368,19 @@ class TokenBatch:
         return out
 
 
+def is_cjk(ch: str) -> bool:
+    """A CJK ideograph (the code-point blocks BERT's tokenizer splits into single-character words)."""
+    cp = ord(ch)
+    return (0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2A6DF or 0x2A700 <= cp <= 0x2CEAF
+            or 0xF900 <= cp <= 0xFAFF or 0x2F800 <= cp <= 0x2FA1F)
+
+
+def continues_word(before: str, after: str) -> bool:
+    """Whether a span ending at ``before`` runs on to the touching ``after``: a letter or digit goes on the
+    word, unless either character is a CJK ideograph (a word of its own)."""
+    return after.isalnum() and not is_cjk(after) and not is_cjk(before)
+
+
 def decode_spans(window: TokenWindow, offsets: np.ndarray, probabilities: np.ndarray) -> list[tuple[int, int]]:
     """The spans a tokens-head row tags, in the chunk's frame: a piece labelled B (the most probable of
     O/B/I) opens a span, the following I pieces continue it; a span ending inside a word runs on to
@@ -382,9 +395,12 @@ def decode_spans(window: TokenWindow, offsets: np.ndarray, probabilities: np.nda
         k = j
         while k + 1 < n and real[k + 1] and labels[k + 1] == TOKEN_I:
             k += 1
-        # A word split into pieces belongs to the span whole (the scorer compares exact offsets).
+        # A word split into pieces belongs to the span whole (the scorer compares exact offsets). CJK
+        # characters are words of their own (BERT's pre-tokenizer splits them), so a span of Chinese
+        # characters never runs on.
         while (k + 1 < n and real[k + 1] and offsets[k + 1, 0] == offsets[k, 1]
-               and window.left + offsets[k, 1] < len(text) and text[window.left + offsets[k, 1]].isalnum()):
+               and window.left + offsets[k, 1] < len(text)
+               and continues_word(text[window.left + offsets[k, 1] - 1], text[window.left + offsets[k, 1]])):
             k += 1
         spans.append((window.left + int(offsets[j, 0]), window.left + int(offsets[k, 1])))
         j = k + 1
