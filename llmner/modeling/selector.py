@@ -150,15 +150,24 @@ def with_added_pieces(tokenizer: Any, pieces: Sequence[str]) -> Any:
 
 
 def unknown_characters(tokenizer: Any, texts: Sequence[str], min_count: int) -> list[str]:
-    """The characters of ``texts`` that ``tokenizer`` reads as its unknown token, seen at least
-    ``min_count`` times, most frequent first (ties in code-point order)."""
+    """The pieces to add for the characters of ``texts`` that ``tokenizer`` reads as its unknown token,
+    seen at least ``min_count`` times, most frequent first (ties in code-point order). A piece is the
+    character as the tokenizer's normalizer leaves it (lower-cased: 'Ⅱ' is looked up as 'ⅱ'), since
+    that is the string the vocabulary is searched for."""
     counts: dict[str, int] = {}
     for text in texts:
         for ch in text:
             counts[ch] = counts.get(ch, 0) + 1
-    unk = tokenizer.unk_token
-    found = [ch for ch, n in counts.items() if n >= min_count and not ch.isspace() and tokenizer.tokenize(ch) == [unk]]
-    return sorted(found, key=lambda ch: (-counts[ch], ch))
+    normalizer = getattr(getattr(tokenizer, "backend_tokenizer", None), "normalizer", None)
+    vocab, unk = tokenizer.get_vocab(), tokenizer.unk_token
+    pieces: dict[str, int] = {}
+    for ch, n in counts.items():
+        if n < min_count or ch.isspace() or tokenizer.tokenize(ch) != [unk]:
+            continue
+        piece = normalizer.normalize_str(ch).strip() if normalizer is not None else ch
+        if len(piece) == 1 and piece not in vocab:
+            pieces[piece] = pieces.get(piece, 0) + n
+    return sorted(pieces, key=lambda p: (-pieces[p], p))
 
 
 def encoder_fingerprint(path: Path) -> str:
