@@ -35,6 +35,18 @@ class ContextGenerator(GeneratorRuntime):
         return out
 
 
+class ScoringGenerator(ContextGenerator):
+    """As ContextGenerator, with the generator's own probability of each tag (a different one at each
+    place, as a real model's): unscored records tell consistency's copies from found entities by it."""
+
+    def tag(self, requests):
+        out = super().tag(requests)
+        for result in out:
+            result.entities = [Entity(e.start, e.end, e.type, e.text, generator_score=0.5 + (e.start % 40) / 100)
+                               for e in result.entities]
+        return out
+
+
 class FailingGenerator(GeneratorRuntime):
     model_id = "context-gen"
 
@@ -94,6 +106,24 @@ def test_rescored_records_hold_the_rerun_scores_where_the_found_member_comes_fir
     assert scores(rescored[2].record) == pytest.approx(scores(rerun[2]))
     for bound in rescored[2].bounds:   # no string was copied: every score is exact
         assert bound[0] == bound[1]
+
+
+def test_records_of_a_language_the_source_did_not_judge_are_judged_as_a_rerun_would():
+    """A source that judged no English (its records keep every candidate, unscored) rescored by a selector
+    that judges English: the records a rerun of the generator would give."""
+    unjudged = Pipeline(ScoringGenerator(), ContextSelector("sel-a", 3),
+                        PipelineConfig(consistency=ConsistencyConfig(), selector_threshold=0.5, selector_languages=("zh",)))
+    unjudged.add_schema(SCHEMA)
+    old = predict(unjudged, DOCS, SCHEMA)
+    assert all(e.score is None for r in old for e in r.entities)
+    new_pipe = pipeline(ContextSelector("sel-b", 11), ScoringGenerator())
+    rerun = predict(new_pipe, DOCS, SCHEMA)
+    rescored, _ = rescore_records(new_pipe, DOCS, old, SCHEMA)
+    for got, want in zip(rescored, rerun):
+        assert [e.key for e in got.record.entities] == [e.key for e in want.entities]
+        for entity, bound in zip(got.record.entities, got.bounds):
+            assert bound is not None and bound[0] - 1e-6 <= scores(want)[entity.key] <= bound[1] + 1e-6
+    assert scores(rescored[2].record) == pytest.approx(scores(rerun[2]))
 
 
 def test_undetermined_counts_the_keep_decisions_an_interval_leaves_open():
@@ -167,6 +197,14 @@ def test_bundles_that_generate_alike_may_rescore_each_other(tmp_path):
     (target / "generator" / "adapter.bin").write_bytes(b"other weights")
     differences = same_generation(source, target)
     assert len(differences) == 2 and differences[0].startswith("open_bias")
+    # A target may judge more languages than the source (it scores their stored candidates), not fewer.
+    manifest = json.loads((source / "bundle.json").read_text())
+    (target / "generator" / "adapter.bin").write_bytes(b"weights")
+    for judged_a, judged_b, alike in ((["en"], ["en", "zh"], True), (["en", "zh"], ["en"], False), (None, ["en"], False)):
+        manifest["selector_languages"] = judged_a
+        (source / "bundle.json").write_text(json.dumps(manifest))
+        (target / "bundle.json").write_text(json.dumps({**manifest, "selector_languages": judged_b}))
+        assert (same_generation(source, target) == []) is alike
 
 
 def test_the_f1_range_spans_the_open_keep_decisions(tmp_path):

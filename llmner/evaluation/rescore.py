@@ -46,8 +46,7 @@ if TYPE_CHECKING:
 
 # What a bundle's candidates depend on besides the generator's files: the manifest fields that change
 # what is generated, merged or judged. Thresholds are not among them: they are applied when scoring.
-GENERATION_FIELDS = ("codec", "decoding_mode", "sentences_per_chunk", "open_bias", "prompt_schemas", "consistency",
-                     "selector_languages")
+GENERATION_FIELDS = ("codec", "decoding_mode", "sentences_per_chunk", "open_bias", "prompt_schemas", "consistency")
 
 
 def same_generation(source: Path, target: Path) -> list[str]:
@@ -58,6 +57,11 @@ def same_generation(source: Path, target: Path) -> list[str]:
     differences = []
     a, b = load_manifest(source).to_dict(), load_manifest(target).to_dict()
     differences += [f"{name}: {a[name]!r} != {b[name]!r}" for name in GENERATION_FIELDS if a[name] != b[name]]
+    # Records keep every candidate, judged or not, so a target may judge languages the source did not
+    # (their entities are scored afresh); not the reverse (its stored scores would be read as judgements).
+    judged_a, judged_b = a["selector_languages"], b["selector_languages"]
+    if judged_b and (not judged_a or not set(judged_a) <= set(judged_b)):
+        differences.append(f"selector_languages: {judged_b!r} leaves out languages {judged_a!r} judged")
 
     def files(root: Path) -> list[Path]:
         return sorted(p for p in (root / GENERATOR_DIR).rglob("*") if p.is_file())
@@ -166,7 +170,9 @@ def rescore_records(pipe: Pipeline, docs: Sequence[Document], records: Sequence[
                     schema: EntitySchema) -> tuple[list[RescoredRecord], float]:
     """``records`` (every candidate kept, as ``predict`` stores them) of ``docs`` with ``pipe``'s selector
     scores, and the seconds the selector took. ``schema`` is the one the records were tagged under.
-    Entities the pipeline's selector does not judge (its ``selector_languages``) keep their stored scores."""
+    Entities the pipeline's selector does not judge (its ``selector_languages``) keep their stored scores;
+    those it judges are scored whether or not the records' pipeline judged them (a record keeps every
+    candidate of an unjudged language, with no score)."""
     if pipe.selector is None:
         raise ValidationError("rescoring needs a pipeline with a selector")
     if pipe.relabels(schema):
@@ -186,8 +192,6 @@ def rescore_records(pipe: Pipeline, docs: Sequence[Document], records: Sequence[
         if languages and record.language not in languages:
             continue
         for k, entity in enumerate(record.entities):
-            if entity.score is None:
-                continue
             for ci in _containing(spans_per_doc[-1], entity):
                 chunk = chunks[ci]
                 candidates.append(Candidate(chunk.text, entity.start - chunk.start, entity.end - chunk.start,
@@ -230,7 +234,7 @@ def rescore_records(pipe: Pipeline, docs: Sequence[Document], records: Sequence[
                 bounds[k] = (low, high)
         judged = not languages or record.language in languages
         for k, e in enumerate(entities):
-            if judged and e.score is not None and point[k] is None:
+            if judged and point[k] is None:
                 # The generator finds entities inside chunks, and only consistency's copies (clustered
                 # above) can lie elsewhere: these records were chunked differently from ``pipe``.
                 raise ValidationError(f"document {record.document_id!r}: entity [{e.start}, {e.end}) {e.type} lies in "
