@@ -531,8 +531,8 @@ class SelectorModel(nn.Module):
         config = config or SelectorConfig()
         path = resolve_encoder(config.encoder)
         pieces, config.added_pieces = list(config.added_pieces), []
+        tokenizer = selector_tokenizer(config)     # quiet on its own (nesting would re-enable progress bars)
         with quiet_transformers():
-            tokenizer = selector_tokenizer(config)
             # Eager attention exports to the pattern onnxruntime's BERT fusion recognises.
             encoder = AutoModel.from_pretrained(str(path), attn_implementation="eager", add_pooling_layer=False)
         config.encoder_fingerprint = config.encoder_fingerprint or encoder_fingerprint(path)
