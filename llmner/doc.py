@@ -15,6 +15,8 @@ Nested and overlapping entities are allowed; an entity is identified by (start, 
 
 from __future__ import annotations
 
+import re
+
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -249,12 +251,23 @@ class Document:
         return cls.from_dict(data, validate=validate)
 
 
+# Han ideographs (CJK unified, extension A, compatibility): each is a word of its own to chunking,
+# BERT's pre-tokenizer and the selector's span decoding.
+CJK_RANGES = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_CJK_CHAR = re.compile(f"[{CJK_RANGES}]")
+
+
+def is_cjk(ch: str) -> bool:
+    """Whether ``ch`` is a Han ideograph (``CJK_RANGES``)."""
+    return _CJK_CHAR.match(ch) is not None
+
+
 def guess_language(text: str) -> str | None:
     """The language a text's letters are written in: ``zh`` when at least 30% of them are Han
     characters, ``en`` when they are Latin, None without letters (or in another script)."""
     han = latin = 0
     for ch in text:
-        if "\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf":
+        if is_cjk(ch):
             han += 1
         elif ch.isascii() and ch.isalpha():
             latin += 1

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from llmner.doc import Candidate
+from llmner.doc import Candidate, is_cjk
 from llmner.errors import ConfigError, DataNotFoundError, ValidationError
 
 log = logging.getLogger(__name__)
@@ -375,13 +375,6 @@ class TokenBatch:
                         break
                 out[row, j] = label
         return out
-
-
-def is_cjk(ch: str) -> bool:
-    """A CJK ideograph (the code-point blocks BERT's tokenizer splits into single-character words)."""
-    cp = ord(ch)
-    return (0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2A6DF or 0x2A700 <= cp <= 0x2CEAF
-            or 0xF900 <= cp <= 0xFAFF or 0x2F800 <= cp <= 0x2FA1F)
 
 
 def continues_word(before: str, after: str) -> bool:
