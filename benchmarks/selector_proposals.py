@@ -11,11 +11,13 @@ candidates of the leading dev sentences of each English corpus (the caches of
 the F1 of the generator's candidates kept at the bundle's selector threshold plus the proposals at or
 above it, selected under the rule (``Pipeline.selection``).
 
-- per corpus: the dev-best threshold with both kept (none when no threshold beats no proposals), as
-  before rules existed; a rule other than both replaces that choice only when choosing threshold and rule
-  together beats choosing the threshold alone out of bag, on at least ``--min-evidence`` of the document
-  resamples (``llmner.evaluation.calibration.choice_evidence``): 200 dev sentences hold 100-450 gold
-  mentions, and a rule moves a few dozen of them;
+- per corpus: the dev-best threshold with both kept and the generator's candidates kept at the bundle's
+  global selector threshold (none when no threshold beats no proposals), as before rules existed; a rule
+  other than both, or a selector threshold of the corpus's own (``SELECTOR_GRID``; the bundle's
+  ``selector_thresholds``), replaces that choice only when choosing them together with the proposal
+  threshold beats choosing the proposal threshold alone out of bag, on at least ``--min-evidence`` of the
+  document resamples (``llmner.evaluation.calibration.choice_evidence``): 200 dev sentences hold 100-850
+  gold mentions, and a rule or a threshold moves a few dozen of them;
 - global (schemas with no setting of their own, e.g. a user's): the threshold with the best macro F1,
   both kept.
 
@@ -32,7 +34,15 @@ from pathlib import Path
 
 GRID = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 RULES = ("both", "generator", "selector")     # llmner.decoding.overlaps.OVERLAP_RULES, "both" first (ties)
+SELECTOR_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)   # the generator's candidates kept from (with the global one)
 ENGLISH = ["ncbi_disease", "bc5cdr", "genia", "jnlpba", "bc2gm", "linnaeus", "s800"]
+
+
+def option_key(threshold: float | None, rule: str, keep: float, global_keep: float) -> str:
+    """A row's column name: "none" or "<proposal threshold> <rule>", with "@<selector threshold>" when the
+    generator's candidates are kept from other than the global selector threshold."""
+    key = "none" if threshold is None else f"{threshold:g} {rule}"
+    return key if keep == global_keep else f"{key} @{keep:g}"
 
 
 def main() -> None:
@@ -75,12 +85,12 @@ def main() -> None:
     if selector is None or not selector.can_propose:
         raise SystemExit(f"{bundle}: its selector cannot propose spans (a tokens-head selector can)")
     corpora = args.corpus or ENGLISH
+    keep_grid = sorted(set(SELECTOR_GRID) | {pipe.threshold})
     rows: dict[str, dict[str, object]] = {}
     started = time.process_time()
     for corpus in corpora:
         schema = corpus_schema(corpus)
         pipe.add_schema(schema)
-        keep_at = pipe.threshold_for(schema)
         docs, _ = leading_documents(load_corpus(corpus, "dev"), args.sentences)
         stored = {d.id: d for d in PredictionCache(args.candidates).get(corpus, "own") or []}
         kept_docs, proposed = [], []
@@ -88,29 +98,32 @@ def main() -> None:
         for doc in docs:
             pred = stored[doc.id]
             judged = judge_stored(pipe, doc, pred.entities, schema, propose=True)
-            kept = [e for e in judged if e.source != "selector" and e.score is not None and e.score >= keep_at]
-            kept_docs.append(Document(pred.id, pred.text, pred.language, {}, kept))
+            kept_docs.append((pred, [e for e in judged if e.source != "selector" and e.score is not None]))
             proposed.append([(e, e.score) for e in judged if e.source == "selector"])
         row: dict[str, object] = {"gold": sum(len(d.entities) for d in docs),
                                   "proposals": sum(len(p) for p in proposed),
                                   "cpu_s": round(time.process_time() - corpus_started, 1)}
-        # Every option: (threshold, rule); None: no proposals. Ordered for ties: none, then both first.
-        options = [(None, "both")] + [(t, rule) for rule in RULES for t in GRID]
+        # Every option: (proposal threshold, rule, selector threshold); None: no proposals. Ordered for ties:
+        # the global selector threshold first, then none, then both first.
+        options = [(t, rule, keep) for keep in sorted(keep_grid, key=lambda k: k != pipe.threshold)
+                   for t, rule in [(None, "both")] + [(t, rule) for rule in RULES for t in GRID]]
         counts = {}
-        for threshold, rule in options:
+        for threshold, rule, keep in options:
             at = 2.0 if threshold is None else threshold       # None: no proposal is kept
-            predicted = [Document(k.id, k.text, k.language, {},
-                                  resolve_proposal_overlaps(k.entities + [e for e, p in found if p >= at], rule))
-                         for k, found in zip(kept_docs, proposed, strict=True)]
+            predicted = [Document(p.id, p.text, p.language, {},
+                                  resolve_proposal_overlaps([e for e in judged if e.score >= keep]
+                                                            + [e for e, s in found if s >= at], rule))
+                         for (p, judged), found in zip(kept_docs, proposed, strict=True)]
             s = score(docs, predicted).strict
-            row["none" if threshold is None else f"{threshold:g} {rule}"] = [s.precision * 100, s.recall * 100, s.f1 * 100]
-            counts[(threshold, rule)] = np.array([c["all"] for c in per_document_counts(docs, predicted)], dtype=np.float64)
-        alone = [o for o in options if o[1] == "both"]
+            row[option_key(threshold, rule, keep, pipe.threshold)] = [s.precision * 100, s.recall * 100, s.f1 * 100]
+            counts[(threshold, rule, keep)] = np.array([c["all"] for c in per_document_counts(docs, predicted)],
+                                                       dtype=np.float64)
+        alone = [o for o in options if o[1] == "both" and o[2] == pipe.threshold]
         everything = np.arange(len(docs))
         plain, best = best_option(counts, alone, everything), best_option(counts, options, everything)
         evidence, gain = choice_evidence(counts, options, alone, args.bootstrap)
         row["plain"], row["best"], row["evidence"], row["oob_gain"] = list(plain), list(best), evidence, gain
-        moves = best[1] != "both" and evidence is not None and evidence >= args.min_evidence
+        moves = best not in alone and evidence is not None and evidence >= args.min_evidence
         row["chosen"] = list(best if moves else plain)
         rows[corpus] = row
         print(f"{corpus}: " + " ".join(f"{k} {v[2]:.1f}" for k, v in row.items() if isinstance(v, list) and len(v) == 3
@@ -125,7 +138,8 @@ def main() -> None:
               "cpu_s": round(time.process_time() - started, 1)}
 
     def label(option: list) -> str:
-        return "none" if option[0] is None else f"{option[0]:g}, {option[1]}"
+        proposals = "none" if option[0] is None else f"{option[0]:g}, {option[1]}"
+        return proposals if option[2] == pipe.threshold else f"{proposals}; selector {option[2]:g}"
 
     lines = ["# The selector's own spans (proposals) and the overlap rule, chosen on dev", "",
              f"`python benchmarks/selector_proposals.py --candidates {args.candidates} --sentences {args.sentences}"
@@ -143,13 +157,17 @@ def main() -> None:
                "`selector`: the candidates it overlaps go). Evidence: the share of document resamples in which choosing "
                "threshold and rule on the drawn documents beat choosing the threshold alone (both kept), on the documents "
                f"left out ({args.bootstrap} resamples); a rule is chosen at {args.min_evidence:.0%} or more."), "",
-              "| corpus | both | generator | selector | evidence (mean gain) | chosen |", "|---|---|---|---|---|---|"]
+              "| corpus | both | generator | selector | " + " | ".join(f"selector from {k:g}" for k in keep_grid)
+             + " | evidence (mean gain) | chosen |", "|---" * (len(RULES) + len(keep_grid) + 3) + "|"]
     for corpus in corpora:
         r = rows[corpus]
         cells = []
         for rule in RULES:
             t = max(GRID, key=lambda t: r[f"{t:g} {rule}"][2])   # type: ignore[index]
             cells.append(f"{r[f'{t:g} {rule}'][2]:.1f} ({t:g})")   # type: ignore[index]
+        for keep in keep_grid:   # the best proposal threshold (both kept) with candidates kept from `keep`
+            keys = [option_key(t, "both", keep, pipe.threshold) for t in (None, *GRID)]
+            cells.append(f"{max(r[k][2] for k in keys):.1f}")   # type: ignore[index]
         evidence = "—" if r["evidence"] is None else f"{r['evidence']:.0%} ({r['oob_gain'] * 100:+.1f})"   # type: ignore[operator]
         lines.append(f"| {corpus} | " + " | ".join(cells) + f" | {evidence} | {label(r['chosen'])} |")   # type: ignore[arg-type]
     lines += ["", f"Global (schemas without their own): proposals kept from {global_best:g} (the macro-best threshold), both kept.", ""]
@@ -164,9 +182,12 @@ def main() -> None:
         manifest.proposal_thresholds = {corpus: chosen[corpus][0] for corpus in corpora}
         manifest.proposal_overlap = "both"
         manifest.proposal_overlaps = {corpus: chosen[corpus][1] for corpus in corpora if chosen[corpus][1] != "both"}
+        manifest.selector_thresholds = {
+            **{k: v for k, v in manifest.selector_thresholds.items() if k not in corpora},
+            **{corpus: chosen[corpus][2] for corpus in corpora if chosen[corpus][2] != pipe.threshold}}
         write_manifest(args.write_bundle, manifest)
-        print(f"wrote proposal_threshold {global_best}, proposal_thresholds and proposal_overlaps into "
-              f"{args.write_bundle / MANIFEST_NAME}")
+        print(f"wrote proposal_threshold {global_best}, proposal_thresholds, proposal_overlaps and selector_thresholds "
+              f"into {args.write_bundle / MANIFEST_NAME}")
 
 
 if __name__ == "__main__":
