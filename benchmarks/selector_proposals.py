@@ -145,8 +145,8 @@ def main() -> None:
              f"`python benchmarks/selector_proposals.py --candidates {args.candidates} --sentences {args.sentences}"
              + (f" --bundle {args.bundle}" if args.bundle else "") + "".join(f" --corpus {c}" for c in args.corpus or []) + "`", "",
              (f"Strict F1 (%) on the leading {args.sentences} dev sentences of each corpus, own schema: the generator's stored "
-              "candidates kept at the bundle's selector threshold, plus the selector's own spans (those the generator did not "
-              f"propose) scored at or above each proposal threshold. {result['cpu_s']:.0f} CPU-s on one thread."), "",
+              "candidates kept at the bundle's global selector threshold ({pipe.threshold:g}), plus the selector's own spans (those the "
+              f"generator did not propose) scored at or above each proposal threshold. {result['cpu_s']:.0f} CPU-s on one thread."), "",
              "Both kept where a proposal overlaps a candidate of its type (the rule before rules existed):", "",
              "| corpus | gold | proposals | none | " + " | ".join(f"{t:g}" for t in GRID) + " |", "|---" * (len(columns) + 3) + "|"]
     for corpus in corpora:
@@ -155,8 +155,10 @@ def main() -> None:
     lines += ["| macro | | | " + " | ".join(f"**{macro[c]:.1f}**" for c in columns) + " |", "",
               ("Each rule at its dev-best threshold (`generator`: a proposal that overlaps a kept candidate of its type goes; "
                "`selector`: the candidates it overlaps go). Evidence: the share of document resamples in which choosing "
-               "threshold and rule on the drawn documents beat choosing the threshold alone (both kept), on the documents "
-               f"left out ({args.bootstrap} resamples); a rule is chosen at {args.min_evidence:.0%} or more."), "",
+               "proposal threshold, rule and selector threshold on the drawn documents beat choosing the proposal threshold "
+               f"alone (both kept, candidates from {pipe.threshold:g}), on the documents left out ({args.bootstrap} resamples); a "
+               f"rule or a corpus's own selector threshold is chosen at {args.min_evidence:.0%} or more. 'Selector from t': the "
+               "best proposal threshold's F1 (both kept) with the generator's candidates kept from t."), "",
               "| corpus | both | generator | selector | " + " | ".join(f"selector from {k:g}" for k in keep_grid)
              + " | evidence (mean gain) | chosen |", "|---" * (len(RULES) + len(keep_grid) + 3) + "|"]
     for corpus in corpora:
