@@ -145,7 +145,7 @@ def main() -> None:
              f"`python benchmarks/selector_proposals.py --candidates {args.candidates} --sentences {args.sentences}"
              + (f" --bundle {args.bundle}" if args.bundle else "") + "".join(f" --corpus {c}" for c in args.corpus or []) + "`", "",
              (f"Strict F1 (%) on the leading {args.sentences} dev sentences of each corpus, own schema: the generator's stored "
-              "candidates kept at the bundle's global selector threshold ({pipe.threshold:g}), plus the selector's own spans (those the "
+              f"candidates kept at the bundle's global selector threshold ({pipe.threshold:g}), plus the selector's own spans (those the "
               f"generator did not propose) scored at or above each proposal threshold. {result['cpu_s']:.0f} CPU-s on one thread."), "",
              "Both kept where a proposal overlaps a candidate of its type (the rule before rules existed):", "",
              "| corpus | gold | proposals | none | " + " | ".join(f"{t:g}" for t in GRID) + " |", "|---" * (len(columns) + 3) + "|"]
