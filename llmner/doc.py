@@ -15,9 +15,8 @@ Nested and overlapping entities are allowed; an entity is identified by (start, 
 
 from __future__ import annotations
 
-import re
-
 import dataclasses
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -251,9 +250,11 @@ class Document:
         return cls.from_dict(data, validate=validate)
 
 
-# Han ideographs (CJK unified, extension A, compatibility): each is a word of its own to chunking,
-# BERT's pre-tokenizer and the selector's span decoding.
-CJK_RANGES = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+# Han ideographs, the blocks BERT's pre-tokenizer makes words of their own (CJK unified, extension A,
+# compatibility, extensions B-E and compatibility supplement): each is a word of its own to chunking, BERT's
+# pre-tokenizer and the selector's span decoding.
+CJK_RANGES = ("\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+              "\U00020000-\U0002a6df\U0002a700-\U0002ceaf\U0002f800-\U0002fa1f")
 _CJK_CHAR = re.compile(f"[{CJK_RANGES}]")
 
 

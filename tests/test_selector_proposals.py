@@ -422,3 +422,19 @@ def test_the_manifest_checks_relabel_settings_and_leaves_the_default_out():
     for bad in ({"relabel": "yes"}, {"relabel_schemas": {"a": 1}}, {"relabel_schemas": ["a"]}):
         with pytest.raises(ConfigError, match="relabel"):
             BundleManifest.from_dict({**fields, **bad})
+
+
+def test_is_cjk_agrees_with_berts_chinese_character_split():
+    """``CJK_RANGES`` is what the selector's WordPiece tokenizer makes words of their own: BERT's normalizer
+    spaces exactly those characters out (checked at every block edge, and just outside it)."""
+    from tokenizers.normalizers import BertNormalizer
+
+    from llmner.doc import is_cjk
+
+    bert = BertNormalizer(clean_text=False, handle_chinese_chars=True, strip_accents=False, lowercase=False)
+    edges = [0x3400, 0x4DBF, 0x4E00, 0x9FFF, 0xF900, 0xFAFF, 0x20000, 0x2A6DF, 0x2A700, 0x2B73F, 0x2B740,
+             0x2CEAF, 0x2F800, 0x2FA1F]
+    points = sorted({p + d for p in edges for d in (-1, 0, 1)} | {ord("a"), ord("ぁ"), ord("1")})
+    for cp in points:
+        ch = chr(cp)
+        assert is_cjk(ch) == (bert.normalize_str(ch) != ch), hex(cp)

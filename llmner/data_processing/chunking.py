@@ -29,13 +29,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from llmner.data_processing.sentences import split_sentences
-from llmner.doc import CJK_RANGES, Chunk, ChunkEntities, Document, Entity, dedupe_entities
+from llmner.doc import (
+    CJK_RANGES,
+    Chunk,
+    ChunkEntities,
+    Document,
+    Entity,
+    dedupe_entities,
+)
 from llmner.errors import ConfigError, ValidationError
 
-_CJK = CJK_RANGES
 # Atomic pieces of a sentence with their trailing whitespace: a CJK character, a word, a symbol.
-_PIECE = re.compile(rf"[{_CJK}]\s*|[^\W{_CJK}]+\s*|[^\w\s]\s*|\s+")
-_HEURISTIC_TOKEN = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+|[^\w\s]")
+_PIECE = re.compile(rf"[{CJK_RANGES}]\s*|[^\W{CJK_RANGES}]+\s*|[^\w\s]\s*|\s+")
+_HEURISTIC_TOKEN = re.compile(rf"[{CJK_RANGES}]|[^\W{CJK_RANGES}]+|[^\w\s]")
 
 
 def approximate_token_count(text: str) -> int:
