@@ -1,25 +1,23 @@
-"""The selector's own spans: strict dev F1 when a tokens-head selector also proposes what it tags.
+"""Each corpus's selection settings chosen on dev from stored generator candidates: the report of
+``llmner calibrate --candidates``.
 
 A tokens-head selector labels every word piece O/B/I for a type, so besides judging the generator's
-candidates it can propose spans the generator missed (``SelectorRuntime.propose``). The pipeline adds
-a proposal when its score reaches the schema's proposal threshold (``BundleManifest.proposal_threshold``
-and ``proposal_thresholds``), and where a kept proposal overlaps a kept generator candidate of its type
-the schema's overlap rule decides which stays (``proposal_overlap[s]``, ``llmner.decoding.overlaps``:
-both, the generator's, the selector's). This script chooses both on dev, on the generator's stored
-candidates of the leading dev sentences of each English corpus (the caches of
-``benchmarks/selector_judge.py``), so no generator runs: for each threshold of the grid and each rule,
-the F1 of the generator's candidates kept at the bundle's selector threshold plus the proposals at or
-above it, selected under the rule (``Pipeline.selection``).
+candidates it proposes spans the generator missed (``SelectorRuntime.propose``). Per schema, a bundle
+keeps the generator's candidates from a selector threshold, the selector's own spans from a proposal
+threshold, and where a kept proposal overlaps a kept candidate of its type an overlap rule decides which
+stays (``llmner.decoding.selection.SelectionRule``). ``llmner.evaluation.calibration`` chooses the three
+together; this script runs that choice on the stored candidates of the leading dev sentences of each
+corpus (the caches of ``benchmarks/schemas.py --cache``), so no generator runs, and prints every rule's
+F1 beside the choice:
 
-- per corpus: the dev-best threshold with both kept and the generator's candidates kept at the bundle's
-  global selector threshold (none when no threshold beats no proposals), as before rules existed; a rule
-  other than both, or a selector threshold of the corpus's own (``SELECTOR_GRID``; the bundle's
-  ``selector_thresholds``), replaces that choice only when choosing them together with the proposal
-  threshold beats choosing the proposal threshold alone out of bag, on at least ``--min-evidence`` of the
-  document resamples (``llmner.evaluation.calibration.choice_evidence``): 200 dev sentences hold 100-850
-  gold mentions, and a rule or a threshold moves a few dozen of them;
-- global (schemas with no setting of their own, e.g. a user's): the threshold with the best macro F1,
-  both kept.
+- per corpus, the baseline: the proposal threshold chosen alone (the dev-best, both readings kept, none
+  when no threshold beats no proposals) with the candidates kept from the global selector threshold; a
+  rule other than both, or a selector threshold of the corpus's own (``SELECTOR_GRID``), replaces it only
+  when choosing all three together beats the baseline out of bag, on at least ``--min-evidence`` of the
+  document resamples (``choice_evidence``): 200 dev sentences hold 100-850 gold mentions, and a rule or
+  a threshold moves a few dozen of them;
+- global (schemas with no setting of their own, e.g. a user's): the proposal threshold with the best
+  macro F1, both kept.
 
     python benchmarks/selector_proposals.py --candidates benchmarks/campaign/gen-s4/checks/step2000-own200 \
         --out benchmarks/results/selector_proposals.md [--write-bundle llmner/bundles/default]
@@ -28,21 +26,16 @@ above it, selected under the rule (``Pipeline.selection``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 
-GRID = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
-RULES = ("both", "generator", "selector")     # llmner.decoding.overlaps.OVERLAP_RULES, "both" first (ties)
-SELECTOR_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)   # the generator's candidates kept from (with the global one)
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
 ENGLISH = ["ncbi_disease", "bc5cdr", "genia", "jnlpba", "bc2gm", "linnaeus", "s800"]
-
-
-def option_key(threshold: float | None, rule: str, keep: float, global_keep: float) -> str:
-    """A row's column name: "none" or "<proposal threshold> <rule>", with "@<selector threshold>" when the
-    generator's candidates are kept from other than the global selector threshold."""
-    key = "none" if threshold is None else f"{threshold:g} {rule}"
-    return key if keep == global_keep else f"{key} @{keep:g}"
 
 
 def main() -> None:
@@ -50,109 +43,76 @@ def main() -> None:
     parser.add_argument("--candidates", type=Path, required=True, help="directory of <corpus>.own.jsonl predictions")
     parser.add_argument("--bundle", type=Path, default=None, help="bundle whose selector and chunking to use (default: the shipped one)")
     parser.add_argument("--corpus", action="append", default=None, help="default: the 7 English corpora")
-    parser.add_argument("--sentences", type=int, default=200, help="leading dev sentences (as the caches were made)")
     parser.add_argument("--out", type=Path, default=None, help="markdown file to write (and .json beside it)")
-    parser.add_argument("--min-evidence", type=float, default=0.8, help="share of resamples a rule must win out of bag")
+    parser.add_argument("--min-evidence", type=float, default=0.8, help="share of resamples the full choice must win out of bag")
     parser.add_argument("--bootstrap", type=int, default=200, help="document resamples for the out-of-bag evidence")
-    parser.add_argument("--write-bundle", type=Path, default=None, help="store the chosen thresholds in this bundle's bundle.json")
+    parser.add_argument("--write-bundle", type=Path, default=None, help="store the chosen settings in this bundle's bundle.json")
     args = parser.parse_args()
 
     import torch
 
     torch.set_num_threads(1)
-    import numpy as np
-
     from llmner.bundle import (
         MANIFEST_NAME,
         default_bundle_path,
         load_manifest,
         write_manifest,
     )
-    from llmner.data_processing.corpora import corpus_schema, load_corpus
-    from llmner.decoding.overlaps import resolve_proposal_overlaps
-    from llmner.doc import Document
-    from llmner.evaluation.bootstrap import per_document_counts
-    from llmner.evaluation.calibration import best_option, choice_evidence
+    from llmner.decoding.overlaps import OVERLAP_RULES
+    from llmner.evaluation.calibration import (
+        PROPOSAL_GRID,
+        CalibrationConfig,
+        calibrate,
+        global_proposal_threshold,
+        rule_label,
+        store_calibration,
+    )
     from llmner.evaluation.predict import PredictionCache
-    from llmner.evaluation.rescore import judge_stored
-    from llmner.evaluation.scorer import score
-    from llmner.evaluation.subsets import leading_documents
     from llmner.pipeline import Pipeline, PipelineConfig
 
     bundle = args.bundle or default_bundle_path()
     pipe = Pipeline.from_bundle(bundle, PipelineConfig(selector_backend="torch"))
-    selector = pipe.selector
-    if selector is None or not selector.can_propose:
+    if pipe.selector is None or not pipe.selector.can_propose:
         raise SystemExit(f"{bundle}: its selector cannot propose spans (a tokens-head selector can)")
+    # Against the global settings: the bundle's own per-schema ones must not leak in.
+    pipe.thresholds, pipe.proposal_thresholds, pipe.proposal_overlaps = {}, {}, {}
     corpora = args.corpus or ENGLISH
-    keep_grid = sorted(set(SELECTOR_GRID) | {pipe.threshold})
-    rows: dict[str, dict[str, object]] = {}
+    config = CalibrationConfig(corpora=corpora, bootstrap=args.bootstrap, min_evidence=args.min_evidence)
     started = time.process_time()
-    for corpus in corpora:
-        schema = corpus_schema(corpus)
-        pipe.add_schema(schema)
-        docs, _ = leading_documents(load_corpus(corpus, "dev"), args.sentences)
-        stored = {d.id: d for d in PredictionCache(args.candidates).get(corpus, "own") or []}
-        kept_docs, proposed = [], []
-        corpus_started = time.process_time()
-        for doc in docs:
-            pred = stored[doc.id]
-            judged = judge_stored(pipe, doc, pred.entities, schema, propose=True)
-            kept_docs.append((pred, [e for e in judged if e.source != "selector" and e.score is not None]))
-            proposed.append([(e, e.score) for e in judged if e.source == "selector"])
-        row: dict[str, object] = {"gold": sum(len(d.entities) for d in docs),
-                                  "proposals": sum(len(p) for p in proposed),
-                                  "cpu_s": round(time.process_time() - corpus_started, 1)}
-        # Every option: (proposal threshold, rule, selector threshold); None: no proposals. Ordered for ties:
-        # the global selector threshold first, then none, then both first.
-        options = [(t, rule, keep) for keep in sorted(keep_grid, key=lambda k: k != pipe.threshold)
-                   for t, rule in [(None, "both")] + [(t, rule) for rule in RULES for t in GRID]]
-        counts = {}
-        for threshold, rule, keep in options:
-            at = 2.0 if threshold is None else threshold       # None: no proposal is kept
-            predicted = [Document(p.id, p.text, p.language, {},
-                                  resolve_proposal_overlaps([e for e in judged if e.score >= keep]
-                                                            + [e for e, s in found if s >= at], rule))
-                         for (p, judged), found in zip(kept_docs, proposed, strict=True)]
-            s = score(docs, predicted).strict
-            row[option_key(threshold, rule, keep, pipe.threshold)] = [s.precision * 100, s.recall * 100, s.f1 * 100]
-            counts[(threshold, rule, keep)] = np.array([c["all"] for c in per_document_counts(docs, predicted)],
-                                                       dtype=np.float64)
-        alone = [o for o in options if o[1] == "both" and o[2] == pipe.threshold]
-        everything = np.arange(len(docs))
-        plain, best = best_option(counts, alone, everything), best_option(counts, options, everything)
-        evidence, gain = choice_evidence(counts, options, alone, args.bootstrap)
-        row["plain"], row["best"], row["evidence"], row["oob_gain"] = list(plain), list(best), evidence, gain
-        moves = best not in alone and evidence is not None and evidence >= args.min_evidence
-        row["chosen"] = list(best if moves else plain)
-        rows[corpus] = row
-        print(f"{corpus}: " + " ".join(f"{k} {v[2]:.1f}" for k, v in row.items() if isinstance(v, list) and len(v) == 3
-                                       and isinstance(v[2], float)) + f"; chosen {row['chosen']} (evidence {evidence})", flush=True)
+    results = calibrate(pipe, config, stored=PredictionCache(args.candidates))
+    cpu_s = time.process_time() - started
+    global_best = global_proposal_threshold(results)
+    keep_grid = sorted(set(config.selector_grid) | {pipe.threshold})
 
-    columns = ["none", *[f"{t:g} both" for t in GRID]]
-    macro = {c: sum(rows[k][c][2] for k in corpora) / len(corpora) for c in columns}   # type: ignore[index]
-    global_best = max(GRID, key=lambda t: macro[f"{t:g} both"])
-    chosen = {corpus: rows[corpus]["chosen"] for corpus in corpora}
-    result = {"candidates": str(args.candidates), "sentences": args.sentences, "bundle": str(bundle), "rows": rows,
-              "macro": macro, "global": float(global_best), "chosen": chosen, "min_evidence": args.min_evidence,
-              "cpu_s": round(time.process_time() - started, 1)}
+    def f1(r, **change) -> float:
+        return r.f1(dataclasses.replace(r.default, **change)) * 100
 
-    def label(option: list) -> str:
-        proposals = "none" if option[0] is None else f"{option[0]:g}, {option[1]}"
-        return proposals if option[2] == pipe.threshold else f"{proposals}; selector {option[2]:g}"
+    def label(r) -> str:
+        proposals = "none" if r.chosen.proposals is None else f"{r.chosen.proposals:g}, {r.chosen.overlap}"
+        return proposals if r.chosen.threshold == r.default.threshold else f"{proposals}; selector {r.chosen.threshold:g}"
 
-    lines = ["# The selector's own spans (proposals) and the overlap rule, chosen on dev", "",
-             f"`python benchmarks/selector_proposals.py --candidates {args.candidates} --sentences {args.sentences}"
+    result = {"candidates": str(args.candidates), "bundle": str(bundle), "min_evidence": args.min_evidence,
+              "global": global_best, "cpu_s": round(cpu_s, 1),
+              "rows": {r.corpus: {"gold": r.gold, "documents": r.documents, "proposals": r.proposals,
+                                  "scores": {k: [v * 100 for v in prf] for k, prf in r.scores.items()},
+                                  "plain": rule_label(r.plain, r.default), "best": rule_label(r.best, r.default),
+                                  "evidence": r.evidence, "oob_gain": r.oob_gain,
+                                  "chosen": [r.chosen.proposals, r.chosen.overlap, r.chosen.threshold]} for r in results}}
+    lines = ["# The selector's own spans (proposals), the overlap rule and the selector threshold, chosen on dev", "",
+             f"`python benchmarks/selector_proposals.py --candidates {args.candidates}"
              + (f" --bundle {args.bundle}" if args.bundle else "") + "".join(f" --corpus {c}" for c in args.corpus or []) + "`", "",
-             (f"Strict F1 (%) on the leading {args.sentences} dev sentences of each corpus, own schema: the generator's stored "
-              f"candidates kept at the bundle's global selector threshold ({pipe.threshold:g}), plus the selector's own spans (those the "
-              f"generator did not propose) scored at or above each proposal threshold. {result['cpu_s']:.0f} CPU-s on one thread."), "",
+             (f"Strict F1 (%) on the documents of the stored candidates of each corpus, own schema "
+              f"(`llmner.evaluation.calibration`, as `llmner calibrate --candidates` chooses): the generator's candidates kept "
+              f"at the bundle's global selector threshold ({pipe.threshold:g}), plus the selector's own spans (those the "
+              f"generator did not propose) scored at or above each proposal threshold. {cpu_s:.0f} CPU-s on one thread."), "",
              "Both kept where a proposal overlaps a candidate of its type (the rule before rules existed):", "",
-             "| corpus | gold | proposals | none | " + " | ".join(f"{t:g}" for t in GRID) + " |", "|---" * (len(columns) + 3) + "|"]
-    for corpus in corpora:
-        r = rows[corpus]
-        lines.append(f"| {corpus} | {r['gold']} | {r['proposals']} | " + " | ".join(f"{r[c][2]:.1f}" for c in columns) + " |")   # type: ignore[index]
-    lines += ["| macro | | | " + " | ".join(f"**{macro[c]:.1f}**" for c in columns) + " |", "",
+             "| corpus | docs | gold | proposals | none | " + " | ".join(f"{t:g}" for t in PROPOSAL_GRID) + " |",
+             "|---" * (len(PROPOSAL_GRID) + 5) + "|"]
+    for r in results:
+        lines.append(f"| {r.corpus} | {r.documents} | {r.gold} | {r.proposals} | {f1(r):.1f} | "
+                     + " | ".join(f"{f1(r, proposals=t):.1f}" for t in PROPOSAL_GRID) + " |")
+    macro = [sum(f1(r, proposals=t) for r in results) / len(results) for t in (None, *PROPOSAL_GRID)]
+    lines += ["| macro | | | | " + " | ".join(f"**{m:.1f}**" for m in macro) + " |", "",
               ("Each rule at its dev-best threshold (`generator`: a proposal that overlaps a kept candidate of its type goes; "
                "`selector`: the candidates it overlaps go). Evidence: the share of document resamples in which choosing "
                "proposal threshold, rule and selector threshold on the drawn documents beat choosing the proposal threshold "
@@ -160,18 +120,16 @@ def main() -> None:
                f"rule or a corpus's own selector threshold is chosen at {args.min_evidence:.0%} or more. 'Selector from t': the "
                "best proposal threshold's F1 (both kept) with the generator's candidates kept from t."), "",
               "| corpus | both | generator | selector | " + " | ".join(f"selector from {k:g}" for k in keep_grid)
-             + " | evidence (mean gain) | chosen |", "|---" * (len(RULES) + len(keep_grid) + 3) + "|"]
-    for corpus in corpora:
-        r = rows[corpus]
+              + " | evidence (mean gain) | chosen |", "|---" * (len(OVERLAP_RULES) + len(keep_grid) + 3) + "|"]
+    for r in results:
         cells = []
-        for rule in RULES:
-            t = max(GRID, key=lambda t: r[f"{t:g} {rule}"][2])   # type: ignore[index]
-            cells.append(f"{r[f'{t:g} {rule}'][2]:.1f} ({t:g})")   # type: ignore[index]
-        for keep in keep_grid:   # the best proposal threshold (both kept) with candidates kept from `keep`
-            keys = [option_key(t, "both", keep, pipe.threshold) for t in (None, *GRID)]
-            cells.append(f"{max(r[k][2] for k in keys):.1f}")   # type: ignore[index]
-        evidence = "—" if r["evidence"] is None else f"{r['evidence']:.0%} ({r['oob_gain'] * 100:+.1f})"   # type: ignore[operator]
-        lines.append(f"| {corpus} | " + " | ".join(cells) + f" | {evidence} | {label(r['chosen'])} |")   # type: ignore[arg-type]
+        for rule in OVERLAP_RULES:
+            t = max(PROPOSAL_GRID, key=lambda t: f1(r, proposals=t, overlap=rule))
+            cells.append(f"{f1(r, proposals=t, overlap=rule):.1f} ({t:g})")
+        for keep in keep_grid:
+            cells.append(f"{max(f1(r, threshold=keep, proposals=t) for t in (None, *PROPOSAL_GRID)):.1f}")
+        evidence = "—" if r.evidence is None else f"{r.evidence:.0%} ({r.oob_gain * 100:+.1f})"
+        lines.append(f"| {r.corpus} | " + " | ".join(cells) + f" | {evidence} | {label(r)} |")
     lines += ["", f"Global (schemas without their own): proposals kept from {global_best:g} (the macro-best threshold), both kept.", ""]
     text = "\n".join(lines)
     print(text)
@@ -180,16 +138,10 @@ def main() -> None:
         args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     if args.write_bundle:
         manifest = load_manifest(args.write_bundle)
-        manifest.proposal_threshold = float(global_best)
-        manifest.proposal_thresholds = {corpus: chosen[corpus][0] for corpus in corpora}
-        manifest.proposal_overlap = "both"
-        manifest.proposal_overlaps = {corpus: chosen[corpus][1] for corpus in corpora if chosen[corpus][1] != "both"}
-        manifest.selector_thresholds = {
-            **{k: v for k, v in manifest.selector_thresholds.items() if k not in corpora},
-            **{corpus: chosen[corpus][2] for corpus in corpora if chosen[corpus][2] != pipe.threshold}}
+        store_calibration(manifest, results)
         write_manifest(args.write_bundle, manifest)
-        print(f"wrote proposal_threshold {global_best}, proposal_thresholds, proposal_overlaps and selector_thresholds "
-              f"into {args.write_bundle / MANIFEST_NAME}")
+        print(f"wrote proposal_threshold {manifest.proposal_threshold}, proposal_thresholds, proposal_overlaps and "
+              f"selector_thresholds into {args.write_bundle / MANIFEST_NAME}")
 
 
 if __name__ == "__main__":

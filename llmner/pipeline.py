@@ -58,7 +58,7 @@ from llmner.data_processing.chunking import (
     merge_chunk_entities,
 )
 from llmner.decoding.consistency import ConsistencyConfig, propagate
-from llmner.decoding.overlaps import resolve_proposal_overlaps
+from llmner.decoding.selection import SelectionRule
 from llmner.doc import (
     Candidate,
     Chunk,
@@ -440,25 +440,24 @@ class Pipeline:
         name = schema.name if isinstance(schema, EntitySchema) else schema
         return settings.get(self.calibration_key(name), default) if name is not None else default
 
-    def keeps(self, entity: Entity, schema: str | EntitySchema | None) -> bool:
-        """Whether selection keeps ``entity``: a span the selector proposed by the schema's proposal
-        threshold; a generator candidate by its selector score when the selector judged it, else by its
-        generator score where the schema has a generator threshold; otherwise it is kept."""
-        if entity.source == "selector":
-            cut = self.proposal_threshold_for(schema)
-            return cut is not None and entity.score is not None and entity.score >= cut
-        if entity.score is not None:
-            return entity.score >= self.threshold_for(schema)
+    def selection_rule(self, schema: str | EntitySchema | None) -> SelectionRule:
+        """``schema``'s selection settings (its own, else the global ones): a proposal is kept by the
+        schema's proposal threshold, a generator candidate by its selector score when the selector judged
+        it, else by its generator score where the schema has a generator threshold, and kept proposals
+        meet kept candidates of their type under the schema's overlap rule."""
         name = schema.name if isinstance(schema, EntitySchema) else schema
-        cut = self.generator_thresholds.get(self.calibration_key(name)) if name is not None else None
-        return cut is None or entity.generator_score is None or entity.generator_score >= cut
+        return SelectionRule(self.threshold_for(schema), self.proposal_threshold_for(schema),
+                             self.proposal_overlap_for(schema),
+                             self.generator_thresholds.get(self.calibration_key(name)) if name is not None else None)
+
+    def keeps(self, entity: Entity, schema: str | EntitySchema | None) -> bool:
+        """Whether selection keeps ``entity`` under ``schema`` by its own threshold (``SelectionRule.keeps``)."""
+        return self.selection_rule(schema).keeps(entity)
 
     def selection(self, entities: Sequence[Entity], schema: str | EntitySchema | None) -> list[Entity]:
-        """What selection keeps of one chunk's or one document's candidates under ``schema``: each one
-        ``keeps`` keeps, then the schema's proposal overlap rule (a kept proposal against the kept
-        candidates of its type). Any one frame; order kept."""
-        kept = [e for e in entities if self.keeps(e, schema)]
-        return resolve_proposal_overlaps(kept, self.proposal_overlap_for(schema))
+        """What selection keeps of one chunk's or one document's candidates under ``schema``
+        (``SelectionRule.select``). Any one frame; order kept."""
+        return self.selection_rule(schema).select(entities)
 
     def select(self, per_chunk: Sequence[ChunkEntities],
                schemas: Sequence[str | EntitySchema] | None = None) -> list[ChunkEntities]:

@@ -11,6 +11,7 @@ import pytest
 
 from llmner.bundle import BundleManifest, load_manifest
 from llmner.data_processing.chunking import ChunkingConfig
+from llmner.decoding.selection import SelectionRule
 from llmner.doc import Document, Entity
 from llmner.errors import ConfigError, DataNotFoundError
 from llmner.pipeline import Pipeline, PipelineConfig
@@ -151,12 +152,12 @@ def test_calibration_picks_the_best_threshold_per_schema_on_dev(monkeypatch):
     from llmner.evaluation.calibration import (
         CalibrationConfig,
         calibrate,
-        thresholds_of,
+        store_calibration,
     )
 
     # Of BC5CDR's types the generator proposes "breast cancer" (score 1.0), "cisplatin" (0.9) and
-    # "cancer" (0.6, wrong) in every document: the best cut lies between 0.6 and 0.9, and every
-    # resample's choice beats the global 0.5 on the documents it left out.
+    # "cancer" (0.6, wrong) in every document: the best cut of the grid is 0.7, and every resample's
+    # choice beats the global 0.5 on the documents it left out.
     docs = _gold_docs(TEXT, 12)
     monkeypatch.setattr("llmner.data_processing.corpora.load_corpus", lambda corpus, split: docs)
     monkeypatch.setattr("llmner.data_processing.corpora.is_labeled", lambda corpus, split: True)
@@ -164,23 +165,31 @@ def test_calibration_picks_the_best_threshold_per_schema_on_dev(monkeypatch):
     config = CalibrationConfig(corpora=["bc5cdr"], sentences=1000, min_gold=0, min_candidates=5, bootstrap=50)
     results = calibrate(pipe, config, log=lambda _: None)
     (r,) = results
-    assert r.schema == "bc5cdr" and r.documents == 12 and r.candidates > 5
+    assert r.schema == "bc5cdr" and r.judge == "selector" and r.documents == 12 and r.candidates > 5
+    assert not r.proposing and r.proposals == 0                  # a span-head selector proposes nothing
+    assert r.default == SelectionRule(0.5) and r.plain == r.default   # no proposals: the baseline is the global cut
     assert r.evidence == 1.0 and r.oob_gain > 0
-    assert 0.6 < r.threshold <= 0.9 and r.threshold == r.best_threshold
-    assert r.f1 == r.best_f1 == 1.0 and r.global_f1 < 1.0 and r.keep_all_f1 < r.f1
-    assert thresholds_of(results) == {"bc5cdr": r.threshold}
+    assert r.chosen == r.best == SelectionRule(0.7)
+    assert r.f1(r.chosen) == 1.0 > r.f1(r.default)
+    manifest = BundleManifest(selector_thresholds={"genia": 0.3, "bc5cdr": 0.4})
+    store_calibration(manifest, results)
+    assert manifest.selector_thresholds == {"genia": 0.3, "bc5cdr": 0.7}    # other schemas' settings stay
+    assert manifest.proposal_thresholds == {} and manifest.proposal_threshold is None
     few = calibrate(pipe, CalibrationConfig(corpora=["bc5cdr"], sentences=2, min_gold=0, min_candidates=10_000), log=lambda _: None)
-    assert few[0].threshold is None and few[0].best_threshold is None and few[0].evidence is None
-    assert thresholds_of(few) == {} and few[0].f1 == few[0].global_f1
+    assert few[0].chosen == few[0].best == few[0].default and few[0].evidence is None
+    store_calibration(manifest, few)
+    assert manifest.selector_thresholds == {"genia": 0.3}                   # back to the global threshold
     # Without a selector the generator's own scores judge (the lexicon double has none: all kept).
     (unjudged,) = calibrate(Pipeline(LexiconGenerator(), None), config, log=lambda _: None)
-    assert unjudged.judge == "generator" and unjudged.candidates == 0 and unjudged.threshold is None
+    assert unjudged.judge == "generator" and unjudged.candidates == 0 and unjudged.chosen == unjudged.default
     with pytest.raises(calibration.ValidationError, match="at least one corpus"):
         CalibrationConfig(corpora=[])
     with pytest.raises(calibration.ValidationError, match=r"min_evidence must be in \[0, 1\], got 1.5"):
         CalibrationConfig(corpora=["bc5cdr"], min_evidence=1.5)
     with pytest.raises(calibration.ValidationError, match="bootstrap must be >= 1"):
         CalibrationConfig(corpora=["bc5cdr"], bootstrap=0)
+    with pytest.raises(calibration.ValidationError, match="selector_grid must hold values in"):
+        CalibrationConfig(corpora=["bc5cdr"], selector_grid=(0.5, 1.5))
 
 
 class RecallLimitedGenerator(LexiconGenerator):
@@ -228,7 +237,7 @@ def test_generator_scores_judge_the_languages_the_selector_does_not(monkeypatch)
     from llmner.evaluation.calibration import (
         CalibrationConfig,
         calibrate,
-        thresholds_of,
+        store_calibration,
     )
 
     docs = _gold_docs(TEXT, 12)
@@ -239,16 +248,18 @@ def test_generator_scores_judge_the_languages_the_selector_does_not(monkeypatch)
     pipe = Pipeline(ScoredLexiconGenerator(), LengthSelector(), PipelineConfig(selector_languages=("zh",)))
     config = CalibrationConfig(corpora=["bc5cdr"], sentences=1000, min_gold=0, min_candidates=5, bootstrap=50)
     (r,) = calibrate(pipe, config, log=lambda _: None)
-    assert r.judge == "generator" and r.global_threshold == 0.0 and r.global_f1 == r.keep_all_f1 < 1.0
-    assert 0.6 < r.threshold <= 0.9 and r.f1 == 1.0 and r.evidence == 1.0
-    assert thresholds_of([r], "generator") == {"bc5cdr": r.threshold} and thresholds_of([r]) == {}
+    assert r.judge == "generator" and r.default.generator_threshold is None and r.f1(r.default) < 1.0
+    assert r.chosen.generator_threshold == 0.7 and r.f1(r.chosen) == 1.0 and r.evidence == 1.0
+    manifest = BundleManifest()
+    store_calibration(manifest, [r])
+    assert manifest.generator_thresholds == {"bc5cdr": 0.7} and manifest.selector_thresholds == {}
     # The pipeline applies it to unjudged candidates of that schema only, and never to judged ones.
     doc = Document("d", TEXT, metadata={"schema": "bc5cdr"})
     before = {e.text for e in pipe.process([doc])[0].entities}
-    pipe.generator_thresholds = {"bc5cdr": r.threshold}
+    pipe.generator_thresholds = dict(manifest.generator_thresholds)
     (rec,) = pipe.process([doc])
     assert "cancer" in before and {e.text for e in rec.entities} == {"breast cancer", "cisplatin"}
-    assert all(e.score is None and e.generator_score >= r.threshold for e in rec.entities)
+    assert all(e.score is None and e.generator_score >= 0.7 for e in rec.entities)
     judged = Pipeline(ScoredLexiconGenerator(), LengthSelector())
     judged.generator_thresholds = {"bc5cdr": 0.99}
     assert "cisplatin" in {e.text for e in judged.process([doc])[0].entities}      # selector 0.9 >= 0.5
@@ -258,8 +269,9 @@ def test_calibration_keeps_the_global_threshold_when_one_document_decides(monkey
     from llmner.evaluation.calibration import CalibrationConfig, calibrate
 
     # Eleven documents whose candidates are all right (cisplatin, 0.9) and one where "cancer" (0.6)
-    # is wrong: on all of dev a cut above 0.6 wins, but it only helps a resample that left that one
-    # document out (about a third of them), so the choice does not carry over and is not kept.
+    # is wrong: on all of dev a cut above 0.6 wins, but no resample shows it carrying over. One that
+    # draws the noisy document chooses 0.7 and leaves out only clean documents, where every cut ties;
+    # one that leaves it out sees only clean documents, where every cut ties, and keeps the global one.
     clean = "Patients were given cisplatin. The cisplatin dose was low. "
     docs = _gold_docs(clean, 11, "c") + _gold_docs(TEXT, 1, "noisy")
     assert "cancer" not in clean and len(docs[0].entities) == 2
@@ -268,12 +280,11 @@ def test_calibration_keeps_the_global_threshold_when_one_document_decides(monkey
     pipe = Pipeline(LexiconGenerator(), LengthSelector())
     config = CalibrationConfig(corpora=["bc5cdr"], sentences=1000, min_gold=0, min_candidates=5, bootstrap=200)
     (r,) = calibrate(pipe, config, log=lambda _: None)
-    assert r.documents == 12 and 0.6 < r.best_threshold <= 0.9 and r.best_f1 > r.global_f1
-    assert 0.2 < r.evidence < 0.5                     # P(the noisy document is left out) = (11/12)^12 = 0.35
-    assert r.threshold is None and r.f1 == r.global_f1
-    # min_evidence 0 takes the dev-best threshold whatever the resamples say.
+    assert r.documents == 12 and r.best == SelectionRule(0.7) and r.f1(r.best) > r.f1(r.default)
+    assert r.evidence == 0.0 and r.chosen == r.default
+    # min_evidence 0 takes the dev-best rule whatever the resamples say.
     (always,) = calibrate(pipe, dataclasses_replace(config, min_evidence=0.0), log=lambda _: None)
-    assert always.threshold == r.best_threshold and always.f1 == r.best_f1
+    assert always.chosen == r.best
 
 
 def test_calibrate_cli_writes_thresholds_the_pipeline_then_uses(tiny_bundle, tmp_path):
@@ -291,21 +302,41 @@ def test_calibrate_cli_writes_thresholds_the_pipeline_then_uses(tiny_bundle, tmp
                                  "--min-candidates", "1", "--selector-backend", "torch", "--min-evidence", "0",
                                  "--bootstrap", "20"])
     assert result.exit_code == 0, result.output
-    written = load_manifest(bundle).selector_thresholds
-    assert load_manifest(bundle).generator_thresholds == {}
+    manifest = load_manifest(bundle)
     card = json.loads((bundle / "calibration.json").read_text())
     (entry,) = card["schemas"]
-    assert entry["schema"] == "ncbi_disease" and entry["documents"] >= 1
+    assert entry["schema"] == "ncbi_disease" and entry["documents"] >= 1 and entry["judge"] == "selector"
     assert card["min_evidence"] == 0 and card["bootstrap"] == 20 and "evidence" in entry
-    # The seeded tiny generator proposes hundreds of candidates here, so a threshold is always chosen.
-    assert entry["candidates"] > 0 and entry["threshold"] is not None
-    assert written == {"ncbi_disease": entry["threshold"]} and entry["f1"] >= entry["global_f1"]
+    # The seeded tiny generator proposes hundreds of candidates here; with --min-evidence 0 the dev-best rule is stored.
+    assert entry["candidates"] > 0 and entry["chosen"] == entry["best"]
+    chosen, default = SelectionRule(**entry["chosen"]), SelectionRule(**entry["default"])
+    assert manifest.generator_thresholds == {}
+    assert manifest.selector_thresholds == ({} if chosen.threshold == default.threshold else {"ncbi_disease": chosen.threshold})
     pipe = Pipeline.from_bundle(bundle, PipelineConfig(selector_backend="torch"))
-    assert pipe.threshold_for("ncbi_disease") == entry["threshold"]
+    assert pipe.selection_rule("ncbi_disease") == chosen
     assert pipe.threshold_for("bc5cdr") == pipe.threshold            # uncalibrated schema: the global one
     # An explicit threshold in the config overrides the calibrated ones.
     forced = Pipeline.from_bundle(bundle, PipelineConfig(selector_backend="torch", selector_threshold=0.9))
     assert forced.threshold_for("ncbi_disease") == 0.9
+    # --candidates: the same documents' stored candidates give the same calibration without generating.
+    from llmner.data_processing.corpora import load_corpus
+    from llmner.evaluation.predict import PredictionCache, predict, predicted_documents
+    from llmner.evaluation.subsets import leading_documents
+
+    docs, _ = leading_documents(load_corpus("ncbi_disease", "dev"), 2, 40, from_end=True)
+    live = Pipeline.from_bundle(tiny_bundle, PipelineConfig(selector_backend="torch"))
+    cache = PredictionCache(tmp_path / "candidates", key={"model": "tiny"})
+    cache.put("ncbi_disease", "own", predicted_documents(docs, predict(live, docs, get_schema("ncbi_disease"))))
+    shutil.copytree(tiny_bundle, tmp_path / "again")
+    result = runner.invoke(app, ["calibrate", str(tmp_path / "again"), "--corpus", "ncbi_disease", "--min-candidates", "1",
+                                 "--selector-backend", "torch", "--min-evidence", "0", "--bootstrap", "20",
+                                 "--candidates", str(tmp_path / "candidates")])
+    assert result.exit_code == 0, result.output
+    (stored,) = json.loads((tmp_path / "again" / "calibration.json").read_text())["schemas"]
+    assert stored == entry
+    missing = runner.invoke(app, ["calibrate", str(tmp_path / "again"), "--corpus", "bc5cdr",
+                                  "--candidates", str(tmp_path / "candidates")])
+    assert missing.exit_code != 0 and "holds no bc5cdr.own.jsonl" in str(missing.exception)
     bad = runner.invoke(app, ["calibrate", str(bundle), "--corpus", "nope"])
     assert bad.exit_code != 0 and "unknown corpus nope" in str(bad.exception)
     # --open-bias-grid: the bonus is chosen first and written beside the thresholds.

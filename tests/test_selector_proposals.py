@@ -438,3 +438,49 @@ def test_is_cjk_agrees_with_berts_chinese_character_split():
     for cp in points:
         ch = chr(cp)
         assert is_cjk(ch) == (bert.normalize_str(ch) != ch), hex(cp)
+
+
+class BoundaryGenerator(GeneratorRuntime):
+    """Tags "cancer" as a disease and "BRCA1 mutations" as a gene (a boundary the corpus does not use)."""
+
+    model_id = "boundary"
+
+    def tag(self, requests):
+        return [TagResult([Entity(m.start(), m.end(), t, m.group()) for t, pattern in (("Gene", "BRCA1 mutations"), ("Disease", "cancer"))
+                           for m in re.finditer(pattern, r.text)], r.text) for r in requests]
+
+
+def test_calibration_chooses_proposal_threshold_overlap_rule_and_selector_threshold_together(monkeypatch):
+    from llmner.decoding.selection import SelectionRule
+    from llmner.evaluation.calibration import (
+        CalibrationConfig,
+        calibrate,
+        store_calibration,
+    )
+
+    # Gold: the gene where mutations are named ("BRCA1", not "BRCA1 mutations") and the disease. The
+    # selector scores the generator's "BRCA1 mutations" 0.9 (no threshold of the grid cuts it), proposes
+    # "BRCA1" at 0.9 there and 0.6 in the other sentence: only proposals from 0.7 whose span replaces
+    # the candidate it overlaps (rule "selector") find exactly the gold.
+    text = "BRCA1 mutations cause cancer. BRCA1 was seen."
+    docs = [Document(f"d{i}", text, entities=[Entity(0, 5, "Gene", "BRCA1"), Entity(22, 28, "Disease", "cancer")])
+            for i in range(12)]
+    monkeypatch.setattr("llmner.data_processing.corpora.load_corpus", lambda corpus, split: docs)
+    monkeypatch.setattr("llmner.data_processing.corpora.is_labeled", lambda corpus, split: True)
+    monkeypatch.setattr("llmner.data_processing.corpora.corpus_schema", lambda corpus: SCHEMA)
+    pipe = Pipeline(BoundaryGenerator(), ProposingSelector(), PipelineConfig(consistency=ConsistencyConfig.off()))
+    config = CalibrationConfig(corpora=["toy"], sentences=1000, min_gold=0, min_candidates=1, bootstrap=50)
+    (r,) = calibrate(pipe, config, log=lambda _: None)
+    assert r.proposing and r.proposals == 24 and r.candidates == 24
+    assert r.f1(r.default) == 0.5                                      # "BRCA1 mutations" wrong, "cancer" right
+    assert r.plain == SelectionRule(0.5, 0.7, "both") and r.f1(r.plain) == pytest.approx(0.8)
+    assert r.best == r.chosen == SelectionRule(0.5, 0.7, "selector") and r.f1(r.chosen) == 1.0
+    assert r.f1(SelectionRule(0.5, 0.7, "generator")) == 0.5 and r.evidence == 1.0
+    manifest = BundleManifest()
+    store_calibration(manifest, [r])
+    assert manifest.proposal_thresholds == {"toy": 0.7} and manifest.proposal_overlaps == {"toy": "selector"}
+    assert manifest.proposal_threshold == 0.7 and manifest.selector_thresholds == {}
+    # The pipeline, given the stored settings, keeps exactly what calibration scored.
+    pipe.proposal_thresholds, pipe.proposal_overlaps = dict(manifest.proposal_thresholds), dict(manifest.proposal_overlaps)
+    (record,) = pipe.process([Document("d", text, metadata={"schema": "toy"})])
+    assert sorted((e.start, e.end, e.type) for e in record.entities) == [(0, 5, "Gene"), (22, 28, "Disease")]

@@ -1,33 +1,43 @@
-"""Per-schema selector thresholds, chosen on the bundle's own generator candidates (``llmner calibrate``).
+"""Per-schema selection settings, chosen on the bundle's own dev candidates (``llmner calibrate``).
 
 The selector is trained on several corpora at once and its dev threshold is one number for all of
 them. The cost of a wrong cut differs by corpus: where the generator's candidates are mostly right
 (GENIA's nested proteins, LINNAEUS's species) one threshold drops true mentions, where they are
-mostly wrong it keeps noise. Calibration runs the whole bundle on the last dev documents of each
-corpus, keeps every candidate with its score, and picks for that corpus's schema the threshold with
-the best strict F1 (keeping every candidate is one of the choices; gold mentions the generator never
-proposed count as misses). A schema with fewer than ``min_candidates`` scored candidates keeps the
-global threshold: too few to choose from.
+mostly wrong it keeps noise. A tokens-head selector also proposes spans of its own, and what the
+generator's candidates should be kept from depends on what those proposals add; where a proposal
+overlaps a candidate of its type, which boundary wins is a corpus convention. So the three settings
+of a schema's ``SelectionRule`` (``llmner.decoding.selection``) are chosen together:
+
+- the selector threshold of the generator's candidates (``selector_grid``, and the global one);
+- the proposal threshold (``proposal_grid``, or no proposals);
+- the overlap rule (``llmner.decoding.overlaps``).
+
+Calibration takes the generator's candidates of a corpus's dev documents (generated afresh from the end
+of the split, or read from stored predictions), judges them and the selector's own spans as the pipeline
+does (``llmner.evaluation.rescore.judge_stored``), and scores every rule by the strict F1 of what
+``SelectionRule.select`` keeps (gold mentions never proposed count as misses).
 
 Small dev slices overfit: with 20 LINNAEUS gold mentions a threshold of 0.449 won on dev and then
-removed every candidate on test; with 40 mentions 0.597 won and did the same. So a schema's threshold
-moves away from the global one only with evidence that the *choice* carries over to unseen documents:
-in each of ``bootstrap`` document resamples the threshold is chosen on the drawn documents and
-compared with the global threshold on the documents left out (out of bag). The share of resamples in
-which it wins (ties count as no win) is the evidence; below ``min_evidence`` the global threshold
-stays. Out-of-bag testing judges the whole pick-the-best procedure, which an interval around the
-dev-best threshold's own gain cannot do: that gain is measured on the documents that chose it.
+removed every candidate on test. So the baseline is the global selector threshold with the proposal
+threshold chosen alone (the dev-best, both readings kept), and a rule that moves the selector threshold
+or the overlap rule replaces it only with evidence that the *choice* carries over to unseen documents:
+in each of ``bootstrap`` document resamples both ways of choosing pick on the drawn documents and are
+compared on the documents left out (``choice_evidence``). The share of resamples in which the full
+choice wins (ties count as no win) is the evidence; below ``min_evidence`` the baseline's choice stays.
+Out-of-bag testing judges the whole pick-the-best procedure, which an interval around the dev-best
+rule's own gain cannot do: that gain is measured on the documents that chose it. A schema with fewer
+than ``min_candidates`` scored candidates keeps the baseline: too few to choose from.
 
-A schema whose language the selector does not judge (Chinese, with the English MiniLM selector) is
-calibrated the same way on the generator's own probability of each entity's tags
-(``Entity.generator_score``), against keeping every candidate (threshold 0) instead of the global
-selector threshold; its threshold goes to ``BundleManifest.generator_thresholds``.
+A schema whose language the selector does not judge is calibrated the same way on the generator's own
+probability of each entity's tags (``Entity.generator_score``; ``generator_grid``), against keeping every
+candidate; its threshold goes to ``BundleManifest.generator_thresholds``.
 
 The generator's bonus for opening a tag (``open_bias``, constrained decoding) is chosen the same way
 (``calibrate_open_bias``): the bundle runs on the same dev documents once per value of a grid, each
 value is scored by the strict F1 of what the pipeline finally keeps, and the dev-best value is stored
 only when, out of bag, choosing it on a resample beats no bonus (0) on the documents left out often
-enough. It is chosen before the thresholds, which are then calibrated on the candidates it produces.
+enough. It is chosen before the selection settings, which are then calibrated on the candidates it
+produces.
 """
 
 from __future__ import annotations
@@ -37,13 +47,20 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from llmner.decoding.overlaps import OVERLAP_RULES
+from llmner.decoding.selection import SelectionRule
+from llmner.doc import Document, Entity
 from llmner.errors import ValidationError
-from llmner.evaluation.predict import predict
+from llmner.evaluation.predict import PredictionCache, predict
 from llmner.evaluation.subsets import leading_documents
-from llmner.evaluation.thresholds import best_threshold
 
 if TYPE_CHECKING:
+    from llmner.bundle import BundleManifest
     from llmner.pipeline import Pipeline
+
+PROPOSAL_GRID = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
+SELECTOR_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+GENERATOR_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 @dataclass(slots=True)
@@ -52,11 +69,14 @@ class CalibrationConfig:
     split: str = "dev"
     sentences: int = 80             # per corpus, from the end of the split
     min_gold: int = 40              # ... extended until it holds this many gold mentions (LINNAEUS is sparse)
-    min_candidates: int = 20        # fewer scored candidates: keep the global threshold
+    min_candidates: int = 20        # fewer scored candidates: keep the baseline
     batch_documents: int = 8
     bootstrap: int = 200            # document resamples for the out-of-bag evidence
-    min_evidence: float = 0.8       # share of resamples the dev-chosen threshold must win out of bag (0: always move)
+    min_evidence: float = 0.8       # share of resamples the full choice must win out of bag (0: always move)
     seed: int = 0
+    proposal_grid: tuple[float, ...] = PROPOSAL_GRID
+    selector_grid: tuple[float, ...] = SELECTOR_GRID
+    generator_grid: tuple[float, ...] = GENERATOR_GRID
 
     def __post_init__(self) -> None:
         if not self.corpora:
@@ -67,6 +87,21 @@ class CalibrationConfig:
             raise ValidationError(f"bootstrap must be >= 1 resample, got {self.bootstrap}")
         if not 0.0 <= self.min_evidence <= 1.0:
             raise ValidationError(f"min_evidence must be in [0, 1], got {self.min_evidence}")
+        for name in ("proposal_grid", "selector_grid", "generator_grid"):
+            grid = getattr(self, name)
+            if not grid or not all(0.0 <= v <= 1.0 for v in grid):
+                raise ValidationError(f"{name} must hold values in [0, 1], got {grid}")
+
+
+def rule_label(rule: SelectionRule, default: SelectionRule) -> str:
+    """A rule as the reports name it: "none" or "<proposal threshold> <overlap rule>", with
+    "@<selector threshold>" when it differs from ``default``'s and "gen@<t>" for a generator threshold."""
+    label = "none" if rule.proposals is None else f"{rule.proposals:g} {rule.overlap}"
+    if rule.threshold != default.threshold:
+        label += f" @{rule.threshold:g}"
+    if rule.generator_threshold is not None:
+        label += f" gen@{rule.generator_threshold:g}"
+    return label
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,16 +111,19 @@ class SchemaCalibration:
     judge: str                       # "selector" (scores: Entity.score) or "generator" (Entity.generator_score)
     documents: int
     gold: int
-    candidates: int                  # scored candidates (the judge scored them)
-    global_threshold: float          # the selector's global threshold; 0 (keep all) for the generator judge
-    global_f1: float                 # strict F1 on these documents at the global threshold
-    best_threshold: float | None     # the dev-best threshold (None: too few candidates to choose)
-    best_f1: float                   # strict F1 at it (= global_f1 when None)
-    evidence: float | None           # share of resamples where the in-bag choice beat the global threshold out of bag
-    oob_gain: float | None           # mean out-of-bag F1 gain of the in-bag choice over the global threshold
-    threshold: float | None          # what the bundle stores: best_threshold with enough evidence, else None (global)
-    f1: float                        # strict F1 at the threshold in use (= global_f1 when None)
-    keep_all_f1: float               # strict F1 keeping every candidate (the generator alone)
+    candidates: int                  # the generator's candidates the judge scored
+    proposals: int                   # the selector's own spans, scored (0 when it proposes none)
+    proposing: bool                  # the selector proposes spans here (proposal settings are chosen)
+    default: SelectionRule           # the global selector threshold (or keep all), no proposals
+    scores: dict[str, tuple[float, float, float]]   # rule_label -> strict (P, R, F1) of what it keeps
+    plain: SelectionRule             # the baseline's dev-best: the proposal threshold chosen alone
+    best: SelectionRule              # the dev-best of every rule
+    evidence: float | None           # share of resamples where choosing among every rule beat the baseline out of bag
+    oob_gain: float | None           # mean out-of-bag F1 gain of that choice over the baseline's
+    chosen: SelectionRule            # what the bundle stores: best with enough evidence, else plain
+
+    def f1(self, rule: SelectionRule) -> float:
+        return self.scores[rule_label(rule, self.default)][2]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -95,113 +133,94 @@ def strict_f1(kept: int, correct: int, gold: int) -> float:
     return 2 * correct / (kept + gold) if kept + gold else 0.0
 
 
-@dataclass(slots=True)
-class _DocumentCandidates:
-    """One dev document's candidates as calibration needs them."""
-    scores: list[float]              # scored candidates (the judge scored them)
-    hits: list[bool]                 # ... and whether each is a gold mention
-    gold: int
-    unscored: int = 0                # candidates the judge has no score for: always kept
-    unscored_correct: int = 0
+def selection_rules(default: SelectionRule, judge: str, proposing: bool,
+                    config: CalibrationConfig) -> tuple[list[SelectionRule], list[SelectionRule]]:
+    """(every rule to choose from, the baseline's rules), in tie-breaking order: the default threshold
+    first, no proposals before proposals, "both" before the other overlap rules."""
+    if judge == "generator":
+        rules = [default] + [dataclasses.replace(default, generator_threshold=t) for t in sorted(set(config.generator_grid))]
+        return rules, [default]
+    thresholds = [default.threshold] + sorted(set(config.selector_grid) - {default.threshold})
+    readings = [(None, "both")] + ([(p, rule) for rule in OVERLAP_RULES for p in config.proposal_grid] if proposing else [])
+    rules = [SelectionRule(t, p, rule) for t in thresholds for p, rule in readings]
+    return rules, [r for r in rules if r.threshold == default.threshold and r.overlap == "both"]
 
 
-class _CandidatePool:
-    """Candidates of a set of documents (with repeats, for resamples), and F1 / best threshold on them."""
-
-    def __init__(self, docs: Sequence[_DocumentCandidates]):
-        import numpy as np
-
-        self.scores = np.array([s for d in docs for s in d.scores], dtype=np.float64)
-        self.hits = np.array([h for d in docs for h in d.hits], dtype=np.float64)
-        self.gold = sum(d.gold for d in docs)
-        self.unscored = sum(d.unscored for d in docs)
-        self.unscored_correct = sum(d.unscored_correct for d in docs)
-
-    def f1_at(self, threshold: float) -> float:
-        keep = self.scores >= threshold
-        return strict_f1(int(keep.sum()) + self.unscored, int(self.hits[keep].sum()) + self.unscored_correct, self.gold)
-
-    def best_threshold(self) -> float:
-        chosen, _ = best_threshold(self.scores, self.hits, total_gold=self.gold,
-                                   always_kept=self.unscored, always_correct=self.unscored_correct)
-        return min(max(chosen, 0.0), 1.0)
-
-
-def out_of_bag_evidence(docs: Sequence[_DocumentCandidates], global_threshold: float, resamples: int,
-                        seed: int = 0) -> tuple[float | None, float | None]:
-    """(share of resamples won, mean F1 gain) of choosing the threshold on a document resample and
-    using it on the documents left out, against the global threshold there. (None, None) when no
-    resample both had scored candidates to choose from and left documents out."""
+def choose_selection(pipe: Pipeline, corpus: str, gold_docs: Sequence[Document],
+                     generated: Sequence[Sequence[Entity]], config: CalibrationConfig) -> SchemaCalibration:
+    """Choose ``corpus``'s schema's ``SelectionRule`` on ``gold_docs`` from the generator's candidates of
+    each (``generated[i]``, document frame; the selector's spans among them are ignored: they are
+    proposed again)."""
     import numpy as np
 
-    rng = np.random.default_rng(seed)
-    n = len(docs)
-    gains = []
-    for _ in range(resamples):
-        drawn = rng.integers(0, n, n)
-        left_out = np.setdiff1d(np.arange(n), drawn)
-        in_bag = _CandidatePool([docs[i] for i in drawn])
-        if not left_out.size or not in_bag.scores.size:
-            continue
-        out = _CandidatePool([docs[i] for i in left_out])
-        gains.append(out.f1_at(in_bag.best_threshold()) - out.f1_at(global_threshold))
-    if not gains:
-        return None, None
-    g = np.array(gains)
-    return float((g > 0).mean()), float(g.mean())
+    from llmner.data_processing.corpora import corpus_schema
+    from llmner.evaluation.bootstrap import per_document_counts
+    from llmner.evaluation.rescore import judge_stored
+
+    schema = corpus_schema(corpus)
+    pipe.add_schema(schema)
+    languages = pipe.config.selector_languages
+    judge = "selector" if pipe.selector is not None and (not languages or schema.language in languages) else "generator"
+    proposing = judge == "selector" and pipe.config.proposals and pipe.selector is not None and pipe.selector.can_propose
+    judged: list[list[Entity]] = []
+    for doc, entities in zip(gold_docs, generated, strict=True):
+        own = [e for e in entities if e.source != "selector"]
+        if judge == "selector":
+            judged.append(judge_stored(pipe, doc, own, schema, propose=proposing))
+        else:   # stored scores of another selector must not decide
+            judged.append([dataclasses.replace(e, score=None) for e in own])
+    scored = sum(e.score is not None if judge == "selector" else e.generator_score is not None
+                 for doc in judged for e in doc if e.source != "selector")
+    default = SelectionRule(pipe.threshold)
+    rules, baseline = selection_rules(default, judge, proposing, config)
+    if scored < config.min_candidates:
+        rules = baseline
+    counts: dict[Hashable, Any] = {}
+    scores: dict[str, tuple[float, float, float]] = {}
+    for rule in rules:
+        predicted = [Document(d.id, d.text, d.language, {}, rule.select(entities)) for d, entities in zip(gold_docs, judged)]
+        counts[rule] = np.array([c["all"] for c in per_document_counts(gold_docs, predicted)], dtype=np.float64)
+        tp, fp, fn = (int(x) for x in counts[rule].sum(axis=0))
+        scores[rule_label(rule, default)] = (tp / (tp + fp) if tp + fp else 0.0, tp / (tp + fn) if tp + fn else 0.0,
+                                             strict_f1(tp + fp, tp, tp + fn))
+    everything = np.arange(len(gold_docs))
+    plain, best = best_option(counts, baseline, everything), best_option(counts, rules, everything)
+    evidence = oob_gain = None
+    if len(rules) > len(baseline):
+        evidence, oob_gain = choice_evidence(counts, rules, baseline, config.bootstrap, config.seed)
+    moves = best not in baseline and (config.min_evidence == 0.0 or (evidence is not None and evidence >= config.min_evidence))
+    return SchemaCalibration(
+        schema=schema.name, corpus=corpus, judge=judge, documents=len(gold_docs),
+        gold=sum(len(d.entities) for d in gold_docs), candidates=scored,
+        proposals=sum(e.source == "selector" for doc in judged for e in doc), proposing=proposing,
+        default=default, scores=scores, plain=plain, best=best,   # type: ignore[arg-type]
+        evidence=evidence, oob_gain=oob_gain, chosen=best if moves else plain)   # type: ignore[arg-type]
 
 
-def calibrate_schema(pipe: Pipeline, corpus: str, config: CalibrationConfig) -> SchemaCalibration:
-    """Run ``pipe`` on the last dev documents of ``corpus`` and choose its schema's threshold."""
+def calibrate_schema(pipe: Pipeline, corpus: str, config: CalibrationConfig,
+                     stored: PredictionCache | None = None) -> SchemaCalibration:
+    """Choose ``corpus``'s schema's selection settings on its dev documents: the last ones of the split,
+    tagged now by ``pipe``, or those ``stored`` holds (``<corpus>.own.jsonl``, e.g. kept by
+    ``benchmarks/schemas.py --cache``), without running the generator."""
     from llmner.data_processing.corpora import corpus_schema, is_labeled, load_corpus
 
     if not is_labeled(corpus, config.split):
         raise ValidationError(f"calibration: {corpus}/{config.split} has no gold labels")
-    schema = corpus_schema(corpus)
-    languages = pipe.config.selector_languages
-    judge = "selector" if pipe.selector is not None and (not languages or schema.language in languages) else "generator"
-    gold_docs, _ = leading_documents(load_corpus(corpus, config.split), config.sentences, config.min_gold, from_end=True)
-    records = predict(pipe, gold_docs, schema, config.batch_documents)
-    per_doc = []
-    for doc, record in zip(gold_docs, records):
-        gold = {(e.start, e.end, e.type) for e in doc.entities}
-        d = _DocumentCandidates(scores=[], hits=[], gold=len(doc.entities))
-        # The selector's own spans have their own threshold, and the schema's overlap rule decides between
-        # a kept one and a kept candidate of its type: what they keep at the current thresholds is a given.
-        selected = {id(e) for e in pipe.selection(record.entities, schema)}
-        for e in record.entities:
-            hit = (e.start, e.end, e.type) in gold
-            if e.source == "selector":
-                if id(e) in selected:
-                    d.unscored, d.unscored_correct = d.unscored + 1, d.unscored_correct + hit
-                continue
-            if id(e) not in selected and pipe.keeps(e, schema):
-                continue     # a kept proposal of its type overlaps it and wins (overlap rule "selector")
-            score = e.score if judge == "selector" else e.generator_score
-            if score is None:            # nothing to judge it by: always kept
-                d.unscored, d.unscored_correct = d.unscored + 1, d.unscored_correct + hit
-            else:
-                d.scores.append(score)
-                d.hits.append(hit)
-        per_doc.append(d)
-    pool = _CandidatePool(per_doc)
-
-    global_threshold = pipe.threshold if judge == "selector" else 0.0
-    best: float | None = None
-    evidence = oob_gain = None
-    if len(pool.scores) >= config.min_candidates:
-        best = pool.best_threshold()
-        evidence, oob_gain = out_of_bag_evidence(per_doc, global_threshold, config.bootstrap, config.seed)
-    moves = best is not None and (config.min_evidence == 0.0 or (evidence is not None and evidence >= config.min_evidence))
-    chosen = best if moves else None
-    global_f1 = pool.f1_at(global_threshold)
-    return SchemaCalibration(
-        schema=schema.name, corpus=corpus, judge=judge, documents=len(gold_docs), gold=pool.gold,
-        candidates=len(pool.scores),
-        global_threshold=global_threshold, global_f1=global_f1,
-        best_threshold=best, best_f1=pool.f1_at(best) if best is not None else global_f1,
-        evidence=evidence, oob_gain=oob_gain, threshold=chosen,
-        f1=pool.f1_at(chosen) if chosen is not None else global_f1, keep_all_f1=pool.f1_at(0.0))
+    docs = load_corpus(corpus, config.split)
+    if stored is None:
+        gold_docs, _ = leading_documents(docs, config.sentences, config.min_gold, from_end=True)
+        generated = [r.entities for r in predict(pipe, gold_docs, corpus_schema(corpus), config.batch_documents)]
+    else:
+        predicted = stored.get(corpus, "own")
+        if predicted is None:
+            raise ValidationError(f"calibration: {stored.root} holds no {corpus}.own.jsonl")
+        by_id = {d.id: d for d in docs}
+        missing = [p.id for p in predicted if p.id not in by_id]
+        if missing:
+            raise ValidationError(f"calibration: {len(missing)} stored {corpus} documents are not in its "
+                                  f"{config.split} split (first: {missing[0]})")
+        gold_docs, generated = [by_id[p.id] for p in predicted], [p.entities for p in predicted]
+    return choose_selection(pipe, corpus, gold_docs, generated, config)
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,30 +308,55 @@ def calibrate_open_bias(pipe: Pipeline, corpus: str, config: CalibrationConfig,
                                evidence=evidence, oob_gain=oob_gain, open_bias=best if moves else 0.0)
 
 
-def calibrate(pipe: Pipeline, config: CalibrationConfig,
-              log: Callable[[str], None] = print) -> list[SchemaCalibration]:
+def calibrate(pipe: Pipeline, config: CalibrationConfig, log: Callable[[str], None] = print,
+              stored: PredictionCache | None = None) -> list[SchemaCalibration]:
     """One calibration per corpus (its schema), judged by the selector where it judges the schema's
     language, else by the generator's own scores."""
     out = []
     for corpus in config.corpora:
-        result = calibrate_schema(pipe, corpus, config)
-        log(f"{corpus}: {result.candidates} candidates scored by the {result.judge}, {result.gold} gold; "
-            + _verdict(result))
+        result = calibrate_schema(pipe, corpus, config, stored)
+        log(f"{corpus}: {result.candidates} candidates scored by the {result.judge}"
+            + (f", {result.proposals} proposals" if result.proposing else "") + f", {result.gold} gold; " + _verdict(result))
         out.append(result)
     return out
 
 
 def _verdict(r: SchemaCalibration) -> str:
-    if r.best_threshold is None:
-        return f"F1 {r.global_f1:.3f} at the global threshold (too few candidates to choose)"
+    plain = f"{rule_label(r.plain, r.default)} (F1 {r.f1(r.plain):.3f}, no proposals {r.f1(r.default):.3f})"
+    if r.best == r.plain:
+        return f"chose {plain}"
     won = "no resample" if r.evidence is None else f"won {r.evidence:.0%} of resamples out of bag (mean gain {r.oob_gain:+.3f})"
-    if r.threshold is None:
-        return (f"dev-best {r.best_threshold:.3f} (F1 {r.global_f1:.3f} -> {r.best_f1:.3f}) {won}: "
-                f"not enough evidence, keeps the global threshold")
-    return f"F1 global {r.global_f1:.3f} -> {r.f1:.3f} at {r.threshold:.3f}, {won}"
+    verdict = "chosen" if r.chosen == r.best else "not enough evidence"
+    return f"baseline {plain}; dev-best {rule_label(r.best, r.default)} (F1 {r.f1(r.best):.3f}) {won}: {verdict}"
 
 
-def thresholds_of(results: Sequence[SchemaCalibration], judge: str = "selector") -> dict[str, float]:
-    """schema -> chosen threshold of ``judge``'s calibrations, for ``BundleManifest.selector_thresholds``
-    (judge "selector") or ``generator_thresholds`` (judge "generator")."""
-    return {r.schema: r.threshold for r in results if r.threshold is not None and r.judge == judge}
+def global_proposal_threshold(results: Sequence[SchemaCalibration], grid: Sequence[float] = PROPOSAL_GRID) -> float | None:
+    """The proposal threshold for schemas without their own: the one of ``grid`` with the best macro F1
+    over the proposing calibrations, both readings kept, at each one's default selector threshold."""
+    proposing = [r for r in results if r.proposing]
+    if not proposing:
+        return None
+    def macro(p: float) -> float:
+        return sum(r.f1(dataclasses.replace(r.default, proposals=p)) for r in proposing) / len(proposing)
+    return max(grid, key=macro)
+
+
+def store_calibration(manifest: BundleManifest, results: Sequence[SchemaCalibration],
+                      grid: Sequence[float] = PROPOSAL_GRID) -> None:
+    """Write the chosen settings into ``manifest``: each calibrated schema's entries are replaced (a
+    setting equal to the global one is not stored), other schemas' entries are kept."""
+    names = {r.schema for r in results}
+
+    def merged(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+        return {**{k: v for k, v in old.items() if k not in names}, **new}
+
+    manifest.selector_thresholds = merged(manifest.selector_thresholds, {
+        r.schema: r.chosen.threshold for r in results if r.judge == "selector" and r.chosen.threshold != r.default.threshold})
+    manifest.generator_thresholds = merged(manifest.generator_thresholds, {
+        r.schema: r.chosen.generator_threshold for r in results if r.chosen.generator_threshold is not None})
+    proposing = [r for r in results if r.proposing]
+    if proposing:
+        manifest.proposal_threshold = global_proposal_threshold(proposing, grid)
+        manifest.proposal_thresholds = merged(manifest.proposal_thresholds, {r.schema: r.chosen.proposals for r in proposing})
+        manifest.proposal_overlaps = merged(manifest.proposal_overlaps,
+                                            {r.schema: r.chosen.overlap for r in proposing if r.chosen.overlap != "both"})

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmner.decoding.overlaps import resolve_proposal_overlaps
+from llmner.decoding.selection import SelectionRule
 from llmner.doc import Candidate, Chunk, Document, Entity, ResultRecord, one_per_key
 from llmner.errors import DataNotFoundError, ValidationError
 from llmner.evaluation.reports import cached_row, files_fingerprint, store_row
@@ -335,7 +336,7 @@ def undetermined_f1_range(parts_dir: Path, gold: Sequence[Document]) -> tuple[fl
     summary = cached_row(parts_dir / "rescored.json")
     threshold = float(summary["threshold"])
     proposal = summary.get("proposal_threshold")
-    rule = summary.get("proposal_overlap", "both")
+    selection = SelectionRule(threshold, proposal, summary.get("proposal_overlap", "both"))
     by_id = {d.id: d for d in gold}
     variants: tuple[list[Document], list[Document]] = ([], [])
     ordered = []
@@ -347,16 +348,14 @@ def undetermined_f1_range(parts_dir: Path, gold: Sequence[Document]) -> tuple[fl
             ordered.append(doc)
             sure, open_ = [], []
             for entity, bound in zip(record.entities, bounds):
-                if entity.source == "selector":     # exact scores, their own threshold
-                    if proposal is not None and entity.score is not None and entity.score >= proposal:
-                        sure.append(entity)
-                elif bound is not None and bound[0] < threshold <= bound[1]:
+                # A proposal's score is exact; a candidate's is open when its interval straddles the threshold.
+                if entity.source != "selector" and bound is not None and bound[0] < threshold <= bound[1]:
                     open_.append(entity)
-                elif entity.score is None or entity.score >= threshold:
+                elif selection.keeps(entity):
                     sure.append(entity)
             for variant, entities in zip(variants, (sure, sure + open_)):
                 predicted = record.to_document(doc.text)
-                predicted.entities = resolve_proposal_overlaps(entities, rule)
+                predicted.entities = resolve_proposal_overlaps(entities, selection.overlap)   # kept: decided above
                 variant.append(predicted)
     low, high = (score(ordered, v).strict.f1 for v in variants)
     return min(low, high), max(low, high)

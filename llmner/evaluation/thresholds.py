@@ -1,7 +1,7 @@
-"""The selector threshold with the best F1 on scored candidates (selector training and calibration).
+"""The selector threshold with the best F1 on scored candidates (selector training's dev threshold).
 
-Both choose a cut on dev candidates the same way: keep every candidate scored at or above the
-threshold, count gold mentions never proposed as misses, and cut only where the score changes.
+Keep every candidate scored at or above the threshold, count gold mentions never proposed as misses,
+and cut only where the score changes.
 """
 
 from __future__ import annotations
@@ -11,21 +11,19 @@ import numpy as np
 from llmner.errors import ValidationError
 
 
-def best_threshold(scores: np.ndarray, labels: np.ndarray, total_gold: int | None = None,
-                   always_kept: int = 0, always_correct: int = 0) -> tuple[float, dict[str, float]]:
+def best_threshold(scores: np.ndarray, labels: np.ndarray, total_gold: int | None = None) -> tuple[float, dict[str, float]]:
     """Threshold with the best F1 when keeping candidates with score >= threshold.
 
     ``total_gold`` (default: positives among the candidates) is the recall denominator, so gold
-    mentions the candidates never proposed count as misses. ``always_kept`` candidates (of which
-    ``always_correct`` are right) pass whatever the threshold: ones the selector does not judge.
+    mentions the candidates never proposed count as misses.
     """
     if scores.size == 0:
         raise ValidationError("no dev candidates to choose a threshold on")
-    total = int(labels.sum()) + always_correct if total_gold is None else total_gold
+    total = int(labels.sum()) if total_gold is None else total_gold
     order = np.argsort(-scores, kind="stable")
     s, y = scores[order], labels[order]
-    tp = np.cumsum(y) + always_correct
-    kept = np.arange(1, len(s) + 1) + always_kept
+    tp = np.cumsum(y)
+    kept = np.arange(1, len(s) + 1)
     precision = tp / kept
     recall = tp / max(total, 1)
     f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)

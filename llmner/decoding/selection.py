@@ -1,0 +1,44 @@
+"""What selection keeps of one schema's candidates: one rule, read by the pipeline and by calibration.
+
+A bundle stores per schema the settings that decide which candidates stay (``BundleManifest``:
+``selector_threshold[s]``, ``generator_thresholds``, ``proposal_threshold[s]``, ``proposal_overlap[s]``).
+``Pipeline.selection_rule`` gathers a schema's settings into a ``SelectionRule``; calibration
+(``llmner.evaluation.calibration``) scores alternative rules on dev candidates with the same ``select``,
+so what is chosen there is exactly what the pipeline then does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from llmner.decoding.overlaps import check_overlap_rule, resolve_proposal_overlaps
+from llmner.doc import Entity
+
+
+@dataclass(frozen=True, slots=True)
+class SelectionRule:
+    threshold: float                         # a generator candidate the selector scored: kept from this score
+    proposals: float | None = None           # the selector's own spans: kept from this score (None: none kept)
+    overlap: str = "both"                    # a kept proposal against kept candidates of its type (overlaps)
+    generator_threshold: float | None = None # a candidate the selector did not score: kept from this generator
+                                             # score (None: always kept)
+
+    def __post_init__(self) -> None:
+        check_overlap_rule(self.overlap)
+
+    def keeps(self, entity: Entity) -> bool:
+        """Whether ``entity`` passes its own threshold (before the overlap rule)."""
+        if entity.source == "selector":
+            return self.proposals is not None and entity.score is not None and entity.score >= self.proposals
+        if entity.score is not None:
+            return entity.score >= self.threshold
+        cut = self.generator_threshold
+        return cut is None or entity.generator_score is None or entity.generator_score >= cut
+
+    def select(self, entities: Sequence[Entity]) -> list[Entity]:
+        """What stays of one chunk's or one document's candidates (any one frame; order kept)."""
+        return resolve_proposal_overlaps([e for e in entities if self.keeps(e)], self.overlap)
+
+
+__all__ = ["SelectionRule"]
