@@ -99,6 +99,7 @@ class PipelineConfig:
     open_bias: float | None = None           # logit bonus for opening a tag, every schema (None: the bundle's per schema)
     device: str | None = None                # generator device (None: auto)
     merge_adapter: bool = True               # fold the generator's LoRA into its weights (faster, same output)
+    grouped_attention: bool = True           # on a CPU, attention reads grouped KV heads in place (faster, same output)
     default_schemas: dict[str, str] = field(default_factory=lambda: {"en": "biomedical_en", "zh": "cmeee"})
     # Languages the selector judges; candidates in other languages are kept unscored. None: the
     # bundle's list (an encoder whose vocabulary lacks a script cannot judge its text).
@@ -200,7 +201,8 @@ class Pipeline:
         mode = config.decoding_mode or manifest.decoding_mode
         generator = TorchGeneratorRuntime.from_pretrained(root / GENERATOR_DIR, mode=mode,
                                                           batch_size=config.generator_batch_size, device=config.device,
-                                                          adapter=generator_adapter, merge_adapter=config.merge_adapter)
+                                                          adapter=generator_adapter, merge_adapter=config.merge_adapter,
+                                                          grouped_attention=config.grouped_attention)
         if manifest.generator_id:
             generator.model_id = manifest.generator_id
         if generator_adapter is not None:

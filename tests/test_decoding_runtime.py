@@ -11,7 +11,7 @@ from llmner.errors import ConfigError
 from llmner.prompts import PromptBuilder, PromptConfig
 from llmner.runtime.base import TagRequest
 from llmner.runtime.torch_generator import TorchGeneratorRuntime
-from llmner.schema import EntitySchema, EntityType, get_schema
+from llmner.schema import EntitySchema, get_schema
 from llmner.testing import tiny_causal_lm, tiny_llama
 
 TEXTS = [
@@ -126,7 +126,14 @@ def test_no_tags_inside_words_unless_allowed(lm):
 
 def metaspace_byte_fallback_tokenizer():
     """A sentencepiece-style tokenizer: '▁' for spaces, <0xNN> byte fallback for unknown characters."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     base = Tokenizer(models.BPE())
@@ -251,3 +258,37 @@ def test_open_bias_opens_more_tags_alike_in_constrained_and_speculative_decoding
     # Mixed biases in one call are generated apart (the bias is part of the batch key), in request order.
     mixed = constrained.tag([biased[0], plain[0]])
     assert [r.output for r in mixed] == [more[0].output, base[0].output]
+
+
+def test_grouped_kv_attention_on_a_cpu_gives_the_same_tags_and_scores():
+    import torch
+
+    from llmner.modeling.attention import CPU_GQA_SDPA, use_cpu_gqa_attention
+
+    # The tiny Llama groups 4 query heads over 2 key/value heads, as SmolLM2 groups 9 over 3.
+    schema = genia_like()
+    requests = [TagRequest(t, schema) for t in TEXTS]
+    outputs = []
+    for grouped in (False, True):
+        model, tokenizer = tiny_causal_lm(seed=1)
+        assert model.config.num_key_value_heads < model.config.num_attention_heads
+        if grouped:
+            assert use_cpu_gqa_attention(model) and model.config._attn_implementation == CPU_GQA_SDPA
+        # speculative: padded rows, holes and branching draft trees, i.e. every kind of attention mask
+        runtime = TorchGeneratorRuntime(model, tokenizer, mode="speculative", batch_size=3)
+        assert runtime.tag_generator._tree_masks
+        results = runtime.tag(requests)
+        probs = [out.token_probs for out in runtime.tag_generator.generate(
+            "", [t + " =>" for t in TEXTS], TEXTS, [schema.type_names] * len(TEXTS), "speculative")]
+        with torch.inference_mode():
+            ids = tokenizer(TEXTS[:2], return_tensors="pt", padding=True)
+            logits = model(**ids).logits
+        outputs.append(([r.output for r in results], [r.entities for r in results], probs, logits))
+    (out_a, ents_a, probs_a, logits_a), (out_b, ents_b, probs_b, logits_b) = outputs
+    assert out_a == out_b and ents_a == ents_b
+    assert all(pa == pytest.approx(pb, abs=1e-5) for pa, pb in zip(probs_a, probs_b))
+    assert torch.allclose(logits_a, logits_b, atol=1e-5)
+    # Eager attention is left as it is.
+    eager = tiny_llama(seed=1)
+    eager.set_attn_implementation("eager")
+    assert not use_cpu_gqa_attention(eager) and eager.config._attn_implementation == "eager"

@@ -41,6 +41,7 @@ from llmner.decoding.constraint import CopyConstraint, CopyState
 from llmner.decoding.drafting import DraftLimits, DraftTree, draft_tree
 from llmner.decoding.vocab import TokenVocab, vocab_for
 from llmner.errors import ConfigError
+from llmner.modeling.attention import CPU_GQA_SDPA
 
 Mode = Literal["free", "constrained", "speculative"]
 MODES: tuple[str, ...] = ("free", "constrained", "speculative")
@@ -314,7 +315,7 @@ class TagGenerator:
     def _tree_masks(self) -> bool:
         """Branching drafts need a custom 4-D attention mask: eager and SDPA attention take one."""
         impl = getattr(self.model.config, "_attn_implementation", None)
-        return impl in ("sdpa", "eager")
+        return impl in ("sdpa", "eager", CPU_GQA_SDPA)
 
     def _tree_attention(self, mask: torch.Tensor, lead_w: int, lead_lens: list[int], trees: list[DraftTree],
                         width: int) -> torch.Tensor:

@@ -15,6 +15,7 @@ from typing import Any
 from llmner.codecs.base import Diagnostics
 from llmner.decoding.tag_generator import MODES, TagGenerationConfig, TagGenerator
 from llmner.errors import ConfigError
+from llmner.modeling.attention import use_cpu_gqa_attention
 from llmner.prompts import PromptBuilder, PromptConfig
 from llmner.runtime.base import GeneratorRuntime, TagRequest, TagResult
 
@@ -67,15 +68,20 @@ class TorchGeneratorRuntime(GeneratorRuntime):
     @classmethod
     def from_pretrained(cls, path: str | Path, mode: str = "speculative", batch_size: int = 8,
                         generation_config: TagGenerationConfig | None = None, device: str | None = None,
-                        adapter: str | Path | None = None, merge_adapter: bool = True) -> TorchGeneratorRuntime:
+                        adapter: str | Path | None = None, merge_adapter: bool = True,
+                        grouped_attention: bool = True) -> TorchGeneratorRuntime:
         """From a generator directory written by ``GeneratorModel.save_pretrained``; ``adapter``: a generator
         directory or training checkpoint whose LoRA weights replace the directory's own; ``merge_adapter``:
-        fold the LoRA weights into the base weights (faster; ``GeneratorModel.merge_adapter``)."""
+        fold the LoRA weights into the base weights (faster; ``GeneratorModel.merge_adapter``);
+        ``grouped_attention``: on a CPU, attention reads grouped key/value heads in place (faster, same
+        output; ``llmner.modeling.attention``)."""
         from llmner.modeling.generator import GeneratorModel
 
         generator = GeneratorModel.from_pretrained(path, device=device, adapter=adapter)
         if merge_adapter:
             generator.merge_adapter()
+        if grouped_attention:
+            use_cpu_gqa_attention(generator.model)
         model_id = str(path) if adapter is None else f"{path} + {adapter}"
         return cls.from_generator(generator, mode, batch_size, generation_config, model_id=model_id)
 
