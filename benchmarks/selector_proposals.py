@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="markdown file to write (and .json beside it)")
     parser.add_argument("--min-evidence", type=float, default=0.8, help="share of resamples the full choice must win out of bag")
     parser.add_argument("--bootstrap", type=int, default=200, help="document resamples for the out-of-bag evidence")
+    parser.add_argument("--selector-backend", default="onnx", help="onnx (as served: the scores the settings will be applied to) or torch")
     parser.add_argument("--write-bundle", type=Path, default=None, help="store the chosen settings in this bundle's bundle.json")
     args = parser.parse_args()
 
@@ -71,7 +72,7 @@ def main() -> None:
     from llmner.pipeline import Pipeline, PipelineConfig
 
     bundle = args.bundle or default_bundle_path()
-    pipe = Pipeline.from_bundle(bundle, PipelineConfig(selector_backend="torch"))
+    pipe = Pipeline.from_bundle(bundle, PipelineConfig(selector_backend=args.selector_backend))
     if pipe.selector is None or not pipe.selector.can_propose:
         raise SystemExit(f"{bundle}: its selector cannot propose spans (a tokens-head selector can)")
     # Against the global settings: the bundle's own per-schema ones must not leak in.
@@ -91,7 +92,8 @@ def main() -> None:
         proposals = "none" if r.chosen.proposals is None else f"{r.chosen.proposals:g}, {r.chosen.overlap}"
         return proposals if r.chosen.threshold == r.default.threshold else f"{proposals}; selector {r.chosen.threshold:g}"
 
-    result = {"candidates": str(args.candidates), "bundle": str(bundle), "min_evidence": args.min_evidence,
+    result = {"candidates": str(args.candidates), "bundle": str(bundle), "selector_backend": args.selector_backend,
+              "min_evidence": args.min_evidence,
               "global": global_best, "cpu_s": round(cpu_s, 1),
               "rows": {r.corpus: {"gold": r.gold, "documents": r.documents, "proposals": r.proposals,
                                   "scores": {k: [v * 100 for v in prf] for k, prf in r.scores.items()},
@@ -99,12 +101,13 @@ def main() -> None:
                                   "evidence": r.evidence, "oob_gain": r.oob_gain,
                                   "chosen": [r.chosen.proposals, r.chosen.overlap, r.chosen.threshold]} for r in results}}
     lines = ["# The selector's own spans (proposals), the overlap rule and the selector threshold, chosen on dev", "",
-             f"`python benchmarks/selector_proposals.py --candidates {args.candidates}"
+             f"`python benchmarks/selector_proposals.py --candidates {args.candidates} --selector-backend {args.selector_backend}"
              + (f" --bundle {args.bundle}" if args.bundle else "") + "".join(f" --corpus {c}" for c in args.corpus or []) + "`", "",
              (f"Strict F1 (%) on the documents of the stored candidates of each corpus, own schema "
               f"(`llmner.evaluation.calibration`, as `llmner calibrate --candidates` chooses): the generator's candidates kept "
               f"at the bundle's global selector threshold ({pipe.threshold:g}), plus the selector's own spans (those the "
-              f"generator did not propose) scored at or above each proposal threshold. {cpu_s:.0f} CPU-s on one thread."), "",
+              f"generator did not propose) scored at or above each proposal threshold, scores from the {args.selector_backend} selector. "
+              f"{cpu_s:.0f} CPU-s on one thread."), "",
              "Both kept where a proposal overlaps a candidate of its type (the rule before rules existed):", "",
              "| corpus | docs | gold | proposals | none | " + " | ".join(f"{t:g}" for t in PROPOSAL_GRID) + " |",
              "|---" * (len(PROPOSAL_GRID) + 5) + "|"]
