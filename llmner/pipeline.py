@@ -452,10 +452,6 @@ class Pipeline:
                              self.proposal_overlap_for(schema),
                              self.generator_thresholds.get(self.calibration_key(name)) if name is not None else None)
 
-    def keeps(self, entity: Entity, schema: str | EntitySchema | None) -> bool:
-        """Whether selection keeps ``entity`` under ``schema`` by its own threshold (``SelectionRule.keeps``)."""
-        return self.selection_rule(schema).keeps(entity)
-
     def selection(self, entities: Sequence[Entity], schema: str | EntitySchema | None) -> list[Entity]:
         """What selection keeps of one chunk's or one document's candidates under ``schema``
         (``SelectionRule.select``). Any one frame; order kept."""

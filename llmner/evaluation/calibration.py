@@ -180,9 +180,7 @@ def choose_selection(pipe: Pipeline, corpus: str, gold_docs: Sequence[Document],
     for rule in rules:
         predicted = [Document(d.id, d.text, d.language, {}, rule.select(entities)) for d, entities in zip(gold_docs, judged)]
         counts[rule] = np.array([c["all"] for c in per_document_counts(gold_docs, predicted)], dtype=np.float64)
-        tp, fp, fn = (int(x) for x in counts[rule].sum(axis=0))
-        scores[rule_label(rule, default)] = (tp / (tp + fp) if tp + fp else 0.0, tp / (tp + fn) if tp + fn else 0.0,
-                                             strict_f1(tp + fp, tp, tp + fn))
+        scores[rule_label(rule, default)] = _micro_prf(counts[rule])
     everything = np.arange(len(gold_docs))
     plain, best = best_option(counts, baseline, everything), best_option(counts, rules, everything)
     evidence = oob_gain = None
@@ -239,10 +237,14 @@ class OpenBiasCalibration:
         return {**dataclasses.asdict(self), "f1_by_bias": {str(k): v for k, v in self.f1_by_bias.items()}}
 
 
-def _micro_f1(counts: Any) -> float:
-    """Strict F1 of summed per-document (tp, fp, fn) rows."""
+def _micro_prf(counts: Any) -> tuple[float, float, float]:
+    """Strict (P, R, F1) of summed per-document (tp, fp, fn) rows."""
     tp, fp, fn = (int(x) for x in counts.sum(axis=0))
-    return strict_f1(tp + fp, tp, tp + fn)
+    return (tp / (tp + fp) if tp + fp else 0.0, tp / (tp + fn) if tp + fn else 0.0, strict_f1(tp + fp, tp, tp + fn))
+
+
+def _micro_f1(counts: Any) -> float:
+    return _micro_prf(counts)[2]
 
 
 def best_option(counts: Mapping[Hashable, Any], options: Sequence[Hashable], rows: Any) -> Hashable:
