@@ -51,9 +51,10 @@ def main() -> None:
         if args.condition and condition not in args.condition:
             continue
         per_document: dict[str, dict[str, list]] = {}
+        entity_sets: dict[str, dict[str, list[set]]] = {}   # per system and corpus: each document's scored entities
         for name, cache_dir in systems.items():
             cache = PredictionCache(Path(cache_dir))
-            per_document[name] = {}
+            per_document[name], entity_sets[name] = {}, {}
             for c in args.corpus:
                 naming = next(n for n in namings_for(corpus_schema(c)) if n.condition == condition)
                 predicted = cache.get(c, condition)
@@ -62,6 +63,7 @@ def main() -> None:
                 mapped = renamed_gold(gold[c], naming.gold_map)
                 kept = scored_predictions(predicted, set(naming.gold_map.values()))
                 per_document[name][c] = [d["all"] for d in per_document_counts(mapped, kept)]
+                entity_sets[name][c] = [{(e.start, e.end, e.type) for e in d.entities} for d in kept]
         result = macro_f1_comparison(per_document, args.corpus, reference, args.samples)
         summary[condition] = result
         lines += [f"## {title}", "", "| system | " + " | ".join(args.corpus) + f" | macro F1 (95% CI) | minus {reference} (paired 95% CI) |",
@@ -74,6 +76,15 @@ def main() -> None:
             lines.append(f"| {name} | {cells} | {r['macro_f1'] * 100:.1f} ({lo * 100:.1f}–{hi * 100:.1f}) | {diff} |")
         gold_counts = ", ".join(f"{c} {sum(x[0] + x[2] for x in per_document[reference][c])}" for c in args.corpus)
         lines += ["", f"Gold mentions: {gold_counts}.", ""]
+        for name in systems:
+            if name == reference:
+                continue
+            same = {c: sum(a == b for a, b in zip(entity_sets[reference][c], entity_sets[name][c], strict=True))
+                    for c in args.corpus}
+            total = sum(len(entity_sets[reference][c]) for c in args.corpus)
+            lines += [f"Documents where {name} predicts exactly {reference}'s entities: "
+                      + ", ".join(f"{c} {same[c]}/{len(entity_sets[reference][c])}" for c in args.corpus)
+                      + f"; all {sum(same.values())}/{total}.", ""]
     args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     args.out.with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
     print("\n".join(lines))

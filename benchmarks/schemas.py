@@ -35,7 +35,7 @@ CORPORA = ["ncbi_disease", "bc5cdr", "genia", "jnlpba", "bc2gm", "linnaeus", "s8
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def build_pipeline(model: str | None, adapter: str | None, threads: int):
+def build_pipeline(model: str | None, adapter: str | None, threads: int, precision: str = "auto"):
     import torch
 
     torch.set_num_threads(threads)
@@ -45,7 +45,8 @@ def build_pipeline(model: str | None, adapter: str | None, threads: int):
     root = Path(model) if model else default_bundle_path()
     if root is None:
         raise SystemExit("no default model bundle is installed: pass --model BUNDLE")
-    pipe = Pipeline.from_bundle(root, PipelineConfig(decoding_mode="speculative", selector_backend="none", normalize=False),
+    pipe = Pipeline.from_bundle(root, PipelineConfig(decoding_mode="speculative", selector_backend="none", normalize=False,
+                                                     generator_precision=precision),
                                 generator_adapter=adapter or None)
     name = f"{root.name} + {adapter}" if adapter else root.name
     pipe.model_ids["generator"] = name
@@ -72,6 +73,8 @@ def main() -> None:
     parser.add_argument("--selector", action="store_true", help="judge the candidates with the bundle's selector")
     parser.add_argument("--judge-model", default=None, help="with --selector: the bundle whose selector and settings judge "
                         "(default: --model's), e.g. a copy with one setting changed, reading the same cached candidates")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="the generator's CPU matrix multiplies (llmner.modeling.precision)")
     parser.add_argument("--condition", action="append", choices=CONDITIONS, default=None,
                         help="conditions to run (default: all three; own is always run)")
     args = parser.parse_args()
@@ -95,9 +98,16 @@ def main() -> None:
     )
     from llmner.evaluation.subsets import leading_documents
 
-    pipe, model_name = build_pipeline(args.model, args.adapter, args.threads)
+    pipe, model_name = build_pipeline(args.model, args.adapter, args.threads, args.precision)
     judge = build_judge(args.judge_model or args.model) if args.selector else None
-    cache = PredictionCache(args.cache, {"model": model_name, "sentences": args.sentences}) if args.cache else None
+    from llmner.modeling.precision import model_matmul_dtype
+
+    matmuls = "bf16" if model_matmul_dtype(pipe.generator.tag_generator.model) is not None else "fp32"
+    print(f"generator matrix multiplies: {matmuls}", flush=True)
+    key = {"model": model_name, "sentences": args.sentences}
+    if matmuls != "fp32":  # fp32 caches (made before the precision setting existed) keep their key
+        key["matmuls"] = matmuls
+    cache = PredictionCache(args.cache, key) if args.cache else None
     rows, confusions = [], []
     started = time.perf_counter()
     for corpus in args.corpus or CORPORA:

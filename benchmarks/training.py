@@ -15,6 +15,8 @@ The rows:
   + target logits     the LM head only where a target token is predicted
   + length segments   a batch run as length-sorted segments where that saves padding
   + frozen below L    LoRA of layers < L frozen (forward only below L)
+  + bf16 matmuls      the last row with its matrix multiplies in bf16 (CPU autocast: what the trainer's
+                      ``precision: auto`` does on a CPU with native bf16, ``llmner.modeling.precision``)
 
 ``--breakdown`` measures where a step's time goes instead: the tokens of a batch by kind (shared
 prompt prefix, prompt tail, copied answer tokens, tag tokens, padding) and the time of the prefix
@@ -33,13 +35,14 @@ CORPORA = ["ncbi_disease", "bc5cdr", "genia", "jnlpba", "bc2gm", "linnaeus", "s8
 
 def configurations(frozen_below: list[int]) -> list[tuple[str, dict]]:
     before = {"batch_per_corpus": False, "supervised_logits_only": False, "vary_schema": False, "train_layers_from": 0,
-              "length_segments": False}
+              "length_segments": False, "bf16": False}
     one_corpus = {**before, "batch_per_corpus": True, "vary_schema": True}
     target_logits = {**one_corpus, "supervised_logits_only": True}
     segments = {**target_logits, "length_segments": True}
     rows = [("before", before), ("+ one corpus/batch", one_corpus), ("+ target logits", target_logits),
             ("+ length segments", segments)]
     rows += [(f"+ frozen below {layer}", {**segments, "train_layers_from": layer}) for layer in frozen_below]
+    rows.append(("+ bf16 matmuls", {**rows[-1][1], "bf16": True}))
     return rows
 
 
@@ -112,7 +115,8 @@ def main() -> None:
                 total = sum(e.target_tokens for g in batch for e in g)
                 for group in batch:
                     for segment in length_segments(group) if cfg["length_segments"] else [group]:
-                        loss = batch_loss_sum(model, segment, tokenizer.pad_token_id, "cpu", share_prefix=True,
+                        loss = batch_loss_sum(model, segment, tokenizer.pad_token_id, "cpu", use_bf16=cfg["bf16"],
+                                              share_prefix=True,
                                               supervised_logits_only=cfg["supervised_logits_only"]) / total
                         loss.backward()
                 optimizer.step()
@@ -122,7 +126,10 @@ def main() -> None:
             elapsed = time.perf_counter() - started
             seconds[name] += elapsed
             print(f"round {rnd + 1} {name:<20} {elapsed:.1f} s for {len(mixed)} examples", flush=True)
-    lines = [f"Generator training throughput: SmolLM2-135M-Instruct + LoRA r=8 (all projections), fp32, {args.threads} threads, "
+    from llmner.modeling.precision import cpu_has_native_bf16
+
+    lines = [f"Generator training throughput: SmolLM2-135M-Instruct + LoRA r=8 (all projections), fp32 unless the row says "
+             f"bf16 (this CPU {'has' if cpu_has_native_bf16() else 'lacks'} native bf16), {args.threads} threads, "
              f"CPU; the same {len(mixed)} examples ({args.per_corpus} from each of {len(CORPORA)} corpora) per configuration, "
              f"batches of {args.batch_size}, {args.rounds} rounds alternating.", "",
              "| configuration | examples/s | target tokens/s | examples/s vs before |", "|---|---|---|---|"]

@@ -70,6 +70,7 @@ from llmner.doc import (
     one_per_key,
 )
 from llmner.errors import ConfigError, ValidationError
+from llmner.modeling.precision import PRECISIONS
 from llmner.modeling.selector import TokenWindow
 from llmner.normalization.base import TypedNormalizer
 from llmner.runtime.base import (
@@ -100,6 +101,8 @@ class PipelineConfig:
     device: str | None = None                # generator device (None: auto)
     merge_adapter: bool = True               # fold the generator's LoRA into its weights (faster, same output)
     grouped_attention: bool = True           # on a CPU, attention reads grouped KV heads in place (faster, same output)
+    generator_precision: str = "auto"        # CPU matrix multiplies: auto (bf16 where the CPU does bf16 natively:
+                                             # faster, same entities in benchmarks/results/throughput_bf16.md) | fp32 | bf16
     default_schemas: dict[str, str] = field(default_factory=lambda: {"en": "biomedical_en", "zh": "cmeee"})
     # Languages the selector judges; candidates in other languages are kept unscored. None: the
     # bundle's list (an encoder whose vocabulary lacks a script cannot judge its text).
@@ -116,6 +119,8 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         if self.selector_backend not in SELECTOR_BACKENDS:
             raise ConfigError(f"unknown selector backend {self.selector_backend!r} (expected {', '.join(SELECTOR_BACKENDS)})")
+        if self.generator_precision not in PRECISIONS:
+            raise ConfigError(f"unknown generator precision {self.generator_precision!r} (expected {', '.join(PRECISIONS)})")
         if self.selector_threshold is not None and not 0.0 <= self.selector_threshold <= 1.0:
             raise ConfigError(f"selector threshold must be in [0, 1], got {self.selector_threshold}")
 
@@ -195,14 +200,15 @@ class Pipeline:
                         "zero-shot with constrained decoding and NO selector; expect low scores (pass --model BUNDLE)")
             mode = config.decoding_mode or "speculative"
             generator = TorchGeneratorRuntime.from_base(None, mode=mode, batch_size=config.generator_batch_size,
-                                                        device=config.device)
+                                                        device=config.device, precision=config.generator_precision)
             return cls(generator, None, config, model_ids={"bundle": "base-zero-shot"})
         manifest = load_manifest(root)
         mode = config.decoding_mode or manifest.decoding_mode
         generator = TorchGeneratorRuntime.from_pretrained(root / GENERATOR_DIR, mode=mode,
                                                           batch_size=config.generator_batch_size, device=config.device,
                                                           adapter=generator_adapter, merge_adapter=config.merge_adapter,
-                                                          grouped_attention=config.grouped_attention)
+                                                          grouped_attention=config.grouped_attention,
+                                                          precision=config.generator_precision)
         if manifest.generator_id:
             generator.model_id = manifest.generator_id
         if generator_adapter is not None:

@@ -292,3 +292,57 @@ def test_grouped_kv_attention_on_a_cpu_gives_the_same_tags_and_scores():
     eager = tiny_llama(seed=1)
     eager.set_attn_implementation("eager")
     assert not use_cpu_gqa_attention(eager) and eager.config._attn_implementation == "eager"
+
+
+def test_cpu_matmul_precision_follows_the_cpu_unless_told(monkeypatch):
+    import torch
+
+    from llmner.modeling import precision
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    assert precision.cpu_matmul_dtype("auto", "cpu") is None          # emulated bf16 is slower than fp32
+    assert precision.cpu_matmul_dtype("bf16", "cpu") is torch.bfloat16
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    assert precision.cpu_matmul_dtype("auto", "cpu") is torch.bfloat16
+    assert precision.cpu_matmul_dtype("fp32", "cpu") is None
+    assert precision.cpu_matmul_dtype("auto", "cuda") is None           # CUDA models load in bf16 already
+    with pytest.raises(ConfigError, match="unknown precision"):
+        precision.cpu_matmul_dtype("fp16", "cpu")
+    from llmner.pipeline import PipelineConfig
+
+    with pytest.raises(ConfigError, match="unknown generator precision"):
+        PipelineConfig(generator_precision="fp16")
+
+
+def test_bf16_matmuls_keep_embeddings_norms_and_output_layer_in_fp32_and_copy_the_source():
+    import torch
+
+    from llmner.modeling.precision import matmul_autocast, model_matmul_dtype, use_cpu_bf16_matmuls
+
+    model, tokenizer = tiny_causal_lm(seed=1)
+    assert not use_cpu_bf16_matmuls(model, "fp32") and model_matmul_dtype(model) is None
+    with torch.inference_mode():
+        ids = tokenizer(TEXTS[:2], return_tensors="pt", padding=True)
+        reference = model(**ids).logits
+    assert use_cpu_bf16_matmuls(model, "bf16") and model_matmul_dtype(model) is torch.bfloat16
+    layer = model.get_decoder().layers[0]
+    assert layer.self_attn.q_proj.weight.dtype == torch.bfloat16 and layer.mlp.down_proj.weight.dtype == torch.bfloat16
+    assert model.get_input_embeddings().weight.dtype == torch.float32
+    assert model.get_output_embeddings().weight.dtype == torch.float32
+    assert layer.input_layernorm.weight.dtype == torch.float32
+    with torch.inference_mode(), matmul_autocast(model_matmul_dtype(model)):
+        logits = model(**ids).logits.float()
+    mask = ids["attention_mask"].bool()
+    # bf16 keeps 8 mantissa bits: close to fp32, not equal (the entities it changes are measured on real
+    # models in benchmarks/results/throughput_bf16.md).
+    error = (logits[mask] - reference[mask]).abs()
+    assert float(error.mean()) < 0.05 and float(error.max()) < 0.5, (float(error.mean()), float(error.max()))
+    assert not torch.equal(logits[mask], reference[mask])
+    # The decoder runs under autocast by itself; constrained copies stay exact copies of the source.
+    runtime = TorchGeneratorRuntime(model, tokenizer, mode="speculative", batch_size=3)
+    assert runtime.tag_generator._matmul_dtype is torch.bfloat16
+    results = runtime.tag([TagRequest(t, genia_like()) for t in TEXTS])
+    for text, res in zip(TEXTS, results):
+        assert MARKER.sub("", res.output).replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&") == text
+        assert res.diagnostics.inserted_chars == 0 and res.diagnostics.deleted_chars == 0
+        assert all(text[e.start : e.end] == e.text for e in res.entities)

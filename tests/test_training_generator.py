@@ -24,6 +24,7 @@ from llmner.prompts import PromptBuilder, PromptConfig
 from llmner.schema import get_schema
 from llmner.testing import tiny_causal_tokenizer, tiny_llama
 from llmner.training.card import documents_sha256
+from llmner.training.checkpoint import HISTORY_NAME
 from llmner.training.examples import (
     IGNORE_INDEX,
     ExampleConfig,
@@ -74,7 +75,9 @@ def train_config(tmp_path: Path, **overrides) -> GeneratorTrainingConfig:
     values = {"corpora": ["ncbi_disease"], "output": str(tmp_path / "bundle"), "base_model": str(tmp_path / "base"),
               "steps": 4, "batch_size": 2, "grad_accum": 1, "lr": 5e-3, "warmup_steps": 1, "lora_r": 4, "lora_alpha": 8,
               "lora_dropout": 0.0, "definitions": "none", "chunk_max_tokens": 0, "entity_free_ratio": -1.0,
-              "checkpoint_every": 0, "seed": 0, "device": "cpu"}
+              "checkpoint_every": 0, "seed": 0, "device": "cpu",
+              # The equivalence tests compare runs to 1e-5: plain fp32, whatever the CPU (bf16 has its own test).
+              "precision": "fp32"}
     values.update(overrides)
     return GeneratorTrainingConfig(**values)
 
@@ -270,6 +273,24 @@ def test_lora_steps_lower_the_loss_and_only_the_adapter_changes(tmp_path: Path) 
     merged = result.model.merged_model().state_dict()
     changed = [k for k in base_weights if not torch.equal(base_weights[k], merged[k])]
     assert changed and all(any(p in k for p in cfg.target_modules) for k in changed)
+
+
+def test_bf16_matmuls_train_the_fp32_adapter_and_the_history_says_so(tmp_path: Path) -> None:
+    model, tokenizer = tiny_base()
+    cfg = train_config(tmp_path, steps=16, batch_size=4, lr=1e-2, precision="bf16")
+    probe = GeneratorModel.from_base(cfg.generator_config(), [get_schema("ncbi_disease")], base=tiny_base())
+    pools = _examples_for(probe, disease_docs())
+    before = evaluate_loss(probe.model, pools, tokenizer.pad_token_id, 8, "cpu")
+    result = train_generator(cfg, corpora=ncbi(), base=(model, tokenizer), progress=False, log=quiet)
+    after = evaluate_loss(result.model.model, pools, tokenizer.pad_token_id, 8, "cpu")
+    assert result.finished and after < 0.7 * before, (before, after)
+    history = [json.loads(line) for line in (Path(cfg.output) / HISTORY_NAME).read_text().splitlines()]
+    assert history and all(h["bf16"] for h in history)
+    lora = {k: v for k, v in result.model.model.state_dict().items() if "lora_" in k}
+    assert lora and all(v.dtype == torch.float32 for v in lora.values())   # the weights the optimizer keeps
+    fp32 = train_generator(train_config(tmp_path / "fp32", steps=1), corpora=ncbi(), base=tiny_base(), progress=False,
+                           log=quiet)
+    assert [json.loads(line)["bf16"] for line in (Path(fp32.output) / HISTORY_NAME).read_text().splitlines()] == [False]
 
 
 def test_gradient_accumulation_equals_the_larger_batch(tmp_path: Path) -> None:

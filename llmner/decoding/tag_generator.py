@@ -42,6 +42,7 @@ from llmner.decoding.drafting import DraftLimits, DraftTree, draft_tree
 from llmner.decoding.vocab import TokenVocab, vocab_for
 from llmner.errors import ConfigError
 from llmner.modeling.attention import CPU_GQA_SDPA
+from llmner.modeling.precision import matmul_autocast, model_matmul_dtype
 
 Mode = Literal["free", "constrained", "speculative"]
 MODES: tuple[str, ...] = ("free", "constrained", "speculative")
@@ -146,6 +147,7 @@ class TagGenerator:
         self.config = config or TagGenerationConfig()
         self.vocab: TokenVocab = vocab_for(tokenizer, eos_token_ids(model, tokenizer))
         self.device = next(model.parameters()).device
+        self._matmul_dtype = model_matmul_dtype(model)  # bf16 on CPUs that do it natively (precision.py)
         self._prefixes: dict[str, tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]]] = {}
         # Constrained modes score only the allowed tokens: run the decoder stack, then the allowed rows
         # of the output layer (a plain Linear without bias; anything else falls back to full logits).
@@ -192,7 +194,7 @@ class TagGenerator:
             ids = self.encode(prefix)
             cache = DynamicCache(config=self.model.config)
             if ids:
-                with torch.inference_mode():
+                with torch.inference_mode(), matmul_autocast(self._matmul_dtype, self.device):
                     self.model(input_ids=torch.tensor([ids], device=self.device), past_key_values=cache,
                                use_cache=True, logits_to_keep=1)
             kv = [(layer.keys, layer.values) for layer in cache.layers] if ids else []
@@ -341,12 +343,13 @@ class TagGenerator:
     def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any,
                  keep: int, hidden: bool) -> torch.Tensor:
         """Logits of the last ``keep`` positions, or their final hidden states when ``hidden``."""
-        if hidden:
-            out = self._stack(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                              past_key_values=cache, use_cache=True)
-            return out.last_hidden_state[:, -keep:]
-        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                         past_key_values=cache, use_cache=True, logits_to_keep=keep)
+        with matmul_autocast(self._matmul_dtype, self.device):
+            if hidden:
+                out = self._stack(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                                  past_key_values=cache, use_cache=True)
+                return out.last_hidden_state[:, -keep:]
+            out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                             past_key_values=cache, use_cache=True, logits_to_keep=keep)
         return out.logits.float()
 
     def _draft(self, row: _Row, trunk: int, nodes: int, memory: dict[bytes, str]) -> DraftTree:

@@ -16,6 +16,7 @@ from llmner.codecs.base import Diagnostics
 from llmner.decoding.tag_generator import MODES, TagGenerationConfig, TagGenerator
 from llmner.errors import ConfigError
 from llmner.modeling.attention import use_cpu_gqa_attention
+from llmner.modeling.precision import use_cpu_bf16_matmuls
 from llmner.prompts import PromptBuilder, PromptConfig
 from llmner.runtime.base import GeneratorRuntime, TagRequest, TagResult
 
@@ -69,12 +70,13 @@ class TorchGeneratorRuntime(GeneratorRuntime):
     def from_pretrained(cls, path: str | Path, mode: str = "speculative", batch_size: int = 8,
                         generation_config: TagGenerationConfig | None = None, device: str | None = None,
                         adapter: str | Path | None = None, merge_adapter: bool = True,
-                        grouped_attention: bool = True) -> TorchGeneratorRuntime:
+                        grouped_attention: bool = True, precision: str = "auto") -> TorchGeneratorRuntime:
         """From a generator directory written by ``GeneratorModel.save_pretrained``; ``adapter``: a generator
         directory or training checkpoint whose LoRA weights replace the directory's own; ``merge_adapter``:
         fold the LoRA weights into the base weights (faster; ``GeneratorModel.merge_adapter``);
         ``grouped_attention``: on a CPU, attention reads grouped key/value heads in place (faster, same
-        output; ``llmner.modeling.attention``)."""
+        output; ``llmner.modeling.attention``); ``precision``: auto | fp32 | bf16, the matrix multiplies'
+        dtype on a CPU (auto: bf16 where the CPU does it natively; ``llmner.modeling.precision``)."""
         from llmner.modeling.generator import GeneratorModel
 
         generator = GeneratorModel.from_pretrained(path, device=device, adapter=adapter)
@@ -82,17 +84,19 @@ class TorchGeneratorRuntime(GeneratorRuntime):
             generator.merge_adapter()
         if grouped_attention:
             use_cpu_gqa_attention(generator.model)
+        use_cpu_bf16_matmuls(generator.model, precision)
         model_id = str(path) if adapter is None else f"{path} + {adapter}"
         return cls.from_generator(generator, mode, batch_size, generation_config, model_id=model_id)
 
     @classmethod
     def from_base(cls, reference: str | Path | None = None, prompt_config: PromptConfig | None = None,
                   mode: str = "speculative", batch_size: int = 8, generation_config: TagGenerationConfig | None = None,
-                  device: str | None = None) -> TorchGeneratorRuntime:
+                  device: str | None = None, precision: str = "auto") -> TorchGeneratorRuntime:
         """An untuned base model (packaged SmolLM2 by default): useful as a zero-shot baseline."""
         from llmner.modeling.loading import DEFAULT_BASE_MODEL, load_base_model
 
         model, tokenizer = load_base_model(reference, device=device)
+        use_cpu_bf16_matmuls(model, precision)
         config = prompt_config or PromptConfig()
         return cls(model, tokenizer, PromptBuilder(config), config.codec, mode, batch_size, generation_config,
                    model_id=str(reference or DEFAULT_BASE_MODEL))

@@ -114,6 +114,8 @@ class GeneratorTrainingConfig:
     length_segments: bool = False             # length-sorted segments of a batch: measured no faster (benchmarks/results/training.md)
     seed: int = 0
     device: str = "auto"
+    precision: str = "auto"                   # CPU matrix multiplies: auto (bf16 autocast where the CPU does bf16
+                                              # natively, llmner.modeling.precision) | fp32 | bf16; CUDA: bf16 autocast
     # bookkeeping
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
@@ -367,8 +369,11 @@ def train_generator(
     seed_everything(config.seed)
     from llmner.modeling.loading import auto_device
 
+    from llmner.modeling.precision import cpu_matmul_dtype
+
     device = auto_device(config.device).device
-    use_bf16 = device.startswith("cuda")
+    use_bf16 = device.startswith("cuda") or cpu_matmul_dtype(config.precision, device) is not None
+    log(f"device {device}, matrix multiplies in {'bf16 (autocast)' if use_bf16 else 'fp32'}")
 
     corpora = list(corpora) if corpora is not None else load_corpora(config)
     generator = GeneratorModel.from_base(config.generator_config(), [c.schema for c in corpora], base=base,
@@ -447,7 +452,7 @@ def train_generator(
                 loss.backward()
                 loss_value += float(loss.detach())
         return {"loss": loss_value, "tokens": sum(len(e) for batch in micro for e in batch),
-                "target_tokens": total_targets, "examples": sum(len(b) for b in micro)}
+                "target_tokens": total_targets, "examples": sum(len(b) for b in micro), "bf16": use_bf16}
 
     def dev_loss(record: dict[str, Any]) -> None:
         if dev_pools and config.eval_every and record["step"] % config.eval_every == 0:
@@ -576,7 +581,7 @@ def batch_loss_sum(model: Any, examples: Sequence[TokenizedExample], pad_id: int
     import torch
 
     prefix = shared_prefix_length(examples) if share_prefix and len(examples) > 1 else 0
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
+    with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=use_bf16):
         if prefix < 2:
             batch = collate(examples, pad_id)
             inputs = {"input_ids": batch.input_ids.to(device), "attention_mask": batch.attention_mask.to(device)}
