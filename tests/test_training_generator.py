@@ -290,6 +290,8 @@ def test_bf16_matmuls_train_the_fp32_adapter_and_the_history_says_so(tmp_path: P
     assert lora and all(v.dtype == torch.float32 for v in lora.values())   # the weights the optimizer keeps
     fp32 = train_generator(train_config(tmp_path / "fp32", steps=1), corpora=ncbi(), base=tiny_base(), progress=False,
                            log=quiet)
+    with pytest.raises(ConfigError, match="unknown precision"):
+        train_config(tmp_path, precision="fp16")
     assert [json.loads(line)["bf16"] for line in (Path(fp32.output) / HISTORY_NAME).read_text().splitlines()] == [False]
 
 

@@ -36,7 +36,8 @@ class DeviceChoice:
 
 
 def auto_device(device: str | None = None) -> DeviceChoice:
-    """CUDA + bf16 when present, else CPU + fp32 (bf16 is slower than fp32 on CPUs without AMX)."""
+    """CUDA + bf16 when present, else CPU + fp32 weights (whose matrix multiplies may still run in bf16 on a
+    CPU that does bf16 natively: ``llmner.modeling.precision``)."""
     import torch
 
     if device is None or device == "auto":

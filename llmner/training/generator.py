@@ -30,6 +30,7 @@ from llmner.modeling.generator import (
     GeneratorModel,
     load_adapter_weights,
 )
+from llmner.modeling.precision import PRECISIONS
 from llmner.prompts import PromptConfig
 from llmner.schema import EntitySchema
 from llmner.training import card as cardlib
@@ -134,6 +135,8 @@ class GeneratorTrainingConfig:
             raise ConfigError("steps, batch_size and grad_accum must be positive")
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {self.precision!r} (expected one of {', '.join(PRECISIONS)})")
 
     @property
     def warmup(self) -> int:
@@ -368,7 +371,6 @@ def train_generator(
     started = time.perf_counter()
     seed_everything(config.seed)
     from llmner.modeling.loading import auto_device
-
     from llmner.modeling.precision import cpu_matmul_dtype
 
     device = auto_device(config.device).device
