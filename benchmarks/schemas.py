@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 from llmner.evaluation.schema_check import CONDITIONS
+from llmner.modeling.precision import PRECISIONS
 
 CORPORA = ["ncbi_disease", "bc5cdr", "genia", "jnlpba", "bc2gm", "linnaeus", "s800", "cmeee"]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -73,7 +74,7 @@ def main() -> None:
     parser.add_argument("--selector", action="store_true", help="judge the candidates with the bundle's selector")
     parser.add_argument("--judge-model", default=None, help="with --selector: the bundle whose selector and settings judge "
                         "(default: --model's), e.g. a copy with one setting changed, reading the same cached candidates")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="the generator's CPU matrix multiplies (llmner.modeling.precision)")
     parser.add_argument("--condition", action="append", choices=CONDITIONS, default=None,
                         help="conditions to run (default: all three; own is always run)")

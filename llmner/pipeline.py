@@ -70,7 +70,7 @@ from llmner.doc import (
     one_per_key,
 )
 from llmner.errors import ConfigError, ValidationError
-from llmner.modeling.precision import PRECISIONS
+from llmner.modeling.precision import check_precision
 from llmner.modeling.selector import TokenWindow
 from llmner.normalization.base import TypedNormalizer
 from llmner.runtime.base import (
@@ -119,8 +119,7 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         if self.selector_backend not in SELECTOR_BACKENDS:
             raise ConfigError(f"unknown selector backend {self.selector_backend!r} (expected {', '.join(SELECTOR_BACKENDS)})")
-        if self.generator_precision not in PRECISIONS:
-            raise ConfigError(f"unknown generator precision {self.generator_precision!r} (expected {', '.join(PRECISIONS)})")
+        check_precision(self.generator_precision)
         if self.selector_threshold is not None and not 0.0 <= self.selector_threshold <= 1.0:
             raise ConfigError(f"selector threshold must be in [0, 1], got {self.selector_threshold}")
 

@@ -310,7 +310,7 @@ def test_cpu_matmul_precision_follows_the_cpu_unless_told(monkeypatch):
         precision.cpu_matmul_dtype("fp16", "cpu")
     from llmner.pipeline import PipelineConfig
 
-    with pytest.raises(ConfigError, match="unknown generator precision"):
+    with pytest.raises(ConfigError, match="unknown precision"):
         PipelineConfig(generator_precision="fp16")
 
 

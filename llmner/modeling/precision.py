@@ -26,6 +26,13 @@ PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 _MATMUL_DTYPE = "_llmner_matmul_dtype"   # set on a model whose decoder Linear weights were cast
 
 
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of ``PRECISIONS``; the one check every setting that takes it uses."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r} (expected one of {', '.join(PRECISIONS)})")
+    return precision
+
+
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX-BF16)."""
     capabilities = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
@@ -35,8 +42,7 @@ def cpu_has_native_bf16() -> bool:
 def cpu_matmul_dtype(precision: str, device: str | torch.device) -> torch.dtype | None:
     """The dtype of a CPU model's matrix multiplies under ``precision`` (auto | fp32 | bf16): bf16 for
     ``bf16``, and for ``auto`` on a CPU that does bf16 natively; None (plain fp32) otherwise and off the CPU."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r} (expected one of {', '.join(PRECISIONS)})")
+    check_precision(precision)
     if torch.device(device).type != "cpu" or precision == "fp32":
         return None
     if precision == "bf16" or cpu_has_native_bf16():
@@ -79,5 +85,5 @@ def model_matmul_dtype(model: Any) -> torch.dtype | None:
     return getattr(model, _MATMUL_DTYPE, None)
 
 
-__all__ = ["PRECISIONS", "cpu_has_native_bf16", "cpu_matmul_dtype", "matmul_autocast", "model_matmul_dtype",
+__all__ = ["PRECISIONS", "check_precision", "cpu_has_native_bf16", "cpu_matmul_dtype", "matmul_autocast", "model_matmul_dtype",
            "use_cpu_bf16_matmuls"]

@@ -30,7 +30,7 @@ from llmner.modeling.generator import (
     GeneratorModel,
     load_adapter_weights,
 )
-from llmner.modeling.precision import PRECISIONS
+from llmner.modeling.precision import check_precision
 from llmner.prompts import PromptConfig
 from llmner.schema import EntitySchema
 from llmner.training import card as cardlib
@@ -135,8 +135,7 @@ class GeneratorTrainingConfig:
             raise ConfigError("steps, batch_size and grad_accum must be positive")
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"unknown precision {self.precision!r} (expected one of {', '.join(PRECISIONS)})")
+        check_precision(self.precision)
 
     @property
     def warmup(self) -> int:
