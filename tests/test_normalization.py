@@ -397,6 +397,82 @@ def test_document_step_ignores_ambiguous_short_forms_and_neighbour_links():
     assert link_all(norm, doc, ["dopamine", "droperidol", "DP"])[2].is_nil
 
 
+def test_tied_identifiers_are_told_apart_by_the_wider_matches_of_the_name():
+    d = Dictionary()
+    d.add("myalgia", "MESH:D059352", 2)     # one corpus mention each way: a tie on the name as written
+    d.add("myalgia", "MESH:D063806", 2)
+    d.add("Myalgia", "MESH:D063806")        # the MeSH name of one of them
+    d.add("purine", "MESH:C030985")
+    d.add("Purine", "MESH:D011687")         # case-folded "purine": a tie again ...
+    d.add("Purines", "MESH:D011687")        # ... that the key (plural dropped) breaks
+    doc = Document("d", "myalgia and PURINE")
+    on = DictionaryNormalizer(d, DictionaryConfig(ngram_threshold=0.99, wider_tie_break=True))
+    links = link_all(on, doc, ["myalgia", "PURINE"])
+    assert [(l.method, l.curie) for l in links] == [("exact", "MESH:D063806"), ("normalized", "MESH:D011687")]
+    assert links[0].score == 0.5            # still a tie on the name itself: its share of the votes
+    off = DictionaryNormalizer(d, DictionaryConfig(ngram_threshold=0.99))
+    assert [l.curie for l in link_all(off, doc, ["myalgia", "PURINE"])] == ["MESH:D059352", "MESH:C030985"]   # identifier order
+
+
+def test_one_letter_short_forms_link_a_mention_that_is_the_letter():
+    from llmner.normalization.text import expand_abbreviations
+
+    text = "Rats received saline (C), methylprednisolone (M) or triamcinolone (T) daily. T and M reduced weight."
+    assert abbreviations(text) == {}
+    found = abbreviations(text, single_letters=True)
+    assert found == {"M": "methylprednisolone", "T": "triamcinolone"}     # "saline (C)": no word starts with c
+    assert expand_abbreviations("vitamin T", found) is None               # never inside a longer mention
+    d = chemical_dictionary()
+    d.update([("MESH:D008775", "Methylprednisolone"), ("MESH:D014221", "Triamcinolone")])
+    doc = Document("d", text)
+    at = text.index("T and M")
+    ents = [doc.span(at, at + 1, "Chemical"), doc.span(at + 6, at + 7, "Chemical")]
+    on = DictionaryNormalizer(d, DictionaryConfig(ngram_threshold=0.99, single_letter_abbreviations=True))
+    assert [(l.method, l.curie) for l in on.link(ents, doc)] == [("abbreviation", "MESH:D014221"),
+                                                                ("abbreviation", "MESH:D008775")]
+    off = DictionaryNormalizer(d, DictionaryConfig(ngram_threshold=0.99))
+    assert all(l.is_nil for l in off.link(ents, doc))
+
+
+def test_an_organs_pathy_is_spelled_as_the_mesh_heading():
+    from llmner.normalization.text import organ_disease_words
+
+    assert organ_disease_words("optic neuropathies") == "optic nerve diseases"
+    assert organ_disease_words("Retinopathy") == "retinal disease"
+    assert organ_disease_words("cardiomyopathy") is None      # only a whole combining form is rewritten
+    assert organ_disease_words("migraine") is None
+    d = disease_dictionary()
+    d.update([("MESH:D009901", "Optic Nerve Diseases"), ("MESH:D012164", "Retinal Diseases")])
+    doc = Document("d", "Bilateral optic neuropathy and retinopathy.")
+    on = DictionaryNormalizer(d, DictionaryConfig(ngram_threshold=0.99, organ_disease_words=True, strip_modifiers=True))
+    links = link_all(on, doc, ["Bilateral optic neuropathy", "retinopathy"])
+    assert [(l.method, l.curie) for l in links] == [("stripped", "MESH:D009901"), ("stripped", "MESH:D012164")]
+    off = DictionaryNormalizer(d, DictionaryConfig(ngram_threshold=0.99, strip_modifiers=True))
+    assert all(l.is_nil for l in link_all(off, doc, ["Bilateral optic neuropathy", "retinopathy"]))
+
+
+def test_a_mention_matches_a_name_without_its_salt_words_only_as_a_last_resort():
+    d = chemical_dictionary()
+    d.update([("MESH:D063325", "Tiapride Hydrochloride"), ("MESH:D000000", "Metformin Hydrochloride")])
+    doc = Document("d", "Tiapride, metformin and potassium were given.")
+    on = DictionaryNormalizer(d, DictionaryConfig(ngram_threshold=0.99, strip_salts=True, salt_free_names=True))
+    links = link_all(on, doc, ["Tiapride", "metformin", "potassium"])
+    # A name of its own always wins ("Metformin", "Potassium"); "Potassium Chloride" leaves nothing to match.
+    assert [(l.method, l.curie) for l in links] == [("stripped", "MESH:D063325"), ("normalized", "MESH:D008687"),
+                                                     ("normalized", "MESH:D011188")]
+    off = DictionaryNormalizer(d, DictionaryConfig(ngram_threshold=0.99, strip_salts=True))
+    assert link_all(off, doc, ["Tiapride"])[0].is_nil
+
+
+def test_typespec_carries_the_tie_break_letter_pathy_and_salt_free_rules(tmp_path):
+    rules = {"wider_tie_break": True, "single_letter_abbreviations": True, "organ_disease_words": True,
+             "salt_free_names": True}
+    save_normalizer(tmp_path / "norm", {"Chemical": chemical_dictionary()}, NormalizerSpec(types={"Chemical": TypeSpec(**rules)}))
+    cfg = load_normalizer(tmp_path / "norm").by_type["Chemical"].config
+    assert all(getattr(cfg, k) for k in rules)
+    assert not any(getattr(DictionaryConfig(), k) for k in rules)       # off by default
+
+
 def test_typespec_carries_the_new_rules_and_validates_the_document_threshold(tmp_path):
     spec = NormalizerSpec(types={"Chemical": TypeSpec(strip_salts=True, use_document=True, document_threshold=0.55)})
     save_normalizer(tmp_path / "norm", {"Chemical": chemical_dictionary()}, spec)

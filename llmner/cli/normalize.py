@@ -28,7 +28,8 @@ from llmner.errors import ConfigError, DataNotFoundError
 
 # Matching rules a type can switch on (DictionaryConfig fields; benchmarks/results/normalization.md
 # has what each did on dev).
-RULES = ("strip_salts", "strip_modifiers", "disease_suffixes", "use_document")
+RULES = ("strip_salts", "strip_modifiers", "disease_suffixes", "use_document", "wider_tie_break",
+         "single_letter_abbreviations", "organ_disease_words", "salt_free_names")
 
 app = typer.Typer(help="Entity normalizers (identifiers for entities).", no_args_is_help=True)
 

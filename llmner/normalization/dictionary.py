@@ -12,7 +12,9 @@
    aspartoacylase"; ``stripped``, per type: salt / hydrate words and stereo prefixes of a drug,
    "metformin hydrochloride" -> "metformin"; modifiers and then the mode of inheritance of a disease,
    "bilateral sporadic aniridia" -> "aniridia"; a generic head dropped or added, "Krabbe disease" ->
-   "Krabbe", "Reye" -> "Reye syndrome");
+   "Krabbe", "Reye" -> "Reye syndrome"; an organ's "-pathy" spelled as MeSH heads spell it, "optic
+   neuropathy" -> "optic nerve disease"; last, with ``salt_free_names``, the mention against the
+   dictionary's names without their salt words, "tiapride" -> "Tiapride Hydrochloride");
    (optional, ``use_head_backoff``) the longest word suffix that matches: the corpora link an unlisted
    specific mention ("nonocular tumors") to its head's concept;
 4. nearest neighbour: cosine similarity of character n-gram TF-IDF vectors between the mention and
@@ -27,7 +29,9 @@
    character-trigram Dice at or above ``document_threshold``).
 
 A name linked to several identifiers (training mentions disagree, or a vocabulary repeats a name)
-answers with the most frequent one; the score is that identifier's share of the name's votes, times a
+answers with the most frequent one (``wider_tie_break``: identifiers with as many votes are ordered by
+the votes of the names sharing its case-folded form, then its key: "myalgia" is a corpus mention of
+two concepts, "Myalgia" the MeSH name of one); the score is that identifier's share of the name's votes, times a
 step factor (exact 1.0, normalized 0.95, abbreviation and expanded 0.9, stripped 0.85), the cosine for
 the n-gram step, or 0.8 times the Dice coefficient (1.0 for a short form) for the document step.
 """
@@ -53,6 +57,7 @@ from llmner.normalization.text import (
     expand_abbreviations,
     is_short_form,
     matches_short_form,
+    organ_disease_words,
     string_key,
     strip_words,
     surface_key,
@@ -91,6 +96,10 @@ class DictionaryConfig:
     disease_suffixes: bool = False        # "Krabbe disease" <-> "Krabbe", "Reye" <-> "Reye syndrome"
     use_document: bool = False            # a NIL mention takes the link of a same-type mention of the document
     document_threshold: float = 0.6       # ... whose character trigrams it shares this much (Dice), or whose short form it is
+    wider_tie_break: bool = False         # identifiers tied on a name: the one with more votes on its case-folded form, then its key
+    single_letter_abbreviations: bool = False   # "triamcinolone (T)" defines "T" (only a mention that is the letter uses it)
+    organ_disease_words: bool = False     # "optic neuropathy" -> "optic nerve disease", "retinopathy" -> "retinal disease"
+    salt_free_names: bool = False         # a mention may match a name without its salt words ("tiapride": "Tiapride Hydrochloride")
 
 
 class Dictionary:
@@ -143,10 +152,20 @@ class Dictionary:
         return d
 
 
-def _best(votes: Counter[str]) -> tuple[str, float]:
+def _best(votes: Counter[str], *wider: Counter[str] | None) -> tuple[str, float]:
+    """The identifier with the most votes and its share of them. Identifiers with as many votes are
+    told apart by the votes of ``wider`` (the same name matched more loosely, in order), then by
+    identifier (a stable tie-break)."""
     total = sum(votes.values())
-    curie, n = min(votes.items(), key=lambda kv: (-kv[1], kv[0]))   # most votes, then a stable tie-break
-    return curie, n / total
+    top = max(votes.values())
+    tied = [c for c, n in votes.items() if n == top]
+    for more in wider:
+        if len(tied) < 2:
+            break
+        if more:
+            most = max(more.get(c, 0) for c in tied)
+            tied = [c for c in tied if more.get(c, 0) == most]
+    return min(tied), top / total
 
 
 class DictionaryNormalizer:
@@ -167,6 +186,15 @@ class DictionaryNormalizer:
                 keyed[key].update(votes)
         self.keyed = dict(keyed)
         self.folded = dict(folded)
+        # salt_free_names: keys of the names that carry salt words, the salt words dropped; consulted
+        # only when every other name step has failed, so a name of its own always wins.
+        salt_free: dict[str, Counter[str]] = defaultdict(Counter)
+        if self.config.salt_free_names:
+            for name, votes in self.exact.items():
+                bare = strip_words(name, SALT_WORDS, stereo=True)
+                if bare and string_key(bare):
+                    salt_free[string_key(bare)].update(votes)
+        self.salt_free = dict(salt_free)
         self._index = None   # built on the first n-gram query (most mentions never need it)
         self._encoded = None
         if self.config.neighbour not in NEIGHBOURS:
@@ -174,13 +202,18 @@ class DictionaryNormalizer:
 
     # ---- steps ---------------------------------------------------------------------------------
     def _lookup(self, text: str) -> Link | None:
-        votes = self.exact.get(" ".join(text.split()))
+        name = " ".join(text.split())
+        tie_break = self.config.wider_tie_break
+        votes = self.exact.get(name)
         if votes:
-            curie, share = _best(votes)
+            wider = (self.folded.get(name.casefold()), self.keyed.get(string_key(name))) if tie_break and len(votes) > 1 else ()
+            curie, share = _best(votes, *wider)
             return Link(curie, share * _STEP_FACTOR["exact"], "exact")
-        votes = self.folded.get(" ".join(text.split()).casefold()) or self.keyed.get(string_key(text))
+        folded = self.folded.get(name.casefold())
+        votes = folded or self.keyed.get(string_key(name))
         if votes:
-            curie, share = _best(votes)
+            wider = (self.keyed.get(string_key(name)),) if tie_break and folded and len(votes) > 1 else ()
+            curie, share = _best(votes, *wider)
             return Link(curie, share * _STEP_FACTOR["normalized"], "normalized")
         return None
 
@@ -211,6 +244,11 @@ class DictionaryNormalizer:
             expanded = expand_abbreviations(text, defined)
             if expanded:
                 candidates.append((expanded, "expanded"))
+        if self.config.organ_disease_words:
+            for base in [text] + [c for c, _ in candidates]:
+                spelled = organ_disease_words(base)
+                if spelled:
+                    candidates.append((spelled, "stripped"))
         for base in [text] + [c for c, _ in candidates]:
             if self.config.strip_salts:
                 stripped = strip_words(base, SALT_WORDS, stereo=True)
@@ -234,6 +272,13 @@ class DictionaryNormalizer:
             found = self._lookup(variant) or self._composite(variant)
             if found is not None:
                 return Link(found.curie, found.score * _STEP_FACTOR[method], method)
+        for variant in [text] + [c for c, _ in candidates]:
+            key = string_key(variant)
+            # not for an acronym or a symbol ("K", "T4"): too short to tell the salts of different parents apart
+            votes = self.salt_free.get(key) if len(key) >= self.config.min_ngram_chars else None
+            if votes:
+                curie, share = _best(votes)
+                return Link(curie, share * _STEP_FACTOR["stripped"], "stripped")
         return None
 
     def _document(self, entities: Sequence[Entity], doc: Document, out: list[Link | None]) -> None:
@@ -382,7 +427,7 @@ class DictionaryNormalizer:
 
     # ---- the interface -------------------------------------------------------------------------
     def link(self, entities: Sequence[Entity], doc: Document) -> list[Link]:
-        defined = abbreviations(doc.text) if self.config.use_abbreviations else {}
+        defined = abbreviations(doc.text, self.config.single_letter_abbreviations) if self.config.use_abbreviations else {}
         out: list[Link | None] = []
         pending: list[tuple[int, str, str]] = []   # (index, text to embed, method if linked)
         for i, ent in enumerate(entities):

@@ -64,6 +64,10 @@ class TypeSpec:
     disease_suffixes: bool = False
     use_document: bool = False
     document_threshold: float = 0.6
+    wider_tie_break: bool = False
+    single_letter_abbreviations: bool = False
+    organ_disease_words: bool = False
+    salt_free_names: bool = False
 
     def config(self, root: Path | None = None) -> DictionaryConfig:
         """``root``: the normalizer folder, against which a relative ``encoder`` folder is resolved."""
@@ -76,7 +80,9 @@ class TypeSpec:
                                 use_ngrams=self.use_ngrams, use_head_backoff=self.use_head_backoff, neighbour=self.neighbour,
                                 expand_abbreviations=self.expand_abbreviations, strip_salts=self.strip_salts,
                                 strip_modifiers=self.strip_modifiers, disease_suffixes=self.disease_suffixes,
-                                use_document=self.use_document, document_threshold=self.document_threshold)
+                                use_document=self.use_document, document_threshold=self.document_threshold,
+                                wider_tie_break=self.wider_tie_break, single_letter_abbreviations=self.single_letter_abbreviations,
+                                organ_disease_words=self.organ_disease_words, salt_free_names=self.salt_free_names)
 
 
 @dataclass(slots=True)

@@ -70,7 +70,9 @@ def surface_key(text: str) -> str:
 _PAREN = re.compile(r"\(([^()]{1,40})\)")
 
 
-def _valid_short_form(sf: str) -> bool:
+def _valid_short_form(sf: str, single_letters: bool = False) -> bool:
+    if len(sf) == 1:
+        return single_letters and sf.isalpha()
     if not (2 <= len(sf) <= 10) or len(sf.split()) > 2:
         return False
     return any(c.isalpha() for c in sf) and sf[0].isalnum()
@@ -98,14 +100,19 @@ def _best_long_form(sf: str, candidate: str) -> str | None:
     return long_form or None
 
 
-def abbreviations(text: str) -> dict[str, str]:
-    """Short form -> long form for every ``long form (SF)`` in ``text`` (the first definition wins)."""
+def abbreviations(text: str, single_letters: bool = False) -> dict[str, str]:
+    """Short form -> long form for every ``long form (SF)`` in ``text`` (the first definition wins).
+
+    ``single_letters``: also one-letter short forms ("methylprednisolone (M), or triamcinolone (T)");
+    the algorithm then takes the one word before the parenthesis that starts with the letter. Such a
+    definition is only worth looking up for a mention that is the letter itself, so
+    :func:`expand_abbreviations` never expands one inside a longer mention."""
     out: dict[str, str] = {}
     for m in _PAREN.finditer(text):
         sf = m.group(1).strip()
         if ";" in sf or "," in sf:      # "(SF, other words)": keep the part before the comma
             sf = re.split(r"[;,]", sf)[0].strip()
-        if not _valid_short_form(sf) or sf in out:
+        if not _valid_short_form(sf, single_letters) or sf in out:
             continue
         before = text[: m.start()].rstrip()
         # The published window: at most min(|SF| + 5, 2|SF|) words before the parenthesis, in the same sentence.
@@ -176,8 +183,33 @@ def expand_abbreviations(text: str, defined: dict[str, str]) -> str | None:
     if not defined:
         return None
     parts = re.split(r"(\s+|-|/)", text)
-    out = [defined.get(p, p) if p.strip() else p for p in parts]
+    out = [defined.get(p, p) if len(p.strip()) > 1 else p for p in parts]
     return "".join(out) if out != parts else None
+
+
+# An organ's "-pathy" is how MeSH heads name that organ's diseases ("optic neuropathy" = "Optic Nerve
+# Diseases", "retinopathy" = "Retinal Diseases", "encephalopathy" = "Brain Diseases"): the combining
+# form -> the word of those headings. Only whole combining forms: "cardiomyopathy" stays as it is.
+PATHY_ORGANS: dict[str, str] = {
+    "neuro": "nerve", "nephro": "kidney", "encephalo": "brain", "retino": "retinal", "hepato": "liver",
+    "arthro": "joint", "myo": "muscular", "cardio": "heart", "angio": "vascular", "vasculo": "vascular",
+    "myelo": "spinal cord", "osteo": "bone", "entero": "intestinal", "ophthalmo": "eye", "dermato": "skin",
+    "pneumo": "lung", "uro": "urologic", "gastro": "stomach",
+}
+_PATHY = re.compile(r"\b([A-Za-z]+?)path(y|ies)\b", re.IGNORECASE)
+
+
+def organ_disease_words(text: str) -> str | None:
+    """``text`` with each organ's "-pathy" written as "<organ> disease(s)" ("optic neuropathies" ->
+    "optic nerve diseases"); None when it has none."""
+    def spell(m: re.Match[str]) -> str:
+        organ = PATHY_ORGANS.get(m.group(1).casefold())
+        if organ is None:
+            return m.group(0)
+        return f"{organ} {'disease' if m.group(2).casefold() == 'y' else 'diseases'}"
+
+    out = _PATHY.sub(spell, text)
+    return out if out != text else None
 
 
 def char_trigrams(text: str) -> set[str]:
