@@ -192,8 +192,9 @@ class DictionaryNormalizer:
         if self.config.salt_free_names:
             for name, votes in self.exact.items():
                 bare = strip_words(name, SALT_WORDS, stereo=True)
-                if bare and string_key(bare):
-                    salt_free[string_key(bare)].update(votes)
+                key = string_key(bare) if bare else ""
+                if key:
+                    salt_free[key].update(votes)
         self.salt_free = dict(salt_free)
         self._index = None   # built on the first n-gram query (most mentions never need it)
         self._encoded = None
@@ -205,14 +206,15 @@ class DictionaryNormalizer:
         name = " ".join(text.split())
         tie_break = self.config.wider_tie_break
         votes = self.exact.get(name)
+        folded = self.folded.get(name.casefold())
         if votes:
-            wider = (self.folded.get(name.casefold()), self.keyed.get(string_key(name))) if tie_break and len(votes) > 1 else ()
+            wider = (folded, self.keyed.get(string_key(name))) if tie_break and len(votes) > 1 else ()
             curie, share = _best(votes, *wider)
             return Link(curie, share * _STEP_FACTOR["exact"], "exact")
-        folded = self.folded.get(name.casefold())
-        votes = folded or self.keyed.get(string_key(name))
+        keyed = self.keyed.get(string_key(name))
+        votes = folded or keyed
         if votes:
-            wider = (self.keyed.get(string_key(name)),) if tie_break and folded and len(votes) > 1 else ()
+            wider = (keyed,) if tie_break and folded and len(votes) > 1 else ()
             curie, share = _best(votes, *wider)
             return Link(curie, share * _STEP_FACTOR["normalized"], "normalized")
         return None
@@ -272,7 +274,7 @@ class DictionaryNormalizer:
             found = self._lookup(variant) or self._composite(variant)
             if found is not None:
                 return Link(found.curie, found.score * _STEP_FACTOR[method], method)
-        for variant in [text] + [c for c, _ in candidates]:
+        for variant in ([text] + [c for c, _ in candidates]) if self.salt_free else ():
             key = string_key(variant)
             # not for an acronym or a symbol ("K", "T4"): too short to tell the salts of different parents apart
             votes = self.salt_free.get(key) if len(key) >= self.config.min_ngram_chars else None
