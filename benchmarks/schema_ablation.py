@@ -17,6 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from schemas import build_judge  # noqa: E402  (benchmarks/ is on sys.path when a script here runs)
+
 TITLES = {"own": "(a) own schema", "default": "(b) default schema", "held_out": "(c) held-out names"}
 
 
@@ -30,20 +32,28 @@ def main() -> None:
     parser.add_argument("--note", default="")
     parser.add_argument("--condition", action="append", choices=list(TITLES), default=None,
                         help="conditions to compare (default: all three)")
+    parser.add_argument("--selector", action="store_true",
+                        help="compare what the bundle's selector keeps of each system's candidates, as the pipeline would")
+    parser.add_argument("--judge-model", default=None, help="with --selector: the bundle whose selector and settings judge "
+                        "(default: the shipped bundle)")
     args = parser.parse_args()
 
     from llmner.data_processing.corpora import corpus_schema, load_corpus
     from llmner.evaluation.bootstrap import macro_f1_comparison, per_document_counts
     from llmner.evaluation.predict import PredictionCache
+    from llmner.evaluation.rescore import selected_documents
     from llmner.evaluation.schema_check import namings_for, renamed_gold, scored_predictions
     from llmner.evaluation.subsets import leading_documents
 
     systems = dict(s.split("=", 1) for s in args.system)
+    judge = build_judge(args.judge_model) if args.selector else None
+    judged_by = (f"candidates judged by the selector of {args.judge_model or 'the shipped bundle'} as the pipeline judges them"
+                 if judge else "generator only")
     reference = next(iter(systems))
     gold = {c: leading_documents(load_corpus(c, "dev"), args.sentences)[0] for c in args.corpus}
     lines = [f"# Schema-check ablation: {', '.join(systems)}", "", args.note, "",
              f"`python benchmarks/schema_ablation.py {' '.join(sys.argv[1:])}`", "",
-             f"Dev split, leading documents with {args.sentences}+ sentences per corpus, generator only; strict F1 of "
+             f"Dev split, leading documents with {args.sentences}+ sentences per corpus, {judged_by}; strict F1 of "
              f"each corpus's own types, macro over {len(args.corpus)} corpora; 95% document-bootstrap intervals "
              f"({args.samples} draws, paired across systems).", ""]
     summary = {}
@@ -60,6 +70,8 @@ def main() -> None:
                 predicted = cache.get(c, condition)
                 if predicted is None:
                     raise SystemExit(f"{cache_dir} has no {c} {condition} predictions")
+                if judge is not None:
+                    predicted = selected_documents(judge, gold[c], predicted, naming.schema)
                 mapped = renamed_gold(gold[c], naming.gold_map)
                 kept = scored_predictions(predicted, set(naming.gold_map.values()))
                 per_document[name][c] = [d["all"] for d in per_document_counts(mapped, kept)]

@@ -84,13 +84,12 @@ def main() -> None:
     conditions = {"own", *(args.condition or CONDITIONS)}
 
     from llmner.data_processing.corpora import corpus_schema, load_corpus
-    from llmner.doc import Document
     from llmner.evaluation.predict import (
         PredictionCache,
         predict_documents,
         stderr_progress,
     )
-    from llmner.evaluation.rescore import judge_stored
+    from llmner.evaluation.rescore import selected_documents
     from llmner.evaluation.schema_check import (
         check_condition,
         confusion_markdown,
@@ -124,10 +123,7 @@ def main() -> None:
                 if cache:
                     cache.put(corpus, naming.condition, predicted)
             if judge is not None:
-                propose = judge.proposal_threshold_for(naming.schema) is not None
-                predicted = [Document(p.id, p.text, p.language, {},
-                                      judge.selection(judge_stored(judge, doc, p.entities, naming.schema, propose), naming.schema))
-                             for doc, p in zip(docs, predicted, strict=True)]
+                predicted = selected_documents(judge, docs, predicted, naming.schema)
             results.append(check_condition(naming, docs, predicted))
         gold = sum(len(d.entities) for d in docs)
         row = summary_row(corpus, results, len(docs), gold)

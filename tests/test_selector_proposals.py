@@ -366,6 +366,21 @@ def test_judging_stored_candidates_gives_what_a_rerun_scores_and_proposes():
     assert judge_stored(new_pipe, DOCS[-1], unscored, SCHEMA, propose=True) == unscored
 
 
+def test_selected_documents_are_what_the_pipeline_outputs_from_the_same_candidates():
+    from llmner.evaluation.rescore import selected_documents
+
+    stored = [Document(d.id, d.text, d.language, {}, r.entities)      # the generator's candidates, unjudged, as cached
+              for d, r in zip(DOCS, predict(pipeline(None), DOCS, SCHEMA))]
+    for proposal in (None, 0.5):
+        pipe = pipeline(proposal)
+        served = [r.entities for r in pipe.process([Document(d.id, d.text, metadata={"schema": "toy"}) for d in DOCS])]
+        judged = selected_documents(pipe, DOCS, stored, SCHEMA)
+        key = lambda e: (e.start, e.end, e.type, e.source, round(e.score, 4))
+        assert [sorted(map(key, d.entities)) for d in judged] == [sorted(map(key, s)) for s in served]
+        assert [(d.id, d.text) for d in judged] == [(d.id, d.text) for d in DOCS]
+    assert any(e.source == "selector" for d in judged for e in d.entities)     # the proposals are selected too
+
+
 def test_relabelling_gives_a_candidate_the_schema_type_the_selector_scores_highest():
     def tagged(relabel: bool, per_schema: dict | None = None) -> list[tuple[str, str, str, float]]:
         pipe = pipeline(None)

@@ -148,6 +148,17 @@ def judge_stored(pipe: Pipeline, doc: Document, entities: Sequence[Entity], sche
     return one_per_key(out + proposed)
 
 
+def selected_documents(pipe: Pipeline, docs: Sequence[Document], predicted: Sequence[Document],
+                       schema: EntitySchema) -> list[Document]:
+    """What ``pipe`` would output from stored generator predictions (``predicted``, one per document of
+    ``docs``): each document's candidates judged by its selector (``judge_stored``, with the selector's own
+    spans where the schema has a proposal threshold) and kept by its selection rule. Comparing generators
+    this way compares them as the shipped pipeline would use them."""
+    propose = pipe.proposal_threshold_for(schema) is not None
+    return [Document(p.id, p.text, p.language, {}, pipe.selection(judge_stored(pipe, doc, p.entities, schema, propose), schema))
+            for doc, p in zip(docs, predicted, strict=True)]
+
+
 def _clusters(entities: Sequence[Entity]) -> list[list[int]]:
     """Groups of entity indices that consistency may have copied one of: per string of a single type,
     the entities that share the top (score, generator_score), when there are two or more."""
