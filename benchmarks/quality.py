@@ -699,6 +699,16 @@ GENIA, JNLPBA, BC2GM and LINNAEUS, a record for CMeEE), sentences/s in brackets.
     return output
 
 
+def served_fingerprint(bundle: Path, selector_backend: str) -> str:
+    """A row's key for a bundle as served: its fingerprint and, on the ONNX backend, the export recipe
+    that turns the selector's weights into the graph that scores (a new recipe scores anew: session 29's
+    7-bit weights). Rows of the first recipe keep their plain fingerprint."""
+    from llmner.runtime.onnx_selector import EXPORT_VERSION
+
+    fingerprint = bundle_fingerprint(bundle)
+    return f"{fingerprint}-onnx{EXPORT_VERSION}" if selector_backend == "onnx" and EXPORT_VERSION != "1" else fingerprint
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", type=Path, default=None, help="protocol (a) bundle (default: the shipped default bundle)")
@@ -772,9 +782,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for s in subsets.values():
         print(s.describe(), file=sys.stderr)
     pipes = PipelineCache(args.selector_backend, args.generator_batch)
-    fingerprints = {str(bundle): bundle_fingerprint(bundle)}
+    fingerprints = {str(bundle): served_fingerprint(bundle, args.selector_backend)}
     if args.zero_shot_bundle is not None:
-        fingerprints[str(args.zero_shot_bundle)] = bundle_fingerprint(args.zero_shot_bundle)
+        fingerprints[str(args.zero_shot_bundle)] = served_fingerprint(args.zero_shot_bundle, args.selector_backend)
 
     llmner_results: dict[tuple[str, str], dict[str, Any]] = {}
     rescore_sources = {str(bundle): args.rescore_from}

@@ -85,6 +85,20 @@ def test_fp32_parity_dynamic_axes_and_int8_agreement(selector_dir, tmp_path):
     assert paths["int8"].stat().st_size < paths["fp32"].stat().st_size
 
 
+def test_int8_weights_fit_in_7_bits_so_no_cpu_saturates_their_products(selector_dir, tmp_path):
+    """uint8 activations times int8 weights are summed in pairs into a saturating int16 on CPUs without
+    VNNI: only weights in [-64, 64] keep every pair (at most 2 * 255 * 64 = 32,640) in range on every host."""
+    import onnx
+    from onnx import numpy_helper
+
+    paths = build_variants(SelectorModel.from_pretrained(selector_dir), tmp_path, ("int8",))
+    graph = onnx.load(str(paths["int8"])).graph
+    weights = [numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert len(weights) >= 6                              # every encoder matmul (a tiny BERT has at least six)
+    assert all(w.min() >= -64 and w.max() <= 64 for w in weights)
+    assert max(int(np.abs(w).max()) for w in weights) >= 32   # and the range is used, not collapsed
+
+
 def test_onnx_runtime_builds_cache_once_and_matches_torch(selector_dir, cache_dir, monkeypatch, caplog):
     monkeypatch.setenv("LLMNER_CACHE_DIR", str(cache_dir))
     caplog.set_level(logging.INFO)

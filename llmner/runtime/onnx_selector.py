@@ -42,7 +42,7 @@ from llmner.runtime.torch_selector import length_order
 
 log = logging.getLogger(__name__)
 
-EXPORT_VERSION = "1"       # bump when the export recipe changes: invalidates cached graphs
+EXPORT_VERSION = "2"       # bump when the export recipe changes: invalidates cached graphs and report rows (2: 7-bit int8 weights)
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
