@@ -702,11 +702,11 @@ GENIA, JNLPBA, BC2GM and LINNAEUS, a record for CMeEE), sentences/s in brackets.
 def served_fingerprint(bundle: Path, selector_backend: str) -> str:
     """A row's key for a bundle as served: its fingerprint and, on the ONNX backend, the export recipe
     that turns the selector's weights into the graph that scores (a new recipe scores anew: session 29's
-    7-bit weights). Rows of the first recipe keep their plain fingerprint."""
+    7-bit weights)."""
     from llmner.runtime.onnx_selector import EXPORT_VERSION
 
     fingerprint = bundle_fingerprint(bundle)
-    return f"{fingerprint}-onnx{EXPORT_VERSION}" if selector_backend == "onnx" and EXPORT_VERSION != "1" else fingerprint
+    return f"{fingerprint}-onnx{EXPORT_VERSION}" if selector_backend == "onnx" else fingerprint
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -348,7 +348,7 @@ def test_bundle_fingerprint_follows_content_not_location(tmp_path):
 
 def test_onnx_rows_are_keyed_on_the_export_recipe_that_scored_them(tmp_path, monkeypatch):
     """A new ONNX export recipe scores anew (session 29's 7-bit weights), so its rows get a new key;
-    rows of the first recipe, and of the torch backend, keep the bundle's plain fingerprint."""
+    rows of the torch backend keep the bundle's plain fingerprint."""
     import llmner.runtime.onnx_selector as onnx_selector
     from llmner.evaluation.reports import bundle_fingerprint
 
@@ -356,10 +356,10 @@ def test_onnx_rows_are_keyed_on_the_export_recipe_that_scored_them(tmp_path, mon
     bundle.mkdir()
     (bundle / "bundle.json").write_text('{"name": "x"}')
     plain = bundle_fingerprint(bundle)
-    monkeypatch.setattr(onnx_selector, "EXPORT_VERSION", "1")
-    assert quality.served_fingerprint(bundle, "onnx") == plain
     monkeypatch.setattr(onnx_selector, "EXPORT_VERSION", "2")
     assert quality.served_fingerprint(bundle, "onnx") == f"{plain}-onnx2"
+    monkeypatch.setattr(onnx_selector, "EXPORT_VERSION", "3")
+    assert quality.served_fingerprint(bundle, "onnx") == f"{plain}-onnx3"
     assert quality.served_fingerprint(bundle, "torch") == plain
 
 

@@ -206,12 +206,14 @@ class DictionaryNormalizer:
         name = " ".join(text.split())
         tie_break = self.config.wider_tie_break
         votes = self.exact.get(name)
-        folded = self.folded.get(name.casefold())
         if votes:
-            wider = (folded, self.keyed.get(string_key(name))) if tie_break and len(votes) > 1 else ()
+            wider = ((self.folded.get(name.casefold()), self.keyed.get(string_key(name)))
+                     if tie_break and len(votes) > 1 else ())
             curie, share = _best(votes, *wider)
             return Link(curie, share * _STEP_FACTOR["exact"], "exact")
-        keyed = self.keyed.get(string_key(name))
+        folded = self.folded.get(name.casefold())
+        # The key (plural, word order) is worked out only when the case-folded name did not match or may be tied.
+        keyed = self.keyed.get(string_key(name)) if tie_break or not folded else None
         votes = folded or keyed
         if votes:
             wider = (keyed,) if tie_break and folded and len(votes) > 1 else ()
