@@ -225,3 +225,21 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 def bundle_size_bytes(path: str | Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def assembled_size_bytes(path: str | Path, generator_dir: str | Path, selector_dir: str | Path | None) -> int:
+    """The size ``save_bundle(path, generator_dir, selector_dir, ...)`` would leave at ``path``, less
+    ``bundle.json``: the parts it copies (their ``checkpoints`` left out, as it leaves them out) and what
+    else ``path`` already holds (a normalizer, a calibration record). Known before anything is written,
+    so that a bundle over a size limit is refused without leaving a bundle behind."""
+    root = Path(path)
+    copied = {GENERATOR_DIR: Path(generator_dir)}
+    if selector_dir is not None:
+        copied[SELECTOR_DIR] = Path(selector_dir)
+    total = sum(p.stat().st_size for src in copied.values() for p in src.rglob("*")
+                if p.is_file() and "checkpoints" not in p.relative_to(src).parts)
+    if root.is_dir():
+        kept = (p for p in root.rglob("*") if p.is_file())
+        total += sum(p.stat().st_size for p in kept
+                     if p.relative_to(root).parts[0] not in (*copied, MANIFEST_NAME))
+    return total

@@ -40,6 +40,11 @@ def test_bundle_command_assembles_a_bundle_the_pipeline_loads(tmp_path) -> None:
     assert result.exit_code == 0, result.output
     assert "bundle" in result.output and "MB" in result.output
     manifest = load_manifest(out)
+    from llmner.bundle import MANIFEST_NAME, assembled_size_bytes, bundle_size_bytes
+
+    # The size checked before writing is the size written (bundle.json aside).
+    assert assembled_size_bytes(out, parts / "gen", parts / "sel") == \
+        bundle_size_bytes(out) - (out / MANIFEST_NAME).stat().st_size
     assert (manifest.name, manifest.selector_id, manifest.selector_threshold, manifest.has_selector) == \
         ("assembled", "sel-from-card", 0.25, True)
     from llmner.pipeline import Pipeline, PipelineConfig
@@ -70,6 +75,13 @@ def test_bundle_command_assembles_a_bundle_the_pipeline_loads(tmp_path) -> None:
     big = runner.invoke(app, ["bundle", "--generator", str(parts / "gen"), "--output", str(tmp_path / "y"),
                               "--max-bytes", "10"])
     assert big.exit_code != 0 and "over --max-bytes" in str(big.exception)
+    assert not (tmp_path / "y").exists()          # refused before anything was written
+    # Over the limit into an existing bundle: the bundle stays as it was.
+    before = {p: p.read_bytes() for p in (tmp_path / "g").rglob("*") if p.is_file()}
+    over = runner.invoke(app, ["bundle", "--generator", str(parts / "gen"), "--selector", str(parts / "sel"),
+                               "--output", str(tmp_path / "g"), "--max-bytes", "10"])
+    assert over.exit_code != 0 and "nothing written" in str(over.exception)
+    assert {p: p.read_bytes() for p in (tmp_path / "g").rglob("*") if p.is_file()} == before
 
 
 def test_the_default_bundle_stays_within_the_shipped_size_limit() -> None:

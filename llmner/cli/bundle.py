@@ -40,6 +40,7 @@ def bundle_command(
     """Assemble a model bundle (generator + optional selector + bundle.json)."""
     from llmner.bundle import (
         BundleManifest,
+        assembled_size_bytes,
         bundle_size_bytes,
         load_manifest,
         save_bundle,
@@ -75,11 +76,14 @@ def bundle_command(
                               prompt_schemas=prompts,
                               consistency=ConsistencyConfig().to_dict() if consistency else None,
                               sentences_per_chunk=int((card.get("training") or {}).get("sentences_per_chunk", 1)))
+    planned = assembled_size_bytes(output, generator, selector)
+    if max_bytes and planned > max_bytes:
+        # Refused before anything is written: a bundle left on disk would load, whatever this said.
+        raise ConfigError(f"bundle {output} would be {planned / 1e6:.1f} MB, over --max-bytes {max_bytes / 1e6:.1f} MB; "
+                          f"nothing written")
     root = save_bundle(output, generator, selector, manifest)
     load_manifest(root)          # what the pipeline will read back
     size = bundle_size_bytes(root)
-    if max_bytes and size > max_bytes:
-        raise ConfigError(f"bundle {root} is {size / 1e6:.1f} MB, over --max-bytes {max_bytes / 1e6:.1f} MB")
     say(f"bundle {root}: {size / 1e6:.1f} MB, generator {manifest.generator_id}, "
         f"selector {manifest.selector_id or 'none'}, decoding {decoding_mode}")
 
