@@ -85,8 +85,13 @@ def main() -> None:
     global_best = global_proposal_threshold(results)
     keep_grid = sorted(set(config.selector_grid) | {pipe.threshold})
 
-    def f1(r, **change) -> float:
-        return r.f1(dataclasses.replace(r.default, **change)) * 100
+    def f1(r, **change) -> float | None:
+        """None for a rule calibration did not score (a corpus with too few candidates keeps the baseline)."""
+        prf = r.scores.get(rule_label(dataclasses.replace(r.default, **change), r.default))
+        return None if prf is None else prf[2] * 100
+
+    def cell(value: float | None) -> str:
+        return "—" if value is None else f"{value:.1f}"
 
     def label(r) -> str:
         proposals = "none" if r.chosen.proposals is None else f"{r.chosen.proposals:g}, {r.chosen.overlap}"
@@ -112,10 +117,11 @@ def main() -> None:
              "| corpus | docs | gold | proposals | none | " + " | ".join(f"{t:g}" for t in PROPOSAL_GRID) + " |",
              "|---" * (len(PROPOSAL_GRID) + 5) + "|"]
     for r in results:
-        lines.append(f"| {r.corpus} | {r.documents} | {r.gold} | {r.proposals} | {f1(r):.1f} | "
-                     + " | ".join(f"{f1(r, proposals=t):.1f}" for t in PROPOSAL_GRID) + " |")
-    macro = [sum(f1(r, proposals=t) for r in results) / len(results) for t in (None, *PROPOSAL_GRID)]
-    lines += ["| macro | | | | " + " | ".join(f"**{m:.1f}**" for m in macro) + " |", "",
+        lines.append(f"| {r.corpus} | {r.documents} | {r.gold} | {r.proposals} | {cell(f1(r))} | "
+                     + " | ".join(cell(f1(r, proposals=t)) for t in PROPOSAL_GRID) + " |")
+    by_threshold = [[f1(r, proposals=t) for r in results] for t in (None, *PROPOSAL_GRID)]
+    macro = [None if None in values else sum(values) / len(values) for values in by_threshold]
+    lines += ["| macro | | | | " + " | ".join("—" if m is None else f"**{m:.1f}**" for m in macro) + " |", "",
               ("Each rule at its dev-best threshold (`generator`: a proposal that overlaps a kept candidate of its type goes; "
                "`selector`: the candidates it overlaps go). Evidence: the share of document resamples in which choosing "
                "proposal threshold, rule and selector threshold on the drawn documents beat choosing the proposal threshold "
@@ -127,10 +133,12 @@ def main() -> None:
     for r in results:
         cells = []
         for rule in OVERLAP_RULES:
-            t = max(PROPOSAL_GRID, key=lambda t: f1(r, proposals=t, overlap=rule))
-            cells.append(f"{f1(r, proposals=t, overlap=rule):.1f} ({t:g})")
+            scored = [(v, t) for t in PROPOSAL_GRID if (v := f1(r, proposals=t, overlap=rule)) is not None]
+            best = max(scored, key=lambda vt: vt[0]) if scored else None     # the lowest threshold of a tie
+            cells.append(f"{best[0]:.1f} ({best[1]:g})" if best else "—")
         for keep in keep_grid:
-            cells.append(f"{max(f1(r, threshold=keep, proposals=t) for t in (None, *PROPOSAL_GRID)):.1f}")
+            scored_keep = [v for t in (None, *PROPOSAL_GRID) if (v := f1(r, threshold=keep, proposals=t)) is not None]
+            cells.append(cell(max(scored_keep) if scored_keep else None))
         evidence = "—" if r.evidence is None else f"{r.evidence:.0%} ({r.oob_gain * 100:+.1f})"
         lines.append(f"| {r.corpus} | " + " | ".join(cells) + f" | {evidence} | {label(r)} |")
     lines += ["", f"Global (schemas without their own): proposals kept from {global_best:g} (the macro-best threshold), both kept.", ""]
