@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -217,9 +217,13 @@ def write_calibration(root: str | Path, calibration: dict[str, Any]) -> Path:
     return path
 
 
+def _json_text(data: dict[str, Any]) -> str:
+    return json.dumps(data, indent=2)
+
+
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
+    tmp.write_text(_json_text(data))
     tmp.replace(path)
 
 
@@ -227,11 +231,12 @@ def bundle_size_bytes(path: str | Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
-def assembled_size_bytes(path: str | Path, generator_dir: str | Path, selector_dir: str | Path | None) -> int:
-    """The size ``save_bundle(path, generator_dir, selector_dir, ...)`` would leave at ``path``, less
-    ``bundle.json``: the parts it copies (their ``checkpoints`` left out, as it leaves them out) and what
-    else ``path`` already holds (a normalizer, a calibration record). Known before anything is written,
-    so that a bundle over a size limit is refused without leaving a bundle behind."""
+def assembled_size_bytes(path: str | Path, generator_dir: str | Path, selector_dir: str | Path | None,
+                         manifest: BundleManifest) -> int:
+    """The size ``save_bundle(path, generator_dir, selector_dir, manifest)`` would leave at ``path``: the
+    parts it copies (their ``checkpoints`` left out, as it leaves them out), what else ``path`` already
+    holds (a normalizer, a calibration record) and ``bundle.json``. Known before anything is written, so
+    that a bundle over a size limit is refused without leaving a bundle behind."""
     root = Path(path)
     copied = {GENERATOR_DIR: Path(generator_dir)}
     if selector_dir is not None:
@@ -242,4 +247,5 @@ def assembled_size_bytes(path: str | Path, generator_dir: str | Path, selector_d
         kept = (p for p in root.rglob("*") if p.is_file())
         total += sum(p.stat().st_size for p in kept
                      if p.relative_to(root).parts[0] not in (*copied, MANIFEST_NAME))
-    return total
+    written = replace(manifest, has_selector=selector_dir is not None)     # as save_bundle writes it
+    return total + len(_json_text(written.to_dict()).encode())

@@ -40,11 +40,10 @@ def test_bundle_command_assembles_a_bundle_the_pipeline_loads(tmp_path) -> None:
     assert result.exit_code == 0, result.output
     assert "bundle" in result.output and "MB" in result.output
     manifest = load_manifest(out)
-    from llmner.bundle import MANIFEST_NAME, assembled_size_bytes, bundle_size_bytes
+    from llmner.bundle import assembled_size_bytes, bundle_size_bytes
 
-    # The size checked before writing is the size written (bundle.json aside).
-    assert assembled_size_bytes(out, parts / "gen", parts / "sel") == \
-        bundle_size_bytes(out) - (out / MANIFEST_NAME).stat().st_size
+    # The size checked before writing is the size written.
+    assert assembled_size_bytes(out, parts / "gen", parts / "sel", manifest) == bundle_size_bytes(out)
     assert (manifest.name, manifest.selector_id, manifest.selector_threshold, manifest.has_selector) == \
         ("assembled", "sel-from-card", 0.25, True)
     from llmner.pipeline import Pipeline, PipelineConfig

@@ -76,7 +76,7 @@ def bundle_command(
                               prompt_schemas=prompts,
                               consistency=ConsistencyConfig().to_dict() if consistency else None,
                               sentences_per_chunk=int((card.get("training") or {}).get("sentences_per_chunk", 1)))
-    planned = assembled_size_bytes(output, generator, selector)
+    planned = assembled_size_bytes(output, generator, selector, manifest)
     if max_bytes and planned > max_bytes:
         # Refused before anything is written: a bundle left on disk would load, whatever this said.
         raise ConfigError(f"bundle {output} would be {planned / 1e6:.1f} MB, over --max-bytes {max_bytes / 1e6:.1f} MB; "
