@@ -212,8 +212,8 @@ class DictionaryNormalizer:
             curie, share = _best(votes, *wider)
             return Link(curie, share * _STEP_FACTOR["exact"], "exact")
         folded = self.folded.get(name.casefold())
-        # The key (plural, word order) is worked out only when the case-folded name did not match or may be tied.
-        keyed = self.keyed.get(string_key(name)) if tie_break or not folded else None
+        # The key (plural, word order) is worked out only when the case-folded name did not match or is tied.
+        keyed = self.keyed.get(string_key(name)) if not folded or (tie_break and len(folded) > 1) else None
         votes = folded or keyed
         if votes:
             wider = (keyed,) if tie_break and folded and len(votes) > 1 else ()
