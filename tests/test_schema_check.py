@@ -7,6 +7,7 @@ import pytest
 from llmner.doc import Document, Entity, ResultRecord
 from llmner.evaluation.predict import predict_documents
 from llmner.evaluation.schema_check import (
+    CONVENTIONS_APART,
     NONE,
     check_condition,
     namings_for,
@@ -85,3 +86,22 @@ def test_prediction_cache_resumes_only_the_same_model_and_slice(tmp_path):
     assert PredictionCache(tmp_path / "c").get("cmeee", "own")[0].entities == doc.entities   # read-only
     with pytest.raises(ConfigError, match="no predictions kept"):
         PredictionCache(tmp_path / "missing")
+
+
+def test_linnaeus_people_set_aside_on_both_sides_under_every_condition() -> None:
+    text = "Patients and mice were infected; the patients' human cells grew."
+    gold = [Document("d1", text, "en", {}, [Entity(0, 8, "Species"), Entity(13, 17, "Species"), Entity(37, 45, "Species"),
+                                            Entity(48, 53, "Species")])]
+    # Under the default schema the model follows its definition: people untagged, mice and human tagged.
+    predicted = [Document("d1", text, "en", {}, [Entity(13, 17, "Species"), Entity(48, 53, "Species")])]
+    what, people = CONVENTIONS_APART["linnaeus"]
+    _, default, _ = namings_for(get_schema("linnaeus"))
+    whole = check_condition(default, gold, predicted).report.strict
+    apart = check_condition(default, gold, predicted, people).report.strict
+    assert (whole.tp, whole.fn) == (2, 2)
+    assert (apart.tp, apart.fp, apart.fn) == (2, 0, 0)   # "Patients", "patients" gone from the gold; "human" stays
+    # A people mention the model did tag leaves the predictions too, so (a) is scored on the same mentions.
+    own, _, _ = namings_for(get_schema("linnaeus"))
+    tagged = [Document("d1", text, "en", {}, [Entity(0, 8, "Species"), Entity(13, 17, "Species")])]
+    assert check_condition(own, gold, tagged, people).report.strict.fp == 0
+    assert what == "people" and "human" not in people
