@@ -25,6 +25,7 @@ a user's schema, as (b) and (c) are, gets the global ones). It writes ``schemas_
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -78,6 +79,8 @@ def main() -> None:
                         help="the generator's CPU matrix multiplies (llmner.modeling.precision)")
     parser.add_argument("--condition", action="append", choices=CONDITIONS, default=None,
                         help="conditions to run (default: all three; own is always run)")
+    parser.add_argument("--default-schema", type=Path, default=None,
+                        help="a variant of the default schema's definitions (same name and types) shown in condition (b)")
     args = parser.parse_args()
     if args.selector and args.out == RESULTS / "schemas.md":
         args.out = RESULTS / "schemas_selected.md"
@@ -107,6 +110,12 @@ def main() -> None:
     matmuls = "bf16" if model_matmul_dtype(pipe.generator.tag_generator.model) is not None else "fp32"
     print(f"generator matrix multiplies: {matmuls}", flush=True)
     key = {"model": model_name, "sentences": args.sentences}
+    variant = None
+    if args.default_schema:  # its predictions under (b) are not the default's: a cache of its own
+        from llmner.schema import EntitySchema
+
+        variant = EntitySchema.load(args.default_schema)
+        key["default_schema"] = hashlib.sha256(args.default_schema.read_bytes()).hexdigest()[:12]
     if matmuls != "fp32":  # fp32 caches (made before the precision setting existed) keep their key
         key["matmuls"] = matmuls
     cache = PredictionCache(args.cache, key) if args.cache else None
@@ -115,7 +124,7 @@ def main() -> None:
     for corpus in args.corpus or CORPORA:
         docs, sentences = leading_documents(load_corpus(corpus, "dev"), args.sentences)
         results, runs = [], []
-        for naming in namings_for(corpus_schema(corpus)):
+        for naming in namings_for(corpus_schema(corpus), default_schema=variant):
             if naming.condition not in conditions:
                 continue
             predicted = cache.get(corpus, naming.condition) if cache else None
@@ -155,7 +164,9 @@ def main() -> None:
              + ("generator candidates judged by the bundle's selector as the pipeline judges them under each schema"
                 + (f" (relabelling {'on' if judge.relabel else 'off'}"
                    + "".join(f", {k} {'on' if v else 'off'}" for k, v in sorted(judge.relabel_schemas.items())) + ")")
-                if judge is not None else "generator only (no selector)") + ", speculative decoding, "
+                if judge is not None else "generator only (no selector)")
+             + (f", condition (b) shown with the definitions of `{args.default_schema}`" if args.default_schema else "")
+             + ", speculative decoding, "
              f"{args.threads} threads, {elapsed / 60:.0f} min.", "",
              "Strict F1 of the corpus's own types; in brackets the difference to (a). Absorption: the largest share of a gold "
              "type's span-matched mentions labelled as one other type. A row \"(… set aside)\" scores the row above's "

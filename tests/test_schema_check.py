@@ -105,3 +105,17 @@ def test_linnaeus_people_set_aside_on_both_sides_under_every_condition() -> None
     tagged = [Document("d1", text, "en", {}, [Entity(0, 8, "Species"), Entity(13, 17, "Species")])]
     assert check_condition(own, gold, tagged, people).report.strict.fp == 0
     assert what == "people" and "human" not in people
+
+
+def test_default_schema_variant_replaces_definitions_and_keeps_the_gold_map() -> None:
+    from llmner.schema import EntitySchema
+
+    base = get_schema("biomedical_en").to_dict()
+    base["types"][2]["definition"] = "a gene, gene product or DNA element (e.g. 'IL-2 promoter')"
+    variant = EntitySchema.from_dict(base)
+    _, default, _ = namings_for(get_schema("genia"), default_schema=variant)
+    assert default.schema.types[2].definition.endswith("'IL-2 promoter')") and default.gold_map["DNA"] == "Gene"
+    assert namings_for(get_schema("cmeee"), default_schema=variant)[1].schema.name == "clinical_zh"  # other language
+    renamed = dict(base, types=base["types"][:5])
+    with pytest.raises(ValueError, match="keeps its name and types"):
+        namings_for(get_schema("genia"), default_schema=EntitySchema.from_dict(renamed))

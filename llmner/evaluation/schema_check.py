@@ -76,11 +76,17 @@ class ConditionResult:
         return worst
 
 
-def namings_for(corpus_schema: EntitySchema, namings: TypeNamings | None = None) -> list[Naming]:
+def namings_for(corpus_schema: EntitySchema, namings: TypeNamings | None = None,
+                default_schema: EntitySchema | None = None) -> list[Naming]:
+    """The three conditions for a corpus. ``default_schema`` replaces the language's default schema (a
+    variant of its definitions under the same name and types, to try on dev)."""
     namings = namings or load_type_namings()
     own = Naming("own", corpus_schema, {t: t for t in corpus_schema.type_names})
     default_name = DEFAULT_SCHEMAS[corpus_schema.language]
-    default = Naming("default", get_schema(default_name), namings.default_type_map(corpus_schema.name, default_name))
+    shown = default_schema if default_schema is not None and default_schema.language == corpus_schema.language else None
+    if shown is not None and (shown.name, shown.type_names) != (default_name, get_schema(default_name).type_names):
+        raise ValueError(f"a variant of {default_name} keeps its name and types, got {shown.name} {shown.type_names}")
+    default = Naming("default", shown or get_schema(default_name), namings.default_type_map(corpus_schema.name, default_name))
     held_schema, rename = namings.held_out_schema(corpus_schema)
     return [own, default, Naming("held_out", held_schema, rename)]
 
