@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from llmner.doc import Document, Entity, ResultRecord
+from llmner.errors import ConfigError
 from llmner.evaluation.predict import predict_documents
 from llmner.evaluation.schema_check import (
     CONVENTIONS_APART,
@@ -70,7 +71,6 @@ def test_predict_documents_tags_under_the_given_schema_and_drops_gold() -> None:
 
 
 def test_prediction_cache_resumes_only_the_same_model_and_slice(tmp_path):
-    from llmner.errors import ConfigError
     from llmner.evaluation.predict import PredictionCache
 
     key = {"model": "bundle + step-400", "sentences": 100}
@@ -117,5 +117,5 @@ def test_default_schema_variant_replaces_definitions_and_keeps_the_gold_map() ->
     assert default.schema.types[2].definition.endswith("'IL-2 promoter')") and default.gold_map["DNA"] == "Gene"
     assert namings_for(get_schema("cmeee"), default_schema=variant)[1].schema.name == "clinical_zh"  # other language
     renamed = dict(base, types=base["types"][:5])
-    with pytest.raises(ValueError, match="keeps its name and types"):
+    with pytest.raises(ConfigError, match="keeps its name and types"):
         namings_for(get_schema("genia"), default_schema=EntitySchema.from_dict(renamed))

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmner.doc import Document, Entity
+from llmner.errors import ConfigError
 from llmner.evaluation.scorer import Report, score
 from llmner.schema import EntitySchema, get_schema
 from llmner.type_namings import TypeNamings, load_type_namings
@@ -85,7 +86,7 @@ def namings_for(corpus_schema: EntitySchema, namings: TypeNamings | None = None,
     default_name = DEFAULT_SCHEMAS[corpus_schema.language]
     shown = default_schema if default_schema is not None and default_schema.language == corpus_schema.language else None
     if shown is not None and (shown.name, shown.type_names) != (default_name, get_schema(default_name).type_names):
-        raise ValueError(f"a variant of {default_name} keeps its name and types, got {shown.name} {shown.type_names}")
+        raise ConfigError(f"a variant of {default_name} keeps its name and types, got {shown.name} {shown.type_names}")
     default = Naming("default", shown or get_schema(default_name), namings.default_type_map(corpus_schema.name, default_name))
     held_schema, rename = namings.held_out_schema(corpus_schema)
     return [own, default, Naming("held_out", held_schema, rename)]
