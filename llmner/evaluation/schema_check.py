@@ -84,22 +84,30 @@ def namings_for(corpus_schema: EntitySchema, namings: TypeNamings | None = None,
     namings = namings or load_type_namings()
     own = Naming("own", corpus_schema, {t: t for t in corpus_schema.type_names})
     default_name = DEFAULT_SCHEMAS[corpus_schema.language]
-    shown = default_schema if default_schema is not None and default_schema.language == corpus_schema.language else None
-    if shown is not None and (shown.name, shown.type_names) != (default_name, get_schema(default_name).type_names):
-        raise ConfigError(f"a variant of {default_name} keeps its name and types, got {shown.name} {shown.type_names}")
-    default = Naming("default", shown or get_schema(default_name), namings.default_type_map(corpus_schema.name, default_name))
+    shown = get_schema(default_name)
+    if default_schema is not None and default_schema.language == corpus_schema.language:
+        if (default_schema.name, default_schema.type_names) != (default_name, shown.type_names):
+            raise ConfigError(f"a variant of {default_name} keeps its name and types, "
+                              f"got {default_schema.name} {default_schema.type_names}")
+        shown = default_schema
+    default = Naming("default", shown, namings.default_type_map(corpus_schema.name, default_name))
     held_schema, rename = namings.held_out_schema(corpus_schema)
     return [own, default, Naming("held_out", held_schema, rename)]
 
 
+def _scored_copy(doc: Document, entities: list[Entity]) -> Document:
+    """``doc`` with other entities and no metadata: what the scorer reads."""
+    return Document(doc.id, doc.text, doc.language, {}, entities)
+
+
 def renamed_gold(docs: Sequence[Document], gold_map: Mapping[str, str]) -> list[Document]:
-    return [Document(d.id, d.text, d.language, {}, [Entity(e.start, e.end, gold_map[e.type], e.text)
-                                                  for e in d.entities if e.type in gold_map]) for d in docs]
+    return [_scored_copy(d, [Entity(e.start, e.end, gold_map[e.type], e.text) for e in d.entities if e.type in gold_map])
+            for d in docs]
 
 
 def scored_predictions(predicted: Sequence[Document], scored_types: set[str]) -> list[Document]:
     """Predictions of the types the gold annotates (the others are not scored)."""
-    return [Document(d.id, d.text, d.language, {}, [e for e in d.entities if e.type in scored_types]) for d in predicted]
+    return [_scored_copy(d, [e for e in d.entities if e.type in scored_types]) for d in predicted]
 
 
 def type_confusion(gold: Sequence[Document], predicted: Sequence[Document]) -> Counter:
@@ -125,8 +133,7 @@ def type_confusion(gold: Sequence[Document], predicted: Sequence[Document]) -> C
 
 def set_aside(docs: Sequence[Document], texts: frozenset[str]) -> list[Document]:
     """``docs`` without the entities whose case-folded text is one of ``texts``."""
-    return [Document(d.id, d.text, d.language, {}, [e for e in d.entities if d.text[e.start:e.end].lower() not in texts])
-            for d in docs]
+    return [_scored_copy(d, [e for e in d.entities if d.text[e.start:e.end].lower() not in texts]) for d in docs]
 
 
 def check_condition(naming: Naming, gold: Sequence[Document], predicted: Sequence[Document],
