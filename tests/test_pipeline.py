@@ -297,8 +297,9 @@ def test_calibrate_cli_writes_thresholds_the_pipeline_then_uses(tiny_bundle, tmp
     bundle = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, bundle)
     runner = CliRunner()
-    # --min-evidence 0: the out-of-bag gate is tested above; here the write/read-back path.
-    result = runner.invoke(app, ["calibrate", str(bundle), "--corpus", "ncbi_disease", "--sentences", "2",
+    # --min-evidence 0: the out-of-bag gate is tested above; here the write/read-back path. --min-gold 1:
+    # one dev abstract (the default, 40 gold mentions, takes about eight, each decoded at every bias).
+    result = runner.invoke(app, ["calibrate", str(bundle), "--corpus", "ncbi_disease", "--sentences", "2", "--min-gold", "1",
                                  "--min-candidates", "1", "--selector-backend", "torch", "--min-evidence", "0",
                                  "--bootstrap", "20"])
     assert result.exit_code == 0, result.output
@@ -307,7 +308,7 @@ def test_calibrate_cli_writes_thresholds_the_pipeline_then_uses(tiny_bundle, tmp
     (entry,) = card["schemas"]
     assert entry["schema"] == "ncbi_disease" and entry["documents"] >= 1 and entry["judge"] == "selector"
     assert card["min_evidence"] == 0 and card["bootstrap"] == 20 and "evidence" in entry
-    # The seeded tiny generator proposes hundreds of candidates here; with --min-evidence 0 the dev-best rule is stored.
+    # The seeded tiny generator proposes candidates here; with --min-evidence 0 the dev-best rule is stored.
     assert entry["candidates"] > 0 and entry["chosen"] == entry["best"]
     chosen, default = SelectionRule(**entry["chosen"]), SelectionRule(**entry["default"])
     assert manifest.generator_thresholds == {}
@@ -323,7 +324,7 @@ def test_calibrate_cli_writes_thresholds_the_pipeline_then_uses(tiny_bundle, tmp
     from llmner.evaluation.predict import PredictionCache, predict, predicted_documents
     from llmner.evaluation.subsets import leading_documents
 
-    docs, _ = leading_documents(load_corpus("ncbi_disease", "dev"), 2, 40, from_end=True)
+    docs, _ = leading_documents(load_corpus("ncbi_disease", "dev"), 2, 1, from_end=True)
     live = Pipeline.from_bundle(tiny_bundle, PipelineConfig(selector_backend="torch"))
     cache = PredictionCache(tmp_path / "candidates", key={"model": "tiny"})
     cache.put("ncbi_disease", "own", predicted_documents(docs, predict(live, docs, get_schema("ncbi_disease"))))
@@ -340,7 +341,7 @@ def test_calibrate_cli_writes_thresholds_the_pipeline_then_uses(tiny_bundle, tmp
     bad = runner.invoke(app, ["calibrate", str(bundle), "--corpus", "nope"])
     assert bad.exit_code != 0 and "unknown corpus nope" in str(bad.exception)
     # --open-bias-grid: the bonus is chosen first and written beside the thresholds.
-    result = runner.invoke(app, ["calibrate", str(bundle), "--corpus", "ncbi_disease", "--sentences", "2",
+    result = runner.invoke(app, ["calibrate", str(bundle), "--corpus", "ncbi_disease", "--sentences", "2", "--min-gold", "1",
                                  "--min-candidates", "1", "--selector-backend", "torch", "--min-evidence", "0",
                                  "--bootstrap", "20", "--open-bias-grid", "1,30"])
     assert result.exit_code == 0, result.output
