@@ -7,8 +7,8 @@ import json
 import random
 
 import numpy as np
-import torch
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -28,6 +28,7 @@ from llmner.training.negatives import (
 )
 from llmner.training.selector import (
     SelectorTrainingConfig,
+    average_selectors,
     first_per_schema,
     loss_for,
     train_selector,
@@ -494,3 +495,43 @@ def test_added_characters_train_rows_of_their_own_and_round_trip(encoder_dir, tm
     served = OnnxSelectorRuntime(tmp_path / "zh", device="cpu", variant="fp32", cache_dir=tmp_path / "cache")
     candidates = [Candidate(text, 3, 6, "dis", "疾病"), Candidate(text, 9, 13, "dru", "药物")]
     np.testing.assert_allclose(served.score(candidates), model.score(candidates), atol=1e-4)
+
+
+def test_average_of_selectors_is_their_element_wise_mean_and_loads(encoder_dir, tmp_path):
+    a, b = tokens_model(encoder_dir, model_id="a"), tokens_model(encoder_dir, model_id="b")
+    b.load_state_dict(a.state_dict())      # b: a moved by known amounts, so the mean is known
+    with torch.no_grad():
+        for p in b.head.parameters():
+            p.add_(1.0)
+        b.encoder.encoder.layer[-1].output.dense.bias.sub_(0.5)
+    a.save_pretrained(tmp_path / "a")
+    b.save_pretrained(tmp_path / "b")
+    (tmp_path / "a" / "training_card.json").write_text(json.dumps({"steps": 30, "schema": "ncbi_disease"}))
+    out = average_selectors([tmp_path / "a", tmp_path / "b"], tmp_path / "mean", "mean-of-a-b")
+    mean = SelectorModel.from_pretrained(out)
+    saved = [SelectorModel.from_pretrained(tmp_path / n).trainable_state_dict() for n in ("a", "b")]
+    for name, tensor in mean.trainable_state_dict().items():
+        expected = (saved[0][name] + saved[1][name]) / 2
+        # encoder layers are stored in fp16, as every selector's
+        torch.testing.assert_close(tensor, expected, atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(mean.head[-1].bias, a.head[-1].bias + 0.5)
+    assert mean.config.model_id == "mean-of-a-b" and mean.config.threshold == a.config.threshold
+    card = json.loads((out / "training_card.json").read_text())
+    assert [x["model_id"] for x in card["averaged_from"]] == ["a", "b"] and card["averaged_from"][0]["steps"] == 30
+    text = "patients with ovarian cancer"
+    assert mean.score([Candidate(text, 14, 28, "Disease", "a disease")]).shape == (1,)
+    # Selectors of different architectures are not averaged; nor is one selector alone.
+    tokens_model(encoder_dir, max_length=64).save_pretrained(tmp_path / "short")
+    with pytest.raises(ConfigError, match="max_length"):
+        average_selectors([tmp_path / "a", tmp_path / "short"], tmp_path / "bad", "bad")
+    with pytest.raises(ConfigError, match="at least two"):
+        average_selectors([tmp_path / "a"], tmp_path / "bad", "bad")
+    # The command line writes the same selector.
+    from typer.testing import CliRunner
+
+    from llmner.cli.main import app
+
+    done = CliRunner().invoke(app, ["train", "average-selectors", str(tmp_path / "a"), str(tmp_path / "b"),
+                                    "-o", str(tmp_path / "cli"), "--model-id", "mean-of-a-b"])
+    assert done.exit_code == 0, done.output
+    assert (tmp_path / "cli" / "selector_weights.safetensors").read_bytes() == (out / "selector_weights.safetensors").read_bytes()

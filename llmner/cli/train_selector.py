@@ -133,3 +133,16 @@ def train_selector_command(
 
 def register(app: typer.Typer) -> None:
     app.command("selector")(train_selector_command)
+    app.command("average-selectors")(average_selectors_command)
+
+
+def average_selectors_command(
+    sources: Annotated[list[Path], typer.Argument(help="selector directories of one architecture (e.g. a selector and its continuation)")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="selector directory to write")],
+    model_id: Annotated[str, typer.Option("--model-id", help="the averaged selector's id")],
+) -> None:
+    """Average selectors' trained weights element-wise (a model soup) into one selector."""
+    from llmner.training.selector import average_selectors
+
+    out = average_selectors(sources, output, model_id)
+    say(f"selector {out}: the mean of {len(sources)} selectors' weights; choose its threshold on dev")

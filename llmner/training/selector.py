@@ -499,3 +499,46 @@ def train_selector(
     (output / CARD_NAME).write_text(json.dumps(card, indent=2, default=str))
     loop.write_history(output)      # one record per step, as the generator's: the report's training curve
     return TrainingResult(output, total_steps, model.config.threshold, dev_metrics, losses)
+
+
+# Fields a weight average may differ in: the rest (encoder, head, trained layers, added pieces) must
+# match, or the weights are not the same tensors in the same roles.
+_AVERAGE_MAY_DIFFER = ("threshold", "model_id", "encoder_fingerprint")
+
+
+def average_selectors(sources: Sequence[str | Path], output: str | Path, model_id: str) -> Path:
+    """The element-wise mean of several selectors' trained weights (a "model soup": runs from one
+    starting point, e.g. a selector and its continuation under paraphrased namings), saved as a
+    selector at ``output``. Its threshold is the first source's: choose one on dev for the mean."""
+    if len(sources) < 2:
+        raise ConfigError("average at least two selectors")
+    models = [SelectorModel.from_pretrained(s) for s in sources]
+    shape = {k: v for k, v in models[0].config.to_dict().items() if k not in _AVERAGE_MAY_DIFFER}
+    for source, model in zip(sources[1:], models[1:]):
+        other = {k: v for k, v in model.config.to_dict().items() if k not in _AVERAGE_MAY_DIFFER}
+        differ = sorted(k for k in shape if shape[k] != other[k])
+        if differ:
+            raise ConfigError(f"selector at {source} differs from {sources[0]} in {', '.join(differ)}: "
+                              f"only selectors of one architecture can be averaged")
+    ids = [m.config.model_id for m in models]
+    states = [m.trainable_state_dict() for m in models]
+    mean = {name: torch.stack([s[name] for s in states]).mean(0) for name in states[0]}
+    soup = models[0]
+    soup.load_trainable_state_dict(mean, "the average")
+    soup.config.model_id = model_id
+    soup.round_to_save_dtype()
+    out = Path(output)
+    soup.save_pretrained(out)
+    cards = [json.loads(p.read_text()) if (p := Path(s) / CARD_NAME).is_file() else {} for s in sources]
+    card = {
+        "kind": "selector",
+        "model_id": model_id,
+        "schema": cards[0].get("schema"),
+        "selector_config": soup.config.to_dict(),
+        "averaged_from": [{"path": str(s), "model_id": i, "steps": c.get("steps")}
+                          for s, i, c in zip(sources, ids, cards)],
+        "threshold": soup.config.threshold,
+        "threshold_from": f"{sources[0]} (not chosen for the mean)",
+    }
+    (out / CARD_NAME).write_text(json.dumps(card, indent=2, default=str))
+    return out
