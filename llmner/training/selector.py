@@ -513,10 +513,10 @@ def average_selectors(sources: Sequence[str | Path], output: str | Path, model_i
     if len(sources) < 2:
         raise ConfigError("average at least two selectors")
     models = [SelectorModel.from_pretrained(s) for s in sources]
-    shape = {k: v for k, v in models[0].config.to_dict().items() if k not in _AVERAGE_MAY_DIFFER}
+    architecture = {k: v for k, v in models[0].config.to_dict().items() if k not in _AVERAGE_MAY_DIFFER}
     for source, model in zip(sources[1:], models[1:]):
         other = {k: v for k, v in model.config.to_dict().items() if k not in _AVERAGE_MAY_DIFFER}
-        differ = sorted(k for k in shape if shape[k] != other[k])
+        differ = sorted(k for k in architecture if architecture[k] != other[k])
         if differ:
             raise ConfigError(f"selector at {source} differs from {sources[0]} in {', '.join(differ)}: "
                               f"only selectors of one architecture can be averaged")
@@ -526,9 +526,8 @@ def average_selectors(sources: Sequence[str | Path], output: str | Path, model_i
     soup = models[0]
     soup.load_trainable_state_dict(mean, "the average")
     soup.config.model_id = model_id
-    soup.round_to_save_dtype()
     out = Path(output)
-    soup.save_pretrained(out)
+    soup.save_pretrained(out)     # encoder layers stored in the config's save dtype, as every selector's
     cards = [json.loads(p.read_text()) if (p := Path(s) / CARD_NAME).is_file() else {} for s in sources]
     card = {
         "kind": "selector",
