@@ -61,10 +61,14 @@ def main(argv: list[str] | None = None) -> int:
                 outputs[name, corpus] = [[(e.start, e.end, e.type) for e in d.entities] for d in records]
                 print(f"round {r} {corpus} {name}: {cpu[name, corpus][-1]:.1f} CPU s", file=sys.stderr, flush=True)
 
+    from llmner.modeling.precision import cpu_has_native_bf16
+
     reference = variants[0][0]
+    native = "yes" if cpu_has_native_bf16() else "no (generator_precision=auto runs fp32)"
     lines = [f"# Throughput: {', '.join(name for name, _ in variants)}", "",
              f"`python benchmarks/throughput.py {' '.join(sys.argv[1:] if argv is None else argv)}`", "",
-             (f"{platform.machine()}, torch threads {args.threads}, {args.rounds} rounds (variants alternate), "
+             (f"{platform.machine()} (native bf16 matrix multiplies: {native}), torch threads {args.threads}, "
+              f"{args.rounds} rounds (variants alternate), "
               f"leading dev documents with {args.sentences}+ sentences per corpus; medians per round. "
               f"Ratio = the reference's ({reference}) CPU time / the variant's."), "",
              "| corpus | docs | variant | settings | CPU s | wall s | docs/s (wall) | speed-up (CPU) | same entities as reference |",
