@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     from llmner.data_processing.corpora import load_corpus
     from llmner.evaluation.reports import named_settings
     from llmner.evaluation.subsets import leading_documents
+    from llmner.modeling.precision import cpu_has_native_bf16
     from llmner.pipeline import Pipeline, PipelineConfig
 
     variants = [named_settings(v) for v in args.variant]
@@ -60,8 +61,6 @@ def main(argv: list[str] | None = None) -> int:
                 wall.setdefault((name, corpus), []).append(time.perf_counter() - t_wall)
                 outputs[name, corpus] = [[(e.start, e.end, e.type) for e in d.entities] for d in records]
                 print(f"round {r} {corpus} {name}: {cpu[name, corpus][-1]:.1f} CPU s", file=sys.stderr, flush=True)
-
-    from llmner.modeling.precision import cpu_has_native_bf16
 
     reference = variants[0][0]
     native = "yes" if cpu_has_native_bf16() else "no (generator_precision=auto runs fp32)"
