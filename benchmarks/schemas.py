@@ -105,9 +105,13 @@ def main() -> None:
 
     pipe, model_name = build_pipeline(args.model, args.adapter, args.threads, args.precision)
     judge = build_judge(args.judge_model or args.model) if args.selector else None
+    from llmner.modeling.attention import uses_bf16_attention
     from llmner.modeling.precision import model_matmul_dtype
 
-    matmuls = "bf16" if model_matmul_dtype(pipe.generator.tag_generator.model) is not None else "fp32"
+    generator_model = pipe.generator.tag_generator.model
+    matmuls = "bf16" if model_matmul_dtype(generator_model) is not None else "fp32"
+    if uses_bf16_attention(generator_model):  # attention's products too (caches made before it keep "bf16")
+        matmuls = "bf16, attention bf16"
     print(f"generator matrix multiplies: {matmuls}", flush=True)
     key = {"model": model_name, "sentences": args.sentences}
     variant = None

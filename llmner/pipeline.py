@@ -103,6 +103,8 @@ class PipelineConfig:
     grouped_attention: bool = True           # on a CPU, attention reads grouped KV heads in place (faster, same output)
     generator_precision: str = "auto"        # CPU matrix multiplies: auto (bf16 where the CPU does bf16 natively:
                                              # faster, same entities in benchmarks/results/throughput_bf16.md) | fp32 | bf16
+    bf16_attention: bool = True              # with bf16 matrix multiplies on a CPU, attention's products in bf16 too
+                                             # (faster: benchmarks/results/throughput_bf16_attention.md)
     default_schemas: dict[str, str] = field(default_factory=lambda: {"en": "biomedical_en", "zh": "cmeee"})
     # Languages the selector judges; candidates in other languages are kept unscored. None: the
     # bundle's list (an encoder whose vocabulary lacks a script cannot judge its text).
@@ -207,7 +209,8 @@ class Pipeline:
                                                           batch_size=config.generator_batch_size, device=config.device,
                                                           adapter=generator_adapter, merge_adapter=config.merge_adapter,
                                                           grouped_attention=config.grouped_attention,
-                                                          precision=config.generator_precision)
+                                                          precision=config.generator_precision,
+                                                          bf16_attention=config.bf16_attention)
         if manifest.generator_id:
             generator.model_id = manifest.generator_id
         if generator_adapter is not None:

@@ -346,3 +346,57 @@ def test_bf16_matmuls_keep_embeddings_norms_and_output_layer_in_fp32_and_copy_th
         assert MARKER.sub("", res.output).replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&") == text
         assert res.diagnostics.inserted_chars == 0 and res.diagnostics.deleted_chars == 0
         assert all(text[e.start : e.end] == e.text for e in res.entities)
+
+
+def test_bf16_attention_matches_sdpa_closely_in_slices_and_only_follows_bf16_matmuls(monkeypatch):
+    import torch
+
+    from llmner.modeling import attention
+    from llmner.modeling.precision import use_cpu_bf16_matmuls
+
+    # The written-out grouped products against SDPA over repeated heads: masks with a batch of one or of
+    # every row, a row that sees nothing (finite, as padding rows must stay), slices of the batch.
+    generator = torch.Generator().manual_seed(0)
+    batch, heads, kv_heads, queries, columns, dim = 5, 6, 2, 7, 40, 16
+    query = torch.randn(batch, heads, queries, dim, generator=generator)
+    key = torch.randn(batch, kv_heads, columns, dim, generator=generator)
+    value = torch.randn(batch, kv_heads, columns, dim, generator=generator)
+    for rows in (batch, 1):
+        mask = torch.rand(rows, 1, queries, columns, generator=generator) > 0.3
+        mask[..., 0] = True
+        reference = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=0.25,
+                                                                     enable_gqa=True)
+        for slice_scores in (1 << 18, (heads // kv_heads) * queries * columns):   # all at once, one row a slice
+            monkeypatch.setattr(attention, "_SLICE_SCORES", slice_scores)
+            out = attention._bf16_grouped_attention(query, key, value, mask, 0.25)
+            assert out is not None and out.dtype == torch.float32 and out.shape == reference.shape
+            assert float((out - reference).abs().max()) < 0.05
+    blind = torch.ones(batch, 1, queries, columns, dtype=torch.bool)
+    blind[0, 0, 0] = False
+    assert torch.isfinite(attention._bf16_grouped_attention(query, key, value, blind, 0.25)).all()
+    monkeypatch.setattr(attention, "_SLICE_SCORES", 10)   # one row's scores do not fit: SDPA takes the pass
+    assert attention._bf16_grouped_attention(query, key, value, blind, 0.25) is None
+    monkeypatch.undo()
+
+    # Only a model whose Linear layers run in bf16 and whose attention is grouped gets it.
+    model, tokenizer = tiny_causal_lm(seed=1)
+    assert not attention.use_cpu_bf16_attention(model)
+    attention.use_cpu_gqa_attention(model)
+    assert not attention.use_cpu_bf16_attention(model)          # fp32 matmuls: all of fp32 stays
+    use_cpu_bf16_matmuls(model, "bf16")
+    assert not attention.uses_bf16_attention(model)
+    assert attention.use_cpu_bf16_attention(model) and attention.uses_bf16_attention(model)
+    written_out = []
+    original = attention._bf16_grouped_attention
+
+    def counted(*args):
+        out = original(*args)
+        written_out.append(out is not None)
+        return out
+
+    monkeypatch.setattr(attention, "_bf16_grouped_attention", counted)
+    runtime = TorchGeneratorRuntime(model, tokenizer, mode="speculative", batch_size=3)
+    results = runtime.tag([TagRequest(t, genia_like()) for t in TEXTS])
+    assert any(written_out)   # the decoding passes (masked) took the bf16 path
+    for text, res in zip(TEXTS, results):
+        assert MARKER.sub("", res.output).replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&") == text

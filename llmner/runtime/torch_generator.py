@@ -15,7 +15,7 @@ from typing import Any
 from llmner.codecs.base import Diagnostics
 from llmner.decoding.tag_generator import MODES, TagGenerationConfig, TagGenerator
 from llmner.errors import ConfigError
-from llmner.modeling.attention import use_cpu_gqa_attention
+from llmner.modeling.attention import use_cpu_bf16_attention, use_cpu_gqa_attention
 from llmner.modeling.precision import use_cpu_bf16_matmuls
 from llmner.prompts import PromptBuilder, PromptConfig
 from llmner.runtime.base import GeneratorRuntime, TagRequest, TagResult
@@ -70,13 +70,16 @@ class TorchGeneratorRuntime(GeneratorRuntime):
     def from_pretrained(cls, path: str | Path, mode: str = "speculative", batch_size: int = 8,
                         generation_config: TagGenerationConfig | None = None, device: str | None = None,
                         adapter: str | Path | None = None, merge_adapter: bool = True,
-                        grouped_attention: bool = True, precision: str = "auto") -> TorchGeneratorRuntime:
+                        grouped_attention: bool = True, precision: str = "auto",
+                        bf16_attention: bool = True) -> TorchGeneratorRuntime:
         """From a generator directory written by ``GeneratorModel.save_pretrained``; ``adapter``: a generator
         directory or training checkpoint whose LoRA weights replace the directory's own; ``merge_adapter``:
         fold the LoRA weights into the base weights (faster; ``GeneratorModel.merge_adapter``);
         ``grouped_attention``: on a CPU, attention reads grouped key/value heads in place (faster, same
         output; ``llmner.modeling.attention``); ``precision``: auto | fp32 | bf16, the matrix multiplies'
-        dtype on a CPU (auto: bf16 where the CPU does it natively; ``llmner.modeling.precision``)."""
+        dtype on a CPU (auto: bf16 where the CPU does it natively; ``llmner.modeling.precision``);
+        ``bf16_attention``: where the matrix multiplies are bf16 and attention is grouped, attention's two
+        products in bf16 too (faster; ``llmner.modeling.attention``)."""
         from llmner.modeling.generator import GeneratorModel
 
         generator = GeneratorModel.from_pretrained(path, device=device, adapter=adapter)
@@ -85,6 +88,8 @@ class TorchGeneratorRuntime(GeneratorRuntime):
         if grouped_attention:
             use_cpu_gqa_attention(generator.model)
         use_cpu_bf16_matmuls(generator.model, precision)
+        if bf16_attention:
+            use_cpu_bf16_attention(generator.model)
         model_id = str(path) if adapter is None else f"{path} + {adapter}"
         return cls.from_generator(generator, mode, batch_size, generation_config, model_id=model_id)
 
