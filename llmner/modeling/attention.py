@@ -28,7 +28,7 @@ import torch
 
 CPU_GQA_SDPA = "llmner_cpu_gqa_sdpa"
 _BF16_ATTENTION = "_llmner_bf16_attention"   # set on attention modules whose products run in bf16
-_SLICE_SCORES = 1 << 18                     # fp32 scores per slice (1 MiB): they stay in a core's L2 cache
+_SLICE_SCORES = 1 << 18                     # fp32 scores per slice (1 MiB), sized to stay in one core's cache
 _masks = threading.local()                  # the last boolean mask and its additive form (one per pass)
 
 
