@@ -32,16 +32,17 @@ _SLICE_SCORES = 1 << 18                     # fp32 scores per slice (1 MiB), siz
 _masks = threading.local()                  # the last boolean mask and its additive form (one per pass)
 
 
-def _additive_mask(mask: torch.Tensor) -> torch.Tensor:
-    """[b, 1, q, kv] boolean (True: attend) -> [b, 1, 1, q, kv] fp32 additive. Every layer of a pass gets
-    the same mask tensor, so its additive form is made once per pass."""
+def _additive_mask(mask: torch.Tensor, batch: int, kv_heads: int) -> torch.Tensor:
+    """[b or 1, 1, q, kv] boolean (True: attend) -> [batch * kv_heads, 1, q, kv] fp32 additive, one row per
+    key/value group. Every layer of a pass gets the same mask tensor, so this is made once per pass."""
     last = getattr(_masks, "last", None)
-    if last is not None and last[0] is mask:
-        return last[1]
+    if last is not None and last[0] is mask and last[1] == (batch, kv_heads):
+        return last[2]
+    q, kv = mask.shape[-2:]
     bias = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
     bias.masked_fill_(~mask, torch.finfo(torch.float32).min)  # finite: a row that sees nothing stays finite
-    bias = bias.unsqueeze(2)
-    _masks.last = (mask, bias)
+    bias = bias.expand(batch, kv_heads, q, kv).reshape(batch * kv_heads, 1, q, kv)
+    _masks.last = (mask, (batch, kv_heads), bias)
     return bias
 
 
@@ -60,7 +61,7 @@ def _bf16_grouped_attention(query: torch.Tensor, key: torch.Tensor, value: torch
     queries = (query * scale).to(bf16).reshape(b * kv_heads, groups * q, d)
     keys_t = key.to(bf16).reshape(b * kv_heads, kv, d).transpose(1, 2)
     values = value.to(bf16).reshape(b * kv_heads, kv, d)
-    bias = _additive_mask(mask).expand(b, kv_heads, 1, q, kv).reshape(b * kv_heads, 1, q, kv)
+    bias = _additive_mask(mask, b, kv_heads)
     step = max(1, _SLICE_SCORES // per_item)
     out = torch.empty(b * kv_heads, groups * q, d, dtype=bf16, device=query.device)
     for i in range(0, b * kv_heads, step):

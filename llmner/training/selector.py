@@ -516,7 +516,7 @@ def average_selectors(sources: Sequence[str | Path], output: str | Path, model_i
     architecture = {k: v for k, v in models[0].config.to_dict().items() if k not in _AVERAGE_MAY_DIFFER}
     for source, model in zip(sources[1:], models[1:]):
         other = {k: v for k, v in model.config.to_dict().items() if k not in _AVERAGE_MAY_DIFFER}
-        differ = sorted(k for k in architecture if architecture[k] != other[k])
+        differ = sorted(k for k in architecture.keys() | other.keys() if architecture.get(k) != other.get(k))
         if differ:
             raise ConfigError(f"selector at {source} differs from {sources[0]} in {', '.join(differ)}: "
                               f"only selectors of one architecture can be averaged")
