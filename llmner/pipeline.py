@@ -105,6 +105,8 @@ class PipelineConfig:
                                              # faster, same entities in benchmarks/results/throughput_bf16.md) | fp32 | bf16
     bf16_attention: bool = True              # with bf16 matrix multiplies on a CPU, attention's products in bf16 too
                                              # (faster: benchmarks/results/throughput_bf16_attention.md)
+    in_place_cache: bool = True              # the generator's KV cache grows in place, not copied every pass
+                                             # (faster, same output: llmner.decoding.kv_cache)
     default_schemas: dict[str, str] = field(default_factory=lambda: {"en": "biomedical_en", "zh": "cmeee"})
     # Languages the selector judges; candidates in other languages are kept unscored. None: the
     # bundle's list (an encoder whose vocabulary lacks a script cannot judge its text).
@@ -188,9 +190,11 @@ class Pipeline:
             default_bundle_path,
             load_manifest,
         )
+        from llmner.decoding.tag_generator import TagGenerationConfig
         from llmner.runtime.torch_generator import TorchGeneratorRuntime
 
         config = config or PipelineConfig()
+        generation = TagGenerationConfig(in_place_cache=config.in_place_cache)
         root = Path(path) if path is not None else default_bundle_path()
         if root is None and config.normalize:
             raise ConfigError("normalization needs a model bundle with a normalizer/ folder (none is installed)")
@@ -201,12 +205,15 @@ class Pipeline:
                         "zero-shot with constrained decoding and NO selector; expect low scores (pass --model BUNDLE)")
             mode = config.decoding_mode or "speculative"
             generator = TorchGeneratorRuntime.from_base(None, mode=mode, batch_size=config.generator_batch_size,
-                                                        device=config.device, precision=config.generator_precision)
+                                                        generation_config=generation, device=config.device,
+                                                        precision=config.generator_precision)
             return cls(generator, None, config, model_ids={"bundle": "base-zero-shot"})
         manifest = load_manifest(root)
         mode = config.decoding_mode or manifest.decoding_mode
         generator = TorchGeneratorRuntime.from_pretrained(root / GENERATOR_DIR, mode=mode,
-                                                          batch_size=config.generator_batch_size, device=config.device,
+                                                          batch_size=config.generator_batch_size,
+                                                          generation_config=generation,
+                                                          device=config.device,
                                                           adapter=generator_adapter, merge_adapter=config.merge_adapter,
                                                           grouped_attention=config.grouped_attention,
                                                           precision=config.generator_precision,

@@ -26,7 +26,8 @@ the lead and its own ancestors). Columns that are holes in every row are cropped
 
 The prompt prefix shared by all chunks of a schema (``PromptBuilder.split``) is tokenized and run once;
 its KV is expanded to every batch, and each row's own part (text + suffix) is left-padded after it (the
-padding becomes holes as well).
+padding becomes holes as well). The cache grows in place (``kv_cache``): a pass writes only its own
+columns instead of copying the whole cache.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import torch
 
 from llmner.decoding.constraint import CopyConstraint, CopyState
 from llmner.decoding.drafting import DraftLimits, DraftTree, draft_tree
+from llmner.decoding.kv_cache import growing_cache
 from llmner.decoding.vocab import TokenVocab, vocab_for
 from llmner.errors import ConfigError
 from llmner.modeling.attention import CPU_GQA_SDPA
@@ -66,6 +68,7 @@ class TagGenerationConfig:
     max_depth: int = 4              # open tags at once (GENIA nests up to 3-4)
     tags_inside_words: bool = False # allow markers between two letters/digits (no gold mention needs it)
     reuse_prefix_cache: bool = True
+    in_place_cache: bool = True     # the KV cache grows in place (kv_cache.GrowingLayer; same output, fewer copies)
 
 
 @dataclass(slots=True)
@@ -242,7 +245,7 @@ class TagGenerator:
         # row's own part as the lead of its first block (and, in speculative mode, a draft after it).
         prompt_ids = [self.encode(p) for p in prompts]
         batch = len(rows)
-        cache = DynamicCache(config=self.model.config)
+        cache = growing_cache(self.model.config) if cfg.in_place_cache else DynamicCache(config=self.model.config)
         if cfg.reuse_prefix_cache:
             prefix_ids, kv = self._prefix_kv(prefix)
             for layer, (k, v) in enumerate(kv):
