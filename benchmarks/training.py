@@ -17,6 +17,9 @@ The rows:
   + frozen below L    LoRA of layers < L frozen (forward only below L)
   + bf16 matmuls      the last row with its matrix multiplies in bf16 (CPU autocast: what the trainer's
                       ``precision: auto`` does on a CPU with native bf16, ``llmner.modeling.precision``)
+  + frozen weights held in bf16
+                      the last row with the frozen base weights held as bf16 copies, so that autocast
+                      does not cast them every pass (``frozen_weights_in``; what the trainer does now)
 
 ``--breakdown`` measures where a step's time goes instead: the tokens of a batch by kind (shared
 prompt prefix, prompt tail, copied answer tokens, tag tokens, padding) and the time of the prefix
@@ -43,6 +46,7 @@ def configurations(frozen_below: list[int]) -> list[tuple[str, dict]]:
             ("+ length segments", segments)]
     rows += [(f"+ frozen below {layer}", {**segments, "train_layers_from": layer}) for layer in frozen_below]
     rows.append(("+ bf16 matmuls", {**rows[-1][1], "bf16": True}))
+    rows.append(("+ frozen weights held in bf16", {**rows[-1][1], "hold_frozen_bf16": True}))
     return rows
 
 
@@ -68,6 +72,7 @@ def main() -> None:
     setup = _setup(args)
     generator, pools, codec, tokenizer = setup["generator"], setup["pools"], setup["codec"], setup["tokenizer"]
     from llmner.training.examples import render_examples
+    from llmner.modeling.precision import frozen_weights_in
     from llmner.training.generator import batch_loss_sum, freeze_lower_layers, length_segments
     from llmner.training.schema_variation import SchemaVariation, identity_variant
 
@@ -110,20 +115,21 @@ def main() -> None:
                 freeze_lower_layers(model, cfg["train_layers_from"])
             params = [p for p in lora if p.requires_grad]
             optimizer = torch.optim.AdamW(params, lr=1e-6)
-            started = time.perf_counter()
-            for batch in batches(cfg):
-                total = sum(e.target_tokens for g in batch for e in g)
-                for group in batch:
-                    for segment in length_segments(group) if cfg["length_segments"] else [group]:
-                        loss = batch_loss_sum(model, segment, tokenizer.pad_token_id, "cpu", use_bf16=cfg["bf16"],
-                                              share_prefix=True,
-                                              supervised_logits_only=cfg["supervised_logits_only"]) / total
-                        loss.backward()
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                examples_done[name] += sum(len(g) for g in batch)
-                targets[name] += total
-            elapsed = time.perf_counter() - started
+            with frozen_weights_in(model, torch.bfloat16 if cfg.get("hold_frozen_bf16") else None):
+                started = time.perf_counter()
+                for batch in batches(cfg):
+                    total = sum(e.target_tokens for g in batch for e in g)
+                    for group in batch:
+                        for segment in length_segments(group) if cfg["length_segments"] else [group]:
+                            loss = batch_loss_sum(model, segment, tokenizer.pad_token_id, "cpu", use_bf16=cfg["bf16"],
+                                                  share_prefix=True,
+                                                  supervised_logits_only=cfg["supervised_logits_only"]) / total
+                            loss.backward()
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    examples_done[name] += sum(len(g) for g in batch)
+                    targets[name] += total
+                elapsed = time.perf_counter() - started
             seconds[name] += elapsed
             print(f"round {rnd + 1} {name:<20} {elapsed:.1f} s for {len(mixed)} examples", flush=True)
     from llmner.modeling.precision import cpu_has_native_bf16

@@ -336,6 +336,37 @@ def test_shared_prompt_prefix_gives_the_same_loss_and_gradients() -> None:
             assert torch.allclose(grads[name], grad, rtol=1e-4, atol=1e-6), (name, share, supervised_only)
 
 
+def test_frozen_weights_held_in_bf16_give_the_same_bf16_loss_and_gradients() -> None:
+    from llmner.modeling.precision import frozen_weights_in
+
+    torch.manual_seed(0)
+    generator = _generator_with_active_adapter()
+    model = generator.model
+    examples = _examples_for(generator, disease_docs(5))["ncbi_disease"]
+    base = {n: p for n, p in model.named_parameters() if "base_layer" in n}
+    assert base and all(p.dtype == torch.float32 and not p.requires_grad for p in base.values())
+
+    def loss_and_grads():
+        model.zero_grad()
+        loss = batch_loss_sum(model, examples, generator.tokenizer.pad_token_id, "cpu", use_bf16=True,
+                              share_prefix=True, supervised_logits_only=True)
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    cast_loss, cast_grads = loss_and_grads()
+    with frozen_weights_in(model, torch.bfloat16) as swapped:
+        assert swapped == len(base)    # every projection's base weight; no LoRA weight, embeddings or head
+        held = dict(model.named_parameters())
+        assert all(held[n].dtype == torch.bfloat16 for n in base)
+        assert all(p.dtype == torch.float32 for n, p in held.items() if "lora_" in n or "base_layer" not in n)
+        held_loss, held_grads = loss_and_grads()
+    assert torch.equal(held_loss, cast_loss)
+    assert held_grads.keys() == cast_grads.keys() and all(torch.equal(held_grads[n], cast_grads[n]) for n in cast_grads)
+    assert all(model.get_parameter(n) is p for n, p in base.items())    # the fp32 originals are back
+    with frozen_weights_in(model, None) as swapped:
+        assert swapped == 0
+
+
 def _generator_with_active_adapter() -> GeneratorModel:
     """A tiny generator whose LoRA B is non-zero, so that the adapter changes the outputs."""
     generator = GeneratorModel.from_base(GeneratorConfig(lora_r=4, lora_alpha=8, lora_dropout=0.0),

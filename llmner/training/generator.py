@@ -30,7 +30,7 @@ from llmner.modeling.generator import (
     GeneratorModel,
     load_adapter_weights,
 )
-from llmner.modeling.precision import check_precision
+from llmner.modeling.precision import check_precision, frozen_weights_in
 from llmner.prompts import PromptConfig
 from llmner.schema import EntitySchema
 from llmner.training import card as cardlib
@@ -460,8 +460,11 @@ def train_generator(
             record["dev_loss"] = evaluate_loss(model, dev_pools, pad_id, config.batch_size, device, use_bf16)
             model.train()
 
-    finished = loop.run(train_step, extra_state=lambda: {"sampler": sampler.state_dict(), "config": config.to_dict()},
-                        after_step=dev_loss)
+    with frozen_weights_in(model, torch.bfloat16 if use_bf16 else None) as swapped:
+        if swapped:
+            log(f"{swapped} frozen base weights held in bf16 while training (autocast would cast them every pass)")
+        finished = loop.run(train_step, extra_state=lambda: {"sampler": sampler.state_dict(), "config": config.to_dict()},
+                            after_step=dev_loss)
     history = loop.state.history
     loop.write_history(output)
     card = training_card(config, corpora, stats, sampler, history, loop.elapsed(), generator, keep_ids)
