@@ -88,9 +88,10 @@ def frozen_weights_in(model: Any, dtype: torch.dtype | None) -> Iterator[int]:
     (none for ``dtype`` None).
 
     Why: autocast keeps its casts only of weights that require grad, so every forward pass cast each
-    frozen base weight to bf16 again: 27 % of a CPU training step's time (``torch.profiler`` over 8
-    steps, LoRA above layer 20). Autocast's matrix multiplies read the same bf16 values either way, so
-    losses and gradients do not change."""
+    frozen base weight to bf16 again: held, 8 steps of LoRA above layer 20 took 9 % less CPU time
+    (``torch.profiler``: 32.4 -> 29.3 s, the copies 8.8 -> 6.1 s; ``benchmarks/results/
+    training_frozen_bf16.md``: 1.10x the examples per second). Autocast's matrix multiplies read the same
+    bf16 values either way, so losses and gradients do not change."""
     swapped: list[tuple[torch.nn.Module, torch.nn.Parameter]] = []
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
     layers = (getattr(decoder, "layers", None) or []) if dtype is not None else []
