@@ -9,6 +9,8 @@ filled part, so a pass copies only its own columns. When the buffer is full it g
 amortized). ``crop`` shortens the view; dropping finished rows (``batch_select_indices``) copies once.
 
 The values attention reads are the same numbers ``DynamicLayer`` would hold, so outputs do not change.
+Measured over 8 corpora (``benchmarks/results/throughput_in_place_cache.md``): 1.03-1.07x less CPU time
+in fp32 and 1.00-1.10x with bf16 matrix multiplies, every document with the same entities.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from typing import Any
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
-_MIN_SPARE = 256   # spare columns at least, on allocation and growth (a pass adds up to ~70 columns)
+_MIN_SPARE = 256   # spare columns at least, on allocation and growth (a decoding pass after the first adds
+                   # its lead and draft: about 30 columns on CMeEE, at most draft_budget + a few)
 
 
 class GrowingLayer(DynamicLayer):
