@@ -59,10 +59,18 @@ def test_growing_layer_holds_what_a_dynamic_layer_holds_through_updates_crops_an
 
 
 def test_growing_cache_replaces_only_plain_full_attention_layers():
+    from transformers import Gemma2Config
+    from transformers.cache_utils import DynamicSlidingWindowLayer
+
     model, _ = tiny_causal_lm(seed=1)
     cache = growing_cache(model.config)
     assert len(cache.layers) == model.config.num_hidden_layers
     assert all(type(layer) is GrowingLayer for layer in cache.layers)
+    # Gemma 2 alternates sliding-window and full-attention layers: only the full ones grow in place.
+    mixed = Gemma2Config(num_hidden_layers=4, hidden_size=32, intermediate_size=64, num_attention_heads=2,
+                         num_key_value_heads=1, head_dim=16, vocab_size=100, sliding_window=8)
+    kinds = [type(layer) for layer in growing_cache(mixed).layers]
+    assert kinds == [DynamicSlidingWindowLayer, GrowingLayer, DynamicSlidingWindowLayer, GrowingLayer]
 
 
 @pytest.mark.parametrize("mode", ["constrained", "speculative"])
