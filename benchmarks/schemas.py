@@ -69,6 +69,8 @@ def main() -> None:
     parser.add_argument("--adapter", default=None, help="checkpoint whose adapter replaces the bundle's")
     parser.add_argument("--corpus", action="append", default=None)
     parser.add_argument("--sentences", type=int, default=40, help="leading dev sentences per corpus")
+    parser.add_argument("--spread", type=int, default=0,
+                        help="take the sentences as this many runs of documents evenly spaced over the split (0: leading documents)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS / "schemas.md")
     parser.add_argument("--cache", type=Path, default=None, help="directory keeping predictions, to resume a killed check")
@@ -101,7 +103,7 @@ def main() -> None:
         set_aside,
         summary_row,
     )
-    from llmner.evaluation.subsets import leading_documents
+    from llmner.evaluation.subsets import leading_documents, spread_documents
 
     pipe, model_name = build_pipeline(args.model, args.adapter, args.threads, args.precision)
     judge = build_judge(args.judge_model or args.model) if args.selector else None
@@ -114,6 +116,8 @@ def main() -> None:
         matmuls = "bf16, attention bf16"
     print(f"generator matrix multiplies: {matmuls}", flush=True)
     key = {"model": model_name, "sentences": args.sentences}
+    if args.spread:
+        key["spread"] = args.spread
     variant = None
     if args.default_schema:  # its predictions under (b) are not the default's: a cache of its own
         from llmner.schema import EntitySchema
@@ -126,7 +130,9 @@ def main() -> None:
     rows, confusions = [], []
     started = time.perf_counter()
     for corpus in args.corpus or CORPORA:
-        docs, sentences = leading_documents(load_corpus(corpus, "dev"), args.sentences)
+        split = load_corpus(corpus, "dev")
+        docs, sentences = (spread_documents(split, args.sentences, args.spread) if args.spread
+                           else leading_documents(split, args.sentences))
         results, runs = [], []
         for naming in namings_for(corpus_schema(corpus), default_schema=variant):
             if naming.condition not in conditions:
@@ -163,8 +169,9 @@ def main() -> None:
         return f"{c['f1'] * 100:.1f}{delta}"
 
     lines = [f"# Schema check: {model_name}", "",
-             f"`python benchmarks/schemas.py {' '.join(_argv())}` — dev split, leading documents with "
-             f"{args.sentences}+ sentences per corpus, "
+             f"`python benchmarks/schemas.py {' '.join(_argv())}` — dev split, "
+             + (f"{args.spread} evenly spaced runs of documents" if args.spread else "leading documents")
+             + f" with {args.sentences}+ sentences per corpus, "
              + ("generator candidates judged by the bundle's selector as the pipeline judges them under each schema"
                 + (f" (relabelling {'on' if judge.relabel else 'off'}"
                    + "".join(f", {k} {'on' if v else 'off'}" for k, v in sorted(judge.relabel_schemas.items())) + ")")

@@ -22,8 +22,9 @@ import quality
 
 from llmner.data_processing.corpora import load_corpus
 from llmner.doc import Entity
+from llmner.errors import ValidationError
 from llmner.evaluation.bootstrap import paired_bootstrap_difference
-from llmner.evaluation.subsets import count_sentences, evaluation_subset
+from llmner.evaluation.subsets import count_sentences, evaluation_subset, spread_documents
 
 
 def tiny_tagger(labels: list[str], seed: int = 0):
@@ -58,6 +59,18 @@ def test_evaluation_subset_from_end_takes_the_last_documents_in_split_order() ->
     assert [d.id for d in tail.documents] == [d.id for d in docs[-len(tail.documents):]]
     head = evaluation_subset("cmeee", 100, split="dev")
     assert not {d.id for d in tail.documents} & {d.id for d in head.documents}
+
+
+def test_spread_documents_take_evenly_spaced_runs_across_the_split() -> None:
+    docs = load_corpus("linnaeus", "dev")   # one document per sentence, 17 articles in order
+    chosen, sentences = spread_documents(docs, 40, 4)
+    index = {d.id: i for i, d in enumerate(docs)}
+    positions = [index[d.id] for d in chosen]
+    assert sentences == len(chosen) == 40 and positions == sorted(positions)
+    assert [positions[i * 10] for i in range(4)] == [r * len(docs) // 4 for r in range(4)]
+    assert all(positions[i * 10 + 9] - positions[i * 10] == 9 for i in range(4))
+    with pytest.raises(ValidationError):
+        spread_documents(docs, 40, 0)
 
 
 def test_outermost_entities_keeps_outer_and_earlier() -> None:
