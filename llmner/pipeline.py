@@ -107,6 +107,9 @@ class PipelineConfig:
                                              # (faster: benchmarks/results/throughput_bf16_attention.md)
     in_place_cache: bool = True              # the generator's KV cache grows in place, not copied every pass
                                              # (faster, same output: llmner.decoding.kv_cache)
+    grouped_prefill: bool = True             # on a CPU, the generator's first pass runs rows of similar prompt
+                                             # lengths together instead of padding all to the longest
+                                             # (llmner.decoding.tag_generator)
     default_schemas: dict[str, str] = field(default_factory=lambda: {"en": "biomedical_en", "zh": "cmeee"})
     # Languages the selector judges; candidates in other languages are kept unscored. None: the
     # bundle's list (an encoder whose vocabulary lacks a script cannot judge its text).
@@ -194,7 +197,7 @@ class Pipeline:
         from llmner.runtime.torch_generator import TorchGeneratorRuntime
 
         config = config or PipelineConfig()
-        generation = TagGenerationConfig(in_place_cache=config.in_place_cache)
+        generation = TagGenerationConfig(in_place_cache=config.in_place_cache, grouped_prefill=config.grouped_prefill)
         root = Path(path) if path is not None else default_bundle_path()
         if root is None and config.normalize:
             raise ConfigError("normalization needs a model bundle with a normalizer/ folder (none is installed)")

@@ -315,3 +315,46 @@ def test_open_bias_moves_the_choice_to_an_open_marker_and_keeps_the_models_proba
     inside = biased.advance(biased.start(), min(opens, key=lambda i: len(vocab.token_bytes[i])))
     assert inside is not None and inside.marker.startswith(b"<")
     assert biased._open_bonus(inside, biased.allowed(inside)[0]) is None
+
+
+# Prompts of very different lengths in one batch: the first pass runs in groups (grouped prefill).
+UNEVEN = [SENTENCES[0], " ".join(SENTENCES[1:9]), "a", SENTENCES[6], " ".join(SENTENCES[9:14]), SENTENCES[3]]
+
+
+@pytest.mark.parametrize("mode", ["free", "constrained", "speculative"])
+@pytest.mark.parametrize("prefix_cache", [True, False])
+def test_grouped_prefill_gives_the_padded_batchs_output(lm, monkeypatch, mode, prefix_cache):
+    model, tokenizer = lm
+    settings = dict(budget_factor=16, budget_extra=64, reuse_prefix_cache=prefix_cache)
+    padded = TagGenerator(model, tokenizer, TagGenerationConfig(grouped_prefill=False, **settings))
+    grouped = TagGenerator(model, tokenizer, TagGenerationConfig(**settings))
+    calls: list[list[list[int]]] = []
+    original = TagGenerator._grouped_pass
+
+    def spy(self, groups, *args, **kwargs):
+        calls.append(groups)
+        return original(self, groups, *args, **kwargs)
+
+    monkeypatch.setattr(TagGenerator, "_grouped_pass", spy)
+    expected = run(padded, UNEVEN, TYPES[:3], mode)
+    assert calls == []  # switched off: one padded first pass
+    got = run(grouped, UNEVEN, TYPES[:3], mode)
+    assert len(calls) == 1 and len(calls[0]) > 1 and sorted(sum(calls[0], [])) == list(range(len(UNEVEN)))
+    assert [o.token_ids for o in got] == [o.token_ids for o in expected]
+    assert [o.text for o in got] == [o.text for o in expected]
+    for g, e in zip(got, expected):
+        assert g.token_probs == pytest.approx(e.token_probs, abs=1e-5)
+    for out, src in zip(got, UNEVEN):
+        if mode != "free":
+            check_copy(out.text, src, TYPES[:3])
+
+
+def test_prefill_groups_split_only_where_padding_costs_more_than_a_pass(tag_generator):
+    from llmner.decoding.drafting import DraftTree
+
+    trees = [DraftTree() for _ in range(4)]
+    even = [[1] * 30, [1] * 31, [1] * 29, [1] * 30]
+    assert tag_generator._prefill_groups(even, trees) == [[2, 0, 3, 1]]
+    uneven = [[1] * 300, [1] * 10, [1] * 12, [1] * 290]
+    groups = tag_generator._prefill_groups(uneven, trees)
+    assert groups == [[1, 2], [3, 0]]
