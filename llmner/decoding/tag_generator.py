@@ -30,10 +30,11 @@ padding becomes holes as well). The cache grows in place (``kv_cache``): a pass 
 columns instead of copying the whole cache.
 
 The first pass carries each row's whole prompt part, and prompts differ in length: padded to the longest,
-a quarter of the columns a CMeEE batch fed were padding (20 dev records; 14 % on NCBI-Disease). So on a
-CPU the first pass runs in groups of rows of similar prompt lengths (``_prefill_groups``), each group
-padded only to its own longest row, and the groups' keys and values are laid into the batch's one grid
-as a single pass over all rows would have laid them. Later passes feed one lead token per row.
+27 % of the columns fed for 20 CMeEE dev records were padding, nearly all of it in first passes
+(NCBI-Disease: 14 %). So on a CPU the first pass runs in groups of rows of similar prompt lengths
+(``_prefill_groups``), each group padded only to its own longest row, and the groups' keys and values are
+laid into the batch's one grid as a single pass over all rows would have laid them. Later passes feed one
+lead token per row.
 """
 
 from __future__ import annotations
@@ -341,8 +342,9 @@ class TagGenerator:
         return self._tree_attention(mask, lead_w, [len(lead) for lead in leads], trees, width)
 
     # Fixed cost of one more first-pass group, in padded token columns: a forward over SmolLM2's 30 layers
-    # and a copy of the shared prefix's keys and values for the group's rows. At 16, BC5CDR's batches
-    # (prompts within 10 % of each other) split and ran 4 % slower; at 48 only uneven batches split.
+    # and a copy of the shared prefix's keys and values for the group's rows. At 16, BC5CDR's batches split
+    # to save about 10 % of their first-pass columns and ran no faster (0.96x, within this machine's noise);
+    # at 48 they stay whole and only batches with much longer rows split (S800, CMeEE).
     GROUP_PASS_COST = 48
 
     def _can_group(self, cache: Any) -> bool:
