@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers.cache_utils import DynamicLayer
+from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from llmner.decoding import TagGenerationConfig, TagGenerator
-from llmner.decoding.kv_cache import GrowingLayer, growing_cache
+from llmner.decoding.kv_cache import GrowingLayer, growing_cache, keeps_every_column
 from llmner.schema import get_schema
 from llmner.testing import tiny_causal_lm
 
@@ -71,6 +71,8 @@ def test_growing_cache_replaces_only_plain_full_attention_layers():
                          num_key_value_heads=1, head_dim=16, vocab_size=100, sliding_window=8)
     kinds = [type(layer) for layer in growing_cache(mixed).layers]
     assert kinds == [DynamicSlidingWindowLayer, GrowingLayer, DynamicSlidingWindowLayer, GrowingLayer]
+    assert keeps_every_column(cache) and keeps_every_column(DynamicCache(config=model.config))
+    assert not keeps_every_column(growing_cache(mixed))   # grouped prefill is then not used
 
 
 @pytest.mark.parametrize("mode", ["constrained", "speculative"])

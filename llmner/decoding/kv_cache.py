@@ -117,4 +117,10 @@ def growing_cache(config: Any) -> DynamicCache:
     return cache
 
 
-__all__ = ["GrowingLayer", "growing_cache"]
+def keeps_every_column(cache: DynamicCache) -> bool:
+    """Whether every layer of ``cache`` keeps all its columns (plain or growing full-attention layers), so
+    that a column's keys can be written in from elsewhere; a sliding-window layer drops old columns."""
+    return all(type(layer) in (DynamicLayer, GrowingLayer) for layer in cache.layers)
+
+
+__all__ = ["GrowingLayer", "growing_cache", "keeps_every_column"]

@@ -47,7 +47,7 @@ import torch
 
 from llmner.decoding.constraint import CopyConstraint, CopyState
 from llmner.decoding.drafting import DraftLimits, DraftTree, draft_tree
-from llmner.decoding.kv_cache import growing_cache
+from llmner.decoding.kv_cache import growing_cache, keeps_every_column
 from llmner.decoding.vocab import TokenVocab, vocab_for
 from llmner.errors import ConfigError
 from llmner.modeling.attention import CPU_GQA_SDPA
@@ -350,11 +350,7 @@ class TagGenerator:
     def _can_group(self, cache: Any) -> bool:
         """Grouped prefill on a CPU, where padded columns cost their full compute, and for caches whose
         layers all keep every column (a sliding-window layer drops old ones)."""
-        from transformers.cache_utils import DynamicLayer
-
-        return (self.config.grouped_prefill and self.device.type == "cpu"
-                and all(isinstance(layer, DynamicLayer) and "Sliding" not in type(layer).__name__
-                        for layer in cache.layers))
+        return self.config.grouped_prefill and self.device.type == "cpu" and keeps_every_column(cache)
 
     def _prefill_groups(self, leads: list[list[int]], trees: list[DraftTree]) -> list[list[int]]:
         """Rows partitioned (sorted by lead length, contiguous runs) so that the columns the first pass
