@@ -197,6 +197,14 @@ class TagGenerator:
             i = best[1]
         return ids
 
+    def _new_cache(self) -> Any:
+        """An empty KV cache for a batch: growing in place (``kv_cache``) or transformers' copying one."""
+        if self.config.in_place_cache:
+            return growing_cache(self.model.config)
+        from transformers import DynamicCache
+
+        return DynamicCache(config=self.model.config)
+
     # -- prefix KV --------------------------------------------------------------------------------
     def _prefix_kv(self, prefix: str) -> tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]]:
         hit = self._prefixes.get(prefix)
@@ -240,8 +248,6 @@ class TagGenerator:
 
     def _generate(self, prefix: str, prompts: list[str], sources: list[str], types: list[Sequence[str]],
                 mode: str, open_bias: float = 0.0) -> list[TagGeneration]:
-        from transformers import DynamicCache
-
         cfg = self.config
         rows: list[_Row] = []
         for i, (src, tps) in enumerate(zip(sources, types)):
@@ -254,7 +260,7 @@ class TagGenerator:
         # row's own part as the lead of its first block (and, in speculative mode, a draft after it).
         prompt_ids = [self.encode(p) for p in prompts]
         batch = len(rows)
-        cache = growing_cache(self.model.config) if cfg.in_place_cache else DynamicCache(config=self.model.config)
+        cache = self._new_cache()
         prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] = []
         if cfg.reuse_prefix_cache:
             prefix_ids, prefix_kv = self._prefix_kv(prefix)
@@ -380,8 +386,6 @@ class TagGenerator:
         prefix expanded to its rows), then every group's new keys and values laid into ``cache`` where
         one pass over all rows (lead width ``lead_w``, block width ``width``) would have put them.
         Returns what that pass returns: per row the outputs at its root and tree nodes."""
-        from transformers import DynamicCache
-
         n_past = mask.shape[1]
         keep = width - lead_w + 1
         out: torch.Tensor | None = None
@@ -390,7 +394,7 @@ class TagGenerator:
         for group in groups:
             g_leads, g_trees = [leads[i] for i in group], [trees[i] for i in group]
             block, new_mask, positions, g_lead_w, g_width = self._block(g_leads, g_trees, [starts[i] for i in group])
-            g_cache = growing_cache(self.model.config) if self.config.in_place_cache else DynamicCache(config=self.model.config)
+            g_cache = self._new_cache()
             for layer, (k, v) in enumerate(prefix_kv):
                 g_cache.update(k.expand(len(group), -1, -1, -1), v.expand(len(group), -1, -1, -1), layer)
             index = torch.tensor(group, device=self.device)
