@@ -18,7 +18,8 @@ docs/training.md, "A Chinese reader on frozen Gemma-3-270M features (session 36)
 
     # a local Hugging Face directory of Gemma-3-270M first: docs/training.md (the GGUF -> safetensors step)
     python benchmarks/campaign/zh_reader_probe.py extract --model DIR --split train --out train.npz
-    python benchmarks/campaign/zh_reader_probe.py train --train train.npz --dev dev.npz --epochs 6
+    python benchmarks/campaign/zh_reader_probe.py train --train train.npz --dev dev.npz --epochs 6 --out full6
+    python benchmarks/campaign/zh_reader_probe.py compare --predictions full6.predictions.json --candidates PARTS --out compare.md
 """
 
 from __future__ import annotations
@@ -240,6 +241,49 @@ def train(train_paths: list[str], dev_path: str, epochs: int, threads: int, out:
     print(f"{len(tr_views)} training records, {len(dv_views)} dev records -> {out}.pt, {out}.predictions.json")
 
 
+def compare(predictions: str, candidates: str, out: str) -> None:
+    """The head's dev predictions against the shipped pipeline on the same records, scored by llmner's
+    scorer: the pipeline's output is derived from the report's stored generator candidates (``candidates``,
+    a row's ``.parts`` directory), judged by the shipped selector with its own spans
+    (``llmner.evaluation.rescore.selected_documents``); then the two plain combinations."""
+    from pathlib import Path
+
+    from llmner.data_processing.corpora import corpus_schema, load_corpus
+    from llmner.doc import Document, ResultRecord
+    from llmner.evaluation.rescore import selected_documents
+    from llmner.evaluation.scorer import score
+    from llmner.pipeline import Pipeline
+
+    head = {r["id"]: {tuple(x) for x in r["spans"]} for r in json.loads(Path(predictions).read_text())}
+    docs = [d for d in load_corpus("cmeee", "dev") if d.id in head]
+    records: dict[str, ResultRecord] = {}
+    for part in sorted(Path(candidates).glob("part-*.json")):
+        for r in json.loads(part.read_text())["records"]:
+            records[r["document_id"]] = ResultRecord.from_dict(r)
+    pipe = Pipeline.from_bundle()
+    schema = corpus_schema("cmeee")
+    pipe.add_schema(schema)
+    stored = [Document(d.id, d.text, d.language, {}, list(records[d.id].entities)) for d in docs]
+    shipped = {p.id: {(e.start, e.end, e.type) for e in p.entities} for p in selected_documents(pipe, docs, stored, schema)}
+    systems = {
+        "shipped pipeline (derived from the report's stored candidates)": shipped,
+        "reader head alone": head,
+        "union of the two": {i: shipped[i] | head[i] for i in head},
+        "intersection": {i: shipped[i] & head[i] for i in head},
+    }
+    types = sorted({t for d in docs for t in (e.type for e in d.entities)})
+    lines = [f"{len(docs)} CMeEE dev records, {sum(len(d.entities) for d in docs)} gold mentions; strict F1 (llmner.evaluation.scorer)", "",
+             "| system | F1 | P | R | " + " | ".join(types) + " |", "|---" * (4 + len(types)) + "|"]
+    for name, spans in systems.items():
+        predicted = [Document(d.id, d.text, d.language, {}, [d.span(a, b, t) for a, b, t in sorted(spans[d.id])]) for d in docs]
+        report = score(docs, predicted)
+        c = report.strict
+        cells = [f"{100 * report.per_type[t].f1:.1f}" if t in report.per_type else "0.0" for t in types]
+        lines.append(f"| {name} | {100 * c.f1:.1f} | {100 * c.precision:.1f} | {100 * c.recall:.1f} | " + " | ".join(cells) + " |")
+    Path(out).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -257,11 +301,17 @@ def main() -> None:
     tr.add_argument("--epochs", type=int, default=6)
     tr.add_argument("--threads", type=int, default=2)
     tr.add_argument("--out", required=True, help="path prefix of the head and its dev predictions")
+    co = sub.add_parser("compare")
+    co.add_argument("--predictions", required=True, help="the .predictions.json that train wrote")
+    co.add_argument("--candidates", required=True, help="the report row's .parts directory of stored CMeEE dev candidates")
+    co.add_argument("--out", required=True, help="markdown table to write")
     args = parser.parse_args()
     if args.command == "extract":
         extract(args.model, args.split, args.limit, args.out, args.threads, args.spread, args.rest_of_spread)
-    else:
+    elif args.command == "train":
         train(args.train, args.dev, args.epochs, args.threads, args.out)
+    else:
+        compare(args.predictions, args.candidates, args.out)
 
 
 if __name__ == "__main__":
