@@ -6,6 +6,8 @@
       generator/         a generator directory (llmner.modeling.generator: config + LoRA adapter + schemas)
       selector/          a selector directory (llmner.modeling.selector), optional
       normalizer/        entity normalizer (llmner.normalization.store), optional: used when present
+      reader/            a reader directory (llmner.modeling.reader), optional: it tags the schemas
+                         ``reader_schemas`` names instead of the generator and selector
 
 This module writes the bundle's own files (``bundle.json``, ``calibration.json``) and assembles the
 parts; each part's directory is written by its model class.
@@ -45,9 +47,11 @@ BUNDLE_FORMAT_VERSION = 1
 GENERATOR_DIR = "generator"
 SELECTOR_DIR = "selector"
 NORMALIZER_DIR = "normalizer"
+READER_DIR = "reader"
 # The default bundle ships inside the package (a wheel, every image): a bundle larger than this is
 # refused by `llmner bundle`, and anything a bundle would carry (a normalizer's own encoder) must fit.
-MAX_SHIPPED_BUNDLE_BYTES = 30_000_000
+# 30 MB until session 37; the Chinese reader's head (about 2.3 MB at fp16) took it past.
+MAX_SHIPPED_BUNDLE_BYTES = 34_000_000
 
 
 @dataclass(slots=True)
@@ -84,6 +88,11 @@ class BundleManifest:
     prompt_schemas: dict[str, str] = field(default_factory=dict)  # schema -> schema whose names prompt the generator
     consistency: dict[str, Any] | None = None   # document-level consistency after merging (a ConsistencyConfig's
                                                 # fields, llmner.decoding.consistency); None = off
+    # Schemas (as prompted: calibration keys) the bundle's reader/ tags instead of the generator and
+    # selector, and the span score from which its spans are kept (chosen on held-out training records).
+    reader_id: str = ""
+    reader_schemas: list[str] = field(default_factory=list)
+    reader_threshold: float = 0.0
     notes: str = ""
     format_version: int = BUNDLE_FORMAT_VERSION
 
@@ -97,6 +106,8 @@ class BundleManifest:
             del out["proposal_overlap"], out["proposal_overlaps"]
         if not out["relabel"] and not out["relabel_schemas"]:
             del out["relabel"], out["relabel_schemas"]
+        if not out["reader_schemas"] and not out["reader_id"] and out["reader_threshold"] == 0.0:
+            del out["reader_id"], out["reader_schemas"], out["reader_threshold"]
         return out
 
     @classmethod
@@ -155,6 +166,12 @@ class BundleManifest:
                 ConsistencyConfig.from_dict(data["consistency"])
             except ConfigError as exc:
                 raise ConfigError(f"{where}: {exc}") from None
+        readers = data.get("reader_schemas") or []
+        if not isinstance(readers, list) or not all(isinstance(v, str) and v for v in readers):
+            raise ConfigError(f"{where}: reader_schemas must be a list of schema names, got {readers!r}")
+        cut = data.get("reader_threshold", 0.0)
+        if not isinstance(cut, (int, float)) or isinstance(cut, bool) or not 0.0 <= float(cut) <= 1.0:
+            raise ConfigError(f"{where}: reader_threshold must be a number in [0, 1], got {cut!r}")
         per_chunk = data.get("sentences_per_chunk", 1)
         if not isinstance(per_chunk, int) or isinstance(per_chunk, bool) or per_chunk < 1:
             raise ConfigError(f"{where}: sentences_per_chunk must be an integer >= 1, got {per_chunk!r}")
@@ -175,6 +192,8 @@ def load_manifest(path: str | Path) -> BundleManifest:
         raise DataNotFoundError(f"bundle {root}: {GENERATOR_DIR}/ missing")
     if manifest.has_selector and not (root / SELECTOR_DIR).is_dir():
         raise DataNotFoundError(f"bundle {root}: bundle.json says it has a selector but {SELECTOR_DIR}/ is missing")
+    if manifest.reader_schemas and not (root / READER_DIR).is_dir():
+        raise DataNotFoundError(f"bundle {root}: bundle.json names reader_schemas but {READER_DIR}/ is missing")
     return manifest
 
 
@@ -185,11 +204,11 @@ def default_bundle_path() -> Path | None:
 
 
 def save_bundle(path: str | Path, generator_dir: str | Path, selector_dir: str | Path | None,
-                manifest: BundleManifest) -> Path:
-    """Assemble a bundle from a saved generator and (optionally) a saved selector directory."""
+                manifest: BundleManifest, reader_dir: str | Path | None = None) -> Path:
+    """Assemble a bundle from a saved generator and (optionally) a saved selector and reader directory."""
     root = Path(path)
     root.mkdir(parents=True, exist_ok=True)
-    for src, name in ((generator_dir, GENERATOR_DIR), (selector_dir, SELECTOR_DIR)):
+    for src, name in ((generator_dir, GENERATOR_DIR), (selector_dir, SELECTOR_DIR), (reader_dir, READER_DIR)):
         if src is None:
             continue
         src = Path(src)
@@ -232,8 +251,8 @@ def bundle_size_bytes(path: str | Path) -> int:
 
 
 def assembled_size_bytes(path: str | Path, generator_dir: str | Path, selector_dir: str | Path | None,
-                         manifest: BundleManifest) -> int:
-    """The size ``save_bundle(path, generator_dir, selector_dir, manifest)`` would leave at ``path``: the
+                         manifest: BundleManifest, reader_dir: str | Path | None = None) -> int:
+    """The size ``save_bundle(path, generator_dir, selector_dir, manifest, reader_dir)`` would leave at ``path``: the
     parts it copies (their ``checkpoints`` left out, as it leaves them out), what else ``path`` already
     holds (a normalizer, a calibration record) and ``bundle.json``. Known before anything is written, so
     that a bundle over a size limit is refused without leaving a bundle behind."""
@@ -241,6 +260,8 @@ def assembled_size_bytes(path: str | Path, generator_dir: str | Path, selector_d
     copied = {GENERATOR_DIR: Path(generator_dir)}
     if selector_dir is not None:
         copied[SELECTOR_DIR] = Path(selector_dir)
+    if reader_dir is not None:
+        copied[READER_DIR] = Path(reader_dir)
     total = sum(p.stat().st_size for src in copied.values() for p in src.rglob("*")
                 if p.is_file() and "checkpoints" not in p.relative_to(src).parts)
     if root.is_dir():

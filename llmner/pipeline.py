@@ -71,6 +71,7 @@ from llmner.doc import (
 )
 from llmner.errors import ConfigError, ValidationError
 from llmner.modeling.precision import check_precision
+from llmner.modeling.reader import Reader
 from llmner.modeling.selector import TokenWindow
 from llmner.normalization.base import TypedNormalizer
 from llmner.runtime.base import (
@@ -122,6 +123,9 @@ class PipelineConfig:
     consistency: ConsistencyConfig | None = None
     # A tokens-head selector's own spans, kept at the bundle's proposal thresholds (False: never proposed).
     proposals: bool = True
+    # The bundle's reader (llmner.modeling.reader) tags the schemas it covers (False: the generator and
+    # selector tag every schema, and the reader is not loaded).
+    reader: bool = True
 
     def __post_init__(self) -> None:
         if self.selector_backend not in SELECTOR_BACKENDS:
@@ -134,9 +138,15 @@ class PipelineConfig:
 class Pipeline:
     def __init__(self, generator: GeneratorRuntime, selector: SelectorRuntime | None = None,
                  config: PipelineConfig | None = None, count_tokens: Callable[[str], int] | None = None,
-                 model_ids: dict[str, str] | None = None, normalizer: TypedNormalizer | None = None) -> None:
+                 model_ids: dict[str, str] | None = None, normalizer: TypedNormalizer | None = None,
+                 reader: Reader | None = None) -> None:
         self.generator = generator
         self.normalizer = normalizer
+        self.reader = reader
+        # Schemas (calibration keys) the reader tags instead of the generator and selector
+        # (BundleManifest.reader_schemas), and the span score from which its spans are kept.
+        self.reader_schemas: set[str] = set()
+        self.reader_threshold: float = 0.0
         self.selector = selector
         self.config = config or PipelineConfig()
         self.threshold = (self.config.selector_threshold if self.config.selector_threshold is not None
@@ -176,6 +186,8 @@ class Pipeline:
             ids["selector"] = selector.model_id or "selector"
         if normalizer is not None:
             ids["normalizer"] = normalizer.name
+        if reader is not None:
+            ids["reader"] = reader.model_id
         ids.update(model_ids or {})
         self.model_ids: dict[str, str] = ids
         self._schemas: dict[str, EntitySchema] = {}
@@ -189,6 +201,7 @@ class Pipeline:
         from llmner.bundle import (
             GENERATOR_DIR,
             NORMALIZER_DIR,
+            READER_DIR,
             SELECTOR_DIR,
             default_bundle_path,
             load_manifest,
@@ -254,7 +267,14 @@ class Pipeline:
             elif config.normalize:
                 raise ConfigError(f"bundle {root} has no normalizer ({NORMALIZER_DIR}/normalizer.json); "
                                   "build one with `llmner normalizer build --bundle BUNDLE`")
-        pipe = cls(generator, selector, config, model_ids={"bundle": manifest.name}, normalizer=normalizer)
+        reader = None
+        if config.reader and manifest.reader_schemas:
+            reader = Reader.from_pretrained(root / READER_DIR, device=config.device)
+            if manifest.reader_id:
+                reader.model_id = manifest.reader_id
+        pipe = cls(generator, selector, config, model_ids={"bundle": manifest.name}, normalizer=normalizer, reader=reader)
+        pipe.reader_schemas = set(manifest.reader_schemas)
+        pipe.reader_threshold = manifest.reader_threshold
         if selector is not None and config.selector_threshold is None:
             pipe.thresholds = dict(manifest.selector_thresholds)
         pipe.generator_thresholds = dict(manifest.generator_thresholds)
@@ -347,20 +367,34 @@ class Pipeline:
         """Every candidate of every chunk, in the chunk frame, with its selector score (None without a
         selector); nothing is filtered. The candidates are the generator's, then, under a schema with a
         proposal threshold, the spans the selector tags itself that the generator did not propose
-        (``source="selector"``)."""
+        (``source="selector"``). Chunks under a schema the reader covers (``reads``) are the reader's
+        alone: its spans with its own scores (``source="reader"``)."""
         if not chunks:
             return []
         per_schema = self._chunk_schemas(chunks, schemas)
         prompted = [self.prompted(s) for s in per_schema]
+        read = [ci for ci in range(len(chunks)) if self.reads(per_schema[ci])]
+        generated = sorted(set(range(len(chunks))) - set(read))
+        per_chunk: list[ChunkEntities] = [[] for _ in chunks]
         t0 = time.perf_counter()
-        results = self.generator.tag([TagRequest(c.text, p, self.open_bias_for(p)) for c, (p, _) in zip(chunks, prompted)])
+        if read:
+            assert self.reader is not None
+            for ci, entities in zip(read, self.reader.read([chunks[ci].text for ci in read]), strict=True):
+                per_chunk[ci] = entities
+        t_read = time.perf_counter()
+        results = self.generator.tag([TagRequest(chunks[ci].text, prompted[ci][0], self.open_bias_for(prompted[ci][0]))
+                                      for ci in generated]) if generated else []
+        for ci, result in zip(generated, results, strict=True):
+            # Trimmed under the prompted schema.
+            per_chunk[ci] = _trimmed(result.entities, chunks[ci].text, prompted[ci][0])
         t1 = time.perf_counter()
-        # Trimmed under the prompted schema, then renamed to the requested one where prompt_schemas maps it.
-        per_chunk = [_trimmed(result.entities, chunk.text, prompt) for chunk, (prompt, _), result in zip(chunks, prompted, results)]
+        # Renamed to the requested schema's names where prompt_schemas maps them (the reader tags under the
+        # prompted names too).
         per_chunk = [entities if names is None else [dataclasses.replace(e, type=names[e.type]) for e in entities]
                      for entities, (_, names) in zip(per_chunk, prompted)]
         languages = self.config.selector_languages
-        judged_chunks = [ci for ci in range(len(chunks)) if not languages or chunks[ci].language in languages]
+        # The reader's chunks are its own: the selector neither judges nor adds to them.
+        judged_chunks = [ci for ci in generated if not languages or chunks[ci].language in languages]
         if self.selector is not None:
             proposing = [ci for ci in judged_chunks if self.proposal_threshold_for(per_schema[ci]) is not None]
             rows = self._add_proposals(chunks, per_schema, per_chunk, proposing) if proposing else {}
@@ -374,7 +408,9 @@ class Pipeline:
                 if any(relabel_in):
                     per_chunk = [one_per_key(entities) for entities in per_chunk]
         t2 = time.perf_counter()
-        self.last_timings_ms = {"generate": (t1 - t0) * 1000, "select": (t2 - t1) * 1000}
+        self.last_timings_ms = {"generate": (t1 - t_read) * 1000, "select": (t2 - t1) * 1000}
+        if read:
+            self.last_timings_ms["read"] = (t_read - t0) * 1000
         return per_chunk
 
     def judge_candidates(self, candidates: Sequence[Candidate], rows: Mapping[TokenWindow, RowProbabilities],
@@ -407,6 +443,16 @@ class Pipeline:
         if isinstance(schema, EntitySchema) and languages and schema.language not in languages:
             return False      # the selector does not judge this language: nothing to relabel with
         return self._per_schema(self.relabel_schemas, schema, self.relabel)
+
+    def reads(self, schema: EntitySchema) -> bool:
+        """Whether chunks under ``schema`` go to the reader instead of the generator and selector: the
+        bundle names the schema it is prompted with (``BundleManifest.reader_schemas``) and the reader
+        tags exactly that schema's types."""
+        if self.reader is None or not self.config.reader:
+            return False
+        prompt, _ = self.prompted(schema)
+        return (self.calibration_key(schema.name) in self.reader_schemas
+                and sorted(prompt.type_names) == sorted(self.reader.config.types))
 
     def _add_proposals(self, chunks: Sequence[Chunk], per_schema: Sequence[EntitySchema],
                        per_chunk: list[ChunkEntities], which: Sequence[int]) -> dict[TokenWindow, RowProbabilities]:
@@ -468,7 +514,8 @@ class Pipeline:
         name = schema.name if isinstance(schema, EntitySchema) else schema
         return SelectionRule(self.threshold_for(schema), self.proposal_threshold_for(schema),
                              self.proposal_overlap_for(schema),
-                             self.generator_thresholds.get(self.calibration_key(name)) if name is not None else None)
+                             self.generator_thresholds.get(self.calibration_key(name)) if name is not None else None,
+                             self.reader_threshold)
 
     def selection(self, entities: Sequence[Entity], schema: str | EntitySchema | None) -> list[Entity]:
         """What selection keeps of one chunk's or one document's candidates under ``schema``

@@ -8,7 +8,10 @@ seconds with no download: for tests and for benchmarks that need a real model of
 - ``tiny_bert()`` / ``tiny_bert_tokenizer()``: a 2-layer random BERT (hidden 32) with a WordPiece
   tokenizer trained in memory (``[CLS] a [SEP] b [SEP]`` pairs).
 - ``build_tiny_bert(dir)``: a random BERT encoder directory (selector tests).
-- ``build_tiny_bundle(dir)``: a real model bundle of the above (LoRA Llama generator + BERT selector).
+- ``build_tiny_bundle(dir)``: a real model bundle of the above (LoRA Llama generator + BERT selector;
+  with ``reader_schema``, a reader too).
+- ``build_tiny_reader(dir, types)``: a reader (llmner.modeling.reader) with a random head on a tiny
+  random Llama, its statistics taken from synthetic sentences.
 
 Builders return fresh objects each call (tests may train them); the trained tokenizer JSON is memoised.
 The models are random: their output has the right form, never the right entities.
@@ -189,7 +192,29 @@ def build_tiny_bert(directory: str | Path, hidden: int = 32, layers: int = 2, se
     return directory
 
 
-def build_tiny_bundle(directory: str | Path, selector_threshold: float = 0.0) -> Path:
+def build_tiny_reader(directory: str | Path, types: list[str], seed: int = 0) -> Path:
+    """A saved reader in ``directory`` (and its base LM in ``directory``-base) tagging ``types``."""
+    import torch
+
+    from llmner.modeling.reader import FrozenEncoder, Reader, ReaderConfig
+
+    directory = Path(directory)
+    base_dir = directory.parent / f"{directory.name}-base"
+    model, tokenizer = tiny_causal_lm(seed=seed)
+    model.save_pretrained(str(base_dir))
+    tokenizer.save_pretrained(str(base_dir))
+    encoder = FrozenEncoder(str(base_dir), device="cpu")
+    texts = synthetic_sentences(40, seed=seed) + ["患者有高血压病史，服用氨氯地平。"]
+    chars = {ch: i + 2 for i, ch in enumerate(sorted({ch for t in texts for ch in t}))}
+    torch.manual_seed(seed)
+    reader = Reader(ReaderConfig(base_model=str(base_dir), types=list(types), layers=[1, 2], projection=16, char_dim=8,
+                                 lstm=8, max_tokens=32), chars, encoder=encoder)
+    reader.set_statistics(encoder.layer_states(texts, reader.config.layers, 8))
+    reader.save_pretrained(directory)
+    return directory
+
+
+def build_tiny_bundle(directory: str | Path, selector_threshold: float = 0.0, reader_schema: str | None = None) -> Path:
     """A real model bundle of tiny random models in ``directory``: a LoRA Llama generator
     (GeneratorModel) and a tiny BERT selector. The bundle threshold is 0 so the selector keeps what
     the random generator tags (tests compare entity lists, which should not be empty)."""
@@ -213,4 +238,9 @@ def build_tiny_bundle(directory: str | Path, selector_threshold: float = 0.0) ->
     sel.save_pretrained(root / "sel")
     manifest = BundleManifest(name="tiny", generator_id="gen-tiny", selector_id="sel-tiny",
                               decoding_mode="constrained", selector_threshold=0.0)
-    return Path(save_bundle(directory, root / "gen", root / "sel", manifest))
+    reader_dir = None
+    if reader_schema is not None:
+        reader_dir = build_tiny_reader(root / "reader", list(get_schema(reader_schema).type_names))
+        manifest.reader_schemas = [reader_schema]
+        manifest.reader_id = "reader-tiny"
+    return Path(save_bundle(directory, root / "gen", root / "sel", manifest, reader_dir))

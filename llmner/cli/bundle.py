@@ -34,10 +34,13 @@ def bundle_command(
     default_schema: Annotated[list[str] | None, typer.Option("--default-schema", help="LANG=SCHEMA: schema of documents in LANG that name none (repeatable), e.g. en=bc5cdr")] = None,
     prompt_schema: Annotated[list[str] | None, typer.Option("--prompt-schema", help="SCHEMA=PROMPTED: generate SCHEMA's documents under PROMPTED's type names and report SCHEMA's (repeatable), e.g. clinical_zh=cmeee")] = None,
     consistency: Annotated[bool, typer.Option("--consistency/--no-consistency", help="tag every recurrence of a string the generator tagged at half its places or more (the setting chosen on dev for the shipped bundle; check it on your dev data with benchmarks/consistency.py)")] = False,
+    reader: Annotated[Path | None, typer.Option("--reader", help="reader directory written by `llmner train reader` (its run's reader/)")] = None,
+    reader_schema: Annotated[list[str] | None, typer.Option("--reader-schema", help="schema (as prompted, e.g. cmeee) the reader tags instead of the generator and selector (repeatable)")] = None,
+    reader_threshold: Annotated[float, typer.Option("--reader-threshold", help="the reader's spans are kept from this span score")] = 0.0,
     notes: Annotated[str, typer.Option("--notes", help="free text kept in bundle.json")] = "",
     max_bytes: Annotated[int, typer.Option("--max-bytes", help="refuse a bundle larger than this (0: no limit)")] = MAX_SHIPPED_BUNDLE_BYTES,
 ) -> None:
-    """Assemble a model bundle (generator + optional selector + bundle.json)."""
+    """Assemble a model bundle (generator + optional selector and reader + bundle.json)."""
     from llmner.bundle import (
         BundleManifest,
         assembled_size_bytes,
@@ -54,6 +57,10 @@ def bundle_command(
         raise DataNotFoundError(f"--generator {generator}: generator_config.json not found (not a trained generator)")
     if selector is not None and not (selector / "selector_config.json").is_file():
         raise DataNotFoundError(f"--selector {selector}: no selector config found (not a trained selector)")
+    if reader is not None and not (reader / "reader_config.json").is_file():
+        raise DataNotFoundError(f"--reader {reader}: reader_config.json not found (not a trained reader)")
+    if bool(reader_schema) != (reader is not None):
+        raise ConfigError("--reader and --reader-schema go together: the reader tags the schemas named")
     defaults = {}
     for item in default_schema or []:
         language, _, schema_name = item.partition("=")
@@ -75,13 +82,15 @@ def bundle_command(
                               selector_languages=list(selector_language or []), default_schemas=defaults,
                               prompt_schemas=prompts,
                               consistency=ConsistencyConfig().to_dict() if consistency else None,
-                              sentences_per_chunk=int((card.get("training") or {}).get("sentences_per_chunk", 1)))
-    planned = assembled_size_bytes(output, generator, selector, manifest)
+                              sentences_per_chunk=int((card.get("training") or {}).get("sentences_per_chunk", 1)),
+                              reader_id=f"reader-{reader.parent.name}" if reader is not None else "",
+                              reader_schemas=list(reader_schema or []), reader_threshold=reader_threshold)
+    planned = assembled_size_bytes(output, generator, selector, manifest, reader)
     if max_bytes and planned > max_bytes:
         # Refused before anything is written: a bundle left on disk would load, whatever this said.
         raise ConfigError(f"bundle {output} would be {planned / 1e6:.1f} MB, over --max-bytes {max_bytes / 1e6:.1f} MB; "
                           f"nothing written")
-    root = save_bundle(output, generator, selector, manifest)
+    root = save_bundle(output, generator, selector, manifest, reader)
     load_manifest(root)          # what the pipeline will read back
     size = bundle_size_bytes(root)
     say(f"bundle {root}: {size / 1e6:.1f} MB, generator {manifest.generator_id}, "

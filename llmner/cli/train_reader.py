@@ -24,11 +24,12 @@ def train_reader_command(
 ) -> None:
     """Train the reader's head (features computed once and kept in the run directory; resumes where a run stopped)."""
     from llmner.data_processing.corpora import load_corpus
+    from llmner.modeling.reader import ReaderConfig
     from llmner.training.reader import ReaderTrainingConfig, train_reader
 
     train_docs = load_corpus(corpus, "train")[:max_documents]
     dev_docs = load_corpus(corpus, dev_split)[:dev_documents] if dev_split else []
-    config = ReaderTrainingConfig(base_model=base_model, epochs=epochs, lr=lr, hold_out_every=hold_out_every, seed=seed)
+    config = ReaderTrainingConfig(reader=ReaderConfig(base_model=base_model), epochs=epochs, lr=lr, hold_out_every=hold_out_every, seed=seed)
     train_reader(train_docs, dev_docs, config, output, log=say)
     say(f"reader written to {output / 'reader'}")
 

@@ -23,6 +23,7 @@ class SelectionRule:
     overlap: str = "both"                    # a kept proposal against kept candidates of its type (overlaps)
     generator_threshold: float | None = None # a candidate the selector did not score: kept from this generator
                                              # score (None: always kept)
+    reader_threshold: float = 0.0            # the reader's spans (source "reader"): kept from this span score
 
     def __post_init__(self) -> None:
         check_overlap_rule(self.overlap)
@@ -31,6 +32,8 @@ class SelectionRule:
         """Whether ``entity`` passes its own threshold (before the overlap rule)."""
         if entity.source == "selector":
             return self.proposals is not None and entity.score is not None and entity.score >= self.proposals
+        if entity.source == "reader":
+            return entity.score is None or entity.score >= self.reader_threshold
         if entity.score is not None:
             return entity.score >= self.threshold
         cut = self.generator_threshold

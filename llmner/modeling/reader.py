@@ -181,14 +181,21 @@ class Reader:
         self.model_id = f"reader-{config.base_model if '/' not in config.base_model else Path(config.base_model).name}"
 
     # -- persistence --------------------------------------------------------------------------------
-    def save_pretrained(self, path: str | Path) -> Path:
+    def save_pretrained(self, path: str | Path, half: bool = False) -> Path:
+        """Config, characters and head weights; ``half``: the weights stored fp16 (half the bytes of a
+        shipped bundle; loaded back as fp32), the standardization statistics always fp32 (some means
+        reach 4e4, where fp16 steps are 32 wide)."""
+        import torch
         from safetensors.torch import save_file
 
         root = Path(path)
         root.mkdir(parents=True, exist_ok=True)
         (root / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         (root / CHARS_NAME).write_text(json.dumps(self.chars, ensure_ascii=False), encoding="utf-8")
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()}, str(root / WEIGHTS_NAME))
+        weights = {k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()}
+        if half:
+            weights = {k: v if k in ("mean", "std") else v.to(torch.float16) for k, v in weights.items()}
+        save_file(weights, str(root / WEIGHTS_NAME))
         return root
 
     @classmethod
@@ -215,16 +222,17 @@ class Reader:
     def load_weights(self, path: str | Path) -> None:
         from safetensors.torch import load_file
 
-        self.head.load_state_dict(load_file(str(Path(path) / WEIGHTS_NAME)))
+        self.head.load_state_dict({k: v.float() for k, v in load_file(str(Path(path) / WEIGHTS_NAME)).items()})
 
     # -- features -----------------------------------------------------------------------------------
-    def set_statistics(self, states: Sequence[list[np.ndarray]]) -> None:
-        """Per-layer, per-dimension mean and standard deviation over the tokens of ``states`` (each
-        ``layer_states`` item's layer list; the leading special token left out)."""
+    def set_statistics(self, states: Sequence[tuple[np.ndarray, list[np.ndarray]]]) -> None:
+        """Per-layer, per-dimension mean and standard deviation over the tokens of ``states``
+        (``FrozenEncoder.layer_states`` items; special tokens, which cover no character, left out)."""
         import torch
 
+        real = [off[:, 1] > off[:, 0] for off, _ in states]
         for li in range(len(self.config.layers)):
-            a = np.concatenate([s[li][1:] for s in states]).astype(np.float64)
+            a = np.concatenate([layers[li][keep] for (_, layers), keep in zip(states, real)]).astype(np.float64)
             self.head.mean[li] = torch.from_numpy(a.mean(0)).float()
             self.head.std[li] = torch.from_numpy(a.std(0) + 1e-3).float()
 

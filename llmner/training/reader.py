@@ -21,7 +21,7 @@ import json
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,8 @@ PART_RECORDS = 2000
 
 @dataclass(slots=True)
 class ReaderTrainingConfig:
-    base_model: str = "gemma-3-270m"
+    reader: ReaderConfig = field(default_factory=ReaderConfig)   # the LM, its layers and the head's sizes
+                                                                 # (types: the training records')
     epochs: int = 6
     batch_size: int = 32
     lr: float = 2e-3
@@ -158,9 +159,8 @@ def train_reader(train_docs: Sequence[Document], dev_docs: Sequence[Document], c
     seed_everything(config.seed)
     trained, held_out = split_held_out(train_docs, config.hold_out_every)
     types = sorted({e.type for d in trained for e in d.entities})
-    encoder = encoder or FrozenEncoder(config.base_model)
-    reader = Reader(ReaderConfig(base_model=config.base_model, types=types), character_vocabulary(trained, config.min_char_count),
-                    encoder=encoder)
+    encoder = encoder or FrozenEncoder(config.reader.base_model)
+    reader = Reader(replace(config.reader, types=types), character_vocabulary(trained, config.min_char_count), encoder=encoder)
     features_dir = out / FEATURES_DIR
     stats_path = features_dir / "statistics.safetensors"
     if stats_path.is_file():
@@ -175,7 +175,7 @@ def train_reader(train_docs: Sequence[Document], dev_docs: Sequence[Document], c
         t0 = time.perf_counter()
         sample = [d.text for d in trained[: config.statistics_records]]
         pieces = [text[a:b] for text in sample for a, b in encoder.windows(text, reader.config.max_tokens)]
-        reader.set_statistics([layers for _, layers in encoder.layer_states(pieces, reader.config.layers, reader.config.batch_size)])
+        reader.set_statistics(encoder.layer_states(pieces, reader.config.layers, reader.config.batch_size))
         features_dir.mkdir(parents=True, exist_ok=True)
         save_file({"mean": reader.head.mean.contiguous(), "std": reader.head.std.contiguous()}, str(stats_path))
         log(f"statistics from {len(sample)} training records, {time.perf_counter() - t0:.0f} s")
