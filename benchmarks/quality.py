@@ -155,6 +155,16 @@ def run_llmner(system: LlmnerSystem, subset: EvalSubset, pipes: PipelineCache, b
     return out
 
 
+def reader_tags(bundle: Path, corpus: str) -> bool:
+    """Whether ``bundle``'s reader tags ``corpus``'s schema (``Pipeline.reads``: the schema as prompted)."""
+    from llmner.bundle import load_manifest
+    from llmner.data_processing.corpora import corpus_schema
+
+    manifest = load_manifest(bundle)
+    name = corpus_schema(corpus).name
+    return manifest.prompt_schemas.get(name, name) in manifest.reader_schemas
+
+
 def rescore_row(system: LlmnerSystem, subset: EvalSubset, pipes: PipelineCache, source_bundle: Path, source_parts: Path,
                 target_parts: Path, part_documents: int) -> dict[str, Any]:
     """Fill ``target_parts`` from the complete parts another bundle with the same generator stored
@@ -798,6 +808,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if result is None:
             rescored = None
             source_bundle = rescore_sources.get(str(system.bundle))
+            if source_bundle is not None and reader_tags(system.bundle, subset.corpus):
+                # The reader tags this corpus's schema: the source's stored generator candidates are not its output.
+                print(f"{subset.corpus}: tagged by the bundle's reader, not derived from {source_bundle}", file=sys.stderr)
+                source_bundle = None
             if source_bundle is not None:
                 source = row_cache_path(args.work_dir, f"{system.key}-{args.selector_backend}", subset,
                                         bundle_fingerprint(source_bundle)).with_suffix(".parts")

@@ -125,6 +125,7 @@ def test_training_learns_a_toy_corpus_resumes_and_writes_its_run(tmp_path):
     assert len(card["dev_f1_by_epoch"]) == 12 and card["dev_f1_by_epoch"][-1] >= 90.0
     held = json.loads((tmp_path / "run" / "held_out.json").read_text())
     assert len(held) == 8 and all("entities" in r for r in held)
+    assert card["threshold_on_held_out"] in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
     [found] = Reader.from_pretrained(tmp_path / "run" / "reader", encoder=encoder).read(["既往糖尿病，规律服用二甲双胍。"])
     assert {(e.text, e.type) for e in found} == {("糖尿病", "dis"), ("二甲双胍", "dru")}
     assert reader.config.types == ["dis", "dru"]
@@ -179,3 +180,14 @@ def test_a_bundle_naming_reader_schemas_needs_its_reader(tmp_path):
     (root / "bundle.json").write_text(json.dumps({**manifest, "reader_schemas": ["cmeee"]}))
     with pytest.raises(DataNotFoundError, match="reader"):
         load_manifest(root)
+
+
+def test_threshold_table_and_choice():
+    from llmner.training.reader import choose_threshold, threshold_table
+
+    gold = [Document("a", "abcdef", "zh", {}, [Entity(0, 2, "dis"), Entity(3, 5, "dru")])]
+    predicted = [[Entity(0, 2, "dis", score=0.9, source="reader"), Entity(3, 5, "dru", score=0.35, source="reader"),
+                  Entity(2, 3, "dis", score=0.25, source="reader")]]
+    table = threshold_table(gold, predicted, grid=(0.0, 0.3, 0.5))
+    assert [round(r["f1"], 3) for r in table] == [0.8, 1.0, 0.667]
+    assert choose_threshold(table) == 0.3

@@ -100,8 +100,9 @@ def evaluate_documents(pipe: Pipeline, gold: Sequence[Document], schema: EntityS
     else:
         records, seconds = predict_in_parts(pipe, gold, schema, parts_dir, part_documents, batch_documents, on_batch,
                                             from_end=parts_from_end)
-    # The generator's candidates alone: the selector's own spans are part of what it selects.
-    alone = predicted_documents(gold, records, select=lambda es: [e for e in es if e.source == "generator"])
+    # The proposing stage's candidates alone (the generator's, or the reader's in the schemas it tags): the
+    # selector's own spans are part of what it selects.
+    alone = predicted_documents(gold, records, select=lambda es: [e for e in es if e.source != "selector"])
     selected = threshold = with_selector = None
     if pipe.selector is not None:
         selected = predicted_documents(gold, records, select=lambda es: pipe.selection(es, schema))

@@ -8,8 +8,8 @@ training records and are stored beside the features, so that features and statis
 The head then trains for a fixed number of epochs in ``llmner.training.loop`` (the loop the generator
 and selector use: schedule, clipping, history, a checkpoint every epoch, resume). Every epoch is scored
 on the dev records (strict F1, printed and kept in the history), but nothing is chosen on them: the run
-ships its last epoch. Threshold choices belong to a held-out slice of the training records
-(``hold_out_every``), which the head never trains on.
+ships its last epoch. The span score from which its spans are kept is chosen on a held-out slice of the
+training records (``hold_out_every``, never trained on; ``threshold_table``), recorded in the card.
 
     reader = train_reader(train_docs, dev_docs, ReaderTrainingConfig(epochs=6), "runs/reader")
     # runs/reader/reader/ (Reader.from_pretrained), history.jsonl, training_card.json, held_out.json
@@ -147,6 +147,30 @@ def strict_counts(reader: Reader, docs: Sequence[Document], features: Sequence[T
     return tp, fp, fn, predicted
 
 
+THRESHOLD_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+
+
+def threshold_table(gold: Sequence[Document], predicted: Sequence[Sequence[Any]],
+                    grid: Sequence[float] = THRESHOLD_GRID) -> list[dict[str, float]]:
+    """Strict micro P/R/F1 of the reader's spans kept from each span score of ``grid`` (the reader's
+    argmax spans, so 0.0 keeps them all)."""
+    rows = []
+    for cut in grid:
+        tp = fp = fn = 0
+        for doc, found in zip(gold, predicted, strict=True):
+            got = {e.key for e in found if e.score is None or e.score >= cut}
+            want = {e.key for e in doc.entities}
+            tp, fp, fn = tp + len(got & want), fp + len(got - want), fn + len(want - got)
+        rows.append({"threshold": cut, "precision": tp / max(1, tp + fp), "recall": tp / max(1, tp + fn),
+                     "f1": 2 * tp / max(1, 2 * tp + fp + fn)})
+    return rows
+
+
+def choose_threshold(table: Sequence[dict[str, float]]) -> float:
+    """The threshold of the best F1 (the lowest on ties: keep more)."""
+    return max(table, key=lambda r: (round(r["f1"], 6), -r["threshold"]))["threshold"]
+
+
 def train_reader(train_docs: Sequence[Document], dev_docs: Sequence[Document], config: ReaderTrainingConfig,
                  output: str | Path, encoder: FrozenEncoder | None = None, resume: bool = True,
                  log: Callable[[str], None] = print) -> Reader:
@@ -225,16 +249,20 @@ def train_reader(train_docs: Sequence[Document], dev_docs: Sequence[Document], c
     reader.head.eval()
     reader.save_pretrained(out / "reader")
     loop.write_history(out)
+    threshold = None
     if held_out:
         _, _, _, predicted = strict_counts(reader, held_out, held_features)
         (out / "held_out.json").write_text(json.dumps(
             [{"id": d.id, "entities": [e.to_dict() for e in p]} for d, p in zip(held_out, predicted)], ensure_ascii=False))
+        threshold = choose_threshold(threshold_table(held_out, predicted))
     card = {"config": asdict(config), "types": types, "trained_records": len(trained), "held_out_records": len(held_out),
             "dev_records": len(dev_docs), "steps": loop.state.step, "train_seconds": round(loop.elapsed(), 1),
             "dev_f1_by_epoch": [r["dev_f1"] for r in loop.state.history if "dev_f1" in r],
+            "threshold_on_held_out": threshold,
             "fresh_optimizer_steps": loop.state.fresh_optimizer_steps}
     (out / "training_card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return reader
 
 
-__all__ = ["ReaderTrainingConfig", "cached_features", "split_held_out", "strict_counts", "train_reader"]
+__all__ = ["ReaderTrainingConfig", "cached_features", "choose_threshold", "split_held_out", "strict_counts", "threshold_table",
+           "train_reader"]
