@@ -63,9 +63,9 @@ def main() -> None:
         print(f"{name}: {seconds:.1f} s for {len(timed)} records, strict F1 {100 * report.strict.f1:.1f}", file=sys.stderr)
         del pipe
     base = rows[1][2]
-    lines = [f"CMeEE dev records {len(warm) + 1}-{len(docs)} ({len(timed)} records, {sum(len(d.text) for d in timed)} characters, "
-             f"{sum(len(d.entities) for d in timed)} gold mentions); one bundle served two ways in one run; "
-             f"{args.threads} threads on {platform.processor() or platform.machine()}, batches of {args.batch_documents} records.",
+    lines = [(f"CMeEE dev records {len(warm) + 1}-{len(docs)} ({len(timed)} records, {sum(len(d.text) for d in timed)} characters, "
+              f"{sum(len(d.entities) for d in timed)} gold mentions); one bundle served two ways in one run; "
+              f"{args.threads} threads on {platform.processor() or platform.machine()}, batches of {args.batch_documents} records."),
              "", "| served | s / record | records / s | × generator + selector | strict F1 | P | R |", "|---|---|---|---|---|---|---|"]
     for name, per, rate, c in rows:
         lines.append(f"| {name} | {per:.3f} | {rate:.2f} | {rate / base:.1f}× | {100 * c.f1:.1f} | {100 * c.precision:.1f} | "

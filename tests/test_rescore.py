@@ -186,6 +186,7 @@ def test_bundles_that_generate_alike_may_rescore_each_other(tmp_path):
     for root in (source, target):
         (root / "generator").mkdir(parents=True)
         (root / "selector").mkdir()
+        (root / "reader").mkdir()      # the shipped bundle.json names reader_schemas
         shutil.copy(shipped / "bundle.json", root / "bundle.json")
         (root / "generator" / "adapter.bin").write_bytes(b"weights")
     manifest = json.loads((target / "bundle.json").read_text())

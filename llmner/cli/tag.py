@@ -120,10 +120,12 @@ def tag(
     batch_documents: Annotated[int, typer.Option("--batch-documents", help="documents per pipeline batch")] = 8,
     normalize: Annotated[bool, typer.Option("--normalize", help="link entities to identifiers with the bundle's normalizer")] = False,
     consistency: Annotated[bool | None, typer.Option("--consistency/--no-consistency", help="tag every recurrence of a string the model tagged at half its places or more (default: as the bundle says; the shipped one does)")] = None,
+    reader: Annotated[bool, typer.Option("--reader/--no-reader", help="the bundle's reader tags the schemas it covers (in the shipped bundle: Chinese clinical notes, clinical_zh and cmeee); --no-reader: the generator and selector tag every schema")] = True,
     keep_dropped: Annotated[bool, typer.Option("--keep-dropped", help="jsonl: keep the selector's dropped candidates in metadata (llmner view --dropped)")] = False,
     precision: Annotated[str, typer.Option("--precision", help="the generator's matrix multiplies on a CPU: auto (bf16 where the CPU does bf16 natively, about 1.5x faster), fp32 (bit-for-bit the reported runs) or bf16")] = "auto",
 ) -> None:
-    """Tag documents: chunk -> generate -> select -> merge; writes entities, scores and model ids."""
+    """Tag documents: chunk -> generate -> select (or read, in the schemas the bundle's reader covers) -> merge;
+    writes entities, scores and model ids."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -159,7 +161,7 @@ def tag(
     chosen = None if consistency is None else ConsistencyConfig() if consistency else ConsistencyConfig.off()
     pipe = Pipeline.from_bundle(model, PipelineConfig(selector_backend=selector_backend, normalize=normalize,
                                                       open_bias=open_bias, consistency=chosen,
-                                                      generator_precision=precision))
+                                                      generator_precision=precision, reader=reader))
     for d in docs:
         pipe.schema_for(d)
     records: list[ResultRecord] = []
