@@ -13,7 +13,9 @@ languages. This probe keeps it frozen, reads its hidden states once, and trains 
   character and a first-character-of-its-token flag, into a BiLSTM and one BIO tagger per type (so entities
   of different types may nest). Fixed settings, no choice made on dev: 6 epochs, AdamW, one-cycle 2e-3.
 
-Not a pipeline component: it measures whether the component is worth building. Results and commands:
+Not a pipeline component: it measured whether the component was worth building. The component is
+``llmner.modeling.reader`` (trained by ``llmner train reader``, shipped in the default bundle since session 37);
+this script stays as the record of the probe's numbers. Results and commands:
 docs/training.md, "A Chinese reader on frozen Gemma-3-270M features (session 36)".
 
     # a local Hugging Face directory of Gemma-3-270M first: docs/training.md (the GGUF -> safetensors step)
