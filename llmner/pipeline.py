@@ -29,6 +29,11 @@ Details:
 - ``score_chunks`` returns every candidate with its score, unfiltered (``llmner eval`` scores with
   and without the selector from one generator pass); ``select`` applies the threshold: the bundle's
   per-schema one when ``llmner calibrate`` set it (``threshold_for``), else the global one.
+- The reader (``llmner.modeling.reader``, a bundle's ``reader/`` folder): chunks under a schema the bundle
+  names in ``reader_schemas`` (as prompted; the shipped bundle: ``cmeee``, so ``clinical_zh`` too) go to the
+  reader instead of the generator and selector (``Pipeline.reads``); its spans keep its own span score in
+  ``Entity.score`` (``source="reader"``) and are kept from ``reader_threshold``.
+  ``PipelineConfig(reader=False)`` never loads it.
 - Normalization: when the pipeline has a normalizer (a bundle's ``normalizer/`` folder, loaded unless
   ``PipelineConfig.normalize`` is False), ``assemble`` links every entity of a type it covers to an
   identifier (``Entity.normalized_id``, None for NIL, with ``normalized_score``) and records its time
