@@ -26,6 +26,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", type=Path, required=True, help="the run directory of llmner train reader")
     parser.add_argument("--corpus", default="cmeee")
+    parser.add_argument("--test", action="store_true",
+                        help="also score the test split at the chosen threshold (fp16 weights; the LM reads it once, kept "
+                             "under the run's features/); nothing is chosen on it")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
@@ -85,6 +88,17 @@ def main() -> None:
         c = report.strict
         lines.append(f"| {name} | {size[name]:,} | {100 * c.f1:.1f} | {100 * c.precision:.1f} | {100 * c.recall:.1f} | "
                      + " | ".join(f"{100 * report.per_type[t].f1:.1f}" for t in types) + " |")
+    if args.test:
+        from llmner.modeling.reader import FrozenEncoder
+
+        test = load_corpus(args.corpus, "test")
+        fp16.encoder = FrozenEncoder(fp16.config.base_model)
+        _, _, _, predicted = strict_counts(fp16, test, cached_features(fp16, test, features, "test"))
+        report = score(test, [Document(d.id, d.text, d.language, {}, [e for e in p if e.score >= chosen])
+                              for d, p in zip(test, predicted)])
+        c = report.strict
+        lines += ["", (f"{len(test)} {args.corpus} test records (whole records), fp16 weights, threshold {chosen}: strict F1 "
+                  f"{100 * c.f1:.1f} (P {100 * c.precision:.1f}, R {100 * c.recall:.1f}).")]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out is not None:
