@@ -33,15 +33,14 @@ def main() -> None:
     args = parser.parse_args()
 
     from llmner.data_processing.corpora import load_corpus
-    from llmner.doc import Document
-    from llmner.evaluation.scorer import score
     from llmner.modeling.reader import CHARS_NAME, CONFIG_NAME, Reader, ReaderConfig
     from llmner.training.reader import (
         FEATURES_DIR,
         cached_features,
         choose_threshold,
+        predict,
+        score_at,
         split_held_out,
-        strict_counts,
         threshold_table,
     )
 
@@ -61,7 +60,7 @@ def main() -> None:
     features = args.run / FEATURES_DIR
     held_features = cached_features(fp32, held_out, features, "held_out")
     dev_features = cached_features(fp32, dev, features, "dev")
-    _, _, _, held_predicted = strict_counts(fp32, held_out, held_features)
+    held_predicted = predict(fp32, held_out, held_features)
     table = threshold_table(held_out, held_predicted)
     chosen = choose_threshold(table)
     lines = [(f"Run `{args.run}`: {card['trained_records']} training records, {card['held_out_records']} held out, "
@@ -77,10 +76,7 @@ def main() -> None:
         size = {"fp32": (saved / "reader_head.safetensors").stat().st_size, "fp16": (Path(tmp) / "reader_head.safetensors").stat().st_size}
     rows = {}
     for name, reader in (("fp32", fp32), ("fp16", fp16)):
-        _, _, _, predicted = strict_counts(reader, dev, dev_features)
-        kept = [[e for e in p if e.score >= chosen] for p in predicted]
-        report = score(dev, [Document(d.id, d.text, d.language, {}, k) for d, k in zip(dev, kept)])
-        rows[name] = report
+        rows[name] = score_at(dev, predict(reader, dev, dev_features), chosen)
     types = sorted(rows["fp32"].per_type)
     lines += ["", f"{len(dev)} {args.corpus} dev records (whole records, as trained), strict F1 at threshold {chosen}:", "",
               "| head weights | bytes | F1 | P | R | " + " | ".join(types) + " |", "|---" * (5 + len(types)) + "|"]
@@ -93,10 +89,7 @@ def main() -> None:
 
         test = load_corpus(args.corpus, "test")
         fp16.encoder = FrozenEncoder(fp16.config.base_model)
-        _, _, _, predicted = strict_counts(fp16, test, cached_features(fp16, test, features, "test"))
-        report = score(test, [Document(d.id, d.text, d.language, {}, [e for e in p if e.score >= chosen])
-                              for d, p in zip(test, predicted)])
-        c = report.strict
+        c = score_at(test, predict(fp16, test, cached_features(fp16, test, features, "test")), chosen).strict
         lines += ["", (f"{len(test)} {args.corpus} test records (whole records), fp16 weights, threshold {chosen}: strict F1 "
                   f"{100 * c.f1:.1f} (P {100 * c.precision:.1f}, R {100 * c.recall:.1f}).")]
     text = "\n".join(lines) + "\n"

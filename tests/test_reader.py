@@ -13,7 +13,7 @@ from llmner.bundle import BundleManifest, load_manifest
 from llmner.decoding.selection import SelectionRule
 from llmner.doc import Document, Entity
 from llmner.errors import ConfigError, DataNotFoundError
-from llmner.modeling.reader import Reader, decode_spans
+from llmner.modeling.reader import Reader, decode_character_spans
 from llmner.testing import build_tiny_bundle, build_tiny_reader
 
 
@@ -26,11 +26,11 @@ def _probs(labels: list[list[int]], sure: float = 0.9) -> np.ndarray:
     return out
 
 
-def test_decode_spans_nested_types_adjacent_spans_and_scores():
+def test_decode_character_spans_nested_types_adjacent_spans_and_scores():
     text = "abcdef"
     # type A: B I O B B I -> [0,2) [3,4) [4,6); type B: I I I I O O (an I after O opens) -> [0,4)
     probs = _probs([[1, 2], [2, 2], [0, 2], [1, 2], [1, 0], [2, 0]])
-    found = decode_spans(text, probs, ["A", "B"])
+    found = decode_character_spans(text, probs, ["A", "B"])
     assert [(e.start, e.end, e.type) for e in found] == [(0, 4, "B"), (0, 2, "A"), (3, 4, "A"), (4, 6, "A")]
     assert all(e.source == "reader" and e.text == text[e.start : e.end] for e in found)
     # [0,2) of A: P(B)=0.9 at 0, P(I)=0.9 at 1, 1 - P(I)=0.95 at 2
@@ -40,8 +40,8 @@ def test_decode_spans_nested_types_adjacent_spans_and_scores():
     assert next(e for e in found if e.key == (4, 6, "A")).score == pytest.approx(0.9, abs=1e-5)
 
 
-def test_decode_spans_nothing_when_all_outside():
-    assert decode_spans("abc", _probs([[0], [0], [0]]), ["A"]) == []
+def test_decode_character_spans_nothing_when_all_outside():
+    assert decode_character_spans("abc", _probs([[0], [0], [0]]), ["A"]) == []
 
 
 @pytest.fixture(scope="module")
@@ -115,11 +115,16 @@ def test_training_learns_a_toy_corpus_resumes_and_writes_its_run(tmp_path):
 
     base = build_tiny_reader(tmp_path / "seed", ["dis", "dru"]).parent / "seed-base"
     encoder = FrozenEncoder(str(base), device="cpu")
+    read: list[str] = []
+    layer_states = encoder.layer_states
+    encoder.layer_states = lambda texts, *a: (read.extend(texts), layer_states(texts, *a))[1]
     logs: list[str] = []
     config = ReaderTrainingConfig(reader=ReaderConfig(base_model=str(base), layers=[1, 2], projection=16, char_dim=8, lstm=16),
                                   epochs=12, batch_size=8, lr=1e-2, statistics_records=20,
                                   hold_out_every=10)
     reader = train_reader(_toy_corpus(80, 0), _toy_corpus(20, 1), config, tmp_path / "run", encoder=encoder, log=logs.append)
+    # Every record is read by the LM once: the statistics' sample (the first 20) is not read again for its features.
+    assert len(read) == 80 + 20
     card = json.loads((tmp_path / "run" / "training_card.json").read_text())
     assert card["trained_records"] == 72 and card["held_out_records"] == 8 and card["types"] == ["dis", "dru"]
     assert len(card["dev_f1_by_epoch"]) == 12 and card["dev_f1_by_epoch"][-1] >= 90.0

@@ -38,6 +38,7 @@ import numpy as np
 
 from llmner.doc import Entity
 from llmner.errors import ConfigError, DataNotFoundError
+from llmner.modeling.selector import PROBABILITY_FLOOR, TOKEN_B, TOKEN_I, TOKEN_O
 
 CONFIG_NAME = "reader_config.json"
 WEIGHTS_NAME = "reader_head.safetensors"
@@ -246,13 +247,24 @@ class Reader:
 
     def token_features(self, texts: Sequence[str]) -> list[TokenFeatures]:
         """Each text's tokens (windows joined, offsets into the text) with their standardized features."""
+        pieces, states = self.window_states(texts)
+        return self.features_of(len(texts), pieces, states)
+
+    def window_states(self, texts: Sequence[str]) -> tuple[list[tuple[int, int, int]], list[tuple[np.ndarray, list[np.ndarray]]]]:
+        """The LM's states of every window of ``texts``: ((text index, window start, window end) per window,
+        ``FrozenEncoder.layer_states`` per window)."""
         assert self.encoder is not None
-        pieces: list[tuple[int, int, int]] = []          # (text index, window start, window end)
+        pieces: list[tuple[int, int, int]] = []
         for i, text in enumerate(texts):
             pieces += [(i, a, b) for a, b in self.encoder.windows(text, self.config.max_tokens)]
         states = self.encoder.layer_states([texts[i][a:b] for i, a, b in pieces], self.config.layers, self.config.batch_size)
-        offsets: list[list[np.ndarray]] = [[] for _ in texts]
-        feats: list[list[np.ndarray]] = [[] for _ in texts]
+        return pieces, states
+
+    def features_of(self, n_texts: int, pieces: Sequence[tuple[int, int, int]],
+                    states: Sequence[tuple[np.ndarray, list[np.ndarray]]]) -> list[TokenFeatures]:
+        """``window_states``'s output as each text's ``TokenFeatures``, standardized with the statistics."""
+        offsets: list[list[np.ndarray]] = [[] for _ in range(n_texts)]
+        feats: list[list[np.ndarray]] = [[] for _ in range(n_texts)]
         for (i, a, _), (off, layers) in zip(pieces, states, strict=True):
             real = off[:, 1] > off[:, 0]                 # special tokens cover no character
             offsets[i].append(off[real] + a)
@@ -295,45 +307,51 @@ class Reader:
 
     def read(self, texts: Sequence[str], batch_size: int = 64) -> list[list[Entity]]:
         """The entities of each text, with their span scores (``source="reader"``)."""
-        import torch
-
         out: list[list[Entity]] = []
         for s in range(0, len(texts), batch_size):
             chunk = list(texts[s : s + batch_size])
-            tokens = self.token_features(chunk)
-            inputs = [self.char_inputs(t, f) for t, f in zip(chunk, tokens)]
-            with torch.inference_mode():
-                probs = torch.softmax(self.logits(inputs), -1).float().cpu().numpy()
-            out += [decode_spans(t, probs[j, : len(t)], self.config.types) for j, t in enumerate(chunk)]
+            out += self.tag(chunk, self.token_features(chunk))
         return out
 
+    def tag(self, texts: Sequence[str], tokens: Sequence[TokenFeatures]) -> list[list[Entity]]:
+        """The entities of texts whose token features are given (``read`` computes them; training reads
+        them from its cache), in one head pass."""
+        import torch
 
-def decode_spans(text: str, probs: np.ndarray, types: Sequence[str]) -> list[Entity]:
-    """Entities from per-character O/B/I probabilities (chars, types, 3): the most probable label per
-    character and type, a span opened at B (or at an I that follows O) and closed before the next B or O;
-    scored by the geometric mean of P(B) at its start, P(I) inside and 1 - P(I) after it."""
+        inputs = [self.char_inputs(t, f) for t, f in zip(texts, tokens, strict=True)]
+        with torch.inference_mode():
+            probs = torch.softmax(self.logits(inputs), -1).float().cpu().numpy()
+        return [decode_character_spans(t, probs[j, : len(t)], self.config.types) for j, t in enumerate(texts)]
+
+
+def decode_character_spans(text: str, probs: np.ndarray, types: Sequence[str]) -> list[Entity]:
+    """Entities from per-character O/B/I probabilities (chars, types, 3; the selector's tokens-head labels):
+    the most probable label per character and type, a span opened at B (or at an I that follows O) and
+    closed before the next B or O; scored as the tokens head scores a candidate (the geometric mean of
+    P(B) at its start, P(I) inside and 1 - P(I) after it, probabilities floored alike). Unlike the
+    selector's ``decode_spans`` there are no word pieces to run on to: a character is the unit."""
     labels = probs.argmax(-1)
     n = len(text)
     found: list[Entity] = []
     for k, etype in enumerate(types):
         start = None
         for c in range(n + 1):
-            label = labels[c, k] if c < n else 0
-            if start is not None and label != 2:
+            label = labels[c, k] if c < n else TOKEN_O
+            if start is not None and label != TOKEN_I:
                 found.append(_scored(text, start, c, etype, probs[:, k]))
                 start = None
-            if c < n and (label == 1 or (label == 2 and start is None)):
+            if c < n and (label == TOKEN_B or (label == TOKEN_I and start is None)):
                 start = c
     found.sort(key=lambda e: (e.start, -e.end, e.type))
     return found
 
 
 def _scored(text: str, start: int, end: int, etype: str, probs: np.ndarray) -> Entity:
-    logs = [math.log(max(float(probs[start, 1]), 1e-9))]
-    logs += [math.log(max(float(probs[c, 2]), 1e-9)) for c in range(start + 1, end)]
+    logs = [math.log(max(float(probs[start, TOKEN_B]), PROBABILITY_FLOOR))]
+    logs += [math.log(max(float(probs[c, TOKEN_I]), PROBABILITY_FLOOR)) for c in range(start + 1, end)]
     if end < len(text):
-        logs.append(math.log(max(1.0 - float(probs[end, 2]), 1e-9)))
+        logs.append(math.log(max(1.0 - float(probs[end, TOKEN_I]), PROBABILITY_FLOOR)))
     return Entity(start, end, etype, text[start:end], score=round(math.exp(sum(logs) / len(logs)), 6), source="reader")
 
 
-__all__ = ["FrozenEncoder", "Reader", "ReaderConfig", "TokenFeatures", "decode_spans"]
+__all__ = ["FrozenEncoder", "Reader", "ReaderConfig", "TokenFeatures", "decode_character_spans"]

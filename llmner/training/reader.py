@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from llmner.doc import Document
+from llmner.doc import Document, Entity
+from llmner.evaluation.scorer import Report, score
 from llmner.modeling.reader import FrozenEncoder, Reader, ReaderConfig, TokenFeatures
 from llmner.training import checkpoint as ckpt
 from llmner.training.loop import LoopSettings, TrainingLoop, seed_everything
@@ -92,9 +93,10 @@ def _load_features(path: Path, ids: Sequence[str]) -> list[TokenFeatures] | None
 
 
 def cached_features(reader: Reader, docs: Sequence[Document], folder: Path, name: str,
-                    log: Callable[[str], None] = print) -> list[TokenFeatures]:
+                    log: Callable[[str], None] = print, known: Sequence[TokenFeatures] = ()) -> list[TokenFeatures]:
     """The token features of every record, computed once per part of ``PART_RECORDS`` and kept in
-    ``folder`` (a part written for other records is computed again)."""
+    ``folder`` (a part written for other records is computed again); ``known``: those of the leading
+    records, already computed (the statistics' sample), not computed again."""
     folder.mkdir(parents=True, exist_ok=True)
     out: list[TokenFeatures] = []
     start = time.perf_counter()
@@ -104,9 +106,10 @@ def cached_features(reader: Reader, docs: Sequence[Document], folder: Path, name
         path = folder / f"{name}-{p:03d}.safetensors"
         found = _load_features(path, ids) if path.is_file() else None
         if found is None:
-            found = []
-            for b in range(0, len(part), 256):
-                found += reader.token_features([d.text for d in part[b : b + 256]])
+            found = list(known[s : s + len(part)])
+            rest = part[len(found) :]
+            for b in range(0, len(rest), 256):
+                found += reader.token_features([d.text for d in rest[b : b + 256]])
             _save_features(path, ids, found)
             log(f"{name}: {s + len(part)}/{len(docs)} records read, {time.perf_counter() - start:.0f} s")
         out += found
@@ -123,46 +126,34 @@ def _labels(doc: Document, types: Sequence[str]) -> np.ndarray:
     return y
 
 
-def strict_counts(reader: Reader, docs: Sequence[Document], features: Sequence[TokenFeatures],
-                  batch_size: int = 64) -> tuple[int, int, int, list[list[Any]]]:
-    """(tp, fp, fn, predicted entities per record) of the reader on records whose features are given."""
-    import torch
-
-    from llmner.modeling.reader import decode_spans
-
+def predict(reader: Reader, docs: Sequence[Document], features: Sequence[TokenFeatures],
+            batch_size: int = 64) -> list[list[Entity]]:
+    """The reader's entities of records whose features are given (``Reader.tag``, head in eval mode)."""
     reader.head.eval()
-    tp = fp = fn = 0
-    predicted: list[list[Any]] = []
-    with torch.inference_mode():
-        for s in range(0, len(docs), batch_size):
-            part = docs[s : s + batch_size]
-            inputs = [reader.char_inputs(d.text, f) for d, f in zip(part, features[s : s + batch_size])]
-            probs = torch.softmax(reader.logits(inputs), -1).float().cpu().numpy()
-            for j, d in enumerate(part):
-                found = decode_spans(d.text, probs[j, : len(d.text)], reader.config.types)
-                predicted.append(found)
-                got = {e.key for e in found}
-                gold = {e.key for e in d.entities}
-                tp, fp, fn = tp + len(got & gold), fp + len(got - gold), fn + len(gold - got)
-    return tp, fp, fn, predicted
+    out: list[list[Entity]] = []
+    for s in range(0, len(docs), batch_size):
+        out += reader.tag([d.text for d in docs[s : s + batch_size]], features[s : s + batch_size])
+    return out
+
+
+def score_at(gold: Sequence[Document], predicted: Sequence[Sequence[Entity]], threshold: float = 0.0) -> Report:
+    """``llmner.evaluation.scorer.score`` of the spans kept from ``threshold`` (their span score)."""
+    kept = [Document(d.id, d.text, d.language, {}, [e for e in found if e.score is None or e.score >= threshold])
+            for d, found in zip(gold, predicted, strict=True)]
+    return score(gold, kept)
 
 
 THRESHOLD_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 
 
-def threshold_table(gold: Sequence[Document], predicted: Sequence[Sequence[Any]],
+def threshold_table(gold: Sequence[Document], predicted: Sequence[Sequence[Entity]],
                     grid: Sequence[float] = THRESHOLD_GRID) -> list[dict[str, float]]:
     """Strict micro P/R/F1 of the reader's spans kept from each span score of ``grid`` (the reader's
     argmax spans, so 0.0 keeps them all)."""
     rows = []
     for cut in grid:
-        tp = fp = fn = 0
-        for doc, found in zip(gold, predicted, strict=True):
-            got = {e.key for e in found if e.score is None or e.score >= cut}
-            want = {e.key for e in doc.entities}
-            tp, fp, fn = tp + len(got & want), fp + len(got - want), fn + len(want - got)
-        rows.append({"threshold": cut, "precision": tp / max(1, tp + fp), "recall": tp / max(1, tp + fn),
-                     "f1": 2 * tp / max(1, 2 * tp + fp + fn)})
+        c = score_at(gold, predicted, cut).strict
+        rows.append({"threshold": cut, "precision": c.precision, "recall": c.recall, "f1": c.f1})
     return rows
 
 
@@ -187,6 +178,7 @@ def train_reader(train_docs: Sequence[Document], dev_docs: Sequence[Document], c
     reader = Reader(replace(config.reader, types=types), character_vocabulary(trained, config.min_char_count), encoder=encoder)
     features_dir = out / FEATURES_DIR
     stats_path = features_dir / "statistics.safetensors"
+    sample_features: list[TokenFeatures] = []     # the statistics' sample, read once for both
     if stats_path.is_file():
         from safetensors.torch import load_file
 
@@ -198,12 +190,15 @@ def train_reader(train_docs: Sequence[Document], dev_docs: Sequence[Document], c
 
         t0 = time.perf_counter()
         sample = [d.text for d in trained[: config.statistics_records]]
-        pieces = [text[a:b] for text in sample for a, b in encoder.windows(text, reader.config.max_tokens)]
-        reader.set_statistics(encoder.layer_states(pieces, reader.config.layers, reader.config.batch_size))
+        pieces, states = reader.window_states(sample)
+        reader.set_statistics(states)
+        sample_features = reader.features_of(len(sample), pieces, states)
+        del states
         features_dir.mkdir(parents=True, exist_ok=True)
         save_file({"mean": reader.head.mean.contiguous(), "std": reader.head.std.contiguous()}, str(stats_path))
         log(f"statistics from {len(sample)} training records, {time.perf_counter() - t0:.0f} s")
-    train_features = cached_features(reader, trained, features_dir, "train", log)
+    train_features = cached_features(reader, trained, features_dir, "train", log, known=sample_features)
+    del sample_features
     dev_features = cached_features(reader, dev_docs, features_dir, "dev", log)
     held_features = cached_features(reader, held_out, features_dir, "held_out", log) if held_out else []
 
@@ -240,10 +235,10 @@ def train_reader(train_docs: Sequence[Document], dev_docs: Sequence[Document], c
 
     def after_step(record: dict[str, Any]) -> None:
         if record["step"] % steps_per_epoch == 0:
-            tp, fp, fn, _ = strict_counts(reader, dev_docs, dev_features)
-            record["dev_f1"] = round(200 * tp / max(1, 2 * tp + fp + fn), 2)
+            c = score_at(dev_docs, predict(reader, dev_docs, dev_features)).strict
+            record["dev_f1"] = round(100 * c.f1, 2)
             log(f"epoch {record['step'] // steps_per_epoch}: dev strict F1 {record['dev_f1']:.1f} "
-                f"(P {100 * tp / max(1, tp + fp):.1f}, R {100 * tp / max(1, tp + fn):.1f}), {loop.elapsed():.0f} s")
+                f"(P {100 * c.precision:.1f}, R {100 * c.recall:.1f}), {loop.elapsed():.0f} s")
 
     loop.run(step_fn, after_step=after_step)
     reader.head.eval()
@@ -251,7 +246,7 @@ def train_reader(train_docs: Sequence[Document], dev_docs: Sequence[Document], c
     loop.write_history(out)
     threshold = None
     if held_out:
-        _, _, _, predicted = strict_counts(reader, held_out, held_features)
+        predicted = predict(reader, held_out, held_features)
         (out / "held_out.json").write_text(json.dumps(
             [{"id": d.id, "entities": [e.to_dict() for e in p]} for d, p in zip(held_out, predicted)], ensure_ascii=False))
         threshold = choose_threshold(threshold_table(held_out, predicted))
@@ -264,5 +259,13 @@ def train_reader(train_docs: Sequence[Document], dev_docs: Sequence[Document], c
     return reader
 
 
-__all__ = ["ReaderTrainingConfig", "cached_features", "choose_threshold", "split_held_out", "strict_counts", "threshold_table",
-           "train_reader"]
+__all__ = [
+    "ReaderTrainingConfig",
+    "cached_features",
+    "choose_threshold",
+    "predict",
+    "score_at",
+    "split_held_out",
+    "threshold_table",
+    "train_reader",
+]
