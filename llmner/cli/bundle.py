@@ -83,7 +83,7 @@ def bundle_command(
                               prompt_schemas=prompts,
                               consistency=ConsistencyConfig().to_dict() if consistency else None,
                               sentences_per_chunk=int((card.get("training") or {}).get("sentences_per_chunk", 1)),
-                              reader_id=f"reader-{reader.parent.name}" if reader is not None else "",
+                              reader_id=reader.parent.name if reader is not None else "",   # the run directory's name
                               reader_schemas=list(reader_schema or []), reader_threshold=reader_threshold)
     planned = assembled_size_bytes(output, generator, selector, manifest, reader)
     if max_bytes and planned > max_bytes:
