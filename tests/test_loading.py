@@ -151,3 +151,24 @@ def test_packaged_smollm2_tags_a_sentence():
     assert plain == text
     assert all(text[e.start : e.end] == e.text for e in result.entities)
     assert result.forward_passes < result.output_tokens
+
+
+def test_a_prebuilt_conversion_is_read_first_and_never_written(tmp_path, monkeypatch):
+    """An image's prebuilt directory (LLMNER_PREBUILT_DIR, filled by `llmner warm`) holds the converted
+    model: a pod with an empty cache reads it there, converts nothing and writes nothing into it."""
+    model, tokenizer = tiny_causal_lm(seed=6)
+    gguf_path = tmp_path / "tiny.gguf"
+    write_llama_gguf(gguf_path, model, tokenizer)
+    monkeypatch.setenv("LLMNER_CACHE_DIR", str(tmp_path / "image"))
+    assert not loading.base_model_ready(gguf_path)
+    built = loading.resolve_base_model(gguf_path)
+    assert loading.base_model_ready(gguf_path)
+
+    monkeypatch.setenv("LLMNER_CACHE_DIR", str(tmp_path / "pod-cache"))
+    assert not loading.base_model_ready(gguf_path)
+    monkeypatch.setenv("LLMNER_PREBUILT_DIR", os.pathsep.join([str(tmp_path / "missing"), str(tmp_path / "image")]))
+    assert loading.base_model_ready(gguf_path)
+    monkeypatch.setattr("transformers.AutoModelForCausalLM.from_pretrained",
+                        lambda *a, **k: (_ for _ in ()).throw(AssertionError("converted again")))
+    assert loading.resolve_base_model(gguf_path) == built
+    assert not (tmp_path / "pod-cache").exists()

@@ -88,9 +88,10 @@ def _register_commands() -> None:
         tag,
         train,
         view,
+        warm,
     )
 
-    for module in (data, evaluate, tag, train, bundle, calibrate, normalize, view):
+    for module in (data, evaluate, tag, train, bundle, calibrate, normalize, view, warm):
         module.register(app)
     for ep in entry_points(group="llmner.cli"):
         ep.load()(app)

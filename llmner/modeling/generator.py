@@ -284,7 +284,7 @@ def merged_weights_dir(generator_dir: str | Path) -> Path:
     its config and adapter."""
     import hashlib
 
-    from llmner.cache import cache_dir, publish_directory
+    from llmner.cache import cached, publish_directory
 
     root = Path(generator_dir)
     h = hashlib.sha256()
@@ -292,7 +292,7 @@ def merged_weights_dir(generator_dir: str | Path) -> Path:
         if part.is_file():
             h.update(part.name.encode())
             h.update(part.read_bytes())
-    target = cache_dir() / "merged" / f"{root.resolve().name}-{h.hexdigest()[:16]}"
+    target = cached(Path("merged") / f"{root.resolve().name}-{h.hexdigest()[:16]}", "config.json")
     return publish_directory(
         target, lambda tmp: GeneratorModel.from_pretrained(root, device="cpu", dtype=_float32()).save_merged(tmp)
     )

