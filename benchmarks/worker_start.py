@@ -122,7 +122,7 @@ def main() -> None:
         (f"`llmner warm` itself (once, at image build): {warm_wall:.1f} s ({warm_cpu:.1f} CPU s), "
          f"{prebuilt_bytes / 1e9:.2f} GB written into the prebuilt directory:"),
         "",
-        *[f"    {line}" for line in warm_said.splitlines() if not line.startswith("warming ")],
+        *[f"    {line}" for line in warm_said.splitlines() if " -> " in line],   # its report, not the conversion bars
         "",
         f"Files the second start wrote into its cache: {len(written)}{' (' + ', '.join(written[:5]) + ')' if written else ''}.",
     ]
