@@ -58,7 +58,9 @@ def packaged_gguf(name: str = DEFAULT_BASE_MODEL) -> Path:
     """Path of a packaged GGUF file, found without importing its package (its __init__ needs extras); a
     chunked one is assembled into the cache directory first (once)."""
     if name in _CHUNKED:
-        return _assembled_gguf(name)
+        gguf = _assembled_gguf(name)
+        assert gguf is not None
+        return gguf
     if name not in _PACKAGED:
         raise ConfigError(f"unknown packaged model {name!r} (known: {', '.join(sorted([*_PACKAGED, *_CHUNKED]))})")
     package, filename = _PACKAGED[name]
@@ -71,7 +73,8 @@ def packaged_gguf(name: str = DEFAULT_BASE_MODEL) -> Path:
     return path
 
 
-def _assembled_gguf(name: str) -> Path:
+def _assembled_gguf(name: str, assemble: bool = True) -> Path | None:
+    """The assembled GGUF of a chunked package; ``assemble=False``: None when it is not assembled yet."""
     import importlib
 
     package, pip_name = _CHUNKED[name]
@@ -79,6 +82,8 @@ def _assembled_gguf(name: str) -> Path:
         raise DataNotFoundError(f"packaged model {name!r} needs the Python package {pip_name!r} (pip install {pip_name})")
     module = importlib.import_module(package)
     target = cached(Path("models") / module.MODEL_NAME)
+    if not target.is_file() and not assemble:
+        return None
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")   # another process never sees half a file
@@ -109,7 +114,7 @@ def convert_gguf(gguf_path: str | Path, target: str | Path | None = None) -> Pat
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf_path = Path(gguf_path)
-    target = Path(target) if target is not None else cached(Path("models") / gguf_cache_key(gguf_path), "config.json")
+    target = Path(target) if target is not None else converted_dir(gguf_path)
 
     def build(tmp: Path) -> None:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, local_files_only=True)
@@ -126,47 +131,47 @@ def convert_gguf(gguf_path: str | Path, target: str | Path | None = None) -> Pat
     return publish_directory(target, build)
 
 
-def base_model_ready(name_or_path: str | Path | None = None) -> bool:
-    """Whether :func:`resolve_base_model` would return at once, with nothing to assemble or convert."""
-    name = str(name_or_path or DEFAULT_BASE_MODEL)
-    if name in _CHUNKED:
-        package, _ = _CHUNKED[name]
-        if importlib.util.find_spec(package) is None:
-            return False
-        gguf = cached(Path("models") / importlib.import_module(package).MODEL_NAME)
-        if not gguf.is_file():
-            return False
-    elif name in _PACKAGED:
-        gguf = packaged_gguf(name)
-    else:
-        p = Path(name).expanduser()
-        if p.is_dir() and (p / "config.json").is_file():
-            return True
-        ggufs = [p] if p.is_file() else sorted(p.glob("*.gguf")) if p.is_dir() else []
-        if len(ggufs) != 1:
-            return False
-        gguf = ggufs[0]
-    return (cached(Path("models") / gguf_cache_key(gguf), "config.json") / "config.json").is_file()
+def converted_dir(gguf_path: str | Path) -> Path:
+    """Where the safetensors copy of a GGUF file is read from (a prebuilt directory's) or built (the cache)."""
+    return cached(Path("models") / gguf_cache_key(gguf_path), "config.json")
 
 
-def resolve_base_model(name_or_path: str | Path | None = None) -> Path:
-    """A local HF model directory for a packaged model name, a GGUF file, or a directory."""
-    if name_or_path is None or str(name_or_path) in _PACKAGED or str(name_or_path) in _CHUNKED:
-        return convert_gguf(packaged_gguf(str(name_or_path or DEFAULT_BASE_MODEL)))
+def _source(name_or_path: str | Path | None, assemble: bool = True) -> Path | None:
+    """What a base model name resolves to before any conversion: a local model directory, or a GGUF
+    file (a chunked package's assembled first; ``assemble=False``: None while it is not)."""
+    if name_or_path is None or str(name_or_path) in _PACKAGED:
+        return packaged_gguf(str(name_or_path or DEFAULT_BASE_MODEL))
+    if str(name_or_path) in _CHUNKED:
+        return _assembled_gguf(str(name_or_path), assemble)
     p = Path(name_or_path).expanduser()
     if p.is_file() and p.suffix == ".gguf":
-        return convert_gguf(p)
+        return p
     if p.is_dir():
         if (p / "config.json").is_file():
             return p
         ggufs = sorted(p.glob("*.gguf"))
         if len(ggufs) == 1:
-            return convert_gguf(ggufs[0])
+            return ggufs[0]
         raise DataNotFoundError(f"model directory {p} has no config.json (and not exactly one .gguf file)")
     raise DataNotFoundError(
         f"base model {str(name_or_path)!r} is neither a local model directory, a .gguf file nor a packaged model "
         f"({', '.join(sorted([*_PACKAGED, *_CHUNKED]))}); models are never downloaded"
     )
+
+
+def base_model_ready(name_or_path: str | Path | None = None) -> bool:
+    """Whether :func:`resolve_base_model` would return at once, with nothing to assemble or convert."""
+    source = _source(name_or_path, assemble=False)
+    if source is None:
+        return False
+    return source.is_dir() or (converted_dir(source) / "config.json").is_file()
+
+
+def resolve_base_model(name_or_path: str | Path | None = None) -> Path:
+    """A local HF model directory for a packaged model name, a GGUF file, or a directory."""
+    source = _source(name_or_path)
+    assert source is not None
+    return source if source.is_dir() else convert_gguf(source)
 
 
 def load_tokenizer(path: str | Path) -> Any:
