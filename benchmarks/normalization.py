@@ -3,8 +3,8 @@ F1, cost per document; writes benchmarks/results/normalization.{json,md}.
 
     python benchmarks/normalization.py [--e2e-docs 10] [--write-bundle llmner/bundles/default]
         [--synonym-encoder runs/synonym-encoder ...]   # also score trained encoders (benchmarks/train_synonym_encoder.py)
-    python benchmarks/normalization.py --e2e-rows benchmarks/campaign/quality_work/rows   # only the end-to-end rows,
-        # on the whole test splits, from the shipped bundle's stored predictions (benchmarks/quality.py's row cache)
+    python benchmarks/normalization.py --e2e-work-dir benchmarks/campaign/quality_work   # only the end-to-end rows,
+        # on the whole test splits, from the shipped bundle's stored predictions (benchmarks/quality.py's --work-dir)
 
 Protocol (nothing here ever reads a test split to build or tune):
 1. n-gram threshold, per type: dictionaries from the train splits of NCBI-Disease and BC5CDR (+ the
@@ -26,7 +26,7 @@ Protocol (nothing here ever reads a test split to build or tune):
    the dictionary at all: the ceiling the vocabulary sets).
 4. End to end: gold spans + predicted identifiers on the whole test splits; and the shipped pipeline
    (default bundle, generator + selector + this normalizer) on the first ``--e2e-docs`` test documents,
-   or, with ``--e2e-rows``, on every test document: the entities the shipped bundle kept in the quality
+   or, with ``--e2e-work-dir``, on every test document: the entities the shipped bundle kept in the quality
    report's rows (``benchmarks/quality.py``, stored in parts: no generator runs here), normalized now.
 """
 
@@ -388,28 +388,31 @@ def run_pipeline(n_docs: int) -> dict[str, object]:
     return out
 
 
-def pipeline_from_rows(rows_dir: Path, bundle: Path | None = None) -> dict[str, object]:
+def pipeline_from_rows(work_dir: Path, bundle: Path | None = None) -> dict[str, object]:
     """The shipped pipeline's end-to-end rows on the whole test splits: each corpus's entities as the
     bundle (default: the default bundle) kept them in the quality report (its row's stored parts, found by
     the bundle's fingerprint), normalized by the bundle's normalizer."""
     from llmner.bundle import load_manifest
     from llmner.data_processing.corpora import corpus_schema
     from llmner.evaluation.corpus_eval import evaluate_documents
-    from llmner.evaluation.reports import bundle_fingerprint
+    from llmner.evaluation.reports import (
+        llmner_system,
+        row_cache_path,
+        served_fingerprint,
+    )
     from llmner.pipeline import Pipeline, PipelineConfig
-    from llmner.runtime.onnx_selector import EXPORT_VERSION
 
     bundle = bundle or default_bundle_path()
-    # benchmarks/quality.py's row key for the bundle's main system as served (ONNX selector)
-    served = f"llmner-a-{load_manifest(bundle).decoding_mode}-onnx"
-    fingerprint = f"{bundle_fingerprint(bundle)}-onnx{EXPORT_VERSION}"
+    # the quality report's rows of the bundle's main system (protocol a, its decoding mode) as served (ONNX)
+    system = llmner_system("a", load_manifest(bundle).decoding_mode, "onnx")
+    fingerprint = served_fingerprint(bundle, "onnx")
     started = time.perf_counter()
     pipe = Pipeline.from_bundle(bundle, PipelineConfig(normalize=True))
     out: dict[str, object] = {"bundle": str(bundle), "bundle_load_s": round(time.perf_counter() - started, 1), "model_ids": pipe.model_ids,
-                              "whole_split": True, "rows": str(rows_dir)}
+                              "whole_split": True, "work_dir": str(work_dir)}
     for corpus in CORPORA:
         gold = load_corpus(corpus, "test")
-        parts = rows_dir / f"{served}__{corpus}__test__d{len(gold)}__{fingerprint}.parts"
+        parts = row_cache_path(work_dir, system, corpus, "test", len(gold), fingerprint).with_suffix(".parts")
         expected = [parts / f"part-{start:07d}.json" for start in range(0, len(gold), 100)]
         if missing := [p.name for p in expected if not p.is_file()]:
             raise SystemExit(f"{parts}: parts {', '.join(missing[:3])} missing: "
@@ -439,18 +442,18 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=RESULTS / "normalization.json")
     ap.add_argument("--md", type=Path, default=RESULTS / "normalization.md")
     ap.add_argument("--from-json", action="store_true", help="only re-render the markdown from --json")
-    ap.add_argument("--e2e-rows", type=Path, default=None,
-                    help="only redo the shipped pipeline's end-to-end rows, on the whole test splits, from the quality "
-                         "report's row cache (its rows/ directory), and re-render; the rest of --json is kept")
-    ap.add_argument("--bundle", type=Path, default=None, help="with --e2e-rows: the bundle whose rows (default: the default bundle)")
+    ap.add_argument("--e2e-work-dir", type=Path, default=None,
+                    help="only redo the shipped pipeline's end-to-end rows, on the whole test splits, from the rows the "
+                         "quality report keeps in this --work-dir of benchmarks/quality.py, and re-render; the rest of --json is kept")
+    ap.add_argument("--bundle", type=Path, default=None, help="with --e2e-work-dir: the bundle whose rows (default: the default bundle)")
     ap.add_argument("--synonym-encoder", type=Path, nargs="+", default=[],
                     help="also score these synonym encoders in the step-4 ablation (benchmarks/train_synonym_encoder.py); "
                          "kept only if the bundle carrying one stays within the shipped size limit")
     args = ap.parse_args()
-    if args.from_json or args.e2e_rows:
+    if args.from_json or args.e2e_work_dir:
         res = json.loads(args.json.read_text())
-        if args.e2e_rows:
-            res["pipeline"] = pipeline_from_rows(args.e2e_rows, args.bundle)
+        if args.e2e_work_dir:
+            res["pipeline"] = pipeline_from_rows(args.e2e_work_dir, args.bundle)
             args.json.write_text(json.dumps(res, indent=2) + "\n")
         args.md.write_text(markdown(res))
         print(args.md.read_text())
@@ -797,8 +800,8 @@ def markdown(res: dict) -> str:
             lines.append(f"| shipped pipeline (default bundle) | {corpus} test | {which} | {pct(s['precision'])} | "
                          f"{pct(s['recall'])} | **{pct(s['f1'])}** (strict span F1 {pct(r['strict_span_f1'])}) | {r['normalize_ms_per_doc']} |")
     where = (("The shipped pipeline rows are the entities the default bundle kept on the whole test splits in the quality "
-              f"report (`benchmarks/quality.py`'s stored rows, `{pipe['rows']}`; strict span F1 as reported there), "
-              "normalized here by its normalizer (`--e2e-rows`)") if pipe and pipe.get("whole_split") else
+              f"report (`benchmarks/quality.py`'s rows kept in `{pipe['work_dir']}`; strict span F1 as reported there), "
+              "normalized here by its normalizer (`--e2e-work-dir`)") if pipe and pipe.get("whole_split") else
              ("The shipped pipeline row runs the real generator on CPU (7-10 s per abstract here), so it covers only the "
               "first documents of each test split"))
     lines += ["", (f"TaggerOne's end-to-end NCBI-Disease normalization F1 is about 80.7 (whole test set). {where}. NIL "

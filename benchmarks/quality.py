@@ -51,6 +51,9 @@ from llmner.evaluation.reports import (
     bundle_fingerprint,
     cached_row,
     files_fingerprint,
+    llmner_system,
+    row_cache_path,
+    served_fingerprint,
     store_row,
 )
 from llmner.evaluation.subsets import REPORT_SPLITS, EvalSubset, evaluation_subset
@@ -84,6 +87,10 @@ class LlmnerSystem:
     def key(self) -> str:
         return f"llmner-{self.name}-{self.mode}"
 
+    def row_name(self, selector_backend: str) -> str:
+        """The name of this system's cached rows (``llmner.evaluation.reports.llmner_system``)."""
+        return llmner_system(self.name, self.mode, selector_backend)
+
 
 # ---- fingerprints and the row cache ------------------------------------------------------------
 def peer_fingerprint(model_dir: Path) -> str:
@@ -91,8 +98,8 @@ def peer_fingerprint(model_dir: Path) -> str:
     return files_fingerprint([root / "peer_card.json", root / "config.json"], root=root)
 
 
-def row_cache_path(work_dir: Path, system: str, subset: EvalSubset, fingerprint: str) -> Path:
-    return work_dir / "rows" / f"{system}__{subset.corpus}__{subset.split}__d{len(subset.documents)}__{fingerprint}.json"
+def subset_row_path(work_dir: Path, system: str, subset: EvalSubset, fingerprint: str) -> Path:
+    return row_cache_path(work_dir, system, subset.corpus, subset.split, len(subset.documents), fingerprint)
 
 
 # ---- scoring helpers ---------------------------------------------------------------------------
@@ -716,16 +723,6 @@ GENIA, JNLPBA, BC2GM and LINNAEUS, a record for CMeEE), sentences/s in brackets.
     return output
 
 
-def served_fingerprint(bundle: Path, selector_backend: str) -> str:
-    """A row's key for a bundle as served: its fingerprint and, on the ONNX backend, the export recipe
-    that turns the selector's weights into the graph that scores (a new recipe scores anew: session 29's
-    7-bit weights)."""
-    from llmner.runtime.onnx_selector import EXPORT_VERSION
-
-    fingerprint = bundle_fingerprint(bundle)
-    return f"{fingerprint}-onnx{EXPORT_VERSION}" if selector_backend == "onnx" else fingerprint
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", type=Path, default=None, help="protocol (a) bundle (default: the shipped default bundle)")
@@ -810,7 +807,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     jobs = [] if args.peers_only else [(main_system, c) for c in corpora] + [(s, c) for s, c, _ in extra]
     for system, corpus in jobs:
         subset = subsets[corpus]
-        path = row_cache_path(args.work_dir, f"{system.key}-{args.selector_backend}", subset, fingerprints[str(system.bundle)])
+        path = subset_row_path(args.work_dir, system.row_name(args.selector_backend), subset, fingerprints[str(system.bundle)])
         result = cached_row(path)
         if result is None:
             rescored = None
@@ -820,7 +817,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{subset.corpus}: tagged by the bundle's reader, not derived from {source_bundle}", file=sys.stderr)
                 source_bundle = None
             if source_bundle is not None:
-                source = row_cache_path(args.work_dir, f"{system.key}-{args.selector_backend}", subset,
+                source = subset_row_path(args.work_dir, system.row_name(args.selector_backend), subset,
                                         bundle_fingerprint(source_bundle)).with_suffix(".parts")
                 print(f"deriving {system.key} on {subset.describe()} from {source.name}", file=sys.stderr)
                 rescored = rescore_row(system, subset, pipes, source_bundle, source, path.with_suffix(".parts"),
@@ -848,7 +845,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"no peer model for {corpus} under {peer_dir}: its cells left empty", file=sys.stderr)
                 continue
             subset = subsets[corpus]
-            path = row_cache_path(args.work_dir, "peer", subset, peer_fingerprint(model_dir))
+            path = subset_row_path(args.work_dir, "peer", subset, peer_fingerprint(model_dir))
             result = cached_row(path)
             if result is None:
                 print(f"running peer {model_dir} on {subset.describe()}", file=sys.stderr)

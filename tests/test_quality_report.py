@@ -363,17 +363,17 @@ def test_onnx_rows_are_keyed_on_the_export_recipe_that_scored_them(tmp_path, mon
     """A new ONNX export recipe scores anew (session 29's 7-bit weights), so its rows get a new key;
     rows of the torch backend keep the bundle's plain fingerprint."""
     import llmner.runtime.onnx_selector as onnx_selector
-    from llmner.evaluation.reports import bundle_fingerprint
+    from llmner.evaluation.reports import bundle_fingerprint, served_fingerprint
 
     bundle = tmp_path / "bundle"
     bundle.mkdir()
     (bundle / "bundle.json").write_text('{"name": "x"}')
     plain = bundle_fingerprint(bundle)
     monkeypatch.setattr(onnx_selector, "EXPORT_VERSION", "2")
-    assert quality.served_fingerprint(bundle, "onnx") == f"{plain}-onnx2"
+    assert served_fingerprint(bundle, "onnx") == f"{plain}-onnx2"
     monkeypatch.setattr(onnx_selector, "EXPORT_VERSION", "3")
-    assert quality.served_fingerprint(bundle, "onnx") == f"{plain}-onnx3"
-    assert quality.served_fingerprint(bundle, "torch") == plain
+    assert served_fingerprint(bundle, "onnx") == f"{plain}-onnx3"
+    assert served_fingerprint(bundle, "torch") == plain
 
 
 def test_peers_only_caches_peer_rows_that_a_later_report_reads_without_the_weights(

@@ -45,6 +45,28 @@ def bundle_fingerprint(bundle: Path) -> str:
     return files_fingerprint(files, root=bundle)
 
 
+def served_fingerprint(bundle: Path, selector_backend: str) -> str:
+    """A row's key for a bundle as served: its fingerprint and, on the ONNX backend, the export recipe
+    that turns the selector's weights into the graph that scores (a new recipe scores anew: session 29's
+    7-bit weights)."""
+    from llmner.runtime.onnx_selector import EXPORT_VERSION
+
+    fingerprint = bundle_fingerprint(bundle)
+    return f"{fingerprint}-onnx{EXPORT_VERSION}" if selector_backend == "onnx" else fingerprint
+
+
+def llmner_system(protocol: str, mode: str, selector_backend: str) -> str:
+    """How the quality report names a bundle's rows: its protocol ("a": trained on every corpus, "b":
+    zero-shot), decoding mode and selector backend."""
+    return f"llmner-{protocol}-{mode}-{selector_backend}"
+
+
+def row_cache_path(work_dir: Path, system: str, corpus: str, split: str, documents: int, fingerprint: str) -> Path:
+    """Where the row of ``system`` on the first ``documents`` documents of ``corpus``/``split`` is kept
+    (its predictions in parts beside it, ``.parts``)."""
+    return work_dir / "rows" / f"{system}__{corpus}__{split}__d{documents}__{fingerprint}.json"
+
+
 def cached_row(path: Path) -> dict[str, Any] | None:
     """The row stored at ``path``, or None when there is none (or it was cut off mid-write)."""
     if path.is_file():
