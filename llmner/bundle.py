@@ -8,6 +8,8 @@
       normalizer/        entity normalizer (llmner.normalization.store), optional: used when present
       reader/            a reader directory (llmner.modeling.reader), optional: it tags the schemas
                          ``reader_schemas`` names instead of the generator and selector
+      proposer/          a reader directory, optional: under the schemas ``proposer_schemas`` names its
+                         spans join the generator's candidates, and the selector judges them
 
 This module writes the bundle's own files (``bundle.json``, ``calibration.json``) and assembles the
 parts; each part's directory is written by its model class.
@@ -48,10 +50,12 @@ GENERATOR_DIR = "generator"
 SELECTOR_DIR = "selector"
 NORMALIZER_DIR = "normalizer"
 READER_DIR = "reader"
+PROPOSER_DIR = "proposer"
 # The default bundle ships inside the package (a wheel, every image): a bundle larger than this is
 # refused by `llmner bundle`, and anything a bundle would carry (a normalizer's own encoder) must fit.
-# 30 MB until session 37; the Chinese reader's head (about 2.3 MB at fp16) took it past.
-MAX_SHIPPED_BUNDLE_BYTES = 34_000_000
+# 30 MB until session 37; the Chinese reader's head (about 2.3 MB at fp16) took it past, and in session 39
+# the English proposer's (about 1.9 MB at fp16) took it past 34 MB.
+MAX_SHIPPED_BUNDLE_BYTES = 36_000_000
 
 
 @dataclass(slots=True)
@@ -93,6 +97,13 @@ class BundleManifest:
     reader_id: str = ""
     reader_schemas: list[str] = field(default_factory=list)
     reader_threshold: float = 0.0
+    # Schemas (calibration keys) under which the bundle's proposer/ (a reader) proposes candidates: its
+    # spans of the schema's types from span score ``proposer_threshold`` (chosen on held-out training
+    # records) join the generator's, the selector judges them like the generator's, and one that overlaps
+    # a kept entity of its type goes (llmner.decoding.overlaps).
+    proposer_id: str = ""
+    proposer_schemas: list[str] = field(default_factory=list)
+    proposer_threshold: float = 0.0
     notes: str = ""
     format_version: int = BUNDLE_FORMAT_VERSION
 
@@ -108,6 +119,8 @@ class BundleManifest:
             del out["relabel"], out["relabel_schemas"]
         if not out["reader_schemas"] and not out["reader_id"] and out["reader_threshold"] == 0.0:
             del out["reader_id"], out["reader_schemas"], out["reader_threshold"]
+        if not out["proposer_schemas"] and not out["proposer_id"] and out["proposer_threshold"] == 0.0:
+            del out["proposer_id"], out["proposer_schemas"], out["proposer_threshold"]
         return out
 
     @classmethod
@@ -166,12 +179,16 @@ class BundleManifest:
                 ConsistencyConfig.from_dict(data["consistency"])
             except ConfigError as exc:
                 raise ConfigError(f"{where}: {exc}") from None
-        readers = data.get("reader_schemas") or []
-        if not isinstance(readers, list) or not all(isinstance(v, str) and v for v in readers):
-            raise ConfigError(f"{where}: reader_schemas must be a list of schema names, got {readers!r}")
-        cut = data.get("reader_threshold", 0.0)
-        if not isinstance(cut, (int, float)) or isinstance(cut, bool) or not 0.0 <= float(cut) <= 1.0:
-            raise ConfigError(f"{where}: reader_threshold must be a number in [0, 1], got {cut!r}")
+        for part in ("reader", "proposer"):
+            names = data.get(f"{part}_schemas") or []
+            if not isinstance(names, list) or not all(isinstance(v, str) and v for v in names):
+                raise ConfigError(f"{where}: {part}_schemas must be a list of schema names, got {names!r}")
+            cut = data.get(f"{part}_threshold", 0.0)
+            if not isinstance(cut, (int, float)) or isinstance(cut, bool) or not 0.0 <= float(cut) <= 1.0:
+                raise ConfigError(f"{where}: {part}_threshold must be a number in [0, 1], got {cut!r}")
+        overlap = set(data.get("reader_schemas") or []) & set(data.get("proposer_schemas") or [])
+        if overlap:
+            raise ConfigError(f"{where}: {sorted(overlap)} both read by the reader and proposed for by the proposer")
         per_chunk = data.get("sentences_per_chunk", 1)
         if not isinstance(per_chunk, int) or isinstance(per_chunk, bool) or per_chunk < 1:
             raise ConfigError(f"{where}: sentences_per_chunk must be an integer >= 1, got {per_chunk!r}")
@@ -194,6 +211,8 @@ def load_manifest(path: str | Path) -> BundleManifest:
         raise DataNotFoundError(f"bundle {root}: bundle.json says it has a selector but {SELECTOR_DIR}/ is missing")
     if manifest.reader_schemas and not (root / READER_DIR).is_dir():
         raise DataNotFoundError(f"bundle {root}: bundle.json names reader_schemas but {READER_DIR}/ is missing")
+    if manifest.proposer_schemas and not (root / PROPOSER_DIR).is_dir():
+        raise DataNotFoundError(f"bundle {root}: bundle.json names proposer_schemas but {PROPOSER_DIR}/ is missing")
     return manifest
 
 
@@ -204,11 +223,14 @@ def default_bundle_path() -> Path | None:
 
 
 def save_bundle(path: str | Path, generator_dir: str | Path, selector_dir: str | Path | None,
-                manifest: BundleManifest, reader_dir: str | Path | None = None) -> Path:
-    """Assemble a bundle from a saved generator and (optionally) a saved selector and reader directory."""
+                manifest: BundleManifest, reader_dir: str | Path | None = None,
+                proposer_dir: str | Path | None = None) -> Path:
+    """Assemble a bundle from a saved generator and (optionally) a saved selector, reader and proposer
+    (a reader) directory."""
     root = Path(path)
     root.mkdir(parents=True, exist_ok=True)
-    for src, name in ((generator_dir, GENERATOR_DIR), (selector_dir, SELECTOR_DIR), (reader_dir, READER_DIR)):
+    for src, name in ((generator_dir, GENERATOR_DIR), (selector_dir, SELECTOR_DIR), (reader_dir, READER_DIR),
+                      (proposer_dir, PROPOSER_DIR)):
         if src is None:
             continue
         src = Path(src)
@@ -251,8 +273,9 @@ def bundle_size_bytes(path: str | Path) -> int:
 
 
 def assembled_size_bytes(path: str | Path, generator_dir: str | Path, selector_dir: str | Path | None,
-                         manifest: BundleManifest, reader_dir: str | Path | None = None) -> int:
-    """The size ``save_bundle(path, generator_dir, selector_dir, manifest, reader_dir)`` would leave at ``path``: the
+                         manifest: BundleManifest, reader_dir: str | Path | None = None,
+                         proposer_dir: str | Path | None = None) -> int:
+    """The size ``save_bundle(path, generator_dir, selector_dir, manifest, reader_dir, proposer_dir)`` would leave at ``path``: the
     parts it copies (their ``checkpoints`` left out, as it leaves them out), what else ``path`` already
     holds (a normalizer, a calibration record) and ``bundle.json``. Known before anything is written, so
     that a bundle over a size limit is refused without leaving a bundle behind."""
@@ -262,6 +285,8 @@ def assembled_size_bytes(path: str | Path, generator_dir: str | Path, selector_d
         copied[SELECTOR_DIR] = Path(selector_dir)
     if reader_dir is not None:
         copied[READER_DIR] = Path(reader_dir)
+    if proposer_dir is not None:
+        copied[PROPOSER_DIR] = Path(proposer_dir)
     total = sum(p.stat().st_size for src in copied.values() for p in src.rglob("*")
                 if p.is_file() and "checkpoints" not in p.relative_to(src).parts)
     if root.is_dir():

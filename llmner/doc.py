@@ -57,8 +57,9 @@ class Entity:
     normalized_score: float | None = field(default=None, compare=False)
     generator_score: float | None = field(default=None, compare=False)
     source: str = field(default="generator", compare=False)   # who proposed it: "generator", "selector"
-                                                             # (a tokens-head selector's own span) or "reader"
-                                                             # (llmner.modeling.reader, in the schemas it covers)
+                                                             # (a tokens-head selector's own span), "reader"
+                                                             # (llmner.modeling.reader: the schemas it tags, or a
+                                                             # proposer's span) or "selector+reader" (both)
 
     @property
     def key(self) -> tuple[int, int, str]:
@@ -112,7 +113,9 @@ class Entity:
         )
 
 
-ENTITY_SOURCES = ("generator", "selector", "reader")
+# "selector+reader": a span the selector proposed and a bundle's proposer (a reader) proposed too.
+SELECTOR_AND_READER = "selector+reader"
+ENTITY_SOURCES = ("generator", "selector", "reader", SELECTOR_AND_READER)
 
 
 def _source(value: object, where: str) -> str:

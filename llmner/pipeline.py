@@ -50,6 +50,7 @@ Details:
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -69,6 +70,7 @@ from llmner.doc import (
     Chunk,
     ChunkEntities,
     Document,
+    SELECTOR_AND_READER,
     Entity,
     ResultRecord,
     guess_language,
@@ -131,6 +133,9 @@ class PipelineConfig:
     # The bundle's reader (llmner.modeling.reader) tags the schemas it covers (False: the generator and
     # selector tag every schema, and the reader is not loaded).
     reader: bool = True
+    # The bundle's proposer (a reader) adds its spans to the generator's candidates under the schemas it
+    # covers (False: never, and it is not loaded).
+    proposer: bool = True
 
     def __post_init__(self) -> None:
         if self.selector_backend not in SELECTOR_BACKENDS:
@@ -144,10 +149,15 @@ class Pipeline:
     def __init__(self, generator: GeneratorRuntime, selector: SelectorRuntime | None = None,
                  config: PipelineConfig | None = None, count_tokens: Callable[[str], int] | None = None,
                  model_ids: dict[str, str] | None = None, normalizer: TypedNormalizer | None = None,
-                 reader: Reader | None = None) -> None:
+                 reader: Reader | None = None, proposer: Reader | None = None) -> None:
         self.generator = generator
         self.normalizer = normalizer
         self.reader = reader
+        # A reader whose spans join the generator's candidates under the schemas (calibration keys)
+        # ``proposer_schemas`` names, from span score ``proposer_threshold`` (BundleManifest.proposer_*).
+        self.proposer = proposer
+        self.proposer_schemas: set[str] = set()
+        self.proposer_threshold: float = 0.0
         # Schemas (calibration keys) the reader tags instead of the generator and selector
         # (BundleManifest.reader_schemas), and the span score from which its spans are kept.
         self.reader_schemas: set[str] = set()
@@ -193,6 +203,8 @@ class Pipeline:
             ids["normalizer"] = normalizer.name
         if reader is not None:
             ids["reader"] = reader.model_id
+        if proposer is not None:
+            ids["proposer"] = proposer.model_id
         ids.update(model_ids or {})
         self.model_ids: dict[str, str] = ids
         self._schemas: dict[str, EntitySchema] = {}
@@ -206,6 +218,7 @@ class Pipeline:
         from llmner.bundle import (
             GENERATOR_DIR,
             NORMALIZER_DIR,
+            PROPOSER_DIR,
             READER_DIR,
             SELECTOR_DIR,
             default_bundle_path,
@@ -277,9 +290,24 @@ class Pipeline:
             reader = Reader.from_pretrained(root / READER_DIR, device=config.device)
             if manifest.reader_id:
                 reader.model_id = manifest.reader_id
-        pipe = cls(generator, selector, config, model_ids={"bundle": manifest.name}, normalizer=normalizer, reader=reader)
+        proposer = None
+        if config.proposer and manifest.proposer_schemas and selector is not None:
+            # One frozen LM for both readers when they read with the same one.
+            from llmner.modeling.reader import ReaderConfig
+
+            shared = reader.encoder if reader is not None else None
+            base = json.loads((root / PROPOSER_DIR / "reader_config.json").read_text(encoding="utf-8")).get(
+                "base_model", ReaderConfig().base_model)
+            proposer = Reader.from_pretrained(root / PROPOSER_DIR, device=config.device,
+                                              encoder=shared if reader is not None and reader.config.base_model == base else None)
+            if manifest.proposer_id:
+                proposer.model_id = manifest.proposer_id
+        pipe = cls(generator, selector, config, model_ids={"bundle": manifest.name}, normalizer=normalizer, reader=reader,
+                   proposer=proposer)
         pipe.reader_schemas = set(manifest.reader_schemas)
         pipe.reader_threshold = manifest.reader_threshold
+        pipe.proposer_schemas = set(manifest.proposer_schemas)
+        pipe.proposer_threshold = manifest.proposer_threshold
         if selector is not None and config.selector_threshold is None:
             pipe.thresholds = dict(manifest.selector_thresholds)
         pipe.generator_thresholds = dict(manifest.generator_thresholds)
@@ -403,6 +431,10 @@ class Pipeline:
         if self.selector is not None:
             proposing = [ci for ci in judged_chunks if self.proposal_threshold_for(per_schema[ci]) is not None]
             rows = self._add_proposals(chunks, per_schema, per_chunk, proposing) if proposing else {}
+            offered = [ci for ci in judged_chunks if self.proposes(per_schema[ci])]
+            for ci, spans in zip(offered, self.proposer_spans([chunks[ci].text for ci in offered],
+                                                              [per_schema[ci] for ci in offered])):
+                per_chunk[ci] = with_proposer_spans(per_chunk[ci], spans)
             judged = [(ci, k) for ci in judged_chunks for k in range(len(per_chunk[ci])) if per_chunk[ci][k].score is None]
             if judged:
                 candidates = [Candidate(chunks[ci].text, per_chunk[ci][k].start, per_chunk[ci][k].end, per_chunk[ci][k].type,
@@ -448,6 +480,26 @@ class Pipeline:
         if isinstance(schema, EntitySchema) and languages and schema.language not in languages:
             return False      # the selector does not judge this language: nothing to relabel with
         return self._per_schema(self.relabel_schemas, schema, self.relabel)
+
+    def proposes(self, schema: EntitySchema) -> bool:
+        """Whether the proposer's spans join the generator's candidates under ``schema`` (the bundle names
+        the schema it is prompted with in ``BundleManifest.proposer_schemas``; the selector judges them)."""
+        if self.proposer is None or self.selector is None or not self.config.proposer:
+            return False
+        return self.calibration_key(schema.name) in self.proposer_schemas
+
+    def proposer_spans(self, texts: Sequence[str], schemas: Sequence[EntitySchema]) -> list[ChunkEntities]:
+        """The proposer's spans of each text (a chunk's) of its schema's types, under the requested names,
+        from span score ``proposer_threshold``, unscored (``source="reader"``: the selector scores them)."""
+        if not texts:
+            return []
+        assert self.proposer is not None
+        out = []
+        for entities, schema in zip(self.proposer.read(list(texts)), schemas, strict=True):
+            prompt, names = self.prompted(schema)
+            out.append([dataclasses.replace(e, type=e.type if names is None else names[e.type], score=None)
+                        for e in entities if e.type in prompt and (e.score or 0.0) >= self.proposer_threshold])
+        return out
 
     def reads(self, schema: EntitySchema) -> bool:
         """Whether chunks under ``schema`` go to the reader instead of the generator and selector: the
@@ -517,10 +569,14 @@ class Pipeline:
         it, else by its generator score where the schema has a generator threshold, and kept proposals
         meet kept candidates of their type under the schema's overlap rule."""
         name = schema.name if isinstance(schema, EntitySchema) else schema
+        # Under a schema the proposer proposes for, the reader's spans carry the selector's score and are
+        # kept as the generator's candidates are.
+        proposed = (name is not None and self.proposer is not None and self.config.proposer
+                    and self.calibration_key(name) in self.proposer_schemas)
         return SelectionRule(self.threshold_for(schema), self.proposal_threshold_for(schema),
                              self.proposal_overlap_for(schema),
                              self.generator_thresholds.get(self.calibration_key(name)) if name is not None else None,
-                             self.reader_threshold)
+                             self.threshold_for(schema) if proposed else self.reader_threshold)
 
     def selection(self, entities: Sequence[Entity], schema: str | EntitySchema | None) -> list[Entity]:
         """What selection keeps of one chunk's or one document's candidates under ``schema``
@@ -595,6 +651,23 @@ class Pipeline:
         if len(schemas) != len(chunks):
             raise ConfigError(f"{len(chunks)} chunks but {len(schemas)} schemas")
         return list(schemas)
+
+
+def with_proposer_spans(entities: ChunkEntities, spans: ChunkEntities) -> ChunkEntities:
+    """One chunk's candidates with the proposer's ``spans`` (same frame) added: a span the generator
+    proposed (same offsets and type) is not added again; one the selector proposed becomes theirs both
+    (``source="selector+reader"``, its score kept: the selector scores a span alike whoever proposed it);
+    the rest join unscored (the selector judges them)."""
+    at = {e.key: i for i, e in enumerate(entities)}
+    out = list(entities)
+    for span in spans:
+        i = at.get(span.key)
+        if i is None:
+            at[span.key] = len(out)
+            out.append(span)
+        elif out[i].source == "selector":
+            out[i] = dataclasses.replace(out[i], source=SELECTOR_AND_READER)
+    return out
 
 
 def _trimmed(entities: ChunkEntities, text: str, schema: EntitySchema) -> ChunkEntities:

@@ -214,10 +214,13 @@ def build_tiny_reader(directory: str | Path, types: list[str], seed: int = 0) ->
     return directory
 
 
-def build_tiny_bundle(directory: str | Path, selector_threshold: float = 0.0, reader_schema: str | None = None) -> Path:
+def build_tiny_bundle(directory: str | Path, selector_threshold: float = 0.0, reader_schema: str | None = None,
+                      proposer_schema: str | None = None) -> Path:
     """A real model bundle of tiny random models in ``directory``: a LoRA Llama generator
     (GeneratorModel) and a tiny BERT selector. The bundle threshold is 0 so the selector keeps what
-    the random generator tags (tests compare entity lists, which should not be empty)."""
+    the random generator tags (tests compare entity lists, which should not be empty). With
+    ``reader_schema`` a tiny reader tags that schema; with ``proposer_schema`` a tiny reader proposes
+    candidates under it."""
     from llmner.bundle import BundleManifest, save_bundle
     from llmner.modeling.generator import GeneratorConfig, GeneratorModel
     from llmner.modeling.selector import SelectorConfig, SelectorModel
@@ -243,4 +246,9 @@ def build_tiny_bundle(directory: str | Path, selector_threshold: float = 0.0, re
         reader_dir = build_tiny_reader(root / "reader", list(get_schema(reader_schema).type_names))
         manifest.reader_schemas = [reader_schema]
         manifest.reader_id = "reader-tiny"
-    return Path(save_bundle(directory, root / "gen", root / "sel", manifest, reader_dir))
+    proposer_dir = None
+    if proposer_schema is not None:
+        proposer_dir = build_tiny_reader(root / "proposer", list(get_schema(proposer_schema).type_names), seed=1)
+        manifest.proposer_schemas = [proposer_schema]
+        manifest.proposer_id = "proposer-tiny"
+    return Path(save_bundle(directory, root / "gen", root / "sel", manifest, reader_dir, proposer_dir))

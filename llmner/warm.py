@@ -54,6 +54,7 @@ def warm_bundle(bundle: str | Path, onnx_variants: Sequence[str] | None = None) 
     from llmner.bundle import (
         GENERATOR_DIR,
         NORMALIZER_DIR,
+        PROPOSER_DIR,
         READER_DIR,
         SELECTOR_DIR,
         load_manifest,
@@ -66,9 +67,14 @@ def warm_bundle(bundle: str | Path, onnx_variants: Sequence[str] | None = None) 
     out: list[WarmedArtefact] = []
     generator_config = json.loads((root / GENERATOR_DIR / GENERATOR_CONFIG).read_text())
     out.append(_base_model(f"generator base model ({generator_config['base_model']})", generator_config["base_model"]))
-    if manifest.reader_schemas and (root / READER_DIR / READER_CONFIG).is_file():
-        reader_config = json.loads((root / READER_DIR / READER_CONFIG).read_text())
-        out.append(_base_model(f"reader base model ({reader_config['base_model']})", reader_config["base_model"]))
+    bases = {artefact.what for artefact in out}
+    for part, schemas in ((READER_DIR, manifest.reader_schemas), (PROPOSER_DIR, manifest.proposer_schemas)):
+        if schemas and (root / part / READER_CONFIG).is_file():
+            base = json.loads((root / part / READER_CONFIG).read_text())["base_model"]
+            name = f"reader base model ({base})"     # the proposer is a reader too: one Gemma for both
+            if name not in bases:
+                bases.add(name)
+                out.append(_base_model(name, base))
     if manifest.has_selector:
         from llmner.modeling.selector_export import VARIANTS
         from llmner.runtime.onnx_selector import (

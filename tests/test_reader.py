@@ -3,6 +3,7 @@ pipeline, on tiny random models."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -196,3 +197,82 @@ def test_threshold_table_and_choice():
     table = threshold_table(gold, predicted, grid=(0.0, 0.3, 0.5))
     assert [round(r["f1"], 3) for r in table] == [0.8, 1.0, 0.667]
     assert choose_threshold(table) == 0.3
+
+
+# ---- the proposer: a reader whose spans join the generator's candidates ----------------------------------
+
+def test_proposer_spans_join_the_candidates_once():
+    from llmner.pipeline import with_proposer_spans
+
+    generated = [Entity(0, 4, "Disease", generator_score=0.9), Entity(10, 14, "Disease", score=0.3, source="selector")]
+    spans = [Entity(0, 4, "Disease", source="reader"), Entity(10, 14, "Disease", source="reader"),
+             Entity(20, 25, "Disease", source="reader"), Entity(20, 25, "Disease", source="reader")]
+    out = with_proposer_spans(generated, spans)
+    assert [(e.key, e.source, e.score) for e in out] == [
+        ((0, 4, "Disease"), "generator", None),            # the generator's own: not added again
+        ((10, 14, "Disease"), "selector+reader", 0.3),     # the selector's proposal: theirs both, its score kept
+        ((20, 25, "Disease"), "reader", None)]             # new: unscored, the selector judges it
+
+
+def test_selection_drops_a_proposer_span_where_a_kept_entity_of_its_type_is():
+    rule = SelectionRule(threshold=0.5, proposals=0.9, reader_threshold=0.5)
+    entities = [Entity(0, 10, "Disease", score=0.8),                     # kept candidate
+                Entity(5, 12, "Disease", score=0.9, source="reader"),    # overlaps it: goes
+                Entity(5, 12, "Chemical", score=0.9, source="reader"),   # another type: stays
+                Entity(20, 25, "Disease", score=0.6, source="reader"),   # an empty place: stays
+                Entity(30, 35, "Disease", score=0.4, source="reader"),   # below the threshold: goes
+                Entity(40, 45, "Disease", score=0.3),                    # dropped candidate ...
+                Entity(41, 45, "Disease", score=0.7, source="reader"),   # ... leaves its place to the reader
+                # Proposed by both: a proposal from the proposal threshold (kept beside an overlapping
+                # candidate under "both") ...
+                Entity(50, 60, "Disease", score=0.8), Entity(52, 60, "Disease", score=0.95, source="selector+reader"),
+                # ... else a reader's span: kept from the reader threshold where nothing else is
+                Entity(70, 75, "Disease", score=0.6, source="selector+reader"),
+                Entity(80, 90, "Disease", score=0.8), Entity(82, 90, "Disease", score=0.6, source="selector+reader")]
+    assert [e.key for e in rule.select(entities)] == [(0, 10, "Disease"), (5, 12, "Chemical"), (20, 25, "Disease"),
+                                                      (41, 45, "Disease"), (50, 60, "Disease"), (52, 60, "Disease"),
+                                                      (70, 75, "Disease"), (80, 90, "Disease")]
+    assert SelectionRule(threshold=0.5, reader_threshold=0.5).select([Entity(0, 4, "Disease", score=0.6, source="selector+reader")])
+
+
+def test_manifest_proposer_fields_are_checked():
+    assert "proposer_schemas" not in BundleManifest().to_dict()
+    data = BundleManifest(proposer_schemas=["bc5cdr"], proposer_threshold=0.7).to_dict()
+    assert BundleManifest.from_dict(data).proposer_threshold == 0.7
+    with pytest.raises(ConfigError, match="proposer_threshold"):
+        BundleManifest.from_dict({**data, "proposer_threshold": -1})
+    with pytest.raises(ConfigError, match="both read"):
+        BundleManifest.from_dict({**data, "reader_schemas": ["bc5cdr"]})
+
+
+def test_pipeline_adds_the_proposers_spans_under_its_schema_judged_by_the_selector(tmp_path):
+    from llmner.data_processing.corpora import corpus_schema
+    from llmner.evaluation.rescore import judge_stored
+    from llmner.pipeline import Pipeline, PipelineConfig
+
+    root = build_tiny_bundle(tmp_path / "bundle", reader_schema="cmeee", proposer_schema="bc5cdr")
+    manifest = load_manifest(root)
+    assert manifest.proposer_schemas == ["bc5cdr"] and (root / "proposer" / "reader_config.json").is_file()
+    pipe = Pipeline.from_bundle(root, PipelineConfig(selector_backend="torch"))
+    assert pipe.model_ids["proposer"] == "proposer-tiny" and pipe.proposer is not None
+    text = "Cisplatin caused nephrotoxicity and ototoxicity in BRCA1 carriers with breast cancer."
+    own = Document("b", text, "en", {"schema": "bc5cdr"})
+    other = Document("g", text, "en", {"schema": "biomedical_en"})
+    chunks = pipe.chunk(own)
+    scored = pipe.score_chunks(chunks, corpus_schema("bc5cdr"))
+    offered = pipe.proposer_spans([c.text for c in chunks], [corpus_schema("bc5cdr")] * len(chunks))
+    assert any(offered), "a random head proposes something here"
+    readers = [e for chunk in scored for e in chunk if e.source in ("reader", "selector+reader")]
+    assert readers and all(e.score is not None and e.type in ("Chemical", "Disease") for e in readers)
+    # Every span it offered is a candidate now, whoever proposed it first.
+    assert all({e.key for e in spans} <= {e.key for e in chunk} for spans, chunk in zip(offered, scored))
+    # Not under a schema it does not propose for.
+    assert all(e.source != "reader" for e in pipe.process([other])[0].entities)
+    # Stored candidates judged again (calibration, report rows) see the same spans with the same scores.
+    assert len(chunks) == 1 and chunks[0].start == 0         # one sentence: the chunk frame is the document's
+    generated = [dataclasses.replace(e, score=None) for e in scored[0] if e.source == "generator"]
+    again = judge_stored(pipe, own, generated, corpus_schema("bc5cdr"))
+    assert {(e.key, round(e.score, 5)) for e in again if e.source in ("reader", "selector+reader")} == \
+        {(e.key, round(e.score, 5)) for e in readers}
+    off = Pipeline.from_bundle(root, PipelineConfig(selector_backend="torch", proposer=False))
+    assert off.proposer is None and all(e.source != "reader" for e in off.process([own])[0].entities)

@@ -37,6 +37,9 @@ def bundle_command(
     reader: Annotated[Path | None, typer.Option("--reader", help="reader directory written by `llmner train reader` (its run's reader/)")] = None,
     reader_schema: Annotated[list[str] | None, typer.Option("--reader-schema", help="schema (as prompted, e.g. cmeee) the reader tags instead of the generator and selector (repeatable)")] = None,
     reader_threshold: Annotated[float, typer.Option("--reader-threshold", help="the reader's spans are kept from this span score")] = 0.0,
+    proposer: Annotated[Path | None, typer.Option("--proposer", help="reader directory whose spans join the generator's candidates, judged by the selector")] = None,
+    proposer_schema: Annotated[list[str] | None, typer.Option("--proposer-schema", help="schema (as prompted, e.g. bc5cdr) under which the proposer proposes (repeatable)")] = None,
+    proposer_threshold: Annotated[float, typer.Option("--proposer-threshold", help="the proposer's spans are proposed from this span score")] = 0.0,
     notes: Annotated[str, typer.Option("--notes", help="free text kept in bundle.json")] = "",
     max_bytes: Annotated[int, typer.Option("--max-bytes", help="refuse a bundle larger than this (0: no limit)")] = MAX_SHIPPED_BUNDLE_BYTES,
 ) -> None:
@@ -61,6 +64,12 @@ def bundle_command(
         raise DataNotFoundError(f"--reader {reader}: reader_config.json not found (not a trained reader)")
     if bool(reader_schema) != (reader is not None):
         raise ConfigError("--reader and --reader-schema go together: the reader tags the schemas named")
+    if proposer is not None and not (proposer / "reader_config.json").is_file():
+        raise DataNotFoundError(f"--proposer {proposer}: reader_config.json not found (not a trained reader)")
+    if bool(proposer_schema) != (proposer is not None):
+        raise ConfigError("--proposer and --proposer-schema go together: the proposer proposes under the schemas named")
+    if proposer is not None and selector is None:
+        raise ConfigError("--proposer needs --selector: the selector judges what the proposer proposes")
     defaults = {}
     for item in default_schema or []:
         language, _, schema_name = item.partition("=")
@@ -84,13 +93,15 @@ def bundle_command(
                               consistency=ConsistencyConfig().to_dict() if consistency else None,
                               sentences_per_chunk=int((card.get("training") or {}).get("sentences_per_chunk", 1)),
                               reader_id=reader.parent.name if reader is not None else "",   # the run directory's name
-                              reader_schemas=list(reader_schema or []), reader_threshold=reader_threshold)
-    planned = assembled_size_bytes(output, generator, selector, manifest, reader)
+                              reader_schemas=list(reader_schema or []), reader_threshold=reader_threshold,
+                              proposer_id=proposer.parent.name if proposer is not None else "",
+                              proposer_schemas=list(proposer_schema or []), proposer_threshold=proposer_threshold)
+    planned = assembled_size_bytes(output, generator, selector, manifest, reader, proposer)
     if max_bytes and planned > max_bytes:
         # Refused before anything is written: a bundle left on disk would load, whatever this said.
         raise ConfigError(f"bundle {output} would be {planned / 1e6:.1f} MB, over --max-bytes {max_bytes / 1e6:.1f} MB; "
                           f"nothing written")
-    root = save_bundle(output, generator, selector, manifest, reader)
+    root = save_bundle(output, generator, selector, manifest, reader, proposer)
     load_manifest(root)          # what the pipeline will read back
     size = bundle_size_bytes(root)
     say(f"bundle {root}: {size / 1e6:.1f} MB, generator {manifest.generator_id}, "

@@ -50,5 +50,14 @@ def resolve_proposal_overlaps(kept: Sequence[Entity], rule: str) -> list[Entity]
     return [e for e in kept if (e.source == "selector") != proposals_lose or not _overlaps_any(e, winners)]
 
 
+def yield_to(spans: Sequence[Entity], others: Sequence[Entity]) -> list[Entity]:
+    """The reader's spans among ``spans`` that overlap none of ``others`` (the entities that stay from the
+    generator and the selector) of their type."""
+    by_type: dict[str, list[Entity]] = {}
+    for e in others:
+        by_type.setdefault(e.type, []).append(e)
+    return [e for e in spans if not _overlaps_any(e, by_type)]
+
+
 def _overlaps_any(entity: Entity, spans: dict[str, list[Entity]]) -> bool:
     return any(s.start < entity.end and entity.start < s.end for s in spans.get(entity.type, ()))

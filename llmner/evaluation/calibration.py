@@ -164,13 +164,13 @@ def choose_selection(pipe: Pipeline, corpus: str, gold_docs: Sequence[Document],
     proposing = judge == "selector" and pipe.config.proposals and pipe.selector is not None and pipe.selector.can_propose
     judged: list[list[Entity]] = []
     for doc, entities in zip(gold_docs, generated, strict=True):
-        own = [e for e in entities if e.source != "selector"]
+        own = [e for e in entities if e.source == "generator"]   # what is proposed is proposed again
         if judge == "selector":
             judged.append(judge_stored(pipe, doc, own, schema, propose=proposing))
         else:   # stored scores of another selector must not decide
             judged.append([dataclasses.replace(e, score=None) for e in own])
     scored = sum(e.score is not None if judge == "selector" else e.generator_score is not None
-                 for doc in judged for e in doc if e.source != "selector")
+                 for doc in judged for e in doc if e.source == "generator")
     default = SelectionRule(pipe.threshold)
     rules, baseline = selection_rules(default, judge, proposing, config)
     if scored < config.min_candidates:

@@ -101,8 +101,10 @@ def evaluate_documents(pipe: Pipeline, gold: Sequence[Document], schema: EntityS
         records, seconds = predict_in_parts(pipe, gold, schema, parts_dir, part_documents, batch_documents, on_batch,
                                             from_end=parts_from_end)
     # The proposing stage's candidates alone (the generator's, or the reader's in the schemas it tags): the
-    # selector's own spans are part of what it selects.
-    alone = predicted_documents(gold, records, select=lambda es: [e for e in es if e.source != "selector"])
+    # selector's own spans and a proposer's are part of what it selects.
+    proposer = pipe.proposes(schema)
+    alone = predicted_documents(gold, records, select=lambda es: [e for e in es if e.source == "generator"
+                                                                    or (e.source == "reader" and not proposer)])
     selected = threshold = with_selector = None
     if pipe.selector is not None:
         selected = predicted_documents(gold, records, select=lambda es: pipe.selection(es, schema))

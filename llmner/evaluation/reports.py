@@ -35,13 +35,14 @@ def files_fingerprint(paths: Sequence[Path], root: Path | None = None) -> str:
 
 
 def bundle_fingerprint(bundle: Path) -> str:
-    """Changes when the bundle's manifest, generator card/config, selector config or reader (config and
-    weights) change (not when the bundle moves)."""
+    """Changes when the bundle's manifest, generator card/config, selector config, reader or proposer
+    (config and weights) change (not when the bundle moves)."""
     bundle = bundle.resolve()
     files = [bundle / "bundle.json", bundle / "generator" / "training_card.json", bundle / "generator" / "generator_config.json",
              bundle / "selector" / "selector_config.json", bundle / "selector" / "training_card.json"]
-    if (bundle / "reader").is_dir():     # named only when present: a bundle without one keeps its fingerprint
-        files += [bundle / "reader" / "reader_config.json", bundle / "reader" / "reader_head.safetensors"]
+    for part in ("reader", "proposer"):   # named only when present: a bundle without one keeps its fingerprint
+        if (bundle / part).is_dir():
+            files += [bundle / part / "reader_config.json", bundle / part / "reader_head.safetensors"]
     return files_fingerprint(files, root=bundle)
 
 

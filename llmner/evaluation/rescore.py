@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmner.decoding.overlaps import resolve_proposal_overlaps
 from llmner.decoding.selection import SelectionRule
-from llmner.doc import Candidate, Chunk, Document, Entity, ResultRecord, one_per_key
+from llmner.doc import SELECTOR_AND_READER, Candidate, Chunk, Document, Entity, ResultRecord, one_per_key
 from llmner.errors import DataNotFoundError, ValidationError
 from llmner.evaluation.reports import cached_row, files_fingerprint, store_row
 from llmner.runtime.base import Proposals
@@ -134,16 +134,26 @@ def judge_stored(pipe: Pipeline, doc: Document, entities: Sequence[Entity], sche
                                  [{(c.start, c.end, c.type) for c in p.candidates} for p in parts])
              if propose else Proposals([[] for _ in parts], {}))
     relabel = schema if pipe.relabels(schema) else None
+    offered = (pipe.proposer_spans([p.chunk.text for p in parts], [schema] * len(parts)) if pipe.proposes(schema)
+               else [[] for _ in parts])
     best: dict[int, tuple[float, str]] = {}
     proposed: list[Entity] = []
-    for part, new in zip(parts, found.spans, strict=True):
-        judged = pipe.judge_candidates(part.candidates + new, found.rows,
-                                       [relabel] * len(part.candidates) + [None] * len(new))
+    for part, new, spans in zip(parts, found.spans, offered, strict=True):
+        # As the pipeline adds them (with_proposer_spans): the proposer's spans the generator did not
+        # propose; one the selector proposed is theirs both.
+        generated = {(c.start, c.end, c.type) for c in part.candidates}
+        by_reader = {e.key for e in spans} - generated
+        selected = {(c.start, c.end, c.type) for c in new}
+        read = [Candidate(part.chunk.text, e.start, e.end, e.type, schema.definition(e.type)) for e in spans
+                if e.key in by_reader and e.key not in selected]
+        judged = pipe.judge_candidates(part.candidates + new + read, found.rows,
+                                       [relabel] * len(part.candidates) + [None] * (len(new) + len(read)))
         for entity, (etype, score) in zip(part.entities, judged[: len(part.candidates)]):
             best[id(entity)] = max(best.get(id(entity), (-1.0, etype)), (score, etype))
         proposed += [Entity(part.chunk.start + c.start, part.chunk.start + c.end, c.type,
                             doc.text[part.chunk.start + c.start : part.chunk.start + c.end], score=score,
-                            source="selector") for c, (_, score) in zip(new, judged[len(part.candidates):])]
+                            source=_proposed_by((c.start, c.end, c.type) in selected, (c.start, c.end, c.type) in by_reader))
+                     for c, (_, score) in zip(new + read, judged[len(part.candidates):])]
     out = [dataclasses.replace(e, score=best[id(e)][0], type=best[id(e)][1]) if id(e) in best else e for e in entities]
     return one_per_key(out + proposed)
 
@@ -258,7 +268,47 @@ def rescore_records(pipe: Pipeline, docs: Sequence[Document], records: Sequence[
         started = time.perf_counter()
         _add_proposals(pipe, docs, out, where, proposals)
         seconds += time.perf_counter() - started
+    if pipe.proposes(schema):
+        started = time.perf_counter()
+        _add_proposer_spans(pipe, docs, out, schema, proposals.rows)
+        seconds += time.perf_counter() - started
     return out, seconds
+
+
+def _proposed_by(selector: bool, reader: bool) -> str:
+    return SELECTOR_AND_READER if selector and reader else "reader" if reader else "selector"
+
+
+def _add_proposer_spans(pipe: Pipeline, docs: Sequence[Document], rescored: list[RescoredRecord],
+                        schema: EntitySchema, rows: Any) -> None:
+    """Add to each judged record the proposer's spans as ``Pipeline.score_chunks`` adds them
+    (``with_proposer_spans``): per chunk, those the stored candidates do not hold, a selector proposal of the
+    same span becoming theirs both, the rest scored by the selector (exact scores). The proposer
+    reads every chunk again (its spans are not stored)."""
+    assert pipe.selector is not None
+    languages = pipe.config.selector_languages
+    where = [(r, chunk) for r, doc in enumerate(docs) if not languages or rescored[r].record.language in languages
+             for chunk in pipe.chunk(doc)]
+    offered = pipe.proposer_spans([chunk.text for _, chunk in where], [schema] * len(where))
+    new: list[tuple[int, Entity]] = []
+    candidates: list[Candidate] = []
+    for (r, chunk), spans in zip(where, offered, strict=True):
+        entities = rescored[r].record.entities
+        inside = {(e.start, e.end, e.type): i for i, e in enumerate(entities) if chunk.start <= e.start and e.end <= chunk.end}
+        for span in spans:
+            key = (chunk.start + span.start, chunk.start + span.end, span.type)
+            i = inside.get(key)
+            if i is not None:
+                if i >= 0 and entities[i].source == "selector":
+                    entities[i] = dataclasses.replace(entities[i], source=SELECTOR_AND_READER)
+                continue
+            inside[key] = -1
+            candidates.append(Candidate(chunk.text, span.start, span.end, span.type, schema.definition(span.type)))
+            new.append((r, Entity(*key, docs[r].text[key[0] : key[1]], source="reader")))
+    scores = pipe.selector.score_with_rows(candidates, rows) if candidates else []
+    for (r, entity), score in zip(new, scores):
+        rescored[r].record.entities.append(dataclasses.replace(entity, score=float(score)))
+        rescored[r].bounds.append((float(score), float(score)))
 
 
 def _proposals(pipe: Pipeline, docs: Sequence[Document], records: Sequence[ResultRecord],
