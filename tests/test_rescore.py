@@ -187,6 +187,7 @@ def test_bundles_that_generate_alike_may_rescore_each_other(tmp_path):
         (root / "generator").mkdir(parents=True)
         (root / "selector").mkdir()
         (root / "reader").mkdir()      # the shipped bundle.json names reader_schemas
+        (root / "proposer").mkdir()    # and proposer_schemas
         shutil.copy(shipped / "bundle.json", root / "bundle.json")
         (root / "generator" / "adapter.bin").write_bytes(b"weights")
     manifest = json.loads((target / "bundle.json").read_text())
