@@ -220,6 +220,18 @@ def test_the_f1_range_spans_the_open_keep_decisions(tmp_path):
     assert rescore_parts(new_pipe, gold, SCHEMA, source, target, part_documents=2)["undetermined"] == 0
     low, high = undetermined_f1_range(target, gold)
     assert low == high > 0    # nothing open: one value, every candidate kept at threshold 0
+    # A proposer's span that overlaps a kept entity of its type yields to it, as the pipeline's selection has it.
+    import json as _json
+
+    part = sorted(target.glob("part-*.json"))[0]
+    data = _json.loads(part.read_text())
+    record, bounds = data["records"][0], data["score_bounds"][0]
+    first = next(e for e in record["entities"] if e["type"] == "Gene")
+    record["entities"].append({**first, "start": first["start"], "end": first["end"] + 1, "text": first["text"] + "x",
+                               "score": 0.99, "source": "reader"})
+    bounds.append([0.99, 0.99])
+    part.write_text(_json.dumps(data))
+    assert undetermined_f1_range(target, gold) == (low, high)
     opened = pipeline(ContextSelector("sel-b", 11), threshold=0.5)
     rescored, _ = rescore_records(opened, gold, predict(pipeline(ContextSelector("sel-a", 3)), gold, SCHEMA), SCHEMA)
     middle = next((b[0] + b[1]) / 2 for r in rescored for b in r.bounds if b and b[0] < b[1])

@@ -33,9 +33,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmner.decoding.overlaps import resolve_proposal_overlaps
 from llmner.decoding.selection import SelectionRule
-from llmner.doc import SELECTOR_AND_READER, Candidate, Chunk, Document, Entity, ResultRecord, one_per_key
+from llmner.doc import (
+    SELECTOR_AND_READER,
+    Candidate,
+    Chunk,
+    Document,
+    Entity,
+    ResultRecord,
+    one_per_key,
+)
 from llmner.errors import DataNotFoundError, ValidationError
 from llmner.evaluation.reports import cached_row, files_fingerprint, store_row
 from llmner.runtime.base import Proposals
@@ -397,7 +404,9 @@ def undetermined_f1_range(parts_dir: Path, gold: Sequence[Document]) -> tuple[fl
     summary = cached_row(parts_dir / "rescored.json")
     threshold = float(summary["threshold"])
     proposal = summary.get("proposal_threshold")
-    selection = SelectionRule(threshold, proposal, summary.get("proposal_overlap", "both"))
+    # Reader spans in a derived record are a proposer's (a schema the reader tags is never derived): kept as
+    # the generator's candidates are, where no kept entity of their type overlaps them (SelectionRule.select).
+    selection = SelectionRule(threshold, proposal, summary.get("proposal_overlap", "both"), reader_threshold=threshold)
     by_id = {d.id: d for d in gold}
     variants: tuple[list[Document], list[Document]] = ([], [])
     ordered = []
@@ -411,12 +420,12 @@ def undetermined_f1_range(parts_dir: Path, gold: Sequence[Document]) -> tuple[fl
             for entity, bound in zip(record.entities, bounds):
                 # A proposal's score is exact; a candidate's is open when its interval straddles the threshold.
                 if entity.source != "selector" and bound is not None and bound[0] < threshold <= bound[1]:
-                    open_.append(entity)
+                    open_.append(dataclasses.replace(entity, score=bound[1]))   # kept: its highest possible score
                 elif selection.keeps(entity):
                     sure.append(entity)
             for variant, entities in zip(variants, (sure, sure + open_)):
                 predicted = record.to_document(doc.text)
-                predicted.entities = resolve_proposal_overlaps(entities, selection.overlap)   # kept: decided above
+                predicted.entities = selection.select(entities)
                 variant.append(predicted)
     low, high = (score(ordered, v).strict.f1 for v in variants)
     return min(low, high), max(low, high)
