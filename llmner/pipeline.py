@@ -66,11 +66,11 @@ from llmner.data_processing.chunking import (
 from llmner.decoding.consistency import ConsistencyConfig, propagate
 from llmner.decoding.selection import SelectionRule
 from llmner.doc import (
+    SELECTOR_AND_READER,
     Candidate,
     Chunk,
     ChunkEntities,
     Document,
-    SELECTOR_AND_READER,
     Entity,
     ResultRecord,
     guess_language,
@@ -481,12 +481,13 @@ class Pipeline:
             return False      # the selector does not judge this language: nothing to relabel with
         return self._per_schema(self.relabel_schemas, schema, self.relabel)
 
-    def proposes(self, schema: EntitySchema) -> bool:
+    def proposes(self, schema: str | EntitySchema | None) -> bool:
         """Whether the proposer's spans join the generator's candidates under ``schema`` (the bundle names
         the schema it is prompted with in ``BundleManifest.proposer_schemas``; the selector judges them)."""
-        if self.proposer is None or self.selector is None or not self.config.proposer:
+        name = schema.name if isinstance(schema, EntitySchema) else schema
+        if name is None or self.proposer is None or self.selector is None or not self.config.proposer:
             return False
-        return self.calibration_key(schema.name) in self.proposer_schemas
+        return self.calibration_key(name) in self.proposer_schemas
 
     def proposer_spans(self, texts: Sequence[str], schemas: Sequence[EntitySchema]) -> list[ChunkEntities]:
         """The proposer's spans of each text (a chunk's) of its schema's types, under the requested names,
@@ -571,12 +572,10 @@ class Pipeline:
         name = schema.name if isinstance(schema, EntitySchema) else schema
         # Under a schema the proposer proposes for, the reader's spans carry the selector's score and are
         # kept as the generator's candidates are.
-        proposed = (name is not None and self.proposer is not None and self.config.proposer
-                    and self.calibration_key(name) in self.proposer_schemas)
         return SelectionRule(self.threshold_for(schema), self.proposal_threshold_for(schema),
                              self.proposal_overlap_for(schema),
                              self.generator_thresholds.get(self.calibration_key(name)) if name is not None else None,
-                             self.threshold_for(schema) if proposed else self.reader_threshold)
+                             self.threshold_for(schema) if self.proposes(schema) else self.reader_threshold)
 
     def selection(self, entities: Sequence[Entity], schema: str | EntitySchema | None) -> list[Entity]:
         """What selection keeps of one chunk's or one document's candidates under ``schema``
