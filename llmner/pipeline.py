@@ -50,7 +50,6 @@ Details:
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -64,9 +63,9 @@ from llmner.data_processing.chunking import (
     merge_chunk_entities,
 )
 from llmner.decoding.consistency import ConsistencyConfig, propagate
+from llmner.decoding.overlaps import with_proposer_spans
 from llmner.decoding.selection import SelectionRule
 from llmner.doc import (
-    SELECTOR_AND_READER,
     Candidate,
     Chunk,
     ChunkEntities,
@@ -78,7 +77,7 @@ from llmner.doc import (
 )
 from llmner.errors import ConfigError, ValidationError
 from llmner.modeling.precision import check_precision
-from llmner.modeling.reader import Reader
+from llmner.modeling.reader import Reader, ReaderConfig
 from llmner.modeling.selector import TokenWindow
 from llmner.normalization.base import TypedNormalizer
 from llmner.runtime.base import (
@@ -293,13 +292,9 @@ class Pipeline:
         proposer = None
         if config.proposer and manifest.proposer_schemas and selector is not None:
             # One frozen LM for both readers when they read with the same one.
-            from llmner.modeling.reader import ReaderConfig
-
-            shared = reader.encoder if reader is not None else None
-            base = json.loads((root / PROPOSER_DIR / "reader_config.json").read_text(encoding="utf-8")).get(
-                "base_model", ReaderConfig().base_model)
-            proposer = Reader.from_pretrained(root / PROPOSER_DIR, device=config.device,
-                                              encoder=shared if reader is not None and reader.config.base_model == base else None)
+            base = ReaderConfig.from_pretrained(root / PROPOSER_DIR).base_model
+            shared = reader.encoder if reader is not None and reader.config.base_model == base else None
+            proposer = Reader.from_pretrained(root / PROPOSER_DIR, device=config.device, encoder=shared)
             if manifest.proposer_id:
                 proposer.model_id = manifest.proposer_id
         pipe = cls(generator, selector, config, model_ids={"bundle": manifest.name}, normalizer=normalizer, reader=reader,
@@ -650,23 +645,6 @@ class Pipeline:
         if len(schemas) != len(chunks):
             raise ConfigError(f"{len(chunks)} chunks but {len(schemas)} schemas")
         return list(schemas)
-
-
-def with_proposer_spans(entities: ChunkEntities, spans: ChunkEntities) -> ChunkEntities:
-    """One chunk's candidates with the proposer's ``spans`` (same frame) added: a span the generator
-    proposed (same offsets and type) is not added again; one the selector proposed becomes theirs both
-    (``source="selector+reader"``, its score kept: the selector scores a span alike whoever proposed it);
-    the rest join unscored (the selector judges them)."""
-    at = {e.key: i for i, e in enumerate(entities)}
-    out = list(entities)
-    for span in spans:
-        i = at.get(span.key)
-        if i is None:
-            at[span.key] = len(out)
-            out.append(span)
-        elif out[i].source == "selector":
-            out[i] = dataclasses.replace(out[i], source=SELECTOR_AND_READER)
-    return out
 
 
 def _trimmed(entities: ChunkEntities, text: str, schema: EntitySchema) -> ChunkEntities:

@@ -61,6 +61,7 @@ def warm_bundle(bundle: str | Path, onnx_variants: Sequence[str] | None = None) 
     )
     from llmner.modeling.generator import CONFIG_NAME as GENERATOR_CONFIG
     from llmner.modeling.reader import CONFIG_NAME as READER_CONFIG
+    from llmner.modeling.reader import ReaderConfig
 
     root = Path(bundle)
     manifest = load_manifest(root)
@@ -70,7 +71,7 @@ def warm_bundle(bundle: str | Path, onnx_variants: Sequence[str] | None = None) 
     bases = {artefact.what for artefact in out}
     for part, schemas in ((READER_DIR, manifest.reader_schemas), (PROPOSER_DIR, manifest.proposer_schemas)):
         if schemas and (root / part / READER_CONFIG).is_file():
-            base = json.loads((root / part / READER_CONFIG).read_text())["base_model"]
+            base = ReaderConfig.from_pretrained(root / part).base_model
             name = f"reader base model ({base})"     # the proposer is a reader too: one Gemma for both
             if name not in bases:
                 bases.add(name)

@@ -202,7 +202,7 @@ def test_threshold_table_and_choice():
 # ---- the proposer: a reader whose spans join the generator's candidates ----------------------------------
 
 def test_proposer_spans_join_the_candidates_once():
-    from llmner.pipeline import with_proposer_spans
+    from llmner.decoding.overlaps import with_proposer_spans
 
     generated = [Entity(0, 4, "Disease", generator_score=0.9), Entity(10, 14, "Disease", score=0.3, source="selector")]
     spans = [Entity(0, 4, "Disease", source="reader"), Entity(10, 14, "Disease", source="reader"),

@@ -18,9 +18,10 @@ are the generator's own nested reading, and the tagger's spans of one type never
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
-from llmner.doc import Entity
+from llmner.doc import SELECTOR_AND_READER, Entity
 from llmner.errors import ConfigError
 
 OVERLAP_RULES = ("both", "generator", "selector")
@@ -57,6 +58,23 @@ def yield_to(spans: Sequence[Entity], others: Sequence[Entity]) -> list[Entity]:
     for e in others:
         by_type.setdefault(e.type, []).append(e)
     return [e for e in spans if not _overlaps_any(e, by_type)]
+
+
+def with_proposer_spans(entities: Sequence[Entity], spans: Sequence[Entity]) -> list[Entity]:
+    """One chunk's candidates with the proposer's ``spans`` (same frame) added: a span the generator
+    proposed (same offsets and type) is not added again; one the selector proposed becomes theirs both
+    (``source="selector+reader"``, its score kept: the selector scores a span alike whoever proposed it);
+    the rest join unscored (the selector judges them)."""
+    at = {e.key: i for i, e in enumerate(entities)}
+    out = list(entities)
+    for span in spans:
+        i = at.get(span.key)
+        if i is None:
+            at[span.key] = len(out)
+            out.append(span)
+        elif out[i].source == "selector":
+            out[i] = dataclasses.replace(out[i], source=SELECTOR_AND_READER)
+    return out
 
 
 def _overlaps_any(entity: Entity, spans: dict[str, list[Entity]]) -> bool:

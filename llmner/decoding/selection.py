@@ -56,14 +56,17 @@ class SelectionRule:
         both the selector and the proposer proposed is a proposal where it reaches the proposal threshold,
         and a reader's span otherwise."""
         kept = [e for e in entities if self.keeps(e)]
+        if not any(e.source in ("reader", SELECTOR_AND_READER) for e in kept):
+            return resolve_proposal_overlaps(kept, self.overlap)
         read = [e.source == "reader" or (e.source == SELECTOR_AND_READER and not self._proposal_kept(e)) for e in kept]
+        # Proposed by both and kept as a proposal: it meets the candidates as the selector's proposals do.
         first = [(i, dataclasses.replace(e, source="selector") if e.source == SELECTOR_AND_READER else e)
                  for i, e in enumerate(kept) if not read[i]]
         chosen = {id(e) for e in resolve_proposal_overlaps([e for _, e in first], self.overlap)}
         stay = {i for i, e in first if id(e) in chosen}
-        others = [kept[i] for i in stay]
-        stay |= {i for i, e in enumerate(kept) if read[i] and e in yield_to([e], others)}
+        reads = [(i, e) for i, e in enumerate(kept) if read[i]]
+        filled = {id(e) for e in yield_to([e for _, e in reads], [kept[i] for i in stay])}
+        stay |= {i for i, e in reads if id(e) in filled}
         return [kept[i] for i in sorted(stay)]
-
 
 __all__ = ["SelectionRule"]

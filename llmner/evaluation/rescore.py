@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmner.decoding.overlaps import with_proposer_spans
 from llmner.decoding.selection import SelectionRule
 from llmner.doc import (
-    SELECTOR_AND_READER,
     Candidate,
     Chunk,
     Document,
@@ -146,21 +146,18 @@ def judge_stored(pipe: Pipeline, doc: Document, entities: Sequence[Entity], sche
     best: dict[int, tuple[float, str]] = {}
     proposed: list[Entity] = []
     for part, new, spans in zip(parts, found.spans, offered, strict=True):
-        # As the pipeline adds them (with_proposer_spans): the proposer's spans the generator did not
-        # propose; one the selector proposed is theirs both.
-        generated = {(c.start, c.end, c.type) for c in part.candidates}
-        by_reader = {e.key for e in spans} - generated
-        selected = {(c.start, c.end, c.type) for c in new}
-        read = [Candidate(part.chunk.text, e.start, e.end, e.type, schema.definition(e.type)) for e in spans
-                if e.key in by_reader and e.key not in selected]
+        # The proposer's spans join as the pipeline adds them (with_proposer_spans, chunk frame).
+        merged = with_proposer_spans([Entity(c.start, c.end, c.type) for c in part.candidates]
+                                     + [Entity(c.start, c.end, c.type, source="selector") for c in new], spans)
+        added = merged[len(part.candidates):]          # the selector's proposals (some now theirs both), then the reader's
+        read = [Candidate(part.chunk.text, e.start, e.end, e.type, schema.definition(e.type)) for e in added[len(new):]]
         judged = pipe.judge_candidates(part.candidates + new + read, found.rows,
                                        [relabel] * len(part.candidates) + [None] * (len(new) + len(read)))
         for entity, (etype, score) in zip(part.entities, judged[: len(part.candidates)]):
             best[id(entity)] = max(best.get(id(entity), (-1.0, etype)), (score, etype))
-        proposed += [Entity(part.chunk.start + c.start, part.chunk.start + c.end, c.type,
-                            doc.text[part.chunk.start + c.start : part.chunk.start + c.end], score=score,
-                            source=_proposed_by((c.start, c.end, c.type) in selected, (c.start, c.end, c.type) in by_reader))
-                     for c, (_, score) in zip(new + read, judged[len(part.candidates):])]
+        proposed += [Entity(part.chunk.start + e.start, part.chunk.start + e.end, e.type,
+                            doc.text[part.chunk.start + e.start : part.chunk.start + e.end], score=score, source=e.source)
+                     for e, (_, score) in zip(added, judged[len(part.candidates):], strict=True)]
     out = [dataclasses.replace(e, score=best[id(e)][0], type=best[id(e)][1]) if id(e) in best else e for e in entities]
     return one_per_key(out + proposed)
 
@@ -282,10 +279,6 @@ def rescore_records(pipe: Pipeline, docs: Sequence[Document], records: Sequence[
     return out, seconds
 
 
-def _proposed_by(selector: bool, reader: bool) -> str:
-    return SELECTOR_AND_READER if selector and reader else "reader" if reader else "selector"
-
-
 def _add_proposer_spans(pipe: Pipeline, docs: Sequence[Document], rescored: list[RescoredRecord],
                         schema: EntitySchema, rows: Any) -> None:
     """Add to each judged record the proposer's spans as ``Pipeline.score_chunks`` adds them
@@ -301,17 +294,14 @@ def _add_proposer_spans(pipe: Pipeline, docs: Sequence[Document], rescored: list
     candidates: list[Candidate] = []
     for (r, chunk), spans in zip(where, offered, strict=True):
         entities = rescored[r].record.entities
-        inside = {(e.start, e.end, e.type): i for i, e in enumerate(entities) if chunk.start <= e.start and e.end <= chunk.end}
-        for span in spans:
-            key = (chunk.start + span.start, chunk.start + span.end, span.type)
-            i = inside.get(key)
-            if i is not None:
-                if i >= 0 and entities[i].source == "selector":
-                    entities[i] = dataclasses.replace(entities[i], source=SELECTOR_AND_READER)
-                continue
-            inside[key] = -1
-            candidates.append(Candidate(chunk.text, span.start, span.end, span.type, schema.definition(span.type)))
-            new.append((r, Entity(*key, docs[r].text[key[0] : key[1]], source="reader")))
+        inside = [i for i, e in enumerate(entities) if chunk.start <= e.start and e.end <= chunk.end]
+        merged = with_proposer_spans([entities[i].shifted(-chunk.start) for i in inside], spans)
+        for i, e in zip(inside, merged):
+            if e.source != entities[i].source:      # a selector proposal the proposer proposed too
+                entities[i] = dataclasses.replace(entities[i], source=e.source)
+        for e in merged[len(inside):]:
+            candidates.append(Candidate(chunk.text, e.start, e.end, e.type, schema.definition(e.type)))
+            new.append((r, e.shifted(chunk.start)))
     scores = pipe.selector.score_with_rows(candidates, rows) if candidates else []
     for (r, entity), score in zip(new, scores):
         rescored[r].record.entities.append(dataclasses.replace(entity, score=float(score)))

@@ -63,6 +63,14 @@ class ReaderConfig:
         return asdict(self)
 
     @classmethod
+    def from_pretrained(cls, path: str | Path) -> ReaderConfig:
+        """The config of the reader saved at ``path`` (read without loading its LM)."""
+        file = Path(path) / CONFIG_NAME
+        if not file.is_file():
+            raise DataNotFoundError(f"not a reader directory: {file} missing")
+        return cls.from_dict(json.loads(file.read_text(encoding="utf-8")), str(file))
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = CONFIG_NAME) -> ReaderConfig:
         unknown = set(data) - {f.name for f in fields(cls)}
         if unknown:
@@ -204,9 +212,7 @@ class Reader:
                         encoder: FrozenEncoder | None = None) -> Reader:
         """The reader saved at ``path``; ``base_model`` overrides the LM its config names (a local copy)."""
         root = Path(path)
-        if not (root / CONFIG_NAME).is_file():
-            raise DataNotFoundError(f"not a reader directory: {root / CONFIG_NAME} missing")
-        config = ReaderConfig.from_dict(json.loads((root / CONFIG_NAME).read_text(encoding="utf-8")), str(root / CONFIG_NAME))
+        config = ReaderConfig.from_pretrained(root)
         chars = json.loads((root / CHARS_NAME).read_text(encoding="utf-8"))
         if base_model is not None:
             config.base_model = str(base_model)
