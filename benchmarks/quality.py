@@ -172,6 +172,16 @@ def reader_tags(bundle: Path, corpus: str) -> bool:
     return manifest.prompt_schemas.get(name, name) in manifest.reader_schemas
 
 
+def source_parts(work_dir: Path, row_name: str, subset: EvalSubset, source_bundle: Path, selector_backend: str) -> Path:
+    """The stored parts a row is derived from: the source bundle's row as served (its fingerprint with the
+    selector backend's recipe), else its row under the bare fingerprint (rows stored before the recipe
+    was part of the key). Only the generator's candidates are read from them, so either serves."""
+    served = subset_row_path(work_dir, row_name, subset, served_fingerprint(source_bundle, selector_backend))
+    bare = subset_row_path(work_dir, row_name, subset, bundle_fingerprint(source_bundle))
+    return next((p for p in (served.with_suffix(".parts"), bare.with_suffix(".parts")) if p.is_dir()),
+                bare.with_suffix(".parts"))
+
+
 def rescore_row(system: LlmnerSystem, subset: EvalSubset, pipes: PipelineCache, source_bundle: Path, source_parts: Path,
                 target_parts: Path, part_documents: int) -> dict[str, Any]:
     """Fill ``target_parts`` from the complete parts another bundle with the same generator stored
@@ -817,8 +827,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{subset.corpus}: tagged by the bundle's reader, not derived from {source_bundle}", file=sys.stderr)
                 source_bundle = None
             if source_bundle is not None:
-                source = subset_row_path(args.work_dir, system.row_name(args.selector_backend), subset,
-                                        bundle_fingerprint(source_bundle)).with_suffix(".parts")
+                source = source_parts(args.work_dir, system.row_name(args.selector_backend), subset, source_bundle,
+                                      args.selector_backend)
                 print(f"deriving {system.key} on {subset.describe()} from {source.name}", file=sys.stderr)
                 rescored = rescore_row(system, subset, pipes, source_bundle, source, path.with_suffix(".parts"),
                                        args.part_documents)
