@@ -499,3 +499,19 @@ def test_calibration_chooses_proposal_threshold_overlap_rule_and_selector_thresh
     pipe.proposal_thresholds, pipe.proposal_overlaps = dict(manifest.proposal_thresholds), dict(manifest.proposal_overlaps)
     (record,) = pipe.process([Document("d", text, metadata={"schema": "toy"})])
     assert sorted((e.start, e.end, e.type) for e in record.entities) == [(0, 5, "Gene"), (22, 28, "Disease")]
+
+
+def test_calibration_keeps_a_proposers_spans_from_each_rules_selector_threshold():
+    """Under a schema a proposer proposes for, ``Pipeline.selection_rule`` keeps the proposer's spans from the
+    schema's selector threshold: every rule calibration scores must keep them so too (it kept them all)."""
+    from llmner.decoding.selection import SelectionRule
+    from llmner.evaluation.calibration import CalibrationConfig, selection_rules
+
+    config = CalibrationConfig(corpora=["toy"])
+    rules, baseline = selection_rules(SelectionRule(0.2, reader_threshold=0.2), "selector", True, config, proposer=True)
+    assert all(r.reader_threshold == r.threshold for r in rules) and set(baseline) <= set(rules)
+    read = Entity(0, 5, "Disease", "tumor", score=0.3, source="reader")
+    kept = {r.threshold: bool(r.select([read])) for r in rules if r.proposals is None}
+    assert kept[0.2] and not kept[0.5]
+    without, _ = selection_rules(SelectionRule(0.2), "selector", True, config)
+    assert all(r.reader_threshold == 0.0 for r in without)

@@ -134,15 +134,17 @@ def strict_f1(kept: int, correct: int, gold: int) -> float:
 
 
 def selection_rules(default: SelectionRule, judge: str, proposing: bool,
-                    config: CalibrationConfig) -> tuple[list[SelectionRule], list[SelectionRule]]:
+                    config: CalibrationConfig, proposer: bool = False) -> tuple[list[SelectionRule], list[SelectionRule]]:
     """(every rule to choose from, the baseline's rules), in tie-breaking order: the default threshold
-    first, no proposals before proposals, "both" before the other overlap rules."""
+    first, no proposals before proposals, "both" before the other overlap rules. ``proposer``: a
+    proposer's spans are among the candidates, kept from each rule's selector threshold as
+    ``Pipeline.selection_rule`` keeps them."""
     if judge == "generator":
         rules = [default] + [dataclasses.replace(default, generator_threshold=t) for t in sorted(set(config.generator_grid))]
         return rules, [default]
     thresholds = [default.threshold] + sorted(set(config.selector_grid) - {default.threshold})
     readings = [(None, "both")] + ([(p, rule) for rule in OVERLAP_RULES for p in config.proposal_grid] if proposing else [])
-    rules = [SelectionRule(t, p, rule) for t in thresholds for p, rule in readings]
+    rules = [SelectionRule(t, p, rule, reader_threshold=t if proposer else 0.0) for t in thresholds for p, rule in readings]
     return rules, [r for r in rules if r.threshold == default.threshold and r.overlap == "both"]
 
 
@@ -171,8 +173,9 @@ def choose_selection(pipe: Pipeline, corpus: str, gold_docs: Sequence[Document],
             judged.append([dataclasses.replace(e, score=None) for e in own])
     scored = sum(e.score is not None if judge == "selector" else e.generator_score is not None
                  for doc in judged for e in doc if e.source == "generator")
-    default = SelectionRule(pipe.threshold)
-    rules, baseline = selection_rules(default, judge, proposing, config)
+    proposer = judge == "selector" and pipe.proposes(schema)
+    default = SelectionRule(pipe.threshold, reader_threshold=pipe.threshold if proposer else 0.0)
+    rules, baseline = selection_rules(default, judge, proposing, config, proposer)
     if scored < config.min_candidates:
         rules = baseline
     counts: dict[Hashable, Any] = {}
