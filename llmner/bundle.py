@@ -8,8 +8,8 @@
       normalizer/        entity normalizer (llmner.normalization.store), optional: used when present
       reader/            a reader directory (llmner.modeling.reader), optional: it tags the schemas
                          ``reader_schemas`` names instead of the generator and selector
-      proposer/          a reader directory, optional: under the schemas ``proposer_schemas`` names its
-                         spans join the generator's candidates, and the selector judges them
+      proposers/<name>/  reader directories, optional: under the schemas each ``proposers`` entry names,
+                         that reader's spans join the generator's candidates, and the selector judges them
 
 This module writes the bundle's own files (``bundle.json``, ``calibration.json``) and assembles the
 parts; each part's directory is written by its model class.
@@ -50,12 +50,45 @@ GENERATOR_DIR = "generator"
 SELECTOR_DIR = "selector"
 NORMALIZER_DIR = "normalizer"
 READER_DIR = "reader"
-PROPOSER_DIR = "proposer"
+PROPOSERS_DIR = "proposers"
+# Where bundles written before ``proposers`` existed (session 39) kept their one proposer.
+LEGACY_PROPOSER_DIR = "proposer"
 # The default bundle ships inside the package (a wheel, every image): a bundle larger than this is
 # refused by `llmner bundle`, and anything a bundle would carry (a normalizer's own encoder) must fit.
 # 30 MB until session 37; the Chinese reader's head (about 2.3 MB at fp16) took it past, and in session 39
-# the English proposer's (about 1.9 MB at fp16) took it past 34 MB.
-MAX_SHIPPED_BUNDLE_BYTES = 36_000_000
+# the English proposer's (about 1.9 MB at fp16) took it past 34 MB, and in session 40 the NCBI-Disease
+# proposer's (another 1.9 MB) past 36 MB.
+MAX_SHIPPED_BUNDLE_BYTES = 38_000_000
+
+
+@dataclass(slots=True)
+class ProposerEntry:
+    """One proposer of a bundle: the reader in ``directory`` (relative to the bundle) proposes, under the
+    schemas (calibration keys) ``schemas`` names, its spans of the schema's types from span score
+    ``threshold`` (chosen on held-out training records); they join the generator's candidates, the
+    selector judges them like the generator's, and one that overlaps a kept entity of its type goes
+    (llmner.decoding.overlaps)."""
+
+    directory: str
+    id: str = ""
+    schemas: list[str] = field(default_factory=list)
+    threshold: float = 0.0
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> ProposerEntry:
+        if not isinstance(data, dict) or set(data) - {f.name for f in fields(cls)} or "directory" not in data:
+            raise ConfigError(f"{where}: a proposer is an object with directory, id, schemas and threshold, got {data!r}")
+        entry = cls(**data)
+        parts = Path(entry.directory).parts if isinstance(entry.directory, str) else ()
+        if (not parts or Path(entry.directory).is_absolute() or ".." in parts
+                or parts[0] in (GENERATOR_DIR, SELECTOR_DIR, NORMALIZER_DIR, READER_DIR)):
+            raise ConfigError(f"{where}: a proposer's directory must be a folder of the bundle of its own, got {entry.directory!r}")
+        if not isinstance(entry.schemas, list) or not entry.schemas or not all(isinstance(v, str) and v for v in entry.schemas):
+            raise ConfigError(f"{where}: a proposer's schemas must be a non-empty list of schema names, got {entry.schemas!r}")
+        cut = entry.threshold
+        if not isinstance(cut, (int, float)) or isinstance(cut, bool) or not 0.0 <= float(cut) <= 1.0:
+            raise ConfigError(f"{where}: a proposer's threshold must be a number in [0, 1], got {cut!r}")
+        return entry
 
 
 @dataclass(slots=True)
@@ -97,13 +130,8 @@ class BundleManifest:
     reader_id: str = ""
     reader_schemas: list[str] = field(default_factory=list)
     reader_threshold: float = 0.0
-    # Schemas (calibration keys) under which the bundle's proposer/ (a reader) proposes candidates: its
-    # spans of the schema's types from span score ``proposer_threshold`` (chosen on held-out training
-    # records) join the generator's, the selector judges them like the generator's, and one that overlaps
-    # a kept entity of its type goes (llmner.decoding.overlaps).
-    proposer_id: str = ""
-    proposer_schemas: list[str] = field(default_factory=list)
-    proposer_threshold: float = 0.0
+    # Readers that propose candidates, each under its own schemas (ProposerEntry); a schema has at most one.
+    proposers: list[ProposerEntry] = field(default_factory=list)
     notes: str = ""
     format_version: int = BUNDLE_FORMAT_VERSION
 
@@ -119,12 +147,17 @@ class BundleManifest:
             del out["relabel"], out["relabel_schemas"]
         if not out["reader_schemas"] and not out["reader_id"] and out["reader_threshold"] == 0.0:
             del out["reader_id"], out["reader_schemas"], out["reader_threshold"]
-        if not out["proposer_schemas"] and not out["proposer_id"] and out["proposer_threshold"] == 0.0:
-            del out["proposer_id"], out["proposer_schemas"], out["proposer_threshold"]
+        if not out["proposers"]:
+            del out["proposers"]
         return out
+
+    def proposer_schemas(self) -> set[str]:
+        """Every schema some proposer proposes for."""
+        return {name for entry in self.proposers for name in entry.schemas}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "bundle.json") -> BundleManifest:
+        data = _with_proposers(dict(data), where)
         unknown = set(data) - {f.name for f in fields(cls)}
         if unknown:
             raise ConfigError(f"{where}: unknown field(s) {sorted(unknown)}")
@@ -179,16 +212,25 @@ class BundleManifest:
                 ConsistencyConfig.from_dict(data["consistency"])
             except ConfigError as exc:
                 raise ConfigError(f"{where}: {exc}") from None
-        for part in ("reader", "proposer"):
-            names = data.get(f"{part}_schemas") or []
-            if not isinstance(names, list) or not all(isinstance(v, str) and v for v in names):
-                raise ConfigError(f"{where}: {part}_schemas must be a list of schema names, got {names!r}")
-            cut = data.get(f"{part}_threshold", 0.0)
-            if not isinstance(cut, (int, float)) or isinstance(cut, bool) or not 0.0 <= float(cut) <= 1.0:
-                raise ConfigError(f"{where}: {part}_threshold must be a number in [0, 1], got {cut!r}")
-        overlap = set(data.get("reader_schemas") or []) & set(data.get("proposer_schemas") or [])
+        names = data.get("reader_schemas") or []
+        if not isinstance(names, list) or not all(isinstance(v, str) and v for v in names):
+            raise ConfigError(f"{where}: reader_schemas must be a list of schema names, got {names!r}")
+        cut = data.get("reader_threshold", 0.0)
+        if not isinstance(cut, (int, float)) or isinstance(cut, bool) or not 0.0 <= float(cut) <= 1.0:
+            raise ConfigError(f"{where}: reader_threshold must be a number in [0, 1], got {cut!r}")
+        if not isinstance(data.get("proposers", []), list):
+            raise ConfigError(f"{where}: proposers must be a list of proposers, got {data['proposers']!r}")
+        entries = [ProposerEntry.from_dict(e, where) for e in data.get("proposers", [])]
+        proposed = [name for e in entries for name in e.schemas]
+        twice = sorted({name for name in proposed if proposed.count(name) > 1})
+        if twice:
+            raise ConfigError(f"{where}: {twice} proposed for by more than one proposer")
+        if len({e.directory for e in entries}) != len(entries):
+            raise ConfigError(f"{where}: two proposers share a directory")
+        overlap = set(names) & set(proposed)
         if overlap:
-            raise ConfigError(f"{where}: {sorted(overlap)} both read by the reader and proposed for by the proposer")
+            raise ConfigError(f"{where}: {sorted(overlap)} both read by the reader and proposed for by a proposer")
+        data["proposers"] = entries
         per_chunk = data.get("sentences_per_chunk", 1)
         if not isinstance(per_chunk, int) or isinstance(per_chunk, bool) or per_chunk < 1:
             raise ConfigError(f"{where}: sentences_per_chunk must be an integer >= 1, got {per_chunk!r}")
@@ -211,9 +253,24 @@ def load_manifest(path: str | Path) -> BundleManifest:
         raise DataNotFoundError(f"bundle {root}: bundle.json says it has a selector but {SELECTOR_DIR}/ is missing")
     if manifest.reader_schemas and not (root / READER_DIR).is_dir():
         raise DataNotFoundError(f"bundle {root}: bundle.json names reader_schemas but {READER_DIR}/ is missing")
-    if manifest.proposer_schemas and not (root / PROPOSER_DIR).is_dir():
-        raise DataNotFoundError(f"bundle {root}: bundle.json names proposer_schemas but {PROPOSER_DIR}/ is missing")
+    for entry in manifest.proposers:
+        if not (root / entry.directory).is_dir():
+            raise DataNotFoundError(f"bundle {root}: bundle.json names a proposer in {entry.directory}/, which is missing")
     return manifest
+
+
+def _with_proposers(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """``data`` with a session-39 bundle's one proposer (``proposer_id``, ``proposer_schemas``,
+    ``proposer_threshold``, in ``proposer/``) as its one ``proposers`` entry."""
+    legacy = {key: data.pop(key) for key in ("proposer_id", "proposer_schemas", "proposer_threshold") if key in data}
+    if not legacy:
+        return data
+    if "proposers" in data:
+        raise ConfigError(f"{where}: proposers and the older proposer_* fields together")
+    if legacy.get("proposer_schemas"):
+        data["proposers"] = [{"directory": LEGACY_PROPOSER_DIR, "id": legacy.get("proposer_id", ""),
+                              "schemas": legacy["proposer_schemas"], "threshold": legacy.get("proposer_threshold", 0.0)}]
+    return data
 
 
 def default_bundle_path() -> Path | None:
@@ -224,13 +281,13 @@ def default_bundle_path() -> Path | None:
 
 def save_bundle(path: str | Path, generator_dir: str | Path, selector_dir: str | Path | None,
                 manifest: BundleManifest, reader_dir: str | Path | None = None,
-                proposer_dir: str | Path | None = None) -> Path:
-    """Assemble a bundle from a saved generator and (optionally) a saved selector, reader and proposer
-    (a reader) directory."""
+                proposer_dirs: dict[str, str | Path] | None = None) -> Path:
+    """Assemble a bundle from a saved generator and (optionally) a saved selector, reader and proposers
+    (readers): ``proposer_dirs`` maps each ``manifest.proposers`` entry's directory to the reader
+    directory copied there."""
     root = Path(path)
     root.mkdir(parents=True, exist_ok=True)
-    for src, name in ((generator_dir, GENERATOR_DIR), (selector_dir, SELECTOR_DIR), (reader_dir, READER_DIR),
-                      (proposer_dir, PROPOSER_DIR)):
+    for src, name in _bundle_parts(generator_dir, selector_dir, manifest, reader_dir, proposer_dirs):
         if src is None:
             continue
         src = Path(src)
@@ -242,6 +299,18 @@ def save_bundle(path: str | Path, generator_dir: str | Path, selector_dir: str |
             shutil.copytree(src, target, ignore=shutil.ignore_patterns("checkpoints"))
     manifest.has_selector = selector_dir is not None
     return write_manifest(root, manifest)
+
+
+def _bundle_parts(generator_dir: str | Path, selector_dir: str | Path | None, manifest: BundleManifest,
+                  reader_dir: str | Path | None, proposer_dirs: dict[str, str | Path] | None
+                  ) -> list[tuple[str | Path | None, str]]:
+    """(source directory or None, folder in the bundle) of every part ``save_bundle`` copies."""
+    proposer_dirs = dict(proposer_dirs or {})
+    unknown = set(proposer_dirs) - {entry.directory for entry in manifest.proposers}
+    if unknown:
+        raise ConfigError(f"proposer directories {sorted(unknown)} are not the directory of any of the manifest's proposers")
+    return [(generator_dir, GENERATOR_DIR), (selector_dir, SELECTOR_DIR), (reader_dir, READER_DIR),
+            *((src, name) for name, src in proposer_dirs.items())]
 
 
 def write_manifest(root: str | Path, manifest: BundleManifest) -> Path:
@@ -274,24 +343,19 @@ def bundle_size_bytes(path: str | Path) -> int:
 
 def assembled_size_bytes(path: str | Path, generator_dir: str | Path, selector_dir: str | Path | None,
                          manifest: BundleManifest, reader_dir: str | Path | None = None,
-                         proposer_dir: str | Path | None = None) -> int:
-    """The size ``save_bundle(path, generator_dir, selector_dir, manifest, reader_dir, proposer_dir)`` would leave at ``path``: the
+                         proposer_dirs: dict[str, str | Path] | None = None) -> int:
+    """The size ``save_bundle(path, generator_dir, selector_dir, manifest, reader_dir, proposer_dirs)`` would leave at ``path``: the
     parts it copies (their ``checkpoints`` left out, as it leaves them out), what else ``path`` already
     holds (a normalizer, a calibration record) and ``bundle.json``. Known before anything is written, so
     that a bundle over a size limit is refused without leaving a bundle behind."""
     root = Path(path)
-    copied = {GENERATOR_DIR: Path(generator_dir)}
-    if selector_dir is not None:
-        copied[SELECTOR_DIR] = Path(selector_dir)
-    if reader_dir is not None:
-        copied[READER_DIR] = Path(reader_dir)
-    if proposer_dir is not None:
-        copied[PROPOSER_DIR] = Path(proposer_dir)
+    copied = {name: Path(src) for src, name in _bundle_parts(generator_dir, selector_dir, manifest, reader_dir, proposer_dirs)
+              if src is not None}
     total = sum(p.stat().st_size for src in copied.values() for p in src.rglob("*")
                 if p.is_file() and "checkpoints" not in p.relative_to(src).parts)
     if root.is_dir():
         kept = (p for p in root.rglob("*") if p.is_file())
         total += sum(p.stat().st_size for p in kept
-                     if p.relative_to(root).parts[0] not in (*copied, MANIFEST_NAME))
+                     if not any(p.relative_to(root).is_relative_to(name) for name in (*copied, MANIFEST_NAME)))
     written = replace(manifest, has_selector=selector_dir is not None)     # as save_bundle writes it
     return total + len(_json_text(written.to_dict()).encode())

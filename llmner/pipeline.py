@@ -144,19 +144,26 @@ class PipelineConfig:
             raise ConfigError(f"selector threshold must be in [0, 1], got {self.selector_threshold}")
 
 
+@dataclass(frozen=True, slots=True)
+class Proposer:
+    """A reader whose spans join the generator's candidates under ``schemas`` (calibration keys), from
+    span score ``threshold`` (a bundle's ``proposers`` entry, loaded)."""
+
+    reader: Reader
+    schemas: frozenset[str]
+    threshold: float
+
+
 class Pipeline:
     def __init__(self, generator: GeneratorRuntime, selector: SelectorRuntime | None = None,
                  config: PipelineConfig | None = None, count_tokens: Callable[[str], int] | None = None,
                  model_ids: dict[str, str] | None = None, normalizer: TypedNormalizer | None = None,
-                 reader: Reader | None = None, proposer: Reader | None = None) -> None:
+                 reader: Reader | None = None, proposers: Sequence[Proposer] = ()) -> None:
         self.generator = generator
         self.normalizer = normalizer
         self.reader = reader
-        # A reader whose spans join the generator's candidates under the schemas (calibration keys)
-        # ``proposer_schemas`` names, from span score ``proposer_threshold`` (BundleManifest.proposer_*).
-        self.proposer = proposer
-        self.proposer_schemas: set[str] = set()
-        self.proposer_threshold: float = 0.0
+        # Readers whose spans join the generator's candidates, each under its schemas (BundleManifest.proposers).
+        self.proposers: list[Proposer] = list(proposers)
         # Schemas (calibration keys) the reader tags instead of the generator and selector
         # (BundleManifest.reader_schemas), and the span score from which its spans are kept.
         self.reader_schemas: set[str] = set()
@@ -202,8 +209,8 @@ class Pipeline:
             ids["normalizer"] = normalizer.name
         if reader is not None:
             ids["reader"] = reader.model_id
-        if proposer is not None:
-            ids["proposer"] = proposer.model_id
+        if self.proposers:
+            ids["proposer"] = "+".join(p.reader.model_id for p in self.proposers)
         ids.update(model_ids or {})
         self.model_ids: dict[str, str] = ids
         self._schemas: dict[str, EntitySchema] = {}
@@ -217,7 +224,6 @@ class Pipeline:
         from llmner.bundle import (
             GENERATOR_DIR,
             NORMALIZER_DIR,
-            PROPOSER_DIR,
             READER_DIR,
             SELECTOR_DIR,
             default_bundle_path,
@@ -289,20 +295,21 @@ class Pipeline:
             reader = Reader.from_pretrained(root / READER_DIR, device=config.device)
             if manifest.reader_id:
                 reader.model_id = manifest.reader_id
-        proposer = None
-        if config.proposer and manifest.proposer_schemas and selector is not None:
-            # One frozen LM for both readers when they read with the same one.
-            base = ReaderConfig.from_pretrained(root / PROPOSER_DIR).base_model
-            shared = reader.encoder if reader is not None and reader.config.base_model == base else None
-            proposer = Reader.from_pretrained(root / PROPOSER_DIR, device=config.device, encoder=shared)
-            if manifest.proposer_id:
-                proposer.model_id = manifest.proposer_id
+        proposers: list[Proposer] = []
+        if config.proposer and selector is not None:
+            # One frozen LM for every reader that reads with the same one.
+            encoders = {reader.config.base_model: reader.encoder} if reader is not None else {}
+            for entry in manifest.proposers:
+                base = ReaderConfig.from_pretrained(root / entry.directory).base_model
+                proposer = Reader.from_pretrained(root / entry.directory, device=config.device, encoder=encoders.get(base))
+                encoders.setdefault(base, proposer.encoder)
+                if entry.id:
+                    proposer.model_id = entry.id
+                proposers.append(Proposer(proposer, frozenset(entry.schemas), entry.threshold))
         pipe = cls(generator, selector, config, model_ids={"bundle": manifest.name}, normalizer=normalizer, reader=reader,
-                   proposer=proposer)
+                   proposers=proposers)
         pipe.reader_schemas = set(manifest.reader_schemas)
         pipe.reader_threshold = manifest.reader_threshold
-        pipe.proposer_schemas = set(manifest.proposer_schemas)
-        pipe.proposer_threshold = manifest.proposer_threshold
         if selector is not None and config.selector_threshold is None:
             pipe.thresholds = dict(manifest.selector_thresholds)
         pipe.generator_thresholds = dict(manifest.generator_thresholds)
@@ -476,25 +483,33 @@ class Pipeline:
             return False      # the selector does not judge this language: nothing to relabel with
         return self._per_schema(self.relabel_schemas, schema, self.relabel)
 
-    def proposes(self, schema: str | EntitySchema | None) -> bool:
-        """Whether the proposer's spans join the generator's candidates under ``schema`` (the bundle names
-        the schema it is prompted with in ``BundleManifest.proposer_schemas``; the selector judges them)."""
+    def proposer_for(self, schema: str | EntitySchema | None) -> Proposer | None:
+        """The proposer whose spans join the generator's candidates under ``schema`` (the bundle names the
+        schema it is prompted with in that proposer's ``schemas``; the selector judges them), if any."""
         name = schema.name if isinstance(schema, EntitySchema) else schema
-        if name is None or self.proposer is None or self.selector is None or not self.config.proposer:
-            return False
-        return self.calibration_key(name) in self.proposer_schemas
+        if name is None or self.selector is None or not self.config.proposer:
+            return None
+        key = self.calibration_key(name)
+        return next((p for p in self.proposers if key in p.schemas), None)
+
+    def proposes(self, schema: str | EntitySchema | None) -> bool:
+        """Whether a proposer's spans join the generator's candidates under ``schema``."""
+        return self.proposer_for(schema) is not None
 
     def proposer_spans(self, texts: Sequence[str], schemas: Sequence[EntitySchema]) -> list[ChunkEntities]:
-        """The proposer's spans of each text (a chunk's) of its schema's types, under the requested names,
-        from span score ``proposer_threshold``, unscored (``source="reader"``: the selector scores them)."""
-        if not texts:
-            return []
-        assert self.proposer is not None
-        out = []
-        for entities, schema in zip(self.proposer.read(list(texts)), schemas, strict=True):
-            prompt, names = self.prompted(schema)
-            out.append([dataclasses.replace(e, type=e.type if names is None else names[e.type], score=None)
-                        for e in entities if e.type in prompt and (e.score or 0.0) >= self.proposer_threshold])
+        """The spans of each text (a chunk's) that its schema's proposer reads, of the schema's types,
+        under the requested names, from the proposer's span score threshold, unscored
+        (``source="reader"``: the selector scores them); none under a schema no proposer proposes for.
+        Each proposer reads its texts in one call."""
+        out: list[ChunkEntities] = [[] for _ in texts]
+        for proposer in self.proposers:
+            mine = [i for i, schema in enumerate(schemas) if self.proposer_for(schema) is proposer]
+            if not mine:
+                continue
+            for i, entities in zip(mine, proposer.reader.read([texts[i] for i in mine]), strict=True):
+                prompt, names = self.prompted(schemas[i])
+                out[i] = [dataclasses.replace(e, type=e.type if names is None else names[e.type], score=None)
+                          for e in entities if e.type in prompt and (e.score or 0.0) >= proposer.threshold]
         return out
 
     def reads(self, schema: EntitySchema) -> bool:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import random
 import string
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -192,17 +193,19 @@ def build_tiny_bert(directory: str | Path, hidden: int = 32, layers: int = 2, se
     return directory
 
 
-def build_tiny_reader(directory: str | Path, types: list[str], seed: int = 0) -> Path:
-    """A saved reader in ``directory`` (and its base LM in ``directory``-base) tagging ``types``."""
+def build_tiny_reader(directory: str | Path, types: list[str], seed: int = 0, base_model: str | Path | None = None) -> Path:
+    """A saved reader in ``directory`` tagging ``types``, on the tiny LM ``base_model`` (default: a new one,
+    saved in ``directory``-base)."""
     import torch
 
     from llmner.modeling.reader import FrozenEncoder, Reader, ReaderConfig
 
     directory = Path(directory)
-    base_dir = directory.parent / f"{directory.name}-base"
-    model, tokenizer = tiny_causal_lm(seed=seed)
-    model.save_pretrained(str(base_dir))
-    tokenizer.save_pretrained(str(base_dir))
+    base_dir = Path(base_model) if base_model is not None else directory.parent / f"{directory.name}-base"
+    if base_model is None:
+        model, tokenizer = tiny_causal_lm(seed=seed)
+        model.save_pretrained(str(base_dir))
+        tokenizer.save_pretrained(str(base_dir))
     encoder = FrozenEncoder(str(base_dir), device="cpu")
     texts = synthetic_sentences(40, seed=seed) + ["患者有高血压病史，服用氨氯地平。"]
     chars = {ch: i + 2 for i, ch in enumerate(sorted({ch for t in texts for ch in t}))}
@@ -215,13 +218,14 @@ def build_tiny_reader(directory: str | Path, types: list[str], seed: int = 0) ->
 
 
 def build_tiny_bundle(directory: str | Path, selector_threshold: float = 0.0, reader_schema: str | None = None,
-                      proposer_schema: str | None = None) -> Path:
+                      proposer_schemas: Sequence[str] = ()) -> Path:
     """A real model bundle of tiny random models in ``directory``: a LoRA Llama generator
     (GeneratorModel) and a tiny BERT selector. The bundle threshold is 0 so the selector keeps what
     the random generator tags (tests compare entity lists, which should not be empty). With
-    ``reader_schema`` a tiny reader tags that schema; with ``proposer_schema`` a tiny reader proposes
+    ``reader_schema`` a tiny reader tags that schema; each of ``proposer_schemas`` gets a tiny reader of
+    its own (a proposer, in ``proposers/<schema>``, id ``proposer-tiny-<schema>``) that proposes
     candidates under it."""
-    from llmner.bundle import BundleManifest, save_bundle
+    from llmner.bundle import PROPOSERS_DIR, BundleManifest, ProposerEntry, save_bundle
     from llmner.modeling.generator import GeneratorConfig, GeneratorModel
     from llmner.modeling.selector import SelectorConfig, SelectorModel
     from llmner.schema import get_schema
@@ -246,9 +250,12 @@ def build_tiny_bundle(directory: str | Path, selector_threshold: float = 0.0, re
         reader_dir = build_tiny_reader(root / "reader", list(get_schema(reader_schema).type_names))
         manifest.reader_schemas = [reader_schema]
         manifest.reader_id = "reader-tiny"
-    proposer_dir = None
-    if proposer_schema is not None:
-        proposer_dir = build_tiny_reader(root / "proposer", list(get_schema(proposer_schema).type_names), seed=1)
-        manifest.proposer_schemas = [proposer_schema]
-        manifest.proposer_id = "proposer-tiny"
-    return Path(save_bundle(directory, root / "gen", root / "sel", manifest, reader_dir, proposer_dir))
+    proposer_dirs: dict[str, str | Path] = {}
+    # Every proposer reads with the first one's LM (a bundle's readers share one when they name the same).
+    shared_base = root / f"proposer-{proposer_schemas[0]}-base" if proposer_schemas else None
+    for k, schema in enumerate(proposer_schemas):
+        entry = ProposerEntry(f"{PROPOSERS_DIR}/{schema}", f"proposer-tiny-{schema}", [schema])
+        proposer_dirs[entry.directory] = build_tiny_reader(root / f"proposer-{schema}", list(get_schema(schema).type_names),
+                                                           seed=1 + k, base_model=None if k == 0 else shared_base)
+        manifest.proposers.append(entry)
+    return Path(save_bundle(directory, root / "gen", root / "sel", manifest, reader_dir, proposer_dirs))

@@ -54,7 +54,6 @@ def warm_bundle(bundle: str | Path, onnx_variants: Sequence[str] | None = None) 
     from llmner.bundle import (
         GENERATOR_DIR,
         NORMALIZER_DIR,
-        PROPOSER_DIR,
         READER_DIR,
         SELECTOR_DIR,
         load_manifest,
@@ -69,10 +68,11 @@ def warm_bundle(bundle: str | Path, onnx_variants: Sequence[str] | None = None) 
     generator_config = json.loads((root / GENERATOR_DIR / GENERATOR_CONFIG).read_text())
     out.append(_base_model(f"generator base model ({generator_config['base_model']})", generator_config["base_model"]))
     bases = {artefact.what for artefact in out}
-    for part, schemas in ((READER_DIR, manifest.reader_schemas), (PROPOSER_DIR, manifest.proposer_schemas)):
+    readers = [(READER_DIR, manifest.reader_schemas)] + [(e.directory, e.schemas) for e in manifest.proposers]
+    for part, schemas in readers:
         if schemas and (root / part / READER_CONFIG).is_file():
             base = ReaderConfig.from_pretrained(root / part).base_model
-            name = f"reader base model ({base})"     # the proposer is a reader too: one Gemma for both
+            name = f"reader base model ({base})"     # a proposer is a reader too: one Gemma for all
             if name not in bases:
                 bases.add(name)
                 out.append(_base_model(name, base))

@@ -6,7 +6,7 @@ def test_errors_are_one_line_without_traceback(tmp_path):
     missing = tmp_path / ("a-very-long-directory-name-" * 6) / "gold.jsonl"
     proc = subprocess.run(
         [sys.executable, "-m", "llmner.cli.main", "eval", "--gold", str(missing), "--pred", str(missing)],
-        capture_output=True, text=True, env={"COLUMNS": "40", "PATH": "/usr/bin:/bin"},
+        check=False, capture_output=True, text=True, env={"COLUMNS": "40", "PATH": "/usr/bin:/bin"},
     )
     assert proc.returncode != 0
     err = proc.stderr.strip()
@@ -15,7 +15,7 @@ def test_errors_are_one_line_without_traceback(tmp_path):
 
 
 def test_streaming_commands_are_discovered_through_the_entry_point():
-    proc = subprocess.run([sys.executable, "-m", "llmner.cli.main", "--help"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "llmner.cli.main", "--help"], check=False, capture_output=True, text=True,
                           env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0
     for command in ("data", "eval", "tag", "train", "curate", "run", "submit", "results"):
@@ -93,3 +93,44 @@ def test_the_default_bundle_stays_within_the_shipped_size_limit() -> None:
     root = default_bundle_path()
     assert root is not None, "llmner/bundles/default is missing"
     assert bundle_size_bytes(root) <= MAX_SHIPPED_BUNDLE_BYTES
+
+
+def test_bundle_command_assembles_proposers_each_under_its_schemas(tmp_path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from llmner.bundle import (
+        ProposerEntry,
+        assembled_size_bytes,
+        bundle_size_bytes,
+        load_manifest,
+    )
+    from llmner.cli.main import app
+    from llmner.testing import build_tiny_bundle
+
+    parts = build_tiny_bundle(tmp_path / "tiny", proposer_schemas=["bc5cdr", "ncbi_disease"]).parent / "tiny-parts"
+    first, second = parts / "proposer-bc5cdr", parts / "proposer-ncbi_disease"
+    (parts / "training_card.json").write_text(json.dumps({"threshold_on_held_out": 0.7}))   # the run's card, beside reader/
+    runner = CliRunner()
+    out = tmp_path / "with-proposers"
+    args = ["bundle", "--generator", str(parts / "gen"), "--selector", str(parts / "sel"), "--output", str(out)]
+    result = runner.invoke(app, [*args, "--proposer", f"bc5cdr,jnlpba={first}", "--proposer", f"ncbi_disease={second}"])
+    assert result.exit_code == 0, result.output
+    manifest = load_manifest(out)
+    assert manifest.proposers == [ProposerEntry("proposers/bc5cdr", "tiny-parts", ["bc5cdr", "jnlpba"], 0.7),
+                                  ProposerEntry("proposers/ncbi_disease", "tiny-parts", ["ncbi_disease"], 0.7)]
+    assert (out / "proposers" / "ncbi_disease" / "reader_head.safetensors").is_file()
+    dirs = {"proposers/bc5cdr": first, "proposers/ncbi_disease": second}
+    assert assembled_size_bytes(out, parts / "gen", parts / "sel", manifest, None, dirs) == bundle_size_bytes(out)
+    given = runner.invoke(app, [*args, "--proposer", f"bc5cdr={first}", "--proposer-threshold", "0.4"])
+    assert given.exit_code == 0 and load_manifest(out).proposers[0].threshold == 0.4
+    (parts / "training_card.json").unlink()
+    unchosen = runner.invoke(app, [*args, "--proposer", f"bc5cdr={first}"])
+    assert unchosen.exit_code != 0 and "threshold_on_held_out" in str(unchosen.exception)
+    twice = runner.invoke(app, [*args, "--proposer", f"bc5cdr={first}", "--proposer", f"bc5cdr={second}",
+                                "--proposer-threshold", "0.5"])
+    assert twice.exit_code != 0 and "more than one proposer" in str(twice.exception)
+    assert load_manifest(out).proposers[0].threshold == 0.4       # refused before anything was written
+    malformed = runner.invoke(app, [*args, "--proposer", str(first)])
+    assert malformed.exit_code != 0 and "SCHEMA[,SCHEMA...]=DIR" in str(malformed.exception)

@@ -235,14 +235,27 @@ def test_selection_drops_a_proposer_span_where_a_kept_entity_of_its_type_is():
     assert SelectionRule(threshold=0.5, reader_threshold=0.5).select([Entity(0, 4, "Disease", score=0.6, source="selector+reader")])
 
 
-def test_manifest_proposer_fields_are_checked():
-    assert "proposer_schemas" not in BundleManifest().to_dict()
-    data = BundleManifest(proposer_schemas=["bc5cdr"], proposer_threshold=0.7).to_dict()
-    assert BundleManifest.from_dict(data).proposer_threshold == 0.7
-    with pytest.raises(ConfigError, match="proposer_threshold"):
-        BundleManifest.from_dict({**data, "proposer_threshold": -1})
+def test_manifest_proposer_fields_are_checked(tmp_path):
+    from llmner.bundle import ProposerEntry
+
+    assert "proposers" not in BundleManifest().to_dict()
+    data = BundleManifest(proposers=[ProposerEntry("proposers/bc5cdr", "r", ["bc5cdr"], 0.7)]).to_dict()
+    assert BundleManifest.from_dict(data).proposers == [ProposerEntry("proposers/bc5cdr", "r", ["bc5cdr"], 0.7)]
+    entry = data["proposers"][0]
+    for bad, match in (({**entry, "threshold": -1}, "threshold"), ({**entry, "schemas": []}, "schemas"),
+                       ({**entry, "directory": "../elsewhere"}, "folder of the bundle"),
+                       ({**entry, "directory": "selector"}, "folder of the bundle"), ({"schemas": ["x"]}, "directory")):
+        with pytest.raises(ConfigError, match=match):
+            BundleManifest.from_dict({**data, "proposers": [bad]})
     with pytest.raises(ConfigError, match="both read"):
         BundleManifest.from_dict({**data, "reader_schemas": ["bc5cdr"]})
+    with pytest.raises(ConfigError, match="more than one proposer"):
+        BundleManifest.from_dict({**data, "proposers": [entry, {**entry, "directory": "proposers/other"}]})
+    # A session-39 bundle's one proposer (proposer_* fields, in proposer/) reads as its one entry.
+    legacy = {**BundleManifest().to_dict(), "proposer_id": "r", "proposer_schemas": ["bc5cdr"], "proposer_threshold": 0.7}
+    assert BundleManifest.from_dict(legacy).proposers == [ProposerEntry("proposer", "r", ["bc5cdr"], 0.7)]
+    with pytest.raises(ConfigError, match="together"):
+        BundleManifest.from_dict({**legacy, "proposers": data["proposers"]})
 
 
 def test_pipeline_adds_the_proposers_spans_under_its_schema_judged_by_the_selector(tmp_path):
@@ -250,11 +263,21 @@ def test_pipeline_adds_the_proposers_spans_under_its_schema_judged_by_the_select
     from llmner.evaluation.rescore import judge_stored
     from llmner.pipeline import Pipeline, PipelineConfig
 
-    root = build_tiny_bundle(tmp_path / "bundle", reader_schema="cmeee", proposer_schema="bc5cdr")
+    root = build_tiny_bundle(tmp_path / "bundle", reader_schema="cmeee", proposer_schemas=["bc5cdr", "ncbi_disease"])
     manifest = load_manifest(root)
-    assert manifest.proposer_schemas == ["bc5cdr"] and (root / "proposer" / "reader_config.json").is_file()
+    assert manifest.proposer_schemas() == {"bc5cdr", "ncbi_disease"}
+    assert all((root / "proposers" / name / "reader_config.json").is_file() for name in ("bc5cdr", "ncbi_disease"))
     pipe = Pipeline.from_bundle(root, PipelineConfig(selector_backend="torch"))
-    assert pipe.model_ids["proposer"] == "proposer-tiny" and pipe.proposer is not None
+    assert pipe.model_ids["proposer"] == "proposer-tiny-bc5cdr+proposer-tiny-ncbi_disease"
+    # One proposer per schema, each its own head, every reader on one frozen LM.
+    ncbi, bc5 = pipe.proposer_for("ncbi_disease"), pipe.proposer_for("bc5cdr")
+    assert ncbi is not None and bc5 is not None and ncbi.reader is not bc5.reader
+    assert ncbi.reader.encoder is bc5.reader.encoder is not pipe.reader.encoder    # the reader's LM is another
+    assert pipe.proposer_for("biomedical_en") is None
+    both = pipe.proposer_spans(["Cisplatin caused nephrotoxicity."] * 2,
+                               [corpus_schema("bc5cdr"), corpus_schema("ncbi_disease")])
+    assert both[0] == pipe.proposer_spans(["Cisplatin caused nephrotoxicity."], [corpus_schema("bc5cdr")])[0]
+    assert {e.type for e in both[1]} <= {"Disease"}
     text = "Cisplatin caused nephrotoxicity and ototoxicity in BRCA1 carriers with breast cancer."
     own = Document("b", text, "en", {"schema": "bc5cdr"})
     other = Document("g", text, "en", {"schema": "biomedical_en"})
@@ -275,4 +298,4 @@ def test_pipeline_adds_the_proposers_spans_under_its_schema_judged_by_the_select
     assert {(e.key, round(e.score, 5)) for e in again if e.source in ("reader", "selector+reader")} == \
         {(e.key, round(e.score, 5)) for e in readers}
     off = Pipeline.from_bundle(root, PipelineConfig(selector_backend="torch", proposer=False))
-    assert off.proposer is None and all(e.source != "reader" for e in off.process([own])[0].entities)
+    assert off.proposers == [] and all(e.source != "reader" for e in off.process([own])[0].entities)

@@ -176,7 +176,7 @@ def test_bundles_that_generate_alike_may_rescore_each_other(tmp_path):
     import json
     import shutil
 
-    from llmner.bundle import default_bundle_path
+    from llmner.bundle import default_bundle_path, load_manifest
     from llmner.evaluation.rescore import same_generation
 
     shipped = default_bundle_path()
@@ -187,7 +187,8 @@ def test_bundles_that_generate_alike_may_rescore_each_other(tmp_path):
         (root / "generator").mkdir(parents=True)
         (root / "selector").mkdir()
         (root / "reader").mkdir()      # the shipped bundle.json names reader_schemas
-        (root / "proposer").mkdir()    # and proposer_schemas
+        for entry in load_manifest(shipped).proposers:     # and proposers
+            (root / entry.directory).mkdir(parents=True)
         shutil.copy(shipped / "bundle.json", root / "bundle.json")
         (root / "generator" / "adapter.bin").write_bytes(b"weights")
     manifest = json.loads((target / "bundle.json").read_text())
@@ -223,7 +224,7 @@ def test_the_f1_range_spans_the_open_keep_decisions(tmp_path):
     # A proposer's span that overlaps a kept entity of its type yields to it, as the pipeline's selection has it.
     import json as _json
 
-    part = sorted(target.glob("part-*.json"))[0]
+    part = min(target.glob("part-*.json"))
     data = _json.loads(part.read_text())
     record, bounds = data["records"][0], data["score_bounds"][0]
     first = next(e for e in record["entities"] if e["type"] == "Gene")

@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from llmner.bundle import MAX_SHIPPED_BUNDLE_BYTES
+from llmner.bundle import MAX_SHIPPED_BUNDLE_BYTES, PROPOSERS_DIR, ProposerEntry
 from llmner.cli.output import say
 from llmner.errors import ConfigError, DataNotFoundError
 
@@ -37,9 +37,8 @@ def bundle_command(
     reader: Annotated[Path | None, typer.Option("--reader", help="reader directory written by `llmner train reader` (its run's reader/)")] = None,
     reader_schema: Annotated[list[str] | None, typer.Option("--reader-schema", help="schema (as prompted, e.g. cmeee) the reader tags instead of the generator and selector (repeatable)")] = None,
     reader_threshold: Annotated[float, typer.Option("--reader-threshold", help="the reader's spans are kept from this span score")] = 0.0,
-    proposer: Annotated[Path | None, typer.Option("--proposer", help="reader directory whose spans join the generator's candidates, judged by the selector")] = None,
-    proposer_schema: Annotated[list[str] | None, typer.Option("--proposer-schema", help="schema (as prompted, e.g. bc5cdr) under which the proposer proposes (repeatable)")] = None,
-    proposer_threshold: Annotated[float, typer.Option("--proposer-threshold", help="the proposer's spans are proposed from this span score")] = 0.0,
+    proposer: Annotated[list[str] | None, typer.Option("--proposer", help="SCHEMA[,SCHEMA...]=DIR: the reader in DIR (a run's reader/) proposes spans under those schemas (as prompted, e.g. bc5cdr), judged by the selector (repeatable: one proposer per schema)")] = None,
+    proposer_threshold: Annotated[float | None, typer.Option("--proposer-threshold", help="every proposer's spans are proposed from this span score (default: each reader's threshold_on_held_out, from its run's training_card.json, chosen by benchmarks/reader_choice.py)")] = None,
     notes: Annotated[str, typer.Option("--notes", help="free text kept in bundle.json")] = "",
     max_bytes: Annotated[int, typer.Option("--max-bytes", help="refuse a bundle larger than this (0: no limit)")] = MAX_SHIPPED_BUNDLE_BYTES,
 ) -> None:
@@ -64,11 +63,8 @@ def bundle_command(
         raise DataNotFoundError(f"--reader {reader}: reader_config.json not found (not a trained reader)")
     if bool(reader_schema) != (reader is not None):
         raise ConfigError("--reader and --reader-schema go together: the reader tags the schemas named")
-    if proposer is not None and not (proposer / "reader_config.json").is_file():
-        raise DataNotFoundError(f"--proposer {proposer}: reader_config.json not found (not a trained reader)")
-    if bool(proposer_schema) != (proposer is not None):
-        raise ConfigError("--proposer and --proposer-schema go together: the proposer proposes under the schemas named")
-    if proposer is not None and selector is None:
+    proposers = [_proposer_entry(item, proposer_threshold) for item in proposer or []]
+    if proposers and selector is None:
         raise ConfigError("--proposer needs --selector: the selector judges what the proposer proposes")
     defaults = {}
     for item in default_schema or []:
@@ -94,14 +90,15 @@ def bundle_command(
                               sentences_per_chunk=int((card.get("training") or {}).get("sentences_per_chunk", 1)),
                               reader_id=reader.parent.name if reader is not None else "",   # the run directory's name
                               reader_schemas=list(reader_schema or []), reader_threshold=reader_threshold,
-                              proposer_id=proposer.parent.name if proposer is not None else "",
-                              proposer_schemas=list(proposer_schema or []), proposer_threshold=proposer_threshold)
-    planned = assembled_size_bytes(output, generator, selector, manifest, reader, proposer)
+                              proposers=[entry for entry, _ in proposers])
+    BundleManifest.from_dict(manifest.to_dict(), "the bundle's manifest")   # refused before anything is written
+    proposer_dirs = {entry.directory: source for entry, source in proposers}
+    planned = assembled_size_bytes(output, generator, selector, manifest, reader, proposer_dirs)
     if max_bytes and planned > max_bytes:
         # Refused before anything is written: a bundle left on disk would load, whatever this said.
         raise ConfigError(f"bundle {output} would be {planned / 1e6:.1f} MB, over --max-bytes {max_bytes / 1e6:.1f} MB; "
                           f"nothing written")
-    root = save_bundle(output, generator, selector, manifest, reader, proposer)
+    root = save_bundle(output, generator, selector, manifest, reader, proposer_dirs)
     load_manifest(root)          # what the pipeline will read back
     size = bundle_size_bytes(root)
     say(f"bundle {root}: {size / 1e6:.1f} MB, generator {manifest.generator_id}, "
@@ -110,3 +107,24 @@ def bundle_command(
 
 def _read_json(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _proposer_entry(item: str, threshold: float | None) -> tuple[ProposerEntry, Path]:
+    """One ``--proposer SCHEMA[,SCHEMA...]=DIR``: its manifest entry (the reader copied to
+    ``proposers/<first schema>``, its id the run directory's name) and the reader directory."""
+    schemas, _, where = item.partition("=")
+    names = [name.strip() for name in schemas.split(",") if name.strip()]
+    if not names or not where:
+        raise ConfigError(f"--proposer {item!r}: expected SCHEMA[,SCHEMA...]=DIR, e.g. bc5cdr=runs/reader-bc5cdr/reader")
+    source = Path(where)
+    if not (source / "reader_config.json").is_file():
+        raise DataNotFoundError(f"--proposer {item}: {source}/reader_config.json not found (not a trained reader)")
+    if threshold is None:
+        cards = [source / "training_card.json", source.parent / "training_card.json"]
+        card = next((_read_json(c) for c in cards if c.is_file()), {})
+        threshold = card.get("threshold_on_held_out")
+        if threshold is None:
+            raise ConfigError(f"--proposer {item}: its training card names no threshold_on_held_out; choose one with "
+                              f"benchmarks/reader_choice.py --run RUN or pass --proposer-threshold")
+    entry = ProposerEntry(f"{PROPOSERS_DIR}/{names[0]}", source.parent.name, names, float(threshold))
+    return entry, source
