@@ -118,8 +118,8 @@ def test_bundle_command_assembles_proposers_each_under_its_schemas(tmp_path) -> 
     result = runner.invoke(app, [*args, "--proposer", f"bc5cdr,jnlpba={first}", "--proposer", f"ncbi_disease={second}"])
     assert result.exit_code == 0, result.output
     manifest = load_manifest(out)
-    assert manifest.proposers == [ProposerEntry("proposers/bc5cdr", "tiny-parts", ["bc5cdr", "jnlpba"], 0.7),
-                                  ProposerEntry("proposers/ncbi_disease", "tiny-parts", ["ncbi_disease"], 0.7)]
+    assert manifest.proposers == [ProposerEntry("proposers/bc5cdr", "proposer-bc5cdr", ["bc5cdr", "jnlpba"], 0.7),
+                                  ProposerEntry("proposers/ncbi_disease", "proposer-ncbi_disease", ["ncbi_disease"], 0.7)]
     assert (out / "proposers" / "ncbi_disease" / "reader_head.safetensors").is_file()
     dirs = {"proposers/bc5cdr": first, "proposers/ncbi_disease": second}
     assert assembled_size_bytes(out, parts / "gen", parts / "sel", manifest, None, dirs) == bundle_size_bytes(out)

@@ -111,7 +111,8 @@ def _read_json(path: Path) -> dict:
 
 def _proposer_entry(item: str, threshold: float | None) -> tuple[ProposerEntry, Path]:
     """One ``--proposer SCHEMA[,SCHEMA...]=DIR``: its manifest entry (the reader copied to
-    ``proposers/<first schema>``, its id the run directory's name) and the reader directory."""
+    ``proposers/<first schema>``, its id the run directory's name for a run's ``reader/``, else the
+    directory's) and the reader directory."""
     schemas, _, where = item.partition("=")
     names = [name.strip() for name in schemas.split(",") if name.strip()]
     if not names or not where:
@@ -126,5 +127,6 @@ def _proposer_entry(item: str, threshold: float | None) -> tuple[ProposerEntry, 
         if threshold is None:
             raise ConfigError(f"--proposer {item}: its training card names no threshold_on_held_out; choose one with "
                               f"benchmarks/reader_choice.py --run RUN or pass --proposer-threshold")
-    entry = ProposerEntry(f"{PROPOSERS_DIR}/{names[0]}", source.parent.name, names, float(threshold))
+    run = source.parent.name if source.name == "reader" else source.name     # a run's reader/, or a reader of its own
+    entry = ProposerEntry(f"{PROPOSERS_DIR}/{names[0]}", run, names, float(threshold))
     return entry, source
