@@ -132,8 +132,8 @@ class PipelineConfig:
     # The bundle's reader (llmner.modeling.reader) tags the schemas it covers (False: the generator and
     # selector tag every schema, and the reader is not loaded).
     reader: bool = True
-    # The bundle's proposer (a reader) adds its spans to the generator's candidates under the schemas it
-    # covers (False: never, and it is not loaded).
+    # The bundle's proposers (readers) add their spans to the generator's candidates, each under the schemas
+    # it covers (False: never, and none is loaded).
     proposer: bool = True
 
     def __post_init__(self) -> None:

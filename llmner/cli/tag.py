@@ -121,7 +121,7 @@ def tag(
     normalize: Annotated[bool, typer.Option("--normalize", help="link entities to identifiers with the bundle's normalizer")] = False,
     consistency: Annotated[bool | None, typer.Option("--consistency/--no-consistency", help="tag every recurrence of a string the model tagged at half its places or more (default: as the bundle says; the shipped one does)")] = None,
     reader: Annotated[bool, typer.Option("--reader/--no-reader", help="the bundle's reader tags the schemas it covers (in the shipped bundle: Chinese clinical notes, clinical_zh and cmeee); --no-reader: the generator and selector tag every schema")] = True,
-    proposer: Annotated[bool, typer.Option("--proposer/--no-proposer", help="the bundle's proposer (a reader) adds its spans to the generator's candidates under the schemas it covers (in the shipped bundle: bc5cdr, the English default); --no-proposer: the generator's and the selector's spans only")] = True,
+    proposer: Annotated[bool, typer.Option("--proposer/--no-proposer", help="the bundle's proposers (readers) add their spans to the generator's candidates, each under the schemas it covers (in the shipped bundle: bc5cdr, the English default, and ncbi_disease); --no-proposer: the generator's and the selector's spans only")] = True,
     keep_dropped: Annotated[bool, typer.Option("--keep-dropped", help="jsonl: keep the selector's dropped candidates in metadata (llmner view --dropped)")] = False,
     precision: Annotated[str, typer.Option("--precision", help="the generator's matrix multiplies on a CPU: auto (bf16 where the CPU does bf16 natively, about 1.5x faster), fp32 (bit-for-bit the reported runs) or bf16")] = "auto",
 ) -> None:
