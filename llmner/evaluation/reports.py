@@ -37,17 +37,19 @@ def files_fingerprint(paths: Sequence[Path], root: Path | None = None) -> str:
 def bundle_fingerprint(bundle: Path) -> str:
     """Changes when the bundle's manifest, generator card/config, selector config, reader or proposers
     (config and weights) change (not when the bundle moves)."""
-    from llmner.bundle import LEGACY_PROPOSER_DIR, PROPOSERS_DIR, READER_DIR
+    from llmner.bundle import MANIFEST_NAME, READER_DIR, BundleManifest
+    from llmner.errors import ConfigError
 
     bundle = bundle.resolve()
-    files = [bundle / "bundle.json", bundle / "generator" / "training_card.json", bundle / "generator" / "generator_config.json",
+    files = [bundle / MANIFEST_NAME, bundle / "generator" / "training_card.json", bundle / "generator" / "generator_config.json",
              bundle / "selector" / "selector_config.json", bundle / "selector" / "training_card.json"]
+    try:    # the proposers the manifest names (none where it is not a whole manifest)
+        proposers = [e.directory for e in BundleManifest.from_dict(json.loads((bundle / MANIFEST_NAME).read_text())).proposers]
+    except (OSError, ValueError, ConfigError):
+        proposers = []
     # Named only when present: a bundle without one keeps its fingerprint.
-    readers = [bundle / part for part in (READER_DIR, LEGACY_PROPOSER_DIR) if (bundle / part).is_dir()]
-    if (bundle / PROPOSERS_DIR).is_dir():
-        readers += sorted(p for p in (bundle / PROPOSERS_DIR).iterdir() if p.is_dir())
-    for part in readers:
-        files += [part / "reader_config.json", part / "reader_head.safetensors"]
+    for part in ([READER_DIR] if (bundle / READER_DIR).is_dir() else []) + proposers:
+        files += [bundle / part / "reader_config.json", bundle / part / "reader_head.safetensors"]
     return files_fingerprint(files, root=bundle)
 
 
