@@ -501,6 +501,8 @@ class Pipeline:
         under the requested names, from the proposer's span score threshold, unscored
         (``source="reader"``: the selector scores them); none under a schema no proposer proposes for.
         Each proposer reads its texts in one call."""
+        if len(texts) != len(schemas):
+            raise ValidationError(f"proposer_spans: {len(texts)} texts but {len(schemas)} schemas")
         out: list[ChunkEntities] = [[] for _ in texts]
         for proposer in self.proposers:
             mine = [i for i, schema in enumerate(schemas) if self.proposer_for(schema) is proposer]
