@@ -151,10 +151,6 @@ class BundleManifest:
             del out["proposers"]
         return out
 
-    def proposer_schemas(self) -> set[str]:
-        """Every schema some proposer proposes for."""
-        return {name for entry in self.proposers for name in entry.schemas}
-
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "bundle.json") -> BundleManifest:
         data = _with_proposers(dict(data), where)

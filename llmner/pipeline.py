@@ -504,8 +504,9 @@ class Pipeline:
         if len(texts) != len(schemas):
             raise ValidationError(f"proposer_spans: {len(texts)} texts but {len(schemas)} schemas")
         out: list[ChunkEntities] = [[] for _ in texts]
+        owners = [self.proposer_for(schema) for schema in schemas]
         for proposer in self.proposers:
-            mine = [i for i, schema in enumerate(schemas) if self.proposer_for(schema) is proposer]
+            mine = [i for i, owner in enumerate(owners) if owner is proposer]
             if not mine:
                 continue
             for i, entities in zip(mine, proposer.reader.read([texts[i] for i in mine]), strict=True):

@@ -265,7 +265,8 @@ def test_pipeline_adds_the_proposers_spans_under_its_schema_judged_by_the_select
 
     root = build_tiny_bundle(tmp_path / "bundle", reader_schema="cmeee", proposer_schemas=["bc5cdr", "ncbi_disease"])
     manifest = load_manifest(root)
-    assert manifest.proposer_schemas() == {"bc5cdr", "ncbi_disease"}
+    assert [(e.directory, e.schemas) for e in manifest.proposers] == [("proposers/bc5cdr", ["bc5cdr"]),
+                                                                      ("proposers/ncbi_disease", ["ncbi_disease"])]
     assert all((root / "proposers" / name / "reader_config.json").is_file() for name in ("bc5cdr", "ncbi_disease"))
     pipe = Pipeline.from_bundle(root, PipelineConfig(selector_backend="torch"))
     assert pipe.model_ids["proposer"] == "proposer-tiny-bc5cdr+proposer-tiny-ncbi_disease"
